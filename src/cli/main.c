@@ -1,0 +1,2 @@
+/* placeholder: hutch CLI */
+int main(void) { return 0; }

@@ -1,0 +1,2 @@
+/* placeholder: hutchd */
+int main(void) { return 0; }

@@ -1,0 +1,2 @@
+/* placeholder: hutch-init */
+int main(void) { return 0; }
