@@ -1,2 +1,163 @@
-/* placeholder: hutchd */
-int main(void) { return 0; }
+/* hutchd: the API server and sandbox manager. One libuv loop, no threads. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+#include "daemon/api/http.h"
+#include "daemon/config.h"
+#include "daemon/core/routes.h"
+#include "daemon/core/sandbox.h"
+#include "daemon/sandbox/cgroup.h"
+#include "daemon/sandbox/launch.h"
+#include "daemon/store/store.h"
+
+static struct http_server *tcp_server, *unix_server;
+static uv_signal_t sig_term, sig_int;
+static uv_timer_t shutdown_timer;
+
+static int mkdir_p(const char *path, mode_t mode, struct hx_err *e)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return hx_fail(e, errno, "mkdir %s: %m", buf);
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir %s: %m", buf);
+    return 0;
+}
+
+/* First start: an admin token for the "default" organization, written to
+ * DIR/admin.token (0600) so that only root can read it. */
+static int ensure_admin_token(struct hx_err *e)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/admin.token", g_daemon.cfg->state_dir);
+    int n = 0, r;
+    if ((r = store_token_count(g_daemon.store, &n, e)) < 0)
+        return r;
+    if (n > 0 && access(path, F_OK) == 0)
+        return 0;
+    char tok[64], id[32];
+    if ((r = store_token_create(g_daemon.store, "default", "admin", true, tok, id, e)) < 0)
+        return r;
+    autoclose int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return hx_fail(e, errno, "create %s: %m", path);
+    fchmod(fd, 0600);
+    char line[80];
+    int len = snprintf(line, sizeof line, "%s\n", tok);
+    if (write(fd, line, (size_t)len) != len)
+        return hx_fail(e, errno, "write %s: %m", path);
+    printf("hutchd: created an admin access token (organization \"default\") in %s\n", path);
+    return 0;
+}
+
+static void on_shutdown_tick(uv_timer_t *t)
+{
+    if (g_daemon.sandboxes == NULL) {
+        uv_timer_stop(t);
+        uv_stop(g_daemon.loop);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    if (g_daemon.shutting_down) {
+        fprintf(stderr, "hutchd: second signal, exiting now\n");
+        uv_stop(g_daemon.loop);
+        return;
+    }
+    fprintf(stderr, "hutchd: %s: stopping every sandbox, then exiting\n", strsignal(signum));
+    g_daemon.shutting_down = true;
+    if (tcp_server)
+        http_server_close(tcp_server);
+    if (unix_server)
+        http_server_close(unix_server);
+    tcp_server = unix_server = NULL;
+    sandbox_stop_all();
+    uv_timer_start(&shutdown_timer, on_shutdown_tick, 0, 20);
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    struct hx_err e = {0};
+    int r = config_parse(&cfg, argc, argv, &e);
+    if (r == 1)
+        return 0;
+    if (r < 0) {
+        fprintf(stderr, "hutchd: %s\n", e.msg);
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    if (geteuid() != 0) {
+        fprintf(stderr, "hutchd: must run as root (it creates namespaces, cgroups and mounts)\n");
+        return 1;
+    }
+    umask(022);
+    g_daemon.loop = uv_default_loop();
+    g_daemon.cfg = &cfg;
+    g_daemon.init_memfd = -1;
+    g_daemon.slots = calloc(cfg.max_sandboxes, 1);
+    char sbdir[4200];
+    snprintf(sbdir, sizeof sbdir, "%s/sandboxes", cfg.state_dir);
+    snprintf(g_daemon.image_root, sizeof g_daemon.image_root, "%s/debian-13/rootfs", cfg.image_cache);
+    struct stat st;
+    if (stat(g_daemon.image_root, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "hutchd: image builtin:debian-13 not found at %s; build it with `make image`\n",
+                g_daemon.image_root);
+        return 1;
+    }
+    if ((r = mkdir_p(cfg.state_dir, 0700, &e)) < 0 || (r = mkdir_p(sbdir, 0700, &e)) < 0 ||
+        (r = store_open(cfg.state_dir, &g_daemon.store, &e)) < 0 || (r = ensure_admin_token(&e)) < 0 ||
+        (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
+        (g_daemon.init_memfd = sandbox_init_memfd(cfg.init_path, &e)) < 0) {
+        fprintf(stderr, "hutchd: %s\n", e.msg);
+        return 1;
+    }
+    sandbox_cleanup_stale();
+
+    char sockdir[4096];
+    snprintf(sockdir, sizeof sockdir, "%s", cfg.socket_path);
+    char *slash = strrchr(sockdir, '/');
+    if (slash && slash != sockdir) {
+        *slash = 0;
+        mkdir_p(sockdir, 0755, NULL);
+    }
+    unlink(cfg.socket_path);
+    if ((r = http_server_listen_tcp(g_daemon.loop, cfg.listen_host, cfg.listen_port, routes_on_request, NULL,
+                                    &tcp_server, &e)) < 0 ||
+        (r = http_server_listen_unix(g_daemon.loop, cfg.socket_path, routes_on_request, NULL, &unix_server, &e)) < 0) {
+        fprintf(stderr, "hutchd: %s\n", e.msg);
+        return 1;
+    }
+    uv_signal_init(g_daemon.loop, &sig_term);
+    uv_signal_init(g_daemon.loop, &sig_int);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_timer_init(g_daemon.loop, &shutdown_timer);
+
+    const char *host = cfg.listen_host;
+    bool v6 = strchr(host, ':') != NULL;
+    printf("hutchd: listening on http://%s%s%s:%d (and %s for root)\n", v6 ? "[" : "", host, v6 ? "]" : "",
+           cfg.listen_port, cfg.socket_path);
+    printf("hutchd: use it with the SDK or the CLI:\n"
+           "  export DENO_SANDBOX_ENDPOINT=http://%s%s%s:%d DENO_DEPLOY_ENDPOINT=http://%s%s%s:%d\n"
+           "  export DENO_DEPLOY_TOKEN=$(cat %s/admin.token) HUTCH_TOKEN=$(cat %s/admin.token)\n",
+           v6 ? "[" : "", host, v6 ? "]" : "", cfg.listen_port, v6 ? "[" : "", host, v6 ? "]" : "",
+           cfg.listen_port, cfg.state_dir, cfg.state_dir);
+    uv_run(g_daemon.loop, UV_RUN_DEFAULT);
+    unlink(cfg.socket_path);
+    store_close(g_daemon.store);
+    printf("hutchd: stopped\n");
+    return 0;
+}

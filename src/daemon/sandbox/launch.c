@@ -1,1 +1,198 @@
-/* placeholder */
+/* Launching a sandbox's PID 1: the user namespace (made first, entered last
+ * by hutch-init) and the clone3() of hutch-init from a sealed memfd. */
+#include "daemon/sandbox/launch.h"
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+/* The kernel's struct clone_args (v0 layout, 64 bytes); spelled out here so
+ * that <linux/sched.h> and glibc's <sched.h> need not be mixed. */
+struct hx_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+};
+
+static pid_t clone3_fork(uint64_t flags, uint64_t exit_signal, int *pidfd)
+{
+    struct hx_clone_args a = {
+        .flags = flags,
+        .pidfd = (uint64_t)(uintptr_t)pidfd,
+        .exit_signal = exit_signal,
+    };
+    return (pid_t)syscall(SYS_clone3, &a, sizeof a);
+}
+
+int sandbox_init_memfd(const char *init_path, struct hx_err *e)
+{
+    autoclose int src = open(init_path, O_RDONLY | O_CLOEXEC);
+    if (src < 0)
+        return hx_fail(e, errno, "open %s: %m", init_path);
+    struct stat st;
+    if (fstat(src, &st) < 0)
+        return hx_fail(e, errno, "stat %s: %m", init_path);
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+        return hx_fail(e, EINVAL, "%s is not a regular, non-empty file", init_path);
+
+    /* MFD_EXEC: kernels with vm.memfd_noexec would otherwise make it non-executable. */
+    autoclose int fd = memfd_create("hutch-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create("hutch-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return hx_fail(e, errno, "memfd_create: %m");
+
+    off_t left = st.st_size;
+    while (left > 0) {
+        ssize_t n = sendfile(fd, src, NULL, (size_t)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return hx_fail(e, errno, "copy %s into memfd: %m", init_path);
+        if (n == 0)
+            return hx_fail(e, EIO, "copy %s into memfd: file shrank", init_path);
+        left -= n;
+    }
+    /* CVE-2019-5736: once sealed nobody (not even /proc/<pid>/exe from a
+     * sandbox) can modify the binary every sandbox's PID 1 runs. */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+        return hx_fail(e, errno, "seal hutch-init memfd: %m");
+    return hx_steal_fd(&fd);
+}
+
+/* Makes a user namespace mapping 0..count-1 to base..base+count-1 and returns
+ * an fd to it. A short-lived child holds the namespace while we, real root in
+ * the parent namespace, write its maps. setgroups stays "allow": the idmap is
+ * written by a privileged process and sandbox root owns no other namespace. */
+static int make_userns(const struct launch_spec *s, struct hx_err *e)
+{
+    int sync[2];
+    if (pipe2(sync, O_CLOEXEC) < 0)
+        return hx_fail(e, errno, "pipe: %m");
+
+    /* exit_signal 0: a generic SIGCHLD reaper in the daemon (waitpid(-1)
+     * without __WALL) never steals this child from us. */
+    pid_t child = clone3_fork(CLONE_NEWUSER, 0, NULL);
+    if (child < 0) {
+        int err = errno;
+        close(sync[0]);
+        close(sync[1]);
+        return hx_fail(e, err, "clone3(CLONE_NEWUSER): %m");
+    }
+    if (child == 0) {
+        /* Holds the namespace alive until the parent closes its end. */
+        char c;
+        close(sync[1]);
+        while (read(sync[0], &c, 1) < 0 && errno == EINTR) {
+        }
+        _exit(0);
+    }
+    close(sync[0]);
+
+    int ret = 0, nsfd = -1;
+    char path[64], map[64];
+    snprintf(map, sizeof map, "0 %" PRIu32 " %" PRIu32 "\n", s->uid_base, s->uid_count);
+    static const char *const files[] = {"uid_map", "gid_map"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(files) && ret == 0; i++) {
+        snprintf(path, sizeof path, "/proc/%d/%s", (int)child, files[i]);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            ret = hx_fail(e, errno, "open %s: %m", path);
+            break;
+        }
+        ssize_t n = write(fd, map, strlen(map));
+        if (n != (ssize_t)strlen(map))
+            ret = hx_fail(e, n < 0 ? errno : EIO, "write %s (%s): %m", path, files[i]);
+        close(fd);
+    }
+    if (ret == 0) {
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int)child);
+        nsfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (nsfd < 0)
+            ret = hx_fail(e, errno, "open %s: %m", path);
+    }
+    close(sync[1]);
+    int st;
+    while (waitpid(child, &st, __WALL) < 0 && errno == EINTR) {
+    }
+    return ret < 0 ? ret : nsfd;
+}
+
+/* Runs in the clone3 child (a copy of a possibly multi-threaded daemon):
+ * async-signal-safe calls only, never returns. */
+static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull)
+{
+    /* Move everything above the target numbers first so dup2 cannot
+     * clobber a source that happens to be 3, 4 or 5. */
+    int s = fcntl(sock, F_DUPFD_CLOEXEC, 10);
+    int u = fcntl(userns, F_DUPFD_CLOEXEC, 10);
+    int m = fcntl(memfd, F_DUPFD_CLOEXEC, 10);
+    int n = fcntl(devnull, F_DUPFD_CLOEXEC, 10);
+    if (s < 0 || u < 0 || m < 0 || n < 0)
+        _exit(126);
+    /* stdio is /dev/null: PID 1 reports through HX_LOG, never onto a
+     * daemon terminal a compromised agent could inject into. */
+    if (dup2(n, 0) < 0 || dup2(n, 1) < 0 || dup2(n, 2) < 0 || dup2(s, 3) < 0 || dup2(u, 4) < 0 ||
+        dup3(m, 5, O_CLOEXEC) < 0)
+        _exit(126);
+    if (close_range(6, ~0U, 0) < 0)
+        _exit(126);
+
+    sigset_t all;
+    sigemptyset(&all);
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL/SIGSTOP and glibc-internal ones */
+    sigprocmask(SIG_SETMASK, &all, NULL);
+
+    static char *const argv[] = {"hutch-init", NULL};
+    static char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    fexecve(5, argv, envp);
+    _exit(127);
+}
+
+int sandbox_launch(const struct launch_spec *s, int *agent_fd, pid_t *pid, int *pidfd, struct hx_err *e)
+{
+    if (!s || s->init_memfd < 0 || s->uid_count == 0 || s->uid_base == 0 ||
+        (uint64_t)s->uid_base + s->uid_count > UINT32_MAX)
+        return hx_fail(e, EINVAL, "sandbox %s: invalid launch spec", s && s->id ? s->id : "?");
+
+    autoclose int userns = make_userns(s, e);
+    if (userns < 0)
+        return hx_wrap(e, "sandbox %s: user namespace", s->id ? s->id : "?");
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hx_fail(e, errno, "socketpair: %m");
+    autoclose int ours = sv[0];
+    autoclose int theirs = sv[1];
+    autoclose int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0)
+        return hx_fail(e, errno, "open /dev/null: %m");
+
+    int pfd = -1;
+    /* Real root creates (and so owns) every namespace but the user one:
+     * sandbox root can never reconfigure mounts, network, hostname or pids. */
+    pid_t child = clone3_fork(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+                                  CLONE_PIDFD,
+                              SIGCHLD, &pfd);
+    if (child < 0)
+        return hx_fail(e, errno, "sandbox %s: clone3: %m", s->id ? s->id : "?");
+    if (child == 0)
+        exec_init(theirs, userns, s->init_memfd, devnull);
+
+    *agent_fd = hx_steal_fd(&ours);
+    *pid = child;
+    *pidfd = pfd;
+    return 0;
+}

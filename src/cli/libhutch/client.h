@@ -1,0 +1,128 @@
+/* libhutch: a small blocking C client for hutchd, which speaks the wire protocol of
+ * @deno/sandbox 0.13.2: HTTP/1.1 REST plus a WebSocket carrying JSON-RPC 2.0 and byte streams. */
+#pragma once
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/err.h"
+
+/* Where to talk to: a TCP endpoint (http://HOST:PORT) or a unix socket. */
+struct hutch_target {
+    char *host;      /* NULL for a unix socket */
+    char *port;
+    char *unix_path; /* set for a unix socket */
+    char *token;     /* NULL: send no Authorization header */
+};
+
+/* endpoint: "http://HOST[:PORT][/]" (HOST may be [v6]); token may be NULL. */
+int hutch_target_init(struct hutch_target *t, const char *endpoint, const char *token, struct hx_err *e);
+int hutch_target_init_unix(struct hutch_target *t, const char *path, const char *token, struct hx_err *e);
+void hutch_target_free(struct hutch_target *t);
+
+/* ---- REST ---- */
+
+#define HUTCH_HTTP_BODY_MAX (16u << 20) /* bytes of a response body we accept */
+
+struct hutch_http_resp {
+    int status;
+    char *body; /* NUL-terminated, owned */
+    size_t len;
+};
+
+/* One request, one response (Connection: close). body may be NULL; it is sent
+ * as application/json. Any status is returned; only transport errors fail. */
+int hutch_http(const struct hutch_target *t, const char *method, const char *path, const char *body,
+               struct hutch_http_resp *r, struct hx_err *e);
+void hutch_http_resp_free(struct hutch_http_resp *r);
+
+/* JSON REST call: fails with the server's {"code","message"} for a non-2xx
+ * status. *out (may be NULL) receives the parsed body, or json null when the
+ * body is empty. body is borrowed. */
+int hutch_rest(const struct hutch_target *t, const char *method, const char *path, json_t *body,
+               json_t **out, struct hx_err *e);
+
+/* ---- WebSocket JSON-RPC ---- */
+
+struct hutch_conn;
+
+/* Opens /api/v3/sandboxes/create with config (borrowed, may be NULL; sent as
+ * x-deno-sandbox-config: base64(JSON)). */
+int hutch_create(const struct hutch_target *t, json_t *config, struct hutch_conn **out, struct hx_err *e);
+/* Opens /api/v3/sandbox/ID/connect. */
+int hutch_connect(const struct hutch_target *t, const char *id, struct hutch_conn **out, struct hx_err *e);
+/* The id from the 101 response's x-deno-sandbox-id ("" if none). */
+const char *hutch_conn_sandbox_id(const struct hutch_conn *c);
+/* Sends a close frame, waits briefly for the server's, frees everything. NULL is fine. */
+void hutch_conn_close(struct hutch_conn *c);
+
+/* Calls method and waits for its result. params is stolen (NULL = {}).
+ * {"ok": v}: *ok (may be NULL) gets a new reference to v, returns 0.
+ * {"error": {...}}: returns -EREMOTEIO, e->msg is "<constructorName>: <message>",
+ * and *rpc_code (may be NULL) receives a copy of the error's "code" (or NULL). */
+int hutch_call(struct hutch_conn *c, const char *method, json_t *params, json_t **ok, char **rpc_code,
+               struct hx_err *e);
+
+/* Lower level: what hutch_run is built on. */
+enum hutch_stream_event { HUTCH_STREAM_START, HUTCH_STREAM_DATA, HUTCH_STREAM_END, HUTCH_STREAM_ERROR,
+                          HUTCH_STREAM_CANCEL };
+/* Called for every $sandbox.stream.* notification; data only for DATA. A
+ * negative return aborts hutch_pump with that value (fill e first). */
+typedef int (*hutch_stream_cb)(void *ud, enum hutch_stream_event ev, int64_t stream_id, const uint8_t *data,
+                               size_t n, struct hx_err *e);
+void hutch_conn_on_stream(struct hutch_conn *c, hutch_stream_cb cb, void *ud);
+
+/* Queues a request; params stolen. *id receives its id. */
+int hutch_send_request(struct hutch_conn *c, const char *method, json_t *params, int64_t *id, struct hx_err *e);
+/* 0: no response for id yet; 1: it arrived and was consumed (*ok / error as in
+ * hutch_call, error → negative return instead of 1). */
+int hutch_take_response(struct hutch_conn *c, int64_t id, json_t **ok, char **rpc_code, struct hx_err *e);
+/* Outbound byte stream (our stdin): ids come from the client's own counter. */
+int64_t hutch_stream_new_id(struct hutch_conn *c);
+int hutch_stream_start(struct hutch_conn *c, int64_t sid, struct hx_err *e);
+int hutch_stream_write(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e);
+int hutch_stream_end(struct hutch_conn *c, int64_t sid, struct hx_err *e);
+/* Bytes queued for the socket but not yet sent: bound this before queuing more. */
+size_t hutch_conn_queued(const struct hutch_conn *c);
+/* Flushes, waits up to timeout_ms (-1: forever) for the socket or for one of
+ * extra[] (their revents are filled), and dispatches every message received.
+ * Returns 0, or -EINTR when a signal interrupted the wait. Sends "ping" every
+ * 2 s so that idle-closing proxies and the server keep the connection. */
+int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int timeout_ms, struct hx_err *e);
+
+/* ---- running a process (spawn + streams + processWait) ---- */
+
+struct hutch_spawn {
+    const char *command;
+    const char *const *args; /* nargs strings */
+    size_t nargs;
+    json_t *env;           /* object of strings, borrowed, NULL = none */
+    const char *cwd;       /* NULL = the sandbox default */
+    int stdin_fd;          /* -1: the process gets no stdin; else copied until EOF */
+    int stdout_fd, stderr_fd;
+    volatile sig_atomic_t *interrupts; /* bumped by the caller's SIGINT handler; NULL = none */
+};
+
+struct hutch_status {
+    bool success;
+    int code;
+    char signal[32]; /* "" when not killed by a signal */
+    bool oom;
+};
+
+/* Spawns, streams stdin/stdout/stderr, waits. The first interrupt sends SIGINT
+ * to the process, later ones SIGKILL. Returns 0 when the process ran (its
+ * status in *st). A spawn refused by the sandbox returns -EREMOTEIO and, in
+ * *spawn_code (may be NULL), the error's code (e.g. "ENOENT"). */
+int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_status *st, char **spawn_code,
+              struct hx_err *e);
+
+/* ---- helpers shared with the CLI ---- */
+
+/* Standard base64 (with padding). encode returns a malloc'd string. decode
+ * writes at most *n bytes to out (size it 3*len/4+3) and sets *n; -EINVAL on bad input. */
+char *hutch_b64_encode(const void *data, size_t n);
+int hutch_b64_decode(const char *in, size_t len, uint8_t *out, size_t *n);

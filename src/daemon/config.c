@@ -1,0 +1,135 @@
+/* hutchd command-line flags and their embedded defaults. */
+#include "daemon/config.h"
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: hutchd [options]\n"
+    "  --state-dir DIR       state (SQLite, admin.token) [/var/lib/hutch]\n"
+    "  --listen HOST:PORT    API address [127.0.0.1:7070]\n"
+    "  --socket PATH         root-only unix socket [/run/hutch/hutchd.sock]\n"
+    "  --image-cache DIR     built images [/var/cache/hutch/images]\n"
+    "  --init PATH           hutch-init binary [next to hutchd]\n"
+    "  --cgroup-name NAME    cgroup directory for sandboxes [hutch]\n"
+    "  --node ABC            three lowercase letters naming this node in sandbox ids [loc]\n"
+    "  --memory-min MIB, --memory-max MIB, --memory-default MIB  [768, 4096, 1280]\n"
+    "  --disk MIB            writable layer limit per sandbox [10240]\n"
+    "  --pids-max N          processes per sandbox [1024]\n"
+    "  --max-sandboxes N     [256]\n";
+
+static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || end == s || v > UINT32_MAX)
+        return hx_fail(e, EINVAL, "invalid %s: \"%s\"", what, s);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->state_dir = "/var/lib/hutch";
+    cfg->listen_host = "127.0.0.1";
+    cfg->listen_port = 7070;
+    cfg->socket_path = "/run/hutch/hutchd.sock";
+    cfg->image_cache = "/var/cache/hutch/images";
+    cfg->cgroup_name = "hutch";
+    strcpy(cfg->node, "loc");
+    cfg->memory_min_mb = 768;
+    cfg->memory_max_mb = 4096;
+    cfg->memory_default_mb = 1280;
+    cfg->disk_mb = 10240;
+    cfg->pids_max = 1024;
+    cfg->cpu_millis = 2000;
+    cfg->max_sandboxes = 256;
+
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        snprintf(cfg->self_dir, sizeof cfg->self_dir, "%s", dirname(exe));
+    }
+
+    enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP };
+    static const struct option opts[] = {
+        {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
+        {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
+        {"init", required_argument, 0, O_INIT}, {"cgroup-name", required_argument, 0, O_CGROUP},
+        {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
+        {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
+        {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
+        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+    int c, r;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_STATE: cfg->state_dir = optarg; break;
+        case O_LISTEN: {
+            const char *colon = strrchr(optarg, ':');
+            if (!colon || colon == optarg)
+                return hx_fail(e, EINVAL, "--listen wants HOST:PORT, got \"%s\"", optarg);
+            uint32_t port;
+            if ((r = parse_u32(colon + 1, &port, "port", e)) < 0)
+                return r;
+            if (port == 0 || port > 65535)
+                return hx_fail(e, EINVAL, "port out of range: %u", port);
+            static char host[256];
+            size_t hl = (size_t)(colon - optarg);
+            if (hl >= sizeof host)
+                return hx_fail(e, EINVAL, "--listen host too long");
+            memcpy(host, optarg, hl);
+            host[hl] = 0;
+            if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:7070 */
+                memmove(host, host + 1, hl - 2);
+                host[hl - 2] = 0;
+            }
+            cfg->listen_host = host;
+            cfg->listen_port = (int)port;
+            break;
+        }
+        case O_SOCKET: cfg->socket_path = optarg; break;
+        case O_IMAGES: cfg->image_cache = optarg; break;
+        case O_INIT: cfg->init_path = optarg; break;
+        case O_CGROUP:
+            if (!*optarg || strchr(optarg, '/') || strlen(optarg) > 63 || optarg[0] == '.')
+                return hx_fail(e, EINVAL, "invalid --cgroup-name \"%s\"", optarg);
+            cfg->cgroup_name = optarg;
+            break;
+        case O_NODE:
+            if (strlen(optarg) != 3 || strspn(optarg, "abcdefghijklmnopqrstuvwxyz") != 3)
+                return hx_fail(e, EINVAL, "--node wants three lowercase letters, got \"%s\"", optarg);
+            strcpy(cfg->node, optarg);
+            break;
+        case O_MEMMIN: if ((r = parse_u32(optarg, &cfg->memory_min_mb, "--memory-min", e)) < 0) return r; break;
+        case O_MEMMAX: if ((r = parse_u32(optarg, &cfg->memory_max_mb, "--memory-max", e)) < 0) return r; break;
+        case O_MEMDEF: if ((r = parse_u32(optarg, &cfg->memory_default_mb, "--memory-default", e)) < 0) return r; break;
+        case O_DISK: if ((r = parse_u32(optarg, &cfg->disk_mb, "--disk", e)) < 0) return r; break;
+        case O_PIDS: if ((r = parse_u32(optarg, &cfg->pids_max, "--pids-max", e)) < 0) return r; break;
+        case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
+        case O_HELP: case 'h': fputs(usage, stdout); return 1;
+        default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
+        }
+    }
+    if (optind < argc)
+        return hx_fail(e, EINVAL, "unexpected argument \"%s\"", argv[optind]);
+    if (cfg->memory_min_mb > cfg->memory_default_mb || cfg->memory_default_mb > cfg->memory_max_mb)
+        return hx_fail(e, EINVAL, "memory limits must satisfy min <= default <= max");
+    if (cfg->max_sandboxes == 0 || cfg->max_sandboxes > 50000)
+        return hx_fail(e, EINVAL, "--max-sandboxes must be 1..50000");
+    if (!cfg->init_path) {
+        snprintf(cfg->init_buf, sizeof cfg->init_buf, "%s/hutch-init", cfg->self_dir);
+        if (access(cfg->init_buf, X_OK) != 0)
+            snprintf(cfg->init_buf, sizeof cfg->init_buf, "%s/../init/hutch-init", cfg->self_dir);
+        if (access(cfg->init_buf, X_OK) != 0)
+            snprintf(cfg->init_buf, sizeof cfg->init_buf, "%s/../libexec/hutch/hutch-init", cfg->self_dir);
+        cfg->init_path = cfg->init_buf;
+    }
+    return 0;
+}

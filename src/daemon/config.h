@@ -1,0 +1,26 @@
+/* hutchd configuration: command-line flags with embedded defaults. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include "lib/err.h"
+
+struct config {
+    const char *state_dir;     /* /var/lib/hutch */
+    const char *listen_host;   /* 127.0.0.1 */
+    int listen_port;           /* 7070 */
+    const char *socket_path;   /* /run/hutch/hutchd.sock */
+    const char *image_cache;   /* /var/cache/hutch/images */
+    const char *init_path;     /* hutch-init next to hutchd */
+    const char *cgroup_name;   /* hutch */
+    char node[4];              /* three letters in sandbox ids */
+    uint32_t memory_min_mb, memory_max_mb, memory_default_mb;
+    uint32_t disk_mb;          /* writable layer limit */
+    uint32_t pids_max;
+    uint32_t cpu_millis;       /* CPU quota in thousandths of a CPU (2000 = 2 vCPU) */
+    uint32_t max_sandboxes;
+    char self_dir[4096];       /* directory of the hutchd binary */
+    char init_buf[4096];
+};
+
+/* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */
+int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e);

@@ -1,0 +1,305 @@
+/* The daemon's end of the agent socket: framing, calls and replies, output
+ * and exit events. Everything hutch-init sends is hostile: sandbox root can
+ * take the agent over, so every frame is checked against what we expect. */
+#include <stdio.h>
+#include <string.h>
+#include "daemon/core/sandbox.h"
+#include "daemon/sandbox/cgroup.h"
+
+#define AGENT_RBUF (HX_FRAME_HDR + HX_FRAME_MAX)
+#define MAX_PENDING_CALLS 1024
+#define MAX_PROCS 4096
+
+struct agent_write {
+    uv_write_t req;
+    size_t len;
+    uint8_t data[];
+};
+
+static void on_agent_write(uv_write_t *req, int status)
+{
+    free(req->data);
+}
+
+int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *data, size_t len)
+{
+    if (!sb->agent_open)
+        return -EPIPE;
+    if (len > HX_FRAME_MAX)
+        return -EMSGSIZE;
+    struct agent_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
+    if (!w)
+        return -ENOMEM;
+    hx_frame_hdr_encode(w->data, type, chan, (uint32_t)len);
+    if (len)
+        memcpy(w->data + HX_FRAME_HDR, data, len);
+    w->len = HX_FRAME_HDR + len;
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    int r = uv_write(&w->req, (uv_stream_t *)&sb->agent, &b, 1, on_agent_write);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    return 0;
+}
+
+void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes)
+{
+    uint8_t v[4];
+    hx_put_u32(v, bytes);
+    agent_send(sb, HX_CREDIT, chan, v, 4);
+}
+
+int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,
+               struct session *s, json_t *rpc_id, void *ud)
+{
+    int n = 0;
+    for (struct pending_call *c = sb->calls; c; c = c->next)
+        n++;
+    if (n >= MAX_PENDING_CALLS) {
+        json_decref(params);
+        return -EAGAIN;
+    }
+    json_t *msg = json_pack("{s:s, s:o}", "method", method, "params", params);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    if (!text)
+        return -ENOMEM;
+    size_t len = strlen(text);
+    if (len > HX_FRAME_MAX) {
+        free(text);
+        return -EMSGSIZE;
+    }
+    struct pending_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        free(text);
+        return -ENOMEM;
+    }
+    c->req = sb->next_req++;
+    if (sb->next_req == 0)
+        sb->next_req = 1;
+    c->cb = cb;
+    c->s = s;
+    c->rpc_id = json_incref(rpc_id);
+    c->ud = ud;
+    int r = agent_send(sb, HX_CALL, c->req, text, len);
+    free(text);
+    if (r < 0) {
+        json_decref(c->rpc_id);
+        free(c);
+        return r;
+    }
+    c->next = sb->calls;
+    sb->calls = c;
+    return 0;
+}
+
+struct proc *sandbox_proc(struct sandbox *sb, uint32_t pid)
+{
+    for (struct proc *p = sb->procs; p; p = p->next)
+        if (p->pid == pid)
+            return p;
+    return NULL;
+}
+
+static json_t *parse_json_object(const uint8_t *p, size_t n)
+{
+    json_error_t jerr;
+    json_t *v = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (v && !json_is_object(v)) {
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+static void agent_broken(struct sandbox *sb, const char *why)
+{
+    fprintf(stderr, "hutchd: %s: agent protocol violation: %s; stopping the sandbox\n", sb->id, why);
+    sandbox_stop(sb, "the sandbox's agent misbehaved");
+}
+
+static bool signal_name_ok(const char *s)
+{
+    if (!s)
+        return false;
+    size_t n = strlen(s);
+    if (n < 4 || n > 12 || strncmp(s, "SIG", 3) != 0)
+        return false;
+    for (size_t i = 3; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '+'))
+            return false;
+    return true;
+}
+
+static void handle_exit(struct sandbox *sb, uint32_t pid, const uint8_t *payload, size_t len)
+{
+    struct proc *p = sandbox_proc(sb, pid);
+    if (!p || p->exited)
+        return; /* not one of ours (or a duplicate): ignore, do not trust */
+    json_t *m = parse_json_object(payload, len);
+    if (!m) {
+        agent_broken(sb, "malformed exit message");
+        return;
+    }
+    json_t *code = json_object_get(m, "code");
+    json_t *sig = json_object_get(m, "signal");
+    if (!json_is_integer(code) || (!json_is_null(sig) && sig && !signal_name_ok(json_string_value(sig)))) {
+        json_decref(m);
+        agent_broken(sb, "bad exit fields");
+        return;
+    }
+    json_int_t c = json_integer_value(code);
+    p->code = (c < 0 || c > 255) ? 255 : (int)c;
+    p->signal[0] = 0;
+    if (json_is_string(sig))
+        snprintf(p->signal, sizeof p->signal, "%s", json_string_value(sig));
+    json_decref(m);
+    p->exited = true;
+    p->exited_ms = now_ms();
+    /* The kernel's OOM killer counts its kills per memory cgroup; a SIGKILL
+     * while that count grew is the OOM killer's doing. */
+    uint64_t kills = 0;
+    if (cgroup_oom_kills(sb->id, &kills) == 0 && kills > sb->oom_seen) {
+        sb->oom_seen = kills;
+        if (strcmp(p->signal, "SIGKILL") == 0)
+            p->oom = true;
+    }
+    rpc_on_exit(sb, p);
+}
+
+static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
+{
+    switch (f->type) {
+    case HX_READY: {
+        json_t *m = parse_json_object(f->payload, f->len);
+        if (!m) {
+            agent_broken(sb, "malformed ready message");
+            return;
+        }
+        sandbox_on_ready(sb, m);
+        json_decref(m);
+        return;
+    }
+    case HX_REPLY: {
+        struct pending_call **pp = &sb->calls, *c = NULL;
+        for (; *pp; pp = &(*pp)->next) {
+            if ((*pp)->req == f->chan) {
+                c = *pp;
+                *pp = c->next;
+                break;
+            }
+        }
+        if (!c)
+            return; /* a reply nobody asked for */
+        json_t *m = parse_json_object(f->payload, f->len);
+        json_t *ok = m ? json_object_get(m, "ok") : NULL;
+        json_t *err = m ? json_object_get(m, "error") : NULL;
+        if (!m || (!ok && !json_is_object(err))) {
+            json_decref(m);
+            m = json_pack("{s:{s:s, s:s}}", "error", "code", "EIO", "message", "the sandbox agent sent a malformed reply");
+        }
+        c->cb(sb, c->s, c->rpc_id, m, c->ud);
+        json_decref(m);
+        json_decref(c->rpc_id);
+        free(c);
+        return;
+    }
+    case HX_OUTPUT: {
+        uint32_t pid = HX_STREAM_PID(f->chan);
+        unsigned fd = HX_STREAM_FD(f->chan);
+        struct proc *p = sandbox_proc(sb, pid);
+        if (!p || !p->stream_open[fd]) {
+            if (f->len)
+                agent_credit(sb, f->chan, f->len); /* keep the process from blocking forever */
+            return;
+        }
+        if (f->len == 0)
+            p->stream_open[fd] = false;
+        rpc_on_output(sb, p, fd, f->payload, f->len);
+        return;
+    }
+    case HX_EXIT:
+        handle_exit(sb, f->chan, f->payload, f->len);
+        return;
+    case HX_STDIN_ACK: {
+        if (f->len != 4)
+            return agent_broken(sb, "bad stdin ack");
+        uint32_t n = hx_get_u32(f->payload);
+        sb->stdin_inflight = n > sb->stdin_inflight ? 0 : sb->stdin_inflight - n;
+        rpc_on_stdin_ack(sb);
+        return;
+    }
+    case HX_LOG: {
+        int n = (int)(f->len > 300 ? 300 : f->len);
+        char line[301];
+        for (int i = 0; i < n; i++) {
+            unsigned char ch = f->payload[i];
+            line[i] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+        }
+        line[n] = 0;
+        fprintf(stderr, "hutchd: %s: agent: %s\n", sb->id, line);
+        return;
+    }
+    default:
+        agent_broken(sb, "unknown frame type");
+    }
+}
+
+static void on_agent_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct sandbox *sb = h->data;
+    buf->base = (char *)sb->rbuf + sb->rlen;
+    buf->len = AGENT_RBUF - sb->rlen;
+}
+
+static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    struct sandbox *sb = st->data;
+    if (n < 0) {
+        if (sb->state < SB_STOPPING)
+            sandbox_stop(sb, n == UV_EOF ? "the sandbox's agent exited" : "lost the sandbox's agent");
+        return;
+    }
+    sb->rlen += (size_t)n;
+    size_t off = 0;
+    while (sb->state < SB_STOPPING) {
+        struct hx_frame f;
+        int r = hx_frame_decode(sb->rbuf + off, sb->rlen - off, &f);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            agent_broken(sb, "bad frame header");
+            return;
+        }
+        off += (size_t)r;
+        handle_frame(sb, &f);
+    }
+    if (sb->state >= SB_STOPPING)
+        return;
+    memmove(sb->rbuf, sb->rbuf + off, sb->rlen - off);
+    sb->rlen -= off;
+}
+
+int agent_start(struct sandbox *sb, int fd, struct hx_err *e)
+{
+    sb->rbuf = malloc(AGENT_RBUF);
+    if (!sb->rbuf) {
+        close(fd);
+        return hx_fail(e, ENOMEM, "out of memory");
+    }
+    uv_pipe_init(g_daemon.loop, &sb->agent, 0);
+    sb->agent.data = sb;
+    sb->open_handles++;
+    sb->agent_open = true;
+    int r = uv_pipe_open(&sb->agent, fd);
+    if (r < 0) {
+        close(fd);
+        return hx_fail(e, -r, "open agent socket: %s", uv_strerror(r));
+    }
+    r = uv_read_start((uv_stream_t *)&sb->agent, on_agent_alloc, on_agent_read);
+    if (r < 0)
+        return hx_fail(e, -r, "read agent socket: %s", uv_strerror(r));
+    return 0;
+}

@@ -1,0 +1,437 @@
+/* Sandbox lifecycle on the host: create (uid range, cgroups, launch of
+ * hutch-init, setup), timeouts, and a teardown that leaves nothing behind. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include "daemon/core/sandbox.h"
+#include "daemon/sandbox/cgroup.h"
+#include "daemon/sandbox/launch.h"
+#include "daemon/store/store.h"
+#include "lib/strparse.h"
+
+struct daemon_ctx g_daemon;
+
+#define UID_BASE0 1000000000u
+#define UID_COUNT 65536u
+#define STARTUP_DEADLINE_MS 15000
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct sandbox *sandbox_find(const char *id)
+{
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+        if (strcmp(sb->id, id) == 0)
+            return sb;
+    return NULL;
+}
+
+static void workdir_path(const char *id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/sandboxes/%s", g_daemon.cfg->state_dir, id);
+}
+
+static int slot_alloc(uint32_t *slot)
+{
+    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes; i++) {
+        if (!g_daemon.slots[i]) {
+            g_daemon.slots[i] = 1;
+            *slot = i;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+void sandbox_on_handle_closed(uv_handle_t *h)
+{
+    struct sandbox *sb = h->data;
+    if (--sb->open_handles > 0)
+        return;
+    json_decref(sb->labels);
+    json_decref(sb->init_env);
+    free(sb->rbuf);
+    free(sb);
+}
+
+static void free_procs(struct sandbox *sb)
+{
+    while (sb->procs) {
+        struct proc *p = sb->procs;
+        sb->procs = p->next;
+        while (p->waiters) {
+            struct waiter *w = p->waiters;
+            p->waiters = w->next;
+            json_decref(w->rpc_id);
+            free(w);
+        }
+        free(p);
+    }
+}
+
+static void fail_calls(struct sandbox *sb)
+{
+    while (sb->calls) {
+        struct pending_call *c = sb->calls;
+        sb->calls = c->next;
+        c->cb(sb, c->s, c->rpc_id, NULL, c->ud);
+        json_decref(c->rpc_id);
+        free(c);
+    }
+}
+
+/* Final step: the init is reaped; remove cgroups (retrying while the last
+ * processes of the pid namespace exit), the scratch dir and the slot. */
+static void teardown_finish(struct sandbox *sb);
+
+static void on_teardown_retry(uv_timer_t *t)
+{
+    teardown_finish(t->data);
+}
+
+static void teardown_finish(struct sandbox *sb)
+{
+    struct hx_err e = {0};
+    int r = cgroup_destroy(sb->id, &e);
+    if (r == -EBUSY && sb->teardown_tries++ < 200) {
+        uv_timer_start(&sb->aux_timer, on_teardown_retry, 10, 0);
+        return;
+    }
+    if (r < 0)
+        fprintf(stderr, "hutchd: %s: teardown: %s\n", sb->id, e.msg);
+    char wd[4200];
+    workdir_path(sb->id, wd, sizeof wd);
+    if (rmdir(wd) < 0 && errno != ENOENT)
+        fprintf(stderr, "hutchd: %s: rmdir %s: %s\n", sb->id, wd, strerror(errno));
+    if (store_sandbox_set_stopped(g_daemon.store, sb->id, now_ms(), &e) < 0)
+        fprintf(stderr, "hutchd: %s: %s\n", sb->id, e.msg);
+    g_daemon.slots[sb->slot] = 0;
+    for (struct sandbox **pp = &g_daemon.sandboxes; *pp; pp = &(*pp)->next) {
+        if (*pp == sb) {
+            *pp = sb->next;
+            break;
+        }
+    }
+    g_daemon.n_sandboxes--;
+    sb->state = SB_STOPPED;
+    uv_close((uv_handle_t *)&sb->stop_timer, sandbox_on_handle_closed);
+    uv_close((uv_handle_t *)&sb->aux_timer, sandbox_on_handle_closed);
+    uv_close((uv_handle_t *)&sb->pidfd_poll, sandbox_on_handle_closed);
+}
+
+static void reap_init(struct sandbox *sb)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    /* P_PIDFD: reaps exactly our child, never another process. */
+    if (waitid(P_PIDFD, (id_t)sb->pidfd, &si, WEXITED | WNOHANG) < 0 && errno != ECHILD)
+        fprintf(stderr, "hutchd: %s: waitid: %s\n", sb->id, strerror(errno));
+    uv_poll_stop(&sb->pidfd_poll);
+}
+
+static void on_init_exit(uv_poll_t *h, int status, int events)
+{
+    struct sandbox *sb = h->data;
+    if (sb->state < SB_STOPPING)
+        sandbox_stop(sb, "the sandbox's init process exited");
+    reap_init(sb);
+    close(sb->pidfd);
+    sb->pidfd = -1;
+    sb->teardown_tries = 0;
+    uv_timer_stop(&sb->aux_timer);
+    teardown_finish(sb);
+}
+
+void sandbox_stop(struct sandbox *sb, const char *reason)
+{
+    if (sb->state >= SB_STOPPING)
+        return;
+    bool was_starting = sb->state == SB_STARTING;
+    sb->state = SB_STOPPING;
+    snprintf(sb->stop_reason, sizeof sb->stop_reason, "%s", reason);
+    uv_timer_stop(&sb->stop_timer);
+    uv_timer_stop(&sb->aux_timer);
+    if (was_starting && sb->ready_cb) {
+        struct hx_err e;
+        hx_fail(&e, EIO, "sandbox %s failed to start: %s", sb->id, reason);
+        sandbox_ready_cb cb = sb->ready_cb;
+        sb->ready_cb = NULL;
+        cb(NULL, &e, sb->ready_ud);
+    }
+    fail_calls(sb);
+    while (sb->sessions) {
+        struct session *s = sb->sessions;
+        sb->sessions = s->next;
+        s->sb = NULL;
+        rpc_session_closed_by_sandbox(s, reason);
+    }
+    free_procs(sb);
+    if (sb->agent_open) {
+        sb->agent_open = false;
+        uv_close((uv_handle_t *)&sb->agent, sandbox_on_handle_closed);
+    }
+    /* SIGKILL to PID 1 of the pid namespace kills every process in it. */
+    if (sb->pidfd >= 0 && syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+        fprintf(stderr, "hutchd: %s: pidfd_send_signal: %s\n", sb->id, strerror(errno));
+}
+
+static void on_stop_timer(uv_timer_t *t)
+{
+    sandbox_stop(t->data, "the sandbox's timeout expired");
+}
+
+void sandbox_set_stop_at(struct sandbox *sb, int64_t stop_at_ms)
+{
+    sb->stop_at_ms = stop_at_ms;
+    if (stop_at_ms <= 0) {
+        uv_timer_stop(&sb->stop_timer);
+        return;
+    }
+    int64_t d = stop_at_ms - now_ms();
+    uv_timer_start(&sb->stop_timer, on_stop_timer, d > 0 ? (uint64_t)d : 0, 0);
+}
+
+static void on_startup_deadline(uv_timer_t *t)
+{
+    struct sandbox *sb = t->data;
+    if (sb->state == SB_STARTING)
+        sandbox_stop(sb, "the sandbox did not become ready in time");
+}
+
+void sandbox_session_attach(struct sandbox *sb, struct session *s)
+{
+    s->sb = sb;
+    s->next = sb->sessions;
+    sb->sessions = s;
+}
+
+void sandbox_session_detach(struct session *s)
+{
+    struct sandbox *sb = s->sb;
+    if (!sb)
+        return;
+    for (struct session **pp = &sb->sessions; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    for (struct pending_call *c = sb->calls; c; c = c->next)
+        if (c->s == s)
+            c->s = NULL;
+    for (struct proc *p = sb->procs; p; p = p->next) {
+        if (p->owner == s)
+            p->owner = NULL;
+        for (struct waiter *w = p->waiters; w; w = w->next)
+            if (w->s == s)
+                w->s = NULL;
+    }
+    s->sb = NULL;
+    if (!sb->sessions && sb->stop_at_ms == 0 && sb->state == SB_RUNNING)
+        sandbox_stop(sb, "the last connection of a session sandbox closed");
+}
+
+/* Called by the agent layer when HX_READY arrives. */
+void sandbox_on_ready(struct sandbox *sb, json_t *msg)
+{
+    if (sb->state != SB_STARTING)
+        return;
+    json_t *err = json_object_get(msg, "error");
+    if (err || !json_is_true(json_object_get(msg, "ok"))) {
+        const char *m = json_string_value(json_object_get(err, "message"));
+        char reason[200];
+        snprintf(reason, sizeof reason, "setup failed: %.150s", m ? m : "malformed ready message");
+        sandbox_stop(sb, reason);
+        return;
+    }
+    uv_timer_stop(&sb->aux_timer);
+    sb->state = SB_RUNNING;
+    cgroup_oom_kills(sb->id, &sb->oom_seen);
+    sandbox_set_stop_at(sb, sb->stop_at_ms);
+    sandbox_ready_cb cb = sb->ready_cb;
+    sb->ready_cb = NULL;
+    if (cb)
+        cb(sb, NULL, sb->ready_ud);
+}
+
+
+int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e)
+{
+    struct config *cfg = g_daemon.cfg;
+    if (g_daemon.shutting_down)
+        return hx_fail(e, ESHUTDOWN, "hutchd is shutting down");
+    uint32_t slot;
+    if (slot_alloc(&slot) < 0)
+        return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
+    struct sandbox *sb = calloc(1, sizeof *sb);
+    if (!sb) {
+        g_daemon.slots[slot] = 0;
+        return hx_fail(e, ENOMEM, "out of memory");
+    }
+    hx_sandbox_id_new(cfg->node, sb->id);
+    snprintf(sb->org, sizeof sb->org, "%s", p->org);
+    sb->slot = slot;
+    sb->uid_base = UID_BASE0 + slot * UID_COUNT;
+    sb->pidfd = -1;
+    sb->memory_mb = p->memory_mb;
+    sb->stop_at_ms = p->stop_at_ms;
+    sb->created_ms = now_ms();
+    sb->labels = p->labels ? json_deep_copy(p->labels) : json_object();
+    sb->init_env = p->env ? json_deep_copy(p->env) : json_object();
+    sb->ready_cb = cb;
+    sb->ready_ud = ud;
+    sb->next_req = 1;
+    sb->state = SB_STARTING;
+    uv_timer_init(g_daemon.loop, &sb->stop_timer);
+    uv_timer_init(g_daemon.loop, &sb->aux_timer);
+    sb->stop_timer.data = sb->aux_timer.data = sb;
+    sb->open_handles = 3; /* stop_timer, aux_timer, pidfd_poll */
+
+    int r;
+    char wd[4200];
+    workdir_path(sb->id, wd, sizeof wd);
+    struct cgroup_limits lim = {
+        .memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis, .pids_max = cfg->pids_max};
+    struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
+                             .init_memfd = g_daemon.init_memfd};
+    int agent_fd = -1;
+    if (mkdir(wd, 0700) < 0) {
+        r = hx_fail(e, errno, "mkdir %s: %m", wd);
+        goto fail_early;
+    }
+    if ((r = cgroup_create(sb->id, &lim, e)) < 0)
+        goto fail_early;
+    if ((r = sandbox_launch(&ls, &agent_fd, &sb->pid, &sb->pidfd, e)) < 0)
+        goto fail_early;
+    if ((r = cgroup_attach(sb->id, sb->pid, e)) < 0) {
+        close(agent_fd);
+        goto fail_launched;
+    }
+    uv_poll_init(g_daemon.loop, &sb->pidfd_poll, sb->pidfd);
+    sb->pidfd_poll.data = sb;
+    uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_init_exit);
+    sb->next = g_daemon.sandboxes;
+    g_daemon.sandboxes = sb;
+    g_daemon.n_sandboxes++;
+
+    struct sandbox_rec rec = {0};
+    snprintf(rec.id, sizeof rec.id, "%s", sb->id);
+    snprintf(rec.org, sizeof rec.org, "%s", sb->org);
+    snprintf(rec.region, sizeof rec.region, "%s", cfg->node);
+    rec.created_ms = sb->created_ms;
+    rec.stop_at_ms = sb->stop_at_ms;
+    rec.memory_mb = sb->memory_mb;
+    rec.uid_base = sb->uid_base;
+    rec.init_pid = sb->pid;
+    rec.labels = sb->labels;
+    struct hx_err se = {0};
+    if (store_sandbox_insert(g_daemon.store, &rec, &se) < 0)
+        fprintf(stderr, "hutchd: %s: %s\n", sb->id, se.msg);
+
+    if ((r = agent_start(sb, agent_fd, e)) < 0) {
+        sb->ready_cb = NULL;
+        sandbox_stop(sb, e->msg);
+        return r;
+    }
+    json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
+        "id", sb->id, "hostname", "sandbox", "image", g_daemon.image_root, "workdir", wd,
+        "uid_base", (json_int_t)sb->uid_base, "uid_count", (json_int_t)UID_COUNT,
+        "disk_mb", (json_int_t)cfg->disk_mb, "pids_max", (json_int_t)cfg->pids_max,
+        "nofile", (json_int_t)65536, "env", sb->init_env);
+    char *text = json_dumps(setup, JSON_COMPACT);
+    json_decref(setup);
+    r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
+    free(text);
+    if (r < 0) {
+        sb->ready_cb = NULL;
+        sandbox_stop(sb, "could not send the setup message");
+        return hx_fail(e, -r, "send setup to %s", sb->id);
+    }
+    uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
+    return 0;
+
+fail_launched:
+    syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+    waitid(P_PIDFD, (id_t)sb->pidfd, &(siginfo_t){0}, WEXITED);
+    close(sb->pidfd);
+fail_early:
+    for (int i = 0; i < 100 && cgroup_destroy(sb->id, NULL) == -EBUSY; i++)
+        usleep(1000);
+    rmdir(wd);
+    g_daemon.slots[slot] = 0;
+    json_decref(sb->labels);
+    json_decref(sb->init_env);
+    /* pidfd_poll was never initialised: two handles to close, then sb is freed */
+    sb->open_handles = 2;
+    sb->labels = sb->init_env = NULL;
+    uv_close((uv_handle_t *)&sb->stop_timer, sandbox_on_handle_closed);
+    uv_close((uv_handle_t *)&sb->aux_timer, sandbox_on_handle_closed);
+    return r;
+}
+
+static void cleanup_stale_cgroup(const char *id, void *ud)
+{
+    (void)ud;
+    if (sandbox_find(id))
+        return;
+    struct hx_err e = {0};
+    for (int i = 0; i < 500; i++) {
+        int r = cgroup_destroy(id, &e);
+        if (r != -EBUSY)
+            break;
+        usleep(2000);
+    }
+    char wd[4200];
+    workdir_path(id, wd, sizeof wd);
+    rmdir(wd);
+}
+
+static int mark_stale_stopped(const struct sandbox_rec *r, void *ud)
+{
+    (void)ud;
+    fprintf(stderr, "hutchd: sandbox %s was running when hutchd stopped; removing it\n", r->id);
+    cleanup_stale_cgroup(r->id, NULL);
+    struct hx_err e = {0};
+    store_sandbox_set_stopped(g_daemon.store, r->id, now_ms(), &e);
+    return 0;
+}
+
+void sandbox_cleanup_stale(void)
+{
+    struct hx_err e = {0};
+    /* hutch-init exits when its socket to hutchd closes, killing its pid
+     * namespace; what can remain are cgroups, scratch dirs and records. */
+    store_sandbox_each_running(g_daemon.store, mark_stale_stopped, NULL, &e);
+    cgroup_each(cleanup_stale_cgroup, NULL);
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/sandboxes", g_daemon.cfg->state_dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "sbx_", 4) == 0 && !sandbox_find(de->d_name)) {
+            char p[4500];
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            rmdir(p);
+        }
+    }
+    closedir(d);
+}
+
+void sandbox_stop_all(void)
+{
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+        sandbox_stop(sb, "hutchd is shutting down");
+}

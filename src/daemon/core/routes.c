@@ -1,0 +1,348 @@
+/* HTTP routing and authentication: the SDK's WebSocket endpoints, its REST
+ * calls (kill, extend, list) and hutch's token administration. */
+#include <stdio.h>
+#include <string.h>
+#include "daemon/api/http.h"
+#include "daemon/api/ws.h"
+#include "daemon/core/routes.h"
+#include "daemon/core/rpc.h"
+#include "daemon/core/sandbox.h"
+#include "daemon/store/store.h"
+#include "lib/b64.h"
+#include "lib/strparse.h"
+
+#define EXTEND_MAX_MS (30 * 60 * 1000)
+#define CONFIG_MAX 65536
+
+struct caller {
+    char org[64];
+    bool admin;
+};
+
+static bool authenticate(struct http_conn *c, const struct http_request *req, struct caller *who)
+{
+    if (req->unix_peer) {
+        snprintf(who->org, sizeof who->org, "default");
+        who->admin = true;
+        return true;
+    }
+    const char *auth = http_header_get(req, "authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+        http_respond_error(c, 401, "INVALID_TOKEN", "Missing access token: send \"Authorization: Bearer <token>\"");
+        return false;
+    }
+    struct hx_err e = {0};
+    if (store_token_check(g_daemon.store, auth + 7, who->org, &who->admin, &e) < 0) {
+        http_respond_error(c, 401, "INVALID_TOKEN", "The access token is invalid or has been revoked");
+        return false;
+    }
+    const char *org = http_header_get(req, "x-deno-org");
+    if (org && strcmp(org, who->org) != 0) {
+        http_respond_error(c, 403, "ORG_MISMATCH", "X-Deno-Org names \"%.64s\", but the token belongs to another organization", org);
+        return false;
+    }
+    return true;
+}
+
+/* ---- WebSocket sessions -------------------------------------------- */
+
+static void on_ws_text(struct ws_conn *w, const char *data, size_t len, void *ud)
+{
+    rpc_on_text(ud, data, len);
+}
+
+static void on_ws_close(struct ws_conn *w, void *ud)
+{
+    struct session *s = ud;
+    s->ws = NULL;
+    rpc_session_free(s);
+}
+
+static void on_ws_drain(struct ws_conn *w, void *ud)
+{
+    rpc_on_drain(ud);
+}
+
+static const struct ws_handlers session_handlers = {on_ws_text, on_ws_close, on_ws_drain};
+
+void rpc_session_closed_by_sandbox(struct session *s, const char *reason)
+{
+    /* The sandbox is gone; the client learns it from the close frame. */
+    if (s->ws)
+        ws_close(s->ws, 1000, reason);
+}
+
+static bool attach_session(struct http_conn *c, struct sandbox *sb)
+{
+    struct session *s = calloc(1, sizeof *s);
+    if (!s) {
+        http_respond_error(c, 500, "INTERNAL", "out of memory");
+        return false;
+    }
+    char hdr[96];
+    snprintf(hdr, sizeof hdr, "x-deno-sandbox-id: %s\r\n", sb->id);
+    sandbox_session_attach(sb, s);
+    s->ws = http_upgrade_websocket(c, hdr, &session_handlers, s);
+    if (!s->ws) {
+        rpc_session_free(s);
+        return false;
+    }
+    return true;
+}
+
+static void on_created(struct sandbox *sb, const struct hx_err *err, void *ud)
+{
+    struct http_conn *c = ud;
+    if (!sb) {
+        http_respond_error(c, 500, "SANDBOX_CREATE_FAILED", "%s", err->msg);
+        return;
+    }
+    if (!attach_session(c, sb) && sb->stop_at_ms == 0)
+        sandbox_stop(sb, "its creator went away before the sandbox was ready");
+}
+
+static json_t *decode_config(struct http_conn *c, const char *b64)
+{
+    size_t n = strlen(b64);
+    if (n > CONFIG_MAX) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "x-deno-sandbox-config is larger than %d bytes", CONFIG_MAX);
+        return NULL;
+    }
+    uint8_t *buf = malloc(hx_b64_decoded_max(n) + 3);
+    size_t len = 0;
+    if (!buf || hx_b64_decode(b64, n, buf, &len) < 0) {
+        free(buf);
+        http_respond_error(c, 400, "INVALID_CONFIG", "x-deno-sandbox-config is not valid base64");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *cfg = json_loadb((const char *)buf, len, 0, &jerr);
+    free(buf);
+    if (!cfg || !json_is_object(cfg)) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "x-deno-sandbox-config must be a base64 JSON object: %s",
+                           cfg ? "not an object" : jerr.text);
+        json_decref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static bool absent(json_t *v)
+{
+    return !v || json_is_null(v);
+}
+
+static void handle_create(struct http_conn *c, const struct http_request *req, const struct caller *who)
+{
+    struct config *cfg = g_daemon.cfg;
+    if (!req->websocket)
+        return http_respond_error(c, 400, "WEBSOCKET_REQUIRED", "this endpoint speaks WebSocket only");
+    const char *hdr = http_header_get(req, "x-deno-sandbox-config");
+    json_t *conf = hdr ? decode_config(c, hdr) : json_object();
+    if (!conf)
+        return;
+    struct sandbox_params p = {.org = who->org, .memory_mb = cfg->memory_default_mb};
+    json_t *mem = json_object_get(conf, "memory_mb");
+    json_t *stop = json_object_get(conf, "stop_at_ms");
+    json_t *labels = json_object_get(conf, "labels");
+    json_t *env = json_object_get(conf, "env");
+    json_t *volumes = json_object_get(conf, "volumes");
+    json_t *allow_net = json_object_get(conf, "allow_net");
+    struct hx_err e = {0};
+    if (!absent(mem)) {
+        if (!json_is_integer(mem) || json_integer_value(mem) < cfg->memory_min_mb ||
+            json_integer_value(mem) > cfg->memory_max_mb) {
+            http_respond_error(c, 400, "INVALID_MEMORY", "memory_mb must be an integer between %u and %u MiB",
+                               cfg->memory_min_mb, cfg->memory_max_mb);
+            goto out;
+        }
+        p.memory_mb = (uint32_t)json_integer_value(mem);
+    }
+    if (!absent(stop)) {
+        int64_t now = now_ms();
+        if (!json_is_integer(stop) || json_integer_value(stop) <= now ||
+            json_integer_value(stop) > now + (int64_t)HX_DURATION_MAX_MS) {
+            http_respond_error(c, 400, "INVALID_TIMEOUT", "stop_at_ms must be a time in the future, at most 7 days ahead");
+            goto out;
+        }
+        p.stop_at_ms = json_integer_value(stop);
+    }
+    if (!absent(labels)) {
+        if (hx_labels_validate(labels, &e) < 0) {
+            http_respond_error(c, 400, "INVALID_LABELS", "%s", e.msg);
+            goto out;
+        }
+        p.labels = labels;
+    }
+    if (!absent(env)) {
+        const char *k;
+        json_t *v;
+        bool ok = json_is_object(env) && json_object_size(env) <= 4096;
+        json_object_foreach(env, k, v) ok = ok && json_is_string(v) && *k && !strchr(k, '=');
+        if (!ok) {
+            http_respond_error(c, 400, "INVALID_ENV", "env must be an object of string values");
+            goto out;
+        }
+        p.env = env;
+    }
+    if (!absent(volumes) && !(json_is_array(volumes) && json_array_size(volumes) == 0)) {
+        http_respond_error(c, 400, "UNSUPPORTED", "volumes are not supported by this hutch version yet");
+        goto out;
+    }
+    if (!absent(json_object_get(conf, "root")) || !absent(json_object_get(conf, "secrets"))) {
+        http_respond_error(c, 400, "UNSUPPORTED", "root volumes and secrets are not supported by this hutch version yet");
+        goto out;
+    }
+    /* Sandboxes have no network yet, which is what allowNet [] asks for;
+     * anything else would be a promise we cannot keep. */
+    if (!absent(allow_net) && !(json_is_array(allow_net) && json_array_size(allow_net) == 0)) {
+        http_respond_error(c, 400, "UNSUPPORTED", "allowNet with hosts is not supported yet: sandboxes have no network");
+        goto out;
+    }
+    if (sandbox_create(&p, on_created, c, &e) < 0)
+        http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
+out:
+    json_decref(conf);
+}
+
+static struct sandbox *find_own(struct http_conn *c, const char *id, const struct caller *who)
+{
+    struct sandbox *sb = hx_sandbox_id_valid(id) ? sandbox_find(id) : NULL;
+    if (!sb || strcmp(sb->org, who->org) != 0 || sb->state >= SB_STOPPING) {
+        http_respond_error(c, 404, "SANDBOX_NOT_FOUND", "no running sandbox with id \"%.40s\"", id);
+        return NULL;
+    }
+    return sb;
+}
+
+static void handle_extend(struct http_conn *c, const struct http_request *req, struct sandbox *sb)
+{
+    json_error_t jerr;
+    json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
+    json_t *stop = json_object_get(body, "stop_at_ms");
+    if (!json_is_integer(stop) || json_integer_value(stop) <= now_ms()) {
+        json_decref(body);
+        return http_respond_error(c, 400, "INVALID_TIMEOUT", "body must be {\"stop_at_ms\": <a future time in ms>}");
+    }
+    int64_t want = json_integer_value(stop);
+    json_decref(body);
+    int64_t base = sb->stop_at_ms > now_ms() ? sb->stop_at_ms : now_ms();
+    int64_t granted = want < base + EXTEND_MAX_MS ? want : base + EXTEND_MAX_MS;
+    if (granted < sb->stop_at_ms)
+        granted = sb->stop_at_ms; /* extending never shortens */
+    sandbox_set_stop_at(sb, granted);
+    struct hx_err e = {0};
+    store_sandbox_set_stop_at(g_daemon.store, sb->id, granted, &e);
+    http_respond_json(c, 200, json_pack("{s:I}", "stop_at_ms", (json_int_t)granted));
+}
+
+static void collect_label(const char *k, const char *v, void *ud)
+{
+    if (strncmp(k, "labels[", 7) != 0)
+        return;
+    size_t n = strlen(k);
+    if (n < 9 || k[n - 1] != ']')
+        return;
+    char key[128];
+    if (n - 8 >= sizeof key)
+        return;
+    memcpy(key, k + 7, n - 8);
+    key[n - 8] = 0;
+    json_object_set_new(ud, key, json_string(v));
+}
+
+static void handle_list(struct http_conn *c, const struct http_request *req, const struct caller *who)
+{
+    json_t *filter = json_object();
+    http_query_each(req, collect_label, filter);
+    json_t *out = NULL;
+    struct hx_err e = {0};
+    if (store_sandbox_list(g_daemon.store, who->org, filter, &out, &e) < 0)
+        http_respond_error(c, 500, "INTERNAL", "%s", e.msg);
+    else
+        http_respond_json(c, 200, out);
+    json_decref(filter);
+}
+
+static void handle_tokens(struct http_conn *c, const struct http_request *req, const struct caller *who,
+                          const char *rest)
+{
+    if (!who->admin)
+        return http_respond_error(c, 403, "FORBIDDEN", "token administration needs an admin token or the unix socket");
+    struct hx_err e = {0};
+    if (!*rest && strcmp(req->method, "POST") == 0) {
+        json_t *body = req->body_len ? json_loadb((const char *)req->body, req->body_len, 0, NULL) : json_object();
+        const char *org = json_string_value(json_object_get(body, "org"));
+        const char *name = json_string_value(json_object_get(body, "name"));
+        bool admin = json_is_true(json_object_get(body, "admin"));
+        char tok[64], id[32];
+        if (!body || !json_is_object(body))
+            http_respond_error(c, 400, "INVALID_BODY", "body must be a JSON object {\"org\", \"name\"}");
+        else if (store_token_create(g_daemon.store, org ? org : who->org, name ? name : "", admin, tok, id, &e) < 0)
+            http_respond_error(c, e.code == EINVAL ? 400 : 500, "TOKEN_CREATE_FAILED", "%s", e.msg);
+        else
+            http_respond_json(c, 201, json_pack("{s:s, s:s, s:s}", "id", id, "token", tok, "org", org ? org : who->org));
+        json_decref(body);
+        return;
+    }
+    if (!*rest && strcmp(req->method, "GET") == 0) {
+        json_t *out = NULL;
+        if (store_token_list(g_daemon.store, NULL, &out, &e) < 0)
+            return http_respond_error(c, 500, "INTERNAL", "%s", e.msg);
+        return http_respond_json(c, 200, out);
+    }
+    if (rest[0] == '/' && strcmp(req->method, "DELETE") == 0) {
+        if (store_token_revoke(g_daemon.store, rest + 1, &e) < 0)
+            return http_respond_error(c, e.code == ENOENT ? 404 : 400, "TOKEN_NOT_FOUND", "%s", e.msg);
+        return http_respond_json(c, 200, json_pack("{s:b}", "revoked", 1));
+    }
+    http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "%s is not supported here", req->method);
+}
+
+void routes_on_request(struct http_conn *c, const struct http_request *req, void *ud)
+{
+    const char *path = req->path;
+    if (strcmp(path, "/healthz") == 0)
+        return http_respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes", (json_int_t)g_daemon.n_sandboxes));
+    struct caller who = {0};
+    if (!authenticate(c, req, &who))
+        return;
+    if (strcmp(path, "/api/v3/sandboxes/create") == 0) {
+        if (strcmp(req->method, "GET") != 0)
+            return http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "use GET with a WebSocket upgrade");
+        return handle_create(c, req, &who);
+    }
+    if (strncmp(path, "/api/v3/sandbox/", 16) == 0) {
+        char id[64];
+        const char *p = path + 16;
+        size_t n = strcspn(p, "/");
+        if (n == 0 || n >= sizeof id)
+            return http_respond_error(c, 404, "SANDBOX_NOT_FOUND", "bad sandbox id");
+        memcpy(id, p, n);
+        id[n] = 0;
+        const char *rest = p + n;
+        struct sandbox *sb = find_own(c, id, &who);
+        if (!sb)
+            return;
+        if (strcmp(rest, "/connect") == 0 && strcmp(req->method, "GET") == 0) {
+            if (!req->websocket)
+                return http_respond_error(c, 400, "WEBSOCKET_REQUIRED", "this endpoint speaks WebSocket only");
+            attach_session(c, sb);
+            return;
+        }
+        if (*rest == 0 && strcmp(req->method, "DELETE") == 0) {
+            sandbox_stop(sb, "killed by request");
+            return http_respond_json(c, 200, json_pack("{s:s, s:s}", "id", id, "status", "stopped"));
+        }
+        if (*rest == 0 && strcmp(req->method, "PATCH") == 0)
+            return handle_extend(c, req, sb);
+        if (strncmp(rest, "/expose", 7) == 0)
+            return http_respond_error(c, 501, "UNSUPPORTED", "exposing ports is not supported by this hutch version yet");
+        return http_respond_error(c, 404, "NOT_FOUND", "no route %s %s", req->method, path);
+    }
+    if (strcmp(path, "/api/v2/sandboxes") == 0 && strcmp(req->method, "GET") == 0)
+        return handle_list(c, req, &who);
+    if (strncmp(path, "/hutch/v1/tokens", 16) == 0)
+        return handle_tokens(c, req, &who, path + 16);
+    http_respond_error(c, 404, "NOT_FOUND", "no route %s %.200s", req->method, path);
+}

@@ -1,0 +1,717 @@
+/* JSON-RPC 2.0 over a client's WebSocket, in the @deno/sandbox 0.13.2
+ * shapes: process methods, env methods and $sandbox.stream.* in both
+ * directions, with backpressure toward the agent and the client. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include "daemon/api/ws.h"
+#include "daemon/core/rpc.h"
+#include "daemon/core/sandbox.h"
+#include "lib/b64.h"
+
+#define INBOUND_HOLD_MAX (1u << 20)        /* stdin bytes held before their spawn, per session */
+#define STDIN_INFLIGHT_MAX (4u << 20)      /* stdin bytes sent to the agent, per sandbox */
+#define MAX_INBOUND_STREAMS 256
+#define MAX_LIVE_PROCS 2048
+#define MAX_EXITED_KEPT 1024
+
+struct held_chunk {
+    struct held_chunk *next;
+    size_t len;
+    uint8_t data[];
+};
+
+/* ---- replies -------------------------------------------------------- */
+
+static void send_json(struct session *s, json_t *msg /* stolen */)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (text && s->ws)
+        ws_send_text(s->ws, text, strlen(text));
+    free(text);
+}
+
+static void reply_result(struct session *s, json_t *id, json_t *result /* stolen */)
+{
+    if (!s)
+        return json_decref(result);
+    send_json(s, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result));
+}
+
+/* An application error inside a successful JSON-RPC response: the SDK's
+ * resultSchema {error: {constructorName, message, code}}. */
+static json_t *app_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static json_t *app_error(const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return json_pack("{s:{s:s, s:s, s:s}}", "error", "constructorName", "Error", "message", msg, "code", code);
+}
+
+/* A JSON-RPC protocol error (bad request, unknown method, bad params). */
+static void reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    send_json(s, json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error",
+                           "code", code, "message", msg));
+}
+
+static void notify(struct session *s, const char *method, json_t *params /* stolen */)
+{
+    send_json(s, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params", params));
+}
+
+/* Agent error objects {"code":"ENOENT","message":...} → the SDK's error shape. */
+static json_t *translate_reply(json_t *reply)
+{
+    if (!reply)
+        return app_error("EIO", "the sandbox stopped before answering");
+    json_t *err = json_object_get(reply, "error");
+    if (err) {
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        return app_error(code ? code : "EIO", "%s", msg ? msg : "error in the sandbox");
+    }
+    return json_pack("{s:O}", "ok", json_object_get(reply, "ok"));
+}
+
+/* ---- processes ------------------------------------------------------ */
+
+static json_t *status_json(const struct proc *p)
+{
+    return json_pack("{s:{s:b, s:i, s:o, s:o}}", "ok", "success", p->code == 0 && !p->signal[0], "code", p->code,
+                     "signal", p->signal[0] ? json_string(p->signal) : json_null(),
+                     "oom", p->oom ? json_string("high-confidence") : json_null());
+}
+
+static void proc_remove(struct sandbox *sb, struct proc *p)
+{
+    for (struct proc **pp = &sb->procs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    sb->n_procs--;
+    free(p);
+}
+
+static void prune_exited(struct sandbox *sb)
+{
+    unsigned exited = 0;
+    struct proc *oldest = NULL;
+    for (struct proc *p = sb->procs; p; p = p->next) {
+        if (p->exited && !p->waiters) {
+            exited++;
+            if (!oldest || p->exited_ms < oldest->exited_ms)
+                oldest = p;
+        }
+    }
+    if (exited > MAX_EXITED_KEPT && oldest)
+        proc_remove(sb, oldest);
+}
+
+void rpc_on_exit(struct sandbox *sb, struct proc *p)
+{
+    bool waited = p->waiters != NULL;
+    while (p->waiters) {
+        struct waiter *w = p->waiters;
+        p->waiters = w->next;
+        reply_result(w->s, w->rpc_id, status_json(p));
+        json_decref(w->rpc_id);
+        free(w);
+    }
+    if (waited)
+        proc_remove(sb, p);
+    else
+        prune_exited(sb);
+}
+
+/* Output credit is returned to the agent once the bytes are handed to the
+ * client's socket; while that socket is backed up, credit waits for drain,
+ * and the process blocks on its pipe. */
+struct deferred_credit {
+    struct deferred_credit *next;
+    uint32_t chan, bytes;
+};
+
+void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len)
+{
+    struct session *s = p->owner;
+    uint32_t chan = HX_STREAM_CHAN(p->pid, fd);
+    if (!s || !s->ws) {
+        if (len)
+            agent_credit(sb, chan, (uint32_t)len);
+        return;
+    }
+    json_t *sid = json_integer((json_int_t)p->stream_id[fd]);
+    if (len == 0) {
+        notify(s, "$sandbox.stream.end", json_pack("{s:o}", "streamId", sid));
+        return;
+    }
+    size_t elen = hx_b64_encoded_len(len);
+    char *enc = malloc(elen + 1);
+    if (!enc) {
+        json_decref(sid);
+        agent_credit(sb, chan, (uint32_t)len);
+        return;
+    }
+    hx_b64_encode(data, len, enc);
+    /* Built by hand: jansson would copy the (large) base64 string twice. */
+    char head[96];
+    int hl = snprintf(head, sizeof head,
+                      "{\"jsonrpc\":\"2.0\",\"method\":\"$sandbox.stream.enqueue\",\"params\":{\"streamId\":%lld,\"data\":\"",
+                      (long long)json_integer_value(sid));
+    json_decref(sid);
+    size_t total = (size_t)hl + elen + 3;
+    char *msg = malloc(total + 1);
+    if (msg) {
+        memcpy(msg, head, (size_t)hl);
+        memcpy(msg + hl, enc, elen);
+        memcpy(msg + hl + elen, "\"}}", 4);
+        ws_send_text(s->ws, msg, total);
+        free(msg);
+    }
+    free(enc);
+    if (ws_queued_bytes(s->ws) < WS_HIGH_WATER) {
+        agent_credit(sb, chan, (uint32_t)len);
+    } else {
+        struct deferred_credit *d = malloc(sizeof *d);
+        if (!d) {
+            agent_credit(sb, chan, (uint32_t)len);
+            return;
+        }
+        d->chan = chan;
+        d->bytes = (uint32_t)len;
+        d->next = (struct deferred_credit *)s->deferred;
+        s->deferred = d;
+    }
+}
+
+static void flush_deferred(struct session *s, bool send)
+{
+    struct deferred_credit *d = s->deferred;
+    s->deferred = NULL;
+    while (d) {
+        struct deferred_credit *n = d->next;
+        if (send && s->sb)
+            agent_credit(s->sb, d->chan, d->bytes);
+        free(d);
+        d = n;
+    }
+}
+
+/* ---- stdin streams -------------------------------------------------- */
+
+static struct inbound *inbound_get(struct session *s, int64_t id, bool create)
+{
+    for (struct inbound *in = s->inbound; in; in = in->next)
+        if (in->client_id == id)
+            return in;
+    if (!create)
+        return NULL;
+    unsigned n = 0;
+    for (struct inbound *in = s->inbound; in; in = in->next)
+        n++;
+    if (n >= MAX_INBOUND_STREAMS)
+        return NULL;
+    struct inbound *in = calloc(1, sizeof *in);
+    if (!in)
+        return NULL;
+    in->client_id = id;
+    in->held_tail = &in->held;
+    in->next = s->inbound;
+    s->inbound = in;
+    return in;
+}
+
+static void inbound_free(struct session *s, struct inbound *target)
+{
+    for (struct inbound **pp = &s->inbound; *pp; pp = &(*pp)->next) {
+        if (*pp == target) {
+            *pp = target->next;
+            break;
+        }
+    }
+    while (target->held) {
+        struct held_chunk *c = target->held;
+        target->held = c->next;
+        free(c);
+    }
+    free(target);
+}
+
+static size_t session_held(struct session *s)
+{
+    size_t n = 0;
+    for (struct inbound *in = s->inbound; in; in = in->next)
+        n += in->held_len;
+    return n;
+}
+
+static void update_reading(struct session *s)
+{
+    if (!s->ws || !s->sb)
+        return;
+    bool over = s->sb->stdin_inflight > STDIN_INFLIGHT_MAX || session_held(s) > INBOUND_HOLD_MAX;
+    if (over != s->paused) {
+        s->paused = over;
+        ws_set_reading(s->ws, !over);
+    }
+}
+
+void rpc_on_stdin_ack(struct sandbox *sb)
+{
+    for (struct session *s = sb->sessions; s; s = s->next)
+        update_reading(s);
+}
+
+static void stdin_send(struct session *s, struct inbound *in, const uint8_t *data, size_t len)
+{
+    struct sandbox *sb = s->sb;
+    while (len > 0) {
+        size_t n = len > HX_FRAME_MAX ? HX_FRAME_MAX : len;
+        if (agent_send(sb, HX_STDIN, in->pid, data, n) == 0)
+            sb->stdin_inflight += n;
+        data += n;
+        len -= n;
+    }
+}
+
+static void inbound_bind(struct session *s, struct inbound *in, uint32_t pid)
+{
+    in->pid = pid;
+    while (in->held) {
+        struct held_chunk *c = in->held;
+        in->held = c->next;
+        stdin_send(s, in, c->data, c->len);
+        free(c);
+    }
+    in->held_tail = &in->held;
+    in->held_len = 0;
+    if (in->ended) {
+        agent_send(s->sb, HX_STDIN, pid, NULL, 0);
+        inbound_free(s, in);
+    }
+}
+
+static void handle_stream_notification(struct session *s, const char *method, json_t *params)
+{
+    json_t *jid = json_object_get(params, "streamId");
+    if (!json_is_integer(jid))
+        return;
+    int64_t id = json_integer_value(jid);
+    if (strcmp(method, "$sandbox.stream.start") == 0) {
+        inbound_get(s, id, true);
+        return;
+    }
+    if (strcmp(method, "$sandbox.stream.cancel") == 0) {
+        /* The client stopped reading one of our output streams: close it,
+         * and let the process see EPIPE on its next write. */
+        for (struct proc *p = s->sb->procs; p; p = p->next)
+            for (unsigned fd = 0; fd < 2; fd++)
+                if (p->owner == s && p->stream_id[fd] == (uint64_t)id && p->stream_open[fd]) {
+                    p->stream_id[fd] = 0;
+                    p->stream_open[fd] = false;
+                }
+        return;
+    }
+    struct inbound *in = inbound_get(s, id, strcmp(method, "$sandbox.stream.enqueue") == 0);
+    if (!in)
+        return;
+    if (strcmp(method, "$sandbox.stream.enqueue") == 0) {
+        const char *data = json_string_value(json_object_get(params, "data"));
+        if (!data || in->ended)
+            return;
+        size_t dl = strlen(data);
+        uint8_t *buf = malloc(dl / 4 * 3 + 3);
+        size_t n = 0;
+        if (!buf || hx_b64_decode(data, dl, buf, &n) < 0) {
+            free(buf);
+            return;
+        }
+        if (in->pid) {
+            if (!in->bound_closed)
+                stdin_send(s, in, buf, n);
+        } else if (n) {
+            struct held_chunk *c = malloc(sizeof *c + n);
+            if (c) {
+                c->next = NULL;
+                c->len = n;
+                memcpy(c->data, buf, n);
+                *in->held_tail = c;
+                in->held_tail = &c->next;
+                in->held_len += n;
+            }
+        }
+        free(buf);
+        update_reading(s);
+        return;
+    }
+    if (strcmp(method, "$sandbox.stream.end") == 0 || strcmp(method, "$sandbox.stream.error") == 0) {
+        in->ended = true;
+        if (in->pid) {
+            agent_send(s->sb, HX_STDIN, in->pid, NULL, 0);
+            inbound_free(s, in);
+        }
+    }
+}
+
+/* ---- methods -------------------------------------------------------- */
+
+struct spawn_ctx {
+    int64_t stdin_stream;   /* -1 = none */
+    bool out[2];
+};
+
+static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    struct spawn_ctx *ctx = ud;
+    json_t *ok = reply ? json_object_get(reply, "ok") : NULL;
+    json_t *jpid = json_object_get(ok, "pid");
+    if (!reply || !json_is_integer(jpid) || json_integer_value(jpid) <= 0 ||
+        json_integer_value(jpid) > 0x7fffffff) {
+        if (s)
+            reply_result(s, rpc_id, translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
+        free(ctx);
+        return;
+    }
+    uint32_t pid = (uint32_t)json_integer_value(jpid);
+    struct proc *p = sandbox_proc(sb, pid);
+    if (p) /* pid reused after an unwaited exit: the old record goes */
+        proc_remove(sb, p);
+    p = calloc(1, sizeof *p);
+    if (!p) {
+        free(ctx);
+        return;
+    }
+    p->pid = pid;
+    p->owner = s;
+    p->next = sb->procs;
+    sb->procs = p;
+    sb->n_procs++;
+    json_t *ids[2];
+    for (unsigned fd = 0; fd < 2; fd++) {
+        if (ctx->out[fd] && s) {
+            p->stream_id[fd] = ++g_daemon.next_stream_id;
+            p->stream_open[fd] = true;
+            notify(s, "$sandbox.stream.start", json_pack("{s:I}", "streamId", (json_int_t)p->stream_id[fd]));
+            ids[fd] = json_integer((json_int_t)p->stream_id[fd]);
+        } else {
+            p->stream_open[fd] = ctx->out[fd]; /* output still flows (and is credited) if the client left */
+            ids[fd] = json_null();
+        }
+    }
+    if (s) {
+        reply_result(s, rpc_id, json_pack("{s:{s:I, s:o, s:o}}", "ok", "pid", (json_int_t)pid, "stdoutStreamId",
+                                          ids[0], "stderrStreamId", ids[1]));
+        if (ctx->stdin_stream >= 0) {
+            struct inbound *in = inbound_get(s, ctx->stdin_stream, true);
+            if (in)
+                inbound_bind(s, in, pid);
+        }
+    } else {
+        json_decref(ids[0]);
+        json_decref(ids[1]);
+    }
+    free(ctx);
+}
+
+static void on_plain_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    (void)sb;
+    intptr_t kind = (intptr_t)ud;
+    if (!s)
+        return;
+    json_t *r = translate_reply(reply);
+    /* The SDK ignores ENOENT from processKill (the process is already gone). */
+    if (kind == 1) {
+        json_t *err = json_object_get(r, "error");
+        const char *code = json_string_value(json_object_get(err, "code"));
+        if (code && strcmp(code, "ESRCH") == 0)
+            json_object_set_new(err, "code", json_string("ENOENT"));
+    }
+    reply_result(s, rpc_id, r);
+}
+
+static const struct { const char *name; int num; } signals[] = {
+    {"SIGHUP", SIGHUP}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGILL", SIGILL}, {"SIGTRAP", SIGTRAP},
+    {"SIGABRT", SIGABRT}, {"SIGBUS", SIGBUS}, {"SIGFPE", SIGFPE}, {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1},
+    {"SIGSEGV", SIGSEGV}, {"SIGUSR2", SIGUSR2}, {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM},
+    {"SIGCHLD", SIGCHLD}, {"SIGCONT", SIGCONT}, {"SIGSTOP", SIGSTOP}, {"SIGTSTP", SIGTSTP}, {"SIGTTIN", SIGTTIN},
+    {"SIGTTOU", SIGTTOU}, {"SIGURG", SIGURG}, {"SIGXCPU", SIGXCPU}, {"SIGXFSZ", SIGXFSZ}, {"SIGVTALRM", SIGVTALRM},
+    {"SIGPROF", SIGPROF}, {"SIGWINCH", SIGWINCH}, {"SIGIO", SIGIO}, {"SIGPWR", SIGPWR}, {"SIGSYS", SIGSYS},
+};
+
+int rpc_signal_number(const char *name)
+{
+    for (size_t i = 0; i < HX_ARRAY_LEN(signals); i++)
+        if (strcmp(signals[i].name, name) == 0)
+            return signals[i].num;
+    return -1;
+}
+
+static bool opt_bool(json_t *params, const char *key, bool def, bool *ok)
+{
+    json_t *v = json_object_get(params, key);
+    if (!v || json_is_null(v))
+        return def;
+    if (!json_is_boolean(v))
+        *ok = false;
+    return json_is_true(v);
+}
+
+#define MAX_ARGS 4096
+#define MAX_ENV 4096
+
+static void m_spawn(struct session *s, json_t *id, json_t *params)
+{
+    struct sandbox *sb = s->sb;
+    json_t *cmd = json_object_get(params, "command");
+    json_t *args = json_object_get(params, "args");
+    json_t *env = json_object_get(params, "env");
+    json_t *cwd = json_object_get(params, "cwd");
+    json_t *jstdin = json_object_get(params, "stdinStreamId");
+    bool ok = true;
+    bool clear_env = opt_bool(params, "clearEnv", false, &ok);
+    if (!json_is_string(cmd) || json_string_length(cmd) == 0 || json_string_length(cmd) > 4096 ||
+        memchr(json_string_value(cmd), 0, json_string_length(cmd)))
+        return reply_rpc_error(s, id, -32602, "spawn: \"command\" must be a non-empty string without NUL bytes");
+    if (args && !json_is_null(args) && (!json_is_array(args) || json_array_size(args) > MAX_ARGS))
+        return reply_rpc_error(s, id, -32602, "spawn: \"args\" must be an array of at most %d strings", MAX_ARGS);
+    size_t i;
+    json_t *v;
+    json_array_foreach(args, i, v) if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v)))
+        return reply_rpc_error(s, id, -32602, "spawn: args[%zu] must be a string without NUL bytes", i);
+    if (env && !json_is_null(env) && (!json_is_object(env) || json_object_size(env) > MAX_ENV))
+        return reply_rpc_error(s, id, -32602, "spawn: \"env\" must be an object of strings");
+    const char *k;
+    json_object_foreach(env, k, v) if (!json_is_string(v) || !*k || strchr(k, '=') ||
+                                       memchr(json_string_value(v), 0, json_string_length(v)))
+        return reply_rpc_error(s, id, -32602, "spawn: env \"%.64s\" must be a string (names without '=')", k);
+    if (cwd && !json_is_null(cwd) && (!json_is_string(cwd) || json_string_length(cwd) > 4096))
+        return reply_rpc_error(s, id, -32602, "spawn: \"cwd\" must be a string");
+    if (jstdin && !json_is_null(jstdin) && (!json_is_integer(jstdin) || json_integer_value(jstdin) < 0))
+        return reply_rpc_error(s, id, -32602, "spawn: \"stdinStreamId\" must be a stream id");
+    struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return reply_rpc_error(s, id, -32603, "out of memory");
+    ctx->stdin_stream = json_is_integer(jstdin) ? json_integer_value(jstdin) : -1;
+    const char *names[2] = {"stdout", "stderr"};
+    for (unsigned fd = 0; fd < 2; fd++) {
+        const char *mode = json_string_value(json_object_get(params, names[fd]));
+        if (!mode || (strcmp(mode, "piped") && strcmp(mode, "null"))) {
+            free(ctx);
+            return reply_rpc_error(s, id, -32602, "spawn: \"%s\" must be \"piped\" or \"null\"", names[fd]);
+        }
+        ctx->out[fd] = strcmp(mode, "piped") == 0;
+    }
+    if (!ok) {
+        free(ctx);
+        return reply_rpc_error(s, id, -32602, "spawn: \"clearEnv\" must be a boolean");
+    }
+    unsigned live = 0;
+    for (struct proc *p = sb->procs; p; p = p->next)
+        live += !p->exited;
+    if (live >= MAX_LIVE_PROCS) {
+        free(ctx);
+        return reply_result(s, id, app_error("EAGAIN", "too many processes running in this sandbox (%u)", live));
+    }
+    json_t *ap = json_pack("{s:O, s:o, s:o, s:b, s:o, s:b, s:b, s:b, s:i}", "command", cmd, "args",
+                           json_is_array(args) ? json_incref(args) : json_array(), "env",
+                           json_is_object(env) ? json_incref(env) : json_object(), "clearEnv", clear_env, "cwd",
+                           json_is_string(cwd) ? json_incref(cwd) : json_null(), "stdin", ctx->stdin_stream >= 0,
+                           "stdout", ctx->out[0], "stderr", ctx->out[1], "uid", 1000);
+    int r = agent_call(sb, "spawn", ap, on_spawn_reply, s, id, ctx);
+    if (r < 0) {
+        free(ctx);
+        reply_result(s, id, app_error("EAGAIN", "cannot reach the sandbox's agent: %s", strerror(-r)));
+    }
+}
+
+static bool get_pid(struct session *s, json_t *id, json_t *params, uint32_t *pid)
+{
+    json_t *v = json_object_get(params, "pid");
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > 0x7fffffff) {
+        reply_rpc_error(s, id, -32602, "\"pid\" must be a positive integer");
+        return false;
+    }
+    *pid = (uint32_t)json_integer_value(v);
+    return true;
+}
+
+static void m_process_wait(struct session *s, json_t *id, json_t *params)
+{
+    uint32_t pid;
+    if (!get_pid(s, id, params, &pid))
+        return;
+    struct proc *p = sandbox_proc(s->sb, pid);
+    if (!p)
+        return reply_result(s, id, app_error("ENOENT", "no process with pid %u in this sandbox", pid));
+    if (p->exited) {
+        reply_result(s, id, status_json(p));
+        proc_remove(s->sb, p);
+        return;
+    }
+    struct waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return reply_rpc_error(s, id, -32603, "out of memory");
+    w->s = s;
+    w->rpc_id = json_incref(id);
+    w->next = p->waiters;
+    p->waiters = w;
+}
+
+static void m_process_kill(struct session *s, json_t *id, json_t *params)
+{
+    uint32_t pid;
+    if (!get_pid(s, id, params, &pid))
+        return;
+    json_t *jsig = json_object_get(params, "signal");
+    int sig = SIGTERM;
+    if (jsig && !json_is_null(jsig)) {
+        if (!json_is_string(jsig) || (sig = rpc_signal_number(json_string_value(jsig))) < 0)
+            return reply_rpc_error(s, id, -32602, "unknown signal %s", json_is_string(jsig) ? json_string_value(jsig) : "(not a string)");
+    }
+    struct proc *p = sandbox_proc(s->sb, pid);
+    if (!p || p->exited)
+        return reply_result(s, id, app_error("ENOENT", "no running process with pid %u", pid));
+    int r = agent_call(s->sb, "kill", json_pack("{s:I, s:i}", "pid", (json_int_t)pid, "signal", sig), on_plain_reply,
+                       s, id, (void *)(intptr_t)1);
+    if (r < 0)
+        reply_result(s, id, app_error("EIO", "cannot reach the sandbox's agent"));
+}
+
+static void m_env(struct session *s, json_t *id, const char *method, json_t *params)
+{
+    json_t *key = json_object_get(params, "key");
+    json_t *val = json_object_get(params, "value");
+    json_t *ap;
+    if (strcmp(method, "envToObject") == 0) {
+        ap = json_object();
+    } else {
+        if (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > 4096 ||
+            strchr(json_string_value(key), '=') || memchr(json_string_value(key), 0, json_string_length(key)))
+            return reply_result(s, id, app_error("EINVAL", "environment variable names must be non-empty, without '=' or NUL"));
+        if (strcmp(method, "envSet") == 0 &&
+            (!json_is_string(val) || json_string_length(val) > (1u << 17) ||
+             memchr(json_string_value(val), 0, json_string_length(val))))
+            return reply_result(s, id, app_error("EINVAL", "environment values must be strings without NUL, at most 128 KiB"));
+        ap = strcmp(method, "envSet") == 0 ? json_pack("{s:O, s:O}", "key", key, "value", val)
+                                           : json_pack("{s:O}", "key", key);
+    }
+    if (agent_call(s->sb, method, ap, on_plain_reply, s, id, (void *)(intptr_t)0) < 0)
+        reply_result(s, id, app_error("EIO", "cannot reach the sandbox's agent"));
+}
+
+/* Methods the SDK knows that belong to later issues. */
+static const char *const later_methods[] = {
+    "readFile", "readTextFile", "writeFile", "writeTextFile", "readDir", "remove", "mkdir", "rename", "stat",
+    "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
+    "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
+    "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
+    "fetch", "exposeHttp", "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
+    "denoReplCall", "abort",
+};
+
+void rpc_on_text(struct session *s, const char *data, size_t len)
+{
+    if (!s->sb)
+        return;
+    json_error_t jerr;
+    json_t *msg = json_loadb(data, len, 0, &jerr);
+    if (!msg)
+        return reply_rpc_error(s, NULL, -32700, "Parse error: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+    json_t *id = json_object_get(msg, "id");
+    json_t *method = json_object_get(msg, "method");
+    json_t *params = json_object_get(msg, "params");
+    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "jsonrpc")) ||
+        strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0") != 0) {
+        reply_rpc_error(s, json_is_integer(id) || json_is_string(id) ? id : NULL, -32600,
+                        "Invalid Request: expected a JSON-RPC 2.0 object");
+        json_decref(msg);
+        return;
+    }
+    if (!json_is_string(method)) {
+        /* A response from the client (we send no requests) or garbage. */
+        if (!json_object_get(msg, "result") && !json_object_get(msg, "error"))
+            reply_rpc_error(s, json_is_integer(id) || json_is_string(id) ? id : NULL, -32600,
+                            "Invalid Request: \"method\" must be a string");
+        json_decref(msg);
+        return;
+    }
+    const char *m = json_string_value(method);
+    if (!id || json_is_null(id)) {
+        if (strncmp(m, "$sandbox.stream.", 16) == 0 && json_is_object(params))
+            handle_stream_notification(s, m, params);
+        json_decref(msg);
+        return;
+    }
+    if (!json_is_integer(id) && !json_is_string(id)) {
+        reply_rpc_error(s, NULL, -32600, "Invalid Request: \"id\" must be a number or a string");
+        json_decref(msg);
+        return;
+    }
+    if (params && !json_is_object(params) && !json_is_null(params)) {
+        reply_rpc_error(s, id, -32602, "Invalid params: \"params\" must be an object");
+        json_decref(msg);
+        return;
+    }
+    if (!params || json_is_null(params))
+        params = NULL;
+    json_t *empty = json_object();
+    if (!params)
+        params = empty;
+    if (s->sb->state != SB_RUNNING)
+        reply_result(s, id, app_error("EIO", "the sandbox is stopping"));
+    else if (strcmp(m, "spawn") == 0)
+        m_spawn(s, id, params);
+    else if (strcmp(m, "processWait") == 0)
+        m_process_wait(s, id, params);
+    else if (strcmp(m, "processKill") == 0)
+        m_process_kill(s, id, params);
+    else if (strcmp(m, "envGet") == 0 || strcmp(m, "envSet") == 0 || strcmp(m, "envDelete") == 0 ||
+             strcmp(m, "envToObject") == 0)
+        m_env(s, id, m, params);
+    else {
+        bool later = false;
+        for (size_t i = 0; i < HX_ARRAY_LEN(later_methods); i++)
+            later |= strcmp(later_methods[i], m) == 0;
+        if (later)
+            reply_rpc_error(s, id, -32601, "Method not found: %s is not implemented by this hutch version yet", m);
+        else
+            reply_rpc_error(s, id, -32601, "Method not found: %.100s", m);
+    }
+    json_decref(empty);
+    json_decref(msg);
+}
+
+void rpc_on_drain(struct session *s)
+{
+    flush_deferred(s, true);
+}
+
+void rpc_session_free(struct session *s)
+{
+    /* Credit what this client will never read, close the stdin it fed:
+     * its processes keep running without blocking on it. */
+    flush_deferred(s, true);
+    while (s->inbound) {
+        struct inbound *in = s->inbound;
+        if (s->sb && in->pid && !in->ended)
+            agent_send(s->sb, HX_STDIN, in->pid, NULL, 0);
+        inbound_free(s, in);
+    }
+    sandbox_session_detach(s);
+    free(s);
+}

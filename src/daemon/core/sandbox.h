@@ -1,0 +1,159 @@
+/* The daemon's picture of a sandbox: lifecycle, the agent connection, the
+ * processes it runs and the client sessions attached to it. */
+#pragma once
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+#include "daemon/config.h"
+#include "lib/err.h"
+#include "lib/wire.h"
+
+struct ws_conn;
+struct session;
+struct sandbox;
+struct store;
+
+enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
+
+/* A waiter for processWait; its session may go away first (then s is NULL). */
+struct waiter {
+    struct waiter *next;
+    struct session *s;
+    json_t *rpc_id;
+};
+
+struct proc {
+    struct proc *next;
+    uint32_t pid;                 /* pid inside the sandbox */
+    struct session *owner;        /* who gets the output; NULL once it left */
+    uint64_t stream_id[2];        /* client-visible stream ids, 0 = not piped */
+    bool stream_open[2];
+    bool exited;
+    int code;
+    char signal[16];
+    bool oom;
+    int64_t exited_ms;
+    struct waiter *waiters;
+};
+
+/* A stream the client sends to us (stdin of a process). Bytes that arrive
+ * before the spawn that claims it are held, bounded. */
+struct inbound {
+    struct inbound *next;
+    int64_t client_id;
+    uint32_t pid;                 /* 0 until a spawn claims it */
+    bool ended;
+    bool bound_closed;            /* the process is gone: drop further data */
+    size_t held_len;
+    struct held_chunk *held, **held_tail;
+};
+
+struct session {
+    struct session *next;         /* in sb->sessions */
+    struct sandbox *sb;
+    struct ws_conn *ws;
+    struct inbound *inbound;
+    bool paused;                  /* not reading the client: too much stdin in flight */
+    void *deferred;               /* output credit held while the client socket is backed up */
+};
+
+typedef void (*agent_reply_cb)(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud);
+
+struct pending_call {
+    struct pending_call *next;
+    uint32_t req;
+    agent_reply_cb cb;
+    struct session *s;            /* NULL when the session left */
+    json_t *rpc_id;
+    void *ud;
+};
+
+typedef void (*sandbox_ready_cb)(struct sandbox *sb, const struct hx_err *err, void *ud);
+
+struct sandbox {
+    struct sandbox *next;         /* registry */
+    char id[32];
+    char org[64];
+    enum sandbox_state state;
+    uint32_t slot, uid_base;
+    pid_t pid;
+    int pidfd;
+    uv_poll_t pidfd_poll;
+    uv_pipe_t agent;
+    bool agent_open;
+    uint8_t *rbuf;                /* agent read buffer, HX_FRAME_HDR + HX_FRAME_MAX bytes */
+    size_t rlen;
+    uint32_t next_req;
+    struct pending_call *calls;
+    struct proc *procs;
+    uint32_t n_procs;
+    struct session *sessions;
+    uv_timer_t stop_timer;        /* duration timeout */
+    uv_timer_t aux_timer;         /* start-up deadline, then teardown retries */
+    int teardown_tries;
+    int open_handles;
+    int64_t created_ms, stop_at_ms;
+    uint32_t memory_mb;
+    json_t *labels;
+    json_t *init_env;
+    uint64_t oom_seen;
+    size_t stdin_inflight;        /* bytes sent to the agent, not yet acknowledged */
+    sandbox_ready_cb ready_cb;
+    void *ready_ud;
+    char stop_reason[128];
+};
+
+struct daemon_ctx {
+    uv_loop_t *loop;
+    struct config *cfg;
+    struct store *store;
+    int init_memfd;
+    char image_root[4096];
+    struct sandbox *sandboxes;
+    uint32_t n_sandboxes;
+    uint8_t *slots;               /* uid range slots in use */
+    uint64_t next_stream_id;      /* daemon-wide: the SDK keeps one stream map per process */
+    bool shutting_down;
+};
+
+extern struct daemon_ctx g_daemon;
+
+struct sandbox_params {
+    const char *org;
+    uint32_t memory_mb;
+    int64_t stop_at_ms;           /* 0 = session */
+    json_t *labels;               /* borrowed */
+    json_t *env;                  /* borrowed, may be NULL */
+};
+
+int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);
+struct sandbox *sandbox_find(const char *id);
+/* Stops and removes everything of the sandbox; idempotent. */
+void sandbox_stop(struct sandbox *sb, const char *reason);
+void sandbox_set_stop_at(struct sandbox *sb, int64_t stop_at_ms);
+void sandbox_session_attach(struct sandbox *sb, struct session *s);
+/* Detaches a session; a session-timeout sandbox stops with its last one. */
+void sandbox_session_detach(struct session *s);
+/* Cleans up what a previous hutchd left behind (cgroups, scratch dirs, records). */
+void sandbox_cleanup_stale(void);
+void sandbox_stop_all(void);
+
+/* Agent calls: params are stolen. cb runs exactly once (reply NULL if the sandbox died). */
+int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,
+               struct session *s, json_t *rpc_id, void *ud);
+int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *data, size_t len);
+void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes);
+struct proc *sandbox_proc(struct sandbox *sb, uint32_t pid);
+/* Hooks the agent layer calls into (implemented by the RPC layer). */
+void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len);
+void rpc_on_exit(struct sandbox *sb, struct proc *p);
+void rpc_on_stdin_ack(struct sandbox *sb);
+void rpc_session_closed_by_sandbox(struct session *s, const char *reason);
+
+int64_t now_ms(void);
+/* Close callback for every handle embedded in a sandbox: frees it after the last. */
+void sandbox_on_handle_closed(uv_handle_t *h);
+void sandbox_on_ready(struct sandbox *sb, json_t *msg);
+int agent_start(struct sandbox *sb, int fd, struct hx_err *e);

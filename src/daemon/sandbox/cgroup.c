@@ -1,0 +1,291 @@
+/* cgroup v1 (one directory per controller) and v2 (one unified directory)
+ * behind one interface; the hierarchy is detected once at start. */
+#include "daemon/sandbox/cgroup.h"
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_N };
+static const char *const ctrl_names[C_N] = {"memory", "cpu", "pids", "freezer", "cpuacct"};
+static char ctrl_root[C_N][512];   /* v1: per-controller mount + /NAME; v2: all equal */
+static bool v2;
+
+bool cgroup_is_v2(void) { return v2; }
+
+static int write_file(const char *path, const char *val, struct hx_err *e)
+{
+    autoclose int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return hx_fail(e, errno, "open %s: %m", path);
+    size_t n = strlen(val);
+    if (write(fd, val, n) != (ssize_t)n)
+        return hx_fail(e, errno, "write \"%s\" to %s: %m", val, path);
+    return 0;
+}
+
+static int read_small(const char *path, char *buf, size_t cap)
+{
+    autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, cap - 1);
+    if (n < 0)
+        return -errno;
+    buf[n] = 0;
+    return (int)n;
+}
+
+/* Finds the v1 mount point of a controller in /proc/self/mountinfo. */
+static int find_v1_mount(const char *ctrl, char *out, size_t cap)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return -errno;
+    char line[4096];
+    int r = -ENOENT;
+    while (fgets(line, sizeof line, f)) {
+        char *sep = strstr(line, " - ");
+        if (!sep || strncmp(sep, " - cgroup ", 10) != 0)
+            continue;
+        /* super options are the last field: "rw,memory" */
+        char *opts = strrchr(sep, ' ');
+        if (!opts)
+            continue;
+        opts++;
+        opts[strcspn(opts, "\n")] = 0;
+        bool has = false;
+        char *save, *tok;
+        for (tok = strtok_r(opts, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+            if (strcmp(tok, ctrl) == 0)
+                has = true;
+        if (!has)
+            continue;
+        /* field 5 is the mount point */
+        char *p = line;
+        for (int i = 0; i < 4 && p; i++) {
+            p = strchr(p, ' ');
+            if (p)
+                p++;
+        }
+        if (!p)
+            continue;
+        size_t len = strcspn(p, " ");
+        if (len >= cap)
+            continue;
+        memcpy(out, p, len);
+        out[len] = 0;
+        r = 0;
+        break;
+    }
+    fclose(f);
+    return r;
+}
+
+int cgroup_init(const char *name, struct hx_err *e)
+{
+    char buf[512];
+    if (read_small("/sys/fs/cgroup/cgroup.controllers", buf, sizeof buf) >= 0 && strstr(buf, "memory")) {
+        v2 = true;
+        for (int c = 0; c < C_N; c++)
+            snprintf(ctrl_root[c], sizeof ctrl_root[c], "/sys/fs/cgroup/%s", name);
+        if (mkdir(ctrl_root[0], 0755) < 0 && errno != EEXIST)
+            return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[0]);
+        /* Delegate the controllers to sandbox cgroups below NAME. */
+        write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu +pids", NULL);
+        char p[600];
+        snprintf(p, sizeof p, "%s/cgroup.subtree_control", ctrl_root[0]);
+        return write_file(p, "+memory +cpu +pids", e);
+    }
+    for (int c = 0; c < C_N; c++) {
+        char mnt[400];
+        if (find_v1_mount(ctrl_names[c], mnt, sizeof mnt) < 0) {
+            if (c == C_FREEZER || c == C_CPUACCT) { ctrl_root[c][0] = 0; continue; }
+            return hx_fail(e, ENOENT, "no cgroup v1 or v2 hierarchy with the %s controller", ctrl_names[c]);
+        }
+        snprintf(ctrl_root[c], sizeof ctrl_root[c], "%s/%s", mnt, name);
+        if (mkdir(ctrl_root[c], 0755) < 0 && errno != EEXIST)
+            return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
+    }
+    return 0;
+}
+
+static void path_of(int c, const char *id, const char *file, char *out, size_t cap)
+{
+    if (file)
+        snprintf(out, cap, "%s/%s/%s", ctrl_root[c], id, file);
+    else
+        snprintf(out, cap, "%s/%s", ctrl_root[c], id);
+}
+
+int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *e)
+{
+    char p[700], v[64];
+    int r;
+    int n = v2 ? 1 : C_N;
+    for (int c = 0; c < n; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        path_of(c, id, NULL, p, sizeof p);
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
+            return hx_fail(e, errno, "mkdir %s: %m", p);
+    }
+    if (v2) {
+        snprintf(v, sizeof v, "%" PRIu64, l->memory_bytes);
+        path_of(0, id, "memory.max", p, sizeof p);
+        if ((r = write_file(p, v, e)) < 0) return r;
+        path_of(0, id, "memory.swap.max", p, sizeof p);
+        write_file(p, "0", NULL);
+        snprintf(v, sizeof v, "%u 100000", l->cpu_millis * 100);
+        path_of(0, id, "cpu.max", p, sizeof p);
+        if ((r = write_file(p, v, e)) < 0) return r;
+        snprintf(v, sizeof v, "%u", l->pids_max);
+        path_of(0, id, "pids.max", p, sizeof p);
+        return write_file(p, v, e);
+    }
+    snprintf(v, sizeof v, "%" PRIu64, l->memory_bytes);
+    path_of(C_MEMORY, id, "memory.limit_in_bytes", p, sizeof p);
+    if ((r = write_file(p, v, e)) < 0) return r;
+    path_of(C_MEMORY, id, "memory.memsw.limit_in_bytes", p, sizeof p);
+    write_file(p, v, NULL); /* absent without swap accounting */
+    path_of(C_CPU, id, "cpu.cfs_period_us", p, sizeof p);
+    if ((r = write_file(p, "100000", e)) < 0) return r;
+    snprintf(v, sizeof v, "%u", l->cpu_millis * 100);
+    path_of(C_CPU, id, "cpu.cfs_quota_us", p, sizeof p);
+    if ((r = write_file(p, v, e)) < 0) return r;
+    snprintf(v, sizeof v, "%u", l->pids_max);
+    path_of(C_PIDS, id, "pids.max", p, sizeof p);
+    return write_file(p, v, e);
+}
+
+int cgroup_attach(const char *id, pid_t pid, struct hx_err *e)
+{
+    char p[700], v[32];
+    int r;
+    snprintf(v, sizeof v, "%d", (int)pid);
+    int n = v2 ? 1 : C_N;
+    for (int c = 0; c < n; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        path_of(c, id, "cgroup.procs", p, sizeof p);
+        if ((r = write_file(p, v, e)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+static uint64_t keyed_value(const char *text, const char *key)
+{
+    size_t kl = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == ' ')
+            return strtoull(p + kl + 1, NULL, 10);
+    }
+    return 0;
+}
+
+int cgroup_oom_kills(const char *id, uint64_t *n)
+{
+    char p[700], buf[1024];
+    path_of(C_MEMORY, id, v2 ? "memory.events" : "memory.oom_control", p, sizeof p);
+    int r = read_small(p, buf, sizeof buf);
+    if (r < 0)
+        return r;
+    *n = keyed_value(buf, "oom_kill");
+    return 0;
+}
+
+int cgroup_usage(const char *id, uint64_t *mem, uint64_t *peak, uint64_t *cpu_ns)
+{
+    char p[700], buf[2048];
+    *mem = *peak = *cpu_ns = 0;
+    if (v2) {
+        path_of(0, id, "memory.current", p, sizeof p);
+        if (read_small(p, buf, sizeof buf) > 0) *mem = strtoull(buf, NULL, 10);
+        path_of(0, id, "memory.peak", p, sizeof p);
+        if (read_small(p, buf, sizeof buf) > 0) *peak = strtoull(buf, NULL, 10);
+        path_of(0, id, "cpu.stat", p, sizeof p);
+        if (read_small(p, buf, sizeof buf) > 0) *cpu_ns = keyed_value(buf, "usage_usec") * 1000;
+        return 0;
+    }
+    path_of(C_MEMORY, id, "memory.usage_in_bytes", p, sizeof p);
+    if (read_small(p, buf, sizeof buf) > 0) *mem = strtoull(buf, NULL, 10);
+    path_of(C_MEMORY, id, "memory.max_usage_in_bytes", p, sizeof p);
+    if (read_small(p, buf, sizeof buf) > 0) *peak = strtoull(buf, NULL, 10);
+    if (ctrl_root[C_CPUACCT][0]) {
+        path_of(C_CPUACCT, id, "cpuacct.usage", p, sizeof p);
+        if (read_small(p, buf, sizeof buf) > 0) *cpu_ns = strtoull(buf, NULL, 10);
+    }
+    return 0;
+}
+
+static int kill_procs(const char *procs_path)
+{
+    char buf[65536];
+    int n = read_small(procs_path, buf, sizeof buf);
+    if (n <= 0)
+        return n < 0 ? n : 0;
+    int left = 0;
+    for (char *s = buf; *s;) {
+        char *end;
+        long pid = strtol(s, &end, 10);
+        if (end == s)
+            break;
+        if (pid > 1 && kill((pid_t)pid, SIGKILL) == 0)
+            left++;
+        s = end;
+        while (*s == '\n')
+            s++;
+    }
+    return left;
+}
+
+int cgroup_destroy(const char *id, struct hx_err *e)
+{
+    char p[700];
+    int busy = 0;
+    int n = v2 ? 1 : C_N;
+    for (int c = 0; c < n; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        path_of(c, id, "cgroup.procs", p, sizeof p);
+        if (access(p, F_OK) != 0)
+            continue;
+        if (v2) {
+            path_of(c, id, "cgroup.kill", p, sizeof p);
+            if (write_file(p, "1", NULL) < 0) {
+                path_of(c, id, "cgroup.procs", p, sizeof p);
+                kill_procs(p);
+            }
+        } else {
+            kill_procs(p);
+        }
+        path_of(c, id, NULL, p, sizeof p);
+        if (rmdir(p) < 0 && errno != ENOENT) {
+            if (errno == EBUSY)
+                busy++;
+            else
+                return hx_fail(e, errno, "rmdir %s: %m", p);
+        }
+    }
+    if (busy)
+        return hx_fail(e, EBUSY, "cgroup of %s still has processes", id);
+    return 0;
+}
+
+int cgroup_each(void (*cb)(const char *id, void *ud), void *ud)
+{
+    DIR *d = opendir(ctrl_root[v2 ? 0 : C_MEMORY]);
+    if (!d)
+        return -errno;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_type == DT_DIR && strncmp(de->d_name, "sbx_", 4) == 0)
+            cb(de->d_name, ud);
+    }
+    closedir(d);
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* Per-sandbox cgroups: memory (with OOM accounting), CPU quota, pids, on
+ * cgroup v2 or on v1 controllers (hybrid hosts, like these machines). */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "lib/err.h"
+
+struct cgroup_limits {
+    uint64_t memory_bytes;
+    uint32_t cpu_millis;   /* 1000 = one CPU */
+    uint32_t pids_max;
+};
+
+/* Detects the hierarchy and creates the parent directory NAME under every
+ * controller hutch uses. */
+int cgroup_init(const char *name, struct hx_err *e);
+bool cgroup_is_v2(void);
+int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *e);
+int cgroup_attach(const char *id, pid_t pid, struct hx_err *e);
+/* Number of OOM kills in the sandbox's memory cgroup so far. */
+int cgroup_oom_kills(const char *id, uint64_t *n);
+/* Usage: memory now/peak bytes, CPU ns. Missing values are 0. */
+int cgroup_usage(const char *id, uint64_t *mem_bytes, uint64_t *mem_peak, uint64_t *cpu_ns);
+/* Kills whatever is left in the sandbox's cgroups and removes them.
+ * Returns -EBUSY while processes are still exiting (retry later). */
+int cgroup_destroy(const char *id, struct hx_err *e);
+/* Calls cb for every sandbox cgroup directory found under NAME (stale ones after a crash). */
+int cgroup_each(void (*cb)(const char *id, void *ud), void *ud);

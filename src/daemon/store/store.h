@@ -1,0 +1,91 @@
+/* hutchd's persistent state in SQLite (<state_dir>/hutch.db): API tokens
+ * (only their SHA-256 is stored), sandboxes and usage records. One
+ * connection, used from the event loop thread only. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "lib/err.h"
+
+struct store;
+
+/* Opens (creating with mode 0600, and the directory with 0700 if missing)
+ * and migrates the database. */
+int store_open(const char *state_dir, struct store **out, struct hx_err *e);
+void store_close(struct store *s);
+
+/* ---- tokens ----
+ * Token text: "ddo_" + 40 characters [a-z0-9] from getrandom (≈206 bits);
+ * the SDK treats the "ddo_" prefix as "org comes with the token". Only the
+ * hex SHA-256 of the text is stored. Ids: "tok_" + 12 characters [a-z0-9].
+ * Org names: [a-z0-9-]{1,63}; token names: 1..128 bytes of printable UTF-8. */
+#define STORE_TOKEN_LEN 44
+int store_token_create(struct store *s, const char *org, const char *name, bool admin,
+                       char token_out[64], char id_out[32], struct hx_err *e);
+/* -EACCES for unknown, revoked or malformed tokens. Updates lastUsedAt (at
+ * most once a minute per token, to keep checks from writing every time). */
+int store_token_check(struct store *s, const char *token, char org_out[64], bool *admin_out,
+                      struct hx_err *e);
+/* New array of {id, name, org, admin, createdAt, lastUsedAt (ISO|null)} of the
+ * tokens not revoked, oldest first; org NULL = all orgs. */
+int store_token_list(struct store *s, const char *org, json_t **out, struct hx_err *e);
+/* -ENOENT if no such token or already revoked. */
+int store_token_revoke(struct store *s, const char *id, struct hx_err *e);
+/* Tokens not revoked (hutchd creates a first admin token when 0). */
+int store_token_count(struct store *s, int *n, struct hx_err *e);
+
+/* ---- sandboxes ---- */
+struct sandbox_rec {
+    char id[32];
+    char org[64];
+    int64_t created_ms;     /* ms since the epoch */
+    int64_t stopped_ms;     /* 0 = running */
+    int64_t stop_at_ms;     /* 0 = lives as long as its session */
+    uint32_t memory_mb;
+    uint32_t uid_base;
+    int32_t init_pid;
+    char region[8];
+    /* JSON object of string labels. store_sandbox_insert borrows it (NULL =
+     * no labels); store_sandbox_get sets an owned reference that
+     * sandbox_rec_clear releases; in store_sandbox_each_running it is
+     * borrowed for the duration of the callback. */
+    json_t *labels;
+};
+/* -EEXIST if the id is taken, -EINVAL for an invalid id/org/labels. */
+int store_sandbox_insert(struct store *s, const struct sandbox_rec *r, struct hx_err *e);
+/* Marks stopped; a second call keeps the first stop time. -ENOENT. */
+int store_sandbox_set_stopped(struct store *s, const char *id, int64_t stopped_ms, struct hx_err *e);
+/* -ENOENT. */
+int store_sandbox_set_stop_at(struct store *s, const char *id, int64_t stop_at_ms, struct hx_err *e);
+/* -ENOENT. Call sandbox_rec_clear(out) afterwards (also safe on failure). */
+int store_sandbox_get(struct store *s, const char *id, struct sandbox_rec *out, struct hx_err *e);
+/* New array in the SDK's shape: [{id, createdAt, stoppedAt (ISO|null),
+ * region, status "running"|"stopped", labels}], newest first, only org's,
+ * at most STORE_LIST_MAX entries. label_filter (object of strings or NULL):
+ * a sandbox matches when it has every given key with the given value. */
+#define STORE_LIST_MAX 1000
+int store_sandbox_list(struct store *s, const char *org, json_t *label_filter, json_t **out,
+                       struct hx_err *e);
+/* Calls cb for every sandbox not stopped (for cleanup after a restart). The
+ * records are read first, so cb may call other store functions (e.g.
+ * store_sandbox_set_stopped). A negative return from cb stops the walk and
+ * is returned. */
+int store_sandbox_each_running(struct store *s, int (*cb)(const struct sandbox_rec *r, void *ud),
+                               void *ud, struct hx_err *e);
+void sandbox_rec_clear(struct sandbox_rec *r);
+
+/* ---- usage (metering) ----
+ * One record per sandbox run (or per interval, as the caller chooses). */
+struct usage_rec {
+    const char *sandbox_id;
+    const char *org;
+    int64_t start_ms, end_ms;   /* wall-clock interval the record covers */
+    uint64_t cpu_ms;            /* CPU time used in the interval */
+    uint32_t mem_peak_mb;       /* peak memory in the interval */
+    uint64_t net_tx_bytes, net_rx_bytes;
+};
+int store_usage_add(struct store *s, const struct usage_rec *u, struct hx_err *e);
+/* Sums of an org's records with start_ms in [from_ms, to_ms): new object
+ * {records, wallMs, cpuMs, memPeakMb (max), netTxBytes, netRxBytes}. */
+int store_usage_sum(struct store *s, const char *org, int64_t from_ms, int64_t to_ms, json_t **out,
+                    struct hx_err *e);

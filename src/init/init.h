@@ -1,0 +1,66 @@
+/* hutch-init internals shared by its files: setup, seccomp, spawn, env store, agent loop. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <jansson.h>
+#include <linux/filter.h>
+#include "lib/err.h"
+
+#define INIT_AGENT_FD 3   /* socket to hutchd */
+#define INIT_USERNS_FD 4  /* the sandbox's user namespace (closed after setup) */
+#define INIT_APP_UID 1000u
+
+/* HX_SETUP, validated (setup.c). Strings point into the JSON object. */
+struct setup_cfg {
+    const char *id, *hostname, *image, *workdir;
+    uint32_t uid_base, uid_count;
+    uint64_t disk_mb;
+    uint64_t pids_max, nofile;
+    json_t *env; /* object of strings, or NULL */
+};
+
+/* setup.c */
+int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e);
+/* Builds the root filesystem and namespaces, then enters the user namespace
+ * as its root. Only returns success with everything done. */
+int setup_sandbox(const struct setup_cfg *c, struct hx_err *e);
+
+/* seccomp.c: the filter is compiled once; applying it is async-signal-safe
+ * (used between fork and exec). */
+int seccomp_build(struct hx_err *e);
+int seccomp_apply(void); /* returns 0 or -errno */
+
+/* envs.c: the sandbox environment (ordered map of strings). */
+void env_init_defaults(void);
+int env_set(const char *key, const char *value, struct hx_err *e);
+const char *env_get(const char *key);
+bool env_delete(const char *key);
+json_t *env_to_json(void);
+bool env_key_valid(const char *key);
+/* A NULL-terminated "K=V" array for a spawn: sandbox env (unless clear) +
+ * extra (object of strings, may be NULL). Free with env_free_block(). */
+char **env_build(bool clear, json_t *extra, struct hx_err *e);
+void env_free_block(char **block);
+
+/* spawn.c */
+struct spawn_req {
+    const char *command;
+    const char *const *argv; /* argv[0] = command, NULL-terminated */
+    char **envp;
+    const char *cwd;
+    uid_t uid;
+    bool pipe_in, pipe_out, pipe_err;
+};
+struct spawn_res {
+    pid_t pid;
+    int in_fd, out_fd, err_fd; /* parent ends, -1 when not piped (O_CLOEXEC) */
+};
+void spawn_set_nofile(uint64_t nofile);
+int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e);
+
+/* agent.c */
+int agent_run(int fd);
+
+/* main.c */
+const char *errno_name(int code);

@@ -1,0 +1,367 @@
+/* hutch-init setup stage: builds the sandbox's root filesystem and enters its
+ * user namespace (docs/agent-protocol.md, "Start-up").
+ *
+ * Threat model. Everything below runs as real root in fresh mount/pid/net/
+ * ipc/uts namespaces that real root owns, BEFORE joining the sandbox's user
+ * namespace; afterwards code in the sandbox may be root in that user
+ * namespace and is hostile. What each step stops:
+ *  - MS_PRIVATE|MS_REC first: nothing we mount here propagates to the host,
+ *    and host mount events do not leak in (no mounts left behind either).
+ *  - tmpfs "workdir" of disk_mb, nosuid,nodev: the writable layer cannot
+ *    fill the host disk; it dies with the mount namespace.
+ *  - image cloned with open_tree + idmapped (MOUNT_ATTR_IDMAP) and read-only:
+ *    the shared image stays owned by real root on disk and is never
+ *    writable from a sandbox, yet its files look root/app-owned inside.
+ *  - overlay is nodev (no device nodes from the image or made by root
+ *    inside) but not nosuid: the image's setuid sudo must work, and it only
+ *    ever yields sandbox root.
+ *  - pivot_root + detaching the old root: no path leads back to the host fs.
+ *  - fresh /proc for the new pid ns; kcore/keys/timer_list/sched_debug/
+ *    latency_stats masked with /dev/null, acpi/scsi/asound with an empty
+ *    read-only tmpfs (host info leaks, kernel memory); /proc/sys,
+ *    sysrq-trigger, bus, fs, irq read-only (host-wide knobs). No /sys at all.
+ *  - /dev is a small tmpfs, noexec,nosuid, with only harmless host nodes
+ *    bound in and a private devpts instance (no host terminals).
+ *  - hostname, loopback, cgroup ns set up as real root: the uts/net ns are
+ *    owned by the host user ns, so sandbox root cannot change them later.
+ *  - setns(userns) last: sandbox root's capabilities then apply only in a
+ *    user namespace that owns none of the other namespaces; so it cannot
+ *    mount, unmount the masks, touch the network config or see host pids.
+ *  - hutch-init's memory was created (exec) before setns, so it belongs to
+ *    the host user namespace: with PR_SET_DUMPABLE 0, sandbox root lacks
+ *    CAP_SYS_PTRACE over it (no ptrace, /proc/1/mem, /proc/1/fd/3). Never
+ *    re-exec after setns. */
+#include "init/init.h"
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define DISK_MB_MAX (1024u * 1024u) /* 1 TiB: a sanity bound, the daemon sets the real one */
+
+static const char *str_member(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static bool u64_member(json_t *o, const char *k, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v))
+        return false;
+    json_int_t n = json_integer_value(v);
+    if (n < 0 || (uint64_t)n < lo || (uint64_t)n > hi)
+        return false;
+    *out = (uint64_t)n;
+    return true;
+}
+
+/* Absolute, no "..", bounded: the path is used in the host mount namespace. */
+static bool path_ok(const char *p)
+{
+    if (!p || p[0] != '/' || strnlen(p, PATH_MAX) >= PATH_MAX - 64)
+        return false;
+    for (const char *s = p; (s = strstr(s, "..")) != NULL; s += 2)
+        if ((s == p || s[-1] == '/') && (s[2] == '/' || s[2] == '\0'))
+            return false;
+    return true;
+}
+
+static bool hostname_ok(const char *h)
+{
+    size_t n = h ? strnlen(h, 65) : 0;
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
+{
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(root))
+        return hx_fail(e, EINVAL, "setup: not a JSON object");
+    c->id = str_member(root, "id");
+    c->hostname = str_member(root, "hostname");
+    c->image = str_member(root, "image");
+    c->workdir = str_member(root, "workdir");
+    if (!c->id || strnlen(c->id, 128) >= 128)
+        return hx_fail(e, EINVAL, "setup: bad id");
+    if (!hostname_ok(c->hostname))
+        return hx_fail(e, EINVAL, "setup: bad hostname");
+    if (!path_ok(c->image) || !path_ok(c->workdir))
+        return hx_fail(e, EINVAL, "setup: image and workdir must be absolute paths without ..");
+    uint64_t base, count;
+    if (!u64_member(root, "uid_base", 1, UINT32_MAX, &base) ||
+        !u64_member(root, "uid_count", INIT_APP_UID + 1, 1u << 24, &count) || base + count > UINT32_MAX)
+        return hx_fail(e, EINVAL, "setup: bad uid_base/uid_count");
+    c->uid_base = (uint32_t)base;
+    c->uid_count = (uint32_t)count;
+    if (!u64_member(root, "disk_mb", 1, DISK_MB_MAX, &c->disk_mb))
+        return hx_fail(e, EINVAL, "setup: bad disk_mb");
+    if (!json_object_get(root, "pids_max"))
+        c->pids_max = 0;
+    else if (!u64_member(root, "pids_max", 1, 1u << 22, &c->pids_max))
+        return hx_fail(e, EINVAL, "setup: bad pids_max");
+    if (!json_object_get(root, "nofile"))
+        c->nofile = 65536;
+    else if (!u64_member(root, "nofile", 64, 1u << 20, &c->nofile))
+        return hx_fail(e, EINVAL, "setup: bad nofile");
+    json_t *env = json_object_get(root, "env");
+    if (env && !json_is_null(env)) {
+        if (!json_is_object(env))
+            return hx_fail(e, EINVAL, "setup: env must be an object");
+        const char *k;
+        json_t *v;
+        json_object_foreach(env, k, v) {
+            if (!env_key_valid(k) || !json_is_string(v))
+                return hx_fail(e, EINVAL, "setup: bad env entry");
+        }
+        c->env = env;
+    }
+    return 0;
+}
+
+static int mkdir_p1(const char *path, mode_t mode, struct hx_err *e)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir %s: %m", path);
+    return 0;
+}
+
+static int mountx(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
+                  struct hx_err *e)
+{
+    if (mount(src, dst, type, flags, data) < 0)
+        return hx_fail(e, errno, "mount %s on %s (%s): %m", src ? src : "none", dst, type ? type : "bind");
+    return 0;
+}
+
+/* Read-only bind of a path onto itself (a second step: MS_RDONLY is ignored
+ * on the first MS_BIND). Missing paths are skipped: kernels differ. */
+static int bind_ro(const char *p, struct hx_err *e)
+{
+    if (access(p, F_OK) < 0)
+        return 0;
+    int r = mountx(p, p, NULL, MS_BIND | MS_REC, NULL, e);
+    if (r < 0)
+        return r;
+    return mountx(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e);
+}
+
+/* Step 1: the writable layer and the idmapped image, overlaid on workdir/root. */
+static int build_root(const struct setup_cfg *c, struct hx_err *e)
+{
+    char opts[96];
+    int r;
+    snprintf(opts, sizeof opts, "size=%llum,mode=0755", (unsigned long long)c->disk_mb);
+    if ((r = mountx("hutch-sandbox", c->workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e)) < 0)
+        return r;
+    /* Relative paths from here on: overlay options must not see commas or
+     * colons that a workdir path could contain. */
+    if (chdir(c->workdir) < 0)
+        return hx_fail(e, errno, "chdir %s: %m", c->workdir);
+    static const char *const dirs[] = {"upper", "work", "lower", "root"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(dirs); i++)
+        if ((r = mkdir_p1(dirs[i], 0755, e)) < 0)
+            return r;
+    /* The upper dir's owner is the owner of "/" inside: sandbox root. */
+    if (chown("upper", c->uid_base, c->uid_base) < 0)
+        return hx_fail(e, errno, "chown upper: %m");
+
+    autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, c->image,
+                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (tree < 0)
+        return hx_fail(e, errno, "open_tree %s: %m", c->image);
+    struct mount_attr attr = {
+        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+        .userns_fd = INIT_USERNS_FD,
+    };
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return hx_fail(e, errno, "idmap image %s: %m", c->image);
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "lower", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return hx_fail(e, errno, "move_mount image to lower: %m");
+
+    if ((r = mountx("overlay", "root", "overlay", MS_NODEV,
+                    "lowerdir=lower,upperdir=upper,workdir=work", e)) < 0)
+        return r;
+    /* The image is expected to have /tmp; make sure it is world-writable
+     * and sticky whatever the image says. */
+    if (mkdir("root/tmp", 01777) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir /tmp: %m");
+    if (chmod("root/tmp", 01777) < 0)
+        return hx_fail(e, errno, "chmod /tmp: %m");
+    return 0;
+}
+
+/* Step 2: /dev (while the host's /dev is still reachable). */
+static int build_dev(const struct setup_cfg *c, struct hx_err *e)
+{
+    char opts[128];
+    int r;
+    if ((r = mkdir_p1("root/dev", 0755, e)) < 0)
+        return r;
+    snprintf(opts, sizeof opts, "size=1m,nr_inodes=1024,mode=0755,uid=%u,gid=%u", c->uid_base, c->uid_base);
+    if ((r = mountx("tmpfs", "root/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, opts, e)) < 0)
+        return r;
+    static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    char src[32], dst[64];
+    for (size_t i = 0; i < HX_ARRAY_LEN(nodes); i++) {
+        snprintf(src, sizeof src, "/dev/%s", nodes[i]);
+        snprintf(dst, sizeof dst, "root/dev/%s", nodes[i]);
+        int fd = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd < 0)
+            return hx_fail(e, errno, "create %s: %m", dst);
+        close(fd);
+        if ((r = mountx(src, dst, NULL, MS_BIND, NULL, e)) < 0)
+            return r;
+        if ((r = mountx(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC, NULL, e)) < 0)
+            return r;
+    }
+    if ((r = mkdir_p1("root/dev/pts", 0755, e)) < 0)
+        return r;
+    snprintf(opts, sizeof opts, "newinstance,ptmxmode=0666,mode=0620,gid=%u", c->uid_base + 5u);
+    if ((r = mountx("devpts", "root/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, opts, e)) < 0)
+        return r;
+    if ((r = mkdir_p1("root/dev/shm", 01777, e)) < 0)
+        return r;
+    snprintf(opts, sizeof opts, "size=65536k,mode=1777,uid=%u,gid=%u", c->uid_base, c->uid_base);
+    if ((r = mountx("shm", "root/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts, e)) < 0)
+        return r;
+    static const char *const links[][2] = {
+        {"pts/ptmx", "root/dev/ptmx"},        {"/proc/self/fd", "root/dev/fd"},
+        {"/proc/self/fd/0", "root/dev/stdin"}, {"/proc/self/fd/1", "root/dev/stdout"},
+        {"/proc/self/fd/2", "root/dev/stderr"},
+    };
+    for (size_t i = 0; i < HX_ARRAY_LEN(links); i++)
+        if (symlink(links[i][0], links[i][1]) < 0)
+            return hx_fail(e, errno, "symlink %s: %m", links[i][1]);
+    return 0;
+}
+
+/* Step 3: make root/ the root and drop every path to the host. */
+static int enter_root(struct hx_err *e)
+{
+    if (chdir("root") < 0)
+        return hx_fail(e, errno, "chdir root: %m");
+    /* pivot_root(".", "."): the old root ends up stacked on "/", and
+     * detaching "." then removes it (no temporary directory needed). */
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return hx_fail(e, errno, "pivot_root: %m");
+    if (umount2(".", MNT_DETACH) < 0)
+        return hx_fail(e, errno, "detach old root: %m");
+    if (chdir("/") < 0)
+        return hx_fail(e, errno, "chdir /: %m");
+    return 0;
+}
+
+/* Step 4: /proc with Docker's masks. */
+static int build_proc(struct hx_err *e)
+{
+    int r;
+    if ((r = mkdir_p1("/proc", 0555, e)) < 0)
+        return r;
+    if ((r = mountx("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e)) < 0)
+        return r;
+    static const char *const masked_files[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list",
+                                               "/proc/sched_debug", "/proc/latency_stats",
+                                               "/proc/timer_stats"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(masked_files); i++) {
+        if (access(masked_files[i], F_OK) < 0)
+            continue;
+        if ((r = mountx("/dev/null", masked_files[i], NULL, MS_BIND, NULL, e)) < 0)
+            return r;
+    }
+    static const char *const masked_dirs[] = {"/proc/acpi", "/proc/scsi", "/proc/asound"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(masked_dirs); i++) {
+        if (access(masked_dirs[i], F_OK) < 0)
+            continue;
+        if ((r = mountx("tmpfs", masked_dirs[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        "size=0,mode=0555", e)) < 0)
+            return r;
+    }
+    static const char *const ro[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(ro); i++)
+        if ((r = bind_ro(ro[i], e)) < 0)
+            return r;
+    return 0;
+}
+
+static int loopback_up(struct hx_err *e)
+{
+    autoclose int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return hx_fail(e, errno, "socket: %m");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        return hx_fail(e, errno, "SIOCGIFFLAGS lo: %m");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        return hx_fail(e, errno, "SIOCSIFFLAGS lo: %m");
+    return 0;
+}
+
+/* Step 5: the last privileged steps, then become sandbox root. */
+static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
+{
+    if (sethostname(c->hostname, strlen(c->hostname)) < 0)
+        return hx_fail(e, errno, "sethostname: %m");
+    int r = loopback_up(e);
+    if (r < 0)
+        return r;
+    /* Limits set while still real root (raising a hard limit needs host
+     * CAP_SYS_RESOURCE); every spawned process inherits them. */
+    struct rlimit nofile = {.rlim_cur = c->nofile, .rlim_max = c->nofile};
+    if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+        return hx_fail(e, errno, "setrlimit NOFILE %llu: %m", (unsigned long long)c->nofile);
+    struct rlimit core = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &core) < 0)
+        return hx_fail(e, errno, "setrlimit CORE: %m");
+    spawn_set_nofile(c->nofile);
+    /* The daemon put us in our cgroups before HX_SETUP: that becomes "/". */
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        return hx_fail(e, errno, "unshare cgroup ns: %m");
+    if (setns(INIT_USERNS_FD, CLONE_NEWUSER) < 0)
+        return hx_fail(e, errno, "setns user ns: %m");
+    if (setgroups(0, NULL) < 0)
+        return hx_fail(e, errno, "setgroups: %m");
+    if (setresgid(0, 0, 0) < 0)
+        return hx_fail(e, errno, "setresgid 0: %m");
+    if (setresuid(0, 0, 0) < 0)
+        return hx_fail(e, errno, "setresuid 0: %m");
+    /* After the id change (which resets it): no core, no ptrace by sandbox root. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        return hx_fail(e, errno, "PR_SET_DUMPABLE: %m");
+    close(INIT_USERNS_FD);
+    return 0;
+}
+
+int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
+{
+    int r;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return hx_fail(e, errno, "make / private: %m");
+    if ((r = build_root(c, e)) < 0 || (r = build_dev(c, e)) < 0 || (r = enter_root(e)) < 0 ||
+        (r = build_proc(e)) < 0)
+        return r;
+    if ((r = seccomp_build(e)) < 0)
+        return r;
+    return enter_userns(c, e);
+}

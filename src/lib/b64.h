@@ -1,0 +1,22 @@
+/* Standard base64 (RFC 4648 §4, '+' '/', '=' padding). Used for the
+ * x-deno-sandbox-config header and for byte streams to the SDK, so the
+ * encoder is on the stdout hot path and the decoder sees hostile input. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+/* Characters hx_b64_encode writes for n input bytes, without the NUL. */
+static inline size_t hx_b64_encoded_len(size_t n) { return (n + 2) / 3 * 4; }
+/* Bytes of room hx_b64_decode needs for inlen characters. */
+static inline size_t hx_b64_decoded_max(size_t inlen) { return inlen / 4 * 3; }
+
+/* Writes hx_b64_encoded_len(n) characters and a NUL to out. */
+void hx_b64_encode(const uint8_t *in, size_t n, char *out);
+
+/* Decodes exactly inlen characters (no NUL needed) into out, which must have
+ * room for inlen/4*3 bytes; *outlen gets the byte count. Strict: the length
+ * must be a multiple of 4, only the alphabet and trailing '=' (at most two)
+ * are accepted, no whitespace, and the unused bits before padding must be
+ * zero (so every byte string has exactly one accepted encoding).
+ * Returns 0 or -EINVAL; on error out may hold partial output. */
+int hx_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen);
