@@ -145,13 +145,20 @@ class HutchdError(Exception):
 class Hutchd:
     """One hutchd process with its own state dir, port, socket and cgroup name.
     stop() asserts that nothing leaked; restart() keeps the state dir."""
+    _count = 0
 
     def __init__(self, tag="t", extra_args=None):
-        self.tmp = tempfile.mkdtemp(prefix=f"hutch-{tag}-")
+        base = os.environ.get("HUTCH_TEST_TMP")
+        if base:
+            os.makedirs(base, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix=f"hutch-{tag}-", dir=base)
         self.state_dir = os.path.join(self.tmp, "state")
         os.makedirs(self.state_dir)
         self.socket_path = os.path.join(self.tmp, "hutchd.sock")
-        self.cgroup_name = f"hutch-test-{os.getpid()}-{tag}"
+        # scripts/test.sh sets HUTCH_TEST_RUN so its trap can find leftovers
+        run = os.environ.get("HUTCH_TEST_RUN", str(os.getpid()))
+        Hutchd._count += 1
+        self.cgroup_name = f"hutch-test-{run}-{Hutchd._count}{tag}"
         self.port = free_port()
         self.extra_args = list(extra_args or [])
         self.proc = None

@@ -1,1 +1,377 @@
-/* placeholder */
+/* WebSocket server side (RFC 6455) on an upgraded hutchd HTTP connection: framing by wslay,
+ * the SDK's text "ping" keep-alive, close handshake, and output backpressure. */
+#include "daemon/api/ws.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+#define WS_WRITE_CHUNK (256 * 1024)   /* most bytes handed to libuv per write; wslay keeps the rest */
+#define WS_CLOSE_WAIT_MS 5000         /* after our close frame: wait this long for the peer's */
+
+struct ws_conn {
+    struct http_conn *c;
+    wslay_event_context_ptr ctx;
+    struct ws_handlers h;
+    void *ud;
+    const uint8_t *in;     /* input being handed to wslay */
+    size_t in_len;
+    bool paused;           /* the app asked us to stop reading */
+    bool writing;          /* one libuv write in flight at a time */
+    bool in_recv;          /* inside wslay_event_recv: do not re-enter wslay_event_send */
+    bool closing;          /* a close frame is queued: nothing more for the app */
+    bool fatal;            /* protocol or I/O failure: close once the queue is flushed */
+    bool above_high;
+    bool deadline_set;
+};
+
+struct ws_wreq {
+    uv_write_t req;
+    struct ws_conn *w;
+    char data[];
+};
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+static void b64_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+void ws_accept_key(const char *key, char out[29])
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) || !EVP_DigestUpdate(ctx, key, strlen(key)) ||
+        !EVP_DigestUpdate(ctx, ws_guid, sizeof(ws_guid) - 1) || !EVP_DigestFinal_ex(ctx, md, &mdlen) ||
+        mdlen != 20) {
+        EVP_MD_CTX_free(ctx);
+        out[0] = '\0';  /* fails the handshake rather than answering a wrong key */
+        return;
+    }
+    EVP_MD_CTX_free(ctx);
+    b64_encode(md, 20, out);
+}
+
+/* The key must be base64 of 16 bytes: 22 characters and "==". */
+static bool key_valid(const char *k)
+{
+    if (!k || strlen(k) != 24 || strcmp(k + 22, "==") != 0)
+        return false;
+    for (int i = 0; i < 22; i++) {
+        char ch = k[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '+' ||
+              ch == '/'))
+            return false;
+    }
+    /* The last character before "==" carries 2 bits; the 4 padding bits must be zero. */
+    return strchr("AQgw", k[21]) != NULL;
+}
+
+bool ws_request_valid(const struct http_request *r)
+{
+    const char *version = http_header_get(r, "sec-websocket-version");
+    return strcmp(r->method, "GET") == 0 && http_header_has_token(http_header_get(r, "upgrade"), "websocket") &&
+           http_header_has_token(http_header_get(r, "connection"), "upgrade") &&
+           key_valid(http_header_get(r, "sec-websocket-key")) && version && strcmp(version, "13") == 0;
+}
+
+/* ---------- wslay callbacks ---------- */
+
+static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
+{
+    struct ws_conn *w = ud;
+    if (w->paused || w->in_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < w->in_len ? len : w->in_len;
+    memcpy(buf, w->in, n);
+    w->in += n;
+    w->in_len -= n;
+    return (ssize_t)n;
+}
+
+static void ws_pump(struct ws_conn *w);
+
+static void on_ws_written(uv_write_t *req, int status)
+{
+    struct ws_wreq *wr = (struct ws_wreq *)req;
+    struct ws_conn *w = wr->w;
+    free(wr);
+    if (status == UV_ECANCELED || http_conn_closing(w->c))
+        return;
+    w->writing = false;
+    if (status < 0) {
+        http_conn_close(w->c);
+        return;
+    }
+    ws_pump(w);
+}
+
+static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    struct ws_conn *w = ud;
+    if (w->writing || http_conn_closing(w->c)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    uv_stream_t *s = http_conn_stream(w->c);
+    /* Straight to the socket when it takes it; copy only what it does not. */
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > UINT32_MAX ? UINT32_MAX : len));
+    int n = uv_try_write(s, &b, 1);
+    if (n == UV_EAGAIN || n == UV_ENOSYS)
+        n = 0;
+    if (n < 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    if ((size_t)n == len)
+        return n;
+    size_t rest = len - (size_t)n;
+    if (rest > WS_WRITE_CHUNK)
+        rest = WS_WRITE_CHUNK;
+    struct ws_wreq *wr = malloc(sizeof(*wr) + rest);
+    if (!wr) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    wr->w = w;
+    memcpy(wr->data, data + n, rest);
+    b = uv_buf_init(wr->data, (unsigned)rest);
+    if (uv_write(&wr->req, s, &b, 1, on_ws_written) < 0) {
+        free(wr);
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    w->writing = true;
+    return (ssize_t)((size_t)n + rest);
+}
+
+static void begin_close(struct ws_conn *w, uint16_t code, const char *reason)
+{
+    if (w->closing)
+        return;
+    w->closing = true;
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > 122)
+        rl = 122;  /* a control frame payload is at most 125 bytes, 2 of them the code */
+    wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, code ? rl : 0);
+}
+
+static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud)
+{
+    struct ws_conn *w = ud;
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+        w->closing = true;  /* wslay answers with a close frame of its own */
+        return;
+    }
+    if (w->closing || http_conn_closing(w->c))
+        return;
+    if (arg->opcode == WSLAY_BINARY_FRAME) {
+        begin_close(w, WSLAY_CODE_UNSUPPORTED_DATA, "binary messages are not supported");
+        return;
+    }
+    if (arg->opcode != WSLAY_TEXT_FRAME)
+        return;  /* ping (wslay queued the pong) or pong */
+    const char *msg = arg->msg ? (const char *)arg->msg : "";
+    if (arg->msg_length == 4 && memcmp(msg, "ping", 4) == 0) {
+        /* The SDK's keep-alive, every 2 s: answered here, never seen by the app. */
+        struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)"pong", 4 };
+        wslay_event_queue_msg(ctx, &m);
+        return;
+    }
+    if (w->h.on_text)
+        w->h.on_text(w, msg, arg->msg_length, w->ud);
+}
+
+static const struct wslay_event_callbacks wslay_callbacks = {
+    .recv_callback = on_wslay_recv,
+    .send_callback = on_wslay_send,
+    .on_msg_recv_callback = on_wslay_msg,
+};
+
+/* ---------- output ---------- */
+
+size_t ws_queued_bytes(const struct ws_conn *w)
+{
+    return wslay_event_get_queued_msg_length(w->ctx) +
+           uv_stream_get_write_queue_size((const uv_stream_t *)http_conn_stream(w->c));
+}
+
+static void ws_pump(struct ws_conn *w)
+{
+    if (w->in_recv || http_conn_closing(w->c))
+        return;
+    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) < 0) {
+        http_conn_close(w->c);
+        return;
+    }
+    if (w->above_high && ws_queued_bytes(w) < WS_LOW_WATER) {
+        w->above_high = false;
+        if (w->h.on_drain && !w->closing)
+            w->h.on_drain(w, w->ud);  /* may send, which pumps again: bounded by the water marks */
+        if (http_conn_closing(w->c))
+            return;
+    }
+    if (w->writing || wslay_event_want_write(w->ctx))
+        return;
+    if (w->fatal || (wslay_event_get_close_sent(w->ctx) && wslay_event_get_close_received(w->ctx))) {
+        http_conn_close(w->c);
+        return;
+    }
+    if (wslay_event_get_close_sent(w->ctx) && !w->deadline_set) {
+        /* Wait for the peer's close frame: closing now, with its input unread, could reset the
+         * connection before it has read ours. */
+        w->deadline_set = true;
+        http_conn_set_deadline(w->c, WS_CLOSE_WAIT_MS);
+    }
+}
+
+int ws_send_text(struct ws_conn *w, const char *data, size_t len)
+{
+    if (!w || w->closing || http_conn_closing(w->c))
+        return -EPIPE;
+    struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)data, len };
+    int r = wslay_event_queue_msg(w->ctx, &m);  /* copies */
+    if (r == WSLAY_ERR_NOMEM)
+        return -ENOMEM;
+    if (r < 0)
+        return -EPIPE;
+    if (ws_queued_bytes(w) > WS_HIGH_WATER)
+        w->above_high = true;
+    ws_pump(w);
+    return 0;
+}
+
+void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
+{
+    if (!w || w->closing || http_conn_closing(w->c))
+        return;
+    begin_close(w, code, reason);
+    if (!w->deadline_set) {  /* a peer that does not read must not keep us forever */
+        w->deadline_set = true;
+        http_conn_set_deadline(w->c, WS_CLOSE_WAIT_MS);
+    }
+    ws_pump(w);
+}
+
+void ws_set_userdata(struct ws_conn *w, void *ud)
+{
+    w->ud = ud;
+}
+
+void ws_set_reading(struct ws_conn *w, bool on)
+{
+    if (!w || http_conn_closing(w->c) || w->paused == !on)
+        return;
+    w->paused = !on;
+    if (!on)
+        http_conn_read(w->c, false);
+    else if (!w->in_recv)
+        http_conn_resume(w->c);
+    /* else: ws_conn_data resumes once wslay_event_recv returns */
+}
+
+/* ---------- from http.c ---------- */
+
+void ws_conn_data(struct ws_conn *w, const uint8_t *p, size_t n)
+{
+    w->in = p;
+    w->in_len = n;
+    w->in_recv = true;
+    int r = wslay_event_recv(w->ctx);
+    w->in_recv = false;
+    if (r < 0)
+        w->fatal = true;
+    /* Keep what a pause left unread, unless wslay stopped reading for good (close, 1009, error):
+     * then it is discarded and the peer's close or our deadline ends the conn. */
+    if (w->in_len && !w->fatal && wslay_event_get_read_enabled(w->ctx) && !http_conn_closing(w->c))
+        http_conn_stash(w->c, w->in, w->in_len);
+    w->in = NULL;
+    w->in_len = 0;
+    if (http_conn_closing(w->c))
+        return;
+    if (!wslay_event_get_read_enabled(w->ctx) && !w->deadline_set) {
+        w->deadline_set = true;  /* e.g. a 1009 close: its frame goes out, then we end */
+        http_conn_set_deadline(w->c, WS_CLOSE_WAIT_MS);
+    }
+    ws_pump(w);
+    if (!http_conn_closing(w->c) && !w->paused)
+        http_conn_resume(w->c);  /* also after a pause and resume within on_text */
+}
+
+bool ws_conn_wants_read(const struct ws_conn *w)
+{
+    return !w->paused;
+}
+
+void ws_conn_closed(struct ws_conn *w)
+{
+    if (w->h.on_close)
+        w->h.on_close(w, w->ud);
+    wslay_event_context_free(w->ctx);
+    free(w);
+}
+
+struct ws_conn *http_upgrade_websocket(struct http_conn *c, const char *extra_headers,
+                                       const struct ws_handlers *h, void *ud)
+{
+    const struct http_request *r = http_conn_request(c);
+    if (!r) {
+        fprintf(stderr, "hutchd: ws: upgrade on a connection not awaiting a response (ignored)\n");
+        return NULL;
+    }
+    if (!r->websocket) {
+        http_respond_error(c, 400, "BAD_REQUEST", "not a valid WebSocket upgrade request");
+        return NULL;
+    }
+    char accept[29];
+    ws_accept_key(http_header_get(r, "sec-websocket-key"), accept);
+    struct ws_conn *w = calloc(1, sizeof(*w));
+    if (!w || wslay_event_context_server_init(&w->ctx, &wslay_callbacks, w) != 0) {
+        free(w);
+        http_respond_error(c, 503, "OUT_OF_MEMORY", "out of memory");
+        return NULL;
+    }
+    wslay_event_config_set_max_recv_msg_length(w->ctx, WS_MAX_MESSAGE);  /* beyond: close 1009 */
+    w->c = c;
+    w->h = *h;
+    w->ud = ud;
+    const char *extra = extra_headers ? extra_headers : "";
+    size_t cap = 160 + strlen(extra);
+    char *head = malloc(cap);
+    if (!head) {
+        wslay_event_context_free(w->ctx);
+        free(w);
+        http_respond_error(c, 503, "OUT_OF_MEMORY", "out of memory");
+        return NULL;
+    }
+    int n = snprintf(head, cap,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+                     accept, extra);
+    bool ok = http_conn_start_ws(c, w, head, (size_t)n);
+    free(head);
+    if (!ok) {
+        wslay_event_context_free(w->ctx);
+        free(w);
+        return NULL;
+    }
+    return w;
+}

@@ -279,7 +279,11 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
         g_daemon.slots[slot] = 0;
         return hx_fail(e, ENOMEM, "out of memory");
     }
-    hx_sandbox_id_new(cfg->node, sb->id);
+    if (hx_sandbox_id_new(cfg->node, sb->id) < 0) {
+        g_daemon.slots[slot] = 0;
+        free(sb);
+        return hx_fail(e, EIO, "could not draw a sandbox id");
+    }
     snprintf(sb->org, sizeof sb->org, "%s", p->org);
     sb->slot = slot;
     sb->uid_base = UID_BASE0 + slot * UID_COUNT;

@@ -32,8 +32,13 @@ static bool authenticate(struct http_conn *c, const struct http_request *req, st
         return false;
     }
     struct hx_err e = {0};
-    if (store_token_check(g_daemon.store, auth + 7, who->org, &who->admin, &e) < 0) {
+    int r = store_token_check(g_daemon.store, auth + 7, who->org, &who->admin, &e);
+    if (r == -EACCES) {
         http_respond_error(c, 401, "INVALID_TOKEN", "The access token is invalid or has been revoked");
+        return false;
+    }
+    if (r < 0) {
+        http_respond_error(c, 500, "INTERNAL", "checking the access token failed: %s", e.msg);
         return false;
     }
     const char *org = http_header_get(req, "x-deno-org");
@@ -278,7 +283,7 @@ static void handle_tokens(struct http_conn *c, const struct http_request *req, c
         char tok[64], id[32];
         if (!body || !json_is_object(body))
             http_respond_error(c, 400, "INVALID_BODY", "body must be a JSON object {\"org\", \"name\"}");
-        else if (store_token_create(g_daemon.store, org ? org : who->org, name ? name : "", admin, tok, id, &e) < 0)
+        else if (store_token_create(g_daemon.store, org ? org : who->org, name && *name ? name : "token", admin, tok, id, &e) < 0)
             http_respond_error(c, e.code == EINVAL ? 400 : 500, "TOKEN_CREATE_FAILED", "%s", e.msg);
         else
             http_respond_json(c, 201, json_pack("{s:s, s:s, s:s}", "id", id, "token", tok, "org", org ? org : who->org));

@@ -157,7 +157,7 @@ int store_sandbox_list(struct store *s, const char *org, json_t *label_filter, j
      * and stop at the limit (labels are a handful of bytes per row). */
     autostmt sqlite3_stmt *st = NULL;
     int r = db_prepare(s, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE org = ?1 "
-                          "ORDER BY created_ms DESC, id DESC LIMIT ?2", &st, e);
+                          "ORDER BY created_ms DESC, rowid DESC LIMIT ?2", &st, e);
     if (r < 0 || (r = db_bind_text(s, st, 1, org, e)) < 0)
         return r;
     sqlite3_bind_int64(st, 2, label_filter ? -1 : STORE_LIST_MAX);
@@ -209,7 +209,7 @@ int store_sandbox_each_running(struct store *s, int (*cb)(const struct sandbox_r
     int r = 0;
     {
         autostmt sqlite3_stmt *st = NULL;
-        if ((r = db_prepare(s, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE stopped_ms = 0 ORDER BY created_ms",
+        if ((r = db_prepare(s, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE stopped_ms = 0 ORDER BY created_ms, rowid",
                             &st, e)) < 0)
             return r;
         int rc;

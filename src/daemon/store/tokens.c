@@ -125,7 +125,7 @@ int store_token_list(struct store *s, const char *org, json_t **out, struct hx_e
     *out = NULL;
     autostmt sqlite3_stmt *st = NULL;
     int r = db_prepare(s, "SELECT id, name, org, admin, created_ms, last_used_ms FROM tokens "
-                          "WHERE revoked_ms IS NULL AND (?1 IS NULL OR org = ?1) ORDER BY created_ms, id", &st, e);
+                          "WHERE revoked_ms IS NULL AND (?1 IS NULL OR org = ?1) ORDER BY created_ms, rowid", &st, e);
     if (r < 0 || (r = db_bind_text(s, st, 1, org, e)) < 0)
         return r;
     json_t *arr = json_array();
