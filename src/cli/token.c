@@ -35,8 +35,8 @@ static const char *str_or(json_t *v, const char *dflt)
 
 static int token_fail(const char *what, const struct hutch_target *t, const struct hx_err *e)
 {
-    if (t->unix_path && (e->code == ENOENT || e->code == EACCES || e->code == ECONNREFUSED) &&
-        !strstr(e->msg, "HTTP"))
+    /* Only a socket we could not reach deserves the hint, not an API error. */
+    if (t->unix_path && strncmp(e->msg, "connect to ", 11) == 0)
         return cli_error("token %s: %s (set HUTCH_TOKEN to an admin token, or run as root where hutchd runs)",
                          what, e->msg);
     return cli_error("token %s: %s", what, e->msg);

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include "lib/wire.h"
 
 const char *errno_name(int code)
@@ -69,6 +70,7 @@ int main(void)
     struct hx_err e = {0};
     /* PID 1 must survive whatever happens to its stdio or socket peers. */
     signal(SIGPIPE, SIG_IGN);
+    umask(022); /* whatever hutchd had: spawned processes inherit ours */
     if (getpid() != 1 || fcntl(INIT_AGENT_FD, F_GETFD) < 0 || fcntl(INIT_USERNS_FD, F_GETFD) < 0) {
         fputs("hutch-init: must be started by hutchd as PID 1 with fds 3 and 4\n", stderr);
         return 2;

@@ -366,6 +366,27 @@ static void selftest(void)
     check(r.code != 0, "sudo unshare -m fails");
     result_free(&r);
 
+    /* raw syscalls: clone(CLONE_NEWUSER|SIGCHLD) EPERM, clone3 ENOSYS, io_uring_setup EPERM,
+     * AF_VSOCK/AF_ALG sockets EPERM, as root too */
+    run_as("python3 -c \"import ctypes, socket\n"
+           "libc = ctypes.CDLL(None, use_errno=True)\n"
+           "def sc(*a):\n"
+           "    r = libc.syscall(*a)\n"
+           "    return ctypes.get_errno() if r < 0 else 0\n"
+           "out = [sc(56, 0x10000000 | 17, 0, 0, 0, 0), sc(56, 0x40000000 | 17, 0, 0, 0, 0), sc(435, 0, 0),\n"
+           "       sc(425, 1, 0), sc(323, 0), sc(250, 1, 0)]\n"
+           "for fam in (40, 38):\n"
+           "    try:\n"
+           "        socket.socket(fam, socket.SOCK_SEQPACKET if fam == 38 else socket.SOCK_STREAM); out.append(0)\n"
+           "    except OSError as e:\n"
+           "        out.append(e.errno)\n"
+           "print(out)\"",
+           0, &r);
+    check(out_is(&r, "[1, 1, 38, 1, 1, 1, 1, 1]\n"),
+          "seccomp as root: clone NEWUSER/NEWNET, clone3, io_uring, userfaultfd, keyctl, vsock, alg (%s %s)", r.out,
+          r.err);
+    result_free(&r);
+
     run("setarch linux32 true && echo linux32-ok; setarch x86_64 -R true 2>/dev/null || echo no-aslr-denied", &r);
     check(out_is(&r, "linux32-ok\nno-aslr-denied\n"), "personality allow list (%s)", r.out);
     result_free(&r);
@@ -500,6 +521,31 @@ static void selftest(void)
     check(out_is(&r, "0\n"), "no zombies left (%s)", r.out);
     result_free(&r);
 
+    /* hostile or buggy frames must not take PID 1 down */
+    send_frame(HX_CALL, 9999, "{not json", 9);
+    send_frame(HX_CALL, 9998, "[1,2]", 5);
+    static const char bad_args[] = "{\"method\":\"spawn\",\"params\":{\"command\":\"true\",\"args\":[1]}}";
+    send_frame(HX_CALL, 9997, bad_args, sizeof bad_args - 1);
+    send_frame(HX_CREDIT, 12345, "xy", 2);
+    send_frame(HX_STDIN, 54321, "data", 4);
+    send_frame(HX_SETUP, 0, "{}", 2);
+    send_frame(77, 0, NULL, 0);
+    int replies = 0, acks = 0;
+    for (;;) {
+        struct frame f;
+        if (!read_frame(&f, 500))
+            break;
+        if (f.type == HX_REPLY && f.chan >= 9997 && strstr((char *)f.data, "\"error\""))
+            replies++;
+        if (f.type == HX_STDIN_ACK && f.chan == 54321)
+            acks++;
+        free(f.data);
+    }
+    check(replies == 3 && acks == 1, "bad calls get error replies, stray stdin is acked (%d %d)", replies, acks);
+    run("echo alive", &r);
+    check(out_is(&r, "alive\n"), "agent still serves after bad frames");
+    result_free(&r);
+
     run_as("id -u; touch /etc/rootfile && stat -c %U /etc/rootfile", 0, &r);
     check(out_is(&r, "0\nroot\n"), "uid 0 spawn (%s %s)", r.out, r.err);
     result_free(&r);
@@ -526,6 +572,38 @@ static void cleanup_and_check(pid_t pid, int pidfd, const char *workdir)
     check(rmdir(workdir) == 0, "workdir is empty and removable");
 }
 
+/* A setup that cannot work must answer HX_READY with an error and exit 1. */
+static void bad_setup(const char *init, const char *workdir)
+{
+    if (mkdir(workdir, 0700) < 0)
+        return;
+    pid_t pid;
+    int pidfd;
+    struct hx_err e = {0};
+    int memfd = sandbox_init_memfd(init, &e);
+    struct launch_spec spec = {.id = "sbx_tst_bad", .uid_base = g_uid_base, .uid_count = 65536, .init_memfd = memfd};
+    if (memfd < 0 || sandbox_launch(&spec, &g_fd, &pid, &pidfd, &e) < 0) {
+        check(false, "launch for bad setup: %s", e.msg);
+        return;
+    }
+    close(memfd);
+    send_json(HX_SETUP, 0,
+              json_pack("{s:s,s:s,s:s,s:s,s:I,s:i,s:i}", "id", "sbx_tst_bad", "hostname", "bad", "image",
+                        "/nonexistent/rootfs", "workdir", workdir, "uid_base", (json_int_t)g_uid_base, "uid_count",
+                        65536, "disk_mb", 16));
+    struct frame f = {0};
+    bool got = read_frame(&f, 10000) && f.type == HX_READY;
+    check(got && strstr((char *)f.data, "\"ENOENT\"") && strstr((char *)f.data, "/nonexistent/rootfs"),
+          "bad image: HX_READY error (%s)", got ? (char *)f.data : "none");
+    free(f.data);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    check(WIFEXITED(st) && WEXITSTATUS(st) == 1, "hutch-init exits 1 after a failed setup");
+    close(pidfd);
+    close(g_fd);
+    check(rmdir(workdir) == 0, "bad setup leaves nothing in workdir");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -534,6 +612,11 @@ int main(int argc, char **argv)
     }
     const char *image = argc > 2 ? argv[2] : DEFAULT_IMAGE;
     const char *script = argc > 4 && strcmp(argv[3], "-c") == 0 ? argv[4] : NULL;
+    /* 77: "skipped" for meson; this test needs root and a built image. */
+    if (geteuid() != 0 || access(image, F_OK) < 0) {
+        fprintf(stderr, "skipped: needs root and the image at %s\n", image);
+        return 77;
+    }
     char workdir[] = "/tmp/hutch-agent-XXXXXX";
     if (!mkdtemp(workdir)) {
         perror("mkdtemp");
@@ -556,6 +639,8 @@ int main(int argc, char **argv)
         selftest();
     }
     cleanup_and_check(pid, pidfd, workdir);
+    if (!script)
+        bad_setup(argv[1], workdir);
     if (!script)
         printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

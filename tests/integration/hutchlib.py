@@ -496,7 +496,7 @@ class WebSocket:
     def close(self, code=1000):
         with contextlib.suppress(OSError):
             self.send_frame(OP_CLOSE, struct.pack("!H", code))
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, WsClosed, AssertionError):
             self.sock.settimeout(2)
             while self.close_code is None:
                 self.recv()

@@ -107,7 +107,7 @@ static void test_accept_key_matches_rfc6455_example(void **state)
 {
     char out[29];
     ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out);
-    assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzo+xOo=");
+    assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
 static void test_websocket_request_needs_all_handshake_headers(void **state)
@@ -172,6 +172,9 @@ static void handle(struct http_conn *c, const struct http_request *req, void *ud
         char *v = http_query_get(req, "v");
         http_respond_json(c, 200, json_pack("{s:s}", "v", v ? v : ""));
         free(v);
+    } else if (strcmp(req->path, "/peer") == 0) {
+        const char *who = req->unix_peer ? "unix" : "tcp";
+        http_respond(c, 200, "text/plain", NULL, who, strlen(who));
     } else if (strcmp(req->path, "/hold") == 0) {
         fx->held = c;
         http_conn_on_abort(c, on_hold_abort, NULL);
@@ -356,6 +359,20 @@ static void test_malformed_request_gets_400_json_and_close(void **state)
     close(fd);
 }
 
+static void test_content_length_with_chunked_is_refused(void **state)
+{
+    /* Both framings at once is the classic request-smuggling shape. */
+    int fd = client_connect();
+    const char *r = "POST /echo HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    send_all(fd, r, strlen(r));
+    char buf[4096] = "";
+    bool eof;
+    recv_response(fd, buf, sizeof(buf), &eof);
+    assert_non_null(strstr(buf, "HTTP/1.1 400 "));
+    assert_int_equal(fx->requests, 0);
+    close(fd);
+}
+
 static void test_body_over_limit_is_refused_with_413(void **state)
 {
     int fd = client_connect();
@@ -483,7 +500,7 @@ static int ws_connect(void)
     bool eof;
     recv_response(fd, buf, sizeof(buf), &eof);
     assert_non_null(strstr(buf, "HTTP/1.1 101 Switching Protocols\r\n"));
-    assert_non_null(strstr(buf, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzo+xOo=\r\n"));
+    assert_non_null(strstr(buf, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     assert_non_null(strstr(buf, "x-deno-sandbox-id: sbx_test\r\n"));
     return fd;
 }
@@ -553,7 +570,7 @@ static void test_unix_socket_is_mode_0600_and_flags_requests(void **state)
 {
     char path[] = "/tmp/hutch-test-http-XXXXXX";
     assert_non_null(mkdtemp(path));
-    char sock[128];
+    char sock[96];
     snprintf(sock, sizeof(sock), "%s/api.sock", path);
     struct http_server *us = NULL;
     struct hx_err e = { 0 };
@@ -561,6 +578,25 @@ static void test_unix_socket_is_mode_0600_and_flags_requests(void **state)
     struct stat st;
     assert_int_equal(stat(sock, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char *r = "GET /peer HTTP/1.0\r\n\r\n";  /* 1.0 without keep-alive: closed after */
+    send_all(fd, r, strlen(r));
+    char buf[1024] = "";
+    bool eof;
+    recv_response(fd, buf, sizeof(buf), &eof);
+    assert_non_null(strstr(buf, "\r\n\r\nunix"));
+    assert_non_null(strstr(buf, "Connection: close\r\n"));
+    assert_true(peer_closed(fd));
+    close(fd);
+    fd = client_connect();
+    send_all(fd, r, strlen(r));
+    memset(buf, 0, sizeof(buf));
+    recv_response(fd, buf, sizeof(buf), &eof);
+    assert_non_null(strstr(buf, "\r\n\r\ntcp"));
+    close(fd);
     http_server_close(us);
     spin(5);
     assert_int_not_equal(stat(sock, &st), 0);  /* removed on close */
@@ -590,6 +626,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keep_alive_serves_two_requests_on_one_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_requests_are_answered_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_request_gets_400_json_and_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_content_length_with_chunked_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_over_limit_is_refused_with_413, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_body_over_limit_is_refused_with_413, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_many_headers_get_431, setup, teardown),

@@ -11,7 +11,8 @@
 #define WS_HIGH_WATER  (1024u * 1024)       /* ... after having been above this */
 
 struct ws_handlers {
-    void (*on_text)(struct ws_conn *w, const char *data, size_t len, void *ud);  /* a complete text message */
+    /* A complete text message; data is NOT NUL-terminated (use json_loadb) and valid during the call. */
+    void (*on_text)(struct ws_conn *w, const char *data, size_t len, void *ud);
     void (*on_close)(struct ws_conn *w, void *ud);  /* peer closed or error; w is freed right after this returns */
     void (*on_drain)(struct ws_conn *w, void *ud);  /* queued output fell below WS_LOW_WATER */
 };

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -348,11 +349,16 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
         sandbox_stop(sb, e->msg);
         return r;
     }
+    /* hutch-init cannot raise the hard limit above hutchd's own. */
+    struct rlimit nofile;
+    uint64_t nofile_max = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_max < nofile_max)
+        nofile_max = nofile.rlim_max;
     json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
         "id", sb->id, "hostname", "sandbox", "image", g_daemon.image_root, "workdir", wd,
         "uid_base", (json_int_t)sb->uid_base, "uid_count", (json_int_t)UID_COUNT,
         "disk_mb", (json_int_t)cfg->disk_mb, "pids_max", (json_int_t)cfg->pids_max,
-        "nofile", (json_int_t)65536, "env", sb->init_env);
+        "nofile", (json_int_t)nofile_max, "env", sb->init_env);
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
