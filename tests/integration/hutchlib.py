@@ -336,7 +336,8 @@ class Hutchd:
         return None
 
     def cli(self, *args, token=..., timeout=60, check=False, env=None, input=None):
-        e = dict(os.environ)
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DENO_", "HUTCH_TOKEN", "HUTCH_SOCKET"))}
         e["HUTCH_ENDPOINT"] = self.url
         tok = self.token if token is ... else token
         if tok is None:
@@ -695,12 +696,17 @@ def b64cfg(obj):
 TOKEN_RE = re.compile(r"\bddo_[A-Za-z0-9_\-]{8,}")
 
 
-def cli_token_create(d, name):
-    """`hutch token create --name NAME`: returns the new token text."""
-    r = d.cli("token", "create", "--name", name, check=True)
+def cli_token_create(d, name, via_socket=False):
+    """`hutch token create --name NAME`: (token, id). The token is on stdout,
+    the id on stderr. via_socket: no token, hutchd's unix socket instead."""
+    if via_socket:
+        r = d.cli("token", "create", "--name", name, token=None,
+                  env={"HUTCH_SOCKET": d.socket_path}, check=True)
+    else:
+        r = d.cli("token", "create", "--name", name, check=True)
     m = TOKEN_RE.search(r.stdout)
-    assert m, f"no ddo_ token in `hutch token create` output: {r.stdout!r}"
-    return m.group(0)
+    assert m, f"no ddo_ token in `hutch token create` stdout: {r.stdout!r}"
+    return m.group(0), r.stderr.strip().split()[-1] if r.stderr.strip() else None
 
 
 def sandbox_cgroup_pids(cgroup_name, sandbox_id):

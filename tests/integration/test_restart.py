@@ -1,6 +1,7 @@
 # hutchd restarts (clean SIGTERM and crash SIGKILL): tokens survive; sandboxes
 # that were running are either re-adopted (still usable) or cleaned up
 # completely (listed as stopped, no processes, no cgroups, no mounts).
+import json
 import time
 
 import pytest
@@ -38,7 +39,7 @@ def check_after_restart(d, sid, old_pids, marker=True):
 def test_restart(make_hutchd, how):
     d = make_hutchd(tag=f"rs-{how}")
     admin = d.token
-    user_token = cli_token_create(d, f"restart-{how}")
+    user_token, _ = cli_token_create(d, f"restart-{how}")
     assert d.http("GET", "/api/v2/sandboxes", token=user_token).status == 200
 
     sb = d.create_sandbox({"stop_at_ms": now_ms() + 600000, "labels": {"t": how}})
@@ -78,16 +79,13 @@ def test_restart(make_hutchd, how):
 
 def test_revoked_token_stays_revoked_across_restart(make_hutchd):
     d = make_hutchd(tag="rs-revoke")
-    tok = cli_token_create(d, "to-revoke")
-    listing = d.cli("token", "ls", check=True).stdout
-    assert "to-revoke" in listing
+    tok, _ = cli_token_create(d, "to-revoke")
+    listing = d.cli("token", "list", "--json", check=True).stdout
     assert tok not in listing, "token list must not print secrets"
-    tid = None
-    for line in listing.splitlines():
-        if "to-revoke" in line:
-            tid = line.split()[0]
-    assert tid, listing
-    d.cli("token", "revoke", tid, check=True)
+    tid = [t["id"] for t in json.loads(listing) if t.get("name") == "to-revoke"]
+    assert len(tid) == 1, listing
+    assert d.http("GET", "/api/v2/sandboxes", token=tok).status == 200
+    d.cli("token", "revoke", tid[0], check=True)
     assert d.http("GET", "/api/v2/sandboxes", token=tok).status == 401
     d.restart()
     assert d.http("GET", "/api/v2/sandboxes", token=tok).status == 401

@@ -155,3 +155,26 @@ def test_idle_unauthenticated_connections_do_not_block(hutchd):
         for s in idle:
             s.close()
     assert os.path.exists(hutchd.state_dir)
+
+
+def test_binary_frame_closes_1003(hutchd, sandbox):
+    victim = hutchd.create_sandbox()
+    victim.ws.send_frame(2, b"\x00\x01binary")
+    with pytest.raises(WsClosed) as ei:
+        while True:
+            victim.ws.recv(timeout=10)
+    assert ei.value.code == 1003, ei.value
+    victim.ws.sock.close()
+    still_usable(sandbox)
+
+
+def test_process_kill_unknown_pid_is_enoent(sandbox):
+    r = sandbox.request("processKill", {"pid": 424242, "signal": "SIGKILL"})
+    res = r.get("result") or {}
+    assert res.get("error", {}).get("code") == "ENOENT", r
+    still_usable(sandbox)
+
+
+def test_stdin_before_spawn(sandbox):
+    r = sandbox.run("cat", stdin=b"hello stdin\n")
+    assert r["code"] == 0 and r["stdout"] == b"hello stdin\n", r

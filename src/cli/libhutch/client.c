@@ -1,6 +1,7 @@
 /* libhutch transport: endpoints, blocking HTTP/1.1 over TCP or a unix socket, the
  * WebSocket handshake and JSON-RPC message dispatch (wslay on a non-blocking fd). */
 #include "cli/libhutch/client.h"
+#include "lib/b64.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -42,76 +43,13 @@ static int remaining(int64_t deadline)
 }
 
 /* ---------------------------------------------------------------- base64 */
-/* TODO: switch to src/lib/b64.h (hx_b64_*) once it lands; kept local until then. */
-
-static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 char *hutch_b64_encode(const void *data, size_t n)
 {
-    const uint8_t *p = data;
-    char *out = malloc((n + 2) / 3 * 4 + 1);
-    if (!out)
-        return NULL;
-    char *o = out;
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = b64_alphabet[v >> 18];
-        *o++ = b64_alphabet[(v >> 12) & 63];
-        *o++ = b64_alphabet[(v >> 6) & 63];
-        *o++ = b64_alphabet[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
-        *o++ = b64_alphabet[v >> 18];
-        *o++ = b64_alphabet[(v >> 12) & 63];
-        *o++ = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o = '\0';
+    char *out = malloc(hx_b64_encoded_len(n) + 1);
+    if (out)
+        hx_b64_encode(data, n, out);
     return out;
-}
-
-static int b64_val(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-    if (ch == '+' || ch == '-') return 62;
-    if (ch == '/' || ch == '_') return 63;
-    return -1;
-}
-
-int hutch_b64_decode(const char *in, size_t len, uint8_t *out, size_t *n)
-{
-    size_t cap = *n, o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t pad = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        if (ch == '=') {
-            pad++;
-            continue;
-        }
-        if (pad)
-            return -EINVAL; /* data after padding */
-        int v = b64_val(ch);
-        if (v < 0)
-            return -EINVAL;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap)
-                return -EOVERFLOW;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    if (pad > 2 || bits >= 6)
-        return -EINVAL;
-    *n = o;
-    return 0;
 }
 
 /* --------------------------------------------------------------- targets */
@@ -702,14 +640,14 @@ static void dispatch_stream(struct hutch_conn *c, const char *method, json_t *pa
             return;
         }
         size_t slen = json_string_length(d);
-        size_t cap = slen / 4 * 3 + 3;
+        size_t cap = hx_b64_decoded_max(slen);
         autofree uint8_t *buf = malloc(cap ? cap : 1);
         if (!buf) {
             hx_fail(&e, ENOMEM, "out of memory");
             conn_set_error(c, -ENOMEM, &e);
             return;
         }
-        if (hutch_b64_decode(json_string_value(d), slen, buf, &cap) < 0) {
+        if (hx_b64_decode(json_string_value(d), slen, buf, &cap) < 0) {
             hx_fail(&e, EPROTO, "stream data is not valid base64");
             conn_set_error(c, -EPROTO, &e);
             return;

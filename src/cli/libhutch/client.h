@@ -122,7 +122,5 @@ int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_st
 
 /* ---- helpers shared with the CLI ---- */
 
-/* Standard base64 (with padding). encode returns a malloc'd string. decode
- * writes at most *n bytes to out (size it 3*len/4+3) and sets *n; -EINVAL on bad input. */
+/* Standard base64 with padding (lib/b64.h) into a malloc'd string; NULL when out of memory. */
 char *hutch_b64_encode(const void *data, size_t n);
-int hutch_b64_decode(const char *in, size_t len, uint8_t *out, size_t *n);

@@ -161,6 +161,10 @@ void sandbox_stop(struct sandbox *sb, const char *reason)
     bool was_starting = sb->state == SB_STARTING;
     sb->state = SB_STOPPING;
     snprintf(sb->stop_reason, sizeof sb->stop_reason, "%s", reason);
+    /* Listed as stopped from now on, even while the teardown finishes. */
+    struct hx_err se = {0};
+    if (store_sandbox_set_stopped(g_daemon.store, sb->id, now_ms(), &se) < 0 && se.code != ENOENT)
+        fprintf(stderr, "hutchd: %s: %s\n", sb->id, se.msg);
     uv_timer_stop(&sb->stop_timer);
     uv_timer_stop(&sb->aux_timer);
     if (was_starting && sb->ready_cb) {

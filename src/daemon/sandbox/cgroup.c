@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_N };
@@ -85,8 +86,58 @@ static int find_v1_mount(const char *ctrl, char *out, size_t cap)
     return r;
 }
 
+/* `ip netns exec` gives its command a private mount namespace with a fresh
+ * sysfs and no cgroup mounts. The hierarchies themselves are the host's
+ * (one per controller set, shared by every mount of it), so mounting them
+ * again here reaches the same cgroups, without touching the host's mounts. */
+static void mount_hierarchies(void)
+{
+    char buf[4096];
+    if (read_small("/proc/cgroups", buf, sizeof buf) <= 0)
+        return;
+    if (mount("cgroup-root", "/sys/fs/cgroup", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
+        return;
+    char names[32][128] = {{0}};
+    char *save, *line;
+    for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char sub[64];
+        int hier = 0, num = 0, enabled = 0;
+        if (line[0] == '#' || sscanf(line, "%63s %d %d %d", sub, &hier, &num, &enabled) != 4)
+            continue;
+        if (!enabled || hier <= 0 || hier >= 32)
+            continue;
+        size_t l = strlen(names[hier]);
+        snprintf(names[hier] + l, sizeof names[hier] - l, "%s%s", l ? "," : "", sub);
+    }
+    for (int h = 1; h < 32; h++) {
+        if (!names[h][0])
+            continue;
+        char p[300];
+        snprintf(p, sizeof p, "/sys/fs/cgroup/%s", names[h]);
+        mkdir(p, 0755);
+        mount("cgroup", p, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, names[h]);
+    }
+    mkdir("/sys/fs/cgroup/unified", 0755);
+    mount("cgroup2", "/sys/fs/cgroup/unified", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+static bool any_cgroup_mounted(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return true;
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, " - cgroup") != NULL;
+    fclose(f);
+    return found;
+}
+
 int cgroup_init(const char *name, struct hx_err *e)
 {
+    if (!any_cgroup_mounted())
+        mount_hierarchies();
     char buf[512];
     if (read_small("/sys/fs/cgroup/cgroup.controllers", buf, sizeof buf) >= 0 && strstr(buf, "memory")) {
         v2 = true;

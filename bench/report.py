@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+# Prints bench/run.sh's table from its JSON results: hutch beside bwrap and a
+# bare fork+exec measured in the same run, with ratios.
+import json
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main(d):
+    hutch = load(f"{d}/hutch.json") or {}
+    bwrap = load(f"{d}/bwrap.json")
+    bare = load(f"{d}/bare.json")
+    rows = []
+
+    def ms(x, key):
+        return f"{x[key]:.2f}" if x and key in x else "n/a"
+
+    def us_as_ms(x, key):
+        return f"{x[key] / 1000:.3f}" if x and key in x else "n/a"
+
+    def ratio(a, b):
+        return f"{a / b:.1f}x" if a and b else "n/a"
+
+    c = hutch.get("create_first_cmd")
+    rows.append(("create -> sh`true` done (SDK)", ms(c, "p50_ms"), ms(c, "p99_ms"),
+                 c and c.get("n"), "vs bwrap " + ratio(c and c["p50_ms"], bwrap and bwrap["p50_us"] / 1000)))
+    r = hutch.get("sh_true_roundtrip")
+    rows.append(("sh`true` in live sandbox", ms(r, "p50_ms"), ms(r, "p99_ms"), r and r.get("n"),
+                 "vs fork+exec " + ratio(r and r["p50_ms"], bare and bare["p50_us"] / 1000)))
+    s = hutch.get("spawn_true_roundtrip")
+    rows.append(("spawn /bin/true in live sandbox", ms(s, "p50_ms"), ms(s, "p99_ms"), s and s.get("n"),
+                 "vs fork+exec " + ratio(s and s["p50_ms"], bare and bare["p50_us"] / 1000)))
+    k = hutch.get("kill")
+    rows.append(("kill (DELETE until closed)", ms(k, "p50_ms"), ms(k, "p99_ms"), k and k.get("n"), ""))
+    rows.append(("bwrap --unshare-all /bin/true", us_as_ms(bwrap, "p50_us"), us_as_ms(bwrap, "p99_us"),
+                 bwrap and bwrap.get("n"), "peer"))
+    rows.append(("bare fork+exec /bin/true", us_as_ms(bare, "p50_us"), us_as_ms(bare, "p99_us"),
+                 bare and bare.get("n"), "peer"))
+    w = max(len(x[0]) for x in rows)
+    print(f"{'measurement':<{w}}  {'p50 ms':>9}  {'p99 ms':>9}  {'runs':>5}  notes")
+    print("-" * (w + 40))
+    for name, p50, p99, n, note in rows:
+        print(f"{name:<{w}}  {p50:>9}  {p99:>9}  {str(n or '-'):>5}  {note}")
+    rss = hutch.get("rss")
+    if rss:
+        print(f"\nhutchd RSS: {rss['before_kib']} KiB -> {rss['after_kib']} KiB with {rss['sandboxes']} idle "
+              f"sandboxes = {rss['per_sandbox_kib']:.0f} KiB per idle sandbox")
+    if not hutch:
+        print("\n(hutch numbers missing: see the errors above)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make bench`: hutch's latency and memory numbers beside peers measured in
+# the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
+# throwaway network namespace, like the tests. Prints a table to stdout.
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+BUILD=${HUTCH_BUILD:-build}
+RUN=$$
+NS=hutch-bench-$RUN
+IMAGE=${HUTCH_IMAGE_CACHE:-/var/cache/hutch/images}/debian-13/rootfs
+export BENCH_RUNS=${BENCH_RUNS:-30}
+
+[[ $(id -u) == 0 ]] || { echo "bench: must run as root" >&2; exit 1; }
+bin() { if [[ -x $BUILD/$1 ]]; then echo "$BUILD/$1"; else echo "$BUILD/src/$2/$1"; fi; }
+HUTCHD=$(bin hutchd daemon)
+INIT=$(bin hutch-init init)
+[[ -x $HUTCHD ]] || { echo "bench: no hutchd in $BUILD (run 'make')" >&2; exit 1; }
+[[ -d $IMAGE ]] || { echo "bench: no image at $IMAGE (run 'make image')" >&2; exit 1; }
+
+TMP=$(mktemp -d /tmp/hutch-bench.XXXXXX)
+HPID=
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  local rc=$?
+  set +e
+  if [[ -n $HPID ]] && kill -0 "$HPID" 2>/dev/null; then
+    kill -TERM "$HPID"
+    for _ in $(seq 100); do kill -0 "$HPID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$HPID" 2>/dev/null
+  fi
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  find /sys/fs/cgroup -maxdepth 2 -type d -name "hutch-bench-$RUN" 2>/dev/null | while read -r cg; do
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  ip netns del "$NS" 2>/dev/null
+  rm -rf --one-file-system "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ ! -d tests/sdk/node_modules/@deno/sandbox ]]; then
+  (cd tests/sdk && npm ci --no-audit --no-fund --silent) || exit 1
+fi
+cc -std=c17 -O2 -Wall -Wextra -o "$TMP/spawn" bench/spawn.c || exit 1
+
+ip netns add "$NS" || exit 1
+ip -n "$NS" link set lo up
+in_ns() { nsenter --net="/run/netns/$NS" -- "$@"; }
+
+echo "bench: peers (fork+exec and bwrap, ${BENCH_RUNS} runs of bwrap, 1000 of fork+exec)..." >&2
+"$TMP/spawn" 1000 /bin/true >"$TMP/bare.json"
+"$TMP/spawn" "$BENCH_RUNS" "$(command -v bwrap)" --unshare-all --ro-bind "$IMAGE" / /bin/true >"$TMP/bwrap.json" ||
+  echo "bench: bwrap failed (is bubblewrap installed?)" >&2
+
+PORT=17070
+args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN")
+[[ -x $INIT ]] && args+=(--init "$INIT")
+[[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
+in_ns "$HUTCHD" "${args[@]}" </dev/null >"$TMP/hutchd.log" 2>&1 &
+HPID=$!
+for _ in $(seq 300); do
+  kill -0 "$HPID" 2>/dev/null || break
+  grep -q 'hutchd: listening on http://' "$TMP/hutchd.log" && [[ -s $TMP/state/admin.token ]] && break
+  sleep 0.1
+done
+if [[ ! -s $TMP/state/admin.token ]]; then
+  echo "bench: hutchd did not start:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; exit 1
+fi
+
+echo "bench: hutch through @deno/sandbox (${BENCH_RUNS} runs each)..." >&2
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" \
+  timeout 900 node bench/sdk_bench.mjs >"$TMP/hutch.json"
+rc=$?
+((rc == 0)) || { echo "bench: SDK benchmark failed ($rc); hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; }
+
+echo
+echo "hutch bench on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+python3 bench/report.py "$TMP" || rc=1
+exit "$rc"

@@ -1,0 +1,96 @@
+// hutch through the official SDK: create->first sh`true`, command round trip,
+// kill latency, hutchd RSS per idle sandbox. Prints one JSON object.
+// Env: DENO_* as for the SDK tests, HUTCHD_PID, BENCH_RUNS (default 30).
+import fs from "node:fs";
+
+const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
+const { Sandbox } = await import(sdkUrl.href);
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 30);
+const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
+const now = () => process.hrtime.bigint();
+
+function stats(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const pick = (q) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { n: s.length, p50_ms: pick(0.5), p99_ms: pick(0.99), mean_ms: s.reduce((a, b) => a + b, 0) / s.length };
+}
+
+function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) : NaN;
+}
+
+const out = {};
+
+// 1. create -> result of the first sh`true`
+{
+  const xs = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = now();
+    const sb = await Sandbox.create();
+    await sb.sh`true`;
+    xs.push(ms(t0));
+    await sb.close();
+  }
+  out.create_first_cmd = stats(xs);
+}
+
+// 2. command round trip in a live sandbox (sh`true` = bash -c true; spawn of /bin/true)
+{
+  const sb = await Sandbox.create();
+  try {
+    await sb.sh`true`;
+    const a = [], b = [];
+    for (let i = 0; i < RUNS * 3; i++) {
+      let t0 = now();
+      await sb.sh`true`;
+      a.push(ms(t0));
+      t0 = now();
+      const c = await sb.spawn("/bin/true", { stdout: "null", stderr: "null" });
+      await c.status;
+      b.push(ms(t0));
+    }
+    out.sh_true_roundtrip = stats(a);
+    out.spawn_true_roundtrip = stats(b);
+  } finally {
+    await sb.close();
+  }
+}
+
+// 3. kill latency (REST DELETE until the connection is closed)
+{
+  const xs = [];
+  for (let i = 0; i < Math.min(RUNS, 15); i++) {
+    const sb = await Sandbox.create({ timeout: "5m" });
+    await sb.sh`true`;
+    const t0 = now();
+    await sb.kill();
+    xs.push(ms(t0));
+  }
+  out.kill = stats(xs);
+}
+
+// 4. hutchd RSS growth per idle sandbox
+if (process.env.HUTCHD_PID) {
+  const pid = Number(process.env.HUTCHD_PID);
+  const N = 20;
+  await new Promise((r) => setTimeout(r, 500));
+  const before = rssKiB(pid);
+  const ids = [];
+  for (let i = 0; i < N; i++) {
+    const sb = await Sandbox.create({ timeout: "5m" });
+    ids.push(sb.id);
+    await sb.close();
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const after = rssKiB(pid);
+  out.rss = { sandboxes: N, before_kib: before, after_kib: after, per_sandbox_kib: (after - before) / N };
+  for (const id of ids) {
+    const sb = await Sandbox.connect(id);
+    await sb.kill().catch(() => {});
+    await sb.close().catch(() => {});
+  }
+}
+
+console.log(JSON.stringify(out));
