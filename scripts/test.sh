@@ -239,9 +239,17 @@ stop_sdk_daemon_and_check() {
   if grep -qF "$state" /proc/self/mountinfo; then
     echo "LEAK CHECK: mounts left:"; grep -F "$state" /proc/self/mountinfo; rc=1
   fi
-  local now
+  # New sandbox-uid processes in our cgroups or in no sandbox cgroup at all
+  # (other hutchd instances on this machine use the same uid ranges).
+  local now p
   now=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
-  left=$(comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | grep . || true)
+  left=$(comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | while read -r p; do
+    [[ -n $p ]] || continue
+    if grep -q "/hutch-test-$RUN-sdk/" "/proc/$p/cgroup" 2>/dev/null ||
+       ! grep -q sbx_ "/proc/$p/cgroup" 2>/dev/null; then
+      [[ -e /proc/$p ]] && echo "$p"
+    fi
+  done)
   [[ -n $left ]] && { echo "LEAK CHECK: sandbox-uid processes left:"; ps -o pid,uid,cmd -p "$(paste -sd, <<<"$left")"; rc=1; }
   ((rc == 0)) && echo "LEAK CHECK: hutchd (SDK) left nothing behind"
   return $rc

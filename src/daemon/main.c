@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <uv.h>
 #include "daemon/api/http.h"
@@ -104,6 +105,12 @@ int main(int argc, char **argv)
         return 1;
     }
     umask(022);
+    /* One fd per client connection and a few per sandbox. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     g_daemon.loop = uv_default_loop();
     g_daemon.cfg = &cfg;
     g_daemon.init_memfd = -1;
@@ -157,6 +164,8 @@ int main(int argc, char **argv)
            cfg.listen_port, cfg.state_dir, cfg.state_dir);
     uv_run(g_daemon.loop, UV_RUN_DEFAULT);
     unlink(cfg.socket_path);
+    if (!g_daemon.sandboxes)
+        cgroup_fini();
     store_close(g_daemon.store);
     printf("hutchd: stopped\n");
     return 0;

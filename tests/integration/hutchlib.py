@@ -269,8 +269,22 @@ class Hutchd:
         problems = []
 
         def our_uid_pids():
+            # Other hutchd instances on this machine use the same uid ranges:
+            # a process is ours when it sits in our cgroups, or in no sandbox
+            # cgroup at all (escaped), and was not there before we started.
             now = pids_with_sandbox_uids()
-            return {p: u for p, u in now.items() if p not in self.preexisting_uid_pids}
+            out = {}
+            for p, u in now.items():
+                if p in self.preexisting_uid_pids:
+                    continue
+                try:
+                    with open(f"/proc/{p}/cgroup") as f:
+                        cg = f.read()
+                except OSError:
+                    continue
+                if f"/{self.cgroup_name}/" in cg or "sbx_" not in cg:
+                    out[p] = u
+            return out
 
         left = wait_until(lambda: not cgroup_dirs_for(self.cgroup_name), settle)
         if not left:

@@ -103,6 +103,13 @@ static void proc_remove(struct sandbox *sb, struct proc *p)
         }
     }
     sb->n_procs--;
+    while (p->waiters) {
+        struct waiter *w = p->waiters;
+        p->waiters = w->next;
+        reply_result(w->s, w->rpc_id, app_error("ENOENT", "process %u is gone", p->pid));
+        json_decref(w->rpc_id);
+        free(w);
+    }
     free(p);
 }
 
@@ -563,6 +570,11 @@ static void m_process_wait(struct session *s, json_t *id, json_t *params)
         proc_remove(s->sb, p);
         return;
     }
+    unsigned n = 0;
+    for (struct waiter *x = p->waiters; x; x = x->next)
+        n++;
+    if (n >= 64)
+        return reply_result(s, id, app_error("EAGAIN", "too many processWait calls pending for pid %u", pid));
     struct waiter *w = calloc(1, sizeof *w);
     if (!w)
         return reply_rpc_error(s, id, -32603, "out of memory");

@@ -340,3 +340,10 @@ int cgroup_each(void (*cb)(const char *id, void *ud), void *ud)
     closedir(d);
     return 0;
 }
+
+void cgroup_fini(void)
+{
+    for (int c = 0; c < C_N; c++)
+        if (ctrl_root[c][0])
+            rmdir(ctrl_root[c]); /* fails harmlessly while sandboxes remain */
+}

@@ -26,4 +26,6 @@ int cgroup_usage(const char *id, uint64_t *mem_bytes, uint64_t *mem_peak, uint64
  * Returns -EBUSY while processes are still exiting (retry later). */
 int cgroup_destroy(const char *id, struct hx_err *e);
 /* Calls cb for every sandbox cgroup directory found under NAME (stale ones after a crash). */
+/* Removes the (empty) parent directories made by cgroup_init. */
+void cgroup_fini(void);
 int cgroup_each(void (*cb)(const char *id, void *ud), void *ud);
