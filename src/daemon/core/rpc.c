@@ -23,7 +23,7 @@ struct held_chunk {
 
 /* ---- replies -------------------------------------------------------- */
 
-static void send_json(struct session *s, json_t *msg /* stolen */)
+void rpc_send_json(struct session *s, json_t *msg /* stolen */)
 {
     char *text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
@@ -32,17 +32,17 @@ static void send_json(struct session *s, json_t *msg /* stolen */)
     free(text);
 }
 
-static void reply_result(struct session *s, json_t *id, json_t *result /* stolen */)
+void rpc_reply_result(struct session *s, json_t *id, json_t *result /* stolen */)
 {
     if (!s)
         return json_decref(result);
-    send_json(s, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result));
+    rpc_send_json(s, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result));
 }
 
 /* An application error inside a successful JSON-RPC response: the SDK's
  * resultSchema {error: {constructorName, message, code}}. */
-static json_t *app_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_t *app_error(const char *code, const char *fmt, ...)
+json_t *rpc_app_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+json_t *rpc_app_error(const char *code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -53,34 +53,34 @@ static json_t *app_error(const char *code, const char *fmt, ...)
 }
 
 /* A JSON-RPC protocol error (bad request, unknown method, bad params). */
-static void reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
+void rpc_reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
+void rpc_reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    send_json(s, json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error",
+    rpc_send_json(s, json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error",
                            "code", code, "message", msg));
 }
 
-static void notify(struct session *s, const char *method, json_t *params /* stolen */)
+void rpc_notify(struct session *s, const char *method, json_t *params /* stolen */)
 {
-    send_json(s, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params", params));
+    rpc_send_json(s, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params", params));
 }
 
 /* Agent error objects {"code":"ENOENT","message":...} → the SDK's error shape. */
-static json_t *translate_reply(json_t *reply)
+json_t *rpc_translate_reply(json_t *reply)
 {
     if (!reply)
-        return app_error("EIO", "the sandbox stopped before answering");
+        return rpc_app_error("EIO", "the sandbox stopped before answering");
     json_t *err = json_object_get(reply, "error");
     if (err) {
         const char *code = json_string_value(json_object_get(err, "code"));
         const char *msg = json_string_value(json_object_get(err, "message"));
-        return app_error(code ? code : "EIO", "%s", msg ? msg : "error in the sandbox");
+        return rpc_app_error(code ? code : "EIO", "%s", msg ? msg : "error in the sandbox");
     }
     return json_pack("{s:O}", "ok", json_object_get(reply, "ok"));
 }
@@ -106,7 +106,7 @@ static void proc_remove(struct sandbox *sb, struct proc *p)
     while (p->waiters) {
         struct waiter *w = p->waiters;
         p->waiters = w->next;
-        reply_result(w->s, w->rpc_id, app_error("ENOENT", "process %u is gone", p->pid));
+        rpc_reply_result(w->s, w->rpc_id, rpc_app_error("ENOENT", "process %u is gone", p->pid));
         json_decref(w->rpc_id);
         free(w);
     }
@@ -134,7 +134,7 @@ void rpc_on_exit(struct sandbox *sb, struct proc *p)
     while (p->waiters) {
         struct waiter *w = p->waiters;
         p->waiters = w->next;
-        reply_result(w->s, w->rpc_id, status_json(p));
+        rpc_reply_result(w->s, w->rpc_id, status_json(p));
         json_decref(w->rpc_id);
         free(w);
     }
@@ -163,7 +163,7 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
     }
     json_t *sid = json_integer((json_int_t)p->stream_id[fd]);
     if (len == 0) {
-        notify(s, "$sandbox.stream.end", json_pack("{s:o}", "streamId", sid));
+        rpc_notify(s, "$sandbox.stream.end", json_pack("{s:o}", "streamId", sid));
         return;
     }
     size_t elen = hx_b64_encoded_len(len);
@@ -389,7 +389,7 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     if (!reply || !json_is_integer(jpid) || json_integer_value(jpid) <= 0 ||
         json_integer_value(jpid) > 0x7fffffff) {
         if (s)
-            reply_result(s, rpc_id, translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
+            rpc_reply_result(s, rpc_id, rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
         free(ctx);
         return;
     }
@@ -412,7 +412,7 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         if (ctx->out[fd] && s) {
             p->stream_id[fd] = ++g_daemon.next_stream_id;
             p->stream_open[fd] = true;
-            notify(s, "$sandbox.stream.start", json_pack("{s:I}", "streamId", (json_int_t)p->stream_id[fd]));
+            rpc_notify(s, "$sandbox.stream.start", json_pack("{s:I}", "streamId", (json_int_t)p->stream_id[fd]));
             ids[fd] = json_integer((json_int_t)p->stream_id[fd]);
         } else {
             p->stream_open[fd] = ctx->out[fd]; /* output still flows (and is credited) if the client left */
@@ -420,7 +420,7 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         }
     }
     if (s) {
-        reply_result(s, rpc_id, json_pack("{s:{s:I, s:o, s:o}}", "ok", "pid", (json_int_t)pid, "stdoutStreamId",
+        rpc_reply_result(s, rpc_id, json_pack("{s:{s:I, s:o, s:o}}", "ok", "pid", (json_int_t)pid, "stdoutStreamId",
                                           ids[0], "stderrStreamId", ids[1]));
         if (ctx->stdin_stream >= 0) {
             struct inbound *in = inbound_get(s, ctx->stdin_stream, true);
@@ -440,7 +440,7 @@ static void on_plain_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     intptr_t kind = (intptr_t)ud;
     if (!s)
         return;
-    json_t *r = translate_reply(reply);
+    json_t *r = rpc_translate_reply(reply);
     /* The SDK ignores ENOENT from processKill (the process is already gone). */
     if (kind == 1) {
         json_t *err = json_object_get(r, "error");
@@ -448,7 +448,7 @@ static void on_plain_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         if (code && strcmp(code, "ESRCH") == 0)
             json_object_set_new(err, "code", json_string("ENOENT"));
     }
-    reply_result(s, rpc_id, r);
+    rpc_reply_result(s, rpc_id, r);
 }
 
 static const struct { const char *name; int num; } signals[] = {
@@ -493,46 +493,46 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
     bool clear_env = opt_bool(params, "clearEnv", false, &ok);
     if (!json_is_string(cmd) || json_string_length(cmd) == 0 || json_string_length(cmd) > 4096 ||
         memchr(json_string_value(cmd), 0, json_string_length(cmd)))
-        return reply_rpc_error(s, id, -32602, "spawn: \"command\" must be a non-empty string without NUL bytes");
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"command\" must be a non-empty string without NUL bytes");
     if (args && !json_is_null(args) && (!json_is_array(args) || json_array_size(args) > MAX_ARGS))
-        return reply_rpc_error(s, id, -32602, "spawn: \"args\" must be an array of at most %d strings", MAX_ARGS);
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"args\" must be an array of at most %d strings", MAX_ARGS);
     size_t i;
     json_t *v;
     json_array_foreach(args, i, v) if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v)))
-        return reply_rpc_error(s, id, -32602, "spawn: args[%zu] must be a string without NUL bytes", i);
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: args[%zu] must be a string without NUL bytes", i);
     if (env && !json_is_null(env) && (!json_is_object(env) || json_object_size(env) > MAX_ENV))
-        return reply_rpc_error(s, id, -32602, "spawn: \"env\" must be an object of strings");
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"env\" must be an object of strings");
     const char *k;
     json_object_foreach(env, k, v) if (!json_is_string(v) || !*k || strchr(k, '=') ||
                                        memchr(json_string_value(v), 0, json_string_length(v)))
-        return reply_rpc_error(s, id, -32602, "spawn: env \"%.64s\" must be a string (names without '=')", k);
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: env \"%.64s\" must be a string (names without '=')", k);
     if (cwd && !json_is_null(cwd) && (!json_is_string(cwd) || json_string_length(cwd) > 4096))
-        return reply_rpc_error(s, id, -32602, "spawn: \"cwd\" must be a string");
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"cwd\" must be a string");
     if (jstdin && !json_is_null(jstdin) && (!json_is_integer(jstdin) || json_integer_value(jstdin) < 0))
-        return reply_rpc_error(s, id, -32602, "spawn: \"stdinStreamId\" must be a stream id");
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"stdinStreamId\" must be a stream id");
     struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
-        return reply_rpc_error(s, id, -32603, "out of memory");
+        return rpc_reply_rpc_error(s, id, -32603, "out of memory");
     ctx->stdin_stream = json_is_integer(jstdin) ? json_integer_value(jstdin) : -1;
     const char *names[2] = {"stdout", "stderr"};
     for (unsigned fd = 0; fd < 2; fd++) {
         const char *mode = json_string_value(json_object_get(params, names[fd]));
         if (!mode || (strcmp(mode, "piped") && strcmp(mode, "null"))) {
             free(ctx);
-            return reply_rpc_error(s, id, -32602, "spawn: \"%s\" must be \"piped\" or \"null\"", names[fd]);
+            return rpc_reply_rpc_error(s, id, -32602, "spawn: \"%s\" must be \"piped\" or \"null\"", names[fd]);
         }
         ctx->out[fd] = strcmp(mode, "piped") == 0;
     }
     if (!ok) {
         free(ctx);
-        return reply_rpc_error(s, id, -32602, "spawn: \"clearEnv\" must be a boolean");
+        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"clearEnv\" must be a boolean");
     }
     unsigned live = 0;
     for (struct proc *p = sb->procs; p; p = p->next)
         live += !p->exited;
     if (live >= MAX_LIVE_PROCS) {
         free(ctx);
-        return reply_result(s, id, app_error("EAGAIN", "too many processes running in this sandbox (%u)", live));
+        return rpc_reply_result(s, id, rpc_app_error("EAGAIN", "too many processes running in this sandbox (%u)", live));
     }
     json_t *ap = json_pack("{s:O, s:o, s:o, s:b, s:o, s:b, s:b, s:b, s:i}", "command", cmd, "args",
                            json_is_array(args) ? json_incref(args) : json_array(), "env",
@@ -542,7 +542,7 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
     int r = agent_call(sb, "spawn", ap, on_spawn_reply, s, id, ctx);
     if (r < 0) {
         free(ctx);
-        reply_result(s, id, app_error("EAGAIN", "cannot reach the sandbox's agent: %s", strerror(-r)));
+        rpc_reply_result(s, id, rpc_app_error("EAGAIN", "cannot reach the sandbox's agent: %s", strerror(-r)));
     }
 }
 
@@ -550,7 +550,7 @@ static bool get_pid(struct session *s, json_t *id, json_t *params, uint32_t *pid
 {
     json_t *v = json_object_get(params, "pid");
     if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > 0x7fffffff) {
-        reply_rpc_error(s, id, -32602, "\"pid\" must be a positive integer");
+        rpc_reply_rpc_error(s, id, -32602, "\"pid\" must be a positive integer");
         return false;
     }
     *pid = (uint32_t)json_integer_value(v);
@@ -564,9 +564,9 @@ static void m_process_wait(struct session *s, json_t *id, json_t *params)
         return;
     struct proc *p = sandbox_proc(s->sb, pid);
     if (!p)
-        return reply_result(s, id, app_error("ENOENT", "no process with pid %u in this sandbox", pid));
+        return rpc_reply_result(s, id, rpc_app_error("ENOENT", "no process with pid %u in this sandbox", pid));
     if (p->exited) {
-        reply_result(s, id, status_json(p));
+        rpc_reply_result(s, id, status_json(p));
         proc_remove(s->sb, p);
         return;
     }
@@ -574,10 +574,10 @@ static void m_process_wait(struct session *s, json_t *id, json_t *params)
     for (struct waiter *x = p->waiters; x; x = x->next)
         n++;
     if (n >= 64)
-        return reply_result(s, id, app_error("EAGAIN", "too many processWait calls pending for pid %u", pid));
+        return rpc_reply_result(s, id, rpc_app_error("EAGAIN", "too many processWait calls pending for pid %u", pid));
     struct waiter *w = calloc(1, sizeof *w);
     if (!w)
-        return reply_rpc_error(s, id, -32603, "out of memory");
+        return rpc_reply_rpc_error(s, id, -32603, "out of memory");
     w->s = s;
     w->rpc_id = json_incref(id);
     w->next = p->waiters;
@@ -593,15 +593,15 @@ static void m_process_kill(struct session *s, json_t *id, json_t *params)
     int sig = SIGTERM;
     if (jsig && !json_is_null(jsig)) {
         if (!json_is_string(jsig) || (sig = rpc_signal_number(json_string_value(jsig))) < 0)
-            return reply_rpc_error(s, id, -32602, "unknown signal %s", json_is_string(jsig) ? json_string_value(jsig) : "(not a string)");
+            return rpc_reply_rpc_error(s, id, -32602, "unknown signal %s", json_is_string(jsig) ? json_string_value(jsig) : "(not a string)");
     }
     struct proc *p = sandbox_proc(s->sb, pid);
     if (!p || p->exited)
-        return reply_result(s, id, app_error("ENOENT", "no running process with pid %u", pid));
+        return rpc_reply_result(s, id, rpc_app_error("ENOENT", "no running process with pid %u", pid));
     int r = agent_call(s->sb, "kill", json_pack("{s:I, s:i}", "pid", (json_int_t)pid, "signal", sig), on_plain_reply,
                        s, id, (void *)(intptr_t)1);
     if (r < 0)
-        reply_result(s, id, app_error("EIO", "cannot reach the sandbox's agent"));
+        rpc_reply_result(s, id, rpc_app_error("EIO", "cannot reach the sandbox's agent"));
 }
 
 static void m_env(struct session *s, json_t *id, const char *method, json_t *params)
@@ -614,16 +614,44 @@ static void m_env(struct session *s, json_t *id, const char *method, json_t *par
     } else {
         if (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > 4096 ||
             strchr(json_string_value(key), '=') || memchr(json_string_value(key), 0, json_string_length(key)))
-            return reply_result(s, id, app_error("EINVAL", "environment variable names must be non-empty, without '=' or NUL"));
+            return rpc_reply_result(s, id, rpc_app_error("EINVAL", "environment variable names must be non-empty, without '=' or NUL"));
         if (strcmp(method, "envSet") == 0 &&
             (!json_is_string(val) || json_string_length(val) > (1u << 17) ||
              memchr(json_string_value(val), 0, json_string_length(val))))
-            return reply_result(s, id, app_error("EINVAL", "environment values must be strings without NUL, at most 128 KiB"));
+            return rpc_reply_result(s, id, rpc_app_error("EINVAL", "environment values must be strings without NUL, at most 128 KiB"));
         ap = strcmp(method, "envSet") == 0 ? json_pack("{s:O, s:O}", "key", key, "value", val)
                                            : json_pack("{s:O}", "key", key);
     }
     if (agent_call(s->sb, method, ap, on_plain_reply, s, id, (void *)(intptr_t)0) < 0)
-        reply_result(s, id, app_error("EIO", "cannot reach the sandbox's agent"));
+        rpc_reply_result(s, id, rpc_app_error("EIO", "cannot reach the sandbox's agent"));
+}
+
+static void m_env_get(struct session *s, json_t *id, json_t *params) { m_env(s, id, "envGet", params); }
+static void m_env_set(struct session *s, json_t *id, json_t *params) { m_env(s, id, "envSet", params); }
+static void m_env_delete(struct session *s, json_t *id, json_t *params) { m_env(s, id, "envDelete", params); }
+static void m_env_to_object(struct session *s, json_t *id, json_t *params) { m_env(s, id, "envToObject", params); }
+
+static const struct rpc_method core_methods[] = {
+    {"spawn", m_spawn},
+    {"processWait", m_process_wait},
+    {"processKill", m_process_kill},
+    {"envGet", m_env_get},
+    {"envSet", m_env_set},
+    {"envDelete", m_env_delete},
+    {"envToObject", m_env_to_object},
+    {NULL, NULL},
+};
+
+/* Each concern registers its methods in its own table (rpc_fs.c, ...). */
+static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods};
+
+const struct rpc_method *rpc_lookup(const char *name)
+{
+    for (size_t t = 0; t < HX_ARRAY_LEN(method_tables); t++)
+        for (const struct rpc_method *m = method_tables[t]; m->name; m++)
+            if (strcmp(m->name, name) == 0)
+                return m;
+    return NULL;
 }
 
 /* Methods the SDK knows that belong to later issues. */
@@ -643,13 +671,13 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
     json_error_t jerr;
     json_t *msg = json_loadb(data, len, 0, &jerr);
     if (!msg)
-        return reply_rpc_error(s, NULL, -32700, "Parse error: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        return rpc_reply_rpc_error(s, NULL, -32700, "Parse error: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
     json_t *id = json_object_get(msg, "id");
     json_t *method = json_object_get(msg, "method");
     json_t *params = json_object_get(msg, "params");
     if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "jsonrpc")) ||
         strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0") != 0) {
-        reply_rpc_error(s, json_is_integer(id) || json_is_string(id) ? id : NULL, -32600,
+        rpc_reply_rpc_error(s, json_is_integer(id) || json_is_string(id) ? id : NULL, -32600,
                         "Invalid Request: expected a JSON-RPC 2.0 object");
         json_decref(msg);
         return;
@@ -657,7 +685,7 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
     if (!json_is_string(method)) {
         /* A response from the client (we send no requests) or garbage. */
         if (!json_object_get(msg, "result") && !json_object_get(msg, "error"))
-            reply_rpc_error(s, json_is_integer(id) || json_is_string(id) ? id : NULL, -32600,
+            rpc_reply_rpc_error(s, json_is_integer(id) || json_is_string(id) ? id : NULL, -32600,
                             "Invalid Request: \"method\" must be a string");
         json_decref(msg);
         return;
@@ -670,12 +698,12 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
         return;
     }
     if (!json_is_integer(id) && !json_is_string(id)) {
-        reply_rpc_error(s, NULL, -32600, "Invalid Request: \"id\" must be a number or a string");
+        rpc_reply_rpc_error(s, NULL, -32600, "Invalid Request: \"id\" must be a number or a string");
         json_decref(msg);
         return;
     }
     if (params && !json_is_object(params) && !json_is_null(params)) {
-        reply_rpc_error(s, id, -32602, "Invalid params: \"params\" must be an object");
+        rpc_reply_rpc_error(s, id, -32602, "Invalid params: \"params\" must be an object");
         json_decref(msg);
         return;
     }
@@ -684,25 +712,19 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
     json_t *empty = json_object();
     if (!params)
         params = empty;
+    const struct rpc_method *fn = rpc_lookup(m);
     if (s->sb->state != SB_RUNNING)
-        reply_result(s, id, app_error("EIO", "the sandbox is stopping"));
-    else if (strcmp(m, "spawn") == 0)
-        m_spawn(s, id, params);
-    else if (strcmp(m, "processWait") == 0)
-        m_process_wait(s, id, params);
-    else if (strcmp(m, "processKill") == 0)
-        m_process_kill(s, id, params);
-    else if (strcmp(m, "envGet") == 0 || strcmp(m, "envSet") == 0 || strcmp(m, "envDelete") == 0 ||
-             strcmp(m, "envToObject") == 0)
-        m_env(s, id, m, params);
+        rpc_reply_result(s, id, rpc_app_error("EIO", "the sandbox is stopping"));
+    else if (fn)
+        fn->handler(s, id, params);
     else {
         bool later = false;
         for (size_t i = 0; i < HX_ARRAY_LEN(later_methods); i++)
             later |= strcmp(later_methods[i], m) == 0;
         if (later)
-            reply_rpc_error(s, id, -32601, "Method not found: %s is not implemented by this hutch version yet", m);
+            rpc_reply_rpc_error(s, id, -32601, "Method not found: %s is not implemented by this hutch version yet", m);
         else
-            reply_rpc_error(s, id, -32601, "Method not found: %.100s", m);
+            rpc_reply_rpc_error(s, id, -32601, "Method not found: %.100s", m);
     }
     json_decref(empty);
     json_decref(msg);

@@ -8,3 +8,22 @@ void rpc_on_drain(struct session *s);
 /* Detaches from the sandbox and frees the session (the ws is gone). */
 void rpc_session_free(struct session *s);
 int rpc_signal_number(const char *name);
+
+/* A JSON-RPC method: params is an object (never NULL); the handler answers
+ * exactly once, now or later, with rpc_reply_* below. */
+struct rpc_method {
+    const char *name;
+    void (*handler)(struct session *s, json_t *id, json_t *params);
+};
+const struct rpc_method *rpc_lookup(const char *name);
+extern const struct rpc_method rpc_fs_methods[];   /* rpc_fs.c, NULL-terminated */
+
+/* Answers for handlers. */
+void rpc_send_json(struct session *s, json_t *msg /* stolen */);
+void rpc_reply_result(struct session *s, json_t *id, json_t *result /* stolen; {"ok":..} or {"error":..} */);
+json_t *rpc_app_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rpc_reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void rpc_notify(struct session *s, const char *method, json_t *params /* stolen */);
+/* Agent reply {"ok"} / {"error": {code, message}} (or NULL: sandbox gone) → SDK result. */
+json_t *rpc_translate_reply(json_t *reply);
