@@ -52,6 +52,9 @@ def main(d):
     if rss:
         print(f"\nhutchd RSS: {rss['before_kib']} KiB -> {rss['after_kib']} KiB with {rss['sandboxes']} idle "
               f"sandboxes = {rss['per_sandbox_kib']:.0f} KiB per idle sandbox")
+        if "cgroup_kib_per_sandbox" in rss:
+            print(f"each idle sandbox's own cgroup memory (hutch-init and its files): "
+                  f"{rss['cgroup_kib_per_sandbox']:.0f} KiB")
     if not hutch:
         print("\n(hutch numbers missing: see the errors above)")
         return 1

@@ -59,7 +59,8 @@ PORT=17070
 args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN")
 [[ -x $INIT ]] && args+=(--init "$INIT")
 [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
-in_ns "$HUTCHD" "${args[@]}" </dev/null >"$TMP/hutchd.log" 2>&1 &
+# nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
+nsenter --net="/run/netns/$NS" -- "$HUTCHD" "${args[@]}" </dev/null >"$TMP/hutchd.log" 2>&1 &
 HPID=$!
 for _ in $(seq 300); do
   kill -0 "$HPID" 2>/dev/null || break
@@ -72,7 +73,7 @@ fi
 
 echo "bench: hutch through @deno/sandbox (${BENCH_RUNS} runs each)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
-  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" HUTCH_CGROUP_NAME="hutch-bench-$RUN" \
   timeout 900 node bench/sdk_bench.mjs >"$TMP/hutch.json"
 rc=$?
 ((rc == 0)) || { echo "bench: SDK benchmark failed ($rc); hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; }

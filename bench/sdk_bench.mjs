@@ -86,6 +86,21 @@ if (process.env.HUTCHD_PID) {
   await new Promise((r) => setTimeout(r, 1000));
   const after = rssKiB(pid);
   out.rss = { sandboxes: N, before_kib: before, after_kib: after, per_sandbox_kib: (after - before) / N };
+  // what each idle sandbox itself holds (hutch-init, page cache of its layer)
+  const cg = process.env.HUTCH_CGROUP_NAME;
+  if (cg) {
+    let total = 0, seen = 0;
+    for (const id of ids) {
+      for (const f of [`/sys/fs/cgroup/memory/${cg}/${id}/memory.usage_in_bytes`, `/sys/fs/cgroup/${cg}/${id}/memory.current`]) {
+        try {
+          total += Number(fs.readFileSync(f, "utf8"));
+          seen++;
+          break;
+        } catch { /* the other cgroup layout */ }
+      }
+    }
+    if (seen) out.rss.cgroup_kib_per_sandbox = total / seen / 1024;
+  }
   for (const id of ids) {
     const sb = await Sandbox.connect(id);
     await sb.kill().catch(() => {});

@@ -180,7 +180,7 @@ if want py; then
       timeout --kill-after=30 1200 nsenter --net="/run/netns/$NS" -- \
       env HUTCH_TEST_RUN="$RUN" HUTCH_TEST_TMP="$TMP/py" HUTCH_BUILD="$BUILD" \
       "$PY" -m pytest -p no:cacheprovider -rfEs --durations=10 \
-      ${HUTCH_PYTEST_TARGETS:-tests/integration tests/security} ${HUTCH_PYTEST_ARGS:-}
+      ${HUTCH_PYTEST_TARGETS:-tests/integration tests/security tests/cli} ${HUTCH_PYTEST_ARGS:-}
   fi
 fi
 
@@ -202,7 +202,8 @@ start_sdk_daemon() {
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   echo "starting $hutchd ${args[*]}"
-  in_ns "$hutchd" "${args[@]}" </dev/null >"$TMP/sdk/hutchd.log" 2>&1 &
+  # nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
+  nsenter --net="/run/netns/$NS" -- "$hutchd" "${args[@]}" </dev/null >"$TMP/sdk/hutchd.log" 2>&1 &
   SDK_PID=$!
   local ok=
   for _ in $(seq 300); do

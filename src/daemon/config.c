@@ -18,7 +18,11 @@ static const char usage[] =
     "  --memory-min MIB, --memory-max MIB, --memory-default MIB  [768, 4096, 1280]\n"
     "  --disk MIB            writable layer limit per sandbox [10240]\n"
     "  --pids-max N          processes per sandbox [1024]\n"
-    "  --max-sandboxes N     [256]\n";
+    "  --max-sandboxes N     [256]\n"
+    "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
+    "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
+    "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
+    "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -57,7 +61,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP };
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6 };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -65,7 +69,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
         {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
         {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
-        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"help", no_argument, 0, O_HELP},
+        {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
+        {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6}, {0, 0, 0, 0}};
     int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -114,6 +120,14 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_PIDS: if ((r = parse_u32(optarg, &cfg->pids_max, "--pids-max", e)) < 0) return r; break;
         case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
         case O_HELP: case 'h': fputs(usage, stdout); return 1;
+        case O_RESOLVE: /* net: checked in net_init */
+            if (cfg->n_resolve >= sizeof cfg->resolve / sizeof cfg->resolve[0] || !strchr(optarg, '='))
+                return hx_fail(e, EINVAL, "--resolve wants HOST=IP (at most 256 times), got \"%s\"", optarg);
+            cfg->resolve[cfg->n_resolve++] = optarg;
+            break;
+        case O_HOSTS: cfg->hosts_file = optarg; break;
+        case O_POOL4: cfg->net_pool4 = optarg; break;
+        case O_POOL6: cfg->net_pool6 = optarg; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

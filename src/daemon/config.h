@@ -20,6 +20,12 @@ struct config {
     uint32_t max_sandboxes;
     char self_dir[4096];       /* directory of the hutchd binary */
     char init_buf[4096];
+    /* net: upstream name resolution for tests and air-gapped sites, address pools */
+    const char *resolve[256];  /* "HOST=IP" */
+    unsigned n_resolve;
+    const char *hosts_file;
+    const char *net_pool4;     /* 10.200.0.0/16 */
+    const char *net_pool6;     /* fd68:7574:6368::/48 */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

@@ -125,6 +125,12 @@ static void send_json(uint16_t type, uint32_t chan, json_t *v)
     free(s);
 }
 
+/* For the fs relay (fs_relay.c): frames it passes on from the fs worker. */
+void agent_send_frame(uint16_t type, uint32_t chan, const void *p, size_t len)
+{
+    send_bytes(type, chan, p, len);
+}
+
 static void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void agent_log(const char *fmt, ...)
 {
@@ -183,10 +189,11 @@ static void close_stdin(struct proc *p)
     uv_close((uv_handle_t *)&p->in, on_handle_closed);
 }
 
-static void maybe_send_exit(struct proc *p)
+/* The exit status is reported when the process is reaped, like Deno's
+ * child.status; its output streams may outlive it (a background child can
+ * hold the pipes), so the record stays until both have ended. */
+static void send_exit(struct proc *p)
 {
-    if (!p->exited || p->exit_sent || !p->out[0].done || !p->out[1].done)
-        return;
     int code = 0;
     const char *sig = NULL;
     char signame[32];
@@ -205,9 +212,15 @@ static void maybe_send_exit(struct proc *p)
     send_json(HX_EXIT, (uint32_t)p->pid,
               json_pack("{s:i,s:o}", "code", code, "signal", sig ? json_string(sig) : json_null()));
     p->exit_sent = true;
-    proc_unlink(p);
     /* Writes queued on stdin complete (with ECANCELED) and are acked. */
     close_stdin(p);
+}
+
+static void maybe_finish(struct proc *p)
+{
+    if (!p->exit_sent || !p->out[0].done || !p->out[1].done)
+        return;
+    proc_unlink(p);
     if (p->handles == 0)
         free(p);
 }
@@ -225,7 +238,8 @@ static void on_sigchld(uv_signal_t *h, int signum)
             continue; /* an orphan we adopted, or a failed spawn: just reaped */
         p->exited = true;
         p->status = st;
-        maybe_send_exit(p);
+        send_exit(p);
+        maybe_finish(p);
     }
 }
 
@@ -259,7 +273,7 @@ static void out_finish(struct ostream *s)
     s->done = true;
     s->open = false;
     uv_close((uv_handle_t *)&s->pipe, on_handle_closed);
-    maybe_send_exit(s->p);
+    maybe_finish(s->p);
 }
 
 static void on_out_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
@@ -559,6 +573,10 @@ static void on_call(uint32_t chan, const uint8_t *payload, uint32_t len)
         hx_fail(&e, EINVAL, "call: expected {\"method\": str, \"params\": obj}");
     } else if (params && !json_is_null(params) && !json_is_object(params)) {
         hx_fail(&e, EINVAL, "call: params must be an object");
+    } else if (fsrelay_call(chan, method, payload, len)) {
+        /* File methods run in the fs worker (fs_relay.c), which answers. */
+        json_decref(msg);
+        return;
     } else {
         json_t *empty = NULL;
         if (!json_is_object(params))
@@ -618,10 +636,12 @@ static void dispatch(const struct hx_frame *f)
         on_call(f->chan, f->payload, f->len);
         break;
     case HX_STDIN:
-        on_stdin(f->chan, f->payload, f->len);
+        if (!fsrelay_frame(f->type, f->chan, f->payload, f->len)) /* fs upload streams: fs_relay.c */
+            on_stdin(f->chan, f->payload, f->len);
         break;
     case HX_CREDIT:
-        on_credit(f->chan, f->payload, f->len);
+        if (!fsrelay_frame(f->type, f->chan, f->payload, f->len)) /* fs download streams: fs_relay.c */
+            on_credit(f->chan, f->payload, f->len);
         break;
     default:
         agent_log("ignoring frame type %u", (unsigned)f->type);

@@ -64,3 +64,14 @@ int agent_run(int fd);
 
 /* main.c */
 const char *errno_name(int code);
+
+/* ---- files (fs_relay.c, fsops.c, fs_walk.c; docs/agent-protocol.md "Files") ---- */
+/* agent.c: one frame to hutchd (used by the fs relay). */
+void agent_send_frame(uint16_t type, uint32_t chan, const void *p, size_t len);
+/* fs_relay.c: true when the call is a file method (then it was forwarded to
+ * the fs worker or answered with an error). */
+bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uint32_t len);
+/* fs_relay.c: true when chan is an fs stream (HX_STDIN/HX_CREDIT relayed). */
+bool fsrelay_frame(uint16_t type, uint32_t chan, const uint8_t *payload, uint32_t len);
+/* fsops.c: the fs worker's main loop, in a child of PID 1; never returns. */
+_Noreturn void fs_worker_main(int sock);

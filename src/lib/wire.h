@@ -43,7 +43,15 @@ enum hx_msg {
     HX_EXIT   = 19, /* chan = pid; JSON {"code": int, "signal": str|null} */
     HX_STDIN_ACK = 20, /* chan = pid; payload u32 LE bytes written to the pipe (or discarded) */
     HX_LOG    = 21, /* chan 0; UTF-8 text, a diagnostic line from the agent (bounded, for logs only) */
+    HX_FS_DATA = 22, /* chan = fs stream (>= HX_FS_CHAN_BASE); bytes of a file read / listing (credited) */
 };
+
+/* File streams (docs/agent-protocol.md "Files"): chans at or above this are
+ * fs streams, never process ids (pid_max <= 2^22). HX_STDIN carries upload
+ * bytes to them, HX_STDIN_ACK acknowledges, HX_FS_DATA carries downloads and
+ * HX_CREDIT returns their credit. */
+#define HX_FS_CHAN_BASE 0x80000000u
+#define HX_FS_WINDOW (1024u * 1024u)   /* HX_FS_DATA bytes in flight per stream */
 
 struct hx_frame {
     uint32_t len;

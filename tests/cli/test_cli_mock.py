@@ -2,7 +2,7 @@
 protocol) on 127.0.0.1 with a random port: argument parsing, exit codes, streaming,
 stdin forwarding, signals, REST verbs and error messages.
 
-The binary: $HUTCH_BIN, else build-cli/src/cli/hutch, else build/src/cli/hutch."""
+The binary: $HUTCH_BIN, else $HUTCH_BUILD/src/cli/hutch, else build/src/cli/hutch."""
 import hashlib
 import json
 import os
@@ -24,7 +24,8 @@ ID_RE = re.compile(r"^sbx_[a-z]{3}_[0-9a-hjkmnp-z]{20}$")
 
 
 def find_hutch():
-    for cand in (os.environ.get("HUTCH_BIN"), os.path.join(ROOT, "build-cli/src/cli/hutch"),
+    build = os.environ.get("HUTCH_BUILD", "build")
+    for cand in (os.environ.get("HUTCH_BIN"), os.path.join(ROOT, build, "src/cli/hutch"),
                  os.path.join(ROOT, "build/src/cli/hutch")):
         if cand and os.access(cand, os.X_OK):
             return cand

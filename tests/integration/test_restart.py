@@ -44,7 +44,7 @@ def test_restart(make_hutchd, how):
 
     sb = d.create_sandbox({"stop_at_ms": now_ms() + 600000, "labels": {"t": how}})
     sid = sb.id
-    r = sb.sh("echo kept > /tmp/keep && sleep 1000 >/dev/null 2>&1 &")
+    r = sb.sh("echo kept > /tmp/keep; sleep 1000 >/dev/null 2>&1 &")
     assert r["code"] == 0, r
     sb.ws.close()
     session = d.create_sandbox()

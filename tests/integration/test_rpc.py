@@ -178,3 +178,14 @@ def test_process_kill_unknown_pid_is_enoent(sandbox):
 def test_stdin_before_spawn(sandbox):
     r = sandbox.run("cat", stdin=b"hello stdin\n")
     assert r["code"] == 0 and r["stdout"] == b"hello stdin\n", r
+
+
+def test_wait_returns_on_exit_not_on_eof(sandbox):
+    """processWait reports the exit of the process itself, even while a
+    background child still holds its stdout open (Deno's semantics)."""
+    sp = sandbox.call("spawn", {"command": "bash", "args": ["-c", "sleep 20 & echo started"],
+                                "stdout": "piped", "stderr": "piped"})
+    t0 = time.monotonic()
+    st = sandbox.call("processWait", {"pid": sp["pid"]}, timeout=30)
+    assert st["code"] == 0, st
+    assert time.monotonic() - t0 < 10, "processWait waited for the background child"

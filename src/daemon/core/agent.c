@@ -3,6 +3,7 @@
  * take the agent over, so every frame is checked against what we expect. */
 #include <stdio.h>
 #include <string.h>
+#include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/sandbox/cgroup.h"
 
@@ -231,6 +232,11 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
         rpc_on_stdin_ack(sb);
         return;
     }
+    case HX_FS_DATA: /* file transfers (rpc_fs.c checks the channel and the bytes) */
+        if (f->chan < HX_FS_CHAN_BASE)
+            return agent_broken(sb, "fs data on a process channel");
+        rpc_fs_on_data(sb, f->chan, f->payload, f->len);
+        return;
     case HX_LOG: {
         int n = (int)(f->len > 300 ? 300 : f->len);
         char line[301];

@@ -113,6 +113,13 @@ static void proc_remove(struct sandbox *sb, struct proc *p)
     free(p);
 }
 
+/* A record goes once its status was handed out and its output ended. */
+static void proc_maybe_remove(struct sandbox *sb, struct proc *p)
+{
+    if (p->exited && p->reported && !p->stream_open[0] && !p->stream_open[1] && !p->waiters)
+        proc_remove(sb, p);
+}
+
 static void prune_exited(struct sandbox *sb)
 {
     unsigned exited = 0;
@@ -130,16 +137,16 @@ static void prune_exited(struct sandbox *sb)
 
 void rpc_on_exit(struct sandbox *sb, struct proc *p)
 {
-    bool waited = p->waiters != NULL;
     while (p->waiters) {
         struct waiter *w = p->waiters;
         p->waiters = w->next;
         rpc_reply_result(w->s, w->rpc_id, status_json(p));
         json_decref(w->rpc_id);
         free(w);
+        p->reported = true;
     }
-    if (waited)
-        proc_remove(sb, p);
+    if (p->reported)
+        proc_maybe_remove(sb, p);
     else
         prune_exited(sb);
 }
@@ -156,16 +163,17 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
 {
     struct session *s = p->owner;
     uint32_t chan = HX_STREAM_CHAN(p->pid, fd);
-    if (!s || !s->ws) {
-        if (len)
-            agent_credit(sb, chan, (uint32_t)len);
+    if (len == 0) {
+        if (s && s->ws && p->stream_id[fd])
+            rpc_notify(s, "$sandbox.stream.end", json_pack("{s:I}", "streamId", (json_int_t)p->stream_id[fd]));
+        proc_maybe_remove(sb, p);
+        return;
+    }
+    if (!s || !s->ws || !p->stream_id[fd]) {
+        agent_credit(sb, chan, (uint32_t)len);
         return;
     }
     json_t *sid = json_integer((json_int_t)p->stream_id[fd]);
-    if (len == 0) {
-        rpc_notify(s, "$sandbox.stream.end", json_pack("{s:o}", "streamId", sid));
-        return;
-    }
     size_t elen = hx_b64_encoded_len(len);
     char *enc = malloc(elen + 1);
     if (!enc) {
@@ -312,6 +320,18 @@ static void inbound_bind(struct session *s, struct inbound *in, uint32_t pid)
     }
 }
 
+/* Files: an upload (writeFile's contentStreamId) is an inbound stream bound
+ * to an fs channel of the agent (>= HX_FS_CHAN_BASE) instead of a pid. */
+bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan)
+{
+    struct inbound *in = inbound_get(s, client_id, true);
+    if (!in || in->pid)
+        return false;
+    inbound_bind(s, in, chan);
+    update_reading(s);
+    return true;
+}
+
 static void handle_stream_notification(struct session *s, const char *method, json_t *params)
 {
     json_t *jid = json_object_get(params, "streamId");
@@ -323,14 +343,13 @@ static void handle_stream_notification(struct session *s, const char *method, js
         return;
     }
     if (strcmp(method, "$sandbox.stream.cancel") == 0) {
-        /* The client stopped reading one of our output streams: close it,
-         * and let the process see EPIPE on its next write. */
+        rpc_fs_stream_cancel(s, id); /* walk/expandGlob listings (rpc_fs.c) */
+        /* The client stopped reading one of our output streams: its bytes
+         * are dropped (and credited, so the process never blocks on it). */
         for (struct proc *p = s->sb->procs; p; p = p->next)
             for (unsigned fd = 0; fd < 2; fd++)
-                if (p->owner == s && p->stream_id[fd] == (uint64_t)id && p->stream_open[fd]) {
+                if (p->owner == s && p->stream_id[fd] == (uint64_t)id)
                     p->stream_id[fd] = 0;
-                    p->stream_open[fd] = false;
-                }
         return;
     }
     struct inbound *in = inbound_get(s, id, strcmp(method, "$sandbox.stream.enqueue") == 0);
@@ -567,7 +586,8 @@ static void m_process_wait(struct session *s, json_t *id, json_t *params)
         return rpc_reply_result(s, id, rpc_app_error("ENOENT", "no process with pid %u in this sandbox", pid));
     if (p->exited) {
         rpc_reply_result(s, id, status_json(p));
-        proc_remove(s->sb, p);
+        p->reported = true;
+        proc_maybe_remove(s->sb, p);
         return;
     }
     unsigned n = 0;
@@ -669,7 +689,7 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
     if (!s->sb)
         return;
     json_error_t jerr;
-    json_t *msg = json_loadb(data, len, 0, &jerr);
+    json_t *msg = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
     if (!msg)
         return rpc_reply_rpc_error(s, NULL, -32700, "Parse error: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
     json_t *id = json_object_get(msg, "id");
@@ -733,6 +753,7 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
 void rpc_on_drain(struct session *s)
 {
     flush_deferred(s, true);
+    rpc_fs_on_drain(s); /* listing credit held back (rpc_fs.c) */
 }
 
 void rpc_session_free(struct session *s)
@@ -740,6 +761,7 @@ void rpc_session_free(struct session *s)
     /* Credit what this client will never read, close the stdin it fed:
      * its processes keep running without blocking on it. */
     flush_deferred(s, true);
+    rpc_fs_session_closed(s); /* file handles and transfers of this session (rpc_fs.c) */
     while (s->inbound) {
         struct inbound *in = s->inbound;
         if (s->sb && in->pid && !in->ended)

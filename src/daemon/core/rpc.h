@@ -27,3 +27,13 @@ void rpc_reply_rpc_error(struct session *s, json_t *id, int code, const char *fm
 void rpc_notify(struct session *s, const char *method, json_t *params /* stolen */);
 /* Agent reply {"ok"} / {"error": {code, message}} (or NULL: sandbox gone) → SDK result. */
 json_t *rpc_translate_reply(json_t *reply);
+
+/* Files (rpc_fs.c). Hooks rpc.c calls: */
+void rpc_fs_on_drain(struct session *s);                           /* the client's socket drained */
+void rpc_fs_stream_cancel(struct session *s, int64_t stream_id);   /* $sandbox.stream.cancel */
+void rpc_fs_session_closed(struct session *s);                     /* before the session detaches */
+/* agent.c: HX_FS_DATA from the sandbox (hostile bytes). */
+void rpc_fs_on_data(struct sandbox *sb, uint32_t chan, const uint8_t *p, size_t n);
+/* rpc.c: binds the client's upload stream (held bytes and all) to an agent
+ * fs channel, like stdin to a pid; false when the stream cannot be used. */
+bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan);

@@ -14,6 +14,7 @@ struct ws_conn;
 struct session;
 struct sandbox;
 struct store;
+struct net_sb;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -34,6 +35,7 @@ struct proc {
     int code;
     char signal[16];
     bool oom;
+    bool reported;                /* a processWait got the status */
     int64_t exited_ms;
     struct waiter *waiters;
 };
@@ -103,6 +105,9 @@ struct sandbox {
     sandbox_ready_cb ready_cb;
     void *ready_ud;
     char stop_reason[128];
+    /* net: the allowNet value as given (NULL/null = unrestricted, [] = no network) and the network state */
+    json_t *allow_net;
+    struct net_sb *net;
 };
 
 struct daemon_ctx {
@@ -126,6 +131,7 @@ struct sandbox_params {
     int64_t stop_at_ms;           /* 0 = session */
     json_t *labels;               /* borrowed */
     json_t *env;                  /* borrowed, may be NULL */
+    json_t *allow_net;            /* net: borrowed, validated; NULL = unrestricted */
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);

@@ -1,0 +1,758 @@
+/* Sandbox networking on the host side (see net.h). The proxy process is
+ * treated as untrusted: what it sends is bounded and validated here. */
+#include "daemon/net/net.h"
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include "daemon/core/sandbox.h"
+#include "daemon/net/netlink.h"
+#include "daemon/net/nft.h"
+#include "lib/wire.h"
+#include "proxy/ctl.h"
+#include "proxy/policy.h"
+
+#define PROXY_PORT 15001
+#define DNS_PORT 15053
+#define AUDIT_MAX 1000         /* records kept per sandbox (oldest dropped) */
+#define DESTS_MAX 1000         /* distinct destinations counted per sandbox */
+#define STATIC_MAX 1024        /* --resolve and --hosts-file entries */
+
+struct net_sb {
+    char ifname[16];
+    uint8_t host4[4], sb4[4], host6[16], sb6[16];
+    json_t *allow;             /* the policy as given, or NULL (unrestricted) */
+    json_t *audit;             /* array, newest last */
+    json_t *dests;             /* "host ip port" -> {host, ip, port, up, down, connections} */
+    uint64_t up, down, dropped_audit;
+};
+
+struct static_ent {
+    char name[POLICY_NAME_MAX + 1];
+    int family;
+    uint8_t addr[16];
+};
+
+static struct {
+    bool on;
+    char table[80];
+    uint8_t pool4[4], pool6[16];
+    int pool4_len, pool6_len;
+    struct static_ent *stat;
+    size_t n_stat;
+    uv_process_t proc;
+    bool proc_alive;
+    uv_pipe_t ctl;
+    bool ctl_open;
+    uint8_t *rbuf;
+    size_t rlen;
+    int fds[7];                /* listening sockets, kept for restarts */
+    uv_timer_t restart;
+    int64_t last_start;
+    char proxy_path[4200], proxy_root[4200];
+} g;
+
+static int parse_cidr(const char *s, int family, uint8_t *out, int *len)
+{
+    char buf[80];
+    if (!s || strlen(s) >= sizeof buf)
+        return -EINVAL;
+    strcpy(buf, s);
+    char *slash = strchr(buf, '/');
+    if (!slash)
+        return -EINVAL;
+    *slash = 0;
+    char *end;
+    long l = strtol(slash + 1, &end, 10);
+    if (*end || l < 0 || l > (family == AF_INET ? 32 : 128) || inet_pton(family, buf, out) != 1)
+        return -EINVAL;
+    *len = (int)l;
+    return 0;
+}
+
+static int static_add(const char *name, const char *ip, struct hx_err *e)
+{
+    if (g.n_stat >= STATIC_MAX)
+        return hx_fail(e, E2BIG, "too many --resolve/--hosts-file entries (max %d)", STATIC_MAX);
+    struct static_ent *s = &g.stat[g.n_stat];
+    if (policy_name_normalize(name, strlen(name), s->name) < 0)
+        return hx_fail(e, EINVAL, "not a valid host name: \"%.100s\"", name);
+    if (inet_pton(AF_INET, ip, s->addr) == 1)
+        s->family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, s->addr) == 1)
+        s->family = AF_INET6;
+    else
+        return hx_fail(e, EINVAL, "not an IP address: \"%.100s\"", ip);
+    g.n_stat++;
+    return 0;
+}
+
+static int load_hosts_file(const char *path, struct hx_err *e)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return hx_fail(e, errno, "open --hosts-file %s: %m", path);
+    char line[1024];
+    int r = 0;
+    while (r == 0 && fgets(line, sizeof line, f)) {
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = 0;
+        char *save = NULL, *ip = strtok_r(line, " \t\r\n", &save);
+        if (!ip)
+            continue;
+        for (char *name = strtok_r(NULL, " \t\r\n", &save); name && r == 0; name = strtok_r(NULL, " \t\r\n", &save))
+            r = static_add(name, ip, e);
+    }
+    fclose(f);
+    return r < 0 ? hx_wrap(e, "%s", path) : 0;
+}
+
+/* ---- addresses ---- */
+
+static void slot_addrs(uint32_t slot, struct net_sb *n)
+{
+    uint32_t base = (uint32_t)g.pool4[0] << 24 | (uint32_t)g.pool4[1] << 16 | (uint32_t)g.pool4[2] << 8 | g.pool4[3];
+    uint32_t h = base + slot * 4 + 1, s = h + 1;
+    for (int i = 0; i < 4; i++) {
+        n->host4[i] = (uint8_t)(h >> (24 - 8 * i));
+        n->sb4[i] = (uint8_t)(s >> (24 - 8 * i));
+    }
+    /* slot i gets the i-th /64 of the pool: added to the upper 64 bits */
+    memcpy(n->host6, g.pool6, 16);
+    uint64_t hi = 0;
+    for (int i = 0; i < 8; i++)
+        hi = hi << 8 | g.pool6[i];
+    hi += slot;
+    for (int i = 0; i < 8; i++)
+        n->host6[i] = (uint8_t)(hi >> (56 - 8 * i));
+    memset(n->host6 + 8, 0, 8);
+    memcpy(n->sb6, n->host6, 16);
+    n->host6[15] = 1;
+    n->sb6[15] = 2;
+}
+
+static json_t *local_addrs(void)
+{
+    json_t *a = json_array();
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) < 0)
+        return a;
+    for (struct ifaddrs *i = ifs; i && json_array_size(a) < 64; i = i->ifa_next) {
+        char buf[INET6_ADDRSTRLEN];
+        if (!i->ifa_addr)
+            continue;
+        if (i->ifa_addr->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, buf, sizeof buf);
+        else if (i->ifa_addr->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, buf, sizeof buf);
+        else
+            continue;
+        json_array_append_new(a, json_string(buf));
+    }
+    freeifaddrs(ifs);
+    return a;
+}
+
+/* ---- control channel ---- */
+
+static void on_ctl_written(uv_write_t *w, int status)
+{
+    free(w->data);
+    free(w);
+}
+
+static void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len)
+{
+    if (!g.ctl_open || len > HX_FRAME_MAX)
+        return;
+    uint8_t *buf = malloc(HX_FRAME_HDR + len);
+    uv_write_t *w = malloc(sizeof *w);
+    if (!buf || !w) {
+        free(buf);
+        free(w);
+        return;
+    }
+    hx_frame_hdr_encode(buf, type, chan, (uint32_t)len);
+    if (len)
+        memcpy(buf + HX_FRAME_HDR, data, len);
+    w->data = buf;
+    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(HX_FRAME_HDR + len));
+    if (uv_write(w, (uv_stream_t *)&g.ctl, &b, 1, on_ctl_written) < 0) {
+        free(buf);
+        free(w);
+    }
+}
+
+static void ctl_send_json(uint16_t type, json_t *o)
+{
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (t)
+        ctl_send(type, 0, t, strlen(t));
+    free(t);
+}
+
+static void send_config(void)
+{
+    char p4[64], p6[80], a[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET, g.pool4, a, sizeof a);
+    snprintf(p4, sizeof p4, "%s/%d", a, g.pool4_len);
+    inet_ntop(AF_INET6, g.pool6, a, sizeof a);
+    snprintf(p6, sizeof p6, "%s/%d", a, g.pool6_len);
+    ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o}", "pool4", p4, "pool6", p6, "local", local_addrs()));
+}
+
+static void send_policy(struct sandbox *sb)
+{
+    struct net_sb *n = sb->net;
+    char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET, n->sb4, a4, sizeof a4);
+    inet_ntop(AF_INET6, n->sb6, a6, sizeof a6);
+    ctl_send_json(PX_POLICY, json_pack("{s:s, s:s, s:s, s:O?}", "id", sb->id, "ip4", a4, "ip6", a6, "allow", n->allow));
+}
+
+/* Resolution for the proxy: --resolve/--hosts-file first (exact names), then
+ * the system resolver. The reply carries at most PX_RESOLVE_MAX per family. */
+struct resolve_req {
+    uv_getaddrinfo_t gai;
+    uint32_t chan;
+};
+
+static void send_resolved(uint32_t chan, const uint8_t (*a4)[4], unsigned n4, const uint8_t (*a6)[16], unsigned n6)
+{
+    uint8_t out[2 + PX_RESOLVE_MAX * 20];
+    size_t o = 0;
+    out[o++] = (uint8_t)n4;
+    memcpy(out + o, a4, n4 * 4);
+    o += n4 * 4;
+    out[o++] = (uint8_t)n6;
+    memcpy(out + o, a6, n6 * 16);
+    o += n6 * 16;
+    ctl_send(PX_RESOLVED, chan, out, o);
+}
+
+static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct resolve_req *r = (struct resolve_req *)req;
+    uint8_t a4[PX_RESOLVE_MAX][4], a6[PX_RESOLVE_MAX][16];
+    unsigned n4 = 0, n6 = 0;
+    for (struct addrinfo *ai = status == 0 ? res : NULL; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET && n4 < PX_RESOLVE_MAX) {
+            const uint8_t *p = (const uint8_t *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+            bool dup = false;
+            for (unsigned i = 0; i < n4; i++)
+                dup = dup || memcmp(a4[i], p, 4) == 0;
+            if (!dup)
+                memcpy(a4[n4++], p, 4);
+        } else if (ai->ai_family == AF_INET6 && n6 < PX_RESOLVE_MAX) {
+            const uint8_t *p = (const uint8_t *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            bool dup = false;
+            for (unsigned i = 0; i < n6; i++)
+                dup = dup || memcmp(a6[i], p, 16) == 0;
+            if (!dup)
+                memcpy(a6[n6++], p, 16);
+        }
+    }
+    if (res)
+        uv_freeaddrinfo(res);
+    send_resolved(r->chan, (const uint8_t(*)[4])a4, n4, (const uint8_t(*)[16])a6, n6);
+    free(r);
+}
+
+static void on_resolve(uint32_t chan, const uint8_t *p, size_t n)
+{
+    char name[POLICY_NAME_MAX + 1];
+    if (n == 0 || n > POLICY_NAME_MAX || policy_name_normalize((const char *)p, n, name) < 0) {
+        send_resolved(chan, NULL, 0, NULL, 0);
+        return;
+    }
+    uint8_t a4[PX_RESOLVE_MAX][4], a6[PX_RESOLVE_MAX][16];
+    unsigned n4 = 0, n6 = 0;
+    for (size_t i = 0; i < g.n_stat; i++) {
+        if (strcmp(g.stat[i].name, name) != 0)
+            continue;
+        if (g.stat[i].family == AF_INET && n4 < PX_RESOLVE_MAX)
+            memcpy(a4[n4++], g.stat[i].addr, 4);
+        if (g.stat[i].family == AF_INET6 && n6 < PX_RESOLVE_MAX)
+            memcpy(a6[n6++], g.stat[i].addr, 16);
+    }
+    if (n4 + n6) {
+        send_resolved(chan, (const uint8_t(*)[4])a4, n4, (const uint8_t(*)[16])a6, n6);
+        return;
+    }
+    struct resolve_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        send_resolved(chan, NULL, 0, NULL, 0);
+        return;
+    }
+    r->chan = chan;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    if (uv_getaddrinfo(g_daemon.loop, &r->gai, on_gai, name, NULL, &hints) < 0) {
+        free(r);
+        send_resolved(chan, NULL, 0, NULL, 0);
+    }
+}
+
+static const char *jstr(json_t *o, const char *k, size_t max)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s && strlen(s) <= max ? s : NULL;
+}
+
+static void on_audit(json_t *o)
+{
+    const char *id = jstr(o, "sandbox", 40);
+    struct sandbox *sb = id ? sandbox_find(id) : NULL;
+    if (!sb || !sb->net)
+        return;
+    struct net_sb *n = sb->net;
+    const char *host = jstr(o, "host", 260), *ip = jstr(o, "ip", 64), *verdict = jstr(o, "verdict", 16);
+    const char *reason = jstr(o, "reason", 512), *proto = jstr(o, "proto", 8);
+    json_t *port = json_object_get(o, "port");
+    if (!host || !ip || !verdict || !reason || !proto || !json_is_integer(port))
+        return;
+    json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "time_ms", (json_int_t)now_ms(), "proto", proto,
+                            "host", host, "ip", ip, "port", json_integer_value(port), "verdict",
+                            strcmp(verdict, "allowed") == 0 ? "allowed" : "blocked", "reason", reason);
+    if (json_array_size(n->audit) >= AUDIT_MAX) {
+        json_array_remove(n->audit, 0);
+        n->dropped_audit++;
+    }
+    json_array_append_new(n->audit, rec);
+    fprintf(stderr, "hutchd: %s: net %s %s %s [%s]:%" JSON_INTEGER_FORMAT " (%s)\n", sb->id, verdict, proto,
+            host, ip, json_integer_value(port), reason);
+}
+
+static void on_bytes(json_t *o)
+{
+    const char *id = jstr(o, "sandbox", 40);
+    struct sandbox *sb = id ? sandbox_find(id) : NULL;
+    if (!sb || !sb->net)
+        return;
+    struct net_sb *n = sb->net;
+    const char *host = jstr(o, "host", 260), *ip = jstr(o, "ip", 64);
+    json_t *port = json_object_get(o, "port"), *up = json_object_get(o, "up"), *down = json_object_get(o, "down");
+    if (!host || !ip || !json_is_integer(port) || !json_is_integer(up) || !json_is_integer(down) ||
+        json_integer_value(up) < 0 || json_integer_value(down) < 0)
+        return;
+    char key[400];
+    snprintf(key, sizeof key, "%s %s %" JSON_INTEGER_FORMAT, host, ip, json_integer_value(port));
+    json_t *d = json_object_get(n->dests, key);
+    if (!d) {
+        if (json_object_size(n->dests) >= DESTS_MAX)
+            d = json_object_get(n->dests, "(other)");
+        if (!d) {
+            d = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "host", host, "ip", ip, "port",
+                          json_integer_value(port), "bytes_out", (json_int_t)0, "bytes_in", (json_int_t)0,
+                          "connections", (json_int_t)0);
+            json_object_set_new(n->dests, json_object_size(n->dests) >= DESTS_MAX ? "(other)" : key, d);
+        }
+    }
+    json_int_t u = json_integer_value(up), dn = json_integer_value(down);
+    json_object_set_new(d, "bytes_out", json_integer(json_integer_value(json_object_get(d, "bytes_out")) + u));
+    json_object_set_new(d, "bytes_in", json_integer(json_integer_value(json_object_get(d, "bytes_in")) + dn));
+    if (json_is_true(json_object_get(o, "closed")))
+        json_object_set_new(d, "connections", json_integer(json_integer_value(json_object_get(d, "connections")) + 1));
+    n->up += (uint64_t)u;
+    n->down += (uint64_t)dn;
+}
+
+static void on_ctl_frame(const struct hx_frame *f)
+{
+    if (f->type == PX_RESOLVE)
+        return on_resolve(f->chan, f->payload, f->len);
+    if (f->type != PX_AUDIT && f->type != PX_BYTES)
+        return;
+    json_t *o = json_loadb((const char *)f->payload, f->len, 0, NULL);
+    if (json_is_object(o)) {
+        if (f->type == PX_AUDIT)
+            on_audit(o);
+        else
+            on_bytes(o);
+    }
+    json_decref(o);
+}
+
+static void proxy_start(void);
+
+static void on_ctl_closed(uv_handle_t *h)
+{
+}
+
+static void ctl_close(void)
+{
+    if (!g.ctl_open)
+        return;
+    g.ctl_open = false;
+    uv_close((uv_handle_t *)&g.ctl, on_ctl_closed);
+}
+
+static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
+{
+    *b = uv_buf_init((char *)g.rbuf + g.rlen, (unsigned)(HX_FRAME_HDR + HX_FRAME_MAX - g.rlen));
+}
+
+static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    if (nread < 0) {
+        ctl_close();
+        return;
+    }
+    g.rlen += (size_t)nread;
+    size_t off = 0;
+    for (;;) {
+        struct hx_frame f;
+        int r = hx_frame_decode(g.rbuf + off, g.rlen - off, &f);
+        if (r < 0) {
+            fprintf(stderr, "hutchd: hutch-proxy sent a malformed frame; restarting it\n");
+            ctl_close();
+            if (g.proc_alive)
+                uv_process_kill(&g.proc, SIGKILL);
+            return;
+        }
+        if (r == 0)
+            break;
+        on_ctl_frame(&f);
+        off += (size_t)r;
+    }
+    memmove(g.rbuf, g.rbuf + off, g.rlen - off);
+    g.rlen -= off;
+}
+
+static void on_restart(uv_timer_t *t)
+{
+    if (!g_daemon.shutting_down && g.on)
+        proxy_start();
+}
+
+static void on_proc_closed(uv_handle_t *h)
+{
+    /* a crash: start again (rate-limited), with every running sandbox's policy */
+    if (!g_daemon.shutting_down && g.on)
+        uv_timer_start(&g.restart, on_restart, now_ms() - g.last_start < 5000 ? 1000 : 10, 0);
+}
+
+static void on_proxy_exit(uv_process_t *p, int64_t status, int sig)
+{
+    fprintf(stderr, "hutchd: hutch-proxy exited (status %" PRId64 ", signal %d)\n", status, sig);
+    g.proc_alive = false;
+    ctl_close();
+    uv_close((uv_handle_t *)p, on_proc_closed);
+}
+
+static void proxy_start(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        fprintf(stderr, "hutchd: socketpair for hutch-proxy: %s\n", strerror(errno));
+        return;
+    }
+    uv_stdio_container_t stdio[10];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = 1;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_INHERIT_FD;
+    stdio[3].data.fd = sv[1];
+    for (int i = 0; i < 6; i++) {
+        stdio[4 + i].flags = UV_INHERIT_FD;
+        stdio[4 + i].data.fd = g.fds[i];
+    }
+    char *args[] = {g.proxy_path, "--root", g.proxy_root, NULL};
+    static char *env[] = {"PATH=/usr/bin:/bin", NULL};
+    uv_process_options_t o = {.exit_cb = on_proxy_exit, .file = g.proxy_path, .args = args, .env = env,
+                              .stdio_count = 10, .stdio = stdio};
+    g.last_start = now_ms();
+    int r = uv_spawn(g_daemon.loop, &g.proc, &o);
+    close(sv[1]);
+    if (r < 0) {
+        fprintf(stderr, "hutchd: start %s: %s\n", g.proxy_path, uv_strerror(r));
+        close(sv[0]);
+        uv_close((uv_handle_t *)&g.proc, on_proc_closed);
+        return;
+    }
+    g.proc_alive = true;
+    uv_pipe_init(g_daemon.loop, &g.ctl, 0);
+    uv_pipe_open(&g.ctl, sv[0]);
+    g.ctl_open = true;
+    g.rlen = 0;
+    uv_read_start((uv_stream_t *)&g.ctl, on_ctl_alloc, on_ctl_read);
+    send_config();
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+        if (sb->net && sb->state < SB_STOPPING)
+            send_policy(sb);
+}
+
+static int listen_sock(int family, int type, uint16_t port, struct hx_err *e)
+{
+    int fd = socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return hx_fail(e, errno, "socket: %m");
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        sl = sizeof *a;
+    } else {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        sl = sizeof *a;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return hx_fail(e, err, "bind port %u: %m", port);
+    }
+    if (type == SOCK_STREAM && listen(fd, 4096) < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return hx_fail(e, err, "listen port %u: %m", port);
+    }
+    return fd;
+}
+
+static bool tried;
+
+static void net_atexit(void)
+{
+    net_fini();
+}
+
+int net_init(struct hx_err *e)
+{
+    struct config *cfg = g_daemon.cfg;
+    int r;
+    if (g.on)
+        return 0;
+    if (!tried)
+        atexit(net_atexit); /* our table goes when hutchd goes */
+    tried = true;
+    g.n_stat = 0;
+    for (int i = 0; i < 6; i++)
+        if (g.fds[i] > 0)
+            close(g.fds[i]);
+    for (int i = 0; i < 7; i++)
+        g.fds[i] = -1;
+    if (parse_cidr(cfg->net_pool4 ? cfg->net_pool4 : "10.200.0.0/16", AF_INET, g.pool4, &g.pool4_len) < 0)
+        return hx_fail(e, EINVAL, "--net-pool4 wants an IPv4 CIDR like 10.200.0.0/16");
+    if (parse_cidr(cfg->net_pool6 ? cfg->net_pool6 : "fd68:7574:6368::/48", AF_INET6, g.pool6, &g.pool6_len) < 0 ||
+        g.pool6_len > 64)
+        return hx_fail(e, EINVAL, "--net-pool6 wants an IPv6 CIDR of /64 or shorter like fd68:7574:6368::/48");
+    if (g.pool4_len > 30 || ((uint64_t)1 << (32 - g.pool4_len)) / 4 < cfg->max_sandboxes)
+        return hx_fail(e, EINVAL, "--net-pool4 /%d is too small for %u sandboxes (4 addresses each)", g.pool4_len,
+                       cfg->max_sandboxes);
+    if (g.pool6_len > 48 && ((uint64_t)1 << (64 - g.pool6_len)) < cfg->max_sandboxes)
+        return hx_fail(e, EINVAL, "--net-pool6 is too small for %u sandboxes (a /64 each)", cfg->max_sandboxes);
+    free(g.stat);
+    g.stat = calloc(STATIC_MAX, sizeof *g.stat);
+    if (!g.stat)
+        return hx_fail(e, ENOMEM, "out of memory");
+    for (unsigned i = 0; i < cfg->n_resolve; i++) {
+        char buf[400];
+        snprintf(buf, sizeof buf, "%s", cfg->resolve[i]);
+        char *eq = strchr(buf, '=');
+        if (!eq)
+            return hx_fail(e, EINVAL, "--resolve wants HOST=IP, got \"%.100s\"", cfg->resolve[i]);
+        *eq = 0;
+        if ((r = static_add(buf, eq + 1, e)) < 0)
+            return hx_wrap(e, "--resolve");
+    }
+    if (cfg->hosts_file && (r = load_hosts_file(cfg->hosts_file, e)) < 0)
+        return r;
+
+    /* our own table: "hutch" for the default instance, "hutch_<cgroup-name>" otherwise */
+    if (strcmp(cfg->cgroup_name, "hutch") == 0) {
+        snprintf(g.table, sizeof g.table, "hutch");
+    } else {
+        snprintf(g.table, sizeof g.table, "hutch_");
+        size_t o = 6;
+        for (const char *p = cfg->cgroup_name; *p && o < sizeof g.table - 1; p++)
+            g.table[o++] = (char)((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ? *p : '_');
+        g.table[o] = 0;
+    }
+    snprintf(g.proxy_path, sizeof g.proxy_path, "%s/hutch-proxy", cfg->self_dir);
+    if (access(g.proxy_path, X_OK) != 0)
+        snprintf(g.proxy_path, sizeof g.proxy_path, "%s/../proxy/hutch-proxy", cfg->self_dir);
+    if (access(g.proxy_path, X_OK) != 0)
+        snprintf(g.proxy_path, sizeof g.proxy_path, "%s/../libexec/hutch/hutch-proxy", cfg->self_dir);
+    if (access(g.proxy_path, X_OK) != 0)
+        return hx_fail(e, ENOENT, "hutch-proxy not found next to hutchd (%s)", cfg->self_dir);
+    /* the proxy's chroot: an empty directory nobody can write */
+    snprintf(g.proxy_root, sizeof g.proxy_root, "%s/proxy-root", cfg->state_dir);
+    if (mkdir(g.proxy_root, 0555) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir %s: %m", g.proxy_root);
+    chmod(g.proxy_root, 0555);
+
+    static const int fam[6] = {AF_INET, AF_INET6, AF_INET, AF_INET6, AF_INET, AF_INET6};
+    static const int type[6] = {SOCK_STREAM, SOCK_STREAM, SOCK_DGRAM, SOCK_DGRAM, SOCK_STREAM, SOCK_STREAM};
+    static const uint16_t port[6] = {PROXY_PORT, PROXY_PORT, DNS_PORT, DNS_PORT, DNS_PORT, DNS_PORT};
+    for (int i = 0; i < 6; i++)
+        if ((g.fds[i] = listen_sock(fam[i], type[i], port[i], e)) < 0)
+            return hx_wrap(e, "hutch-proxy sockets");
+    if ((r = nft_setup(g.table, PROXY_PORT, DNS_PORT, e)) < 0)
+        return r;
+    if (!g.rbuf)
+        g.rbuf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
+    if (!g.rbuf)
+        return hx_fail(e, ENOMEM, "out of memory");
+    static bool timer_ready;
+    if (!timer_ready) {
+        uv_timer_init(g_daemon.loop, &g.restart);
+        uv_unref((uv_handle_t *)&g.restart);
+        timer_ready = true;
+    }
+    g.on = true;
+    proxy_start();
+    if (!g.proc_alive)
+        return hx_fail(e, EIO, "could not start %s", g.proxy_path);
+    printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names\n",
+           g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len, g.pool6_len, g.n_stat);
+    return 0;
+}
+
+void net_fini(void)
+{
+    if (!g.on)
+        return;
+    g.on = false;
+    ctl_close();
+    if (g.proc_alive)
+        uv_process_kill(&g.proc, SIGTERM);
+    nft_teardown(g.table);
+    for (int i = 0; i < 6; i++) {
+        if (g.fds[i] >= 0)
+            close(g.fds[i]);
+        g.fds[i] = -1;
+    }
+}
+
+int net_allow_validate(json_t *allow, struct hx_err *e)
+{
+    if (!allow || json_is_null(allow))
+        return 0;
+    if (!json_is_array(allow))
+        return hx_fail(e, EINVAL, "allowNet must be an array of strings");
+    if (json_array_size(allow) > POLICY_RULES_MAX)
+        return hx_fail(e, EINVAL, "allowNet has more than %d entries", POLICY_RULES_MAX);
+    size_t i;
+    json_t *v;
+    json_array_foreach(allow, i, v) {
+        struct policy_rule rule;
+        char why[200];
+        if (!json_is_string(v))
+            return hx_fail(e, EINVAL, "allowNet entries must be strings");
+        if (policy_parse_entry(json_string_value(v), json_string_length(v), &rule, why, sizeof why) < 0)
+            return hx_fail(e, EINVAL, "%s", why);
+    }
+    return 0;
+}
+
+int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
+{
+    *setup_net = NULL;
+    if (!g.on && net_init(e) < 0)
+        return hx_wrap(e, "sandbox networking is not available");
+    json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
+    if (allow && json_array_size(allow) == 0)
+        return 0; /* allowNet []: loopback only, no veth at all */
+    struct net_sb *n = calloc(1, sizeof *n);
+    if (!n)
+        return hx_fail(e, ENOMEM, "out of memory");
+    n->allow = allow ? json_incref(allow) : NULL;
+    n->audit = json_array();
+    n->dests = json_object();
+    snprintf(n->ifname, sizeof n->ifname, "hxs%u", sb->slot);
+    slot_addrs(sb->slot, n);
+    sb->net = n;
+
+    int r, nl = -1, snl = -1, idx, sidx;
+    if ((nl = nl_open(-1, e)) < 0)
+        return nl;
+    nl_link_del(nl, n->ifname, NULL); /* a leftover of a crashed hutchd with the same slot */
+    if ((r = nl_veth_create(nl, n->ifname, "eth0", sb->pid, e)) < 0)
+        goto out;
+    if ((r = idx = nl_link_index(nl, n->ifname, e)) < 0 ||
+        (r = nl_addr_add(nl, idx, AF_INET, n->host4, 30, e)) < 0 ||
+        (r = nl_addr_add(nl, idx, AF_INET6, n->host6, 64, e)) < 0 || (r = nl_link_up(nl, idx, e)) < 0)
+        goto out;
+    /* inside: a socket born in the sandbox's netns (entered through its pidfd) */
+    if ((r = snl = nl_open(sb->pidfd, e)) < 0)
+        goto out;
+    if ((r = sidx = nl_link_index(snl, "eth0", e)) < 0 || (r = nl_addr_add(snl, sidx, AF_INET, n->sb4, 30, e)) < 0 ||
+        (r = nl_addr_add(snl, sidx, AF_INET6, n->sb6, 64, e)) < 0 || (r = nl_link_up(snl, sidx, e)) < 0 ||
+        (r = nl_route_default(snl, sidx, AF_INET, n->host4, e)) < 0 ||
+        (r = nl_route_default(snl, sidx, AF_INET6, n->host6, e)) < 0)
+        goto out;
+    send_config(); /* our own addresses changed: the proxy must refuse them too */
+    send_policy(sb);
+    char h4[INET_ADDRSTRLEN], h6[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET, n->host4, h4, sizeof h4);
+    inet_ntop(AF_INET6, n->host6, h6, sizeof h6);
+    *setup_net = json_pack("{s:s, s:s}", "dns4", h4, "dns6", h6);
+    r = 0;
+out:
+    if (nl >= 0)
+        close(nl);
+    if (snl >= 0)
+        close(snl);
+    if (r < 0)
+        hx_wrap(e, "sandbox %s network", sb->id);
+    return r;
+}
+
+void net_sandbox_detach(struct sandbox *sb)
+{
+    struct net_sb *n = sb->net;
+    if (!n)
+        return;
+    sb->net = NULL;
+    ctl_send(PX_FORGET, 0, sb->id, strlen(sb->id));
+    struct hx_err e = {0};
+    int nl = nl_open(-1, &e);
+    if (nl >= 0) {
+        /* usually gone already: a veth dies with the namespace of its peer */
+        if (nl_link_del(nl, n->ifname, &e) < 0 && e.code != ENODEV)
+            fprintf(stderr, "hutchd: %s: %s\n", sb->id, e.msg);
+        close(nl);
+    }
+    json_decref(n->allow);
+    json_decref(n->audit);
+    json_decref(n->dests);
+    free(n);
+}
+
+json_t *net_sandbox_report(struct sandbox *sb)
+{
+    struct net_sb *n = sb->net;
+    if (!n)
+        return json_pack("{s:s, s:b, s:[], s:[], s:I, s:I}", "id", sb->id, "network", 0, "destinations", "audit",
+                         "bytes_out", (json_int_t)0, "bytes_in", (json_int_t)0);
+    char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN], g4[INET_ADDRSTRLEN], g6[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET, n->sb4, a4, sizeof a4);
+    inet_ntop(AF_INET6, n->sb6, a6, sizeof a6);
+    inet_ntop(AF_INET, n->host4, g4, sizeof g4);
+    inet_ntop(AF_INET6, n->host6, g6, sizeof g6);
+    json_t *dests = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(n->dests, k, v) json_array_append(dests, v);
+    return json_pack("{s:s, s:b, s:O?, s:{s:s, s:s, s:s, s:s}, s:I, s:I, s:o, s:O, s:I}", "id", sb->id, "network", 1,
+                     "allow_net", n->allow, "addresses", "ipv4", a4, "ipv6", a6, "gateway4", g4, "gateway6", g6,
+                     "bytes_out", (json_int_t)n->up, "bytes_in", (json_int_t)n->down, "destinations", dests, "audit",
+                     n->audit, "audit_dropped", (json_int_t)n->dropped_audit);
+}

@@ -1,0 +1,30 @@
+/* Sandbox networking on the host: the address pool, a veth per sandbox, the
+ * nftables table, the hutch-proxy process (policy in, audit out) and the
+ * per-sandbox network report. docs/network.md has the design. */
+#pragma once
+#include <jansson.h>
+#include "lib/err.h"
+
+struct sandbox;
+
+/* At daemon start (after the config is parsed): loads --resolve and
+ * --hosts-file, sets up our nftables table, starts hutch-proxy. */
+int net_init(struct hx_err *e);
+/* At exit: stops the proxy, deletes our table. */
+void net_fini(void);
+
+/* Validates an SDK allowNet value (absent/null, or an array of strings). */
+int net_allow_validate(json_t *allow_net, struct hx_err *e);
+
+/* After the sandbox's PID 1 exists, before HX_SETUP: creates its veth (peer
+ * "eth0" inside), addresses and routes on both ends, and hands the policy to
+ * the proxy. *setup_net gets the object for the HX_SETUP "net" member (NULL
+ * when allowNet is [] : then the sandbox has loopback only). */
+int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e);
+/* At teardown: forgets the policy, removes the veth (if the namespace has not
+ * taken it already) and frees the audit log. Idempotent. */
+void net_sandbox_detach(struct sandbox *sb);
+
+/* GET /api/v2/sandboxes/{id}/network: addresses, policy, per-destination
+ * byte counts and the audit log (newest last). New reference. */
+json_t *net_sandbox_report(struct sandbox *sb);

@@ -1,0 +1,21 @@
+/* Minimal rtnetlink: a veth pair with its peer born in a sandbox's network
+ * namespace, addresses, routes, link state. Synchronous (a few syscalls). */
+#pragma once
+#include <stdint.h>
+#include <sys/types.h>
+#include "lib/err.h"
+
+/* A NETLINK_ROUTE socket in the calling thread's network namespace, or, with
+ * nsfd >= 0 (a pidfd or /proc/PID/ns/net), in that one: the socket stays
+ * bound to the namespace it was created in. */
+int nl_open(int nsfd, struct hx_err *e);
+
+/* Creates veth host_if <-> peer_if with the peer created directly inside the
+ * network namespace of pid (IFLA_NET_NS_PID), so it never exists here. */
+int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, struct hx_err *e);
+int nl_link_index(int nl, const char *ifname, struct hx_err *e);   /* >0 or -errno */
+int nl_link_up(int nl, int ifindex, struct hx_err *e);
+int nl_link_del(int nl, const char *ifname, struct hx_err *e);
+/* family AF_INET/AF_INET6, addr 4/16 bytes; IPv6 without duplicate address detection. */
+int nl_addr_add(int nl, int ifindex, int family, const uint8_t *addr, int prefix, struct hx_err *e);
+int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct hx_err *e);

@@ -1,0 +1,74 @@
+/* hutch-proxy internals shared by its files: sandboxes and their policies,
+ * the resolver cache, the control channel, the TCP proxy and DNS server. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <uv.h>
+#include "proxy/policy.h"
+
+#define DNSMAP_N 256          /* per sandbox: addresses we answered with, and for which name */
+
+struct dnsmap_ent {
+    int family;               /* 0 = unused */
+    uint8_t addr[16];
+    char name[POLICY_NAME_MAX + 1];
+};
+
+struct sbx {
+    struct sbx *next;
+    char id[32];
+    bool has4, has6;
+    uint8_t ip4[4], ip6[16];
+    struct policy pol;
+    struct dnsmap_ent map[DNSMAP_N];
+    unsigned map_next;
+};
+
+struct sbx *sbx_by_addr(int family, const uint8_t *addr);
+struct sbx *sbx_by_id(const char *id);
+/* The name the sandbox was told has this address (most recent), or NULL. */
+const char *sbx_map_lookup(struct sbx *s, int family, const uint8_t *addr);
+bool sbx_map_has(struct sbx *s, int family, const uint8_t *addr, const char *name);
+void sbx_map_add(struct sbx *s, int family, const uint8_t *addr, const char *name);
+
+/* Addresses a sandbox must never reach through us: loopback, link-local,
+ * multicast, unspecified, the sandbox pools and hutchd's own addresses. */
+bool addr_forbidden(int family, const uint8_t *addr);
+
+/* Resolver: names are resolved by hutchd (--resolve, --hosts-file, system
+ * DNS), cached here. cb runs exactly once, maybe synchronously. */
+struct rcache {
+    struct rcache *next;
+    char name[POLICY_NAME_MAX + 1];
+    uint8_t a4[8][4], a6[8][16];
+    unsigned n4, n6;
+    int64_t expires_ms;
+    bool pending;
+    uint32_t req;
+    struct rwait *waiters;
+};
+typedef void (*resolve_cb)(struct rcache *rc, void *ud);
+struct rwait {
+    struct rwait *next;
+    resolve_cb cb;
+    void *ud;
+};
+void resolve_name(const char *name, resolve_cb cb, void *ud);
+bool rcache_has(const struct rcache *rc, int family, const uint8_t *addr);
+
+/* Control channel to hutchd. */
+void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len);
+void audit(const char *sbid, const char *proto, const char *host, int family, const uint8_t *addr, uint16_t port,
+           bool allowed, const char *reason);
+void report_bytes(const char *sbid, const char *host, int family, const uint8_t *addr, uint16_t port, uint64_t up,
+                  uint64_t down, bool closed);
+
+extern uv_loop_t *g_loop;
+int64_t mono_ms(void);
+void fmt_addr(int family, const uint8_t *addr, char *out, size_t cap);
+
+/* tcp.c */
+int tcp_proxy_start(int fd4, int fd6);
+/* dnssrv.c */
+int dns_server_start(int u4, int u6, int t4, int t6);

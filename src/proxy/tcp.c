@@ -1,0 +1,692 @@
+/* The transparent TCP proxy: every TCP connection from a sandbox arrives here
+ * (nftables redirect). We learn the original destination, the sandbox (by
+ * source address) and the host name (TLS SNI, HTTP Host or the DNS answer we
+ * gave), decide, connect upstream and stream both ways with backpressure.
+ * A later stage (TLS interception for secrets, issue 5) plugs in between
+ * decide() and the pipe; nothing here assumes the bytes pass unchanged. */
+#include <arpa/inet.h>
+#include <linux/netfilter_ipv4.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "lib/err.h"
+#include "proxy/http1.h"
+#include "proxy/proxy.h"
+#include "proxy/sni.h"
+
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+#define PEEK_MAX (SNI_HELLO_MAX + 4096)  /* client bytes held before a decision */
+#define PEEK_WAIT_MS 300                  /* server-speaks-first protocols: decide without bytes */
+#define READ_CHUNK (64 * 1024)
+#define WQ_HIGH (1024 * 1024)             /* stop reading the other side above this many queued bytes */
+#define BYTES_FLUSH_MS 1000
+
+enum pstate { P_PEEK, P_DECIDING, P_CONNECTING, P_PIPE, P_CLOSING, P_DONE };
+enum proto { PR_TCP, PR_TLS, PR_HTTP };
+static const char *const proto_names[] = {"tcp", "tls", "http"};
+
+struct pconn {
+    uv_tcp_t cli, up;
+    uv_timer_t timer;
+    uv_connect_t creq;
+    int handles;                  /* open libuv handles; freed at 0 */
+    int refs;                     /* pending resolver callbacks */
+    enum pstate st;
+    enum proto proto;
+    char sbid[32];
+    int family;                   /* of the original destination */
+    uint8_t dst[16];
+    uint16_t dport;
+    char host[POLICY_NAME_MAX + 1];  /* name the decision was made for ("" = address only) */
+    uint8_t *peek;                /* client bytes before the decision */
+    size_t peek_len;
+    struct h1 h1;                 /* PR_HTTP: request framing after the first head */
+    uint8_t *hbuf;                /* PR_HTTP: a following request head being collected */
+    size_t hbuf_len;
+    bool up_open, cli_eof, up_eof, cli_shut, up_shut;
+    bool cli_paused, up_paused, peek_expired, head_timer;
+    int dirs_done;
+    uint64_t up_bytes, down_bytes, up_sent, down_sent;
+    int64_t last_flush;
+};
+
+static uv_tcp_t lis4, lis6;
+
+static void pconn_close(struct pconn *c);
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct pconn *c = h->data;
+    if (--c->handles == 0 && c->refs == 0) {
+        free(c->peek);
+        free(c->hbuf);
+        free(c);
+    }
+}
+
+static void flush_bytes(struct pconn *c, bool closed)
+{
+    if (c->up_bytes == c->up_sent && c->down_bytes == c->down_sent && !closed)
+        return;
+    report_bytes(c->sbid, c->host, c->family, c->dst, c->dport, c->up_bytes - c->up_sent,
+                 c->down_bytes - c->down_sent, closed);
+    c->up_sent = c->up_bytes;
+    c->down_sent = c->down_bytes;
+}
+
+static void pconn_close(struct pconn *c)
+{
+    if (c->st == P_DONE)
+        return;
+    if (c->st == P_PIPE || c->st == P_CONNECTING)
+        flush_bytes(c, true);
+    c->st = P_DONE;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->cli, on_handle_closed);
+    if (c->up_open)
+        uv_close((uv_handle_t *)&c->up, on_handle_closed);
+}
+
+/* A blocked connection is reset: the client sees ECONNRESET at once. */
+static void pconn_reset(struct pconn *c)
+{
+    if (c->st == P_DONE)
+        return;
+    if (c->st == P_PIPE || c->st == P_CONNECTING)
+        flush_bytes(c, true);
+    c->st = P_DONE;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (uv_tcp_close_reset(&c->cli, on_handle_closed) < 0)
+        uv_close((uv_handle_t *)&c->cli, on_handle_closed);
+    if (c->up_open)
+        uv_close((uv_handle_t *)&c->up, on_handle_closed);
+}
+
+struct wreq {
+    uv_write_t w;
+    struct pconn *c;
+    bool to_up;
+    char data[];
+};
+
+static void on_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b);
+static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct wreq *r = (struct wreq *)w;
+    struct pconn *c = r->c;
+    free(r);
+    if (c->st == P_DONE)
+        return;
+    if (status < 0) {
+        pconn_close(c);
+        return;
+    }
+    /* backpressure: resume the side that feeds this stream once drained */
+    if (c->cli_paused && uv_stream_get_write_queue_size((uv_stream_t *)&c->up) < WQ_HIGH / 2 && !c->cli_eof) {
+        c->cli_paused = false;
+        uv_read_start((uv_stream_t *)&c->cli, on_alloc, on_cli_read);
+    }
+    if (c->up_paused && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) < WQ_HIGH / 2 && !c->up_eof) {
+        c->up_paused = false;
+        uv_read_start((uv_stream_t *)&c->up, on_alloc, on_up_read);
+    }
+}
+
+static int send_bytes(struct pconn *c, bool to_up, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    struct wreq *r = malloc(sizeof *r + n);
+    if (!r)
+        return -ENOMEM;
+    r->c = c;
+    r->to_up = to_up;
+    memcpy(r->data, p, n);
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
+    uv_stream_t *s = (uv_stream_t *)(to_up ? &c->up : &c->cli);
+    int e = uv_write(&r->w, s, &b, 1, on_written);
+    if (e < 0) {
+        free(r);
+        return e;
+    }
+    if (to_up)
+        c->up_bytes += n;
+    else
+        c->down_bytes += n;
+    return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
+{
+    static char buf[READ_CHUNK]; /* one loop, one thread: data is copied out before the next read */
+    *b = uv_buf_init(buf, sizeof buf);
+}
+
+/* A direction is finished when its source sent EOF and the shutdown of its
+ * destination completed (after every queued write); the connection closes
+ * when both are. */
+static void direction_done(struct pconn *c)
+{
+    if (++c->dirs_done >= 2)
+        pconn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *r, int status)
+{
+    struct pconn *c = r->data;
+    free(r);
+    if (c->st != P_DONE)
+        direction_done(c);
+}
+
+static void half_close(struct pconn *c, bool up_side)
+{
+    if (up_side ? c->up_shut : c->cli_shut)
+        return;
+    if (up_side)
+        c->up_shut = true;
+    else
+        c->cli_shut = true;
+    uv_shutdown_t *r = malloc(sizeof *r);
+    if (r) {
+        r->data = c;
+        if (uv_shutdown(r, (uv_stream_t *)(up_side ? &c->up : &c->cli), on_shutdown) == 0)
+            return;
+        free(r);
+    }
+    direction_done(c);
+}
+
+static void maybe_pause(struct pconn *c, bool to_up)
+{
+    uv_stream_t *dst = (uv_stream_t *)(to_up ? &c->up : &c->cli);
+    if (uv_stream_get_write_queue_size(dst) < WQ_HIGH)
+        return;
+    if (to_up) {
+        c->cli_paused = true;
+        uv_read_stop((uv_stream_t *)&c->cli);
+    } else {
+        c->up_paused = true;
+        uv_read_stop((uv_stream_t *)&c->up);
+    }
+}
+
+static const char *const forbidden_403 =
+    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s";
+
+static void block_http(struct pconn *c, const char *why)
+{
+    char body[512], resp[900];
+    snprintf(body, sizeof body, "hutch: blocked by the sandbox's allowNet policy: %s\n", why);
+    int n = snprintf(resp, sizeof resp, forbidden_403, strlen(body), body);
+    if (c->up_open) {
+        uv_close((uv_handle_t *)&c->up, on_handle_closed);
+        c->up_open = false;
+    }
+    uv_read_stop((uv_stream_t *)&c->cli);
+    c->st = P_CLOSING;
+    send_bytes(c, false, resp, (size_t)n);
+    c->dirs_done = 1;
+    half_close(c, false);
+}
+
+/* Client -> upstream for HTTP: every request head is checked before a byte
+ * of it goes upstream; a different Host on a kept-alive connection (domain
+ * fronting, a second virtual host on an allowed address) is blocked. */
+static int pipe_http(struct pconn *c, const uint8_t *p, size_t n)
+{
+    while (n > 0 || c->hbuf_len > 0) {
+        if (c->hbuf_len == 0 && c->h1.st != H1_HEAD) {
+            long k = h1_body_advance(&c->h1, p, n);
+            if (k < 0)
+                return -EPROTO;
+            if (send_bytes(c, true, p, (size_t)k) < 0)
+                return -EIO;
+            p += k;
+            n -= (size_t)k;
+            if (n == 0)
+                return 0;
+        }
+        /* collecting a head */
+        if (!c->hbuf && !(c->hbuf = malloc(H1_HEAD_MAX)))
+            return -ENOMEM;
+        size_t take = n < H1_HEAD_MAX - c->hbuf_len ? n : H1_HEAD_MAX - c->hbuf_len;
+        memcpy(c->hbuf + c->hbuf_len, p, take);
+        c->hbuf_len += take;
+        p += take;
+        n -= take;
+        char host[256], norm[POLICY_NAME_MAX + 1] = "";
+        int hl = h1_head_parse(&c->h1, c->hbuf, c->hbuf_len, host, sizeof host);
+        if (hl == 0 && n == 0)
+            return 0;
+        if (hl <= 0)
+            return -EPROTO;
+        if (host[0]) {
+            uint8_t lit[16];
+            bool literal = inet_pton(AF_INET, host, lit) == 1 || inet_pton(AF_INET6, host, lit) == 1;
+            if ((!literal && policy_name_normalize(host, strlen(host), norm) < 0) || strcmp(norm, c->host) != 0) {
+                audit(c->sbid, "http", host, c->family, c->dst, c->dport, false,
+                      "a later request on the connection named a different host");
+                block_http(c, "a later request on this connection names a different host");
+                return 1;
+            }
+        }
+        if (send_bytes(c, true, c->hbuf, (size_t)hl) < 0)
+            return -EIO;
+        size_t rest = c->hbuf_len - (size_t)hl;
+        /* what followed the head is processed as body (and maybe more heads) */
+        uint8_t *tmp = NULL;
+        if (rest) {
+            tmp = malloc(rest);
+            if (!tmp)
+                return -ENOMEM;
+            memcpy(tmp, c->hbuf + hl, rest);
+        }
+        c->hbuf_len = 0;
+        if (rest) {
+            int r = pipe_http(c, tmp, rest);
+            free(tmp);
+            if (r != 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+static void decide(struct pconn *c);
+
+static void on_timer(uv_timer_t *t)
+{
+    struct pconn *c = t->data;
+    if (c->st == P_PEEK) {
+        c->peek_expired = true;
+        decide(c);
+        return;
+    }
+    if (c->st == P_PIPE) {
+        flush_bytes(c, false);
+    }
+}
+
+static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct pconn *c = s->data;
+    if (c->st != P_PIPE)
+        return;
+    if (n < 0) {
+        c->up_eof = true;
+        uv_read_stop(s);
+        if (n != UV_EOF) {
+            pconn_reset(c);
+            return;
+        }
+        half_close(c, false);
+        return;
+    }
+    if (send_bytes(c, false, b->base, (size_t)n) < 0) {
+        pconn_close(c);
+        return;
+    }
+    maybe_pause(c, false);
+}
+
+static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct pconn *c = s->data;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        c->cli_eof = true;
+        uv_read_stop(s);
+        if (c->st == P_PEEK) {
+            decide(c); /* whatever we have is all there is */
+            return;
+        }
+        if (c->st == P_PIPE) {
+            if (n != UV_EOF) {
+                pconn_reset(c);
+                return;
+            }
+            half_close(c, true);
+        }
+        return;
+    }
+    if (c->st == P_PEEK || c->st == P_DECIDING || c->st == P_CONNECTING) {
+        if (c->peek_len + (size_t)n > PEEK_MAX) {
+            if (c->st != P_PEEK) {
+                /* waiting for upstream: stop reading rather than buffer more */
+                uv_read_stop(s);
+                c->cli_paused = true;
+                return;
+            }
+            pconn_reset(c);
+            return;
+        }
+        memcpy(c->peek + c->peek_len, b->base, (size_t)n);
+        c->peek_len += (size_t)n;
+        if (c->st == P_PEEK)
+            decide(c);
+        else if (c->peek_len >= PEEK_MAX / 2) {
+            uv_read_stop(s);
+            c->cli_paused = true;
+        }
+        return;
+    }
+    if (c->st != P_PIPE)
+        return;
+    int r = c->proto == PR_HTTP ? pipe_http(c, (const uint8_t *)b->base, (size_t)n)
+                                : send_bytes(c, true, b->base, (size_t)n);
+    if (r < 0) {
+        pconn_reset(c);
+        return;
+    }
+    if (r == 0)
+        maybe_pause(c, true);
+}
+
+static void on_up_connected(uv_connect_t *req, int status)
+{
+    struct pconn *c = req->data;
+    if (c->st == P_DONE)
+        return;
+    if (status < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "upstream connect failed: %s", uv_strerror(status));
+        audit(c->sbid, proto_names[c->proto], c->host, c->family, c->dst, c->dport, true, why);
+        pconn_reset(c);
+        return;
+    }
+    c->st = P_PIPE;
+    uv_tcp_nodelay(&c->up, 1);
+    /* the held bytes: the first HTTP head was already checked in decide() */
+    int r = 0;
+    if (c->proto == PR_HTTP) {
+        r = pipe_http(c, c->peek, c->peek_len);
+    } else {
+        r = send_bytes(c, true, c->peek, c->peek_len);
+    }
+    free(c->peek);
+    c->peek = NULL;
+    c->peek_len = 0;
+    if (r < 0) {
+        pconn_reset(c);
+        return;
+    }
+    if (r > 0)
+        return;
+    uv_read_start((uv_stream_t *)&c->up, on_alloc, on_up_read);
+    if (c->cli_eof) {
+        half_close(c, true);
+    } else {
+        c->cli_paused = false;
+        uv_read_start((uv_stream_t *)&c->cli, on_alloc, on_cli_read);
+    }
+    uv_timer_start(&c->timer, on_timer, BYTES_FLUSH_MS, BYTES_FLUSH_MS);
+}
+
+static void allow(struct pconn *c, const char *reason)
+{
+    audit(c->sbid, proto_names[c->proto], c->host, c->family, c->dst, c->dport, true, reason);
+    c->st = P_CONNECTING;
+    uv_timer_stop(&c->timer);
+    if (uv_tcp_init(g_loop, &c->up) < 0) {
+        pconn_reset(c);
+        return;
+    }
+    c->up.data = c;
+    c->up_open = true;
+    c->handles++;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (c->family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(c->dport);
+        memcpy(&a->sin_addr, c->dst, 4);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(c->dport);
+        memcpy(&a->sin6_addr, c->dst, 16);
+    }
+    c->creq.data = c;
+    if (uv_tcp_connect(&c->creq, &c->up, (struct sockaddr *)&ss, on_up_connected) < 0)
+        pconn_reset(c);
+}
+
+static void block(struct pconn *c, const char *reason)
+{
+    audit(c->sbid, proto_names[c->proto], c->host, c->family, c->dst, c->dport, false, reason);
+    if (c->proto == PR_HTTP) {
+        c->st = P_DECIDING;
+        block_http(c, reason);
+        return;
+    }
+    pconn_reset(c);
+}
+
+static void on_name_resolved(struct rcache *rc, void *ud)
+{
+    struct pconn *c = ud;
+    c->refs--;
+    if (c->st == P_DONE) {
+        if (c->refs == 0 && c->handles == 0) {
+            free(c->peek);
+            free(c->hbuf);
+            free(c);
+        }
+        return;
+    }
+    if (rc && rcache_has(rc, c->family, c->dst)) {
+        allow(c, "host name allowed; the address is one of its addresses");
+        return;
+    }
+    char why[400];
+    char ip[INET6_ADDRSTRLEN];
+    fmt_addr(c->family, c->dst, ip, sizeof ip);
+    snprintf(why, sizeof why, "%s is not an address of %s", ip, c->host);
+    block(c, why);
+}
+
+/* Called once the first client bytes tell us the protocol (or the peek
+ * deadline passed, or the client closed). */
+static void decide(struct pconn *c)
+{
+    char name[300] = "";
+    if (c->st != P_PEEK)
+        return;
+    /* protocol and claimed name */
+    if (c->peek_len > 0 && tls_looks_like(c->peek, c->peek_len)) {
+        c->proto = PR_TLS;
+        int r = tls_sni_parse(c->peek, c->peek_len, name, sizeof name);
+        if (r == 0 && !c->cli_eof && c->peek_len < PEEK_MAX) {
+            if (c->peek_expired) {
+                block(c, "incomplete request head (timeout)");
+                return;
+            }
+            if (!c->head_timer) { /* a slow head gets 10 s, then it is refused (never decided without it) */
+                c->head_timer = true;
+                uv_timer_start(&c->timer, on_timer, 10000, 0);
+            }
+            return;
+        }
+        if (r == -EINVAL || r == 0) {
+            block(c, "malformed TLS ClientHello");
+            return;
+        }
+        if (r < 0)
+            name[0] = 0;
+    } else if (c->peek_len > 0 && h1_looks_like(c->peek, c->peek_len)) {
+        c->proto = PR_HTTP;
+        struct h1 tmp;
+        int r = h1_head_parse(&tmp, c->peek, c->peek_len, name, sizeof name);
+        if (r == 0 && !c->cli_eof && c->peek_len < PEEK_MAX) {
+            if (c->peek_expired) {
+                block(c, "incomplete request head (timeout)");
+                return;
+            }
+            if (!c->head_timer) { /* a slow head gets 10 s, then it is refused (never decided without it) */
+                c->head_timer = true;
+                uv_timer_start(&c->timer, on_timer, 10000, 0);
+            }
+            return;
+        }
+        if (r <= 0) {
+            block(c, "malformed or ambiguous HTTP request head");
+            return;
+        }
+    } else if (c->peek_len == 0 && !c->cli_eof && !c->peek_expired) {
+        return; /* still waiting for a first byte */
+    } else {
+        c->proto = PR_TCP;
+    }
+    uv_timer_stop(&c->timer);
+    c->st = P_DECIDING;
+
+    struct sbx *sb = sbx_by_id(c->sbid);
+    if (!sb) {
+        block(c, "the sandbox is gone");
+        return;
+    }
+    if (addr_forbidden(c->family, c->dst)) {
+        block(c, "destination is a local, loopback or sandbox address");
+        return;
+    }
+    /* a name given as an address literal is just that address */
+    uint8_t lit[16];
+    if (name[0] && (inet_pton(AF_INET, name, lit) == 1 || inet_pton(AF_INET6, name, lit) == 1))
+        name[0] = 0;
+    if (name[0]) {
+        if (policy_name_normalize(name, strlen(name), c->host) < 0) {
+            block(c, "the host name in the request is not a valid name");
+            return;
+        }
+    } else {
+        const char *m = sbx_map_lookup(sb, c->family, c->dst);
+        snprintf(c->host, sizeof c->host, "%s", m ? m : "");
+    }
+    if (sb->pol.unrestricted) {
+        allow(c, "no allowNet restriction");
+        return;
+    }
+    if (policy_allows_addr(&sb->pol, c->family, c->dst, c->dport)) {
+        allow(c, "address allowed by allowNet");
+        return;
+    }
+    if (!c->host[0]) {
+        block(c, "no host name (TLS SNI, HTTP Host or an earlier DNS answer) and the address is not in allowNet");
+        return;
+    }
+    if (!policy_allows_name(&sb->pol, c->host, c->dport)) {
+        char why[400];
+        snprintf(why, sizeof why, "host %s port %u is not in allowNet", c->host, c->dport);
+        block(c, why);
+        return;
+    }
+    /* The name is allowed; the address must be one of its addresses, or a
+     * sandbox could send "Host: allowed" to any server it likes. */
+    if (sbx_map_has(sb, c->family, c->dst, c->host)) {
+        allow(c, "host name allowed; the address came from our DNS answer for it");
+        return;
+    }
+    c->refs++;
+    resolve_name(c->host, on_name_resolved, c);
+}
+
+static bool original_dst(int fd, int family, uint8_t *addr, uint16_t *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (family == AF_INET) {
+        if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &sl) < 0)
+            return false;
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        memcpy(addr, &a->sin_addr, 4);
+        *port = ntohs(a->sin_port);
+    } else {
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &sl) < 0)
+            return false;
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        memcpy(addr, &a->sin6_addr, 16);
+        *port = ntohs(a->sin6_port);
+    }
+    return true;
+}
+
+static void on_accept(uv_stream_t *lis, int status)
+{
+    if (status < 0)
+        return;
+    struct pconn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    uv_tcp_init(g_loop, &c->cli);
+    uv_timer_init(g_loop, &c->timer);
+    c->cli.data = c->timer.data = c;
+    c->handles = 2;
+    if (uv_accept(lis, (uv_stream_t *)&c->cli) < 0) {
+        c->st = P_DONE;
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->cli, on_handle_closed);
+        return;
+    }
+    struct sockaddr_storage peer;
+    int pl = sizeof peer;
+    uv_os_fd_t fd;
+    uv_fileno((uv_handle_t *)&c->cli, &fd);
+    struct sbx *sb = NULL;
+    if (uv_tcp_getpeername(&c->cli, (struct sockaddr *)&peer, &pl) == 0) {
+        if (peer.ss_family == AF_INET) {
+            c->family = AF_INET;
+            sb = sbx_by_addr(AF_INET, (uint8_t *)&((struct sockaddr_in *)&peer)->sin_addr);
+        } else if (peer.ss_family == AF_INET6) {
+            c->family = AF_INET6;
+            sb = sbx_by_addr(AF_INET6, (uint8_t *)&((struct sockaddr_in6 *)&peer)->sin6_addr);
+        }
+    }
+    /* Only sandboxes talk to us; anything else (the host, a LAN peer if a
+     * firewall is missing) is cut at once. */
+    if (!sb || !original_dst(fd, c->family, c->dst, &c->dport)) {
+        c->st = P_PEEK;
+        pconn_reset(c);
+        return;
+    }
+    snprintf(c->sbid, sizeof c->sbid, "%s", sb->id);
+    if (sb->pol.n == 0 && !sb->pol.unrestricted) {
+        block(c, "allowNet is empty");
+        return;
+    }
+    c->peek = malloc(PEEK_MAX);
+    if (!c->peek) {
+        pconn_reset(c);
+        return;
+    }
+    c->st = P_PEEK;
+    uv_tcp_nodelay(&c->cli, 1);
+    uv_timer_start(&c->timer, on_timer, PEEK_WAIT_MS, 0);
+    uv_read_start((uv_stream_t *)&c->cli, on_alloc, on_cli_read);
+}
+
+int tcp_proxy_start(int fd4, int fd6)
+{
+    int ok = 0;
+    if (uv_tcp_init(g_loop, &lis4) == 0 && uv_tcp_open(&lis4, fd4) == 0 &&
+        uv_listen((uv_stream_t *)&lis4, 4096, on_accept) == 0)
+        ok++;
+    if (uv_tcp_init(g_loop, &lis6) == 0 && uv_tcp_open(&lis6, fd6) == 0 &&
+        uv_listen((uv_stream_t *)&lis6, 4096, on_accept) == 0)
+        ok++;
+    if (!ok) {
+        fprintf(stderr, "hutch-proxy: no TCP listener\n");
+        return -1;
+    }
+    return 0;
+}
