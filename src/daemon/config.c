@@ -22,7 +22,9 @@ static const char usage[] =
     "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
     "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
-    "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n";
+    "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n"
+    "  --net-host-ns         manage sandbox networking (nftables table inet hutch) in this network\n"
+    "                        namespace even if it is not one named by `ip netns` (else: loopback only)\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -61,7 +63,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6 };
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -71,7 +73,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
         {"max-sandboxes", required_argument, 0, O_MAXSB}, {"help", no_argument, 0, O_HELP},
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
-        {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6}, {0, 0, 0, 0}};
+        {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
+        {"net-host-ns", no_argument, 0, O_HOSTNS}, {0, 0, 0, 0}};
     int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -128,6 +131,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_HOSTS: cfg->hosts_file = optarg; break;
         case O_POOL4: cfg->net_pool4 = optarg; break;
         case O_POOL6: cfg->net_pool6 = optarg; break;
+        case O_HOSTNS: cfg->net_host_ns = true; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

@@ -26,6 +26,7 @@ struct config {
     const char *hosts_file;
     const char *net_pool4;     /* 10.200.0.0/16 */
     const char *net_pool6;     /* fd68:7574:6368::/48 */
+    bool net_host_ns;          /* allowed to manage nftables in the initial network namespace */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

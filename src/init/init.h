@@ -18,6 +18,7 @@ struct setup_cfg {
     uint64_t disk_mb;
     uint64_t pids_max, nofile;
     json_t *env; /* object of strings, or NULL */
+    const char *dns4, *dns6; /* net: the host end of the veth (our DNS), NULL = no network */
 };
 
 /* setup.c */

@@ -34,6 +34,7 @@
 #include "init/init.h"
 #include <fcntl.h>
 #include <grp.h>
+#include <arpa/inet.h>
 #include <limits.h>
 #include <net/if.h>
 #include <sched.h>
@@ -134,6 +135,41 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
         }
         c->env = env;
     }
+    /* net: "net": {"dns4": addr, "dns6": addr}; the addresses go into a file */
+    json_t *net = json_object_get(root, "net");
+    if (net && !json_is_null(net)) {
+        uint8_t tmp[16];
+        c->dns4 = str_member(net, "dns4");
+        c->dns6 = str_member(net, "dns6");
+        if (!c->dns4 || inet_pton(AF_INET, c->dns4, tmp) != 1 || !c->dns6 || inet_pton(AF_INET6, c->dns6, tmp) != 1)
+            return hx_fail(e, EINVAL, "setup: bad net");
+    }
+    return 0;
+}
+
+/* net: /etc/resolv.conf in the writable layer (never the shared image)
+ * names our DNS responder on the veth's host end. The image's file may be a
+ * symlink (systemd-resolved): it is replaced, never followed. Owned by
+ * sandbox root, like the rest of the upper layer. Interfaces, addresses and
+ * routes were set up by hutchd before HX_SETUP (real root owns the netns). */
+static int write_resolv_conf(const struct setup_cfg *c, struct hx_err *e)
+{
+    if (!c->dns4)
+        return 0;
+    if (mkdir("root/etc", 0755) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir /etc: %m");
+    if (unlink("root/etc/resolv.conf") < 0 && errno != ENOENT)
+        return hx_fail(e, errno, "unlink /etc/resolv.conf: %m");
+    autoclose int fd = open("root/etc/resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return hx_fail(e, errno, "create /etc/resolv.conf: %m");
+    char text[256];
+    int n = snprintf(text, sizeof text, "# written by hutch: the sandbox's DNS (allowNet names only)\n"
+                                        "nameserver %s\nnameserver %s\n", c->dns4, c->dns6);
+    if (write(fd, text, (size_t)n) != n)
+        return hx_fail(e, errno, "write /etc/resolv.conf: %m");
+    if (fchown(fd, c->uid_base, c->uid_base) < 0 || fchmod(fd, 0644) < 0)
+        return hx_fail(e, errno, "chown /etc/resolv.conf: %m");
     return 0;
 }
 
@@ -358,7 +394,8 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
     int r;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hx_fail(e, errno, "make / private: %m");
-    if ((r = build_root(c, e)) < 0 || (r = build_dev(c, e)) < 0 || (r = enter_root(e)) < 0 ||
+    if ((r = build_root(c, e)) < 0 || (r = write_resolv_conf(c, e)) < 0 || (r = build_dev(c, e)) < 0 ||
+        (r = enter_root(e)) < 0 ||
         (r = build_proc(e)) < 0)
         return r;
     if ((r = seccomp_build(e)) < 0)

@@ -25,8 +25,10 @@ int dns_parse_query(const uint8_t *p, size_t n, struct dns_query *q)
         return -EINVAL;
     if (((q->flags >> 11) & 0xf) != 0)
         return -ENOTSUP; /* opcode other than QUERY */
-    if (get16(p + 4) != 1 || get16(p + 6) != 0 || get16(p + 8) != 0)
-        return -ENOTSUP; /* exactly one question, nothing else (EDNS OPT is ignored below) */
+    /* exactly one question, no answers or authority; one additional record
+     * (an EDNS OPT) is tolerated and ignored: we answer without EDNS */
+    if (get16(p + 4) != 1 || get16(p + 6) != 0 || get16(p + 8) != 0 || get16(p + 10) > 1)
+        return -ENOTSUP;
     size_t off = 12;
     size_t out = 0;
     for (;;) {

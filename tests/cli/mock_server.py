@@ -412,7 +412,7 @@ class Handler(socketserver.StreamRequestHandler):
         key = headers.get("sec-websocket-key", "")
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         if mock.bad_accept:
-            accept = "x" + accept[1:]
+            accept = ("y" if accept[0] == "x" else "x") + accept[1:]  # always differs
         self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                           "Sec-WebSocket-Accept: %s\r\nx-deno-sandbox-id: %s\r\n\r\n" % (accept, sb["id"])).encode())
         self.wfile.flush()

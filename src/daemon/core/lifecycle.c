@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/net/net.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/launch.h"
 #include "daemon/store/store.h"
@@ -62,6 +63,7 @@ void sandbox_on_handle_closed(uv_handle_t *h)
         return;
     json_decref(sb->labels);
     json_decref(sb->init_env);
+    json_decref(sb->allow_net); /* net: */
     free(sb->rbuf);
     free(sb);
 }
@@ -111,6 +113,7 @@ static void teardown_finish(struct sandbox *sb)
     }
     if (r < 0)
         fprintf(stderr, "hutchd: %s: teardown: %s\n", sb->id, e.msg);
+    net_sandbox_detach(sb); /* net: policy out of the proxy, veth gone, audit freed */
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     if (rmdir(wd) < 0 && errno != ENOENT)
@@ -298,6 +301,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->created_ms = now_ms();
     sb->labels = p->labels ? json_deep_copy(p->labels) : json_object();
     sb->init_env = p->env ? json_deep_copy(p->env) : json_object();
+    sb->allow_net = p->allow_net && !json_is_null(p->allow_net) ? json_deep_copy(p->allow_net) : NULL; /* net: */
     sb->ready_cb = cb;
     sb->ready_ud = ud;
     sb->next_req = 1;
@@ -358,11 +362,20 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     uint64_t nofile_max = 65536;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_max < nofile_max)
         nofile_max = nofile.rlim_max;
+    /* net: veth + addresses + routes + policy, before the sandbox runs anything */
+    json_t *setup_net = NULL;
+    if ((r = net_sandbox_attach(sb, &setup_net, e)) < 0) {
+        sb->ready_cb = NULL;
+        sandbox_stop(sb, e->msg);
+        return r;
+    }
     json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
         "id", sb->id, "hostname", "sandbox", "image", g_daemon.image_root, "workdir", wd,
         "uid_base", (json_int_t)sb->uid_base, "uid_count", (json_int_t)UID_COUNT,
         "disk_mb", (json_int_t)cfg->disk_mb, "pids_max", (json_int_t)cfg->pids_max,
         "nofile", (json_int_t)nofile_max, "env", sb->init_env);
+    if (setup_net)
+        json_object_set_new(setup, "net", setup_net); /* net: */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -386,6 +399,8 @@ fail_early:
     g_daemon.slots[slot] = 0;
     json_decref(sb->labels);
     json_decref(sb->init_env);
+    json_decref(sb->allow_net); /* net: */
+    sb->allow_net = NULL;
     /* pidfd_poll was never initialised: two handles to close, then sb is freed */
     sb->open_handles = 2;
     sb->labels = sb->init_env = NULL;
@@ -424,6 +439,10 @@ static int mark_stale_stopped(const struct sandbox_rec *r, void *ud)
 void sandbox_cleanup_stale(void)
 {
     struct hx_err e = {0};
+    /* net: replaces a stale nftables table of ours and starts hutch-proxy
+     * (retried at the first sandbox if it fails here) */
+    if (net_init(&e) < 0)
+        fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
     /* hutch-init exits when its socket to hutchd closes, killing its pid
      * namespace; what can remain are cgroups, scratch dirs and records. */
     store_sandbox_each_running(g_daemon.store, mark_stale_stopped, NULL, &e);

@@ -5,6 +5,7 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/routes.h"
+#include "daemon/net/net.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/store/store.h"
@@ -198,12 +199,12 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         http_respond_error(c, 400, "UNSUPPORTED", "root volumes and secrets are not supported by this hutch version yet");
         goto out;
     }
-    /* Sandboxes have no network yet, which is what allowNet [] asks for;
-     * anything else would be a promise we cannot keep. */
-    if (!absent(allow_net) && !(json_is_array(allow_net) && json_array_size(allow_net) == 0)) {
-        http_respond_error(c, 400, "UNSUPPORTED", "allowNet with hosts is not supported yet: sandboxes have no network");
+    /* net: absent = unrestricted (still proxied and audited), [] = loopback only */
+    if (net_allow_validate(allow_net, &e) < 0) {
+        http_respond_error(c, 400, "INVALID_ALLOW_NET", "%s", e.msg);
         goto out;
     }
+    p.allow_net = absent(allow_net) ? NULL : allow_net;
     if (sandbox_create(&p, on_created, c, &e) < 0)
         http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
 out:
@@ -347,6 +348,20 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
     }
     if (strcmp(path, "/api/v2/sandboxes") == 0 && strcmp(req->method, "GET") == 0)
         return handle_list(c, req, &who);
+    /* net: GET /api/v2/sandboxes/{id}/network: addresses, byte counts, audit log */
+    if (strncmp(path, "/api/v2/sandboxes/", 18) == 0 && strcmp(req->method, "GET") == 0) {
+        const char *p = path + 18;
+        size_t n = strcspn(p, "/");
+        char id[64];
+        if (n > 0 && n < sizeof id && strcmp(p + n, "/network") == 0) {
+            memcpy(id, p, n);
+            id[n] = 0;
+            struct sandbox *sb = find_own(c, id, &who);
+            if (sb)
+                http_respond_json(c, 200, net_sandbox_report(sb));
+            return;
+        }
+    }
     if (strncmp(path, "/hutch/v1/tokens", 16) == 0)
         return handle_tokens(c, req, &who, path + 16);
     http_respond_error(c, 404, "NOT_FOUND", "no route %s %.200s", req->method, path);

@@ -11,7 +11,10 @@
 
 #define FS_PATH_MAX 4096
 #define FS_HANDLES_PER_SESSION 256
-#define FS_READFILE_MAX (256ull << 20)   /* readFile/readTextFile answer in one message: bounded */
+/* readFile/readTextFile answer in one WebSocket message, and the SDK's `ws`
+ * client refuses messages over 100 MiB (maxPayload): beyond that the answer
+ * is an EFBIG error naming the streaming alternatives. */
+#define FS_READFILE_MAX ((100ull << 20) - 4096)
 #define FS_READDIR_MAX 200000            /* entries in one readDir answer */
 #define FS_FILEWRITE_CHARS 196608        /* base64 chars of fileWrite forwarded per call (144 KiB) */
 #define FS_ENTRY_MAX (40u * 1024u)       /* one walk/readDir line */
@@ -492,8 +495,9 @@ static void on_read_done(struct sandbox *sb, struct session *s, json_t *rpc_id, 
     s = op->s;
     if (s) {
         if (op->failed == EFBIG)
-            rpc_reply_result(s, rpc_id, fs_errorf("EFBIG", "EFBIG: the file is larger than %llu MiB: read it with "
-                                                  "open() and read(), or download()", FS_READFILE_MAX >> 20));
+            rpc_reply_result(s, rpc_id, fs_errorf("EFBIG", "EFBIG: the file does not fit one message (about %llu MiB "
+                                                  "of file): read it with open() and its readable, or download()",
+                                                  (FS_READFILE_MAX * 3 / 4) >> 20));
         else if (op->failed)
             rpc_reply_result(s, rpc_id, fs_error("EIO", "EIO: the sandbox sent malformed data"));
         else if (!reply || json_object_get(reply, "error"))
@@ -570,7 +574,7 @@ void rpc_fs_on_data(struct sandbox *sb, uint32_t chan, const uint8_t *p, size_t 
     switch (op->kind) {
     case FS_READ_BYTES:
     case FS_READ_TEXT:
-        if (op->len + n > FS_READFILE_MAX * 4 / 3 + 16)
+        if (op->len + (op->kind == FS_READ_BYTES ? hx_b64_encoded_len(n + op->ncarry) : n) > FS_READFILE_MAX)
             return op_cancel(op, EFBIG);
         if (!(op->kind == FS_READ_BYTES ? append_b64(op, p, n) : append_text(op, p, n, false)))
             return op_cancel(op, ENOMEM);

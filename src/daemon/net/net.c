@@ -2,6 +2,7 @@
  * treated as untrusted: what it sends is bounded and validated here. */
 #include "daemon/net/net.h"
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <inttypes.h>
@@ -526,7 +527,32 @@ static int listen_sock(int family, int type, uint16_t port, struct hx_err *e)
     return fd;
 }
 
-static bool tried;
+static bool tried, disabled;
+
+/* Safety: hutchd touches nftables only in a network namespace that was made
+ * for it and named with `ip netns` (a bind mount in /run/netns), or where
+ * an operator said so with --net-host-ns. Anywhere else (a developer's
+ * machine, the namespace of whoever started it) sandboxes get loopback only. */
+static bool in_named_netns(void)
+{
+    struct stat self, st;
+    if (stat("/proc/self/ns/net", &self) < 0)
+        return false;
+    DIR *d = opendir("/run/netns");
+    if (!d)
+        return false;
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(d))) {
+        char p[300];
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "/run/netns/%s", de->d_name);
+        found = stat(p, &st) == 0 && st.st_ino == self.st_ino && st.st_dev == self.st_dev;
+    }
+    closedir(d);
+    return found;
+}
 
 static void net_atexit(void)
 {
@@ -539,6 +565,16 @@ int net_init(struct hx_err *e)
     int r;
     if (g.on)
         return 0;
+    /* Changing the firewall of the machine itself is opt-in: without
+     * --net-host-ns, hutchd in the initial netns gives sandboxes loopback only. */
+    if (disabled || (!cfg->net_host_ns && !in_named_netns())) {
+        if (!disabled)
+            fprintf(stderr, "hutchd: sandbox networking is off: hutchd does not run in a named network namespace "
+                            "(ip netns); pass --net-host-ns to let it manage nftables (table inet hutch) here\n");
+        disabled = true;
+        return hx_fail(e, ENETDOWN, "sandbox networking is off (hutchd is not in a named network namespace "
+                                    "and --net-host-ns was not given)");
+    }
     if (!tried)
         atexit(net_atexit); /* our table goes when hutchd goes */
     tried = true;
@@ -647,6 +683,8 @@ int net_allow_validate(json_t *allow, struct hx_err *e)
         return 0;
     if (!json_is_array(allow))
         return hx_fail(e, EINVAL, "allowNet must be an array of strings");
+    if (disabled && json_array_size(allow) > 0)
+        return hx_fail(e, ENETDOWN, "allowNet needs sandbox networking, which is off on this hutchd");
     if (json_array_size(allow) > POLICY_RULES_MAX)
         return hx_fail(e, EINVAL, "allowNet has more than %d entries", POLICY_RULES_MAX);
     size_t i;
@@ -665,6 +703,8 @@ int net_allow_validate(json_t *allow, struct hx_err *e)
 int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
 {
     *setup_net = NULL;
+    if (disabled && !(sb->allow_net && json_is_array(sb->allow_net) && json_array_size(sb->allow_net) > 0))
+        return 0; /* networking off: loopback only, as allowNet [] */
     if (!g.on && net_init(e) < 0)
         return hx_wrap(e, "sandbox networking is not available");
     json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
