@@ -9,6 +9,7 @@
 
 static const char help[] =
     "usage: hutch create [--memory SIZE] [--timeout DUR] [--label K=V]... [--env K=V]...\n"
+    "                    [--allow-net HOST]... [--no-net]\n"
     "\n"
     "Creates a sandbox and prints its id. The sandbox keeps running after this\n"
     "command returns, until its timeout or 'hutch kill ID'.\n"
@@ -19,6 +20,10 @@ static const char help[] =
     "                      sense for a CLI that exits at once, so there is always one.\n"
     "  -l, --label K=V     label the sandbox (repeatable; 'hutch ls --label' filters on them)\n"
     "  -e, --env K=V       set an environment variable for later commands (repeatable)\n"
+    "  -a, --allow-net HOST  allow outbound connections to HOST only (repeatable): example.com,\n"
+    "                      example.com:443, *.example.com, 203.0.113.10, [2001:db8::1]:443.\n"
+    "                      Without it the sandbox may connect anywhere (audited: 'hutch net ID')\n"
+    "      --no-net        no network at all (loopback only)\n"
     "      --endpoint URL, --token TOKEN   see 'hutch --help'\n";
 
 int cmd_create(struct cli *cli, int argc, char **argv)
@@ -26,6 +31,7 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     static const struct option opts[] = {
         { "memory", required_argument, NULL, 'm' }, { "timeout", required_argument, NULL, 't' },
         { "label", required_argument, NULL, 'l' },  { "env", required_argument, NULL, 'e' },
+        { "allow-net", required_argument, NULL, 'a' }, { "no-net", no_argument, NULL, 'N' },
         CLI_COMMON_OPTS,                            { 0 },
     };
     struct hx_err e = { 0 };
@@ -33,12 +39,13 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     json_t *labels = json_object();
     json_t *env = json_object();
     json_t *config = NULL;
+    json_t *allow_net = NULL; /* absent: unrestricted */
     struct hutch_target t = { 0 };
     struct hutch_conn *c = NULL;
     int ret = 1, ch;
     (void)cli_parse_duration(DEFAULT_TIMEOUT, &timeout_ms, &e);
 
-    while ((ch = getopt_long(argc, argv, "+:hm:t:l:e:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+:hm:t:l:e:a:", opts, NULL)) != -1) {
         switch (ch) {
         case 'h':
             fputs(help, stdout);
@@ -63,6 +70,13 @@ int cmd_create(struct cli *cli, int argc, char **argv)
                 goto out;
             }
             break;
+        case 'a':
+        case 'N':
+            if (!allow_net)
+                allow_net = json_array();
+            if (ch == 'a')
+                json_array_append_new(allow_net, json_string(optarg)); /* the server validates */
+            break;
         default: {
             int r = cli_common_opt(cli, "create", ch, argv);
             if (r >= 0) {
@@ -78,6 +92,8 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     }
     config = json_pack("{s:I, s:I, s:O}", "memory_mb", (json_int_t)memory, "stop_at_ms",
                        (json_int_t)(cli_now_ms() + timeout_ms), "labels", labels);
+    if (config && allow_net)
+        json_object_set(config, "allow_net", allow_net);
     if (!config || cli_target(cli, &t, &e) < 0 || hutch_create(&t, config, &c, &e) < 0) {
         cli_error("create: %s", config ? e.msg : "out of memory");
         goto out;
@@ -107,5 +123,6 @@ out:
     json_decref(config);
     json_decref(labels);
     json_decref(env);
+    json_decref(allow_net);
     return ret;
 }

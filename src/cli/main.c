@@ -17,6 +17,7 @@ static const char usage[] =
     "  sh ID 'SCRIPT'               run a bash script in a sandbox\n"
     "  kill ID...                   stop and delete sandboxes\n"
     "  extend ID DUR                move a sandbox's stop time to now + DUR\n"
+    "  net ID                       a sandbox's network: addresses, bytes per destination, audit log\n"
     "  token create|list|revoke     manage API tokens (admin)\n"
     "\n"
     "Run 'hutch VERB --help' for a verb's options.\n"
@@ -34,7 +35,7 @@ static const struct {
 } verbs[] = {
     { "create", cmd_create }, { "ls", cmd_ls },         { "list", cmd_ls },     { "exec", cmd_exec },
     { "sh", cmd_sh },         { "kill", cmd_kill },     { "rm", cmd_kill },     { "extend", cmd_extend },
-    { "token", cmd_token },
+    { "token", cmd_token },   { "net", cmd_net },
 };
 
 int main(int argc, char **argv)

@@ -10,6 +10,7 @@
 #include "daemon/config.h"
 #include "daemon/core/routes.h"
 #include "daemon/core/sandbox.h"
+#include "daemon/net/net.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/launch.h"
 #include "daemon/store/store.h"
@@ -132,6 +133,10 @@ int main(int argc, char **argv)
         return 1;
     }
     sandbox_cleanup_stale();
+    /* Replaces a stale nftables table of ours and starts hutch-proxy
+     * (retried at the first sandbox if it fails here). */
+    if (net_init(&e) < 0)
+        fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
 
     char sockdir[4096];
     snprintf(sockdir, sizeof sockdir, "%s", cfg.socket_path);
@@ -164,6 +169,7 @@ int main(int argc, char **argv)
            cfg.listen_port, cfg.state_dir, cfg.state_dir);
     uv_run(g_daemon.loop, UV_RUN_DEFAULT);
     unlink(cfg.socket_path);
+    net_fini(); /* our table goes when hutchd goes */
     if (!g_daemon.sandboxes)
         cgroup_fini();
     store_close(g_daemon.store);

@@ -21,6 +21,7 @@
 #define PEEK_MAX (SNI_HELLO_MAX + 4096)  /* client bytes held before a decision */
 #define PEEK_WAIT_MS 300                  /* server-speaks-first protocols: decide without bytes */
 #define READ_CHUNK (64 * 1024)
+#define PEEK_CAP (PEEK_MAX + READ_CHUNK)
 #define WQ_HIGH (1024 * 1024)             /* stop reading the other side above this many queued bytes */
 #define BYTES_FLUSH_MS 1000
 
@@ -360,13 +361,8 @@ static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     if (c->st == P_PEEK || c->st == P_DECIDING || c->st == P_CONNECTING) {
-        if (c->peek_len + (size_t)n > PEEK_MAX) {
-            if (c->st != P_PEEK) {
-                /* waiting for upstream: stop reading rather than buffer more */
-                uv_read_stop(s);
-                c->cli_paused = true;
-                return;
-            }
+        /* reading stops at PEEK_MAX, so one more read always fits */
+        if (c->peek_len + (size_t)n > PEEK_CAP) {
             pconn_reset(c);
             return;
         }
@@ -374,7 +370,7 @@ static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         c->peek_len += (size_t)n;
         if (c->st == P_PEEK)
             decide(c);
-        else if (c->peek_len >= PEEK_MAX / 2) {
+        if ((c->st == P_DECIDING || c->st == P_CONNECTING) && c->peek_len >= PEEK_MAX) {
             uv_read_stop(s);
             c->cli_paused = true;
         }
@@ -664,7 +660,7 @@ static void on_accept(uv_stream_t *lis, int status)
         block(c, "allowNet is empty");
         return;
     }
-    c->peek = malloc(PEEK_MAX);
+    c->peek = malloc(PEEK_CAP);
     if (!c->peek) {
         pconn_reset(c);
         return;

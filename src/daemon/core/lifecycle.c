@@ -439,10 +439,6 @@ static int mark_stale_stopped(const struct sandbox_rec *r, void *ud)
 void sandbox_cleanup_stale(void)
 {
     struct hx_err e = {0};
-    /* net: replaces a stale nftables table of ours and starts hutch-proxy
-     * (retried at the first sandbox if it fails here) */
-    if (net_init(&e) < 0)
-        fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
     /* hutch-init exits when its socket to hutchd closes, killing its pid
      * namespace; what can remain are cgroups, scratch dirs and records. */
     store_sandbox_each_running(g_daemon.store, mark_stale_stopped, NULL, &e);

@@ -554,11 +554,6 @@ static bool in_named_netns(void)
     return found;
 }
 
-static void net_atexit(void)
-{
-    net_fini();
-}
-
 int net_init(struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
@@ -575,8 +570,6 @@ int net_init(struct hx_err *e)
         return hx_fail(e, ENETDOWN, "sandbox networking is off (hutchd is not in a named network namespace "
                                     "and --net-host-ns was not given)");
     }
-    if (!tried)
-        atexit(net_atexit); /* our table goes when hutchd goes */
     tried = true;
     g.n_stat = 0;
     for (int i = 0; i < 6; i++)

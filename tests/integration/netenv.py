@@ -1,0 +1,156 @@
+# Network test environment (tests/integration/test_network.py and
+# tests/security/test_net_bypass.py): two throwaway network namespaces made
+# with `ip netns` -- "d" runs hutchd, "u" holds the upstream "internet" hosts
+# (HTTP on 10.99.0.2/.3 and fd99::2, TLS on 10.99.0.2 and fd99::2 port 443,
+# a raw TCP echo on 7) -- joined by one veth. The test process's main thread
+# enters "d" (setns) so that hutchd, its API and every socket the test opens
+# live there; nothing touches the namespace the tests were started in.
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from hutchlib import Hutchd  # noqa: E402
+
+CLONE_NEWNET = 0x40000000
+UP_A, UP_B, UP_V6 = "10.99.0.2", "10.99.0.3", "fd99::2"
+NAMES = {"example.test": [UP_A, UP_V6], "other.test": [UP_B], "a.wild.test": [UP_A], "b.c.wild.test": [UP_A],
+         "wild.test": [UP_A], "loop.test": ["127.0.0.1"]}
+
+UPSTREAM = r'''
+import http.server, socket, socketserver, ssl, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def _send(self, body):
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path.startswith("/big/"):
+            return self._send(b"x" * int(self.path[5:]))
+        self._send(f"hello from {self.server.server_address[0]} host={self.headers.get('Host')}\n".encode())
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send(f"got {len(data)} host={self.headers.get('Host')}\n".encode())
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True; allow_reuse_address = True; request_queue_size = 1024
+    def server_bind(self):  # no getfqdn(): no DNS in the test namespaces
+        socketserver.TCPServer.server_bind(self); self.server_name = 'up'; self.server_port = self.server_address[1]
+class S6(S):
+    address_family = socket.AF_INET6
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            d = self.request.recv(65536)
+            if not d: return
+            self.request.sendall(d)
+class E(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True; allow_reuse_address = True
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+servers = [S(("10.99.0.2", 80), H), S(("10.99.0.3", 80), H), S6(("fd99::2", 80), H), E(("10.99.0.2", 7), Echo)]
+for cls, addr in ((S, "10.99.0.2"), (S6, "fd99::2")):
+    t = cls((addr, 443), H); t.socket = ctx.wrap_socket(t.socket, server_side=True); servers.append(t)
+for s in servers:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+'''
+
+
+def _sh(*args, check=True):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+def _setns(fd):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+class NetEnv:
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.d, self.u = f"hxn{tag}d", f"hxn{tag}u"
+        self.tmp = tempfile.mkdtemp(prefix="hutch-net-")
+        self.orig_ns = None
+        self.upstream = None
+        self.hutchd = None
+
+    def start(self):
+        for ns in (self.d, self.u):
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        _sh("ip", "link", "add", "hxna", "netns", self.d, "type", "veth", "peer", "name", "hxnb", "netns", self.u)
+        _sh("ip", "-n", self.d, "addr", "add", "10.99.0.1/24", "dev", "hxna")
+        _sh("ip", "-n", self.d, "addr", "add", "fd99::1/64", "dev", "hxna", "nodad")
+        for a in ("10.99.0.2/24", "10.99.0.3/24"):
+            _sh("ip", "-n", self.u, "addr", "add", a, "dev", "hxnb")
+        _sh("ip", "-n", self.u, "addr", "add", "fd99::2/64", "dev", "hxnb", "nodad")
+        _sh("ip", "-n", self.d, "link", "set", "hxna", "up")
+        _sh("ip", "-n", self.u, "link", "set", "hxnb", "up")
+        key, cert = os.path.join(self.tmp, "key.pem"), os.path.join(self.tmp, "cert.pem")
+        _sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+            "-subj", "/CN=example.test", "-addext", "subjectAltName=DNS:example.test,DNS:other.test")
+        script = os.path.join(self.tmp, "upstream.py")
+        with open(script, "w") as f:
+            f.write(UPSTREAM)
+        self.upstream = subprocess.Popen(["ip", "netns", "exec", self.u, sys.executable, script, cert, key],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.upstream.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError("upstream servers did not start: " + line + self.upstream.stdout.read())
+        self.orig_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"/run/netns/{self.d}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+        return self
+
+    def start_hutchd(self, tag="net", extra=()):
+        args = []
+        for name, addrs in NAMES.items():
+            for a in addrs:
+                args += ["--resolve", f"{name}={a}"]
+        self.hutchd = Hutchd(tag=tag, extra_args=args + list(extra)).start()
+        return self.hutchd
+
+    def stop(self):
+        errors = []
+        if self.hutchd:
+            try:
+                self.hutchd.stop()
+            except Exception as e:  # still remove the namespaces
+                errors.append(str(e))
+        if self.orig_ns is not None:
+            _setns(self.orig_ns)
+            os.close(self.orig_ns)
+        if self.upstream:
+            self.upstream.kill()
+            self.upstream.wait()
+        for ns in (self.u, self.d):
+            _sh("ip", "netns", "del", ns, check=False)
+        subprocess.run(["rm", "-rf", self.tmp])
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+    def nft_tables(self):
+        return _sh("nft", "list", "tables").stdout
+
+
+def out(r):
+    return (r["stdout"] + r["stderr"]).decode(errors="replace")
+
+
+def wait_audit(hutchd, sid, pred, timeout=5):
+    end = time.monotonic() + timeout
+    while True:
+        r = hutchd.http("GET", f"/api/v2/sandboxes/{sid}/network")
+        assert r.status == 200, (r.status, r.body)
+        rep = r.json()
+        if pred(rep) or time.monotonic() > end:
+            return rep
+        time.sleep(0.1)

@@ -1,0 +1,29 @@
+// allowNet through the official SDK. Needs a hutchd with networking (run in a
+// network namespace made with `ip netns`) started with
+// --resolve example.test=<an upstream HTTP server>; skipped otherwise
+// (HUTCH_NET_TEST_HOST names the allowed host, default example.test).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { withSandbox } from "./helpers.mjs";
+
+const HOST = process.env.HUTCH_NET_TEST_HOST;
+
+test("allowNet: the allowed host answers, another name does not resolve", { skip: !HOST }, async () => {
+  await withSandbox({ allowNet: [HOST] }, async (sandbox) => {
+    const ok = await sandbox.sh`curl -sS -m 5 -o /dev/null -w %{http_code} http://${HOST}/`.text();
+    assert.equal(ok.trim(), "200");
+    const blocked = await sandbox.sh`sh -c ${"getent hosts not-allowed.invalid; echo rc=$?"}`.text();
+    assert.match(blocked, /rc=2/);
+  });
+});
+
+test("allowNet [] means no network interface but loopback", async () => {
+  await withSandbox({ allowNet: [] }, async (sandbox) => {
+    const out = await sandbox.sh`ls /sys/class/net 2>/dev/null; python3 -c ${"import socket;print([n for _, n in socket.if_nameindex()])"}`.text();
+    assert.doesNotMatch(out, /eth0/);
+  });
+});
+
+test("allowNet with an invalid entry is refused at create", async () => {
+  await assert.rejects(() => withSandbox({ allowNet: ["exa mple.com"] }, async () => {}));
+});
