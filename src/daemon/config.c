@@ -19,6 +19,7 @@ static const char usage[] =
     "  --disk MIB            writable layer limit per sandbox [10240]\n"
     "  --pids-max N          processes per sandbox [1024]\n"
     "  --max-sandboxes N     [256]\n"
+    "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
     "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
     "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
@@ -54,6 +55,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->pids_max = 1024;
     cfg->cpu_millis = 2000;
     cfg->max_sandboxes = 256;
+    cfg->warm = 2;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -63,7 +65,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS };
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -71,7 +73,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
         {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
         {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
-        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"help", no_argument, 0, O_HELP},
+        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"help", no_argument, 0, O_HELP},
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {0, 0, 0, 0}};
@@ -122,6 +124,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_DISK: if ((r = parse_u32(optarg, &cfg->disk_mb, "--disk", e)) < 0) return r; break;
         case O_PIDS: if ((r = parse_u32(optarg, &cfg->pids_max, "--pids-max", e)) < 0) return r; break;
         case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
+        case O_WARM: if ((r = parse_u32(optarg, &cfg->warm, "--warm", e)) < 0) return r; break;
         case O_HELP: case 'h': fputs(usage, stdout); return 1;
         case O_RESOLVE: /* net: checked in net_init */
             if (cfg->n_resolve >= sizeof cfg->resolve / sizeof cfg->resolve[0] || !strchr(optarg, '='))
@@ -139,7 +142,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         return hx_fail(e, EINVAL, "unexpected argument \"%s\"", argv[optind]);
     if (cfg->memory_min_mb > cfg->memory_default_mb || cfg->memory_default_mb > cfg->memory_max_mb)
         return hx_fail(e, EINVAL, "memory limits must satisfy min <= default <= max");
-    if (cfg->max_sandboxes == 0 || cfg->max_sandboxes > 50000)
+    if (cfg->warm > 64)
+        return hx_fail(e, EINVAL, "--warm must be 0..64");
+    if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)
         return hx_fail(e, EINVAL, "--max-sandboxes must be 1..50000");
     if (!cfg->init_path) {
         snprintf(cfg->init_buf, sizeof cfg->init_buf, "%s/hutch-init", cfg->self_dir);

@@ -18,6 +18,7 @@ struct config {
     uint32_t pids_max;
     uint32_t cpu_millis;       /* CPU quota in thousandths of a CPU (2000 = 2 vCPU) */
     uint32_t max_sandboxes;
+    uint32_t warm;             /* sandboxes kept started ahead of demand */
     char self_dir[4096];       /* directory of the hutchd binary */
     char init_buf[4096];
     /* net: upstream name resolution for tests and air-gapped sites, address pools */

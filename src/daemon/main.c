@@ -115,7 +115,7 @@ int main(int argc, char **argv)
     g_daemon.loop = uv_default_loop();
     g_daemon.cfg = &cfg;
     g_daemon.init_memfd = -1;
-    g_daemon.slots = calloc(cfg.max_sandboxes, 1);
+    g_daemon.slots = calloc(cfg.max_sandboxes + cfg.warm, 1);
     char sbdir[4200];
     snprintf(sbdir, sizeof sbdir, "%s/sandboxes", cfg.state_dir);
     snprintf(g_daemon.image_root, sizeof g_daemon.image_root, "%s/debian-13/rootfs", cfg.image_cache);
@@ -137,6 +137,7 @@ int main(int argc, char **argv)
      * (retried at the first sandbox if it fails here). */
     if (net_init(&e) < 0)
         fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
+    pool_start();
 
     char sockdir[4096];
     snprintf(sockdir, sizeof sockdir, "%s", cfg.socket_path);

@@ -46,7 +46,8 @@ static void workdir_path(const char *id, char *out, size_t cap)
 
 static int slot_alloc(uint32_t *slot)
 {
-    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes; i++) {
+    /* Capacity: the sandboxes users hold (--max-sandboxes) plus the warm pool. */
+    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes + g_daemon.cfg->warm; i++) {
         if (!g_daemon.slots[i]) {
             g_daemon.slots[i] = 1;
             *slot = i;
@@ -118,9 +119,12 @@ static void teardown_finish(struct sandbox *sb)
     workdir_path(sb->id, wd, sizeof wd);
     if (rmdir(wd) < 0 && errno != ENOENT)
         fprintf(stderr, "hutchd: %s: rmdir %s: %s\n", sb->id, wd, strerror(errno));
-    if (store_sandbox_set_stopped(g_daemon.store, sb->id, now_ms(), &e) < 0)
+    if (sb->recorded && store_sandbox_set_stopped(g_daemon.store, sb->id, now_ms(), &e) < 0)
         fprintf(stderr, "hutchd: %s: %s\n", sb->id, e.msg);
     g_daemon.slots[sb->slot] = 0;
+    if (!sb->pooled)
+        g_daemon.n_claimed--;
+    pool_kick();
     for (struct sandbox **pp = &g_daemon.sandboxes; *pp; pp = &(*pp)->next) {
         if (*pp == sb) {
             *pp = sb->next;
@@ -131,7 +135,8 @@ static void teardown_finish(struct sandbox *sb)
     sb->state = SB_STOPPED;
     uv_close((uv_handle_t *)&sb->stop_timer, sandbox_on_handle_closed);
     uv_close((uv_handle_t *)&sb->aux_timer, sandbox_on_handle_closed);
-    uv_close((uv_handle_t *)&sb->pidfd_poll, sandbox_on_handle_closed);
+    if (sb->poll_init)
+        uv_close((uv_handle_t *)&sb->pidfd_poll, sandbox_on_handle_closed);
 }
 
 static void reap_init(struct sandbox *sb)
@@ -166,7 +171,7 @@ void sandbox_stop(struct sandbox *sb, const char *reason)
     snprintf(sb->stop_reason, sizeof sb->stop_reason, "%s", reason);
     /* Listed as stopped from now on, even while the teardown finishes. */
     struct hx_err se = {0};
-    if (store_sandbox_set_stopped(g_daemon.store, sb->id, now_ms(), &se) < 0 && se.code != ENOENT)
+    if (sb->recorded && store_sandbox_set_stopped(g_daemon.store, sb->id, now_ms(), &se) < 0)
         fprintf(stderr, "hutchd: %s: %s\n", sb->id, se.msg);
     uv_timer_stop(&sb->stop_timer);
     uv_timer_stop(&sb->aux_timer);
@@ -189,8 +194,9 @@ void sandbox_stop(struct sandbox *sb, const char *reason)
         sb->agent_open = false;
         uv_close((uv_handle_t *)&sb->agent, sandbox_on_handle_closed);
     }
-    /* SIGKILL to PID 1 of the pid namespace kills every process in it. */
-    if (sb->pidfd >= 0 && syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+    /* SIGKILL to PID 1 of the pid namespace kills every process in it.
+     * (While launching, launch_done does it once the pidfd exists.) */
+    if (!sb->launching && sb->pidfd >= 0 && syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
         fprintf(stderr, "hutchd: %s: pidfd_send_signal: %s\n", sb->id, strerror(errno));
 }
 
@@ -274,12 +280,109 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
 }
 
 
+static void launch_work(uv_work_t *req)
+{
+    struct sandbox *sb = req->data;
+    struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
+                             .init_memfd = g_daemon.init_memfd};
+    sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
+}
+
+/* Back on the loop: cgroups, the agent, the network, then HX_SETUP. */
+static void launch_done(uv_work_t *req, int status)
+{
+    struct sandbox *sb = req->data;
+    struct config *cfg = g_daemon.cfg;
+    struct hx_err e = {0};
+    sb->launching = false;
+    if (sb->launch_rc < 0 || status < 0) {
+        sb->pidfd = -1;
+        if (sb->state < SB_STOPPING)
+            sandbox_stop(sb, sb->launch_err.msg[0] ? sb->launch_err.msg : "launch failed");
+        teardown_finish(sb);
+        return;
+    }
+    uv_poll_init(g_daemon.loop, &sb->pidfd_poll, sb->pidfd);
+    sb->pidfd_poll.data = sb;
+    sb->poll_init = true;
+    sb->open_handles++;
+    uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_init_exit);
+    if (sb->state >= SB_STOPPING) { /* stopped while launching: kill it, reap it, tear down */
+        close(sb->launch_fd);
+        syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+        return;
+    }
+    int r;
+    if ((r = cgroup_attach(sb->id, sb->pid, &e)) < 0) {
+        close(sb->launch_fd);
+        sandbox_stop(sb, e.msg);
+        return;
+    }
+    if (!sb->pooled)
+        sandbox_record(sb);
+    if ((r = agent_start(sb, sb->launch_fd, &e)) < 0) {
+        sandbox_stop(sb, e.msg);
+        return;
+    }
+    /* hutch-init cannot raise the hard limit above hutchd's own. */
+    struct rlimit nofile;
+    uint64_t nofile_max = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_max < nofile_max)
+        nofile_max = nofile.rlim_max;
+    /* net: veth + addresses + routes + policy, before the sandbox runs anything */
+    json_t *setup_net = NULL;
+    if ((r = net_sandbox_attach(sb, &setup_net, &e)) < 0) {
+        sandbox_stop(sb, e.msg);
+        return;
+    }
+    char wd[4200];
+    workdir_path(sb->id, wd, sizeof wd);
+    json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
+        "id", sb->id, "hostname", "sandbox", "image", g_daemon.image_root, "workdir", wd,
+        "uid_base", (json_int_t)sb->uid_base, "uid_count", (json_int_t)UID_COUNT,
+        "disk_mb", (json_int_t)cfg->disk_mb, "pids_max", (json_int_t)cfg->pids_max,
+        "nofile", (json_int_t)nofile_max, "env", sb->init_env);
+    if (setup_net)
+        json_object_set_new(setup, "net", setup_net); /* net: */
+    char *text = json_dumps(setup, JSON_COMPACT);
+    json_decref(setup);
+    r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
+    free(text);
+    if (r < 0) {
+        sandbox_stop(sb, "could not send the setup message");
+        return;
+    }
+    uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
+}
+
+/* The sandbox's row in the store: written when a user gets it. */
+void sandbox_record(struct sandbox *sb)
+{
+    struct config *cfg = g_daemon.cfg;
+    sb->recorded = true;
+    struct sandbox_rec rec = {0};
+    snprintf(rec.id, sizeof rec.id, "%s", sb->id);
+    snprintf(rec.org, sizeof rec.org, "%s", sb->org);
+    snprintf(rec.region, sizeof rec.region, "%s", cfg->node);
+    rec.created_ms = sb->created_ms;
+    rec.stop_at_ms = sb->stop_at_ms;
+    rec.memory_mb = sb->memory_mb;
+    rec.uid_base = sb->uid_base;
+    rec.init_pid = sb->pid;
+    rec.labels = sb->labels;
+    struct hx_err se = {0};
+    if (store_sandbox_insert(g_daemon.store, &rec, &se) < 0)
+        fprintf(stderr, "hutchd: %s: %s\n", sb->id, se.msg);
+}
+
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
     if (g_daemon.shutting_down)
         return hx_fail(e, ESHUTDOWN, "hutchd is shutting down");
     uint32_t slot;
+    if (!p->pooled && g_daemon.n_claimed >= cfg->max_sandboxes)
+        return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
     if (slot_alloc(&slot) < 0)
         return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
     struct sandbox *sb = calloc(1, sizeof *sb);
@@ -298,6 +401,9 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->pidfd = -1;
     sb->memory_mb = p->memory_mb;
     sb->stop_at_ms = p->stop_at_ms;
+    sb->pooled = p->pooled;
+    if (!sb->pooled)
+        g_daemon.n_claimed++;
     sb->created_ms = now_ms();
     sb->labels = p->labels ? json_deep_copy(p->labels) : json_object();
     sb->init_env = p->env ? json_deep_copy(p->env) : json_object();
@@ -309,99 +415,42 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     uv_timer_init(g_daemon.loop, &sb->stop_timer);
     uv_timer_init(g_daemon.loop, &sb->aux_timer);
     sb->stop_timer.data = sb->aux_timer.data = sb;
-    sb->open_handles = 3; /* stop_timer, aux_timer, pidfd_poll */
+    sb->open_handles = 2; /* stop_timer, aux_timer; pidfd_poll once launched */
 
     int r;
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     struct cgroup_limits lim = {
         .memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis, .pids_max = cfg->pids_max};
-    struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
-                             .init_memfd = g_daemon.init_memfd};
-    int agent_fd = -1;
     if (mkdir(wd, 0700) < 0) {
         r = hx_fail(e, errno, "mkdir %s: %m", wd);
         goto fail_early;
     }
     if ((r = cgroup_create(sb->id, &lim, e)) < 0)
         goto fail_early;
-    if ((r = sandbox_launch(&ls, &agent_fd, &sb->pid, &sb->pidfd, e)) < 0)
-        goto fail_early;
-    if ((r = cgroup_attach(sb->id, sb->pid, e)) < 0) {
-        close(agent_fd);
-        goto fail_launched;
-    }
-    uv_poll_init(g_daemon.loop, &sb->pidfd_poll, sb->pidfd);
-    sb->pidfd_poll.data = sb;
-    uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_init_exit);
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
-
-    struct sandbox_rec rec = {0};
-    snprintf(rec.id, sizeof rec.id, "%s", sb->id);
-    snprintf(rec.org, sizeof rec.org, "%s", sb->org);
-    snprintf(rec.region, sizeof rec.region, "%s", cfg->node);
-    rec.created_ms = sb->created_ms;
-    rec.stop_at_ms = sb->stop_at_ms;
-    rec.memory_mb = sb->memory_mb;
-    rec.uid_base = sb->uid_base;
-    rec.init_pid = sb->pid;
-    rec.labels = sb->labels;
-    struct hx_err se = {0};
-    if (store_sandbox_insert(g_daemon.store, &rec, &se) < 0)
-        fprintf(stderr, "hutchd: %s: %s\n", sb->id, se.msg);
-
-    if ((r = agent_start(sb, agent_fd, e)) < 0) {
-        sb->ready_cb = NULL;
-        sandbox_stop(sb, e->msg);
-        return r;
-    }
-    /* hutch-init cannot raise the hard limit above hutchd's own. */
-    struct rlimit nofile;
-    uint64_t nofile_max = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_max < nofile_max)
-        nofile_max = nofile.rlim_max;
-    /* net: veth + addresses + routes + policy, before the sandbox runs anything */
-    json_t *setup_net = NULL;
-    if ((r = net_sandbox_attach(sb, &setup_net, e)) < 0) {
-        sb->ready_cb = NULL;
-        sandbox_stop(sb, e->msg);
-        return r;
-    }
-    json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
-        "id", sb->id, "hostname", "sandbox", "image", g_daemon.image_root, "workdir", wd,
-        "uid_base", (json_int_t)sb->uid_base, "uid_count", (json_int_t)UID_COUNT,
-        "disk_mb", (json_int_t)cfg->disk_mb, "pids_max", (json_int_t)cfg->pids_max,
-        "nofile", (json_int_t)nofile_max, "env", sb->init_env);
-    if (setup_net)
-        json_object_set_new(setup, "net", setup_net); /* net: */
-    char *text = json_dumps(setup, JSON_COMPACT);
-    json_decref(setup);
-    r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
-    free(text);
-    if (r < 0) {
-        sb->ready_cb = NULL;
-        sandbox_stop(sb, "could not send the setup message");
-        return hx_fail(e, -r, "send setup to %s", sb->id);
-    }
-    uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
+    /* The clone of a new pid+net+mount namespace takes milliseconds of
+     * kernel time; done on a worker thread, it stalls no other sandbox's
+     * streams. The worker touches only sb's launch fields. */
+    sb->launching = true;
+    sb->launch_req.data = sb;
+    uv_queue_work(g_daemon.loop, &sb->launch_req, launch_work, launch_done);
     return 0;
 
-fail_launched:
-    syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
-    waitid(P_PIDFD, (id_t)sb->pidfd, &(siginfo_t){0}, WEXITED);
-    close(sb->pidfd);
 fail_early:
     for (int i = 0; i < 100 && cgroup_destroy(sb->id, NULL) == -EBUSY; i++)
         usleep(1000);
     rmdir(wd);
     g_daemon.slots[slot] = 0;
+    if (!sb->pooled)
+        g_daemon.n_claimed--;
     json_decref(sb->labels);
     json_decref(sb->init_env);
     json_decref(sb->allow_net); /* net: */
     sb->allow_net = NULL;
-    /* pidfd_poll was never initialised: two handles to close, then sb is freed */
+    /* two timers to close, then sb is freed */
     sb->open_handles = 2;
     sb->labels = sb->init_env = NULL;
     uv_close((uv_handle_t *)&sb->stop_timer, sandbox_on_handle_closed);

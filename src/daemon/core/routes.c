@@ -205,7 +205,10 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         goto out;
     }
     p.allow_net = absent(allow_net) ? NULL : allow_net;
-    if (sandbox_create(&p, on_created, c, &e) < 0)
+    struct sandbox *warm = pool_take(&p);
+    if (warm)
+        on_created(warm, NULL, c);
+    else if (sandbox_create(&p, on_created, c, &e) < 0)
         http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
 out:
     json_decref(conf);

@@ -108,6 +108,13 @@ struct sandbox {
     /* net: the allowNet value as given (NULL/null = unrestricted, [] = no network) and the network state */
     json_t *allow_net;
     struct net_sb *net;
+    bool pooled;                  /* in the warm pool: nobody's yet, not listed */
+    bool recorded;                /* has a row in the store */
+    bool launching;               /* a worker thread is cloning its init */
+    bool poll_init;               /* pidfd_poll initialised */
+    uv_work_t launch_req;
+    int launch_rc, launch_fd;     /* written by the worker thread */
+    struct hx_err launch_err;
 };
 
 struct daemon_ctx {
@@ -120,6 +127,7 @@ struct daemon_ctx {
     uint32_t n_sandboxes;
     uint8_t *slots;               /* uid range slots in use */
     uint64_t next_stream_id;      /* daemon-wide: the SDK keeps one stream map per process */
+    uint32_t n_claimed;           /* sandboxes held by users (the warm pool not counted) */
     bool shutting_down;
 };
 
@@ -132,9 +140,19 @@ struct sandbox_params {
     json_t *labels;               /* borrowed */
     json_t *env;                  /* borrowed, may be NULL */
     json_t *allow_net;            /* net: borrowed, validated; NULL = unrestricted */
+    bool pooled;                  /* pool: started ahead of demand, nobody's yet */
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);
+void sandbox_record(struct sandbox *sb);
+
+/* The warm pool (pool.c): sandboxes started ahead of demand, so that a
+ * create only has to hand one over. */
+void pool_start(void);
+void pool_kick(void);
+/* Hands a ready pooled sandbox over to p's owner, or returns NULL (then
+ * create one). */
+struct sandbox *pool_take(const struct sandbox_params *p);
 struct sandbox *sandbox_find(const char *id);
 /* Stops and removes everything of the sandbox; idempotent. */
 void sandbox_stop(struct sandbox *sb, const char *reason);

@@ -218,6 +218,17 @@ static void send_policy(struct sandbox *sb)
     ctl_send_json(PX_POLICY, json_pack("{s:s, s:s, s:s, s:O?}", "id", sb->id, "ip4", a4, "ip6", a6, "allow", n->allow));
 }
 
+int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err *e)
+{
+    struct net_sb *n = sb->net;
+    if (!n)
+        return hx_fail(e, ENETDOWN, "sandbox %s has no network interface", sb->id);
+    json_decref(n->allow);
+    n->allow = allow_net && !json_is_null(allow_net) ? json_incref(allow_net) : NULL;
+    send_policy(sb);
+    return 0;
+}
+
 /* Resolution for the proxy: --resolve/--hosts-file first (exact names), then
  * the system resolver. The reply carries at most PX_RESOLVE_MAX per family. */
 struct resolve_req {

@@ -21,6 +21,8 @@ int net_allow_validate(json_t *allow_net, struct hx_err *e);
  * the proxy. *setup_net gets the object for the HX_SETUP "net" member (NULL
  * when allowNet is [] : then the sandbox has loopback only). */
 int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e);
+/* Replaces the policy of an attached sandbox (a pooled one handed over). */
+int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err *e);
 /* At teardown: forgets the policy, removes the veth (if the namespace has not
  * taken it already) and frees the audit log. Idempotent. */
 void net_sandbox_detach(struct sandbox *sb);

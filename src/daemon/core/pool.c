@@ -1,0 +1,134 @@
+/* The warm pool: a few sandboxes started ahead of demand (namespaces,
+ * overlay root, veth, agent ready), so that creating one is a hand-over:
+ * set its limits, owner, labels, environment and network policy. Pooled
+ * sandboxes belong to nobody, are not listed, and count against their own
+ * slots (--warm), not against --max-sandboxes. */
+#include <stdio.h>
+#include <string.h>
+#include "daemon/core/sandbox.h"
+#include "daemon/net/net.h"
+#include "daemon/sandbox/cgroup.h"
+#include "daemon/store/store.h"
+
+#define POOL_RETRY_MS 5000   /* after a failed start, e.g. a missing image */
+/* A refill waits for a quiet moment: starting a sandbox costs ~10 ms of
+ * kernel work (new net, pid and mount namespaces, the overlay, the veth)
+ * that, on a small machine, would otherwise land on the first command of
+ * the sandbox just handed out (measured: +18 ms on 2 cores). */
+#define POOL_QUIET_MS 150
+
+static uv_timer_t refill_timer;
+static bool started, filling;
+static int64_t failed_at;
+
+static unsigned pooled_count(void)
+{
+    unsigned n = 0;
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+        n += sb->pooled && sb->state <= SB_RUNNING;
+    return n;
+}
+
+static void on_pooled_ready(struct sandbox *sb, const struct hx_err *err, void *ud)
+{
+    filling = false;
+    if (!sb) {
+        fprintf(stderr, "hutchd: warm pool: %s\n", err->msg);
+        failed_at = now_ms();
+    }
+    pool_kick();
+}
+
+/* One at a time: a start blocks the loop for a few milliseconds, and the
+ * pool must never crowd out the requests it exists to speed up. */
+static void on_refill(uv_timer_t *t)
+{
+    if (g_daemon.shutting_down || filling || pooled_count() >= g_daemon.cfg->warm)
+        return;
+    if (failed_at && now_ms() - failed_at < POOL_RETRY_MS) {
+        uv_timer_start(&refill_timer, on_refill, POOL_RETRY_MS, 0);
+        return;
+    }
+    struct sandbox_params p = {.org = "", .memory_mb = g_daemon.cfg->memory_default_mb, .pooled = true};
+    struct hx_err e = {0};
+    filling = true;
+    if (sandbox_create(&p, on_pooled_ready, NULL, &e) < 0) {
+        filling = false;
+        if (e.code != EAGAIN) { /* a full node is not an error worth a line */
+            fprintf(stderr, "hutchd: warm pool: %s\n", e.msg);
+            failed_at = now_ms();
+        }
+    }
+}
+
+void pool_kick(void)
+{
+    if (started && !g_daemon.shutting_down && g_daemon.cfg->warm > 0)
+        uv_timer_start(&refill_timer, on_refill, POOL_QUIET_MS, 0);
+}
+
+void pool_start(void)
+{
+    uv_timer_init(g_daemon.loop, &refill_timer);
+    uv_unref((uv_handle_t *)&refill_timer);
+    started = true;
+    if (g_daemon.cfg->warm > 0)
+        uv_timer_start(&refill_timer, on_refill, 0, 0);
+}
+
+static void on_env_set(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    json_t *err = reply ? json_object_get(reply, "error") : NULL;
+    if (err)
+        fprintf(stderr, "hutchd: %s: initial env: %s\n", sb->id,
+                json_string_value(json_object_get(err, "message")) ?: "failed");
+}
+
+struct sandbox *pool_take(const struct sandbox_params *p)
+{
+    /* allowNet [] means no interface at all, which pooled sandboxes have. */
+    if (p->allow_net && json_is_array(p->allow_net) && json_array_size(p->allow_net) == 0)
+        return NULL;
+    if (g_daemon.n_claimed >= g_daemon.cfg->max_sandboxes)
+        return NULL;
+    struct sandbox *sb = NULL;
+    for (struct sandbox *x = g_daemon.sandboxes; x && !sb; x = x->next)
+        if (x->pooled && x->state == SB_RUNNING && !x->sessions)
+            sb = x;
+    if (!sb)
+        return NULL;
+    struct hx_err e = {0};
+    bool has_hosts = p->allow_net && !json_is_null(p->allow_net);
+    if (sb->net) {
+        if (net_sandbox_set_policy(sb, has_hosts ? p->allow_net : NULL, &e) < 0)
+            return NULL;
+    } else if (has_hosts) {
+        return NULL; /* the pooled one has no interface (networking off) */
+    }
+    if (p->memory_mb != sb->memory_mb) {
+        struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20,
+                                    .cpu_millis = g_daemon.cfg->cpu_millis, .pids_max = g_daemon.cfg->pids_max};
+        if (cgroup_create(sb->id, &lim, &e) < 0) { /* rewrites the limits of the existing cgroup */
+            fprintf(stderr, "hutchd: %s: warm pool hand-over: %s\n", sb->id, e.msg);
+            sandbox_stop(sb, "could not set its limits");
+            return NULL;
+        }
+        sb->memory_mb = p->memory_mb;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(p->env, k, v)
+        agent_call(sb, "envSet", json_pack("{s:s, s:O}", "key", k, "value", v), on_env_set, NULL, NULL, NULL);
+    sb->pooled = false;
+    g_daemon.n_claimed++;
+    snprintf(sb->org, sizeof sb->org, "%s", p->org);
+    json_decref(sb->labels);
+    sb->labels = p->labels ? json_deep_copy(p->labels) : json_object();
+    json_decref(sb->allow_net);
+    sb->allow_net = has_hosts ? json_deep_copy(p->allow_net) : NULL;
+    sb->created_ms = now_ms();
+    sandbox_set_stop_at(sb, p->stop_at_ms);
+    sandbox_record(sb);
+    pool_kick();
+    return sb;
+}
