@@ -38,6 +38,9 @@ int nft_setup(const char *table, uint16_t pp, uint16_t dp, struct hx_err *e)
              "    type nat hook prerouting priority dstnat; policy accept;\n"
              "    iifname " SB_IF " udp dport 53 redirect to :%3$u\n"
              "    iifname " SB_IF " tcp dport 53 redirect to :%3$u\n"
+             /* hutchd's own addresses (the gateway, the API, host services) are
+              * not "the internet": not proxied, refused in sb_from */
+             "    iifname " SB_IF " fib daddr type local return\n"
              "    iifname " SB_IF " meta l4proto tcp redirect to :%2$u\n"
              "  }\n"
              "  chain sb_in {\n"
@@ -51,6 +54,8 @@ int nft_setup(const char *table, uint16_t pp, uint16_t dp, struct hx_err *e)
              "    tcp dport { %2$u, %3$u } ct status dnat accept\n"
              "    udp dport %3$u ct status dnat accept\n"
              "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } ip6 hoplimit 255 accept\n"
+             /* a refused connection fails fast instead of hanging */
+             "    meta l4proto tcp counter reject with tcp reset\n"
              "    counter drop\n"
              "  }\n"
              "  chain sb_fwd {\n"
