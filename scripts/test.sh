@@ -195,6 +195,15 @@ start_sdk_daemon() {
   local hutchd init port state=$TMP/sdk/state
   hutchd=$(find_bin hutchd daemon)
   init=$(find_bin hutch-init init)
+  # The SDK suite drives the ASan+UBSan build of hutchd (and of hutch-proxy
+  # next to it) when there is one: the daemon's real traffic under the
+  # sanitizers. hutch-init stays the normal build (PID 1 of a sandbox).
+  local asan=${ASAN_BUILD:-build-asan}/src/daemon/hutchd
+  if [[ ${HUTCH_SDK_ASAN:-1} == 1 && -x $asan ]]; then
+    hutchd=$asan
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+  fi
   mkdir -p "$state"
   port=$(in_ns "${PY:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"
@@ -234,6 +243,10 @@ stop_sdk_daemon_and_check() {
     SDK_PID=
   fi
   sleep 0.5
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/sdk/hutchd.log"; then
+    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/sdk/hutchd.log" | head -60
+    rc=1
+  fi
   local left
   left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path "*/hutch-test-$RUN-sdk/*" 2>/dev/null)
   [[ -n $left ]] && { echo "LEAK CHECK: cgroups left:"; echo "$left"; rc=1; }
