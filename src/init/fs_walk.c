@@ -62,21 +62,35 @@ static size_t split(char *s, char **segs, size_t max)
     return n;
 }
 
-static bool match_segs(char **p, size_t np, char **s, size_t ns, bool globstar, int flags, unsigned budget)
+/* Matches pattern segments p against path segments s by dynamic
+ * programming over (pattern index, path index): O(np * ns) fnmatch calls at
+ * most, whatever mix of "**" a hostile pattern has. */
+static bool match_segs(char **p, size_t np, char **s, size_t ns, bool globstar, int flags)
 {
-    if (budget == 0)
-        return false;
-    if (np == 0)
-        return ns == 0;
-    if (globstar && strcmp(p[0], "**") == 0) {
-        for (size_t k = 0; k <= ns; k++)
-            if (match_segs(p + 1, np - 1, s + k, ns - k, globstar, flags, budget - 1))
-                return true;
-        return false;
+    /* ok[j] for the current i: p[i..] matches s[j..] */
+    bool *next = calloc(ns + 1, sizeof *next), *cur = calloc(ns + 1, sizeof *cur);
+    bool r = false;
+    if (!next || !cur)
+        goto out;
+    next[ns] = true; /* empty pattern matches only the empty rest */
+    for (size_t i = np; i-- > 0;) {
+        bool star = globstar && strcmp(p[i], "**") == 0;
+        cur[ns] = star ? next[ns] : false;
+        for (size_t j = ns; j-- > 0;) {
+            if (star)
+                cur[j] = next[j] || cur[j + 1];  /* ** matches nothing, or s[j] and more */
+            else
+                cur[j] = next[j + 1] && fnmatch(p[i], s[j], flags) == 0;
+        }
+        bool *t = next;
+        next = cur;
+        cur = t;
     }
-    if (ns == 0 || fnmatch(p[0], s[0], flags) != 0)
-        return false;
-    return match_segs(p + 1, np - 1, s + 1, ns - 1, globstar, flags, budget);
+    r = next[0];
+out:
+    free(next);
+    free(cur);
+    return r;
 }
 
 bool fsw_glob_match(const char *pattern, const char *path, bool globstar, bool extended, bool casefold)
@@ -96,7 +110,7 @@ bool fsw_glob_match(const char *pattern, const char *path, bool globstar, bool e
     for (size_t i = 0; i < np; i++)
         if (!(globstar && w > 0 && strcmp(p[i], "**") == 0 && strcmp(p[w - 1], "**") == 0))
             p[w++] = p[i];
-    return match_segs(p, w, s, ns, globstar, flags, 16);
+    return match_segs(p, w, s, ns, globstar, flags);
 }
 
 static bool has_glob_chars(const char *seg, bool extended)

@@ -1045,6 +1045,14 @@ static struct fsw_job *read_job(json_t *params, struct hx_err *e)
         fsw_fail_path(e, EISDIR, "read", path);
         return NULL;
     }
+    /* hutchd's bound on one readFile answer: refuse before moving a byte. */
+    int64_t max;
+    if (opt_int(params, "max", 0, INT64_MAX, INT64_MAX, &max) && S_ISREG(sb.st_mode) && sb.st_size > max) {
+        close(fd);
+        hx_fail(e, EFBIG, "EFBIG: the file is too large for readFile (%lld bytes, at most %lld): read it with open() "
+                "and its readable, or download(), read '%.3000s'", (long long)sb.st_size, (long long)max, path);
+        return NULL;
+    }
     struct fsw_job *j = calloc(1, sizeof *j);
     struct read_state *st = calloc(1, sizeof *st);
     if (!j || !st) {

@@ -689,7 +689,10 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
     if (!s->sb)
         return;
     json_error_t jerr;
-    json_t *msg = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
+    /* JSON_ALLOW_NUL (files): a \u0000 inside a string, a path say, gets that
+     * method's own clear error (handlers check with memchr) instead of a parse
+     * error with a null id, on which the SDK drops the whole connection. */
+    json_t *msg = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!msg)
         return rpc_reply_rpc_error(s, NULL, -32700, "Parse error: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
     json_t *id = json_object_get(msg, "id");

@@ -532,6 +532,9 @@ static void m_read(struct session *s, json_t *id, json_t *params, enum fs_kind k
     if (kind == FS_READ_DIR)
         op->entries = json_array();
     json_t *ap = json_pack("{s:O, s:I}", "path", json_object_get(params, "path"), "chan", (json_int_t)op->chan);
+    if (kind != FS_READ_DIR) /* the worker refuses larger regular files up front */
+        json_object_set_new(ap, "max", json_integer((json_int_t)(kind == FS_READ_BYTES ? FS_READFILE_MAX / 4 * 3
+                                                                                        : FS_READFILE_MAX)));
     if (agent_call(s->sb, kind == FS_READ_DIR ? "readDir" : "readFile", ap, on_read_done, s, id, op) < 0) {
         op_free(op);
         rpc_reply_result(s, id, fs_error("EIO", "EIO: cannot reach the sandbox's agent"));
