@@ -134,6 +134,39 @@ static bool any_cgroup_mounted(void)
     return found;
 }
 
+/* "MemTotal:       24607344 kB" */
+static uint64_t keyed_value_colon(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    if (!p || p[strlen(key)] != ':')
+        return 0;
+    return strtoull(p + strlen(key) + 1, NULL, 10);
+}
+
+/* Every sandbox has its own limits, but they add up: 256 sandboxes of
+ * 1024 pids would exhaust a host with pid_max 32768, and their memory
+ * limits can exceed the machine's. The parent cgroup caps the sum, so a
+ * fleet of fork bombs or allocators starves sandboxes, never the host
+ * (hutchd itself is not in it). */
+static void limit_all_sandboxes(void)
+{
+    char buf[256], p[600], v[64];
+    uint64_t pid_max = 32768, mem_total_kib = 0;
+    if (read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) > 0)
+        pid_max = strtoull(buf, NULL, 10);
+    if (read_small("/proc/meminfo", buf, sizeof buf) > 0)
+        mem_total_kib = keyed_value_colon(buf, "MemTotal");
+    snprintf(v, sizeof v, "%" PRIu64, pid_max / 2);
+    snprintf(p, sizeof p, "%s/pids.max", ctrl_root[C_PIDS]);
+    write_file(p, v, NULL);
+    if (mem_total_kib) {
+        uint64_t cap = mem_total_kib * 1024 / 10 * 8; /* 80 % of RAM */
+        snprintf(v, sizeof v, "%" PRIu64, cap);
+        snprintf(p, sizeof p, "%s/%s", ctrl_root[C_MEMORY], v2 ? "memory.max" : "memory.limit_in_bytes");
+        write_file(p, v, NULL);
+    }
+}
+
 int cgroup_init(const char *name, struct hx_err *e)
 {
     if (!any_cgroup_mounted())
@@ -149,7 +182,10 @@ int cgroup_init(const char *name, struct hx_err *e)
         write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu +pids", NULL);
         char p[600];
         snprintf(p, sizeof p, "%s/cgroup.subtree_control", ctrl_root[0]);
-        return write_file(p, "+memory +cpu +pids", e);
+        int r = write_file(p, "+memory +cpu +pids", e);
+        if (r == 0)
+            limit_all_sandboxes();
+        return r;
     }
     for (int c = 0; c < C_N; c++) {
         char mnt[400];
@@ -161,6 +197,7 @@ int cgroup_init(const char *name, struct hx_err *e)
         if (mkdir(ctrl_root[c], 0755) < 0 && errno != EEXIST)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
     }
+    limit_all_sandboxes();
     return 0;
 }
 
