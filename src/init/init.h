@@ -76,3 +76,8 @@ bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uin
 bool fsrelay_frame(uint16_t type, uint32_t chan, const uint8_t *payload, uint32_t len);
 /* fsops.c: the fs worker's main loop, in a child of PID 1; never returns. */
 _Noreturn void fs_worker_main(int sock);
+
+/* landlock.c: probe once at start; apply between fork and exec. */
+void landlock_probe(void);
+int landlock_abi(void);
+int landlock_apply(void);

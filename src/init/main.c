@@ -116,6 +116,7 @@ int main(void)
     if (setup_sandbox(&cfg, &e) < 0)
         fail_setup(&e);
     json_decref(spec);
+    landlock_probe();
 
     send_ready(json_pack("{s:b}", "ok", 1));
     int r = agent_run(INIT_AGENT_FD);

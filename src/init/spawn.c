@@ -68,9 +68,12 @@ static int confine(uid_t uid)
     data[0].inheritable = data[1].inheritable = 0;
     if (syscall(SYS_capset, &hdr, data) < 0)
         return -errno;
+    int r = landlock_apply();
+    if (r < 0)
+        return r;
     /* While still CAP_SYS_ADMIN in the user namespace: a filter without
      * no_new_privs, so the image's setuid sudo keeps working. */
-    int r = seccomp_apply();
+    r = seccomp_apply();
     if (r < 0)
         return r;
     gid_t gid = (gid_t)uid; /* app is 1000:1000, root 0:0 */

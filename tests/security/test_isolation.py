@@ -292,3 +292,20 @@ def test_fork_bomb_stays_inside(hutchd):
     assert wait_until(lambda: not cgroup_dirs_for_sandbox(hutchd.cgroup_name, bomb_id), 20)
     assert other.sh("echo after")["stdout"] == b"after\n"
     other.ws.close()
+
+
+def test_commands_of_one_sandbox_can_signal_each_other(sandbox):
+    """Landlock is a second layer (no device nodes), but its signal scoping
+    is deliberately off: each spawn is its own domain, and `kill` between two
+    commands of the same sandbox must keep working."""
+    sandbox.sh("sleep 300 >/dev/null 2>&1 & echo $! > /tmp/sleeper")
+    r = sandbox.sh("kill -TERM $(cat /tmp/sleeper) && echo sent")
+    assert r["code"] == 0 and b"sent" in r["stdout"], r
+
+
+def test_device_nodes_refused_by_landlock_too(sandbox):
+    """mknod of a character device fails with EACCES (Landlock) before the
+    missing CAP_MKNOD (EPERM) is even looked at."""
+    r = sandbox.sh("mknod /tmp/null2 c 1 3", sudo=True)
+    assert r["code"] != 0
+    assert b"Permission denied" in r["stderr"], r
