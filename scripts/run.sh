@@ -15,5 +15,9 @@ if [[ $(id -u) != 0 ]]; then
   echo "run.sh: hutchd needs root (namespaces, cgroups); try: sudo make run" >&2
   exit 1
 fi
-echo "run.sh: starting $bin $* (Ctrl-C stops it; sandboxes with a duration are kept or cleaned on the next start)"
-exec "$bin" "$@"
+# --net-host-ns: hutchd manages sandbox networking (its own nftables table,
+# `inet hutch`, and a veth per sandbox) in this network namespace. Without
+# it sandboxes get loopback only. The tests never use it: they run hutchd in
+# network namespaces of their own.
+echo "run.sh: starting $bin --net-host-ns $* (Ctrl-C stops it; sandboxes with a duration are cleaned on the next start)"
+exec "$bin" --net-host-ns "$@"
