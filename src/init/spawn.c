@@ -106,6 +106,15 @@ static _Noreturn void child_main(const struct spawn_req *r, int stdio[3], int re
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
+    /* hutch-init runs at -1000 so the OOM killer spares it; its children
+     * must be fair game again (raising the score needs no privilege). */
+    int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (oom >= 0) {
+        ssize_t w = write(oom, "0", 1);
+        (void)w;
+        close(oom);
+    }
+
     struct rlimit nofile = {.rlim_cur = g_nofile, .rlim_max = g_nofile};
     struct rlimit core = {0, 0};
     if (setrlimit(RLIMIT_NOFILE, &nofile) < 0 || setrlimit(RLIMIT_CORE, &core) < 0)

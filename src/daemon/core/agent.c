@@ -9,6 +9,11 @@
 
 #define AGENT_RBUF (HX_FRAME_HDR + HX_FRAME_MAX)
 #define MAX_PENDING_CALLS 1024
+/* Bytes queued toward an agent that does not read its socket: our own flow
+ * control keeps honest traffic far below this (stdin 4 MiB in flight). */
+#define AGENT_WRITE_QUEUE_MAX (16u << 20)
+#define LOG_BURST 20           /* agent log lines, then LOG_PER_SEC a second */
+#define LOG_PER_SEC 20
 #define MAX_PROCS 4096
 
 struct agent_write {
@@ -28,6 +33,10 @@ int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *dat
         return -EPIPE;
     if (len > HX_FRAME_MAX)
         return -EMSGSIZE;
+    if (sb->agent.write_queue_size > AGENT_WRITE_QUEUE_MAX) {
+        sb->agent_overrun = true; /* stopped by the read loop, not from deep in a caller */
+        return -ENOBUFS;
+    }
     struct agent_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
     if (!w)
         return -ENOMEM;
@@ -47,6 +56,11 @@ int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *dat
 
 void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes)
 {
+    struct proc *p = sandbox_proc(sb, HX_STREAM_PID(chan));
+    if (p) {
+        uint32_t *in = &p->inflight[HX_STREAM_FD(chan)];
+        *in = bytes > *in ? 0 : *in - bytes;
+    }
     uint8_t v[4];
     hx_put_u32(v, bytes);
     agent_send(sb, HX_CREDIT, chan, v, 4);
@@ -218,6 +232,11 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
         }
         if (f->len == 0)
             p->stream_open[fd] = false;
+        /* An honest agent stops at the credit window; a hijacked one that
+         * does not would fill the client's queue without bound. */
+        p->inflight[fd] += f->len;
+        if (p->inflight[fd] > HX_OUTPUT_WINDOW)
+            return agent_broken(sb, "output beyond its credit window");
         rpc_on_output(sb, p, fd, f->payload, f->len);
         return;
     }
@@ -238,6 +257,21 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
         rpc_fs_on_data(sb, f->chan, f->payload, f->len);
         return;
     case HX_LOG: {
+        /* Rate-limited: a hijacked agent must not fill the host's logs. */
+        int64_t now = now_ms();
+        sb->log_tokens += (double)(now - sb->log_last_ms) * LOG_PER_SEC / 1000.0;
+        if (sb->log_tokens > LOG_BURST)
+            sb->log_tokens = LOG_BURST;
+        sb->log_last_ms = now;
+        if (sb->log_tokens < 1) {
+            sb->log_suppressed++;
+            return;
+        }
+        sb->log_tokens -= 1;
+        if (sb->log_suppressed) {
+            fprintf(stderr, "hutchd: %s: agent: (%u lines suppressed)\n", sb->id, sb->log_suppressed);
+            sb->log_suppressed = 0;
+        }
         int n = (int)(f->len > 300 ? 300 : f->len);
         char line[301];
         for (int i = 0; i < n; i++) {
@@ -284,6 +318,8 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (sb->state >= SB_STOPPING)
         return;
+    if (sb->agent_overrun)
+        return agent_broken(sb, "it does not read its socket");
     memmove(sb->rbuf, sb->rbuf + off, sb->rlen - off);
     sb->rlen -= off;
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
+#include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/launch.h"
 #include "daemon/store/store.h"
@@ -65,6 +66,7 @@ void sandbox_on_handle_closed(uv_handle_t *h)
     json_decref(sb->labels);
     json_decref(sb->init_env);
     json_decref(sb->allow_net); /* net: */
+    secrets_free(sb->secrets);  /* secrets: values zeroed */
     free(sb->rbuf);
     free(sb);
 }
@@ -115,6 +117,8 @@ static void teardown_finish(struct sandbox *sb)
     if (r < 0)
         fprintf(stderr, "hutchd: %s: teardown: %s\n", sb->id, e.msg);
     net_sandbox_detach(sb); /* net: policy out of the proxy, veth gone, audit freed */
+    secrets_free(sb->secrets); /* secrets: nobody needs the values any more */
+    sb->secrets = NULL;
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     if (rmdir(wd) < 0 && errno != ENOENT)
@@ -318,6 +322,16 @@ static void launch_done(uv_work_t *req, int status)
         sandbox_stop(sb, e.msg);
         return;
     }
+    /* The OOM killer takes the sandbox's processes, never its agent (spawn
+     * puts its children back to 0). */
+    char oom[64];
+    snprintf(oom, sizeof oom, "/proc/%d/oom_score_adj", (int)sb->pid);
+    int ofd = open(oom, O_WRONLY | O_CLOEXEC);
+    if (ofd >= 0) {
+        if (write(ofd, "-1000", 5) != 5)
+            fprintf(stderr, "hutchd: %s: oom_score_adj: %s\n", sb->id, strerror(errno));
+        close(ofd);
+    }
     if (!sb->pooled)
         sandbox_record(sb);
     if ((r = agent_start(sb, sb->launch_fd, &e)) < 0) {
@@ -340,7 +354,7 @@ static void launch_done(uv_work_t *req, int status)
     json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
         "id", sb->id, "hostname", "sandbox", "image", g_daemon.image_root, "workdir", wd,
         "uid_base", (json_int_t)sb->uid_base, "uid_count", (json_int_t)UID_COUNT,
-        "disk_mb", (json_int_t)cfg->disk_mb, "pids_max", (json_int_t)cfg->pids_max,
+        "disk_mb", (json_int_t)sandbox_disk_mb(sb), "pids_max", (json_int_t)cfg->pids_max,
         "nofile", (json_int_t)nofile_max, "env", sb->init_env);
     if (setup_net)
         json_object_set_new(setup, "net", setup_net); /* net: */
@@ -353,6 +367,15 @@ static void launch_done(uv_work_t *req, int status)
         return;
     }
     uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
+}
+
+/* The writable layer is a tmpfs whose pages count toward the sandbox's
+ * memory limit: past about 3/4 of it, a full disk would OOM-kill the
+ * sandbox instead of failing with ENOSPC. */
+uint32_t sandbox_disk_mb(const struct sandbox *sb)
+{
+    uint32_t by_memory = sb->memory_mb / 4 * 3;
+    return g_daemon.cfg->disk_mb < by_memory ? g_daemon.cfg->disk_mb : by_memory;
 }
 
 /* The sandbox's row in the store: written when a user gets it. */
@@ -408,6 +431,11 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->labels = p->labels ? json_deep_copy(p->labels) : json_object();
     sb->init_env = p->env ? json_deep_copy(p->env) : json_object();
     sb->allow_net = p->allow_net && !json_is_null(p->allow_net) ? json_deep_copy(p->allow_net) : NULL; /* net: */
+    if (p->secrets) { /* secrets: every process starts with the placeholders */
+        json_t *ph = secrets_env(p->secrets);
+        json_object_update(sb->init_env, ph);
+        json_decref(ph);
+    }
     sb->ready_cb = cb;
     sb->ready_ud = ud;
     sb->next_req = 1;
@@ -434,6 +462,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     /* The clone of a new pid+net+mount namespace takes milliseconds of
      * kernel time; done on a worker thread, it stalls no other sandbox's
      * streams. The worker touches only sb's launch fields. */
+    sb->secrets = p->secrets; /* secrets: moved (the caller forgets them on success) */
     sb->launching = true;
     sb->launch_req.data = sb;
     uv_queue_work(g_daemon.loop, &sb->launch_req, launch_work, launch_done);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
+#include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/store/store.h"
 
@@ -91,6 +92,9 @@ struct sandbox *pool_take(const struct sandbox_params *p)
         return NULL;
     if (g_daemon.n_claimed >= g_daemon.cfg->max_sandboxes)
         return NULL;
+    /* Its writable layer was sized for the default memory (sandbox_disk_mb). */
+    if (p->memory_mb != g_daemon.cfg->memory_default_mb)
+        return NULL;
     struct sandbox *sb = NULL;
     for (struct sandbox *x = g_daemon.sandboxes; x && !sb; x = x->next)
         if (x->pooled && x->state == SB_RUNNING && !x->sessions)
@@ -99,9 +103,14 @@ struct sandbox *pool_take(const struct sandbox_params *p)
         return NULL;
     struct hx_err e = {0};
     bool has_hosts = p->allow_net && !json_is_null(p->allow_net);
+    if (p->secrets && !sb->net)
+        return NULL; /* secrets: need the proxy, which a pooled sandbox without an interface lacks */
+    sb->secrets = p->secrets; /* secrets: before the policy, which carries them to the proxy */
     if (sb->net) {
-        if (net_sandbox_set_policy(sb, has_hosts ? p->allow_net : NULL, &e) < 0)
+        if (net_sandbox_set_policy(sb, has_hosts ? p->allow_net : NULL, &e) < 0) {
+            sb->secrets = NULL;
             return NULL;
+        }
     } else if (has_hosts) {
         return NULL; /* the pooled one has no interface (networking off) */
     }
@@ -110,6 +119,7 @@ struct sandbox *pool_take(const struct sandbox_params *p)
                                     .cpu_millis = g_daemon.cfg->cpu_millis, .pids_max = g_daemon.cfg->pids_max};
         if (cgroup_create(sb->id, &lim, &e) < 0) { /* rewrites the limits of the existing cgroup */
             fprintf(stderr, "hutchd: %s: warm pool hand-over: %s\n", sb->id, e.msg);
+            sb->secrets = NULL; /* secrets: still the caller's */
             sandbox_stop(sb, "could not set its limits");
             return NULL;
         }
@@ -119,6 +129,10 @@ struct sandbox *pool_take(const struct sandbox_params *p)
     json_t *v;
     json_object_foreach(p->env, k, v)
         agent_call(sb, "envSet", json_pack("{s:s, s:O}", "key", k, "value", v), on_env_set, NULL, NULL, NULL);
+    json_t *ph = secrets_env(p->secrets); /* secrets: placeholders, like other env */
+    json_object_foreach(ph, k, v)
+        agent_call(sb, "envSet", json_pack("{s:s, s:O}", "key", k, "value", v), on_env_set, NULL, NULL, NULL);
+    json_decref(ph);
     sb->pooled = false;
     g_daemon.n_claimed++;
     snprintf(sb->org, sizeof sb->org, "%s", p->org);

@@ -6,6 +6,7 @@
 #include "daemon/api/ws.h"
 #include "daemon/core/routes.h"
 #include "daemon/net/net.h"
+#include "daemon/net/secrets.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/store/store.h"
@@ -123,6 +124,7 @@ static json_t *decode_config(struct http_conn *c, const char *b64)
     }
     json_error_t jerr;
     json_t *cfg = json_loadb((const char *)buf, len, 0, &jerr);
+    explicit_bzero(buf, len); /* secrets: the decoded config may hold values */
     free(buf);
     if (!cfg || !json_is_object(cfg)) {
         http_respond_error(c, 400, "INVALID_CONFIG", "x-deno-sandbox-config must be a base64 JSON object: %s",
@@ -195,8 +197,13 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         http_respond_error(c, 400, "UNSUPPORTED", "volumes are not supported by this hutch version yet");
         goto out;
     }
-    if (!absent(json_object_get(conf, "root")) || !absent(json_object_get(conf, "secrets"))) {
-        http_respond_error(c, 400, "UNSUPPORTED", "root volumes and secrets are not supported by this hutch version yet");
+    if (!absent(json_object_get(conf, "root"))) {
+        http_respond_error(c, 400, "UNSUPPORTED", "root volumes are not supported by this hutch version yet");
+        goto out;
+    }
+    /* secrets: {NAME: {hosts, value}}; values move into memory we zero, the config is scrubbed at out */
+    if (secrets_parse(json_object_get(conf, "secrets"), absent(env) ? NULL : env, &p.secrets, &e) < 0) {
+        http_respond_error(c, 400, "INVALID_SECRETS", "%s", e.msg);
         goto out;
     }
     /* net: absent = unrestricted (still proxied and audited), [] = loopback only */
@@ -205,12 +212,24 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         goto out;
     }
     p.allow_net = absent(allow_net) ? NULL : allow_net;
+    if (p.secrets && allow_net && json_is_array(allow_net) && json_array_size(allow_net) == 0) {
+        http_respond_error(c, 400, "INVALID_SECRETS", "secrets need network access, but allowNet is []");
+        goto out;
+    }
     struct sandbox *warm = pool_take(&p);
-    if (warm)
+    if (warm) {
+        p.secrets = NULL; /* secrets: the sandbox has them */
         on_created(warm, NULL, c);
-    else if (sandbox_create(&p, on_created, c, &e) < 0)
+    } else if (sandbox_create(&p, on_created, c, &e) < 0) {
         http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
+    } else {
+        p.secrets = NULL;
+    }
 out:
+    secrets_free(p.secrets);
+    if (!absent(json_object_get(conf, "secrets")) && hdr) /* secrets: the header's base64 carried values too */
+        explicit_bzero((char *)hdr, strlen(hdr));
+    secrets_scrub_json(json_object_get(conf, "secrets"));
     json_decref(conf);
 }
 
@@ -237,6 +256,9 @@ static void handle_extend(struct http_conn *c, const struct http_request *req, s
     json_decref(body);
     int64_t base = sb->stop_at_ms > now_ms() ? sb->stop_at_ms : now_ms();
     int64_t granted = want < base + EXTEND_MAX_MS ? want : base + EXTEND_MAX_MS;
+    /* Never past the longest lifetime a create may ask for. */
+    if (granted > now_ms() + (int64_t)HX_DURATION_MAX_MS)
+        granted = now_ms() + (int64_t)HX_DURATION_MAX_MS;
     if (granted < sb->stop_at_ms)
         granted = sb->stop_at_ms; /* extending never shortens */
     sandbox_set_stop_at(sb, granted);

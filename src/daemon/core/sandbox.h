@@ -15,6 +15,7 @@ struct session;
 struct sandbox;
 struct store;
 struct net_sb;
+struct secret_set;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -36,6 +37,7 @@ struct proc {
     char signal[16];
     bool oom;
     bool reported;                /* a processWait got the status */
+    uint32_t inflight[2];         /* output bytes received, not yet credited back */
     int64_t exited_ms;
     struct waiter *waiters;
 };
@@ -86,6 +88,10 @@ struct sandbox {
     uv_pipe_t agent;
     bool agent_open;
     uint8_t *rbuf;                /* agent read buffer, HX_FRAME_HDR + HX_FRAME_MAX bytes */
+    bool agent_overrun;           /* its socket's write queue passed the bound */
+    double log_tokens;            /* HX_LOG rate limit */
+    int64_t log_last_ms;
+    unsigned log_suppressed;
     size_t rlen;
     uint32_t next_req;
     struct pending_call *calls;
@@ -108,6 +114,7 @@ struct sandbox {
     /* net: the allowNet value as given (NULL/null = unrestricted, [] = no network) and the network state */
     json_t *allow_net;
     struct net_sb *net;
+    struct secret_set *secrets;   /* secrets: values for the proxy, placeholders in init_env; owned */
     bool pooled;                  /* in the warm pool: nobody's yet, not listed */
     bool recorded;                /* has a row in the store */
     bool launching;               /* a worker thread is cloning its init */
@@ -140,11 +147,13 @@ struct sandbox_params {
     json_t *labels;               /* borrowed */
     json_t *env;                  /* borrowed, may be NULL */
     json_t *allow_net;            /* net: borrowed, validated; NULL = unrestricted */
+    struct secret_set *secrets;   /* secrets: moved into the sandbox when create or the pool takes it (then NULL) */
     bool pooled;                  /* pool: started ahead of demand, nobody's yet */
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);
 void sandbox_record(struct sandbox *sb);
+uint32_t sandbox_disk_mb(const struct sandbox *sb);
 
 /* The warm pool (pool.c): sandboxes started ahead of demand, so that a
  * create only has to hand one over. */
