@@ -77,13 +77,13 @@ static void test_token_create_check_revoke(void **state)
     assert_int_equal(strlen(id), 16);
     assert_memory_equal(id, "tok_", 4);
 
-    OK(store_token_check(f->s, tok, org, &admin, E));
+    OK(store_token_check(f->s, tok, org, &admin, NULL, E));
     assert_string_equal(org, "acme");
     assert_true(admin);
 
     OK(store_token_revoke(f->s, id, E));
     struct hx_err e = { 0 };
-    assert_int_equal(store_token_check(f->s, tok, org, &admin, &e), -EACCES);
+    assert_int_equal(store_token_check(f->s, tok, org, &admin, NULL, &e), -EACCES);
     assert_int_equal(store_token_revoke(f->s, id, &e), -ENOENT);
     assert_int_equal(store_token_revoke(f->s, "tok_nonexistent0", &e), -ENOENT);
 }
@@ -94,7 +94,7 @@ static void test_token_non_admin_flag_is_kept(void **state)
     char tok[64], id[32], org[64];
     bool admin = true;
     OK(store_token_create(f->s, "acme", "user", false, tok, id, E));
-    OK(store_token_check(f->s, tok, org, &admin, E));
+    OK(store_token_check(f->s, tok, org, &admin, NULL, E));
     assert_false(admin);
 }
 
@@ -116,7 +116,7 @@ static void test_malformed_and_unknown_tokens_are_refused(void **state)
                           "ddo_0000000000000000000000000000000000000000", "' OR 1=1 --" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct hx_err e = { 0 };
-        assert_int_equal(store_token_check(f->s, bad[i], org, &admin, &e), -EACCES);
+        assert_int_equal(store_token_check(f->s, bad[i], org, &admin, NULL, &e), -EACCES);
     }
 }
 
@@ -141,7 +141,7 @@ static void test_token_list_is_per_org_and_has_no_secrets(void **state)
     char tok[64], id_a[32], id_b[32], id_c[32], org[64];
     bool admin;
     OK(store_token_create(f->s, "acme", "one", true, tok, id_a, E));
-    OK(store_token_check(f->s, tok, org, &admin, E));
+    OK(store_token_check(f->s, tok, org, &admin, NULL, E));
     OK(store_token_create(f->s, "acme", "two", false, tok, id_b, E));
     OK(store_token_create(f->s, "other", "three", false, tok, id_c, E));
 
@@ -442,7 +442,7 @@ static void test_reopen_keeps_tokens_and_sandboxes(void **state)
 
     reopen(f);
     reopen(f);   /* migrations run once; a second reopen is a no-op */
-    OK(store_token_check(f->s, tok, org, &admin, E));
+    OK(store_token_check(f->s, tok, org, &admin, NULL, E));
     assert_string_equal(org, "acme");
     OK(store_sandbox_get(f->s, r.id, &g, E));
     assert_string_equal(json_string_value(json_object_get(g.labels, "a")), "b");

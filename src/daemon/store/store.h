@@ -24,7 +24,9 @@ int store_token_create(struct store *s, const char *org, const char *name, bool 
                        char token_out[64], char id_out[32], struct hx_err *e);
 /* -EACCES for unknown, revoked or malformed tokens. Updates lastUsedAt (at
  * most once a minute per token, to keep checks from writing every time). */
-int store_token_check(struct store *s, const char *token, char org_out[64], bool *admin_out,
+/* id_out (32 bytes, may be NULL) gets the token's id, e.g. to close the
+ * connections it opened once it is revoked. */
+int store_token_check(struct store *s, const char *token, char org_out[64], bool *admin_out, char *id_out,
                       struct hx_err *e);
 /* New array of {id, name, org, admin, createdAt, lastUsedAt (ISO|null)} of the
  * tokens not revoked, oldest first; org NULL = all orgs. */

@@ -79,7 +79,7 @@ int store_token_create(struct store *s, const char *org, const char *name, bool 
 }
 
 int store_token_check(struct store *s, const char *token, char org_out[64], bool *admin_out,
-                      struct hx_err *e)
+                      char *id_out, struct hx_err *e)
 {
     /* Malformed tokens are refused before hashing, with the same error as
      * unknown ones so probing learns nothing. */
@@ -105,6 +105,8 @@ int store_token_check(struct store *s, const char *token, char org_out[64], bool
         db_column_copy(st, 1, org_out, 64);
         *admin_out = sqlite3_column_int(st, 2) != 0;
         last_used = sqlite3_column_int64(st, 3);
+        if (id_out)
+            memcpy(id_out, id, sizeof id);
     }
     int64_t now = hx_now_ms();
     if (now - last_used >= LAST_USED_GRANULARITY_MS) {
