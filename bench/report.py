@@ -60,6 +60,16 @@ def main(d):
         if "cgroup_kib_per_sandbox" in rss:
             print(f"each idle sandbox's own cgroup memory (hutch-init and its files): "
                   f"{rss['cgroup_kib_per_sandbox']:.0f} KiB")
+    fsb = load(f"{d}/fs.json")
+    if fsb:
+        loc = fsb.get("local_cp_mbs")
+        print(f"\nfile throughput, {fsb['size_mb']} MB (MB/s; target: within 1.5x of local cp)")
+        for key, name in (("local_cp_mbs", "local cp (peer)"), ("sdk_write_mbs", "SDK writeFile (stream)"),
+                          ("sdk_read_mbs", "SDK open + readable"), ("cp_up_mbs", "hutch cp LOCAL ID:PATH"),
+                          ("cp_down_mbs", "hutch cp ID:PATH LOCAL"), ("exec_cat_mbs", "hutch exec cat")):
+            v = fsb.get(key)
+            slow = f"{loc / v:.1f}x slower than local cp" if v and loc and key != "local_cp_mbs" else ""
+            print(f"  {name:<26} {v if v is not None else 'n/a':>8}  {slow}")
     if not hutch:
         print("\n(hutch numbers missing: see the errors above)")
         return 1

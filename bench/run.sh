@@ -78,6 +78,11 @@ in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="h
 rc=$?
 ((rc == 0)) || { echo "bench: SDK benchmark failed ($rc); hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; }
 
+echo "bench: file throughput (200 MB: SDK writeFile/read, hutch cp, hutch exec cat, local cp)..." >&2
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCH_CLI="${HUTCH_CLI:-$(bin hutch cli)}" FS_BENCH_DIR="$TMP" \
+  timeout 600 node bench/fs_bench.mjs >"$TMP/fs.json" || { echo "bench: file benchmark failed" >&2; rc=1; }
+
 echo
 echo "hutch bench on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 python3 bench/report.py "$TMP" || rc=1

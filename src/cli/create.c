@@ -1,4 +1,5 @@
 /* hutch create: open /api/v3/sandboxes/create with a config, set env, print the id. */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -10,6 +11,7 @@
 static const char help[] =
     "usage: hutch create [--memory SIZE] [--timeout DUR] [--label K=V]... [--env K=V]...\n"
     "                    [--allow-net HOST]... [--no-net]\n"
+    "                    [--secret NAME=@FILE --secret-host NAME=HOST...]...\n"
     "\n"
     "Creates a sandbox and prints its id. The sandbox keeps running after this\n"
     "command returns, until its timeout or 'hutch kill ID'.\n"
@@ -24,7 +26,50 @@ static const char help[] =
     "                      example.com:443, *.example.com, 203.0.113.10, [2001:db8::1]:443.\n"
     "                      Without it the sandbox may connect anywhere (audited: 'hutch net ID')\n"
     "      --no-net        no network at all (loopback only)\n"
+    "      --secret NAME=@FILE  a secret read from FILE (one trailing newline dropped): inside,\n"
+    "                      $NAME holds a placeholder; HTTPS to the secret's hosts carries the\n"
+    "                      real value in request headers (docs/secrets.md). Never on the command line.\n"
+    "      --secret-host NAME=HOST  a host that may receive secret NAME (repeatable, at least one)\n"
     "      --endpoint URL, --token TOKEN   see 'hutch --help'\n";
+
+/* --secret NAME=@FILE / --secret-host NAME=HOST into {NAME: {value, hosts}}. */
+static int secret_opt(json_t *secrets, const char *arg, bool is_value, struct hx_err *e)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || eq - arg > 128)
+        return hx_fail(e, EINVAL, "--secret%s wants NAME=%s", is_value ? "" : "-host", is_value ? "@FILE" : "HOST");
+    char name[129];
+    memcpy(name, arg, (size_t)(eq - arg));
+    name[eq - arg] = 0;
+    json_t *s = json_object_get(secrets, name);
+    if (!s) {
+        s = json_pack("{s:[]}", "hosts");
+        json_object_set_new(secrets, name, s);
+    }
+    if (!is_value)
+        return json_array_append_new(json_object_get(s, "hosts"), json_string(eq + 1)) == 0
+                   ? 0 : hx_fail(e, ENOMEM, "out of memory");
+    if (eq[1] != '@')
+        return hx_fail(e, EINVAL, "--secret %s: give the value as @FILE (a value on the command line is visible to "
+                                  "every user in ps)", name);
+    int fd = open(eq + 2, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return hx_fail(e, errno, "--secret %s: open %s: %m", name, eq + 2);
+    char buf[4098];
+    size_t n = 0;
+    ssize_t k;
+    while (n < sizeof buf - 1 && (k = read(fd, buf + n, sizeof buf - 1 - n)) > 0)
+        n += (size_t)k;
+    close(fd);
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    buf[n] = 0;
+    json_object_set_new(s, "value", json_stringn(buf, n));
+    explicit_bzero(buf, sizeof buf);
+    return 0;
+}
 
 int cmd_create(struct cli *cli, int argc, char **argv)
 {
@@ -32,6 +77,7 @@ int cmd_create(struct cli *cli, int argc, char **argv)
         { "memory", required_argument, NULL, 'm' }, { "timeout", required_argument, NULL, 't' },
         { "label", required_argument, NULL, 'l' },  { "env", required_argument, NULL, 'e' },
         { "allow-net", required_argument, NULL, 'a' }, { "no-net", no_argument, NULL, 'N' },
+        { "secret", required_argument, NULL, 'S' }, { "secret-host", required_argument, NULL, 'H' },
         CLI_COMMON_OPTS,                            { 0 },
     };
     struct hx_err e = { 0 };
@@ -40,12 +86,13 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     json_t *env = json_object();
     json_t *config = NULL;
     json_t *allow_net = NULL; /* absent: unrestricted */
+    json_t *secrets = json_object();
     struct hutch_target t = { 0 };
     struct hutch_conn *c = NULL;
     int ret = 1, ch;
     (void)cli_parse_duration(DEFAULT_TIMEOUT, &timeout_ms, &e);
 
-    while ((ch = getopt_long(argc, argv, "+:hm:t:l:e:a:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+:hm:t:l:e:a:S:H:", opts, NULL)) != -1) {
         switch (ch) {
         case 'h':
             fputs(help, stdout);
@@ -77,6 +124,13 @@ int cmd_create(struct cli *cli, int argc, char **argv)
             if (ch == 'a')
                 json_array_append_new(allow_net, json_string(optarg)); /* the server validates */
             break;
+        case 'S':
+        case 'H':
+            if (secret_opt(secrets, optarg, ch == 'S', &e) < 0) {
+                ret = cli_usage("create", "%s", e.msg);
+                goto out;
+            }
+            break;
         default: {
             int r = cli_common_opt(cli, "create", ch, argv);
             if (r >= 0) {
@@ -94,6 +148,17 @@ int cmd_create(struct cli *cli, int argc, char **argv)
                        (json_int_t)(cli_now_ms() + timeout_ms), "labels", labels);
     if (config && allow_net)
         json_object_set(config, "allow_net", allow_net);
+    const char *sk;
+    json_t *sv;
+    json_object_foreach(secrets, sk, sv) {
+        if (json_array_size(json_object_get(sv, "hosts")) == 0 || !json_object_get(sv, "value")) {
+            ret = cli_usage("create", "secret %s needs --secret %s=@FILE and at least one --secret-host %s=HOST", sk,
+                            sk, sk);
+            goto out;
+        }
+    }
+    if (config && json_object_size(secrets))
+        json_object_set(config, "secrets", secrets);
     if (!config || cli_target(cli, &t, &e) < 0 || hutch_create(&t, config, &c, &e) < 0) {
         cli_error("create: %s", config ? e.msg : "out of memory");
         goto out;
@@ -124,5 +189,13 @@ out:
     json_decref(labels);
     json_decref(env);
     json_decref(allow_net);
+    json_t *v2; /* the values: zeroed before jansson frees them */
+    const char *k2;
+    json_object_foreach(secrets, k2, v2) {
+        json_t *val = json_object_get(v2, "value");
+        if (json_is_string(val))
+            explicit_bzero((char *)json_string_value(val), json_string_length(val));
+    }
+    json_decref(secrets);
     return ret;
 }

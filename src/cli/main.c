@@ -18,6 +18,7 @@ static const char usage[] =
     "  kill ID...                   stop and delete sandboxes\n"
     "  extend ID DUR                move a sandbox's stop time to now + DUR\n"
     "  net ID                       a sandbox's network: addresses, bytes per destination, audit log\n"
+    "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
     "  token create|list|revoke     manage API tokens (admin)\n"
     "\n"
     "Run 'hutch VERB --help' for a verb's options.\n"
@@ -36,6 +37,7 @@ static const struct {
     { "create", cmd_create }, { "ls", cmd_ls },         { "list", cmd_ls },     { "exec", cmd_exec },
     { "sh", cmd_sh },         { "kill", cmd_kill },     { "rm", cmd_kill },     { "extend", cmd_extend },
     { "token", cmd_token },   { "net", cmd_net },
+    { "cp", cmd_cp },
 };
 
 int main(int argc, char **argv)

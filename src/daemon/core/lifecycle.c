@@ -328,8 +328,12 @@ static void launch_done(uv_work_t *req, int status)
     snprintf(oom, sizeof oom, "/proc/%d/oom_score_adj", (int)sb->pid);
     int ofd = open(oom, O_WRONLY | O_CLOEXEC);
     if (ofd >= 0) {
-        if (write(ofd, "-1000", 5) != 5)
-            fprintf(stderr, "hutchd: %s: oom_score_adj: %s\n", sb->id, strerror(errno));
+        static bool warned; /* needs CAP_SYS_RESOURCE, which some hosts withhold */
+        if (write(ofd, "-1000", 5) != 5 && !warned) {
+            fprintf(stderr, "hutchd: cannot shield hutch-init from the OOM killer (oom_score_adj: %s)\n",
+                    strerror(errno));
+            warned = true;
+        }
         close(ofd);
     }
     if (!sb->pooled)

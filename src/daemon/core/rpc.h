@@ -37,3 +37,7 @@ void rpc_fs_on_data(struct sandbox *sb, uint32_t chan, const uint8_t *p, size_t 
 /* rpc.c: binds the client's upload stream (held bytes and all) to an agent
  * fs channel, like stdin to a pid; false when the stream cannot be used. */
 bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan);
+/* rpc.c: the client's upload stream for an fs channel failed ($sandbox.stream.error
+ * or the client left before .end): the write is cancelled and, while the client
+ * is still there, answered with an error instead of success. */
+void rpc_fs_upload_failed(struct sandbox *sb, uint32_t chan, int why);

@@ -678,9 +678,24 @@ static void on_write_done(struct sandbox *sb, struct session *s, json_t *rpc_id,
         for (struct inbound *in = s->inbound; in; in = in->next)
             if (in->pid == op->chan)
                 in->bound_closed = true;
-        rpc_reply_result(s, rpc_id, fs_translate(reply));
+        if (op->failed == EPIPE && reply && json_object_get(reply, "error"))
+            rpc_reply_result(s, rpc_id, fs_error("EPIPE", "EPIPE: the upload stream failed on the client; "
+                                                          "the file was not completely written"));
+        else
+            rpc_reply_result(s, rpc_id, fs_translate(reply));
     }
     op_free(op);
+}
+
+void rpc_fs_upload_failed(struct sandbox *sb, uint32_t chan, int why)
+{
+    /* Like Deno's writeFile of a stream, what was written stays (no atomicity
+     * is promised); the caller learns that the write failed. */
+    for (struct fs_op *op = g_ops; op; op = op->next)
+        if (op->sb == sb && op->chan == chan && op->kind == FS_WRITE) {
+            op_cancel(op, why);
+            return;
+        }
 }
 
 static void m_write(struct session *s, json_t *id, json_t *params, bool text)

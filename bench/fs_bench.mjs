@@ -1,0 +1,77 @@
+// File throughput (issue 3): writeFile / read of a 200 MB file through the SDK,
+// `hutch cp` both ways, `cat` of the same file through `hutch exec`, and a
+// local `cp` of it, in one run. Prints one JSON object (MB/s, 1 MB = 1e6 bytes).
+// Env: DENO_* as for the SDK tests, HUTCH_CLI (the hutch binary), FS_BENCH_MB
+// (default 200), FS_BENCH_DIR (a local scratch dir, default /tmp).
+import fs from "node:fs";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
+
+const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
+const { Sandbox } = await import(sdkUrl.href);
+
+const MB = Number(process.env.FS_BENCH_MB ?? 200);
+const size = MB * 1_000_000;
+const dir = fs.mkdtempSync(path.join(process.env.FS_BENCH_DIR ?? "/tmp", "hutch-fsbench-"));
+const src = path.join(dir, "big.bin");
+const secs = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
+const now = () => process.hrtime.bigint();
+const rate = (t) => Math.round((size / 1e6 / t) * 10) / 10;
+
+{ // random, so that nothing on the way can compress it
+  const fd = fs.openSync(src, "w");
+  const block = crypto.randomBytes(1 << 20);
+  for (let left = size; left > 0; left -= block.length) fs.writeSync(fd, block, 0, Math.min(left, block.length));
+  fs.closeSync(fd);
+}
+
+const out = { size_mb: MB };
+const sb = await Sandbox.create();
+const cliEnv = { ...process.env, HUTCH_ENDPOINT: process.env.DENO_SANDBOX_ENDPOINT,
+                 HUTCH_TOKEN: process.env.DENO_DEPLOY_TOKEN };
+function cli(args, opts = {}) {
+  const t0 = now();
+  const r = spawnSync(process.env.HUTCH_CLI, args, { env: cliEnv, stdio: ["ignore", "ignore", "pipe"], ...opts });
+  if (r.status !== 0) throw new Error(`hutch ${args.join(" ")}: ${r.status} ${r.stderr}`);
+  return secs(t0);
+}
+try {
+  // local cp (the target): fresh destination, file already in the page cache
+  {
+    const t0 = now();
+    const r = spawnSync("cp", [src, path.join(dir, "copy.bin")]);
+    if (r.status !== 0) throw new Error("cp failed");
+    out.local_cp_mbs = rate(secs(t0));
+    fs.rmSync(path.join(dir, "copy.bin"));
+  }
+  // SDK writeFile with a stream (1 MiB chunks, as fs.upload does with Deno.open)
+  {
+    const t0 = now();
+    const stream = Readable.toWeb(fs.createReadStream(src, { highWaterMark: 1 << 20 }));
+    await sb.fs.writeFile("/tmp/big.bin", stream);
+    out.sdk_write_mbs = rate(secs(t0));
+  }
+  // SDK read: open + readable (readFile answers in one message and caps at ~74 MiB)
+  {
+    const t0 = now();
+    const f = await sb.fs.open("/tmp/big.bin", { read: true });
+    let n = 0;
+    for await (const chunk of f.readable) n += chunk.length;
+    out.sdk_read_mbs = rate(secs(t0));
+    if (n !== size) throw new Error(`read ${n} bytes, wanted ${size}`);
+  }
+  if (process.env.HUTCH_CLI) {
+    const id = sb.id;
+    out.exec_cat_mbs = rate(cli(["exec", id, "--", "cat", "/tmp/big.bin"]));
+    out.cp_up_mbs = rate(cli(["cp", "-q", src, `${id}:/tmp/up.bin`]));
+    out.cp_down_mbs = rate(cli(["cp", "-q", `${id}:/tmp/big.bin`, path.join(dir, "down.bin")]));
+    if (fs.statSync(path.join(dir, "down.bin")).size !== size) throw new Error("hutch cp download: wrong size");
+  }
+} finally {
+  await sb.kill().catch(() => {});
+  await sb.close().catch(() => {});
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+console.log(JSON.stringify(out));
