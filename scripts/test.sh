@@ -168,6 +168,16 @@ fi
 # namespace, which hides /sys/fs/cgroup from hutchd. We only need the netns.
 in_ns() { nsenter --net="/run/netns/$NS" -- "$@"; }
 
+# The ASan+UBSan hutchd (with its hutch-proxy), when built and wanted: the
+# integration, security and SDK suites then also hunt memory errors in the
+# daemon under real and hostile traffic. hutch-init stays the normal build.
+asan_daemon() {
+  local asan=${ASAN_BUILD:-build-asan}/src/daemon/hutchd
+  if [[ ${HUTCH_SDK_ASAN:-1} == 1 && -x $asan ]]; then echo "$asan"; fi
+}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+
 # ---------------------------------------------------------------- 4. pytest
 if want py; then
   if [[ -z $PY ]]; then
@@ -178,7 +188,7 @@ if want py; then
     # shellcheck disable=SC2086
     step "integration + security" "$TMP/pytest.log" count_pytest -- \
       timeout --kill-after=30 1200 nsenter --net="/run/netns/$NS" -- \
-      env HUTCH_TEST_RUN="$RUN" HUTCH_TEST_TMP="$TMP/py" HUTCH_BUILD="$BUILD" \
+      env HUTCH_TEST_RUN="$RUN" HUTCH_TEST_TMP="$TMP/py" HUTCH_BUILD="$BUILD" HUTCH_DAEMON="$(asan_daemon)" \
       "$PY" -m pytest -p no:cacheprovider -rfEs --durations=10 \
       ${HUTCH_PYTEST_TARGETS:-tests/integration tests/security tests/cli} ${HUTCH_PYTEST_ARGS:-}
   fi
@@ -198,12 +208,9 @@ start_sdk_daemon() {
   # The SDK suite drives the ASan+UBSan build of hutchd (and of hutch-proxy
   # next to it) when there is one: the daemon's real traffic under the
   # sanitizers. hutch-init stays the normal build (PID 1 of a sandbox).
-  local asan=${ASAN_BUILD:-build-asan}/src/daemon/hutchd
-  if [[ ${HUTCH_SDK_ASAN:-1} == 1 && -x $asan ]]; then
-    hutchd=$asan
-    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
-    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
-  fi
+  local asan
+  asan=$(asan_daemon)
+  [[ -n $asan ]] && hutchd=$asan
   mkdir -p "$state"
   port=$(in_ns "${PY:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"

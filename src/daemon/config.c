@@ -25,7 +25,9 @@ static const char usage[] =
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
     "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n"
     "  --net-host-ns         manage sandbox networking (nftables table inet hutch) in this network\n"
-    "                        namespace even if it is not one named by `ip netns` (else: loopback only)\n";
+    "                        namespace even if it is not one named by `ip netns` (else: loopback only)\n"
+    "  --upstream-ca FILE    extra CA (PEM) trusted for upstream TLS when secrets are substituted\n"
+    "  --rotate-ca           make a new interception CA (STATE/ca) at start\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -65,7 +67,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM };
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM,
+           O_UPCA, O_ROTCA };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -76,7 +79,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"help", no_argument, 0, O_HELP},
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
-        {"net-host-ns", no_argument, 0, O_HOSTNS}, {0, 0, 0, 0}};
+        {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
+        {"rotate-ca", no_argument, 0, O_ROTCA}, {0, 0, 0, 0}};
     int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -135,6 +139,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_POOL4: cfg->net_pool4 = optarg; break;
         case O_POOL6: cfg->net_pool6 = optarg; break;
         case O_HOSTNS: cfg->net_host_ns = true; break;
+        case O_UPCA: /* secrets: the proxy reads it before confining itself */
+            if (access(optarg, R_OK) != 0)
+                return hx_fail(e, errno, "--upstream-ca %s: %m", optarg);
+            cfg->upstream_ca = optarg;
+            break;
+        case O_ROTCA: cfg->rotate_ca = true; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

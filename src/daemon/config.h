@@ -28,6 +28,9 @@ struct config {
     const char *net_pool4;     /* 10.200.0.0/16 */
     const char *net_pool6;     /* fd68:7574:6368::/48 */
     bool net_host_ns;          /* allowed to manage nftables in the initial network namespace */
+    /* secrets: TLS interception */
+    const char *upstream_ca;   /* extra CA file the proxy trusts for upstreams (tests, private CAs) */
+    bool rotate_ca;            /* make a new interception CA at start */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

@@ -50,6 +50,12 @@
 
 #define DISK_MB_MAX (1024u * 1024u) /* 1 TiB: a sanity bound, the daemon sets the real one */
 
+/* secrets: where the sandbox's CA bundle is (Debian's path), with hutch's CA appended */
+#define CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define CA_BUNDLE_MAX (4u << 20)
+#define CA_PEM_MAX 8192
+static const char *g_ca_pem; /* points into the setup message, which outlives setup */
+
 static const char *str_member(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
@@ -143,6 +149,23 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
         c->dns6 = str_member(net, "dns6");
         if (!c->dns4 || inet_pton(AF_INET, c->dns4, tmp) != 1 || !c->dns6 || inet_pton(AF_INET6, c->dns6, tmp) != 1)
             return hx_fail(e, EINVAL, "setup: bad net");
+        /* secrets: the interception CA, trusted by every TLS library through the bundle and variables */
+        const char *ca = str_member(net, "ca");
+        if (ca) {
+            if (strlen(ca) > CA_PEM_MAX || strncmp(ca, "-----BEGIN CERTIFICATE-----", 27) != 0 ||
+                strstr(ca, "PRIVATE"))
+                return hx_fail(e, EINVAL, "setup: bad ca");
+            g_ca_pem = ca;
+            if (!c->env) {
+                json_object_set_new(root, "env", json_object());
+                c->env = json_object_get(root, "env");
+            }
+            static const char *const vars[] = {"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE",
+                                               "CURL_CA_BUNDLE", "DENO_CERT", "GIT_SSL_CAINFO"};
+            for (size_t i = 0; i < HX_ARRAY_LEN(vars); i++)
+                if (!json_object_get(c->env, vars[i]))
+                    json_object_set_new(c->env, vars[i], json_string(CA_BUNDLE));
+        }
     }
     return 0;
 }
@@ -170,6 +193,54 @@ static int write_resolv_conf(const struct setup_cfg *c, struct hx_err *e)
         return hx_fail(e, errno, "write /etc/resolv.conf: %m");
     if (fchown(fd, c->uid_base, c->uid_base) < 0 || fchmod(fd, 0644) < 0)
         return hx_fail(e, errno, "chown /etc/resolv.conf: %m");
+    return 0;
+}
+
+/* secrets: the image's CA bundle plus our CA, as a new file in the sandbox's
+ * own writable layer (the shared image is never written). Runs before the
+ * sandbox exists: the upper layer holds nothing a sandbox made. */
+static int add_ca_bundle(const struct setup_cfg *c, struct hx_err *e)
+{
+    if (!g_ca_pem)
+        return 0;
+    static const char *const dirs[] = {"root/etc", "root/etc/ssl", "root/etc/ssl/certs"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(dirs); i++) {
+        if (mkdir(dirs[i], 0755) == 0) {
+            if (chown(dirs[i], c->uid_base, c->uid_base) < 0)
+                return hx_fail(e, errno, "chown %s: %m", dirs[i] + 4);
+        } else if (errno != EEXIST) {
+            return hx_fail(e, errno, "mkdir %s: %m", dirs[i] + 4);
+        }
+    }
+    const char *path = "root" CA_BUNDLE, *tmp = "root/etc/ssl/certs/.hutch-ca-bundle";
+    size_t cap = CA_BUNDLE_MAX, len = 0;
+    autofree char *buf = malloc(cap + CA_PEM_MAX + 2);
+    if (!buf)
+        return hx_fail(e, ENOMEM, "out of memory");
+    int in = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in >= 0) {
+        ssize_t k;
+        while (len < cap && (k = read(in, buf + len, cap - len)) > 0)
+            len += (size_t)k;
+        close(in);
+    }
+    if (len > 0 && buf[len - 1] != '\n')
+        buf[len++] = '\n';
+    size_t pl = strlen(g_ca_pem);
+    memcpy(buf + len, g_ca_pem, pl);
+    len += pl;
+    if (buf[len - 1] != '\n')
+        buf[len++] = '\n';
+    unlink(tmp);
+    autoclose int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return hx_fail(e, errno, "create the CA bundle: %m");
+    if (write(fd, buf, len) != (ssize_t)len)
+        return hx_fail(e, errno, "write the CA bundle: %m");
+    if (fchown(fd, c->uid_base, c->uid_base) < 0 || fchmod(fd, 0644) < 0)
+        return hx_fail(e, errno, "chown the CA bundle: %m");
+    if (rename(tmp, path) < 0)
+        return hx_fail(e, errno, "rename the CA bundle: %m");
     return 0;
 }
 
@@ -394,7 +465,8 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
     int r;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hx_fail(e, errno, "make / private: %m");
-    if ((r = build_root(c, e)) < 0 || (r = write_resolv_conf(c, e)) < 0 || (r = build_dev(c, e)) < 0 ||
+    if ((r = build_root(c, e)) < 0 || (r = write_resolv_conf(c, e)) < 0 || (r = add_ca_bundle(c, e)) < 0 ||
+        (r = build_dev(c, e)) < 0 ||
         (r = enter_root(e)) < 0 ||
         (r = build_proc(e)) < 0)
         return r;

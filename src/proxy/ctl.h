@@ -19,11 +19,14 @@ enum px_msg {
     PX_POLICY = 2,    /* JSON {"id", "ip4", "ip6", "allow": [str] | null (unrestricted)} */
     PX_FORGET = 3,    /* payload: sandbox id */
     PX_RESOLVED = 4,  /* chan = request; u8 n4, n4 x 4 bytes, u8 n6, n6 x 16 bytes (n = 0: no such name) */
+    PX_CA = 5,        /* secrets: JSON {"cert": PEM, "key": PEM}, the per-install CA for interception */
+    /* secrets: PX_POLICY also carries "secrets": [{"name", "placeholder", "value", "hosts": [str]}] */
 
     /* proxy -> hutchd */
     PX_AUDIT = 16,    /* JSON {"sandbox", "time_ms", "proto", "host", "ip", "port", "verdict", "reason"} */
     PX_BYTES = 17,    /* JSON {"sandbox", "host", "ip", "port", "up", "down", "closed": bool}; byte deltas */
     PX_RESOLVE = 18,  /* chan = request; payload: a normalized host name */
+    PX_SUBST = 19,    /* secrets: JSON {"sandbox", "time_ms", "secret", "host", "port", "method", "path"}; never a value */
 };
 
 #define PX_RESOLVE_MAX 8  /* addresses per family in a PX_RESOLVED */

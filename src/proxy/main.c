@@ -16,7 +16,9 @@
 #include "lib/err.h"
 #include "lib/wire.h"
 #include "proxy/ctl.h"
+#include "proxy/mitm.h"
 #include "proxy/proxy.h"
+#include "proxy/subst.h"
 
 uv_loop_t *g_loop;
 static uv_pipe_t ctl;
@@ -216,6 +218,83 @@ void report_bytes(const char *sbid, const char *host, int family, const uint8_t 
                                   "closed", closed));
 }
 
+void audit_subst(const char *sbid, const char *secret, const char *host, uint16_t port, const char *method,
+                 const char *path)
+{
+    send_json(PX_SUBST, json_pack("{s:s, s:I, s:s, s:s, s:i, s:s, s:s}", "sandbox", sbid, "time_ms",
+                                  (json_int_t)wall_ms(), "secret", secret, "host", host, "port", (int)port, "method",
+                                  method, "path", path));
+}
+
+/* ---- secrets ---- */
+
+static void secrets_free(struct sbx *s)
+{
+    for (size_t i = 0; i < s->n_secrets; i++) {
+        struct psecret *p = &s->secrets[i];
+        if (p->val)
+            explicit_bzero(p->val, p->len);
+        free(p->val);
+        free(p->ph);
+        policy_free(&p->hosts);
+    }
+    free(s->secrets);
+    s->secrets = NULL;
+    s->n_secrets = 0;
+}
+
+/* Zeroes a string inside a parsed message before jansson frees it. */
+static void scrub(json_t *v)
+{
+    if (json_is_string(v))
+        explicit_bzero((char *)json_string_value(v), json_string_length(v));
+}
+
+static void parse_secrets(struct sbx *s, json_t *arr)
+{
+    size_t n = json_array_size(arr);
+    if (n == 0 || n > SUBST_SECRETS_MAX)
+        return;
+    s->secrets = calloc(n, sizeof *s->secrets);
+    if (!s->secrets)
+        return;
+    json_t *o;
+    size_t i;
+    json_array_foreach(arr, i, o) {
+        const char *name = json_string_value(json_object_get(o, "name"));
+        json_t *ph = json_object_get(o, "placeholder"), *val = json_object_get(o, "value");
+        json_t *hosts = json_object_get(o, "hosts");
+        size_t len = json_string_length(val);
+        if (!name || strlen(name) >= sizeof s->secrets[0].name || !json_is_string(ph) || !json_is_string(val) ||
+            len < SUBST_VALUE_MIN || len > SUBST_VALUE_MAX || json_string_length(ph) != len || !json_is_array(hosts))
+            continue;
+        struct psecret *p = &s->secrets[s->n_secrets];
+        p->ph = malloc(len);
+        p->val = malloc(len);
+        p->hosts.rules = calloc(json_array_size(hosts) + 1, sizeof *p->hosts.rules);
+        if (!p->ph || !p->val || !p->hosts.rules) {
+            free(p->ph);
+            free(p->val);
+            free(p->hosts.rules);
+            memset(p, 0, sizeof *p);
+            continue;
+        }
+        snprintf(p->name, sizeof p->name, "%s", name);
+        memcpy(p->ph, json_string_value(ph), len);
+        memcpy(p->val, json_string_value(val), len);
+        p->len = len;
+        json_t *h;
+        size_t j;
+        json_array_foreach(hosts, j, h) {
+            char why[160];
+            const char *e = json_string_value(h);
+            if (e && policy_parse_entry(e, strlen(e), &p->hosts.rules[p->hosts.n], why, sizeof why) == 0)
+                p->hosts.n++;
+        }
+        s->n_secrets++;
+    }
+}
+
 static int parse_prefix(const char *s, int family, uint8_t *out)
 {
     char buf[64];
@@ -264,6 +343,8 @@ static void on_policy(json_t *o)
         s->next = sandboxes;
         sandboxes = s;
     }
+    secrets_free(s); /* secrets: replaced with the policy */
+    parse_secrets(s, json_object_get(o, "secrets"));
     const char *ip4 = json_string_value(json_object_get(o, "ip4"));
     const char *ip6 = json_string_value(json_object_get(o, "ip6"));
     s->has4 = ip4 && inet_pton(AF_INET, ip4, s->ip4) == 1;
@@ -299,6 +380,7 @@ static void on_forget(const uint8_t *p, size_t n)
             struct sbx *s = *pp;
             *pp = s->next;
             policy_free(&s->pol);
+            secrets_free(s);
             free(s);
             return;
         }
@@ -422,11 +504,22 @@ static void on_ctl_frame(const struct hx_frame *f)
         json_decref(o);
         return;
     }
-    if (f->type == PX_CONFIG)
+    if (f->type == PX_CONFIG) {
         on_config(o);
-    else if (f->type == PX_POLICY)
+    } else if (f->type == PX_POLICY) {
         on_policy(o);
+        json_t *v;
+        size_t i;
+        json_array_foreach(json_object_get(o, "secrets"), i, v) scrub(json_object_get(v, "value"));
+    } else if (f->type == PX_CA) {
+        json_t *c = json_object_get(o, "cert"), *k = json_object_get(o, "key");
+        if (!json_is_string(c) || !json_is_string(k) ||
+            mitm_set_ca(json_string_value(c), json_string_length(c), json_string_value(k), json_string_length(k)) < 0)
+            fprintf(stderr, "hutch-proxy: unusable CA from hutchd: no TLS interception\n");
+        scrub(k);
+    }
     json_decref(o);
+    explicit_bzero((void *)f->payload, f->len); /* secrets: our read buffer held values */
 }
 
 static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
@@ -515,8 +608,8 @@ static int confine(const char *root, uid_t uid, gid_t gid)
 
 int main(int argc, char **argv)
 {
-    /* argv: hutch-proxy [--root DIR] [--uid N --gid N] */
-    const char *root = NULL;
+    /* argv: hutch-proxy [--root DIR] [--uid N --gid N] [--upstream-ca FILE] */
+    const char *root = NULL, *upstream_ca = NULL;
     uid_t uid = 65534;
     gid_t gid = 65534;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -526,6 +619,8 @@ int main(int argc, char **argv)
             uid = (uid_t)strtoul(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--gid") == 0)
             gid = (gid_t)strtoul(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--upstream-ca") == 0)
+            upstream_ca = argv[i + 1];
     }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stderr, NULL, _IOLBF, 0);
@@ -542,6 +637,8 @@ int main(int argc, char **argv)
     if (tcp_proxy_start(PX_FD_TCP4, PX_FD_TCP6) < 0 ||
         dns_server_start(PX_FD_DNSU4, PX_FD_DNSU6, PX_FD_DNST4, PX_FD_DNST6) < 0)
         return 1;
+    if (mitm_init(upstream_ca) < 0) /* secrets: reads the trust store while there are files */
+        fprintf(stderr, "hutch-proxy: TLS interception is unavailable\n");
     json_t *warm = json_pack("{s:s}", "a", "b"); /* jansson allocates its hash seed once: before seccomp */
     json_decref(warm);
     if (confine(root, uid, gid) < 0)

@@ -15,6 +15,14 @@ struct dnsmap_ent {
     char name[POLICY_NAME_MAX + 1];
 };
 
+/* secrets: a secret of a sandbox, as the proxy holds it (value zeroed on free) */
+struct psecret {
+    char name[129];
+    uint8_t *ph, *val;        /* placeholder and value, len bytes each */
+    size_t len;
+    struct policy hosts;      /* where the value may go (names, wildcards, ports) */
+};
+
 struct sbx {
     struct sbx *next;
     char id[32];
@@ -23,6 +31,8 @@ struct sbx {
     struct policy pol;
     struct dnsmap_ent map[DNSMAP_N];
     unsigned map_next;
+    struct psecret *secrets;  /* secrets: */
+    size_t n_secrets;
 };
 
 struct sbx *sbx_by_addr(int family, const uint8_t *addr);
@@ -67,6 +77,10 @@ void report_bytes(const char *sbid, const char *host, int family, const uint8_t 
 extern uv_loop_t *g_loop;
 int64_t mono_ms(void);
 void fmt_addr(int family, const uint8_t *addr, char *out, size_t cap);
+
+/* secrets: one substitution happened (never the value) */
+void audit_subst(const char *sbid, const char *secret, const char *host, uint16_t port, const char *method,
+                 const char *path);
 
 /* tcp.c */
 int tcp_proxy_start(int fd4, int fd6);

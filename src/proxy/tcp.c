@@ -11,8 +11,10 @@
 #include <sys/socket.h>
 #include "lib/err.h"
 #include "proxy/http1.h"
+#include "proxy/mitm.h"
 #include "proxy/proxy.h"
 #include "proxy/sni.h"
+#include "proxy/subst.h"
 
 #ifndef IP6T_SO_ORIGINAL_DST
 #define IP6T_SO_ORIGINAL_DST 80
@@ -52,20 +54,35 @@ struct pconn {
     int dirs_done;
     uint64_t up_bytes, down_bytes, up_sent, down_sent;
     int64_t last_flush;
+    /* secrets: TLS interception (docs/secrets.md) */
+    bool sni_named;               /* c->host came from the TLS SNI */
+    bool mitm;                    /* intercepted: plaintext between two TLS sessions */
+    SSL *cssl, *ussl;             /* towards the sandbox (we serve), towards the upstream (we verify) */
+    bool cssl_up, ussl_up;        /* handshakes complete */
+    bool mask_timer_on;
+    uv_timer_t mask_timer;        /* flushes a held response tail that turned out not to be a value */
+    struct mask_state *mask;
 };
 
 static uv_tcp_t lis4, lis6;
 
 static void pconn_close(struct pconn *c);
 
+static void pconn_free(struct pconn *c)
+{
+    free(c->peek);
+    free(c->hbuf);
+    SSL_free(c->cssl);
+    SSL_free(c->ussl);
+    free(c->mask);
+    free(c);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     struct pconn *c = h->data;
-    if (--c->handles == 0 && c->refs == 0) {
-        free(c->peek);
-        free(c->hbuf);
-        free(c);
-    }
+    if (--c->handles == 0 && c->refs == 0)
+        pconn_free(c);
 }
 
 static void flush_bytes(struct pconn *c, bool closed)
@@ -89,6 +106,8 @@ static void pconn_close(struct pconn *c)
     uv_close((uv_handle_t *)&c->cli, on_handle_closed);
     if (c->up_open)
         uv_close((uv_handle_t *)&c->up, on_handle_closed);
+    if (c->mask_timer_on)
+        uv_close((uv_handle_t *)&c->mask_timer, on_handle_closed);
 }
 
 /* A blocked connection is reset: the client sees ECONNRESET at once. */
@@ -104,6 +123,8 @@ static void pconn_reset(struct pconn *c)
         uv_close((uv_handle_t *)&c->cli, on_handle_closed);
     if (c->up_open)
         uv_close((uv_handle_t *)&c->up, on_handle_closed);
+    if (c->mask_timer_on)
+        uv_close((uv_handle_t *)&c->mask_timer, on_handle_closed);
 }
 
 struct wreq {
@@ -161,6 +182,52 @@ static int send_bytes(struct pconn *c, bool to_up, const void *p, size_t n)
     else
         c->down_bytes += n;
     return 0;
+}
+
+/* ---- secrets: TLS interception plumbing ---- */
+
+/* Ciphertext the SSL produced goes to its socket. */
+static int tls_flush(struct pconn *c, bool to_up)
+{
+    SSL *s = to_up ? c->ussl : c->cssl;
+    char buf[16384];
+    while (s && tls_pending_out(s) > 0) {
+        size_t k = tls_take_out(s, buf, sizeof buf);
+        if (k == 0)
+            break;
+        if (send_bytes(c, to_up, buf, k) < 0)
+            return -EIO;
+    }
+    return 0;
+}
+
+/* Plaintext to one side: through its TLS session when intercepted. */
+static int deliver(struct pconn *c, bool to_up, const void *p, size_t n)
+{
+    if (!c->mitm)
+        return send_bytes(c, to_up, p, n);
+    SSL *s = to_up ? c->ussl : c->cssl;
+    while (n > 0) {
+        int k = SSL_write(s, p, n > (1u << 30) ? 1 << 30 : (int)n);
+        if (k <= 0)
+            return -EIO;
+        p = (const char *)p + k;
+        n -= (size_t)k;
+    }
+    return tls_flush(c, to_up);
+}
+
+/* The secrets of the connection's sandbox as the substitution code sees them. */
+static size_t conn_secrets(struct pconn *c, struct subst_secret *out)
+{
+    struct sbx *sb = sbx_by_id(c->sbid);
+    size_t n = 0;
+    for (size_t i = 0; sb && i < sb->n_secrets && n < SUBST_SECRETS_MAX; i++) {
+        struct psecret *p = &sb->secrets[i];
+        out[n++] = (struct subst_secret){.name = p->name, .ph = p->ph, .val = p->val, .len = p->len,
+                                         .applies = c->sni_named && policy_allows_name(&p->hosts, c->host, c->dport)};
+    }
+    return n;
 }
 
 static void on_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
@@ -232,7 +299,11 @@ static void block_http(struct pconn *c, const char *why)
     }
     uv_read_stop((uv_stream_t *)&c->cli);
     c->st = P_CLOSING;
-    send_bytes(c, false, resp, (size_t)n);
+    deliver(c, false, resp, (size_t)n);
+    if (c->mitm && c->cssl_up) { /* secrets: a TLS close before the TCP one */
+        SSL_shutdown(c->cssl);
+        tls_flush(c, false);
+    }
     c->dirs_done = 1;
     half_close(c, false);
 }
@@ -247,7 +318,7 @@ static int pipe_http(struct pconn *c, const uint8_t *p, size_t n)
             long k = h1_body_advance(&c->h1, p, n);
             if (k < 0)
                 return -EPROTO;
-            if (send_bytes(c, true, p, (size_t)k) < 0)
+            if (deliver(c, true, p, (size_t)k) < 0)
                 return -EIO;
             p += k;
             n -= (size_t)k;
@@ -278,8 +349,31 @@ static int pipe_http(struct pconn *c, const uint8_t *p, size_t n)
                 return 1;
             }
         }
-        if (send_bytes(c, true, c->hbuf, (size_t)hl) < 0)
+        if (c->mitm) {
+            /* secrets: placeholders become values in this head's header values */
+            struct subst_secret sec[SUBST_SECRETS_MAX];
+            size_t ns = conn_secrets(c, sec);
+            uint8_t *nh = malloc((size_t)hl + SUBST_HEAD_SLACK);
+            uint64_t used = 0;
+            long nl = nh ? subst_request_head(c->hbuf, (size_t)hl, sec, ns, nh, (size_t)hl + SUBST_HEAD_SLACK, &used)
+                         : -ENOMEM;
+            int r = nl < 0 ? (int)nl : deliver(c, true, nh, (size_t)nl);
+            if (nh) {
+                explicit_bzero(nh, (size_t)hl + SUBST_HEAD_SLACK);
+                free(nh);
+            }
+            if (r < 0)
+                return -EIO;
+            if (used) {
+                char method[17], path[201];
+                subst_request_line(c->hbuf, (size_t)hl, method, sizeof method, path, sizeof path);
+                for (size_t k = 0; k < ns; k++)
+                    if (used & (1ull << k))
+                        audit_subst(c->sbid, sec[k].name, c->host, c->dport, method, path);
+            }
+        } else if (send_bytes(c, true, c->hbuf, (size_t)hl) < 0) {
             return -EIO;
+        }
         size_t rest = c->hbuf_len - (size_t)hl;
         /* what followed the head is processed as body (and maybe more heads) */
         uint8_t *tmp = NULL;
@@ -317,15 +411,207 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* ---- secrets: the intercepted connection's two TLS sessions ---- */
+
+static void cli_tls_pump(struct pconn *c);
+
+static void on_mask_timer(uv_timer_t *t)
+{
+    struct pconn *c = t->data;
+    static uint8_t out[SUBST_VALUE_MAX];
+    if (c->st != P_PIPE || !c->mask || !c->cssl_up)
+        return;
+    size_t k = mask_flush(c->mask, out);
+    if (k && deliver(c, false, out, k) < 0)
+        pconn_close(c);
+}
+
+/* Upstream plaintext (after the sandbox's handshake): masked, to the sandbox. */
+static void up_tls_pump(struct pconn *c)
+{
+    static uint8_t in[16384], out[16384 + SUBST_VALUE_MAX];
+    if (!c->cssl_up || c->st != P_PIPE)
+        return;
+    struct subst_secret sec[SUBST_SECRETS_MAX];
+    size_t ns = conn_secrets(c, sec);
+    for (;;) {
+        int k = SSL_read(c->ussl, in, sizeof in);
+        if (k <= 0) {
+            int err = SSL_get_error(c->ussl, k);
+            if (err == SSL_ERROR_WANT_READ)
+                break;
+            /* close_notify or a broken session: the response stream ends here */
+            size_t f = mask_flush(c->mask, out);
+            if (f)
+                deliver(c, false, out, f);
+            c->up_eof = true;
+            uv_read_stop((uv_stream_t *)&c->up);
+            SSL_shutdown(c->cssl);
+            tls_flush(c, false);
+            half_close(c, false);
+            return;
+        }
+        size_t m = mask_stream(c->mask, sec, ns, in, (size_t)k, out);
+        if (deliver(c, false, out, m) < 0) {
+            pconn_close(c);
+            return;
+        }
+        if (c->st != P_PIPE)
+            return;
+    }
+    tls_flush(c, true);
+    if (c->mask->held && c->mask_timer_on)
+        uv_timer_start(&c->mask_timer, on_mask_timer, 20, 0);
+    maybe_pause(c, false);
+}
+
+/* The upstream is verified: now we answer the sandbox's ClientHello. */
+static void mitm_client_start(struct pconn *c)
+{
+    c->cssl = mitm_ssl_for_client(c->host);
+    if (!c->cssl || tls_feed(c->cssl, c->peek, c->peek_len) < 0) {
+        audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, false, "could not mint a certificate");
+        pconn_reset(c);
+        return;
+    }
+    free(c->peek);
+    c->peek = NULL;
+    c->peek_len = 0;
+    cli_tls_pump(c);
+}
+
+static void mitm_up_data(struct pconn *c, const void *p, size_t n)
+{
+    if (n && tls_feed(c->ussl, p, n) < 0) {
+        pconn_reset(c);
+        return;
+    }
+    if (!c->ussl_up) {
+        int r = SSL_do_handshake(c->ussl);
+        tls_flush(c, true);
+        if (r != 1) {
+            int err = SSL_get_error(c->ussl, r);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+                return;
+            char why[300];
+            tls_fail_reason(c->ussl, why, sizeof why);
+            char msg[400];
+            snprintf(msg, sizeof msg, "upstream %s (interception for secrets)", why);
+            audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, false, msg);
+            pconn_reset(c);
+            return;
+        }
+        c->ussl_up = true;
+        mitm_client_start(c);
+        return;
+    }
+    up_tls_pump(c);
+}
+
+static void cli_tls_pump(struct pconn *c)
+{
+    static uint8_t in[16384];
+    if (!c->cssl_up) {
+        int r = SSL_do_handshake(c->cssl);
+        tls_flush(c, false);
+        if (r != 1) {
+            int err = SSL_get_error(c->cssl, r);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+                return;
+            char why[300];
+            tls_fail_reason(c->cssl, why, sizeof why);
+            char msg[400];
+            /* a client that pins its own certificate (or lacks our CA) ends here */
+            snprintf(msg, sizeof msg, "the sandbox refused the interception certificate: %s", why);
+            audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, false, msg);
+            pconn_reset(c);
+            return;
+        }
+        c->cssl_up = true;
+        up_tls_pump(c); /* what the upstream sent meanwhile */
+        if (c->st != P_PIPE)
+            return;
+    }
+    for (;;) {
+        int k = SSL_read(c->cssl, in, sizeof in);
+        if (k <= 0) {
+            int err = SSL_get_error(c->cssl, k);
+            if (err == SSL_ERROR_WANT_READ)
+                break;
+            c->cli_eof = true;
+            uv_read_stop((uv_stream_t *)&c->cli);
+            SSL_shutdown(c->ussl);
+            tls_flush(c, true);
+            half_close(c, true);
+            return;
+        }
+        int r = pipe_http(c, in, (size_t)k);
+        if (r < 0) {
+            pconn_reset(c);
+            return;
+        }
+        if (r > 0 || c->st != P_PIPE)
+            return;
+    }
+    tls_flush(c, false);
+    maybe_pause(c, true);
+}
+
+static void mitm_cli_data(struct pconn *c, const void *p, size_t n)
+{
+    if (!c->cssl) { /* upstream handshake still running: hold (bounded) */
+        if (c->peek_len + n > PEEK_CAP) {
+            pconn_reset(c);
+            return;
+        }
+        memcpy(c->peek + c->peek_len, p, n);
+        c->peek_len += n;
+        return;
+    }
+    if (tls_feed(c->cssl, p, n) < 0) {
+        pconn_reset(c);
+        return;
+    }
+    cli_tls_pump(c);
+}
+
+static void mitm_begin(struct pconn *c)
+{
+    c->ussl = mitm_ssl_for_upstream(c->host);
+    c->mask = calloc(1, sizeof *c->mask);
+    if (!c->ussl || !c->mask) {
+        pconn_reset(c);
+        return;
+    }
+    c->proto = PR_HTTP; /* plaintext inside is HTTP/1, checked head by head */
+    memset(&c->h1, 0, sizeof c->h1);
+    mitm_up_data(c, NULL, 0);
+}
+
 static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct pconn *c = s->data;
     if (c->st != P_PIPE)
         return;
+    if (c->mitm && n > 0) {
+        mitm_up_data(c, b->base, (size_t)n);
+        return;
+    }
     if (n < 0) {
         c->up_eof = true;
         uv_read_stop(s);
         if (n != UV_EOF) {
+            pconn_reset(c);
+            return;
+        }
+        if (c->mitm && c->cssl_up) { /* a TCP close without close_notify: end the sandbox's session too */
+            static uint8_t out[SUBST_VALUE_MAX];
+            size_t f = mask_flush(c->mask, out);
+            if (f)
+                deliver(c, false, out, f);
+            SSL_shutdown(c->cssl);
+            tls_flush(c, false);
+        } else if (c->mitm) {
             pconn_reset(c);
             return;
         }
@@ -356,6 +642,10 @@ static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
                 pconn_reset(c);
                 return;
             }
+            if (c->mitm && c->ussl_up) {
+                SSL_shutdown(c->ussl);
+                tls_flush(c, true);
+            }
             half_close(c, true);
         }
         return;
@@ -378,6 +668,10 @@ static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (c->st != P_PIPE)
         return;
+    if (c->mitm) {
+        mitm_cli_data(c, b->base, (size_t)n);
+        return;
+    }
     int r = c->proto == PR_HTTP ? pipe_http(c, (const uint8_t *)b->base, (size_t)n)
                                 : send_bytes(c, true, b->base, (size_t)n);
     if (r < 0) {
@@ -402,6 +696,15 @@ static void on_up_connected(uv_connect_t *req, int status)
     }
     c->st = P_PIPE;
     uv_tcp_nodelay(&c->up, 1);
+    if (c->mitm) { /* secrets: TLS to the upstream first; the sandbox's hello waits in peek */
+        uv_read_start((uv_stream_t *)&c->up, on_alloc, on_up_read);
+        c->cli_paused = false;
+        if (!c->cli_eof)
+            uv_read_start((uv_stream_t *)&c->cli, on_alloc, on_cli_read);
+        uv_timer_start(&c->timer, on_timer, BYTES_FLUSH_MS, BYTES_FLUSH_MS);
+        mitm_begin(c);
+        return;
+    }
     /* the held bytes: the first HTTP head was already checked in decide() */
     int r = 0;
     if (c->proto == PR_HTTP) {
@@ -428,9 +731,32 @@ static void on_up_connected(uv_connect_t *req, int status)
     uv_timer_start(&c->timer, on_timer, BYTES_FLUSH_MS, BYTES_FLUSH_MS);
 }
 
+/* secrets: TLS to a host named in one of the sandbox's secrets is intercepted. */
+static bool wants_mitm(struct pconn *c)
+{
+    if (c->proto != PR_TLS || !c->sni_named || !mitm_ready())
+        return false;
+    struct sbx *sb = sbx_by_id(c->sbid);
+    for (size_t i = 0; sb && i < sb->n_secrets; i++)
+        if (policy_allows_name(&sb->secrets[i].hosts, c->host, c->dport))
+            return true;
+    return false;
+}
+
 static void allow(struct pconn *c, const char *reason)
 {
     audit(c->sbid, proto_names[c->proto], c->host, c->family, c->dst, c->dport, true, reason);
+    c->mitm = wants_mitm(c);
+    if (c->mitm) {
+        if (uv_timer_init(g_loop, &c->mask_timer) < 0) {
+            pconn_reset(c);
+            return;
+        }
+        c->mask_timer.data = c;
+        c->mask_timer_on = true;
+        c->handles++;
+        audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, true, "intercepted: a secret is bound to this host");
+    }
     c->st = P_CONNECTING;
     uv_timer_stop(&c->timer);
     if (uv_tcp_init(g_loop, &c->up) < 0) {
@@ -474,11 +800,8 @@ static void on_name_resolved(struct rcache *rc, void *ud)
     struct pconn *c = ud;
     c->refs--;
     if (c->st == P_DONE) {
-        if (c->refs == 0 && c->handles == 0) {
-            free(c->peek);
-            free(c->hbuf);
-            free(c);
-        }
+        if (c->refs == 0 && c->handles == 0)
+            pconn_free(c);
         return;
     }
     if (rc && rcache_has(rc, c->family, c->dst)) {
@@ -565,6 +888,7 @@ static void decide(struct pconn *c)
             block(c, "the host name in the request is not a valid name");
             return;
         }
+        c->sni_named = c->proto == PR_TLS; /* secrets: interception needs the name the client asked for */
     } else {
         const char *m = sbx_map_lookup(sb, c->family, c->dst);
         snprintf(c->host, sizeof c->host, "%s", m ? m : "");

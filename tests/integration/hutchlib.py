@@ -41,7 +41,9 @@ def _find_binary(name, subdir):
 
 
 def hutchd_path():
-    return _find_binary("hutchd", "daemon")
+    """HUTCH_DAEMON names the hutchd to test (scripts/test.sh points it at the
+    ASan+UBSan build, so every test also hunts memory errors)."""
+    return os.environ.get("HUTCH_DAEMON") or _find_binary("hutchd", "daemon")
 
 
 def hutch_cli_path():
@@ -300,6 +302,14 @@ class Hutchd:
         m = mounts_mentioning(self.state_dir)
         if m:
             problems.append("mounts left: " + " | ".join(m))
+        with contextlib.suppress(OSError):
+            with open(self.log_path, "rb") as f:
+                log = f.read().decode(errors="replace")
+            for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                i = log.find(mark)
+                if i >= 0:
+                    problems.append("sanitizer report in hutchd's log:\n" + log[i:i + 3000])
+                    break
         return problems
 
     def stop(self, check_leaks=True):

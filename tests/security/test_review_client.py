@@ -152,8 +152,6 @@ def test_invalid_utf8_text_does_not_crash(hutchd, shared_sb):
     alive_and_serving(hutchd, shared_sb)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: wslay keeps one heap chunk (~90 B) per received fragment; ws.c sets no "
-                   "fragment limit, so 7 wire bytes cost ~90 heap bytes, up to ~1.5 GB per 16 MiB message")
 def test_tiny_fragments_memory_bounded(hutchd, shared_sb):
     """A message of 400k one-byte fragments (2.8 MB on the wire): wslay keeps a
     heap chunk per fragment, so what hutchd holds must still stay near the
@@ -303,8 +301,6 @@ def test_thousands_of_process_wait(hutchd, shared_sb):
 
 # ---------------------------------------------------------------- slow / absent readers
 
-@pytest.mark.xfail(strict=True, reason="BUG: ws_send_text (src/daemon/api/ws.c:246) queues replies without "
-                   "bound and on_text never pauses reading: a client that never reads grows hutchd's heap")
 def test_client_that_never_reads_keeps_hutchd_bounded(hutchd):
     """envToObject answers ~100 KB for a 90-byte request. A client that sends
     2000 of them and never reads must not make hutchd hold 200 MB of replies."""

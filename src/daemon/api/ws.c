@@ -18,12 +18,16 @@ struct ws_conn {
     const uint8_t *in;     /* input being handed to wslay */
     size_t in_len;
     bool paused;           /* the app asked us to stop reading */
+    bool backlog;          /* our output to this peer passed WS_HIGH_WATER: read nothing more until it
+                              drains, so a client that sends requests but never reads the answers
+                              cannot grow our memory */
     bool writing;          /* one libuv write in flight at a time */
     bool in_recv;          /* inside wslay_event_recv: do not re-enter wslay_event_send */
     bool closing;          /* a close frame is queued: nothing more for the app */
     bool fatal;            /* protocol or I/O failure: close once the queue is flushed */
     bool above_high;
     bool deadline_set;
+    unsigned fragments;    /* data frames of the message being received */
 };
 
 struct ws_wreq {
@@ -96,7 +100,11 @@ bool ws_request_valid(const struct http_request *r)
 static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
 {
     struct ws_conn *w = ud;
-    if (w->paused || w->in_len == 0) {
+    if (!w->backlog && ws_queued_bytes(w) > WS_HIGH_WATER) {
+        /* stop mid-input too: the rest is stashed until the peer reads */
+        w->backlog = w->above_high = true;
+    }
+    if (w->paused || w->backlog || w->in_len == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -200,9 +208,25 @@ static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_o
         w->h.on_text(w, msg, arg->msg_length, w->ud);
 }
 
+/* wslay keeps a heap chunk per received fragment: a message of a million
+ * one-byte fragments would cost ~90 bytes of bookkeeping per byte. */
+static void on_wslay_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
+                                 void *ud)
+{
+    struct ws_conn *w = ud;
+    if (arg->opcode & 0x8)
+        return; /* control frames may come between fragments */
+    w->fragments = arg->opcode == WSLAY_CONTINUATION_FRAME ? w->fragments + 1 : 1;
+    if (w->fragments > WS_MAX_FRAGMENTS) {
+        begin_close(w, WSLAY_CODE_MESSAGE_TOO_BIG, "too many fragments in one message");
+        wslay_event_shutdown_read(ctx);
+    }
+}
+
 static const struct wslay_event_callbacks wslay_callbacks = {
     .recv_callback = on_wslay_recv,
     .send_callback = on_wslay_send,
+    .on_frame_recv_start_callback = on_wslay_frame_start,
     .on_msg_recv_callback = on_wslay_msg,
 };
 
@@ -228,6 +252,11 @@ static void ws_pump(struct ws_conn *w)
             w->h.on_drain(w, w->ud);  /* may send, which pumps again: bounded by the water marks */
         if (http_conn_closing(w->c))
             return;
+        if (w->backlog && !w->above_high) {
+            w->backlog = false;
+            if (!w->paused)
+                http_conn_resume(w->c);
+        }
     }
     if (w->writing || wslay_event_want_write(w->ctx))
         return;
@@ -283,7 +312,7 @@ void ws_set_reading(struct ws_conn *w, bool on)
     w->paused = !on;
     if (!on)
         http_conn_read(w->c, false);
-    else if (!w->in_recv)
+    else if (!w->in_recv && !w->backlog)
         http_conn_resume(w->c);
     /* else: ws_conn_data resumes once wslay_event_recv returns */
 }
@@ -312,13 +341,20 @@ void ws_conn_data(struct ws_conn *w, const uint8_t *p, size_t n)
         http_conn_set_deadline(w->c, WS_CLOSE_WAIT_MS);
     }
     ws_pump(w);
-    if (!http_conn_closing(w->c) && !w->paused)
+    if (http_conn_closing(w->c))
+        return;
+    if (ws_queued_bytes(w) > WS_HIGH_WATER) {
+        w->above_high = w->backlog = true;
+        http_conn_read(w->c, false);
+        return;
+    }
+    if (!w->paused)
         http_conn_resume(w->c);  /* also after a pause and resume within on_text */
 }
 
 bool ws_conn_wants_read(const struct ws_conn *w)
 {
-    return !w->paused;
+    return !w->paused && !w->backlog;
 }
 
 void ws_conn_closed(struct ws_conn *w)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include "daemon/api/http.h"
 
+#define WS_MAX_FRAGMENTS 1024u             /* frames in one received message (close 1009 beyond) */
 #define WS_MAX_MESSAGE (16u * 1024 * 1024)  /* bytes in one received message (close 1009 beyond) */
 #define WS_LOW_WATER   (256u * 1024)        /* on_drain when queued output falls below this ... */
 #define WS_HIGH_WATER  (1024u * 1024)       /* ... after having been above this */

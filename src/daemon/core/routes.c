@@ -19,6 +19,7 @@
 struct caller {
     char org[64];
     bool admin;
+    char token_id[32];          /* "" on the unix socket */
 };
 
 static bool authenticate(struct http_conn *c, const struct http_request *req, struct caller *who)
@@ -34,7 +35,7 @@ static bool authenticate(struct http_conn *c, const struct http_request *req, st
         return false;
     }
     struct hx_err e = {0};
-    int r = store_token_check(g_daemon.store, auth + 7, who->org, &who->admin, &e);
+    int r = store_token_check(g_daemon.store, auth + 7, who->org, &who->admin, who->token_id, &e);
     if (r == -EACCES) {
         http_respond_error(c, 401, "INVALID_TOKEN", "The access token is invalid or has been revoked");
         return false;

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/net/ca.h"
+#include "daemon/net/secrets.h"
 #include "daemon/net/netlink.h"
 #include "daemon/net/nft.h"
 #include "lib/wire.h"
@@ -164,7 +166,11 @@ static json_t *local_addrs(void)
 
 static void on_ctl_written(uv_write_t *w, int status)
 {
-    free(w->data);
+    /* secrets: policies and the CA carry values; nothing stays in freed memory */
+    uint8_t *buf = w->data;
+    uint32_t len = (uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 24;
+    explicit_bzero(buf, HX_FRAME_HDR + (len <= HX_FRAME_MAX ? len : 0));
+    free(buf);
     free(w);
 }
 
@@ -209,13 +215,46 @@ static void send_config(void)
     ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o}", "pool4", p4, "pool6", p6, "local", local_addrs()));
 }
 
+/* secrets: the JSON text of a message with values is zeroed before it is freed */
+static void ctl_send_json_secret(uint16_t type, json_t *o, json_t *with_values)
+{
+    char *t = json_dumps(o, JSON_COMPACT);
+    secrets_scrub_json(with_values);
+    json_decref(o);
+    if (t) {
+        ctl_send(type, 0, t, strlen(t));
+        explicit_bzero(t, strlen(t));
+    }
+    free(t);
+}
+
+static void send_ca(void)
+{
+    if (!ca_cert_pem() || !ca_key_pem())
+        return;
+    json_t *o = json_pack("{s:s, s:s}", "cert", ca_cert_pem(), "key", ca_key_pem());
+    json_t *k = json_object_get(o, "key");
+    char *t = json_dumps(o, JSON_COMPACT);
+    if (k)
+        explicit_bzero((char *)json_string_value(k), json_string_length(k));
+    json_decref(o);
+    if (t) {
+        ctl_send(PX_CA, 0, t, strlen(t));
+        explicit_bzero(t, strlen(t));
+    }
+    free(t);
+}
+
 static void send_policy(struct sandbox *sb)
 {
     struct net_sb *n = sb->net;
     char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
     inet_ntop(AF_INET, n->sb4, a4, sizeof a4);
     inet_ntop(AF_INET6, n->sb6, a6, sizeof a6);
-    ctl_send_json(PX_POLICY, json_pack("{s:s, s:s, s:s, s:O?}", "id", sb->id, "ip4", a4, "ip6", a6, "allow", n->allow));
+    json_t *sec = secrets_for_proxy(sb->secrets); /* secrets: */
+    ctl_send_json_secret(PX_POLICY, json_pack("{s:s, s:s, s:s, s:O?, s:O}", "id", sb->id, "ip4", a4, "ip6", a6,
+                                              "allow", n->allow, "secrets", sec), sec);
+    json_decref(sec);
 }
 
 int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err *e)
@@ -375,16 +414,45 @@ static void on_bytes(json_t *o)
     n->down += (uint64_t)dn;
 }
 
+/* secrets: one substitution by the proxy; validated, audited without a value */
+static void on_subst(json_t *o)
+{
+    const char *id = jstr(o, "sandbox", 40);
+    struct sandbox *sb = id ? sandbox_find(id) : NULL;
+    if (!sb || !sb->net)
+        return;
+    struct net_sb *n = sb->net;
+    const char *secret = jstr(o, "secret", 128), *host = jstr(o, "host", 260), *method = jstr(o, "method", 16);
+    const char *path = jstr(o, "path", 200);
+    json_t *port = json_object_get(o, "port");
+    if (!secret || !host || !method || !path || !json_is_integer(port) || !secrets_has(sb->secrets, secret))
+        return;
+    char reason[512];
+    snprintf(reason, sizeof reason, "secret %s substituted in %s %s", secret, method, path);
+    json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s}", "time_ms", (json_int_t)now_ms(),
+                            "proto", "https", "host", host, "ip", "", "port", json_integer_value(port), "verdict",
+                            "substituted", "reason", reason, "secret", secret, "method", method, "path", path);
+    if (json_array_size(n->audit) >= AUDIT_MAX) {
+        json_array_remove(n->audit, 0);
+        n->dropped_audit++;
+    }
+    json_array_append_new(n->audit, rec);
+    fprintf(stderr, "hutchd: %s: net secret %s substituted for %s:%" JSON_INTEGER_FORMAT " (%s %s)\n", sb->id,
+            secret, host, json_integer_value(port), method, path);
+}
+
 static void on_ctl_frame(const struct hx_frame *f)
 {
     if (f->type == PX_RESOLVE)
         return on_resolve(f->chan, f->payload, f->len);
-    if (f->type != PX_AUDIT && f->type != PX_BYTES)
+    if (f->type != PX_AUDIT && f->type != PX_BYTES && f->type != PX_SUBST)
         return;
     json_t *o = json_loadb((const char *)f->payload, f->len, 0, NULL);
     if (json_is_object(o)) {
         if (f->type == PX_AUDIT)
             on_audit(o);
+        else if (f->type == PX_SUBST)
+            on_subst(o);
         else
             on_bytes(o);
     }
@@ -477,7 +545,11 @@ static void proxy_start(void)
         stdio[4 + i].flags = UV_INHERIT_FD;
         stdio[4 + i].data.fd = g.fds[i];
     }
-    char *args[] = {g.proxy_path, "--root", g.proxy_root, NULL};
+    char *args[] = {g.proxy_path, "--root", g.proxy_root, NULL, NULL, NULL};
+    if (g_daemon.cfg->upstream_ca) { /* secrets: read by the proxy before it confines itself */
+        args[3] = "--upstream-ca";
+        args[4] = (char *)g_daemon.cfg->upstream_ca;
+    }
     static char *env[] = {"PATH=/usr/bin:/bin", NULL};
     uv_process_options_t o = {.exit_cb = on_proxy_exit, .file = g.proxy_path, .args = args, .env = env,
                               .stdio_count = 10, .stdio = stdio};
@@ -497,6 +569,7 @@ static void proxy_start(void)
     g.rlen = 0;
     uv_read_start((uv_stream_t *)&g.ctl, on_ctl_alloc, on_ctl_read);
     send_config();
+    send_ca(); /* secrets: */
     for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
         if (sb->net && sb->state < SB_STOPPING)
             send_policy(sb);
@@ -646,6 +719,14 @@ int net_init(struct hx_err *e)
             return hx_wrap(e, "hutch-proxy sockets");
     if ((r = nft_setup(g.table, PROXY_PORT, DNS_PORT, e)) < 0)
         return r;
+    /* secrets: the interception CA, once per hutchd run (rotated on request) */
+    static bool ca_done;
+    if (!ca_done) {
+        struct hx_err ce = {0};
+        if (ca_init(cfg->state_dir, cfg->rotate_ca, &ce) < 0)
+            fprintf(stderr, "hutchd: %s: TLS interception for secrets is off\n", ce.msg);
+        ca_done = true;
+    }
     if (!g.rbuf)
         g.rbuf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
     if (!g.rbuf)
@@ -748,6 +829,8 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
     inet_ntop(AF_INET, n->host4, h4, sizeof h4);
     inet_ntop(AF_INET6, n->host6, h6, sizeof h6);
     *setup_net = json_pack("{s:s, s:s}", "dns4", h4, "dns6", h6);
+    if (*setup_net && ca_cert_pem()) /* secrets: the sandbox trusts the interception CA */
+        json_object_set_new(*setup_net, "ca", json_string(ca_cert_pem()));
     r = 0;
 out:
     if (nl >= 0)
