@@ -26,6 +26,7 @@ enum px_msg {
     PX_AUDIT = 16,    /* JSON {"sandbox", "time_ms", "proto", "host", "ip", "port", "verdict", "reason"} */
     PX_BYTES = 17,    /* JSON {"sandbox", "host", "ip", "port", "up", "down", "closed": bool}; byte deltas */
     PX_RESOLVE = 18,  /* chan = request; payload: a normalized host name */
+    PX_READY = 20,    /* no payload: confined and serving (sent once, right before the event loop runs) */
     PX_SUBST = 19,    /* secrets: JSON {"sandbox", "time_ms", "secret", "host", "port", "method", "path"}; never a value */
 };
 

@@ -644,5 +644,11 @@ int main(int argc, char **argv)
     if (confine(root, uid, gid) < 0)
         return 1;
     uv_read_start((uv_stream_t *)&ctl, on_ctl_alloc, on_ctl_read);
+    /* hutchd opens its API only after this: a sandbox's first DNS query
+     * must not wait out a slow start (the trust store, sanitizers). */
+    uint8_t ready[HX_FRAME_HDR];
+    hx_frame_hdr_encode(ready, PX_READY, 0, 0);
+    if (write(PX_FD_CTL, ready, sizeof ready) != (ssize_t)sizeof ready)
+        return 1;
     return uv_run(g_loop, UV_RUN_DEFAULT);
 }

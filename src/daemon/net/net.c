@@ -50,6 +50,7 @@ static struct {
     size_t n_stat;
     uv_process_t proc;
     bool proc_alive;
+    bool proxy_ready;     /* PX_READY seen since the last start */
     uv_pipe_t ctl;
     bool ctl_open;
     uint8_t *rbuf;
@@ -443,6 +444,10 @@ static void on_subst(json_t *o)
 
 static void on_ctl_frame(const struct hx_frame *f)
 {
+    if (f->type == PX_READY) {
+        g.proxy_ready = true;
+        return;
+    }
     if (f->type == PX_RESOLVE)
         return on_resolve(f->chan, f->payload, f->len);
     if (f->type != PX_AUDIT && f->type != PX_BYTES && f->type != PX_SUBST)
@@ -460,6 +465,11 @@ static void on_ctl_frame(const struct hx_frame *f)
 }
 
 static void proxy_start(void);
+
+static void on_ready_deadline(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
 
 static void on_ctl_closed(uv_handle_t *h)
 {
@@ -554,6 +564,7 @@ static void proxy_start(void)
     uv_process_options_t o = {.exit_cb = on_proxy_exit, .file = g.proxy_path, .args = args, .env = env,
                               .stdio_count = 10, .stdio = stdio};
     g.last_start = now_ms();
+    g.proxy_ready = false;
     int r = uv_spawn(g_daemon.loop, &g.proc, &o);
     close(sv[1]);
     if (r < 0) {
@@ -741,6 +752,19 @@ int net_init(struct hx_err *e)
     proxy_start();
     if (!g.proc_alive)
         return hx_fail(e, EIO, "could not start %s", g.proxy_path);
+    /* Before the API opens (main() listens after us): wait, bounded, until
+     * the proxy serves, so the first sandbox's first lookup is answered. */
+    uv_timer_t deadline;
+    bool late = false;
+    uv_timer_init(g_daemon.loop, &deadline);
+    deadline.data = &late;
+    uv_timer_start(&deadline, on_ready_deadline, 10000, 0);
+    while (!g.proxy_ready && g.proc_alive && !late)
+        uv_run(g_daemon.loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_run(g_daemon.loop, UV_RUN_NOWAIT); /* lets the close finish: deadline lives on this stack */
+    if (!g.proxy_ready)
+        fprintf(stderr, "hutchd: hutch-proxy is slow to start; sandbox networking may lag\n");
     printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names\n",
            g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len, g.pool6_len, g.n_stat);
     return 0;
