@@ -76,28 +76,20 @@ int sandbox_init_memfd(const char *init_path, struct hx_err *e)
  * written by a privileged process and sandbox root owns no other namespace. */
 static int make_userns(const struct launch_spec *s, struct hx_err *e)
 {
-    int sync[2];
-    if (pipe2(sync, O_CLOEXEC) < 0)
-        return hx_fail(e, errno, "pipe: %m");
-
     /* exit_signal 0: a generic SIGCHLD reaper in the daemon (waitpid(-1)
      * without __WALL) never steals this child from us. */
     pid_t child = clone3_fork(CLONE_NEWUSER, 0, NULL);
-    if (child < 0) {
-        int err = errno;
-        close(sync[0]);
-        close(sync[1]);
-        return hx_fail(e, err, "clone3(CLONE_NEWUSER): %m");
-    }
+    if (child < 0)
+        return hx_fail(e, errno, "clone3(CLONE_NEWUSER): %m");
     if (child == 0) {
-        /* Holds the namespace alive until the parent closes its end. */
-        char c;
-        close(sync[1]);
-        while (read(sync[0], &c, 1) < 0 && errno == EINTR) {
-        }
-        _exit(0);
+        /* Holds the namespace alive until the parent kills it. No pipe to
+         * wait on: launches run on several threads, and a pipe's write end
+         * would leak into a sibling's child (it never execs, so CLOEXEC
+         * never closes it), leaving both waiting forever. */
+        close_range(0, ~0U, 0);
+        for (;;)
+            pause();
     }
-    close(sync[0]);
 
     int ret = 0, nsfd = -1;
     char path[64], map[64];
@@ -121,7 +113,8 @@ static int make_userns(const struct launch_spec *s, struct hx_err *e)
         if (nsfd < 0)
             ret = hx_fail(e, errno, "open %s: %m", path);
     }
-    close(sync[1]);
+    /* Our own unreaped child: its pid cannot have been reused. */
+    kill(child, SIGKILL);
     int st;
     while (waitpid(child, &st, __WALL) < 0 && errno == EINTR) {
     }
