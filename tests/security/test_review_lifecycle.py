@@ -164,8 +164,6 @@ def test_revoked_token_cannot_connect_or_create(make_hutchd):
         sb.ws.close()
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN GAP: revoking a token leaves WebSockets opened with it working "
-                   "(auth is checked only at the handshake, routes.c authenticate)")
 def test_revoke_closes_live_sessions(make_hutchd):
     d = make_hutchd()
     r = d.http("POST", "/hutch/v1/tokens", body={"name": "review-revoke-live"})

@@ -80,13 +80,14 @@ void rpc_session_closed_by_sandbox(struct session *s, const char *reason)
         ws_close(s->ws, 1000, reason);
 }
 
-static bool attach_session(struct http_conn *c, struct sandbox *sb)
+static bool attach_session(struct http_conn *c, struct sandbox *sb, const char *token_id)
 {
     struct session *s = calloc(1, sizeof *s);
     if (!s) {
         http_respond_error(c, 500, "INTERNAL", "out of memory");
         return false;
     }
+    snprintf(s->token_id, sizeof s->token_id, "%s", token_id);
     char hdr[96];
     snprintf(hdr, sizeof hdr, "x-deno-sandbox-id: %s\r\n", sb->id);
     sandbox_session_attach(sb, s);
@@ -98,14 +99,24 @@ static bool attach_session(struct http_conn *c, struct sandbox *sb)
     return true;
 }
 
+/* Who asked for a sandbox being built: answered when it is ready. */
+struct create_req {
+    struct http_conn *c;
+    char token_id[32];
+};
+
 static void on_created(struct sandbox *sb, const struct hx_err *err, void *ud)
 {
-    struct http_conn *c = ud;
+    struct create_req *cr = ud;
+    struct http_conn *c = cr->c;
+    char token_id[32];
+    snprintf(token_id, sizeof token_id, "%s", cr->token_id);
+    free(cr);
     if (!sb) {
         http_respond_error(c, 500, "SANDBOX_CREATE_FAILED", "%s", err->msg);
         return;
     }
-    if (!attach_session(c, sb) && sb->stop_at_ms == 0)
+    if (!attach_session(c, sb, token_id) && sb->stop_at_ms == 0)
         sandbox_stop(sb, "its creator went away before the sandbox was ready");
 }
 
@@ -143,6 +154,7 @@ static bool absent(json_t *v)
 
 static void handle_create(struct http_conn *c, const struct http_request *req, const struct caller *who)
 {
+    struct create_req *cr = NULL;
     struct config *cfg = g_daemon.cfg;
     if (!req->websocket)
         return http_respond_error(c, 400, "WEBSOCKET_REQUIRED", "this endpoint speaks WebSocket only");
@@ -217,16 +229,25 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         http_respond_error(c, 400, "INVALID_SECRETS", "secrets need network access, but allowNet is []");
         goto out;
     }
+    cr = calloc(1, sizeof *cr);
+    if (!cr) {
+        http_respond_error(c, 500, "INTERNAL", "out of memory");
+        goto out;
+    }
+    cr->c = c;
+    snprintf(cr->token_id, sizeof cr->token_id, "%s", who->token_id);
     struct sandbox *warm = pool_take(&p);
     if (warm) {
         p.secrets = NULL; /* secrets: the sandbox has them */
-        on_created(warm, NULL, c);
-    } else if (sandbox_create(&p, on_created, c, &e) < 0) {
+        on_created(warm, NULL, hx_steal(&cr));
+    } else if (sandbox_create(&p, on_created, cr, &e) < 0) {
         http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
     } else {
         p.secrets = NULL;
+        cr = NULL; /* on_created owns it now */
     }
 out:
+    free(cr);
     secrets_free(p.secrets);
     if (!absent(json_object_get(conf, "secrets")) && hdr) /* secrets: the header's base64 carried values too */
         explicit_bzero((char *)hdr, strlen(hdr));
@@ -326,6 +347,11 @@ static void handle_tokens(struct http_conn *c, const struct http_request *req, c
     if (rest[0] == '/' && strcmp(req->method, "DELETE") == 0) {
         if (store_token_revoke(g_daemon.store, rest + 1, &e) < 0)
             return http_respond_error(c, e.code == ENOENT ? 404 : 400, "TOKEN_NOT_FOUND", "%s", e.msg);
+        /* A revoked token's open connections go too, not only new ones. */
+        for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+            for (struct session *s = sb->sessions; s; s = s->next)
+                if (s->ws && strcmp(s->token_id, rest + 1) == 0)
+                    ws_close(s->ws, 1008, "the access token was revoked");
         return http_respond_json(c, 200, json_pack("{s:b}", "revoked", 1));
     }
     http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "%s is not supported here", req->method);
@@ -359,7 +385,7 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         if (strcmp(rest, "/connect") == 0 && strcmp(req->method, "GET") == 0) {
             if (!req->websocket)
                 return http_respond_error(c, 400, "WEBSOCKET_REQUIRED", "this endpoint speaks WebSocket only");
-            attach_session(c, sb);
+            attach_session(c, sb, who.token_id);
             return;
         }
         if (*rest == 0 && strcmp(req->method, "DELETE") == 0) {

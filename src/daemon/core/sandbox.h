@@ -61,6 +61,7 @@ struct session {
     struct inbound *inbound;
     bool paused;                  /* not reading the client: too much stdin in flight */
     void *deferred;               /* output credit held while the client socket is backed up */
+    char token_id[32];            /* the token it was opened with ("" on the unix socket) */
 };
 
 typedef void (*agent_reply_cb)(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud);
