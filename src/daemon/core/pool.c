@@ -8,7 +8,6 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
-#include "daemon/sandbox/cgroup.h"
 #include "daemon/store/store.h"
 
 #define POOL_RETRY_MS 5000   /* after a failed start, e.g. a missing image */
@@ -113,17 +112,6 @@ struct sandbox *pool_take(const struct sandbox_params *p)
         }
     } else if (has_hosts) {
         return NULL; /* the pooled one has no interface (networking off) */
-    }
-    if (p->memory_mb != sb->memory_mb) {
-        struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20,
-                                    .cpu_millis = g_daemon.cfg->cpu_millis, .pids_max = g_daemon.cfg->pids_max};
-        if (cgroup_create(sb->id, &lim, &e) < 0) { /* rewrites the limits of the existing cgroup */
-            fprintf(stderr, "hutchd: %s: warm pool hand-over: %s\n", sb->id, e.msg);
-            sb->secrets = NULL; /* secrets: still the caller's */
-            sandbox_stop(sb, "could not set its limits");
-            return NULL;
-        }
-        sb->memory_mb = p->memory_mb;
     }
     const char *k;
     json_t *v;
