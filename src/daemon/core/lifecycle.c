@@ -106,9 +106,29 @@ static void on_teardown_retry(uv_timer_t *t)
     teardown_finish(t->data);
 }
 
+/* Metering: what the sandbox used, from its cgroups before they go. */
+static void record_usage(struct sandbox *sb)
+{
+    if (sb->usage_recorded || !sb->recorded)
+        return;
+    sb->usage_recorded = true;
+    uint64_t mem = 0, peak = 0, cpu_ns = 0;
+    cgroup_usage(sb->id, &mem, &peak, &cpu_ns);
+    int64_t end = now_ms();
+    struct usage_rec u = {.sandbox_id = sb->id, .org = sb->org, .start_ms = sb->created_ms, .end_ms = end,
+                          .cpu_ms = cpu_ns / 1000000, .mem_peak_mb = (uint32_t)(peak >> 20)};
+    struct hx_err e = {0};
+    if (store_usage_add(g_daemon.store, &u, &e) < 0)
+        fprintf(stderr, "hutchd: %s: usage: %s\n", sb->id, e.msg);
+    printf("hutchd: %s stopped (%s) after %.1f s: cpu %" PRIu64 " ms, peak memory %u MiB\n", sb->id,
+           sb->stop_reason[0] ? sb->stop_reason : "stopped", (double)(end - sb->created_ms) / 1000.0, u.cpu_ms,
+           u.mem_peak_mb);
+}
+
 static void teardown_finish(struct sandbox *sb)
 {
     struct hx_err e = {0};
+    record_usage(sb);
     int r = cgroup_destroy(sb->id, &e);
     if (r == -EBUSY && sb->teardown_tries++ < 200) {
         uv_timer_start(&sb->aux_timer, on_teardown_retry, 10, 0);
@@ -387,6 +407,8 @@ void sandbox_record(struct sandbox *sb)
 {
     struct config *cfg = g_daemon.cfg;
     sb->recorded = true;
+    printf("hutchd: %s created for organization \"%s\" (%u MiB, %s)\n", sb->id, sb->org, sb->memory_mb,
+           sb->stop_at_ms ? "until its timeout" : "while connected");
     struct sandbox_rec rec = {0};
     snprintf(rec.id, sizeof rec.id, "%s", sb->id);
     snprintf(rec.org, sizeof rec.org, "%s", sb->org);

@@ -317,6 +317,32 @@ static void handle_list(struct http_conn *c, const struct http_request *req, con
     json_decref(filter);
 }
 
+/* Metering for the caller's organization: GET /api/v2/usage?from=MS&to=MS
+ * (epoch ms; default: everything) sums the records of stopped sandboxes. */
+static void handle_usage(struct http_conn *c, const struct http_request *req, const struct caller *who)
+{
+    int64_t range[2] = {0, INT64_MAX};
+    const char *names[2] = {"from", "to"};
+    for (int i = 0; i < 2; i++) {
+        char *v = http_query_get(req, names[i]);
+        if (!v)
+            continue;
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        bool bad = errno || end == v || *end || n < 0;
+        free(v);
+        if (bad)
+            return http_respond_error(c, 400, "INVALID_RANGE", "\"%s\" must be a time in ms since the epoch", names[i]);
+        range[i] = n;
+    }
+    json_t *out = NULL;
+    struct hx_err e = {0};
+    if (store_usage_sum(g_daemon.store, who->org, range[0], range[1], &out, &e) < 0)
+        return http_respond_error(c, 500, "INTERNAL", "%s", e.msg);
+    http_respond_json(c, 200, out);
+}
+
 static void handle_tokens(struct http_conn *c, const struct http_request *req, const struct caller *who,
                           const char *rest)
 {
@@ -400,6 +426,8 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
     }
     if (strcmp(path, "/api/v2/sandboxes") == 0 && strcmp(req->method, "GET") == 0)
         return handle_list(c, req, &who);
+    if (strcmp(path, "/api/v2/usage") == 0 && strcmp(req->method, "GET") == 0)
+        return handle_usage(c, req, &who);
     /* net: GET /api/v2/sandboxes/{id}/network: addresses, byte counts, audit log */
     if (strncmp(path, "/api/v2/sandboxes/", 18) == 0 && strcmp(req->method, "GET") == 0) {
         const char *p = path + 18;

@@ -118,6 +118,7 @@ struct sandbox {
     struct secret_set *secrets;   /* secrets: values for the proxy, placeholders in init_env; owned */
     bool pooled;                  /* in the warm pool: nobody's yet, not listed */
     bool recorded;                /* has a row in the store */
+    bool usage_recorded;
     bool launching;               /* a worker thread is cloning its init */
     bool poll_init;               /* pidfd_poll initialised */
     uv_work_t launch_req;
