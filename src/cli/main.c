@@ -19,6 +19,7 @@ static const char usage[] =
     "  extend ID DUR                move a sandbox's stop time to now + DUR\n"
     "  net ID                       a sandbox's network: addresses, bytes per destination, audit log\n"
     "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
+    "  usage [--since 1h]           what the organization's stopped sandboxes used (metering)\n"
     "  token create|list|revoke     manage API tokens (admin)\n"
     "\n"
     "Run 'hutch VERB --help' for a verb's options.\n"
@@ -37,7 +38,7 @@ static const struct {
     { "create", cmd_create }, { "ls", cmd_ls },         { "list", cmd_ls },     { "exec", cmd_exec },
     { "sh", cmd_sh },         { "kill", cmd_kill },     { "rm", cmd_kill },     { "extend", cmd_extend },
     { "token", cmd_token },   { "net", cmd_net },
-    { "cp", cmd_cp },
+    { "cp", cmd_cp },         { "usage", cmd_usage },
 };
 
 int main(int argc, char **argv)

@@ -46,3 +46,18 @@ def test_usage_is_per_organization_and_checked(make_hutchd):
     assert usage(d, token=other)["records"] == 0
     assert d.http("GET", "/api/v2/usage?from=yesterday").status == 400
     assert d.http("GET", "/api/v2/usage", token=None).status == 401
+
+
+def test_cli_usage_reads_the_same_numbers(make_hutchd):
+    import json
+    d = make_hutchd()
+    sb = d.create_sandbox({"stop_at_ms": int(time.time() * 1000) + 60000})
+    d.http("DELETE", f"/api/v3/sandbox/{sb.id}")
+    sb.ws.close()
+    assert wait_until(lambda: usage(d)["records"] == 1, 10)
+    r = d.cli("usage", "--json", check=True)
+    assert json.loads(r.stdout)["records"] == 1
+    r = d.cli("usage", "--since", "1h", check=True)
+    assert "sandboxes   1" in r.stdout
+    r = d.cli("usage", "--since", "soon")
+    assert r.returncode == 2 and "Invalid duration" in r.stderr
