@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "daemon/core/rpc.h"
+#include "daemon/api/ws.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/sandbox/cgroup.h"
 
@@ -184,6 +185,45 @@ static void handle_exit(struct sandbox *sb, uint32_t pid, const uint8_t *payload
     rpc_on_exit(sb, p);
 }
 
+/* {"ok":{"data":"<base64>"}} and nothing else: such a reply is valid JSON of
+ * a known shape without parsing it, so large reads skip a parse and a dump
+ * of their base64 (measured: 1.4 ms of 2.7 ms per 64 KiB fileRead). */
+static bool reply_is_plain_data(const uint8_t *p, size_t n)
+{
+    static const char head[] = "{\"ok\":{\"data\":\"", tail[] = "\"}}";
+    size_t hl = sizeof head - 1, tl = sizeof tail - 1;
+    if (n < hl + tl || memcmp(p, head, hl) != 0 || memcmp(p + n - tl, tail, tl) != 0)
+        return false;
+    for (size_t i = hl; i < n - tl; i++) {
+        uint8_t ch = p[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '+' ||
+              ch == '/' || ch == '='))
+            return false;
+    }
+    return true;
+}
+
+static void forward_raw_result(struct session *s, json_t *rpc_id, const uint8_t *p, size_t n)
+{
+    char *id = json_dumps(rpc_id, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!id)
+        return;
+    static const char a[] = "{\"jsonrpc\":\"2.0\",\"id\":", b[] = ",\"result\":";
+    size_t il = strlen(id), total = sizeof a - 1 + il + sizeof b - 1 + n + 1;
+    char *msg = malloc(total);
+    if (msg) {
+        char *o = msg;
+        memcpy(o, a, sizeof a - 1), o += sizeof a - 1;
+        memcpy(o, id, il), o += il;
+        memcpy(o, b, sizeof b - 1), o += sizeof b - 1;
+        memcpy(o, p, n), o += n;
+        *o = '}';
+        ws_send_text(s->ws, msg, total);
+        free(msg);
+    }
+    free(id);
+}
+
 static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
 {
     switch (f->type) {
@@ -208,6 +248,12 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
         }
         if (!c)
             return; /* a reply nobody asked for */
+        if (c->raw_data_ok && c->s && c->s->ws && reply_is_plain_data(f->payload, f->len)) {
+            forward_raw_result(c->s, c->rpc_id, f->payload, f->len);
+            json_decref(c->rpc_id);
+            free(c);
+            return;
+        }
         json_t *m = parse_json_object(f->payload, f->len);
         json_t *ok = m ? json_object_get(m, "ok") : NULL;
         json_t *err = m ? json_object_get(m, "error") : NULL;

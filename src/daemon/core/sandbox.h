@@ -73,6 +73,7 @@ struct pending_call {
     struct session *s;            /* NULL when the session left */
     json_t *rpc_id;
     void *ud;
+    bool raw_data_ok;             /* a reply {"ok":{"data":"<base64>"}} may go to the client as it is */
 };
 
 typedef void (*sandbox_ready_cb)(struct sandbox *sb, const struct hx_err *err, void *ud);
