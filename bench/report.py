@@ -48,6 +48,14 @@ def main(d):
                  bwrap and bwrap.get("n"), "peer"))
     rows.append(("bare fork+exec /bin/true", us_as_ms(bare, "p50_us"), us_as_ms(bare, "p99_us"),
                  bare and bare.get("n"), "peer"))
+    net = load(f"{d}/net.json")
+    if net:
+        rows.append(("proxy bulk throughput (MB/s, vs direct)", f"{net['proxy_mbps']:.0f}", "", 1,
+                     f"direct {net['direct_mbps']:.0f} MB/s = {net['throughput_ratio'] * 100:.0f}%"))
+        rows.append(("TCP connect via proxy (added)", f"{net['added_connect_ms']:.3f}", "", 200,
+                     f"direct {net['direct_connect_ms']:.3f} ms"))
+        rows.append(("concurrent connections held (10 sandboxes)", f"{net['concurrent_s'] * 1000:.0f}", "",
+                     net["concurrent_held"], "of 1000 held without errors"))
     w = max(len(x[0]) for x in rows)
     print(f"{'measurement':<{w}}  {'p50 ms':>9}  {'p99 ms':>9}  {'runs':>5}  notes")
     print("-" * (w + 40))

@@ -16,6 +16,7 @@ struct setup_cfg {
     const char *id, *hostname, *image, *workdir;
     uint32_t uid_base, uid_count;
     uint64_t disk_mb;
+    const char *disk_dev; /* "/dev/loopN" with an ext4 writable layer, or NULL: a tmpfs of disk_mb */
     uint64_t pids_max, nofile;
     json_t *env; /* object of strings, or NULL */
     const char *dns4, *dns6; /* net: the host end of the veth (our DNS), NULL = no network */

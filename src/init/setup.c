@@ -7,8 +7,9 @@
  * namespace and is hostile. What each step stops:
  *  - MS_PRIVATE|MS_REC first: nothing we mount here propagates to the host,
  *    and host mount events do not leak in (no mounts left behind either).
- *  - tmpfs "workdir" of disk_mb, nosuid,nodev: the writable layer cannot
- *    fill the host disk; it dies with the mount namespace.
+ *  - "workdir" is hutchd's ext4 image on a loop device (or a tmpfs of
+ *    disk_mb), nosuid,nodev: the writable layer has its own size limit and
+ *    dies with the mount namespace.
  *  - image cloned with open_tree + idmapped (MOUNT_ATTR_IDMAP) and read-only:
  *    the shared image stays owned by real root on disk and is never
  *    writable from a sandbox, yet its files look root/app-owned inside.
@@ -121,6 +122,10 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     c->uid_count = (uint32_t)count;
     if (!u64_member(root, "disk_mb", 1, DISK_MB_MAX, &c->disk_mb))
         return hx_fail(e, EINVAL, "setup: bad disk_mb");
+    c->disk_dev = str_member(root, "disk_dev");
+    if (c->disk_dev && (strncmp(c->disk_dev, "/dev/loop", 9) != 0 || !c->disk_dev[9] ||
+                        strspn(c->disk_dev + 9, "0123456789") != strlen(c->disk_dev + 9) || strlen(c->disk_dev) > 20))
+        return hx_fail(e, EINVAL, "setup: bad disk_dev");
     if (!json_object_get(root, "pids_max"))
         c->pids_max = 0;
     else if (!u64_member(root, "pids_max", 1, 1u << 22, &c->pids_max))
@@ -276,9 +281,16 @@ static int build_root(const struct setup_cfg *c, struct hx_err *e)
 {
     char opts[96];
     int r;
-    snprintf(opts, sizeof opts, "size=%llum,mode=0755", (unsigned long long)c->disk_mb);
-    if ((r = mountx("hutch-sandbox", c->workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e)) < 0)
-        return r;
+    if (c->disk_dev) {
+        /* hutchd's ext4 image on a loop device: a disk limit of its own,
+         * outside the memory limit; gone (autoclear) with this namespace. */
+        if ((r = mountx(c->disk_dev, c->workdir, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "", e)) < 0)
+            return r;
+    } else {
+        snprintf(opts, sizeof opts, "size=%llum,mode=0755", (unsigned long long)c->disk_mb);
+        if ((r = mountx("hutch-sandbox", c->workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e)) < 0)
+            return r;
+    }
     /* Relative paths from here on: overlay options must not see commas or
      * colons that a workdir path could contain. */
     if (chdir(c->workdir) < 0)

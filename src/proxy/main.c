@@ -585,6 +585,7 @@ static int confine(const char *root, uid_t uid, gid_t gid)
         "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "getrandom", "eventfd2", "pipe2",
         "fstat", "newfstatat", "statx", "lseek", "dup", "dup3", "getrlimit", "prlimit64", "sched_yield",
         "uname", "getuid", "geteuid", "getgid", "getegid", "rseq", "set_robust_list",
+        "splice", /* tcp.c: passthrough relay, socket → pipe → socket without a copy to user space */
     };
     int r = 0;
     for (size_t i = 0; i < HX_ARRAY_LEN(allowed) && r == 0; i++) {

@@ -5,6 +5,8 @@
  * A later stage (TLS interception for secrets, issue 5) plugs in between
  * decide() and the pipe; nothing here assumes the bytes pass unchanged. */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <linux/netfilter_ipv4.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +64,17 @@ struct pconn {
     bool mask_timer_on;
     uv_timer_t mask_timer;        /* flushes a held response tail that turned out not to be a value */
     struct mask_state *mask;
+    /* passthrough (no interception, no HTTP parsing): splice(2) between raw
+     * fds, the uv_tcp handles closed (libuv cannot share an fd with uv_poll) */
+    bool spliced;
+    struct sp_side {
+        int fd;                   /* our dup of the socket */
+        uv_poll_t poll;
+        int pipe[2];              /* bytes read from this side, not yet written to the other */
+        size_t inpipe;
+        bool eof, shut;           /* read EOF seen; the other side's write end shut down */
+    } sp[2];                      /* 0: sandbox side, 1: upstream side */
+    int sp_polls;
 };
 
 static uv_tcp_t lis4, lis6;
@@ -95,6 +108,26 @@ static void flush_bytes(struct pconn *c, bool closed)
     c->down_sent = c->down_bytes;
 }
 
+/* Splice mode ends: the pollers go, then our fds (the sockets die with the
+ * last one). reset: the sandbox side sees ECONNRESET, like pconn_reset. */
+static void splice_close(struct pconn *c, bool reset)
+{
+    for (int i = 0; i < 2; i++) {
+        struct sp_side *d = &c->sp[i];
+        if (reset && i == 0) {
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(d->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        }
+        if (c->sp_polls & (1 << i))
+            uv_close((uv_handle_t *)&d->poll, on_handle_closed);
+        close(d->fd);
+        close(d->pipe[0]);
+        close(d->pipe[1]);
+        d->fd = d->pipe[0] = d->pipe[1] = -1;
+    }
+    c->sp_polls = 0;
+}
+
 static void pconn_close(struct pconn *c)
 {
     if (c->st == P_DONE)
@@ -103,6 +136,10 @@ static void pconn_close(struct pconn *c)
         flush_bytes(c, true);
     c->st = P_DONE;
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->spliced) {
+        splice_close(c, false);
+        return;
+    }
     uv_close((uv_handle_t *)&c->cli, on_handle_closed);
     if (c->up_open)
         uv_close((uv_handle_t *)&c->up, on_handle_closed);
@@ -119,6 +156,10 @@ static void pconn_reset(struct pconn *c)
         flush_bytes(c, true);
     c->st = P_DONE;
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->spliced) {
+        splice_close(c, true);
+        return;
+    }
     if (uv_tcp_close_reset(&c->cli, on_handle_closed) < 0)
         uv_close((uv_handle_t *)&c->cli, on_handle_closed);
     if (c->up_open)
@@ -682,6 +723,137 @@ static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         maybe_pause(c, true);
 }
 
+/* ---- passthrough: splice(2) relay ---- */
+
+#define SP_PIPE (1 << 20)   /* pipe per direction: bytes read, not yet written (the backpressure bound) */
+#define SP_ROUNDS 16        /* splice rounds per wakeup per direction, so one busy pair cannot starve the loop */
+
+/* Moves bytes of one direction (side `from` → the other) until both ends
+ * would block. -1: the connection failed (reset it). */
+static int sp_pump(struct pconn *c, int from)
+{
+    struct sp_side *src = &c->sp[from], *dst = &c->sp[1 - from];
+    for (int round = 0; round < SP_ROUNDS; round++) {
+        bool progress = false;
+        if (src->inpipe) {
+            ssize_t n = splice(src->pipe[0], NULL, dst->fd, NULL, src->inpipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (n < 0 && errno != EAGAIN)
+                return -1;
+            if (n > 0) {
+                src->inpipe -= (size_t)n;
+                if (from == 0)
+                    c->up_bytes += (uint64_t)n;
+                else
+                    c->down_bytes += (uint64_t)n;
+                progress = true;
+            }
+        }
+        if (!src->eof && src->inpipe < SP_PIPE) {
+            ssize_t n = splice(src->fd, NULL, src->pipe[1], NULL, SP_PIPE - src->inpipe,
+                               SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (n < 0 && errno != EAGAIN)
+                return -1;
+            if (n == 0)
+                src->eof = true;
+            if (n > 0)
+                src->inpipe += (size_t)n;
+            progress |= n >= 0;
+        }
+        if (!progress)
+            break;
+    }
+    /* half-close: the source's EOF reaches the destination after its last byte */
+    if (src->eof && !src->inpipe && !dst->shut) {
+        dst->shut = true;
+        shutdown(dst->fd, SHUT_WR);
+    }
+    return 0;
+}
+
+static void on_sp_poll(uv_poll_t *p, int status, int events);
+
+static void sp_update(struct pconn *c)
+{
+    for (int i = 0; i < 2; i++) {
+        struct sp_side *d = &c->sp[i], *o = &c->sp[1 - i];
+        int ev = 0;
+        if (!d->eof && d->inpipe < SP_PIPE)
+            ev |= UV_READABLE;
+        if (o->inpipe)
+            ev |= UV_WRITABLE;
+        if (ev)
+            uv_poll_start(&d->poll, ev, on_sp_poll);
+        else
+            uv_poll_stop(&d->poll);
+    }
+}
+
+static void on_sp_poll(uv_poll_t *p, int status, int events)
+{
+    struct pconn *c = p->data;
+    if (c->st == P_DONE)
+        return;
+    if (status < 0 || sp_pump(c, 0) < 0 || sp_pump(c, 1) < 0) {
+        pconn_reset(c);
+        return;
+    }
+    if (c->sp[0].shut && c->sp[1].shut) { /* both directions ended */
+        pconn_close(c);
+        return;
+    }
+    sp_update(c);
+}
+
+/* Hands a plain passthrough connection over to the splice relay. The held
+ * client bytes must already be written. false: stay with the libuv relay. */
+static bool splice_begin(struct pconn *c)
+{
+    uv_os_fd_t fd[2];
+    if (uv_fileno((uv_handle_t *)&c->cli, &fd[0]) < 0 || uv_fileno((uv_handle_t *)&c->up, &fd[1]) < 0)
+        return false;
+    for (int i = 0; i < 2; i++)
+        c->sp[i].fd = c->sp[i].pipe[0] = c->sp[i].pipe[1] = -1;
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; i++) {
+        struct sp_side *d = &c->sp[i];
+        /* our own fd number: the uv_tcp's goes away with it (uv_close removes it from epoll first) */
+        d->fd = fcntl(fd[i], F_DUPFD_CLOEXEC, 3);
+        ok = d->fd >= 0 && pipe2(d->pipe, O_CLOEXEC | O_NONBLOCK) == 0;
+        if (ok)
+            fcntl(d->pipe[1], F_SETPIPE_SZ, SP_PIPE); /* fewer wakeups; the default 64 KiB works too */
+    }
+    if (ok && (uv_poll_init(g_loop, &c->sp[0].poll, c->sp[0].fd) < 0)) /* NOLINT: init of 1 below */
+        ok = false;
+    if (ok && uv_poll_init(g_loop, &c->sp[1].poll, c->sp[1].fd) < 0) {
+        uv_close((uv_handle_t *)&c->sp[0].poll, NULL); /* not counted yet: nothing to free with it */
+        ok = false;
+    }
+    if (!ok) {
+        for (int i = 0; i < 2; i++) {
+            struct sp_side *d = &c->sp[i];
+            if (d->fd >= 0)
+                close(d->fd);
+            if (d->pipe[0] >= 0) {
+                close(d->pipe[0]);
+                close(d->pipe[1]);
+            }
+        }
+        return false;
+    }
+    c->sp[0].poll.data = c->sp[1].poll.data = c;
+    c->handles += 2;
+    c->sp_polls = 3;
+    uv_read_stop((uv_stream_t *)&c->cli);
+    uv_read_stop((uv_stream_t *)&c->up);
+    uv_close((uv_handle_t *)&c->cli, on_handle_closed);
+    uv_close((uv_handle_t *)&c->up, on_handle_closed);
+    c->up_open = false;
+    c->spliced = true;
+    c->sp[0].eof = c->cli_eof;
+    sp_update(c);
+    return true;
+}
+
 static void on_up_connected(uv_connect_t *req, int status)
 {
     struct pconn *c = req->data;
@@ -710,7 +882,25 @@ static void on_up_connected(uv_connect_t *req, int status)
     if (c->proto == PR_HTTP) {
         r = pipe_http(c, c->peek, c->peek_len);
     } else {
-        r = send_bytes(c, true, c->peek, c->peek_len);
+        /* plain passthrough: the held bytes straight into the fresh socket,
+         * then splice; a short write keeps the libuv relay */
+        size_t off = 0;
+        if (c->peek_len) {
+            uv_buf_t b = uv_buf_init((char *)c->peek, (unsigned)c->peek_len);
+            int w = uv_try_write((uv_stream_t *)&c->up, &b, 1);
+            off = w > 0 ? (size_t)w : 0;
+            c->up_bytes += off;
+        }
+        if (off == c->peek_len && splice_begin(c)) {
+            free(c->peek);
+            c->peek = NULL;
+            c->peek_len = 0;
+            uv_timer_start(&c->timer, on_timer, BYTES_FLUSH_MS, BYTES_FLUSH_MS);
+            if (c->sp[0].eof)
+                on_sp_poll(&c->sp[0].poll, 0, 0); /* the EOF travels now */
+            return;
+        }
+        r = send_bytes(c, true, c->peek + off, c->peek_len - off);
     }
     free(c->peek);
     c->peek = NULL;

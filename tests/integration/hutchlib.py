@@ -118,6 +118,21 @@ def remove_empty_cgroup_parents(name):
                 os.rmdir(root)
 
 
+def loops_backed_by(path):
+    """Loop devices whose backing file lies under path (sandbox disks)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for dev in os.listdir("/sys/block"):
+            if not dev.startswith("loop"):
+                continue
+            with contextlib.suppress(OSError):
+                with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                    back = f.read().strip()
+                if back.startswith(path.rstrip("/") + "/"):
+                    out.append(f"/dev/{dev} -> {back}")
+    return out
+
+
 def mounts_mentioning(path):
     hits = []
     with open("/proc/self/mountinfo") as f:
@@ -302,6 +317,8 @@ class Hutchd:
         m = mounts_mentioning(self.state_dir)
         if m:
             problems.append("mounts left: " + " | ".join(m))
+        if not wait_until(lambda: not loops_backed_by(self.state_dir), settle):
+            problems.append("loop devices left: " + " | ".join(loops_backed_by(self.state_dir)))
         with contextlib.suppress(OSError):
             with open(self.log_path, "rb") as f:
                 log = f.read().decode(errors="replace")

@@ -15,6 +15,7 @@
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
+#include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
 #include "daemon/store/store.h"
 #include "lib/strparse.h"
@@ -125,10 +126,19 @@ static void record_usage(struct sandbox *sb)
            u.mem_peak_mb);
 }
 
+void sandbox_disk_release(struct sandbox *sb)
+{
+    if (sb->disk_fd >= 0) {
+        close(sb->disk_fd); /* autoclear: the device goes with its last mount */
+        sb->disk_fd = -1;
+    }
+}
+
 static void teardown_finish(struct sandbox *sb)
 {
     struct hx_err e = {0};
     record_usage(sb);
+    sandbox_disk_release(sb);
     int r = cgroup_destroy(sb->id, &e);
     if (r == -EBUSY && sb->teardown_tries++ < 200) {
         uv_timer_start(&sb->aux_timer, on_teardown_retry, 10, 0);
@@ -294,6 +304,7 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
         return;
     }
     uv_timer_stop(&sb->aux_timer);
+    sandbox_disk_release(sb); /* mounted now: the mount holds the loop device */
     sb->state = SB_RUNNING;
     cgroup_oom_kills(sb->id, &sb->oom_seen);
     sandbox_set_stop_at(sb, sb->stop_at_ms);
@@ -304,9 +315,25 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
 }
 
 
+/* Set once a loop-backed disk could not be made (no loop devices here, no
+ * mkfs.ext4): from then on writable layers are memory-backed tmpfs. */
+static _Atomic bool disk_loop_off;
+
 static void launch_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
+    sb->disk_fd = -1;
+    if (!disk_loop_off) {
+        struct hx_err de = {0};
+        sb->disk_fd = disk_prepare(g_daemon.cfg->state_dir, sb->id, g_daemon.cfg->disk_mb, sb->disk_dev, &de);
+        if (sb->disk_fd < 0) {
+            sb->disk_fd = -1;
+            if (!disk_loop_off) {
+                disk_loop_off = true;
+                fprintf(stderr, "hutchd: writable layers fall back to memory (tmpfs): %s\n", de.msg);
+            }
+        }
+    }
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
                              .init_memfd = g_daemon.init_memfd};
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
@@ -319,6 +346,7 @@ static void launch_done(uv_work_t *req, int status)
     struct config *cfg = g_daemon.cfg;
     struct hx_err e = {0};
     sb->launching = false;
+    sb->disk_on_loop = sb->disk_fd >= 0;
     if (sb->launch_rc < 0 || status < 0) {
         sb->pidfd = -1;
         if (sb->state < SB_STOPPING)
@@ -382,6 +410,8 @@ static void launch_done(uv_work_t *req, int status)
         "nofile", (json_int_t)nofile_max, "env", sb->init_env);
     if (setup_net)
         json_object_set_new(setup, "net", setup_net); /* net: */
+    if (sb->disk_on_loop)
+        json_object_set_new(setup, "disk_dev", json_string(sb->disk_dev));
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -393,11 +423,13 @@ static void launch_done(uv_work_t *req, int status)
     uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
 }
 
-/* The writable layer is a tmpfs whose pages count toward the sandbox's
- * memory limit: past about 3/4 of it, a full disk would OOM-kill the
- * sandbox instead of failing with ENOSPC. */
+/* On a host without loop devices the writable layer is a tmpfs whose pages
+ * count toward the sandbox's memory limit: past about 3/4 of it, a full
+ * disk would OOM-kill the sandbox instead of failing with ENOSPC. */
 uint32_t sandbox_disk_mb(const struct sandbox *sb)
 {
+    if (sb->disk_on_loop)
+        return g_daemon.cfg->disk_mb; /* on its own ext4 image */
     uint32_t by_memory = sb->memory_mb / 4 * 3;
     return g_daemon.cfg->disk_mb < by_memory ? g_daemon.cfg->disk_mb : by_memory;
 }
@@ -448,6 +480,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->slot = slot;
     sb->uid_base = UID_BASE0 + slot * UID_COUNT;
     sb->pidfd = -1;
+    sb->disk_fd = -1;
     sb->memory_mb = p->memory_mb;
     sb->stop_at_ms = p->stop_at_ms;
     sb->pooled = p->pooled;

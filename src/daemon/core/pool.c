@@ -7,6 +7,7 @@
 #include <string.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
+#include "daemon/sandbox/cgroup.h"
 #include "daemon/net/secrets.h"
 #include "daemon/store/store.h"
 
@@ -91,14 +92,14 @@ struct sandbox *pool_take(const struct sandbox_params *p)
         return NULL;
     if (g_daemon.n_claimed >= g_daemon.cfg->max_sandboxes)
         return NULL;
-    /* Its writable layer was sized for the default memory (sandbox_disk_mb). */
-    if (p->memory_mb != g_daemon.cfg->memory_default_mb)
-        return NULL;
     struct sandbox *sb = NULL;
     for (struct sandbox *x = g_daemon.sandboxes; x && !sb; x = x->next)
         if (x->pooled && x->state == SB_RUNNING && !x->sessions)
             sb = x;
     if (!sb)
+        return NULL;
+    /* A memory-backed writable layer was sized for the default memory. */
+    if (!sb->disk_on_loop && p->memory_mb != sb->memory_mb)
         return NULL;
     struct hx_err e = {0};
     bool has_hosts = p->allow_net && !json_is_null(p->allow_net);
@@ -112,6 +113,17 @@ struct sandbox *pool_take(const struct sandbox_params *p)
         }
     } else if (has_hosts) {
         return NULL; /* the pooled one has no interface (networking off) */
+    }
+    if (p->memory_mb != sb->memory_mb) {
+        struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20,
+                                    .cpu_millis = g_daemon.cfg->cpu_millis, .pids_max = g_daemon.cfg->pids_max};
+        if (cgroup_create(sb->id, &lim, &e) < 0) { /* rewrites the limits of the existing cgroup */
+            fprintf(stderr, "hutchd: %s: warm pool hand-over: %s\n", sb->id, e.msg);
+            sb->secrets = NULL; /* secrets: still the caller's */
+            sandbox_stop(sb, "could not set its limits");
+            return NULL;
+        }
+        sb->memory_mb = p->memory_mb;
     }
     const char *k;
     json_t *v;

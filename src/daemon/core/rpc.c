@@ -294,6 +294,11 @@ void rpc_on_stdin_ack(struct sandbox *sb)
 static void stdin_send(struct session *s, struct inbound *in, const uint8_t *data, size_t len)
 {
     struct sandbox *sb = s->sb;
+    if (in->pid >= RPC_NET_CHAN_BASE) { /* a fetch's request body (rpc_net.c) */
+        if (len)
+            rpc_net_on_body(s, in->pid, data, len, 0);
+        return;
+    }
     while (len > 0) {
         size_t n = len > HX_FRAME_MAX ? HX_FRAME_MAX : len;
         if (agent_send(sb, HX_STDIN, in->pid, data, n) == 0)
@@ -317,7 +322,9 @@ static void inbound_bind(struct session *s, struct inbound *in, uint32_t pid)
     if (in->ended) {
         /* ended + bound_closed before a bind: the client's stream errored. An
          * upload must then fail; a process's stdin just closes. */
-        if (in->bound_closed && pid >= HX_FS_CHAN_BASE)
+        if (pid >= RPC_NET_CHAN_BASE)
+            rpc_net_on_body(s, pid, NULL, 0, in->bound_closed ? -1 : 1);
+        else if (in->bound_closed && pid >= HX_FS_CHAN_BASE)
             rpc_fs_upload_failed(s->sb, pid, EPIPE);
         else
             agent_send(s->sb, HX_STDIN, pid, NULL, 0);
@@ -413,6 +420,7 @@ static void handle_stream_notification(struct session *s, const char *method, js
     }
     if (strcmp(method, "$sandbox.stream.cancel") == 0) {
         rpc_fs_stream_cancel(s, id); /* walk/expandGlob listings (rpc_fs.c) */
+        rpc_net_stream_cancel(s, id); /* fetch response bodies (rpc_net.c) */
         /* The client stopped reading one of our output streams: its bytes
          * are dropped (and credited, so the process never blocks on it). */
         for (struct proc *p = s->sb->procs; p; p = p->next)
@@ -438,7 +446,9 @@ static void handle_stream_notification(struct session *s, const char *method, js
         if (in->pid) {
             /* An upload whose stream errored must not be reported as written:
              * the end of stdin is the end of the file. */
-            if (!is_end && in->pid >= HX_FS_CHAN_BASE)
+            if (in->pid >= RPC_NET_CHAN_BASE)
+                rpc_net_on_body(s, in->pid, NULL, 0, is_end ? 1 : -1);
+            else if (!is_end && in->pid >= HX_FS_CHAN_BASE)
                 rpc_fs_upload_failed(s->sb, in->pid, EPIPE);
             else
                 agent_send(s->sb, HX_STDIN, in->pid, NULL, 0);
@@ -727,7 +737,7 @@ static const struct rpc_method core_methods[] = {
 };
 
 /* Each concern registers its methods in its own table (rpc_fs.c, ...). */
-static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods};
+static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods};
 
 const struct rpc_method *rpc_lookup(const char *name)
 {
@@ -744,7 +754,7 @@ static const char *const later_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "fetch", "exposeHttp", "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
+    "exposeHttp", "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
     "denoReplCall", "abort",
 };
 
@@ -823,6 +833,7 @@ void rpc_on_drain(struct session *s)
 {
     flush_deferred(s, true);
     rpc_fs_on_drain(s); /* listing credit held back (rpc_fs.c) */
+    rpc_net_on_drain(s);
 }
 
 void rpc_session_free(struct session *s)
@@ -831,11 +842,14 @@ void rpc_session_free(struct session *s)
      * its processes keep running without blocking on it. */
     flush_deferred(s, true);
     rpc_fs_session_closed(s); /* file handles and transfers of this session (rpc_fs.c) */
+    rpc_net_session_closed(s); /* fetches of this session (rpc_net.c) */
     while (s->inbound) {
         struct inbound *in = s->inbound;
         if (s->sb && in->pid && !in->ended) {
             /* A client gone mid-upload: the file is incomplete, so the write fails. */
-            if (in->pid >= HX_FS_CHAN_BASE)
+            if (in->pid >= RPC_NET_CHAN_BASE)
+                ; /* its fetch went with rpc_net_session_closed */
+            else if (in->pid >= HX_FS_CHAN_BASE)
                 rpc_fs_upload_failed(s->sb, in->pid, ECONNRESET);
             else
                 agent_send(s->sb, HX_STDIN, in->pid, NULL, 0);

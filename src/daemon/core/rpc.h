@@ -41,3 +41,14 @@ bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan);
  * or the client left before .end): the write is cancelled and, while the client
  * is still there, answered with an error instead of success. */
 void rpc_fs_upload_failed(struct sandbox *sb, uint32_t chan, int why);
+
+/* Network (rpc_net.c): sandbox.fetch from the sandbox's network position.
+ * Request bodies are inbound streams bound (rpc_inbound_bind_chan) to a
+ * channel >= RPC_NET_CHAN_BASE; rpc.c hands their bytes to rpc_net_on_body
+ * instead of the agent (end 1: the stream ended, -1: it failed). */
+#define RPC_NET_CHAN_BASE 0xC0000000u
+extern const struct rpc_method rpc_net_methods[];   /* NULL-terminated */
+void rpc_net_on_body(struct session *s, uint32_t chan, const uint8_t *p, size_t n, int end);
+void rpc_net_on_drain(struct session *s);
+void rpc_net_stream_cancel(struct session *s, int64_t stream_id);
+void rpc_net_session_closed(struct session *s);

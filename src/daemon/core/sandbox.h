@@ -125,6 +125,9 @@ struct sandbox {
     uv_work_t launch_req;
     int launch_rc, launch_fd;     /* written by the worker thread */
     struct hx_err launch_err;
+    int disk_fd;                  /* holds its loop device until hutch-init mounted it; -1 */
+    char disk_dev[32];
+    bool disk_on_loop;            /* its writable layer is that ext4 image (else a tmpfs) */
 };
 
 struct daemon_ctx {
@@ -157,6 +160,7 @@ struct sandbox_params {
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);
 void sandbox_record(struct sandbox *sb);
 uint32_t sandbox_disk_mb(const struct sandbox *sb);
+void sandbox_disk_release(struct sandbox *sb);
 
 /* The warm pool (pool.c): sandboxes started ahead of demand, so that a
  * create only has to hand one over. */

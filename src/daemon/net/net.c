@@ -7,6 +7,7 @@
 #include <ifaddrs.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -906,4 +907,41 @@ json_t *net_sandbox_report(struct sandbox *sb)
                      "allow_net", n->allow, "addresses", "ipv4", a4, "ipv6", a6, "gateway4", g4, "gateway6", g6,
                      "bytes_out", (json_int_t)n->up, "bytes_in", (json_int_t)n->down, "destinations", dests, "audit",
                      n->audit, "audit_dropped", (json_int_t)n->dropped_audit);
+}
+
+int net_sandbox_socket(struct sandbox *sb, int domain, int type, struct hx_err *e)
+{
+    if (sb->pidfd < 0)
+        return hx_fail(e, ESRCH, "sandbox %s has no namespace", sb->id);
+    /* per thread: libuv's worker threads keep their namespace */
+    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0)
+        return hx_fail(e, errno, "open own netns: %m");
+    if (setns(sb->pidfd, CLONE_NEWNET) < 0) {
+        int err = errno;
+        close(self);
+        errno = err;
+        return hx_fail(e, err, "setns into sandbox netns: %m");
+    }
+    int fd = socket(domain, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int err = errno;
+    if (setns(self, CLONE_NEWNET) < 0) {
+        /* hutchd must never keep running inside a sandbox's namespace */
+        perror("hutchd: setns back to own netns");
+        abort();
+    }
+    close(self);
+    if (fd < 0) {
+        errno = err;
+        return hx_fail(e, err, "socket in sandbox netns: %m");
+    }
+    return fd;
+}
+
+int net_sandbox_resolver(struct sandbox *sb, uint8_t addr4[4])
+{
+    if (!sb->net)
+        return -ENETUNREACH;
+    memcpy(addr4, sb->net->host4, 4);
+    return 0;
 }

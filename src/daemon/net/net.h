@@ -3,6 +3,7 @@
  * per-sandbox network report. docs/network.md has the design. */
 #pragma once
 #include <jansson.h>
+#include <stdint.h>
 #include "lib/err.h"
 
 struct sandbox;
@@ -30,3 +31,12 @@ void net_sandbox_detach(struct sandbox *sb);
 /* GET /api/v2/sandboxes/{id}/network: addresses, policy, per-destination
  * byte counts and the audit log (newest last). New reference. */
 json_t *net_sandbox_report(struct sandbox *sb);
+
+/* fetch (rpc_net.c): a socket born in the sandbox's network namespace, so
+ * that what it connects to goes out of the sandbox's eth0, through the
+ * nftables redirect and hutch-proxy exactly like the sandbox's own traffic
+ * (allowNet, secrets, audit, counts). O_CLOEXEC|O_NONBLOCK. -errno. */
+int net_sandbox_socket(struct sandbox *sb, int domain, int type, struct hx_err *e);
+/* The sandbox's resolver as it sees it (its gateway, port 53: the DNS
+ * responder with the sandbox's policy). -ENETUNREACH without a veth. */
+int net_sandbox_resolver(struct sandbox *sb, uint8_t addr4[4]);

@@ -1,0 +1,87 @@
+/* Per-sandbox disk images on loop devices (see disk.h). */
+#include "daemon/sandbox/disk.h"
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+/* mkfs.ext4 of a sparse file writes ~4 MiB and takes ~15 ms: no journal
+ * (the layer dies with the sandbox), inode tables initialised lazily, no
+ * blocks reserved for root (sandbox root is not the host's). */
+static int make_ext4(const char *path, struct hx_err *e)
+{
+    char *const argv[] = {"mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard",
+                          "-m", "0", (char *)path, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    static const char *const dirs[] = {"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
+    int r = ENOENT;
+    for (size_t i = 0; i < HX_ARRAY_LEN(dirs) && r == ENOENT; i++)
+        r = posix_spawn(&pid, dirs[i], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0)
+        return hx_fail(e, r, "run mkfs.ext4: %s", strerror(r));
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return hx_fail(e, errno, "wait for mkfs.ext4: %m");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return hx_fail(e, EIO, "mkfs.ext4 %s failed (status %d)", path, st);
+    return 0;
+}
+
+static int attach_loop(int file, char dev[32], struct hx_err *e)
+{
+    autoclose int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return hx_fail(e, errno, "open /dev/loop-control: %m");
+    /* Another process may take the number between GET_FREE and CONFIGURE. */
+    for (int tries = 0; tries < 16; tries++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0)
+            return hx_fail(e, errno, "no free loop device: %m");
+        snprintf(dev, 32, "/dev/loop%d", n);
+        int fd = open(dev, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return hx_fail(e, errno, "open %s: %m", dev);
+        struct loop_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.fd = (uint32_t)file;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
+            return fd;
+        int err = errno;
+        close(fd);
+        if (err != EBUSY)
+            return hx_fail(e, err, "configure %s: %s", dev, strerror(err));
+    }
+    return hx_fail(e, EBUSY, "every free loop device was taken first");
+}
+
+int disk_prepare(const char *state_dir, const char *id, uint32_t disk_mb, char dev[32], struct hx_err *e)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sandboxes/%s.disk", state_dir, id);
+    autoclose int file = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (file < 0)
+        return hx_fail(e, errno, "create %s: %m", path);
+    int r;
+    if (ftruncate(file, (off_t)disk_mb << 20) < 0)
+        r = hx_fail(e, errno, "size %s: %m", path);
+    else if ((r = make_ext4(path, e)) == 0)
+        r = attach_loop(file, dev, e);
+    /* The loop device holds the file now: its name can go at once, so a
+     * crash leaves no image behind. */
+    unlink(path);
+    return r;
+}
