@@ -1,6 +1,7 @@
 # Sandbox networking: allowNet by host name through the transparent proxy,
 # DNS for allowed names only, audit and byte counts, plain tools without any
 # proxy settings. hutchd runs in a throwaway network namespace (netenv.py).
+import time
 import os
 import sys
 
@@ -127,6 +128,16 @@ def test_bulk_transfer_and_byte_counts(net, sb_factory):
     assert out(r).strip() == "20000000", out(r)
     rep = wait_audit(net.hutchd, sb.id, lambda rep: rep["bytes_in"] >= 20000000)
     assert rep["bytes_in"] >= 20000000, rep
+    # metering keeps the counts once the sandbox is gone
+    d = net.hutchd
+    assert d.http("DELETE", f"/api/v3/sandbox/{sb.id}").status == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        u = d.http("GET", "/api/v2/usage").json()
+        if u["netRxBytes"] >= 20000000:
+            break
+        time.sleep(0.1)
+    assert u["netRxBytes"] >= 20000000 and u["netTxBytes"] > 0, u
 
 
 def test_post_body_and_keepalive_same_host(sb_factory):

@@ -118,6 +118,7 @@ static void record_usage(struct sandbox *sb)
     int64_t end = now_ms();
     struct usage_rec u = {.sandbox_id = sb->id, .org = sb->org, .start_ms = sb->created_ms, .end_ms = end,
                           .cpu_ms = cpu_ns / 1000000, .mem_peak_mb = (uint32_t)(peak >> 20)};
+    net_sandbox_bytes(sb, &u.net_tx_bytes, &u.net_rx_bytes);
     struct hx_err e = {0};
     if (store_usage_add(g_daemon.store, &u, &e) < 0)
         fprintf(stderr, "hutchd: %s: usage: %s\n", sb->id, e.msg);

@@ -945,3 +945,9 @@ int net_sandbox_resolver(struct sandbox *sb, uint8_t addr4[4])
     memcpy(addr4, sb->net->host4, 4);
     return 0;
 }
+
+void net_sandbox_bytes(const struct sandbox *sb, uint64_t *out, uint64_t *in)
+{
+    *out = sb->net ? sb->net->up : 0;
+    *in = sb->net ? sb->net->down : 0;
+}

@@ -28,6 +28,9 @@ int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err 
  * taken it already) and frees the audit log. Idempotent. */
 void net_sandbox_detach(struct sandbox *sb);
 
+/* Bytes the sandbox sent and received through the proxy so far (metering). */
+void net_sandbox_bytes(const struct sandbox *sb, uint64_t *out, uint64_t *in);
+
 /* GET /api/v2/sandboxes/{id}/network: addresses, policy, per-destination
  * byte counts and the audit log (newest last). New reference. */
 json_t *net_sandbox_report(struct sandbox *sb);
