@@ -39,13 +39,13 @@ class H(http.server.BaseHTTPRequestHandler):
         rec = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
                "body_len": len(body), "tls": isinstance(self.connection, ssl.SSLSocket)}
         data = json.dumps(rec).encode() + b"\n"
+        with open(sys.argv[3], "a") as f:  # logged before answering: a test reads it right after
+            f.write(json.dumps(rec) + "\n")
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Echo-Auth", self.headers.get("Authorization", ""))
         self.send_header("Content-Length", str(len(data))); self.end_headers()
         self.wfile.write(data)
-        with open(sys.argv[3], "a") as f:
-            f.write(json.dumps(rec) + "\n")
     do_GET = do_POST = do_PUT = _echo
     def log_message(self, *a): pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -290,3 +290,38 @@ def test_cli_create_with_a_secret_from_a_file(env):
         assert bad.returncode != 0 and SECRET not in bad.stderr
     finally:
         d.cli("kill", sid)
+
+
+def _wait_echoed(env, since, timeout=5):
+    """The echo server logs after it answered: wait for its line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = echoed(env, since)
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def _header(rec, name):
+    return {k.lower(): v for k, v in rec["headers"].items()}.get(name.lower())
+
+
+def test_sandbox_fetch_carries_secrets_like_the_sandbox_does(env, sbx):
+    """sandbox.fetch is made from the sandbox's network position: a secret's
+    placeholder becomes the real value only for its approved host (over the
+    proxy's interception), and the echo comes back masked."""
+    from test_fetch import fetch
+    sb = sbx()
+    ph = placeholder(sb)
+    pos = log_pos(env)
+    res, data = fetch(sb, "https://api.secret.test/fetch", headers=[("authorization", "Bearer " + ph)])
+    assert res["status"] == 200, res
+    got = _wait_echoed(env, pos)
+    assert got and _header(got[-1], "authorization") == "Bearer " + SECRET, got
+    assert SECRET.encode() not in data and ("Bearer " + ph).encode() in data, data
+    assert all(SECRET not in v for _, v in res["headers"]), res["headers"]
+    # an allowed host that is not the secret's only ever sees the placeholder
+    pos = log_pos(env)
+    res, data = fetch(sb, "https://other.secret.test/fetch", headers=[("authorization", "Bearer " + ph)])
+    got = _wait_echoed(env, pos)
+    assert got and _header(got[-1], "authorization") == "Bearer " + ph, got
