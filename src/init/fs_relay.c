@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <uv.h>
+#include "lib/uvframe.h"
 #include "lib/wire.h"
 
 #define RELAY_MAX_CALLS 1024   /* fs calls outstanding in the worker */
@@ -18,11 +19,6 @@ static const char *const fs_methods[] = {
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
     "fsCancel",
-};
-
-struct relay_write {
-    uv_write_t req;
-    uint8_t data[];
 };
 
 static uv_pipe_t g_wpipe;
@@ -167,28 +163,14 @@ static int worker_start(struct hx_err *e)
     return 0;
 }
 
-static void on_relay_written(uv_write_t *req, int status)
+static void on_relay_failed(uv_stream_t *st, int status)
 {
-    free(req);
-    if (status < 0 && status != UV_ECANCELED)
-        worker_lost("EIO: writing to the fs worker failed");
+    worker_lost("EIO: writing to the fs worker failed");
 }
 
 static int forward(uint16_t type, uint32_t chan, const uint8_t *p, uint32_t len)
 {
-    struct relay_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
-    if (!w)
-        return -ENOMEM;
-    hx_frame_hdr_encode(w->data, type, chan, len);
-    if (len)
-        memcpy(w->data + HX_FRAME_HDR, p, len);
-    uv_buf_t b = uv_buf_init((char *)w->data, HX_FRAME_HDR + len);
-    int r = uv_write(&w->req, (uv_stream_t *)&g_wpipe, &b, 1, on_relay_written);
-    if (r < 0) {
-        free(w);
-        return r;
-    }
-    return 0;
+    return hx_uv_send_frame((uv_stream_t *)&g_wpipe, type, chan, p, len, false, on_relay_failed);
 }
 
 bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uint32_t len)

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include "lib/err.h"
+#include "lib/uvframe.h"
 #include "lib/wire.h"
 #include "proxy/ctl.h"
 #include "proxy/mitm.h"
@@ -157,36 +158,13 @@ bool addr_forbidden(int family, const uint8_t *a)
 
 /* ---- control channel ---- */
 
-static void on_ctl_written(uv_write_t *w, int status)
-{
-    free(w->data);
-    free(w);
-}
-
 void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len)
 {
-    if (len > HX_FRAME_MAX)
-        return;
     /* hutchd reads us like any hostile peer; if it stops reading, we drop
      * audit records rather than grow without bound. */
     if (uv_stream_get_write_queue_size((uv_stream_t *)&ctl) > 8u << 20)
         return;
-    uint8_t *buf = malloc(HX_FRAME_HDR + len);
-    uv_write_t *w = malloc(sizeof *w);
-    if (!buf || !w) {
-        free(buf);
-        free(w);
-        return;
-    }
-    hx_frame_hdr_encode(buf, type, chan, (uint32_t)len);
-    if (len)
-        memcpy(buf + HX_FRAME_HDR, data, len);
-    w->data = buf;
-    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(HX_FRAME_HDR + len));
-    if (uv_write(w, (uv_stream_t *)&ctl, &b, 1, on_ctl_written) < 0) {
-        free(buf);
-        free(w);
-    }
+    hx_uv_send_frame((uv_stream_t *)&ctl, type, chan, data, len, false, NULL);
 }
 
 static void send_json(uint16_t type, json_t *o)

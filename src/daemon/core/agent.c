@@ -6,6 +6,7 @@
 #include "daemon/core/rpc.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/sandbox.h"
+#include "lib/uvframe.h"
 #include "daemon/sandbox/cgroup.h"
 
 #define AGENT_RBUF (HX_FRAME_HDR + HX_FRAME_MAX)
@@ -17,17 +18,6 @@
 #define LOG_PER_SEC 20
 #define MAX_PROCS 4096
 
-struct agent_write {
-    uv_write_t req;
-    size_t len;
-    uint8_t data[];
-};
-
-static void on_agent_write(uv_write_t *req, int status)
-{
-    free(req->data);
-}
-
 int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *data, size_t len)
 {
     if (!sb->agent_open)
@@ -38,21 +28,7 @@ int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *dat
         sb->agent_overrun = true; /* stopped by the read loop, not from deep in a caller */
         return -ENOBUFS;
     }
-    struct agent_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
-    if (!w)
-        return -ENOMEM;
-    hx_frame_hdr_encode(w->data, type, chan, (uint32_t)len);
-    if (len)
-        memcpy(w->data + HX_FRAME_HDR, data, len);
-    w->len = HX_FRAME_HDR + len;
-    w->req.data = w;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    int r = uv_write(&w->req, (uv_stream_t *)&sb->agent, &b, 1, on_agent_write);
-    if (r < 0) {
-        free(w);
-        return r;
-    }
-    return 0;
+    return hx_uv_send_frame((uv_stream_t *)&sb->agent, type, chan, data, len, false, NULL);
 }
 
 void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes)

@@ -17,6 +17,7 @@
 #include "daemon/net/secrets.h"
 #include "daemon/net/netlink.h"
 #include "daemon/net/nft.h"
+#include "lib/uvframe.h"
 #include "lib/wire.h"
 #include "proxy/ctl.h"
 #include "proxy/policy.h"
@@ -166,36 +167,11 @@ static json_t *local_addrs(void)
 
 /* ---- control channel ---- */
 
-static void on_ctl_written(uv_write_t *w, int status)
-{
-    /* secrets: policies and the CA carry values; nothing stays in freed memory */
-    uint8_t *buf = w->data;
-    uint32_t len = (uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 24;
-    explicit_bzero(buf, HX_FRAME_HDR + (len <= HX_FRAME_MAX ? len : 0));
-    free(buf);
-    free(w);
-}
-
 static void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len)
 {
-    if (!g.ctl_open || len > HX_FRAME_MAX)
-        return;
-    uint8_t *buf = malloc(HX_FRAME_HDR + len);
-    uv_write_t *w = malloc(sizeof *w);
-    if (!buf || !w) {
-        free(buf);
-        free(w);
-        return;
-    }
-    hx_frame_hdr_encode(buf, type, chan, (uint32_t)len);
-    if (len)
-        memcpy(buf + HX_FRAME_HDR, data, len);
-    w->data = buf;
-    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(HX_FRAME_HDR + len));
-    if (uv_write(w, (uv_stream_t *)&g.ctl, &b, 1, on_ctl_written) < 0) {
-        free(buf);
-        free(w);
-    }
+    /* secrets: policies and the CA carry values; nothing stays in freed memory */
+    if (g.ctl_open)
+        hx_uv_send_frame((uv_stream_t *)&g.ctl, type, chan, data, len, true, NULL);
 }
 
 static void ctl_send_json(uint16_t type, json_t *o)
