@@ -175,9 +175,14 @@ int h1_head_parse(struct h1 *t, const uint8_t *p, size_t n, char *host, size_t h
     }
     memset(t, 0, sizeof *t);
     if (connect || upgrade) {
-        /* After a CONNECT or an Upgrade the stream is opaque; it stays with
-         * the host already checked (the upstream connection is fixed). */
-        t->st = H1_TUNNEL;
+        /* Opaque only once the server agrees (see H1_UPGRADE_WAIT): a server
+         * that ignores the Upgrade keeps the connection for more requests,
+         * whose Host must still be checked. A body here would blur where the
+         * next head starts: refused. */
+        if (cl || chunked)
+            return -EINVAL;
+        t->st = H1_UPGRADE_WAIT;
+        t->connect = connect;
     } else if (chunked) {
         t->st = H1_CHUNK_SIZE;
     } else if (cl) {
@@ -209,6 +214,8 @@ long h1_body_advance(struct h1 *t, const uint8_t *p, size_t n)
             return (long)i;
         case H1_TUNNEL:
             return (long)n;
+        case H1_UPGRADE_WAIT:
+            return -EINVAL; /* the caller holds these bytes until the answer */
         case H1_BODY: {
             size_t k = n - i < t->left ? n - i : (size_t)t->left;
             i += k;
@@ -277,4 +284,23 @@ long h1_body_advance(struct h1 *t, const uint8_t *p, size_t n)
         }
     }
     return (long)i;
+}
+
+int h1_response_status(const uint8_t *p, size_t n)
+{
+    static const char pre[] = "HTTP/1.";
+    for (size_t i = 0; i < n && i < 7; i++)
+        if (p[i] != (uint8_t)pre[i])
+            return -EINVAL;
+    if (n < 12)
+        return 0;
+    if ((p[7] != '0' && p[7] != '1') || p[8] != ' ')
+        return -EINVAL;
+    int code = 0;
+    for (int i = 9; i < 12; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -EINVAL;
+        code = code * 10 + (p[i] - '0');
+    }
+    return code >= 100 && code <= 599 ? code : -EINVAL;
 }

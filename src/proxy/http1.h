@@ -9,7 +9,11 @@
 
 #define H1_HEAD_MAX 16384
 
-enum h1_state { H1_HEAD, H1_BODY, H1_CHUNK_SIZE, H1_CHUNK_DATA, H1_CHUNK_CRLF, H1_TRAILER, H1_TUNNEL };
+/* H1_UPGRADE_WAIT: a CONNECT or Upgrade request was sent; the stream turns
+ * opaque (H1_TUNNEL) only if the server agrees (101, or 2xx to CONNECT), else
+ * the next bytes are a new request head to check. */
+enum h1_state { H1_HEAD, H1_BODY, H1_CHUNK_SIZE, H1_CHUNK_DATA, H1_CHUNK_CRLF, H1_TRAILER, H1_TUNNEL,
+                H1_UPGRADE_WAIT };
 
 struct h1 {
     enum h1_state st;
@@ -17,7 +21,12 @@ struct h1 {
     size_t line;              /* length of the current chunk-size or trailer line */
     bool chunk_hex;           /* saw a hex digit on the size line */
     bool in_ext;              /* after ';' on a size line */
+    bool connect;             /* H1_UPGRADE_WAIT for a CONNECT (else an Upgrade) */
 };
+
+/* The status code of a response that starts at p[0..n): 100..599, 0 when more
+ * bytes are needed, -EINVAL when it is not an HTTP/1 status line. */
+int h1_response_status(const uint8_t *p, size_t n);
 
 /* True if the bytes can be the start of an HTTP/1 request ("GET ", ...). */
 bool h1_looks_like(const uint8_t *p, size_t n);

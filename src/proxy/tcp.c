@@ -51,6 +51,10 @@ struct pconn {
     struct h1 h1;                 /* PR_HTTP: request framing after the first head */
     uint8_t *hbuf;                /* PR_HTTP: a following request head being collected */
     size_t hbuf_len;
+    uint8_t *held;                /* PR_HTTP: client bytes after an Upgrade/CONNECT, until the answer */
+    size_t held_len;
+    uint8_t status[12];           /* the start of that answer: "HTTP/1.1 101" */
+    size_t status_len;
     bool up_open, cli_eof, up_eof, cli_shut, up_shut;
     bool cli_paused, up_paused, peek_expired, head_timer;
     int dirs_done;
@@ -85,6 +89,7 @@ static void pconn_free(struct pconn *c)
 {
     free(c->peek);
     free(c->hbuf);
+    free(c->held);
     SSL_free(c->cssl);
     SSL_free(c->ussl);
     free(c->mask);
@@ -178,6 +183,7 @@ struct wreq {
 static void on_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b);
 static void on_cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static int upgrade_answer(struct pconn *c, const uint8_t *p, size_t n);
 
 static void on_written(uv_write_t *w, int status)
 {
@@ -355,6 +361,18 @@ static void block_http(struct pconn *c, const char *why)
 static int pipe_http(struct pconn *c, const uint8_t *p, size_t n)
 {
     while (n > 0 || c->hbuf_len > 0) {
+        if (c->h1.st == H1_UPGRADE_WAIT) {
+            /* Nothing goes upstream until the server has answered the
+             * Upgrade/CONNECT: agreed, the stream is opaque; refused, these
+             * bytes are the next request, Host checked like any other. */
+            if (n > H1_HEAD_MAX - c->held_len)
+                return -EPROTO;
+            if (!c->held && !(c->held = malloc(H1_HEAD_MAX)))
+                return -ENOMEM;
+            memcpy(c->held + c->held_len, p, n);
+            c->held_len += n;
+            return 0;
+        }
         if (c->hbuf_len == 0 && c->h1.st != H1_HEAD) {
             long k = h1_body_advance(&c->h1, p, n);
             if (k < 0)
@@ -490,6 +508,10 @@ static void up_tls_pump(struct pconn *c)
             SSL_shutdown(c->cssl);
             tls_flush(c, false);
             half_close(c, false);
+            return;
+        }
+        if (c->h1.st == H1_UPGRADE_WAIT && upgrade_answer(c, in, (size_t)k) < 0) {
+            pconn_reset(c);
             return;
         }
         size_t m = mask_stream(c->mask, sec, ns, in, (size_t)k, out);
@@ -629,6 +651,36 @@ static void mitm_begin(struct pconn *c)
     mitm_up_data(c, NULL, 0);
 }
 
+/* The first bytes of the answer to an Upgrade/CONNECT decide what the
+ * client's following bytes are (see pipe_http). Returns -1 on failure. */
+static int upgrade_answer(struct pconn *c, const uint8_t *p, size_t n)
+{
+    size_t take = n < sizeof c->status - c->status_len ? n : sizeof c->status - c->status_len;
+    memcpy(c->status + c->status_len, p, take);
+    c->status_len += take;
+    int code = h1_response_status(c->status, c->status_len);
+    if (code == 0)
+        return 0; /* the status line is still arriving */
+    bool opaque = code == 101 || (c->h1.connect && code >= 200 && code < 300);
+    c->status_len = 0;
+    uint8_t *held = c->held;
+    size_t held_len = c->held_len;
+    c->held = NULL;
+    c->held_len = 0;
+    int r = 0;
+    if (code > 0 && opaque) {
+        c->h1.st = H1_TUNNEL;
+        if (held_len)
+            r = send_bytes(c, true, held, held_len);
+    } else {
+        c->h1.st = H1_HEAD; /* not an HTTP answer at all: back to checking heads */
+        if (held_len)
+            r = pipe_http(c, held, held_len);
+    }
+    free(held);
+    return r < 0 ? -1 : 0;
+}
+
 static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct pconn *c = s->data;
@@ -636,6 +688,11 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     if (c->mitm && n > 0) {
         mitm_up_data(c, b->base, (size_t)n);
+        return;
+    }
+    if (n > 0 && c->proto == PR_HTTP && c->h1.st == H1_UPGRADE_WAIT &&
+        upgrade_answer(c, (const uint8_t *)b->base, (size_t)n) < 0) {
+        pconn_reset(c);
         return;
     }
     if (n < 0) {

@@ -84,8 +84,6 @@ def _fetch(sb, url, headers=(), timeout=30):
     return res, data
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: rpc_net.c follow_redirect keeps Authorization/Cookie on a "
-                   "cross-origin redirect (fetch/undici strip them)")
 def test_cross_origin_redirect_drops_credentials(env):
     with env.hutchd.create_sandbox({"allow_net": ["a.rv2.test", "b.rv2.test"]}) as sb:
         res, data = _fetch(sb, "http://a.rv2.test/redir?to=http://b.rv2.test/echo",

@@ -45,8 +45,6 @@ def test_second_host_blocked_after_plain_request(sb):
     assert "host=example.test" in o and "host=a.wild.test" not in o, o
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: http1.c treats any request with an Upgrade header as a tunnel "
-                   "before the server agreed (101): later requests on the connection are never checked")
 def test_second_host_blocked_after_an_ignored_upgrade(sb):
     o = _two_requests(sb, "Upgrade: foo\\r\\nConnection: Upgrade\\r\\n")
     assert "host=example.test" in o and "host=a.wild.test" not in o, o

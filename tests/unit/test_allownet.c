@@ -262,9 +262,35 @@ static void test_http_heads_bodies_and_smuggling(void **state)
     assert_int_equal(h1_head_parse(&t, (const uint8_t *)big, sizeof big, host, sizeof host), -E2BIG);
 }
 
+/* An Upgrade is only a tunnel once the server agreed: until then the
+ * proxy holds the client's bytes and reads the answer's status. */
+static void test_upgrade_waits_for_the_answer(void **state)
+{
+    struct h1 t;
+    char host[256];
+    const char *up = "GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    assert_int_equal(h1_head_parse(&t, (const uint8_t *)up, strlen(up), host, sizeof host), (int)strlen(up));
+    assert_int_equal(t.st, H1_UPGRADE_WAIT);
+    assert_false(t.connect);
+    assert_true(h1_body_advance(&t, (const uint8_t *)"x", 1) < 0);
+    const char *upbody = "POST / HTTP/1.1\r\nHost: a.test\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\nabc";
+    assert_true(h1_head_parse(&t, (const uint8_t *)upbody, strlen(upbody), host, sizeof host) < 0);
+    const char *con = "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n";
+    assert_int_equal(h1_head_parse(&t, (const uint8_t *)con, strlen(con), host, sizeof host), (int)strlen(con));
+    assert_int_equal(t.st, H1_UPGRADE_WAIT);
+    assert_true(t.connect);
+    assert_int_equal(h1_response_status((const uint8_t *)"HTTP/1.1 101 Switching", 22), 101);
+    assert_int_equal(h1_response_status((const uint8_t *)"HTTP/1.0 200 OK", 15), 200);
+    assert_int_equal(h1_response_status((const uint8_t *)"HTTP/1.1 1", 10), 0);
+    assert_int_equal(h1_response_status((const uint8_t *)"HTTX", 4), -EINVAL);
+    assert_int_equal(h1_response_status((const uint8_t *)"HTTP/1.1 abc ", 13), -EINVAL);
+    assert_int_equal(h1_response_status((const uint8_t *)"HTTP/1.1 999 ", 13), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_upgrade_waits_for_the_answer),
         cmocka_unit_test(test_entry_forms_parse),
         cmocka_unit_test(test_bad_entries_are_refused),
         cmocka_unit_test(test_wildcard_matches_subdomains_not_apex),

@@ -75,6 +75,8 @@ static const struct ws_handlers session_handlers = {on_ws_text, on_ws_close, on_
 
 void rpc_session_closed_by_sandbox(struct session *s, const char *reason)
 {
+    /* Its fetches point at the sandbox, which goes before the session does. */
+    rpc_net_session_closed(s);
     /* The sandbox is gone; the client learns it from the close frame. */
     if (s->ws)
         ws_close(s->ws, 1000, reason);

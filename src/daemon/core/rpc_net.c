@@ -614,9 +614,30 @@ static void follow_redirect(struct fetch *f)
             snprintf(f->method, sizeof f->method, "GET");
     }
     struct hx_err e = {0};
+    char old_origin[400];
+    snprintf(old_origin, sizeof old_origin, "%s", origin);
     if (parse_url(f, url, &e) < 0) {
         fetch_fail(f, "InvalidData", "redirect to a bad location: %s", e.msg);
         return;
+    }
+    /* Credentials are for the origin they were given to (as fetch does):
+     * a redirect to another scheme, host or port goes without them. */
+    v6 = strchr(f->host, ':') != NULL;
+    snprintf(origin, sizeof origin, "%s://%s%s%s:%u", f->tls ? "https" : "http", v6 ? "[" : "", f->host,
+             v6 ? "]" : "", f->port);
+    if (strcasecmp(origin, old_origin) != 0) {
+        json_t *kept = json_array();
+        size_t i;
+        json_t *h;
+        json_array_foreach(f->headers, i, h) {
+            const char *name = json_string_value(json_array_get(h, 0));
+            if (name && (!strcasecmp(name, "authorization") || !strcasecmp(name, "cookie") ||
+                         !strcasecmp(name, "proxy-authorization")))
+                continue;
+            json_array_append(kept, h);
+        }
+        json_decref(f->headers);
+        f->headers = kept;
     }
     f->redirects++;
     conn_close(f->c);
