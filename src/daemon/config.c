@@ -20,6 +20,7 @@ static const char usage[] =
     "  --pids-max N          processes per sandbox [1024]\n"
     "  --max-sandboxes N     [256]\n"
     "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
+    "  --ws-idle-timeout MS  close a client connection silent this long (clients ping every 2 s) [60000]\n"
     "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
     "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
@@ -58,6 +59,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->cpu_millis = 2000;
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
+    cfg->ws_idle_ms = 60000;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -67,7 +69,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM,
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE,
            O_UPCA, O_ROTCA };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -76,7 +78,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
         {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
         {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
-        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"help", no_argument, 0, O_HELP},
+        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"ws-idle-timeout", required_argument, 0, O_WSIDLE}, {"help", no_argument, 0, O_HELP},
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
@@ -129,6 +131,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_PIDS: if ((r = parse_u32(optarg, &cfg->pids_max, "--pids-max", e)) < 0) return r; break;
         case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
         case O_WARM: if ((r = parse_u32(optarg, &cfg->warm, "--warm", e)) < 0) return r; break;
+        case O_WSIDLE: if ((r = parse_u32(optarg, &cfg->ws_idle_ms, "--ws-idle-timeout", e)) < 0) return r; break;
         case O_HELP: case 'h': fputs(usage, stdout); return 1;
         case O_RESOLVE: /* net: checked in net_init */
             if (cfg->n_resolve >= sizeof cfg->resolve / sizeof cfg->resolve[0] || !strchr(optarg, '='))

@@ -19,6 +19,7 @@ struct config {
     uint32_t cpu_millis;       /* CPU quota in thousandths of a CPU (2000 = 2 vCPU) */
     uint32_t max_sandboxes;
     uint32_t warm;             /* sandboxes kept started ahead of demand */
+    uint32_t ws_idle_ms;       /* a silent client connection is closed after this */
     char self_dir[4096];       /* directory of the hutchd binary */
     char init_buf[4096];
     /* net: upstream name resolution for tests and air-gapped sites, address pools */

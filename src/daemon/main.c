@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 #include "daemon/api/http.h"
+#include "daemon/api/ws.h"
 #include "daemon/config.h"
 #include "daemon/core/routes.h"
 #include "daemon/core/sandbox.h"
@@ -153,6 +154,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "hutchd: %s\n", e.msg);
         return 1;
     }
+    ws_set_idle_timeout(cfg.ws_idle_ms);
     uv_signal_init(g_daemon.loop, &sig_term);
     uv_signal_init(g_daemon.loop, &sig_int);
     uv_signal_start(&sig_term, on_signal, SIGTERM);

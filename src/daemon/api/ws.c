@@ -117,6 +117,23 @@ static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t l
 
 static void ws_pump(struct ws_conn *w);
 
+/* A peer that vanished without a FIN (a dead laptop, a dropped NAT entry)
+ * would otherwise hold its session, and a session sandbox, forever; the SDK
+ * and the CLI ping every 2 s. No deadline while we are the ones not reading
+ * (backpressure), and never over a close deadline. */
+static uint64_t idle_ms = WS_IDLE_MS;
+
+void ws_set_idle_timeout(uint64_t ms)
+{
+    idle_ms = ms;
+}
+
+static void ws_touch(struct ws_conn *w)
+{
+    if (!w->deadline_set && !http_conn_closing(w->c))
+        http_conn_set_deadline(w->c, w->paused || w->backlog ? 0 : idle_ms);
+}
+
 static void on_ws_written(uv_write_t *req, int status)
 {
     struct ws_wreq *wr = (struct ws_wreq *)req;
@@ -256,6 +273,7 @@ static void ws_pump(struct ws_conn *w)
             w->backlog = false;
             if (!w->paused)
                 http_conn_resume(w->c);
+            ws_touch(w);
         }
     }
     if (w->writing || wslay_event_want_write(w->ctx))
@@ -314,6 +332,7 @@ void ws_set_reading(struct ws_conn *w, bool on)
         http_conn_read(w->c, false);
     else if (!w->in_recv && !w->backlog)
         http_conn_resume(w->c);
+    ws_touch(w);
     /* else: ws_conn_data resumes once wslay_event_recv returns */
 }
 
@@ -346,10 +365,12 @@ void ws_conn_data(struct ws_conn *w, const uint8_t *p, size_t n)
     if (ws_queued_bytes(w) > WS_HIGH_WATER) {
         w->above_high = w->backlog = true;
         http_conn_read(w->c, false);
+        ws_touch(w);
         return;
     }
     if (!w->paused)
         http_conn_resume(w->c);  /* also after a pause and resume within on_text */
+    ws_touch(w);
 }
 
 bool ws_conn_wants_read(const struct ws_conn *w)
@@ -409,5 +430,6 @@ struct ws_conn *http_upgrade_websocket(struct http_conn *c, const char *extra_he
         free(w);
         return NULL;
     }
+    ws_touch(w);
     return w;
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include "daemon/api/http.h"
 
+#define WS_IDLE_MS 60000u                   /* a peer silent this long is gone (clients ping every 2 s) */
 #define WS_MAX_FRAGMENTS 1024u             /* frames in one received message (close 1009 beyond) */
 #define WS_MAX_MESSAGE (16u * 1024 * 1024)  /* bytes in one received message (close 1009 beyond) */
 #define WS_LOW_WATER   (256u * 1024)        /* on_drain when queued output falls below this ... */
@@ -23,7 +24,9 @@ struct ws_handlers {
  * 400 was sent) or the client is gone (the conn is released); on_close is not called then. */
 struct ws_conn *http_upgrade_websocket(struct http_conn *c, const char *extra_headers,
                                        const struct ws_handlers *h, void *ud);
-int ws_send_text(struct ws_conn *w, const char *data, size_t len);  /* copies; -EPIPE if closing */
+int ws_send_text(struct ws_conn *w, const char *data, size_t len);
+/* Closes connections silent this long (0: never); default WS_IDLE_MS. */
+void ws_set_idle_timeout(uint64_t ms);  /* copies; -EPIPE if closing */
 size_t ws_queued_bytes(const struct ws_conn *w);   /* bytes accepted but not yet written to the socket */
 /* Backpressure from the app: stop/resume reading the socket. Messages already buffered from the
  * current read (a few KiB at most) may still be delivered after a stop. */
