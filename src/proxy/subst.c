@@ -123,6 +123,40 @@ long subst_request_head(const uint8_t *head, size_t n, const struct subst_secret
     return (long)o;
 }
 
+/* Chunked bodies: an echoed value split by one chunk framing
+ * ("\r\n" hex [";" ext] "\r\n") is still the value once the client joins the
+ * chunks. Both halves are masked in place; placeholders have the value's
+ * length, so chunk sizes stay right. */
+static void mask_across_framing(const struct subst_secret *s, size_t ns, uint8_t *out, size_t m)
+{
+    for (size_t i = 0; i + 5 <= m; i++) {
+        if (out[i] != '\r' || out[i + 1] != '\n')
+            continue;
+        size_t j = i + 2, hex = 0;
+        while (j < m && hex < 16 && isxdigit(out[j]))
+            j++, hex++;
+        if (hex == 0)
+            continue;
+        if (j < m && out[j] == ';')
+            while (j < m && out[j] != '\r' && j - i < SUBST_FRAMING_MAX - 2)
+                j++;
+        if (j + 1 >= m || out[j] != '\r' || out[j + 1] != '\n')
+            continue;
+        size_t after = j + 2;
+        for (size_t k = 0; k < ns; k++) {
+            size_t len = s[k].len;
+            for (size_t t = 1; t < len && t <= i; t++) {
+                if (after + (len - t) > m)
+                    continue;
+                if (memcmp(out + i - t, s[k].val, t) == 0 && memcmp(out + after, s[k].val + t, len - t) == 0) {
+                    memcpy(out + i - t, s[k].ph, t);
+                    memcpy(out + after, s[k].ph + t, len - t);
+                }
+            }
+        }
+    }
+}
+
 size_t mask_stream(struct mask_state *st, const struct subst_secret *s, size_t ns, const uint8_t *p, size_t n,
                    uint8_t *out)
 {
@@ -145,14 +179,16 @@ size_t mask_stream(struct mask_state *st, const struct subst_secret *s, size_t n
             at = f + s[k].len;
         }
     }
-    /* A value may continue in the next read: the last (longest value - 1)
-     * bytes always wait for more (or the caller's short timer). Always, not
-     * only when they could start a value: holding by content would let the
-     * sandbox time its guesses at a value against an echo, byte by byte. */
+    mask_across_framing(s, ns, out, m);
+    /* A value may continue in the next read: the last (longest value - 1,
+     * plus a chunk framing) bytes always wait for more (or the caller's short
+     * timer). Always, not only when they could start a value: holding by
+     * content would let the sandbox time its guesses at a value against an
+     * echo, byte by byte. */
     size_t keep = 0;
     for (size_t k = 0; k < ns; k++)
-        if (s[k].len > 0 && s[k].len - 1 > keep)
-            keep = s[k].len - 1;
+        if (s[k].len > 0 && s[k].len - 1 + SUBST_FRAMING_MAX > keep)
+            keep = s[k].len - 1 + SUBST_FRAMING_MAX;
     if (keep > m)
         keep = m;
     memcpy(st->hold, out + m - keep, keep);

@@ -33,14 +33,19 @@ long subst_request_head(const uint8_t *head, size_t n, const struct subst_secret
 
 /* Streaming mask for the response direction: every value of every secret
  * (applicable or not) becomes its placeholder, across read boundaries. */
+/* A chunked body may put one chunk framing ("\r\n" hex [;ext] "\r\n") inside a
+ * value: the held tail covers the longest value and such a framing. */
+#define SUBST_FRAMING_MAX 40
+#define SUBST_HOLD_MAX (SUBST_VALUE_MAX + SUBST_FRAMING_MAX)
+
 struct mask_state {
-    uint8_t hold[SUBST_VALUE_MAX];  /* a tail that may be the start of a value */
+    uint8_t hold[SUBST_HOLD_MAX];  /* a tail that may hold the start of a value */
     size_t held;
 };
 
-/* Masks p[0..n) after the held tail into out (cap >= SUBST_VALUE_MAX + n);
- * returns the bytes to forward now. A tail that is a proper prefix of some
- * value is kept back for the next call (or mask_flush). */
+/* Masks p[0..n) after the held tail into out (cap >= SUBST_HOLD_MAX + n);
+ * returns the bytes to forward now. The last bytes (the same number whatever
+ * they are) are kept back for the next call (or mask_flush). */
 size_t mask_stream(struct mask_state *st, const struct subst_secret *s, size_t ns, const uint8_t *p, size_t n,
                    uint8_t *out);
 /* Returns the held tail (no complete value can be in it) and clears it. */

@@ -477,7 +477,7 @@ static void cli_tls_pump(struct pconn *c);
 static void on_mask_timer(uv_timer_t *t)
 {
     struct pconn *c = t->data;
-    static uint8_t out[SUBST_VALUE_MAX];
+    static uint8_t out[SUBST_HOLD_MAX];
     if (c->st != P_PIPE || !c->mask || !c->cssl_up)
         return;
     size_t k = mask_flush(c->mask, out);
@@ -488,7 +488,7 @@ static void on_mask_timer(uv_timer_t *t)
 /* Upstream plaintext (after the sandbox's handshake): masked, to the sandbox. */
 static void up_tls_pump(struct pconn *c)
 {
-    static uint8_t in[16384], out[16384 + SUBST_VALUE_MAX];
+    static uint8_t in[16384], out[16384 + SUBST_HOLD_MAX];
     if (!c->cssl_up || c->st != P_PIPE)
         return;
     struct subst_secret sec[SUBST_SECRETS_MAX];
@@ -703,7 +703,7 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
             return;
         }
         if (c->mitm && c->cssl_up) { /* a TCP close without close_notify: end the sandbox's session too */
-            static uint8_t out[SUBST_VALUE_MAX];
+            static uint8_t out[SUBST_HOLD_MAX];
             size_t f = mask_flush(c->mask, out);
             if (f)
                 deliver(c, false, out, f);

@@ -146,6 +146,38 @@ static void test_the_held_tail_does_not_depend_on_content(void **state)
     }
 }
 
+/* A chunked echo whose chunk boundary falls inside the value: the client
+ * joins the chunks, so both halves must be masked, at any split and
+ * whichever reads the bytes arrive in. */
+static void test_value_split_by_a_chunk_framing_is_masked(void **state)
+{
+    struct subst_secret s = one(true);
+    static uint8_t out[SUBST_HOLD_MAX + 256];
+    for (size_t t = 1; t < strlen(VAL); t++) {
+        char body[256];
+        int n = snprintf(body, sizeof body, "%zx\r\nauth=%.*s\r\n%zx;x=1\r\n%s tail\r\n0\r\n\r\n", 5 + t, (int)t, VAL,
+                         strlen(VAL) - t + 5, VAL + t);
+        for (int cut = 1; cut < n; cut += 7) {
+            struct mask_state st = {0};
+            char got[512];
+            size_t g = 0;
+            size_t k = mask_stream(&st, &s, 1, (const uint8_t *)body, (size_t)cut, out);
+            memcpy(got + g, out, k), g += k;
+            k = mask_stream(&st, &s, 1, (const uint8_t *)body + cut, (size_t)n - (size_t)cut, out);
+            memcpy(got + g, out, k), g += k;
+            k = mask_flush(&st, out);
+            memcpy(got + g, out, k), g += k;
+            got[g] = 0;
+            assert_int_equal(g, (size_t)n);
+            /* exactly the body with the placeholder's halves in the value's places */
+            char want[256];
+            snprintf(want, sizeof want, "%zx\r\nauth=%.*s\r\n%zx;x=1\r\n%s tail\r\n0\r\n\r\n", 5 + t, (int)t, PH,
+                     strlen(PH) - t + 5, PH + t);
+            assert_string_equal(got, want);
+        }
+    }
+}
+
 static void test_request_line_for_the_audit(void **state)
 {
     char m[17], p[201];
@@ -166,6 +198,7 @@ int main(void)
         cmocka_unit_test(test_small_output_buffer_is_refused),
         cmocka_unit_test(test_value_is_masked_across_every_split),
         cmocka_unit_test(test_the_held_tail_does_not_depend_on_content),
+        cmocka_unit_test(test_value_split_by_a_chunk_framing_is_masked),
         cmocka_unit_test(test_request_line_for_the_audit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
