@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-# Network bench (issue 4/5): bulk throughput through hutch-proxy vs a direct
-# connection in the same run, added connect latency, many concurrent
-# connections. Builds its own namespaces and hutchd (tests/integration/netenv.py);
+# Network bench (issue 4/5): bulk throughput both ways through hutch-proxy vs a
+# direct connection in the same run, added latency to the first response byte,
+# many concurrent connections. Source/sink: bench/net_blast.c (C, so Python is
+# not the bottleneck), copied into the sandbox with `hutch cp`. Builds its own namespaces and hutchd (tests/integration/netenv.py);
 # the upstream lives in a namespace it made. Prints JSON to stdout.
 import json
 import os
-import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -15,41 +16,32 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from netenv import NetEnv, UP_A  # noqa: E402
 
 MB = int(os.environ.get("NET_BENCH_MB", "1000"))
-SINK = r'''
-import socket, sys, threading
-def serve(port, fn):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], port)); s.listen(2048)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=fn, args=(c,), daemon=True).start()
-def source(c):  # sends N MiB (first line from the client), then closes
-    n = int(c.makefile().readline()) << 20; buf = b"\0" * (4 << 20)
-    while n > 0:
-        k = min(n, len(buf)); c.sendall(buf[:k]); n -= k
-    c.close()
-def hold(c):  # keeps the connection until the client closes
-    c.recv(1); c.close()
-threading.Thread(target=serve, args=(9000, source), daemon=True).start()
-threading.Thread(target=serve, args=(9001, hold), daemon=True).start()
-print("ready", flush=True); threading.Event().wait()
-'''
-CLIENT = r'''
-import socket, sys, time
-mb, host = int(sys.argv[1]), sys.argv[2]
-t0 = time.monotonic(); s = socket.create_connection((host, 9000)); s.sendall(b"%d\n" % mb)
-buf = bytearray(1 << 20); got = 0
-while True:
-    k = s.recv_into(buf)
-    if not k: break
-    got += k
-dt = time.monotonic() - t0
-lat = []
-for _ in range(200):
-    a = time.monotonic(); c = socket.create_connection((host, 9001)); lat.append(time.monotonic() - a); c.close()
-lat.sort()
-print(got / dt / 1e6, lat[len(lat) // 2] * 1e3)
-'''
+PINGS = 200
+RUNS = 3
+# bench/net_blast.c, built by bench/run.sh (NET_BLAST); built here when run alone
+BLAST = os.environ.get("NET_BLAST", "")
+
+
+def blast_binary(tmp):
+    if BLAST:
+        return BLAST
+    out = os.path.join(tmp, "net_blast")
+    subprocess.run(["cc", "-std=c17", "-O2", "-pthread", "-o", out, os.path.join(HERE, "net_blast.c")], check=True)
+    return out
+
+
+def measure(run):
+    """run(args) -> stdout of net_blast with those args, on one side. Throughput
+    is the median of RUNS transfers (another tenant of 2 cores -- hutchd filling
+    its warm pool -- moves single runs by 30 %); latency: connect + 5-byte
+    request until the first response byte, p50/p99 of PINGS."""
+    r = {}
+    for mode in ("get", "put"):
+        r[mode + "_mbps"] = statistics.median(float(run([mode, UP_A, str(MB)])) for _ in range(RUNS))
+    r["ping_p50_ms"], r["ping_p99_ms"] = map(float, run(["ping", UP_A, str(PINGS)]).split())
+    return r
+
+
 HOLD = r'''
 import socket, sys, time
 n, host = int(sys.argv[1]), sys.argv[2]; socks = []
@@ -63,22 +55,29 @@ def main():
     sink = None
     res = {}
     try:
-        script = os.path.join(env.tmp, "sink.py")
-        with open(script, "w") as f:
-            f.write(SINK)
-        sink = subprocess.Popen(["ip", "netns", "exec", env.u, sys.executable, script, UP_A],
+        blast = blast_binary(env.tmp)
+        sink = subprocess.Popen(["ip", "netns", "exec", env.u, blast, "serve", UP_A],
                                 stdout=subprocess.PIPE, text=True)
         assert "ready" in sink.stdout.readline()
-        env.start_hutchd(tag="nbench")
+        hd = env.start_hutchd(tag="nbench")
         # direct: the same client from hutchd's namespace, no proxy
-        d = subprocess.run([sys.executable, "-c", CLIENT, str(MB), UP_A], capture_output=True, text=True, check=True)
-        res["direct_mbps"], res["direct_connect_ms"] = map(float, d.stdout.split())
-        sb = env.hutchd.create_sandbox({"allow_net": [UP_A]})
-        r = sb.run("python3", ["-c", CLIENT, str(MB), UP_A], timeout=300)
-        assert r["code"] == 0, r["stderr"]
-        res["proxy_mbps"], res["proxy_connect_ms"] = map(float, r["stdout"].split())
-        res["throughput_ratio"] = res["proxy_mbps"] / res["direct_mbps"]
-        res["added_connect_ms"] = res["proxy_connect_ms"] - res["direct_connect_ms"]
+        d = measure(lambda a: subprocess.run([blast, *a], capture_output=True, text=True, check=True).stdout)
+        sb = hd.create_sandbox({"allow_net": [UP_A]})
+        hd.cli("cp", blast, f"{sb.id}:/tmp/net_blast", check=True)
+
+        def in_sandbox(a):
+            r = sb.run("/tmp/net_blast", a, timeout=300)
+            assert r["code"] == 0, r["stderr"]
+            return r["stdout"].decode()
+        sb.run("chmod", ["755", "/tmp/net_blast"])
+        p = measure(in_sandbox)
+        for k, v in d.items():
+            res["direct_" + k] = v
+        for k, v in p.items():
+            res["proxy_" + k] = v
+        res["get_ratio"] = p["get_mbps"] / d["get_mbps"]
+        res["put_ratio"] = p["put_mbps"] / d["put_mbps"]
+        res["added_ping_p50_ms"] = p["ping_p50_ms"] - d["ping_p50_ms"]
         sb.ws.close()
         # 1000 concurrent connections from 10 sandboxes
         sbs = [env.hutchd.create_sandbox({"allow_net": [UP_A]}) for _ in range(10)]

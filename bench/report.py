@@ -50,10 +50,13 @@ def main(d):
                  bare and bare.get("n"), "peer"))
     net = load(f"{d}/net.json")
     if net:
-        rows.append(("proxy bulk throughput (MB/s, vs direct)", f"{net['proxy_mbps']:.0f}", "", 1,
-                     f"direct {net['direct_mbps']:.0f} MB/s = {net['throughput_ratio'] * 100:.0f}%"))
-        rows.append(("TCP connect via proxy (added)", f"{net['added_connect_ms']:.3f}", "", 200,
-                     f"direct {net['direct_connect_ms']:.3f} ms"))
+        for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream")):
+            rows.append((f"proxy throughput {what} (MB/s)", f"{net[f'proxy_{way}_mbps']:.0f}", "", 3,
+                         f"direct {net[f'direct_{way}_mbps']:.0f} MB/s = {net[f'{way}_ratio'] * 100:.0f}%"
+                         " (target 90%)"))
+        rows.append(("first response byte via proxy (added)", f"{net['added_ping_p50_ms']:.3f}", "", 200,
+                     f"direct p50 {net['direct_ping_p50_ms']:.3f} ms, proxy p50 {net['proxy_ping_p50_ms']:.3f}"
+                     f" p99 {net['proxy_ping_p99_ms']:.3f} ms (target +0.3)"))
         rows.append(("concurrent connections held (10 sandboxes)", f"{net['concurrent_s'] * 1000:.0f}", "",
                      net["concurrent_held"], "of 1000 held without errors"))
     w = max(len(x[0]) for x in rows)

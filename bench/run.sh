@@ -83,8 +83,10 @@ in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="h
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCH_CLI="${HUTCH_CLI:-$(bin hutch cli)}" FS_BENCH_DIR="$TMP" \
   timeout 600 node bench/fs_bench.mjs >"$TMP/fs.json" || { echo "bench: file benchmark failed" >&2; rc=1; }
 
-echo "bench: network (proxy vs direct throughput, connect, 1000 connections; own namespaces)..." >&2
-HUTCH_BUILD=$BUILD NET_BENCH_MB=${NET_BENCH_MB:-1000} timeout 600 python3 bench/net_bench.py >"$TMP/net.json" ||
+echo "bench: network (proxy vs direct throughput both ways, first-byte latency, 1000 connections; own namespaces)..." >&2
+cc -std=c17 -O2 -Wall -Wextra -pthread -o "$TMP/net_blast" bench/net_blast.c || exit 1
+HUTCH_BUILD=$BUILD NET_BLAST="$TMP/net_blast" NET_BENCH_MB=${NET_BENCH_MB:-1000} timeout 600 python3 bench/net_bench.py \
+  >"$TMP/net.json" ||
   { echo "bench: network benchmark failed" >&2; rc=1; }
 
 echo
