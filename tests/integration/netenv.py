@@ -5,6 +5,7 @@
 # a raw TCP echo on 7) -- joined by one veth. The test process's main thread
 # enters "d" (setns) so that hutchd, its API and every socket the test opens
 # live there; nothing touches the namespace the tests were started in.
+import contextlib
 import ctypes
 import os
 import subprocess
@@ -139,6 +140,47 @@ class NetEnv:
 
     def nft_tables(self):
         return _sh("nft", "list", "tables").stdout
+
+
+@contextlib.contextmanager
+def running(tag="net", extra=(), prepare=None):
+    """A NetEnv with hutchd started (module fixtures use it): prepare(env),
+    if given, runs first (upstream servers, addresses) and may return a
+    cleanup callable; extra (hutchd's arguments) may be a function of env.
+    Everything goes, whatever fails."""
+    if os.geteuid() != 0:
+        raise RuntimeError("network tests need root")
+    env = NetEnv().start()
+    cleanup = None
+    try:
+        cleanup = prepare(env) if prepare else None
+        env.start_hutchd(tag=tag, extra=list(extra(env) if callable(extra) else extra))
+        yield env
+    finally:
+        if cleanup:
+            cleanup()
+        env.stop()
+
+
+def start_upstream(env, name, script_text, *args, addrs=()):
+    """Runs script_text with python in the upstream namespace after adding
+    addrs there; waits for its "ready" line. Returns a callable that stops it."""
+    for ip in addrs:
+        _sh("ip", "-n", env.u, "addr", "add", f"{ip}/24", "dev", "hxnb")
+    script = os.path.join(env.tmp, name)
+    with open(script, "w") as f:
+        f.write(script_text)
+    proc = subprocess.Popen(["ip", "netns", "exec", env.u, sys.executable, script, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        raise RuntimeError(f"{name} did not start: {line}{proc.stdout.read()}")
+
+    def stop():
+        proc.kill()
+        proc.wait()
+    return stop
 
 
 def out(r):

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hutchlib import RpcFailure  # noqa: E402
-from netenv import NetEnv, wait_audit  # noqa: E402
+from netenv import running, start_upstream, wait_audit  # noqa: E402
 
 FETCH_IP = "10.99.0.5"
 UP = r'''
@@ -58,30 +58,17 @@ threading.Event().wait()
 
 @pytest.fixture(scope="module")
 def env():
-    if os.geteuid() != 0:
-        pytest.fail("fetch tests need root")
-    net = NetEnv().start()
-    up = None
-    try:
-        key, cert = os.path.join(net.tmp, "fkey.pem"), os.path.join(net.tmp, "fcert.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "2", "-subj", "/CN=fetch.test", "-addext", "subjectAltName=DNS:fetch.test"],
-                       check=True, capture_output=True)
-        subprocess.run(["ip", "-n", net.u, "addr", "add", f"{FETCH_IP}/24", "dev", "hxnb"], check=True)
-        script = os.path.join(net.tmp, "fetchup.py")
-        with open(script, "w") as f:
-            f.write(UP)
-        up = subprocess.Popen(["ip", "netns", "exec", net.u, sys.executable, script, cert, key, FETCH_IP],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        line = up.stdout.readline()
-        assert "ready" in line, line + up.stdout.read()
-        net.start_hutchd(tag="fetch", extra=["--resolve", f"fetch.test={FETCH_IP}", "--upstream-ca", cert])
+    def upstream(net):
+        key, net.fetch_cert = os.path.join(net.tmp, "fkey.pem"), os.path.join(net.tmp, "fcert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
+                        net.fetch_cert, "-days", "2", "-subj", "/CN=fetch.test",
+                        "-addext", "subjectAltName=DNS:fetch.test"], check=True, capture_output=True)
+        return start_upstream(net, "fetchup.py", UP, net.fetch_cert, key, FETCH_IP, addrs=(FETCH_IP,))
+
+    def args(net):
+        return ["--resolve", f"fetch.test={FETCH_IP}", "--upstream-ca", net.fetch_cert]
+    with running("fetch", args, upstream) as net:
         yield net
-    finally:
-        if up:
-            up.kill()
-            up.wait()
-        net.stop()
 
 
 @pytest.fixture

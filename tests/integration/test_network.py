@@ -8,19 +8,13 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netenv import NetEnv, out, wait_audit  # noqa: E402
+from netenv import running, out, wait_audit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def net():
-    if os.geteuid() != 0:
-        pytest.fail("network tests need root")
-    env = NetEnv().start()
-    try:
-        env.start_hutchd()
+    with running() as env:
         yield env
-    finally:
-        env.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -13,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from hutchlib import RpcFailure, WsClosed, wait_until  # noqa: E402
-from netenv import NetEnv  # noqa: E402
+from netenv import running, start_upstream  # noqa: E402
 
 IP_A, IP_B = "10.99.0.21", "10.99.0.22"
 UP = r'''
@@ -48,27 +47,10 @@ threading.Event().wait()
 
 @pytest.fixture(scope="module")
 def env():
-    if os.geteuid() != 0:
-        pytest.fail("these tests need root")
-    net = NetEnv().start()
-    up = None
-    try:
-        for ip in (IP_A, IP_B):
-            subprocess.run(["ip", "-n", net.u, "addr", "add", f"{ip}/24", "dev", "hxnb"], check=True)
-        script = os.path.join(net.tmp, "rv2up.py")
-        with open(script, "w") as f:
-            f.write(UP)
-        up = subprocess.Popen(["ip", "netns", "exec", net.u, sys.executable, script, IP_A, IP_B],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        line = up.stdout.readline()
-        assert "ready" in line, line + up.stdout.read()
-        net.start_hutchd(tag="rv2f", extra=["--resolve", f"a.rv2.test={IP_A}", "--resolve", f"b.rv2.test={IP_B}"])
+    def upstream(net):
+        return start_upstream(net, "rv2up.py", UP, IP_A, IP_B, addrs=(IP_A, IP_B))
+    with running("rv2f", ["--resolve", f"a.rv2.test={IP_A}", "--resolve", f"b.rv2.test={IP_B}"], upstream) as net:
         yield net
-    finally:
-        if up:
-            up.kill()
-            up.wait()
-        net.stop()
 
 
 def _fetch(sb, url, headers=(), timeout=30):

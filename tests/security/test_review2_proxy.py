@@ -7,21 +7,15 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from netenv import NetEnv, out  # noqa: E402
+from netenv import out, running  # noqa: E402
 
 PY = "python3 -c "
 
 
 @pytest.fixture(scope="module")
 def net():
-    if os.geteuid() != 0:
-        pytest.fail("network tests need root")
-    env = NetEnv().start()
-    try:
-        env.start_hutchd(tag="rv2p")
+    with running(tag="rv2p") as env:
         yield env
-    finally:
-        env.stop()
 
 
 @pytest.fixture(scope="module")
