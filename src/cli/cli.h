@@ -28,6 +28,9 @@ int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(prin
 /* Handles getopt's '?' / ':' and the common options. Returns -1 when the
  * option was consumed, else the exit code to return. */
 int cli_common_opt(struct cli *cli, const char *verb, int ch, char **argv);
+/* Option parsing for a verb that takes only the common options and --help:
+ * returns -1 with optind at the first operand, else the exit code. */
+int cli_common_only(struct cli *cli, const char *verb, const char *help, int argc, char **argv);
 /* Resets getopt for a new argv (argv[0] is the verb). */
 void cli_getopt_reset(void);
 

@@ -14,17 +14,9 @@ static const char help[] =
 
 int cmd_extend(struct cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = { CLI_COMMON_OPTS, { 0 } };
-    int ch;
-    while ((ch = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
-        if (ch == 'h') {
-            fputs(help, stdout);
-            return 0;
-        }
-        int r = cli_common_opt(cli, "extend", ch, argv);
-        if (r >= 0)
-            return r;
-    }
+    int parsed = cli_common_only(cli, "extend", help, argc, argv);
+    if (parsed >= 0)
+        return parsed;
     if (argc - optind != 2)
         return cli_usage("extend", "expected ID and DUR");
     const char *id = argv[optind];

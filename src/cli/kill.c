@@ -11,17 +11,9 @@ static const char help[] =
 
 int cmd_kill(struct cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = { CLI_COMMON_OPTS, { 0 } };
-    int ch;
-    while ((ch = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
-        if (ch == 'h') {
-            fputs(help, stdout);
-            return 0;
-        }
-        int r = cli_common_opt(cli, "kill", ch, argv);
-        if (r >= 0)
-            return r;
-    }
+    int parsed = cli_common_only(cli, "kill", help, argc, argv);
+    if (parsed >= 0)
+        return parsed;
     if (optind >= argc)
         return cli_usage("kill", "missing sandbox ID");
     struct hx_err e = { 0 };

@@ -196,3 +196,19 @@ void cli_urlencode(FILE *f, const char *s)
             fprintf(f, "%%%02X", ch);
     }
 }
+
+int cli_common_only(struct cli *cli, const char *verb, const char *help, int argc, char **argv)
+{
+    static const struct option opts[] = { CLI_COMMON_OPTS, { 0 } };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
+        if (ch == 'h') {
+            fputs(help, stdout);
+            return 0;
+        }
+        int r = cli_common_opt(cli, verb, ch, argv);
+        if (r >= 0)
+            return r;
+    }
+    return -1;
+}

@@ -543,6 +543,25 @@ static void mitm_client_start(struct pconn *c)
     cli_tls_pump(c);
 }
 
+/* One step of a TLS handshake with the upstream or with the sandbox:
+ * 1 done, 0 waiting for bytes, -1 failed (audited as pre + why + post, reset). */
+static int handshake_step(struct pconn *c, SSL *ssl, bool upstream, const char *pre, const char *post)
+{
+    int r = SSL_do_handshake(ssl);
+    tls_flush(c, upstream);
+    if (r == 1)
+        return 1;
+    int err = SSL_get_error(ssl, r);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+        return 0;
+    char why[300], msg[400];
+    tls_fail_reason(ssl, why, sizeof why);
+    snprintf(msg, sizeof msg, "%s%s%s", pre, why, post);
+    audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, false, msg);
+    pconn_reset(c);
+    return -1;
+}
+
 static void mitm_up_data(struct pconn *c, const void *p, size_t n)
 {
     if (n && tls_feed(c->ussl, p, n) < 0) {
@@ -550,20 +569,8 @@ static void mitm_up_data(struct pconn *c, const void *p, size_t n)
         return;
     }
     if (!c->ussl_up) {
-        int r = SSL_do_handshake(c->ussl);
-        tls_flush(c, true);
-        if (r != 1) {
-            int err = SSL_get_error(c->ussl, r);
-            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-                return;
-            char why[300];
-            tls_fail_reason(c->ussl, why, sizeof why);
-            char msg[400];
-            snprintf(msg, sizeof msg, "upstream %s (interception for secrets)", why);
-            audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, false, msg);
-            pconn_reset(c);
+        if (handshake_step(c, c->ussl, true, "upstream ", " (interception for secrets)") <= 0)
             return;
-        }
         c->ussl_up = true;
         mitm_client_start(c);
         return;
@@ -575,21 +582,9 @@ static void cli_tls_pump(struct pconn *c)
 {
     static uint8_t in[16384];
     if (!c->cssl_up) {
-        int r = SSL_do_handshake(c->cssl);
-        tls_flush(c, false);
-        if (r != 1) {
-            int err = SSL_get_error(c->cssl, r);
-            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-                return;
-            char why[300];
-            tls_fail_reason(c->cssl, why, sizeof why);
-            char msg[400];
-            /* a client that pins its own certificate (or lacks our CA) ends here */
-            snprintf(msg, sizeof msg, "the sandbox refused the interception certificate: %s", why);
-            audit(c->sbid, "tls", c->host, c->family, c->dst, c->dport, false, msg);
-            pconn_reset(c);
+        /* a client that pins its own certificate (or lacks our CA) ends here */
+        if (handshake_step(c, c->cssl, false, "the sandbox refused the interception certificate: ", "") <= 0)
             return;
-        }
         c->cssl_up = true;
         up_tls_pump(c); /* what the upstream sent meanwhile */
         if (c->st != P_PIPE)
