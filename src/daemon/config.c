@@ -16,7 +16,10 @@ static const char usage[] =
     "  --cgroup-name NAME    cgroup directory for sandboxes [hutch]\n"
     "  --node ABC            three lowercase letters naming this node in sandbox ids [loc]\n"
     "  --memory-min MIB, --memory-max MIB, --memory-default MIB  [768, 4096, 1280]\n"
-    "  --disk MIB            writable layer limit per sandbox [10240]\n"
+    "  --disk MIB            writable layer per sandbox, promised in full: sandboxes x MIB must fit the\n"
+    "                        free space of --disk-dir [4096]\n"
+    "  --disk-dir DIR        where writable layers' images live [STATE/sandboxes]\n"
+    "  --disk-reserve MIB    space on --disk-dir never promised to sandboxes [5 %%, 64..4096]\n"
     "  --pids-max N          processes per sandbox [1024]\n"
     "  --max-sandboxes N     [256]\n"
     "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
@@ -54,7 +57,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->memory_min_mb = 768;
     cfg->memory_max_mb = 4096;
     cfg->memory_default_mb = 1280;
-    cfg->disk_mb = 10240;
+    cfg->disk_mb = 4096;
+    cfg->disk_reserve_mb = -1;
     cfg->pids_max = 1024;
     cfg->cpu_millis = 2000;
     cfg->max_sandboxes = 256;
@@ -70,7 +74,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
            O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE,
-           O_UPCA, O_ROTCA };
+           O_UPCA, O_ROTCA, O_DISKDIR, O_DISKRES };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -82,7 +86,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
-        {"rotate-ca", no_argument, 0, O_ROTCA}, {0, 0, 0, 0}};
+        {"rotate-ca", no_argument, 0, O_ROTCA}, {"disk-dir", required_argument, 0, O_DISKDIR},
+        {"disk-reserve", required_argument, 0, O_DISKRES}, {0, 0, 0, 0}};
     int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -128,6 +133,14 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_MEMMAX: if ((r = parse_u32(optarg, &cfg->memory_max_mb, "--memory-max", e)) < 0) return r; break;
         case O_MEMDEF: if ((r = parse_u32(optarg, &cfg->memory_default_mb, "--memory-default", e)) < 0) return r; break;
         case O_DISK: if ((r = parse_u32(optarg, &cfg->disk_mb, "--disk", e)) < 0) return r; break;
+        case O_DISKDIR: cfg->disk_dir = optarg; break;
+        case O_DISKRES: {
+            uint32_t v;
+            if ((r = parse_u32(optarg, &v, "--disk-reserve", e)) < 0)
+                return r;
+            cfg->disk_reserve_mb = v;
+            break;
+        }
         case O_PIDS: if ((r = parse_u32(optarg, &cfg->pids_max, "--pids-max", e)) < 0) return r; break;
         case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
         case O_WARM: if ((r = parse_u32(optarg, &cfg->warm, "--warm", e)) < 0) return r; break;
@@ -155,6 +168,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         return hx_fail(e, EINVAL, "unexpected argument \"%s\"", argv[optind]);
     if (cfg->memory_min_mb > cfg->memory_default_mb || cfg->memory_default_mb > cfg->memory_max_mb)
         return hx_fail(e, EINVAL, "memory limits must satisfy min <= default <= max");
+    if (cfg->disk_mb < 16 || cfg->disk_mb > 1048576)
+        return hx_fail(e, EINVAL, "--disk must be 16..1048576 MiB");
+    if (!cfg->disk_dir) {
+        snprintf(cfg->disk_dir_buf, sizeof cfg->disk_dir_buf, "%s/sandboxes", cfg->state_dir);
+        cfg->disk_dir = cfg->disk_dir_buf;
+    }
     if (cfg->warm > 64)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
     if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)

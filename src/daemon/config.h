@@ -15,6 +15,9 @@ struct config {
     char node[4];              /* three letters in sandbox ids */
     uint32_t memory_min_mb, memory_max_mb, memory_default_mb;
     uint32_t disk_mb;          /* writable layer limit */
+    const char *disk_dir;      /* where the layers' images live [STATE/sandboxes] */
+    int64_t disk_reserve_mb;   /* kept free on that file system; -1: disk_default_reserve_mb */
+    char disk_dir_buf[4200];
     uint32_t pids_max;
     uint32_t cpu_millis;       /* CPU quota in thousandths of a CPU (2000 = 2 vCPU) */
     uint32_t max_sandboxes;

@@ -1,6 +1,7 @@
 /* hutchd: the API server and sandbox manager. One libuv loop, no threads. */
 #include <fcntl.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -13,6 +14,7 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
 #include "daemon/sandbox/cgroup.h"
+#include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
 #include "daemon/store/store.h"
 
@@ -89,6 +91,22 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_timer_start(&shutdown_timer, on_shutdown_tick, 0, 20);
 }
 
+/* Settles --disk-reserve and says how many sandboxes the disk promise allows. */
+static int disk_space_announce(struct config *cfg, struct hx_err *e)
+{
+    uint64_t avail, total;
+    int r = disk_fs_space(cfg->disk_dir, &avail, &total, e);
+    if (r < 0)
+        return r;
+    if (cfg->disk_reserve_mb < 0)
+        cfg->disk_reserve_mb = (int64_t)disk_default_reserve_mb(total);
+    uint64_t usable = avail > (uint64_t)cfg->disk_reserve_mb ? avail - (uint64_t)cfg->disk_reserve_mb : 0;
+    printf("hutchd: sandbox disks in %s: %" PRIu64 " MiB free, %" PRId64 " MiB kept free, room for %" PRIu64
+           " sandboxes of %u MiB (--disk)\n", cfg->disk_dir, avail, cfg->disk_reserve_mb, usable / cfg->disk_mb,
+           cfg->disk_mb);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -127,6 +145,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if ((r = mkdir_p(cfg.state_dir, 0700, &e)) < 0 || (r = mkdir_p(sbdir, 0700, &e)) < 0 ||
+        (r = mkdir_p(cfg.disk_dir, 0700, &e)) < 0 || (r = disk_space_announce(&cfg, &e)) < 0 ||
         (r = store_open(cfg.state_dir, &g_daemon.store, &e)) < 0 || (r = ensure_admin_token(&e)) < 0 ||
         (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
         (g_daemon.init_memfd = sandbox_init_memfd(cfg.init_path, &e)) < 0) {

@@ -129,17 +129,56 @@ static void record_usage(struct sandbox *sb)
 
 void sandbox_disk_release(struct sandbox *sb)
 {
-    if (sb->disk_fd >= 0) {
-        close(sb->disk_fd); /* autoclear: the device goes with its last mount */
-        sb->disk_fd = -1;
+    if (sb->disk.dev_fd >= 0) {
+        close(sb->disk.dev_fd); /* autoclear: the device goes with its last mount */
+        sb->disk.dev_fd = -1;
     }
+}
+
+/* What the live layers may still write: each was promised its full size. */
+static uint64_t disk_outstanding_mb(void)
+{
+    uint64_t sum = 0;
+    for (struct sandbox *o = g_daemon.sandboxes; o; o = o->next) {
+        if (!o->disk.promised_mb)
+            continue;
+        uint64_t used = disk_allocated_mb(o->disk.file_fd);
+        sum += used < o->disk.promised_mb ? o->disk.promised_mb - used : 0;
+    }
+    return sum;
+}
+
+/* Set once a loop-backed disk could not be made (no loop devices here, no
+ * mkfs.ext4): from then on writable layers are memory-backed tmpfs. */
+static _Atomic bool disk_loop_off;
+
+/* A sandbox fills only its own layer (ENOSPC), never the file system under
+ * every layer and hutchd's database: a layer is made only while the free
+ * space covers it and all that live layers may still grow by. Reads the
+ * free space afresh, so space taken by others on that file system counts. */
+static int disk_promise(uint32_t *promised_mb, struct hx_err *e)
+{
+    struct config *cfg = g_daemon.cfg;
+    *promised_mb = 0;
+    if (disk_loop_off)
+        return 0; /* tmpfs layers live within the sandbox's memory limit */
+    uint64_t avail, total;
+    int r = disk_fs_space(cfg->disk_dir, &avail, &total, e);
+    if (r < 0)
+        return r;
+    if ((r = disk_budget_check(avail, (uint64_t)cfg->disk_reserve_mb, disk_outstanding_mb(), cfg->disk_mb,
+                               cfg->disk_dir, e)) < 0)
+        return r;
+    *promised_mb = cfg->disk_mb;
+    return 0;
 }
 
 static void teardown_finish(struct sandbox *sb)
 {
     struct hx_err e = {0};
     record_usage(sb);
-    sandbox_disk_release(sb);
+    disk_layer_close(&sb->disk); /* the space comes back with the last mount */
+    sb->disk.promised_mb = 0;
     int r = cgroup_destroy(sb->id, &e);
     if (r == -EBUSY && sb->teardown_tries++ < 200) {
         uv_timer_start(&sb->aux_timer, on_teardown_retry, 10, 0);
@@ -316,23 +355,21 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
 }
 
 
-/* Set once a loop-backed disk could not be made (no loop devices here, no
- * mkfs.ext4): from then on writable layers are memory-backed tmpfs. */
-static _Atomic bool disk_loop_off;
-
 static void launch_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
-    sb->disk_fd = -1;
-    if (!disk_loop_off) {
+    if (sb->disk.promised_mb) {
         struct hx_err de = {0};
-        sb->disk_fd = disk_prepare(g_daemon.cfg->state_dir, sb->id, g_daemon.cfg->disk_mb, sb->disk_dev, &de);
-        if (sb->disk_fd < 0) {
-            sb->disk_fd = -1;
+        int r = disk_prepare(g_daemon.cfg->disk_dir, sb->id, sb->disk.promised_mb, &sb->disk, &de);
+        if (r == -ENOENT || r == -ENODEV || r == -ENXIO) {
             if (!disk_loop_off) {
                 disk_loop_off = true;
                 fprintf(stderr, "hutchd: writable layers fall back to memory (tmpfs): %s\n", de.msg);
             }
+        } else if (r < 0) { /* this sandbox's failure (no free loop device, mkfs ran out of space, ...) */
+            sb->launch_err = de;
+            sb->launch_rc = r;
+            return;
         }
     }
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
@@ -347,7 +384,9 @@ static void launch_done(uv_work_t *req, int status)
     struct config *cfg = g_daemon.cfg;
     struct hx_err e = {0};
     sb->launching = false;
-    sb->disk_on_loop = sb->disk_fd >= 0;
+    sb->disk.on_loop = sb->disk.dev_fd >= 0;
+    if (!sb->disk.on_loop)
+        sb->disk.promised_mb = 0; /* a tmpfs layer takes no disk */
     if (sb->launch_rc < 0 || status < 0) {
         sb->pidfd = -1;
         if (sb->state < SB_STOPPING)
@@ -411,8 +450,8 @@ static void launch_done(uv_work_t *req, int status)
         "nofile", (json_int_t)nofile_max, "env", sb->init_env);
     if (setup_net)
         json_object_set_new(setup, "net", setup_net); /* net: */
-    if (sb->disk_on_loop)
-        json_object_set_new(setup, "disk_dev", json_string(sb->disk_dev));
+    if (sb->disk.on_loop)
+        json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -429,8 +468,8 @@ static void launch_done(uv_work_t *req, int status)
  * disk would OOM-kill the sandbox instead of failing with ENOSPC. */
 uint32_t sandbox_disk_mb(const struct sandbox *sb)
 {
-    if (sb->disk_on_loop)
-        return g_daemon.cfg->disk_mb; /* on its own ext4 image */
+    if (sb->disk.on_loop)
+        return sb->disk.promised_mb; /* on its own ext4 image */
     uint32_t by_memory = sb->memory_mb / 4 * 3;
     return g_daemon.cfg->disk_mb < by_memory ? g_daemon.cfg->disk_mb : by_memory;
 }
@@ -465,6 +504,10 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     uint32_t slot;
     if (!p->pooled && g_daemon.n_claimed >= cfg->max_sandboxes)
         return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
+    uint32_t disk_mb;
+    int r = disk_promise(&disk_mb, e);
+    if (r < 0)
+        return r;
     if (slot_alloc(&slot) < 0)
         return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
     struct sandbox *sb = calloc(1, sizeof *sb);
@@ -481,7 +524,8 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->slot = slot;
     sb->uid_base = UID_BASE0 + slot * UID_COUNT;
     sb->pidfd = -1;
-    sb->disk_fd = -1;
+    sb->disk.dev_fd = sb->disk.file_fd = -1;
+    sb->disk.promised_mb = disk_mb; /* counted from here: a concurrent create sees it */
     sb->memory_mb = p->memory_mb;
     sb->stop_at_ms = p->stop_at_ms;
     sb->pooled = p->pooled;
@@ -505,7 +549,6 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->stop_timer.data = sb->aux_timer.data = sb;
     sb->open_handles = 2; /* stop_timer, aux_timer; pidfd_poll once launched */
 
-    int r;
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     struct cgroup_limits lim = {

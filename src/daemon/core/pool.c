@@ -55,7 +55,7 @@ static void on_refill(uv_timer_t *t)
     filling = true;
     if (sandbox_create(&p, on_pooled_ready, NULL, &e) < 0) {
         filling = false;
-        if (e.code != EAGAIN) { /* a full node is not an error worth a line */
+        if (e.code != EAGAIN && e.code != ENOSPC) { /* a full node is not an error worth a line */
             fprintf(stderr, "hutchd: warm pool: %s\n", e.msg);
             failed_at = now_ms();
         }
@@ -99,7 +99,7 @@ struct sandbox *pool_take(const struct sandbox_params *p)
     if (!sb)
         return NULL;
     /* A memory-backed writable layer was sized for the default memory. */
-    if (!sb->disk_on_loop && p->memory_mb != sb->memory_mb)
+    if (!sb->disk.on_loop && p->memory_mb != sb->memory_mb)
         return NULL;
     struct hx_err e = {0};
     bool has_hosts = p->allow_net && !json_is_null(p->allow_net);

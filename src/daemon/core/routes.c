@@ -243,7 +243,10 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         p.secrets = NULL; /* secrets: the sandbox has them */
         on_created(warm, NULL, hx_steal(&cr));
     } else if (sandbox_create(&p, on_created, cr, &e) < 0) {
-        http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
+        if (e.code == ENOSPC) /* the disk promise: see disk_budget_check */
+            http_respond_error(c, 507, "INSUFFICIENT_STORAGE", "%s", e.msg);
+        else
+            http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
     } else {
         p.secrets = NULL;
         cr = NULL; /* on_created owns it now */

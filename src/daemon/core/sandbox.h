@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <uv.h>
 #include "daemon/config.h"
+#include "daemon/sandbox/disk.h"
 #include "lib/err.h"
 #include "lib/wire.h"
 
@@ -125,9 +126,7 @@ struct sandbox {
     uv_work_t launch_req;
     int launch_rc, launch_fd;     /* written by the worker thread */
     struct hx_err launch_err;
-    int disk_fd;                  /* holds its loop device until hutch-init mounted it; -1 */
-    char disk_dev[32];
-    bool disk_on_loop;            /* its writable layer is that ext4 image (else a tmpfs) */
+    struct disk_layer disk;       /* its writable layer (daemon/sandbox/disk.h) */
 };
 
 struct daemon_ctx {

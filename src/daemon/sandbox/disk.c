@@ -1,12 +1,15 @@
 /* Per-sandbox disk images on loop devices (see disk.h). */
 #include "daemon/sandbox/disk.h"
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/loop.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 extern char **environ;
@@ -68,20 +71,74 @@ static int attach_loop(int file, char dev[32], struct hx_err *e)
     return hx_fail(e, EBUSY, "every free loop device was taken first");
 }
 
-int disk_prepare(const char *state_dir, const char *id, uint32_t disk_mb, char dev[32], struct hx_err *e)
+int disk_prepare(const char *dir, const char *id, uint32_t disk_mb, struct disk_layer *l, struct hx_err *e)
 {
     char path[4200];
-    snprintf(path, sizeof path, "%s/sandboxes/%s.disk", state_dir, id);
-    autoclose int file = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    snprintf(path, sizeof path, "%s/%s.disk", dir, id);
+    int file = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (file < 0)
         return hx_fail(e, errno, "create %s: %m", path);
     int r;
     if (ftruncate(file, (off_t)disk_mb << 20) < 0)
         r = hx_fail(e, errno, "size %s: %m", path);
     else if ((r = make_ext4(path, e)) == 0)
-        r = attach_loop(file, dev, e);
+        r = attach_loop(file, l->dev, e);
     /* The loop device holds the file now: its name can go at once, so a
      * crash leaves no image behind. */
     unlink(path);
-    return r;
+    if (r < 0) {
+        close(file);
+        return r;
+    }
+    l->dev_fd = r;
+    l->file_fd = file;
+    return 0;
+}
+
+void disk_layer_close(struct disk_layer *l)
+{
+    if (l->dev_fd >= 0)
+        close(l->dev_fd); /* autoclear: the device goes with its last mount */
+    if (l->file_fd >= 0)
+        close(l->file_fd);
+    l->dev_fd = l->file_fd = -1;
+}
+
+uint64_t disk_allocated_mb(int file_fd)
+{
+    struct stat st;
+    if (file_fd < 0 || fstat(file_fd, &st) < 0)
+        return 0;
+    return ((uint64_t)st.st_blocks * 512 + (1u << 20) - 1) >> 20;
+}
+
+int disk_fs_space(const char *dir, uint64_t *avail_mb, uint64_t *total_mb, struct hx_err *e)
+{
+    struct statvfs v;
+    if (statvfs(dir, &v) < 0)
+        return hx_fail(e, errno, "statvfs %s: %m", dir);
+    *avail_mb = (uint64_t)v.f_bavail * v.f_frsize >> 20;
+    *total_mb = (uint64_t)v.f_blocks * v.f_frsize >> 20;
+    return 0;
+}
+
+uint64_t disk_default_reserve_mb(uint64_t total_mb)
+{
+    uint64_t r = total_mb / 20;
+    return r < 64 ? 64 : r > 4096 ? 4096 : r;
+}
+
+int disk_budget_check(uint64_t avail_mb, uint64_t reserve_mb, uint64_t outstanding_mb, uint32_t want_mb,
+                      const char *dir, struct hx_err *e)
+{
+    uint64_t usable = avail_mb > reserve_mb ? avail_mb - reserve_mb : 0;
+    uint64_t left = usable > outstanding_mb ? usable - outstanding_mb : 0;
+    if (want_mb <= left)
+        return 0;
+    /* the directory last: a long path is what the 256-byte message cuts */
+    return hx_fail(e, ENOSPC,
+                   "not enough disk for another sandbox: each is promised %u MiB (--disk), %" PRIu64
+                   " MiB are left after what running sandboxes may still write and the %" PRIu64
+                   " MiB reserve (--disk-reserve) on %s",
+                   want_mb, left, reserve_mb, dir);
 }

@@ -78,6 +78,27 @@ int store_token_create(struct store *s, const char *org, const char *name, bool 
     return hx_fail(e, EEXIST, "could not allocate a unique token");
 }
 
+/* Bookkeeping, never a reason to refuse a valid token: on a full disk or a
+ * busy database the check still succeeds (one line a minute says why the
+ * last use is not recorded). */
+static void token_touch(struct store *s, const char *id, int64_t now)
+{
+    static int64_t warned_ms;
+    struct hx_err e = {0};
+    autostmt sqlite3_stmt *st = NULL;
+    int rc = SQLITE_ERROR;
+    if (db_prepare(s, "UPDATE tokens SET last_used_ms = ? WHERE id = ?", &st, &e) == 0 &&
+        db_bind_text(s, st, 2, id, &e) == 0) {
+        sqlite3_bind_int64(st, 1, now);
+        if ((rc = sqlite3_step(st)) != SQLITE_DONE)
+            db_fail(s, rc, "update token last use", &e);
+    }
+    if (rc != SQLITE_DONE && now - warned_ms >= 60000) {
+        warned_ms = now;
+        fprintf(stderr, "hutchd: token %s: last use not recorded: %s\n", id, e.msg);
+    }
+}
+
 int store_token_check(struct store *s, const char *token, char org_out[64], bool *admin_out,
                       char *id_out, struct hx_err *e)
 {
@@ -109,16 +130,8 @@ int store_token_check(struct store *s, const char *token, char org_out[64], bool
             memcpy(id_out, id, sizeof id);
     }
     int64_t now = hx_now_ms();
-    if (now - last_used >= LAST_USED_GRANULARITY_MS) {
-        autostmt sqlite3_stmt *st = NULL;
-        if ((r = db_prepare(s, "UPDATE tokens SET last_used_ms = ? WHERE id = ?", &st, e)) < 0 ||
-            (r = db_bind_text(s, st, 2, id, e)) < 0)
-            return r;
-        sqlite3_bind_int64(st, 1, now);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE)
-            return db_fail(s, rc, "update token last use", e);
-    }
+    if (now - last_used >= LAST_USED_GRANULARITY_MS)
+        token_touch(s, id, now);
     return 0;
 }
 
