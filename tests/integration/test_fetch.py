@@ -38,6 +38,8 @@ class H(http.server.BaseHTTPRequestHandler):
             return self._send(int(self.path[7:10]), b"", [("Location", "/echo")])
         if self.path.startswith("/big/"):
             return self._send(200, b"y" * int(self.path[5:]))
+        if self.path == "/slow":  # answers after 30 s: long past any abort
+            import time; time.sleep(30)
         self._send(201, json.dumps({"method": self.command, "path": self.path, "headers": dict(self.headers),
                                    "len": len(data), "sha": hashlib.sha256(data).hexdigest()}).encode(),
                    [("X-Up", "yes")])
@@ -213,3 +215,71 @@ def test_fetch_rejects_bad_input(sbx):
                          ("http://fetch.test/", [["x", "a\r\nInjected: 1"]]), ("not a url", [])):
         with pytest.raises(RpcFailure):
             fetch(sb, url, headers=headers)
+
+
+def _send_request(sb, method, params):
+    rid = sb.next_id
+    sb.next_id += 1
+    sb.ws.send_json({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+    return rid
+
+
+def test_abort_before_the_response_rejects_the_fetch_with_abort_error(sbx):
+    sb = sbx()
+    rid = _send_request(sb, "fetch", {"url": "http://fetch.test/slow", "method": "GET", "headers": [],
+                                      "redirect": "follow", "abortId": 41})
+    time.sleep(0.5)
+    assert rid not in sb.responses  # the upstream is still thinking
+    assert sb.call("abort", {"abortId": 41}) is None
+    r = sb.wait_response(rid, 10)  # the upstream would answer only after 30 s
+    err = r["result"]["error"]
+    assert err["constructorName"] == "DOMException" and err["name"] == "AbortError", r
+    # The session goes on: the next fetch works.
+    res, data = fetch(sb, "http://fetch.test/big/10")
+    assert res["status"] == 200 and data == b"y" * 10
+
+
+def test_abort_while_the_body_streams_errors_the_stream_and_stops_it(sbx):
+    size = 300_000_000
+    sb = sbx()
+    res = sb.call("fetch", {"url": f"http://fetch.test/big/{size}", "method": "GET", "headers": [],
+                            "redirect": "follow", "abortId": 42})
+    sid = res["bodyStreamId"]
+    got = 0
+    while got < 1_000_000:
+        msg = sb.ws.recv_json(10)
+        if msg.get("method") == "$sandbox.stream.enqueue" and msg["params"]["streamId"] == sid:
+            got += len(base64.b64decode(msg["params"]["data"]))
+    rid = _send_request(sb, "abort", {"abortId": 42})
+    stream_error = reply = None
+    deadline = time.monotonic() + 20
+    while (stream_error is None or reply is None) and time.monotonic() < deadline:
+        msg = sb.ws.recv_json(10)
+        p = msg.get("params") or {}
+        if msg.get("id") == rid:
+            reply = msg
+        elif msg.get("method") == "$sandbox.stream.enqueue" and p.get("streamId") == sid:
+            assert stream_error is None, "body data after the stream's error"
+            got += len(base64.b64decode(p["data"]))
+        elif msg.get("method") == "$sandbox.stream.end" and p.get("streamId") == sid:
+            pytest.fail(f"the body ended normally after {got} bytes: the abort did nothing")
+        elif msg.get("method") == "$sandbox.stream.error" and p.get("streamId") == sid:
+            stream_error = p["error"]
+    assert reply is not None and reply["result"] == {"ok": None}, reply
+    assert stream_error and stream_error["name"] == "AbortError", stream_error
+    # Nothing more arrives for that stream, and far less than the body was read.
+    end = time.monotonic() + 1
+    while time.monotonic() < end:
+        try:
+            msg = sb.ws.recv_json(0.2)
+        except (TimeoutError, OSError):
+            continue
+        assert (msg.get("params") or {}).get("streamId") != sid, msg
+    assert got < size // 2, got
+
+
+def test_abort_of_nothing_is_no_error_and_a_bad_id_is_refused(sbx):
+    sb = sbx()
+    assert sb.call("abort", {"abortId": 999}) is None  # finished long ago, or never: the signal may fire late
+    r = sb.request("abort", {"abortId": "x"})
+    assert r["error"]["code"] == -32602 and "abortId" in r["error"]["message"], r

@@ -52,6 +52,23 @@ json_t *rpc_app_error(const char *code, const char *fmt, ...)
     return json_pack("{s:{s:s, s:s, s:s}}", "error", "constructorName", "Error", "message", msg, "code", code);
 }
 
+json_t *rpc_abort_error_object(void)
+{
+    return json_pack("{s:s, s:s, s:s}", "constructorName", "DOMException", "name", "AbortError", "message",
+                     "The operation was aborted.");
+}
+
+json_t *rpc_abort_error(void)
+{
+    return json_pack("{s:o}", "error", rpc_abort_error_object());
+}
+
+int64_t rpc_abort_id(json_t *params)
+{
+    json_t *a = json_object_get(params, "abortId");
+    return json_is_integer(a) && json_integer_value(a) >= 0 ? (int64_t)json_integer_value(a) : -1;
+}
+
 /* A JSON-RPC protocol error (bad request, unknown method, bad params). */
 void rpc_reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -725,7 +742,23 @@ static void m_env_set(struct session *s, json_t *id, json_t *params) { m_env(s, 
 static void m_env_delete(struct session *s, json_t *id, json_t *params) { m_env(s, id, "envDelete", params); }
 static void m_env_to_object(struct session *s, json_t *id, json_t *params) { m_env(s, id, "envToObject", params); }
 
+/* `abort {abortId}`: the SDK's AbortSignal fired. The request that carried
+ * that id is answered at once with an AbortError and its work stops (the fs
+ * worker's transfer, the fetch's connection). An id that names nothing (the
+ * request already finished) is no error: the signal may fire at any time. */
+static void m_abort(struct session *s, json_t *id, json_t *params)
+{
+    json_t *a = json_object_get(params, "abortId");
+    if (!json_is_integer(a))
+        return rpc_reply_rpc_error(s, id, -32602, "Invalid params: \"abortId\" must be an integer");
+    int64_t aid = json_integer_value(a);
+    if (aid >= 0 && !rpc_fs_abort(s, aid))
+        rpc_net_abort(s, aid);
+    rpc_reply_result(s, id, json_pack("{s:n}", "ok"));
+}
+
 static const struct rpc_method core_methods[] = {
+    {"abort", m_abort},
     {"spawn", m_spawn},
     {"processWait", m_process_wait},
     {"processKill", m_process_kill},
@@ -755,7 +788,7 @@ static const char *const later_methods[] = {
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
     "exposeHttp", "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
-    "denoReplCall", "abort",
+    "denoReplCall",
 };
 
 void rpc_on_text(struct session *s, const char *data, size_t len)

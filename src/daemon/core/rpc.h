@@ -22,6 +22,13 @@ extern const struct rpc_method rpc_fs_methods[];   /* rpc_fs.c, NULL-terminated 
 void rpc_send_json(struct session *s, json_t *msg /* stolen */);
 void rpc_reply_result(struct session *s, json_t *id, json_t *result /* stolen; {"ok":..} or {"error":..} */);
 json_t *rpc_app_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The result of a request the client cancelled with the `abort` RPC: the SDK
+ * revives it as a DOMException named AbortError, as an aborted fetch() is. */
+json_t *rpc_abort_error(void);
+json_t *rpc_abort_error_object(void); /* its inner object, for a stream's error */
+/* The abortId a request carries ({"abortId": N}, set when the caller passed
+ * an AbortSignal), or -1. */
+int64_t rpc_abort_id(json_t *params);
 void rpc_reply_rpc_error(struct session *s, json_t *id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void rpc_notify(struct session *s, const char *method, json_t *params /* stolen */);
@@ -32,6 +39,7 @@ json_t *rpc_translate_reply(json_t *reply);
 void rpc_fs_on_drain(struct session *s);                           /* the client's socket drained */
 void rpc_fs_stream_cancel(struct session *s, int64_t stream_id);   /* $sandbox.stream.cancel */
 void rpc_fs_session_closed(struct session *s);                     /* before the session detaches */
+bool rpc_fs_abort(struct session *s, int64_t abort_id);            /* `abort`: true if it was a file transfer */
 /* agent.c: HX_FS_DATA from the sandbox (hostile bytes). */
 void rpc_fs_on_data(struct sandbox *sb, uint32_t chan, const uint8_t *p, size_t n);
 /* rpc.c: binds the client's upload stream (held bytes and all) to an agent
@@ -52,3 +60,4 @@ void rpc_net_on_body(struct session *s, uint32_t chan, const uint8_t *p, size_t 
 void rpc_net_on_drain(struct session *s);
 void rpc_net_stream_cancel(struct session *s, int64_t stream_id);
 void rpc_net_session_closed(struct session *s);
+bool rpc_net_abort(struct session *s, int64_t abort_id);           /* `abort`: true if it was a fetch */

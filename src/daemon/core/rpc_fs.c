@@ -38,6 +38,8 @@ struct fs_op {
     bool stream_live;             /* STREAM: not cancelled by the client */
     uint32_t owed;                /* STREAM: credit held while the client's socket is backed up */
     int failed;                   /* an errno when we gave up on the transfer */
+    int64_t abort_id;             /* the client's abortId, or -1 */
+    json_t *abort_rpc_id;         /* the request to answer when aborted */
 };
 
 struct fs_handle {
@@ -333,6 +335,7 @@ static struct fs_op *op_new(struct session *s, enum fs_kind kind)
     op->s = s;
     op->kind = kind;
     op->chan = new_chan();
+    op->abort_id = -1;
     op->next = g_ops;
     g_ops = op;
     return op;
@@ -347,6 +350,7 @@ static void op_free(struct fs_op *op)
         }
     free(op->buf);
     json_decref(op->entries);
+    json_decref(op->abort_rpc_id);
     free(op);
 }
 
@@ -366,6 +370,37 @@ static void op_cancel(struct fs_op *op, int why)
     if (op->sb->state == SB_RUNNING)
         agent_call(op->sb, "fsCancel", json_pack("{s:I}", "chan", (json_int_t)op->chan), on_close_quiet, NULL, NULL,
                    NULL);
+}
+
+/* readFile/writeFile with an AbortSignal: remember which request to answer. */
+static void op_abortable(struct fs_op *op, json_t *params, json_t *id)
+{
+    op->abort_id = rpc_abort_id(params);
+    if (op->abort_id >= 0)
+        op->abort_rpc_id = json_incref(id);
+}
+
+/* Drops what the client still sends for an upload that has ended. */
+static void op_unbind_upload(struct session *s, struct fs_op *op)
+{
+    for (struct inbound *in = s->inbound; in; in = in->next)
+        if (in->pid == op->chan)
+            in->bound_closed = true;
+}
+
+bool rpc_fs_abort(struct session *s, int64_t abort_id)
+{
+    for (struct fs_op *op = g_ops; op; op = op->next) {
+        if (op->s != s || op->abort_id != abort_id || !op->abort_rpc_id)
+            continue;
+        rpc_reply_result(s, op->abort_rpc_id, rpc_abort_error());
+        if (op->kind == FS_WRITE)
+            op_unbind_upload(s, op);
+        op->s = NULL; /* answered: the agent's late reply goes nowhere */
+        op_cancel(op, ECANCELED); /* the worker stops reading or writing the file */
+        return true;
+    }
+    return false;
 }
 
 static bool buf_reserve(struct fs_op *op, size_t more)
@@ -535,6 +570,8 @@ static void m_read(struct session *s, json_t *id, json_t *params, enum fs_kind k
         return rpc_reply_result(s, id, fs_error("ENOMEM", "ENOMEM: out of memory"));
     if (kind == FS_READ_DIR)
         op->entries = json_array();
+    else
+        op_abortable(op, params, id);
     json_t *ap = json_pack("{s:O, s:I}", "path", json_object_get(params, "path"), "chan", (json_int_t)op->chan);
     if (kind != FS_READ_DIR) /* the worker refuses larger regular files up front */
         json_object_set_new(ap, "max", json_integer((json_int_t)(kind == FS_READ_BYTES ? FS_READFILE_MAX / 4 * 3
@@ -678,10 +715,7 @@ static void on_write_done(struct sandbox *sb, struct session *s, json_t *rpc_id,
     struct fs_op *op = ud;
     s = op->s;
     if (s) {
-        /* A failed upload: drop what the client still sends for it. */
-        for (struct inbound *in = s->inbound; in; in = in->next)
-            if (in->pid == op->chan)
-                in->bound_closed = true;
+        op_unbind_upload(s, op); /* a failed upload: drop what the client still sends for it */
         if (op->failed == EPIPE && reply && json_object_get(reply, "error"))
             rpc_reply_result(s, rpc_id, fs_error("EPIPE", "EPIPE: the upload stream failed on the client; "
                                                           "the file was not completely written"));
@@ -737,6 +771,7 @@ static void m_write(struct session *s, json_t *id, json_t *params, bool text)
         free(data);
         return rpc_reply_result(s, id, fs_error("ENOMEM", "ENOMEM: out of memory"));
     }
+    op_abortable(op, params, id);
     json_t *ap = json_pack("{s:O, s:I, s:O}", "path", json_object_get(params, "path"), "chan", (json_int_t)op->chan,
                            "options", json_is_object(opts) ? opts : json_null());
     struct sandbox *sb = s->sb;

@@ -59,6 +59,7 @@ struct fetch {
     struct session *s;
     struct sandbox *sb;
     json_t *rpc_id;
+    int64_t abort_id;                /* the client's abortId, or -1 */
     /* request */
     char method[32];
     bool tls, follow, head_only;
@@ -1146,6 +1147,7 @@ static void m_fetch(struct session *s, json_t *id, json_t *params)
     f->s = s;
     f->sb = sb;
     f->rpc_id = json_incref(id);
+    f->abort_id = rpc_abort_id(params);
     f->headers = json_incref(headers);
     snprintf(f->method, sizeof f->method, "%s", method);
     f->follow = !redirect || strcmp(redirect, "manual") != 0;
@@ -1188,6 +1190,23 @@ void rpc_net_stream_cancel(struct session *s, int64_t stream_id)
             fetch_free(f); /* the reader is gone: stop, no more messages */
             return;
         }
+}
+
+bool rpc_net_abort(struct session *s, int64_t abort_id)
+{
+    for (struct fetch *f = g_fetches; f; f = f->next) {
+        if (f->s != s || f->abort_id != abort_id)
+            continue;
+        if (!f->replied) {
+            rpc_reply_result(s, f->rpc_id, rpc_abort_error());
+        } else if (f->stream_id) { /* aborted while the body streams: the body errors, as fetch()'s does */
+            rpc_notify(s, "$sandbox.stream.error", json_pack("{s:I, s:o}", "streamId", (json_int_t)f->stream_id,
+                                                             "error", rpc_abort_error_object()));
+        }
+        fetch_free(f); /* the upstream connection closes */
+        return true;
+    }
+    return false;
 }
 
 void rpc_net_session_closed(struct session *s)
