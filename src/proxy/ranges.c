@@ -168,25 +168,29 @@ enum range_verdict ranges_judge(const struct ranges *r, int family, const uint8_
         *why = "not an IP address";
         return RANGE_NEVER;
     }
+    size_t i = 0;
+    while (i < N_TABLE && !cidr_contains(&parsed.c[i], family, a))
+        i++;
+    if (i < N_TABLE && table[i].kind == K_NEVER) { /* before the pools and locals: 127.0.0.1 is one of those too */
+        *why = parsed.why[i];
+        return RANGE_NEVER;
+    }
     if (r && in_any(r->never, r->n_never, family, a)) {
         *why = "a sandbox pool or one of hutchd's own addresses";
         return RANGE_NEVER;
     }
-    for (size_t i = 0; i < N_TABLE; i++) {
-        if (!cidr_contains(&parsed.c[i], family, a))
-            continue;
-        *why = parsed.why[i];
-        switch (table[i].kind) {
-        case K_NEVER:
-            return RANGE_NEVER;
-        case K_GLOBAL:
-            return RANGE_REACHABLE;
-        case K_EMBED4:
-            /* a translator or relay on the way would deliver to that address */
-            return ranges_judge(r, AF_INET, a + table[i].off, why);
-        case K_CLOSED:
-            return r && in_any(r->open, r->n_open, family, a) ? RANGE_REACHABLE : RANGE_CLOSED;
-        }
+    if (i == N_TABLE)
+        return RANGE_REACHABLE;
+    *why = parsed.why[i];
+    switch (table[i].kind) {
+    case K_NEVER: /* handled above */
+    case K_GLOBAL:
+        break;
+    case K_EMBED4:
+        /* a translator or relay on the way would deliver to that address */
+        return ranges_judge(r, AF_INET, a + table[i].off, why);
+    case K_CLOSED:
+        return r && in_any(r->open, r->n_open, family, a) ? RANGE_REACHABLE : RANGE_CLOSED;
     }
     return RANGE_REACHABLE;
 }

@@ -148,6 +148,7 @@ static void test_pools_locals_and_loopback_stay_closed_when_opened(void **state)
     add(r.never, &r.n_never, "10.200.0.0/16");          /* pool4 */
     add(r.never, &r.n_never, "fd68:7574:6368::/48");    /* pool6 */
     add(r.never, &r.n_never, "192.0.2.1");              /* hutchd's own address */
+    add(r.never, &r.n_never, "127.0.0.1");              /* so is this one */
     add(r.open, &r.n_open, "10.0.0.0/8");
     add(r.open, &r.n_open, "fc00::/7");
     add(r.open, &r.n_open, "127.0.0.0/8");
@@ -161,7 +162,11 @@ static void test_pools_locals_and_loopback_stay_closed_when_opened(void **state)
     assert_int_equal(judge(&r, "fd68:7574:6368:5::2", NULL), RANGE_NEVER);
     assert_int_equal(judge(&r, "192.0.2.1", NULL), RANGE_NEVER);
     assert_int_equal(judge(&r, "192.0.2.2", NULL), RANGE_REACHABLE);
-    assert_int_equal(judge(&r, "127.0.0.1", NULL), RANGE_NEVER);
+    const char *why = NULL;
+    assert_int_equal(judge(&r, "127.0.0.1", &why), RANGE_NEVER);
+    assert_non_null(strstr(why, "loopback")); /* the range, not "one of hutchd's own" */
+    assert_int_equal(judge(&r, "192.0.2.1", &why), RANGE_NEVER);
+    assert_non_null(strstr(why, "hutchd's own"));
     assert_int_equal(judge(&r, "::1", NULL), RANGE_NEVER);
     assert_int_equal(judge(&r, "0.0.0.0", NULL), RANGE_NEVER);
 }
