@@ -30,6 +30,9 @@ static const char usage[] =
     "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n"
     "  --net-host-ns         manage sandbox networking (nftables table inet hutch) in this network\n"
     "                        namespace even if it is not one named by `ip netns` (else: loopback only)\n"
+    "  --allow-range CIDR    let sandboxes reach a range closed by default: private networks, CGNAT,\n"
+    "                        link-local, cloud metadata, other special-purpose blocks (repeatable;\n"
+    "                        docs/network.md). Loopback, the pools and hutchd's own addresses stay closed\n"
     "  --upstream-ca FILE    extra CA (PEM) trusted for upstream TLS when secrets are substituted\n"
     "  --rotate-ca           make a new interception CA (STATE/ca) at start\n";
 
@@ -74,7 +77,11 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
            O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE,
-           O_UPCA, O_ROTCA, O_DISKDIR, O_DISKRES };
+           O_UPCA, O_ROTCA,
+           O_DISKDIR,
+           O_DISKRES,
+           O_ALLOWRANGE,
+    };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -86,8 +93,11 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
-        {"rotate-ca", no_argument, 0, O_ROTCA}, {"disk-dir", required_argument, 0, O_DISKDIR},
-        {"disk-reserve", required_argument, 0, O_DISKRES}, {0, 0, 0, 0}};
+        {"rotate-ca", no_argument, 0, O_ROTCA},
+        {"disk-dir", required_argument, 0, O_DISKDIR},
+        {"disk-reserve", required_argument, 0, O_DISKRES},
+        {"allow-range", required_argument, 0, O_ALLOWRANGE},
+        {0, 0, 0, 0}};
     int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -161,6 +171,11 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
             cfg->upstream_ca = optarg;
             break;
         case O_ROTCA: cfg->rotate_ca = true; break;
+        case O_ALLOWRANGE: /* net: the CIDR is checked in net_init */
+            if (cfg->n_allow_range >= sizeof cfg->allow_range / sizeof cfg->allow_range[0])
+                return hx_fail(e, EINVAL, "--allow-range: at most 64 ranges");
+            cfg->allow_range[cfg->n_allow_range++] = optarg;
+            break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

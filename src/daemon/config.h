@@ -32,6 +32,8 @@ struct config {
     const char *net_pool4;     /* 10.200.0.0/16 */
     const char *net_pool6;     /* fd68:7574:6368::/48 */
     bool net_host_ns;          /* allowed to manage nftables in the initial network namespace */
+    const char *allow_range[64]; /* CIDRs sandboxes may reach although closed by default (src/proxy/ranges.c) */
+    unsigned n_allow_range;
     /* secrets: TLS interception */
     const char *upstream_ca;   /* extra CA file the proxy trusts for upstreams (tests, private CAs) */
     bool rotate_ca;            /* make a new interception CA at start */

@@ -103,8 +103,15 @@ static void on_resolved(struct rcache *rc, void *ud)
     unsigned avail = alen == 4 ? rc->n4 : rc->n6;
     for (unsigned i = 0; i < avail; i++) {
         const uint8_t *a = alen == 4 ? rc->a4[i] : rc->a6[i];
-        if (addr_forbidden(fam, a))
-            continue; /* never hand out a way to hutch's own addresses */
+        const char *range;
+        if (addr_forbidden(fam, a, &range)) {
+            /* never hand out a way to hutch's own addresses, the host's LAN
+             * or a metadata service (DNS rebinding): the record is left out */
+            char why[300];
+            snprintf(why, sizeof why, "answer left out: the address is in a forbidden range: %s", range);
+            audit(sb->id, "dns", d->name, fam, a, 53, false, why);
+            continue;
+        }
         memcpy(addrs + n * alen, a, alen);
         sbx_map_add(sb, fam, a, d->name);
         n++;

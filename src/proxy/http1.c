@@ -7,7 +7,23 @@
 
 static bool tchar(uint8_t c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c);
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* RFC 9112 3.2 / RFC 3986: a request-target is visible ASCII only. A space,
+ * CR, LF or NUL in it would let "GET /\nHost: evil\nX: HTTP/1.1" be one
+ * request line to us and several header lines to a lenient server. */
+static bool target_char(uint8_t c)
+{
+    return c > 0x20 && c < 0x7f;
+}
+
+/* RFC 9110 5.5: field-content is VCHAR, obs-text, SP and HTAB; no other
+ * control (NUL, bare CR or LF, DEL). */
+static bool value_char(uint8_t c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
 bool h1_looks_like(const uint8_t *p, size_t n)
@@ -72,6 +88,8 @@ int h1_head_parse(struct h1 *t, const uint8_t *p, size_t n, char *host, size_t h
     /* request line: method SP target SP HTTP/1.x CRLF */
     const uint8_t *le = memchr(p, '\r', end);
     size_t ll = (size_t)(le - p);
+    if (le[1] != '\n')
+        return -EINVAL; /* a bare CR ends the line for some servers, not for others */
     size_t m = 0;
     while (m < ll && tchar(p[m]))
         m++;
@@ -82,6 +100,11 @@ int h1_head_parse(struct h1 *t, const uint8_t *p, size_t n, char *host, size_t h
     if (!sp || (size_t)(p + ll - sp) != 9 || memcmp(sp + 1, "HTTP/1.", 7) != 0 || (sp[8] != '0' && sp[8] != '1'))
         return -EINVAL; /* also refuses "PRI * HTTP/2.0": h2c would hide per-request hosts */
     size_t tl = (size_t)(sp - tgt);
+    if (tl == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < tl; i++)
+        if (!target_char(tgt[i]))
+            return -EINVAL;
     bool connect = m == 7 && memcmp(p, "CONNECT", 7) == 0;
     char target_host[256] = "";
     if (connect) {
@@ -116,6 +139,8 @@ int h1_head_parse(struct h1 *t, const uint8_t *p, size_t n, char *host, size_t h
         if (!colon)
             return -EINVAL;
         size_t nl = (size_t)(colon - line);
+        if (nl == 0)
+            return -EINVAL; /* ": value" has no field name */
         for (size_t i = 0; i < nl; i++)
             if (!tchar(line[i]))
                 return -EINVAL; /* also "Host :" with a space */
@@ -126,7 +151,7 @@ int h1_head_parse(struct h1 *t, const uint8_t *p, size_t n, char *host, size_t h
         while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
             vl--;
         for (size_t i = 0; i < vl; i++)
-            if (v[i] == 0 || v[i] == '\n')
+            if (!value_char(v[i]))
                 return -EINVAL;
         if (nl == 4 && strncasecmp((const char *)line, "host", 4) == 0) {
             char h[256];

@@ -19,6 +19,7 @@
 #include "proxy/ctl.h"
 #include "proxy/mitm.h"
 #include "proxy/proxy.h"
+#include "proxy/ranges.h"
 #include "proxy/subst.h"
 
 uv_loop_t *g_loop;
@@ -28,13 +29,7 @@ static size_t ctl_len;
 static struct sbx *sandboxes;
 static struct rcache *rcache;
 static uint32_t next_req = 1;
-static uint8_t pool4[4], pool6[16];
-static int pool4_len = -1, pool6_len = -1;
-static struct {
-    int family;
-    uint8_t addr[16];
-} locals[64];
-static size_t n_locals;
+static struct ranges ranges; /* what sandboxes may not reach; filled by hutchd's PX_CONFIG */
 
 #define RCACHE_TTL_MS 30000
 #define RCACHE_MAX 4096
@@ -114,46 +109,9 @@ void sbx_map_add(struct sbx *s, int family, const uint8_t *addr, const char *nam
     snprintf(m->name, sizeof m->name, "%s", name);
 }
 
-static bool prefix_match(const uint8_t *a, const uint8_t *p, int len)
+bool addr_forbidden(int family, const uint8_t *a, const char **why)
 {
-    if (len < 0)
-        return false;
-    int bytes = len / 8, bits = len % 8;
-    if (memcmp(a, p, (size_t)bytes) != 0)
-        return false;
-    if (bits && ((a[bytes] ^ p[bytes]) & (0xff << (8 - bits))))
-        return false;
-    return true;
-}
-
-bool addr_forbidden(int family, const uint8_t *a)
-{
-    uint8_t v4[4];
-    if (family == AF_INET6) {
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(a, mapped, 12) == 0) { /* ::ffff:a.b.c.d is a.b.c.d */
-            memcpy(v4, a + 12, 4);
-            return addr_forbidden(AF_INET, v4);
-        }
-        static const uint8_t zero[16];
-        if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1))
-            return true;                                   /* :: and ::1 */
-        if (a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))
-            return true;                                   /* multicast, link-local */
-        if (memcmp(a, zero, 12) == 0)
-            return true;                                   /* IPv4-compatible (deprecated) */
-        if (prefix_match(a, pool6, pool6_len))
-            return true;
-    } else {
-        if (a[0] == 127 || a[0] == 0 || a[0] >= 224 || (a[0] == 169 && a[1] == 254))
-            return true;                                   /* loopback, "this", multicast/reserved, link-local */
-        if (prefix_match(a, pool4, pool4_len))
-            return true;
-    }
-    for (size_t i = 0; i < n_locals; i++)
-        if (locals[i].family == family && memcmp(locals[i].addr, a, family == AF_INET ? 4 : 16) == 0)
-            return true;
-    return false;
+    return ranges_judge(&ranges, family, a, why) != RANGE_REACHABLE;
 }
 
 /* ---- control channel ---- */
@@ -273,37 +231,23 @@ static void parse_secrets(struct sbx *s, json_t *arr)
     }
 }
 
-static int parse_prefix(const char *s, int family, uint8_t *out)
+static void never_add(const char *s)
 {
-    char buf[64];
-    if (!s || strlen(s) >= sizeof buf)
-        return -1;
-    strcpy(buf, s);
-    char *slash = strchr(buf, '/');
-    if (!slash)
-        return -1;
-    *slash = 0;
-    int len = atoi(slash + 1);
-    if (inet_pton(family, buf, out) != 1 || len < 0 || len > (family == AF_INET ? 32 : 128))
-        return -1;
-    return len;
+    if (s && ranges.n_never < RANGES_NEVER_MAX && cidr_parse(s, false, &ranges.never[ranges.n_never]) == 0)
+        ranges.n_never++;
 }
 
 static void on_config(json_t *o)
 {
-    pool4_len = parse_prefix(json_string_value(json_object_get(o, "pool4")), AF_INET, pool4);
-    pool6_len = parse_prefix(json_string_value(json_object_get(o, "pool6")), AF_INET6, pool6);
-    n_locals = 0;
+    ranges.n_never = ranges.n_open = 0;
+    never_add(json_string_value(json_object_get(o, "pool4")));
+    never_add(json_string_value(json_object_get(o, "pool6")));
     json_t *v;
     size_t i;
-    json_array_foreach(json_object_get(o, "local"), i, v) {
-        const char *s = json_string_value(v);
-        if (!s || n_locals >= HX_ARRAY_LEN(locals))
-            continue;
-        if (inet_pton(AF_INET, s, locals[n_locals].addr) == 1)
-            locals[n_locals++].family = AF_INET;
-        else if (inet_pton(AF_INET6, s, locals[n_locals].addr) == 1)
-            locals[n_locals++].family = AF_INET6;
+    json_array_foreach(json_object_get(o, "local"), i, v) never_add(json_string_value(v)); /* hutchd's own */
+    json_array_foreach(json_object_get(o, "open"), i, v) {                                  /* --allow-range */
+        if (ranges.n_open < RANGES_OPEN_MAX && cidr_parse(json_string_value(v), true, &ranges.open[ranges.n_open]) == 0)
+            ranges.n_open++;
     }
 }
 

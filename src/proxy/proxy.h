@@ -42,9 +42,11 @@ const char *sbx_map_lookup(struct sbx *s, int family, const uint8_t *addr);
 bool sbx_map_has(struct sbx *s, int family, const uint8_t *addr, const char *name);
 void sbx_map_add(struct sbx *s, int family, const uint8_t *addr, const char *name);
 
-/* Addresses a sandbox must never reach through us: loopback, link-local,
- * multicast, unspecified, the sandbox pools and hutchd's own addresses. */
-bool addr_forbidden(int family, const uint8_t *addr);
+/* Addresses a sandbox must not reach through us (ranges.h): loopback, the
+ * sandbox pools and hutchd's own addresses always; private, metadata and
+ * other special-purpose ranges unless hutchd --allow-range opened them.
+ * *why (why may be NULL) names the range. */
+bool addr_forbidden(int family, const uint8_t *addr, const char **why);
 
 /* Resolver: names are resolved by hutchd (--resolve, --hosts-file, system
  * DNS), cached here. cb runs exactly once, maybe synchronously. */

@@ -332,14 +332,15 @@ static void maybe_pause(struct pconn *c, bool to_up)
     }
 }
 
-static const char *const forbidden_403 =
-    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s";
+static const char *const refusal =
+    "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s";
 
-static void block_http(struct pconn *c, const char *why)
+/* 403 for what the policy refuses, 400 for a request head we will not judge */
+static void refuse_http(struct pconn *c, const char *status, const char *lead, const char *why)
 {
     char body[512], resp[900];
-    snprintf(body, sizeof body, "hutch: blocked by the sandbox's allowNet policy: %s\n", why);
-    int n = snprintf(resp, sizeof resp, forbidden_403, strlen(body), body);
+    snprintf(body, sizeof body, "hutch: %s: %s\n", lead, why);
+    int n = snprintf(resp, sizeof resp, refusal, status, strlen(body), body);
     if (c->up_open) {
         uv_close((uv_handle_t *)&c->up, on_handle_closed);
         c->up_open = false;
@@ -353,6 +354,20 @@ static void block_http(struct pconn *c, const char *why)
     }
     c->dirs_done = 1;
     half_close(c, false);
+}
+
+static void block_http(struct pconn *c, const char *why)
+{
+    refuse_http(c, "403 Forbidden", "blocked by the sandbox's network policy", why);
+}
+
+/* RFC 9112 section 2.2: a head with bytes outside the grammar is answered
+ * 400; such a head is read one way by us and another by the server (the
+ * smuggling the checks in http1.c stop). */
+static void bad_request_http(struct pconn *c, const char *why)
+{
+    audit(c->sbid, "http", c->host, c->family, c->dst, c->dport, false, why);
+    refuse_http(c, "400 Bad Request", "bad request", why);
 }
 
 /* Client -> upstream for HTTP: every request head is checked before a byte
@@ -396,6 +411,10 @@ static int pipe_http(struct pconn *c, const uint8_t *p, size_t n)
         int hl = h1_head_parse(&c->h1, c->hbuf, c->hbuf_len, host, sizeof host);
         if (hl == 0 && n == 0)
             return 0;
+        if (hl == -EINVAL) {
+            bad_request_http(c, "malformed or ambiguous HTTP request head (RFC 9112)");
+            return 1;
+        }
         if (hl <= 0)
             return -EPROTO;
         if (host[0]) {
@@ -1100,6 +1119,12 @@ static void decide(struct pconn *c)
             }
             return;
         }
+        if (r == -EINVAL) {
+            uv_timer_stop(&c->timer);
+            c->st = P_DECIDING;
+            bad_request_http(c, "malformed or ambiguous HTTP request head (RFC 9112)");
+            return;
+        }
         if (r <= 0) {
             block(c, "malformed or ambiguous HTTP request head");
             return;
@@ -1117,8 +1142,11 @@ static void decide(struct pconn *c)
         block(c, "the sandbox is gone");
         return;
     }
-    if (addr_forbidden(c->family, c->dst)) {
-        block(c, "destination is a local, loopback or sandbox address");
+    const char *range;
+    if (addr_forbidden(c->family, c->dst, &range)) {
+        char why[300];
+        snprintf(why, sizeof why, "destination is in a forbidden range: %s", range);
+        block(c, why);
         return;
     }
     /* a name given as an address literal is just that address */

@@ -1,7 +1,7 @@
 # Network test environment (tests/integration/test_network.py and
 # tests/security/test_net_bypass.py): two throwaway network namespaces made
 # with `ip netns` -- "d" runs hutchd, "u" holds the upstream "internet" hosts
-# (HTTP on 10.99.0.2/.3 and fd99::2, TLS on 10.99.0.2 and fd99::2 port 443,
+# (HTTP on 192.0.2.2/.3 and 2001:db8::2, TLS on 192.0.2.2 and 2001:db8::2 port 443,
 # a raw TCP echo on 7) -- joined by one veth. The test process's main thread
 # enters "d" (setns) so that hutchd, its API and every socket the test opens
 # live there; nothing touches the namespace the tests were started in.
@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from hutchlib import Hutchd  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
-UP_A, UP_B, UP_V6 = "10.99.0.2", "10.99.0.3", "fd99::2"
+UP_A, UP_B, UP_V6 = "192.0.2.2", "192.0.2.3", "2001:db8::2"
 NAMES = {"example.test": [UP_A, UP_V6], "other.test": [UP_B], "a.wild.test": [UP_A], "b.c.wild.test": [UP_A],
          "wild.test": [UP_A], "loop.test": ["127.0.0.1"]}
 
@@ -51,8 +51,8 @@ class Echo(socketserver.BaseRequestHandler):
 class E(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True; allow_reuse_address = True
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-servers = [S(("10.99.0.2", 80), H), S(("10.99.0.3", 80), H), S6(("fd99::2", 80), H), E(("10.99.0.2", 7), Echo)]
-for cls, addr in ((S, "10.99.0.2"), (S6, "fd99::2")):
+servers = [S(("192.0.2.2", 80), H), S(("192.0.2.3", 80), H), S6(("2001:db8::2", 80), H), E(("192.0.2.2", 7), Echo)]
+for cls, addr in ((S, "192.0.2.2"), (S6, "2001:db8::2")):
     t = cls((addr, 443), H); t.socket = ctx.wrap_socket(t.socket, server_side=True); servers.append(t)
 for s in servers:
     threading.Thread(target=s.serve_forever, daemon=True).start()
@@ -85,11 +85,11 @@ class NetEnv:
             _sh("ip", "netns", "add", ns)
             _sh("ip", "-n", ns, "link", "set", "lo", "up")
         _sh("ip", "link", "add", "hxna", "netns", self.d, "type", "veth", "peer", "name", "hxnb", "netns", self.u)
-        _sh("ip", "-n", self.d, "addr", "add", "10.99.0.1/24", "dev", "hxna")
-        _sh("ip", "-n", self.d, "addr", "add", "fd99::1/64", "dev", "hxna", "nodad")
-        for a in ("10.99.0.2/24", "10.99.0.3/24"):
+        _sh("ip", "-n", self.d, "addr", "add", "192.0.2.1/24", "dev", "hxna")
+        _sh("ip", "-n", self.d, "addr", "add", "2001:db8::1/64", "dev", "hxna", "nodad")
+        for a in ("192.0.2.2/24", "192.0.2.3/24"):
             _sh("ip", "-n", self.u, "addr", "add", a, "dev", "hxnb")
-        _sh("ip", "-n", self.u, "addr", "add", "fd99::2/64", "dev", "hxnb", "nodad")
+        _sh("ip", "-n", self.u, "addr", "add", "2001:db8::2/64", "dev", "hxnb", "nodad")
         _sh("ip", "-n", self.d, "link", "set", "hxna", "up")
         _sh("ip", "-n", self.u, "link", "set", "hxnb", "up")
         key, cert = os.path.join(self.tmp, "key.pem"), os.path.join(self.tmp, "cert.pem")

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from hutchlib import RpcFailure  # noqa: E402
 from netenv import running, start_upstream, wait_audit  # noqa: E402
 
-FETCH_IP = "10.99.0.5"
+FETCH_IP = "192.0.2.5"
 UP = r'''
 import hashlib, http.server, json, socketserver, ssl, sys, threading
 class H(http.server.BaseHTTPRequestHandler):

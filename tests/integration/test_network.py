@@ -44,8 +44,8 @@ def test_allowed_name_over_http_https_and_both_families(sb_factory):
               "curl -sS -m 5 -k https://example.test/")
     assert r["code"] == 0, out(r)
     o = out(r)
-    assert "hello from 10.99.0.2 host=example.test" in o
-    assert "hello from fd99::2 host=example.test" in o
+    assert "hello from 192.0.2.2 host=example.test" in o
+    assert "hello from 2001:db8::2 host=example.test" in o
 
 
 def test_plain_tools_without_proxy_settings(sb_factory):
@@ -68,7 +68,7 @@ def test_dns_answers_only_allowed_names(sb_factory):
 
 def test_blocked_name_gets_403_naming_host(net, sb_factory):
     sb = sb_factory(["example.test"])
-    r = sb.sh("curl -sS -m5 -w '%{http_code}' --resolve other.test:80:10.99.0.3 http://other.test/")
+    r = sb.sh("curl -sS -m5 -w '%{http_code}' --resolve other.test:80:192.0.2.3 http://other.test/")
     o = out(r)
     assert "403" in o and "other.test" in o and "allowNet" in o, o
     rep = wait_audit(net.hutchd, sb.id, lambda rep: any(a["host"] == "other.test" for a in rep["audit"]))
@@ -78,7 +78,7 @@ def test_blocked_name_gets_403_naming_host(net, sb_factory):
 
 def test_tls_to_blocked_sni_is_reset(sb_factory):
     sb = sb_factory(["example.test"])
-    r = sb.sh("curl -sS -m5 -k --resolve other.test:443:10.99.0.2 https://other.test/; echo rc=$?")
+    r = sb.sh("curl -sS -m5 -k --resolve other.test:443:192.0.2.2 https://other.test/; echo rc=$?")
     assert "rc=35" in out(r) or "reset" in out(r).lower(), out(r)
 
 
@@ -86,22 +86,22 @@ def test_port_restriction(sb_factory):
     sb = sb_factory(["example.test:443"])
     r = sb.sh("curl -sS -m5 -4 -k https://example.test/; curl -sS -m5 -4 http://example.test/")
     o = out(r)
-    assert "hello from 10.99.0.2" in o and "403" not in o.split("hello")[0], o
+    assert "hello from 192.0.2.2" in o and "403" not in o.split("hello")[0], o
     assert "port 80 is not in allowNet" in o, o
 
 
 def test_ip_literal_rules(sb_factory):
-    sb = sb_factory(["10.99.0.3:80", "[fd99::2]"])
-    r = sb.sh("curl -sS -m5 http://10.99.0.3/; curl -sS -m5 'http://[fd99::2]/'; curl -sS -m5 http://10.99.0.2/")
+    sb = sb_factory(["192.0.2.3:80", "[2001:db8::2]"])
+    r = sb.sh("curl -sS -m5 http://192.0.2.3/; curl -sS -m5 'http://[2001:db8::2]/'; curl -sS -m5 http://192.0.2.2/")
     o = out(r)
-    assert "hello from 10.99.0.3" in o and "hello from fd99::2" in o, o
+    assert "hello from 192.0.2.3" in o and "hello from 2001:db8::2" in o, o
     assert "not in allowNet" in o, o
 
 
 def test_absent_allow_net_is_unrestricted_but_audited(net, sb_factory):
     sb = sb_factory()
     r = sb.sh("curl -sS -m5 -4 http://other.test/")
-    assert "hello from 10.99.0.3" in out(r), out(r)
+    assert "hello from 192.0.2.3" in out(r), out(r)
     rep = wait_audit(net.hutchd, sb.id, lambda rep: rep["bytes_in"] > 0)
     assert any(a["host"] == "other.test" and a["verdict"] == "allowed" for a in rep["audit"]), rep
     d = [d for d in rep["destinations"] if d["host"] == "other.test"]
@@ -111,7 +111,7 @@ def test_absent_allow_net_is_unrestricted_but_audited(net, sb_factory):
 def test_empty_allow_net_means_loopback_only(sb_factory):
     sb = sb_factory([])
     r = sb.sh("cat /sys/class/net/*/operstate 2>/dev/null; ls /sys/class/net 2>/dev/null; "
-              "python3 -c 'import socket;print(socket.if_nameindex())'; curl -sS -m3 http://10.99.0.2/; echo rc=$?")
+              "python3 -c 'import socket;print(socket.if_nameindex())'; curl -sS -m3 http://192.0.2.2/; echo rc=$?")
     o = out(r)
     assert "eth0" not in o and "rc=7" in o, o
 
@@ -139,7 +139,7 @@ def test_post_body_and_keepalive_same_host(sb_factory):
     r = sb.sh("head -c 300000 /dev/zero > /tmp/b; curl -sS -m10 -4 --data-binary @/tmp/b http://example.test/p "
               "--next -sS -m10 -4 http://example.test/again")
     o = out(r)
-    assert "got 300000 host=example.test" in o and "hello from 10.99.0.2" in o, o
+    assert "got 300000 host=example.test" in o and "hello from 192.0.2.2" in o, o
 
 
 def test_invalid_allow_net_is_rejected(net):

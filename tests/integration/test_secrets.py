@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from netenv import NetEnv, out, wait_audit  # noqa: E402
 
-ECHO_IP = "10.99.0.4"
+ECHO_IP = "192.0.2.4"
 SECRET = "sk-real-" + "7f3a9c2e5b1d48f6a0c3e9b7d2f1a6c4"   # what must never reach the sandbox
 NAMES = ["api.secret.test", "other.secret.test", "bad.secret.test"]
 

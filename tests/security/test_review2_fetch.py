@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from hutchlib import RpcFailure, WsClosed, wait_until  # noqa: E402
 from netenv import running, start_upstream  # noqa: E402
 
-IP_A, IP_B = "10.99.0.21", "10.99.0.22"
+IP_A, IP_B = "192.0.2.21", "192.0.2.22"
 UP = r'''
 import http.server, json, socket, socketserver, sys, threading, time
 class H(http.server.BaseHTTPRequestHandler):
@@ -98,7 +98,7 @@ def test_loopback_and_literals_are_the_sandboxs_not_hutchds(env):
     with env.hutchd.create_sandbox({"allow_net": ["a.rv2.test"]}) as sb:
         for url in (f"http://127.0.0.1:{port}/api/v2/sandboxes", f"http://localhost:{port}/api/v2/sandboxes",
                     f"http://[::1]:{port}/api/v2/sandboxes", f"http://0.0.0.0:{port}/api/v2/sandboxes",
-                    f"http://x.localhost:{port}/api/v2/sandboxes", f"http://10.99.0.1:{port}/api/v2/sandboxes"):
+                    f"http://x.localhost:{port}/api/v2/sandboxes", f"http://192.0.2.1:{port}/api/v2/sandboxes"):
             try:
                 res, data = _fetch(sb, url, timeout=20)
             except RpcFailure:

@@ -27,7 +27,7 @@ def sb(net):
 
 def _two_requests(sb, first_extra):
     # a.wild.test resolves to the same address as example.test but is not allowed
-    script = (PY + "'import socket,time\ns=socket.create_connection((\"10.99.0.2\",80),3)\n"
+    script = (PY + "'import socket,time\ns=socket.create_connection((\"192.0.2.2\",80),3)\n"
               "s.sendall(b\"GET / HTTP/1.1\\r\\nHost: example.test\\r\\n" + first_extra + "\\r\\n\");"
               "time.sleep(0.5);print(s.recv(4096))\n"
               "s.sendall(b\"GET / HTTP/1.1\\r\\nHost: a.wild.test\\r\\n\\r\\n\");time.sleep(0.5);print(s.recv(4096))'")

@@ -21,6 +21,7 @@
 #include "lib/wire.h"
 #include "proxy/ctl.h"
 #include "proxy/policy.h"
+#include "proxy/ranges.h"
 
 #define PROXY_PORT 15001
 #define DNS_PORT 15053
@@ -190,7 +191,11 @@ static void send_config(void)
     snprintf(p4, sizeof p4, "%s/%d", a, g.pool4_len);
     inet_ntop(AF_INET6, g.pool6, a, sizeof a);
     snprintf(p6, sizeof p6, "%s/%d", a, g.pool6_len);
-    ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o}", "pool4", p4, "pool6", p6, "local", local_addrs()));
+    json_t *open = json_array(); /* --allow-range, checked in net_init */
+    for (unsigned i = 0; i < g_daemon.cfg->n_allow_range; i++)
+        json_array_append_new(open, json_string(g_daemon.cfg->allow_range[i]));
+    ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o, s:o}", "pool4", p4, "pool6", p6, "local", local_addrs(),
+                                       "open", open));
 }
 
 /* secrets: the JSON text of a message with values is zeroed before it is freed */
@@ -675,6 +680,12 @@ int net_init(struct hx_err *e)
     }
     if (cfg->hosts_file && (r = load_hosts_file(cfg->hosts_file, e)) < 0)
         return r;
+    for (unsigned i = 0; i < cfg->n_allow_range; i++) {
+        struct cidr c;
+        if (cidr_parse(cfg->allow_range[i], true, &c) < 0)
+            return hx_fail(e, EINVAL, "--allow-range wants an address or a CIDR with no bits after the prefix "
+                                      "(192.168.1.0/24, fd00:ec2::254), got \"%.100s\"", cfg->allow_range[i]);
+    }
 
     /* our own table: "hutch" for the default instance, "hutch_<cgroup-name>" otherwise */
     if (strcmp(cfg->cgroup_name, "hutch") == 0) {
@@ -742,8 +753,9 @@ int net_init(struct hx_err *e)
     uv_run(g_daemon.loop, UV_RUN_NOWAIT); /* lets the close finish: deadline lives on this stack */
     if (!g.proxy_ready)
         fprintf(stderr, "hutchd: hutch-proxy is slow to start; sandbox networking may lag\n");
-    printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names\n",
-           g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len, g.pool6_len, g.n_stat);
+    printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names, "
+           "%u forbidden ranges opened\n", g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len,
+           g.pool6_len, g.n_stat, cfg->n_allow_range);
     return 0;
 }
 
