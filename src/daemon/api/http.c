@@ -928,12 +928,12 @@ bool http_conn_start_ws(struct http_conn *c, struct ws_conn *w, const char *head
 /* ---------- budgets: who may hold a connection ---------- */
 
 /* Tells the client why in one best-effort write (nothing is queued for someone we drop), then
- * closes. What the client already sent was read, so it sees the answer and our FIN, not a RST. */
+ * closes: the client sees the answer, then our FIN (or a RST if it left input we never read). */
 static void conn_bounce(struct http_conn *c, int status, const char *code, const char *msg)
 {
     if (c->closing)
         return;
-    if (c->state != C_LINGER) {  /* after our FIN nothing more can be said */
+    if (c->state == C_READ) {  /* not into a response being written, nor after our FIN */
         char body[256], out[512];
         int bl = snprintf(body, sizeof(body), "{\"code\":\"%s\",\"message\":\"%s\"}", code, msg);
         int n = snprintf(out, sizeof(out),
