@@ -24,6 +24,11 @@ static const char usage[] =
     "  --max-sandboxes N     [256]\n"
     "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
     "  --ws-idle-timeout MS  close a client connection silent this long (clients ping every 2 s) [60000]\n"
+    "  --max-conns N         API connections at once over TCP; when full, a new one displaces the\n"
+    "                        oldest unauthenticated one [4096]\n"
+    "  --max-conns-per-ip N  unauthenticated API connections from one address (IPv6: one /64) [1024]\n"
+    "  --request-timeout MS  an unauthenticated connection must send its whole request within this\n"
+    "                        time, however slowly it trickles in (checked each second) [10000]\n"
     "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
     "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
@@ -67,6 +72,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
     cfg->ws_idle_ms = 60000;
+    cfg->max_conns = 4096;
+    cfg->max_conns_per_ip = 1024;
+    cfg->request_timeout_ms = 10000;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -81,6 +89,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_DISKDIR,
            O_DISKRES,
            O_ALLOWRANGE,
+           O_MAXCONNS,
+           O_MAXCONNSIP,
+           O_REQTIMEOUT,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -97,6 +108,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"disk-dir", required_argument, 0, O_DISKDIR},
         {"disk-reserve", required_argument, 0, O_DISKRES},
         {"allow-range", required_argument, 0, O_ALLOWRANGE},
+        {"max-conns", required_argument, 0, O_MAXCONNS},
+        {"max-conns-per-ip", required_argument, 0, O_MAXCONNSIP},
+        {"request-timeout", required_argument, 0, O_REQTIMEOUT},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -176,6 +190,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
                 return hx_fail(e, EINVAL, "--allow-range: at most 64 ranges");
             cfg->allow_range[cfg->n_allow_range++] = optarg;
             break;
+        case O_MAXCONNS: if ((r = parse_u32(optarg, &cfg->max_conns, "--max-conns", e)) < 0) return r; break;
+        case O_MAXCONNSIP: if ((r = parse_u32(optarg, &cfg->max_conns_per_ip, "--max-conns-per-ip", e)) < 0) return r; break;
+        case O_REQTIMEOUT: if ((r = parse_u32(optarg, &cfg->request_timeout_ms, "--request-timeout", e)) < 0) return r; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }
@@ -193,6 +210,10 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
     if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)
         return hx_fail(e, EINVAL, "--max-sandboxes must be 1..50000");
+    if (cfg->max_conns == 0 || cfg->max_conns > 1000000 || cfg->max_conns_per_ip == 0)
+        return hx_fail(e, EINVAL, "--max-conns must be 1..1000000 and --max-conns-per-ip at least 1");
+    if (cfg->request_timeout_ms < 1000 || cfg->request_timeout_ms > 600000)
+        return hx_fail(e, EINVAL, "--request-timeout must be 1000..600000 ms");
     if (!cfg->init_path) {
         snprintf(cfg->init_buf, sizeof cfg->init_buf, "%s/hutch-init", cfg->self_dir);
         if (access(cfg->init_buf, X_OK) != 0)

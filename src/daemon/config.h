@@ -23,6 +23,9 @@ struct config {
     uint32_t max_sandboxes;
     uint32_t warm;             /* sandboxes kept started ahead of demand */
     uint32_t ws_idle_ms;       /* a silent client connection is closed after this */
+    uint32_t max_conns;        /* API connections at once (TCP; the unix socket has its own) */
+    uint32_t max_conns_per_ip; /* unauthenticated ones from one address */
+    uint32_t request_timeout_ms; /* an unauthenticated connection's time to send a whole request */
     char self_dir[4096];       /* directory of the hutchd binary */
     char init_buf[4096];
     /* net: upstream name resolution for tests and air-gapped sites, address pools */

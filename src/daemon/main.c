@@ -174,6 +174,9 @@ int main(int argc, char **argv)
         return 1;
     }
     ws_set_idle_timeout(cfg.ws_idle_ms);
+    /* The unix socket keeps the default budget, its own: a TCP flood never reaches it. */
+    http_server_set_limits(tcp_server, &(struct http_limits){cfg.max_conns, cfg.max_conns_per_ip,
+                                                             cfg.request_timeout_ms});
     uv_signal_init(g_daemon.loop, &sig_term);
     uv_signal_init(g_daemon.loop, &sig_int);
     uv_signal_start(&sig_term, on_signal, SIGTERM);

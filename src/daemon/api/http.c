@@ -9,33 +9,14 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "daemon/api/link.h"
+#include "daemon/api/peers.h"
 #include "daemon/api/ws.h"
 
 #define HTTP_PENDING_MAX (64 * 1024)  /* input read ahead while the app holds a request, bytes */
 #define HTTP_READ_BUF    (64 * 1024)
 #define HTTP_LINGER_MS   2000         /* after our FIN, how long we drain the client's leftovers */
 #define HTTP_SWEEP_MS    1000
-
-/* Intrusive doubly linked list, so that removal on close is O(1). */
-struct link {
-    struct link *prev, *next;
-};
-static void link_init(struct link *l) { l->prev = l->next = l; }
-static bool link_empty(const struct link *l) { return l->next == l; }
-static void link_add(struct link *head, struct link *l)
-{
-    l->next = head;
-    l->prev = head->prev;
-    head->prev->next = l;
-    head->prev = l;
-}
-static void link_del(struct link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    link_init(l);
-}
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 union stream_handle {
     uv_handle_t handle;
@@ -55,7 +36,11 @@ struct http_server {
     bool closing;
     int open_handles;        /* the server is freed when these and all conns are gone */
     struct link conns, kicks;
-    size_t n_conns;
+    size_t n_conns;          /* allocated conns, closing ones included */
+    struct http_limits lim;
+    size_t n_open;           /* conns that hold a slot of lim.max_conns: accepted and not closing */
+    struct link untrusted;   /* the untrusted ones among them, oldest first: who is displaced first */
+    struct peer_table *peers;  /* TCP: the untrusted ones by source address */
     int port;
     char *unix_path;
     uint8_t rbuf[HTTP_READ_BUF];  /* one loop, one thread: every read is consumed or copied at once */
@@ -75,6 +60,8 @@ struct http_conn {
     union stream_handle h;
     struct http_server *srv;
     struct link node, kick_node;
+    struct link untrusted_node, peer_node;  /* on srv->untrusted and peer->conns while untrusted */
+    struct peer *peer;
     enum conn_state state;
     bool closing;      /* uv_close called */
     bool closed;       /* close callback ran; kept only until the app's response */
@@ -83,6 +70,9 @@ struct http_conn {
     bool msg_done;
     bool keep_alive;
     bool upgrade;
+    bool trusted;      /* see http_limits */
+    bool counted;      /* holds a slot of srv->lim.max_conns */
+    bool got_bytes;    /* part of the current request has arrived */
     int fail_status;   /* set by a parser callback that refuses the request */
     uint64_t deadline; /* uv_now() in ms after which the sweep closes the conn; 0: none */
     size_t wq_mark;
@@ -114,8 +104,6 @@ struct http_wreq {
     bool final;        /* the response: what follows depends on keep-alive */
     char data[];
 };
-
-static size_t g_conns;  /* all servers of the process */
 
 static void conn_feed(struct http_conn *c, const uint8_t *p, size_t n);
 static void conn_close(struct http_conn *c);
@@ -437,6 +425,13 @@ static uint64_t now_ms(struct http_conn *c)
     return uv_now(c->srv->loop);
 }
 
+/* How long a conn may take for its next request, or for its response to leave. An untrusted one is
+ * bounded however much progress it makes (slow loris: a head dribbled byte by byte, or a body). */
+static uint64_t conn_wait_ms(const struct http_conn *c)
+{
+    return c->trusted ? HTTP_IDLE_TIMEOUT_MS : c->srv->lim.request_timeout_ms;
+}
+
 void http_conn_set_deadline(struct http_conn *c, uint64_t ms)
 {
     c->deadline = ms ? now_ms(c) + ms : 0;
@@ -509,11 +504,28 @@ void http_conn_resume(struct http_conn *c)
 
 static void on_conn_closed(uv_handle_t *h);
 
+static void conn_untrust_release(struct http_conn *c)
+{
+    if (c->peer) {
+        peer_detach(c->srv->peers, c->peer, &c->peer_node);
+        c->peer = NULL;
+    }
+    if (!link_empty(&c->untrusted_node))
+        link_del(&c->untrusted_node);
+}
+
 static void conn_close(struct http_conn *c)
 {
     if (c->closing)
         return;
     c->closing = true;
+    /* Its slot is free at once: the memory follows from the loop, so that "at most N" holds for
+     * what can still send us anything. */
+    if (c->counted) {
+        c->counted = false;
+        c->srv->n_open--;
+    }
+    conn_untrust_release(c);
     c->reading = false;
     if (c->kicked) {
         link_del(&c->kick_node);
@@ -532,7 +544,6 @@ static void conn_free(struct http_conn *c)
     struct http_server *s = c->srv;
     link_del(&c->node);
     s->n_conns--;
-    g_conns--;
     free(c->body);
     free(c->pending);
     free(c);
@@ -590,6 +601,7 @@ static void reset_request(struct http_conn *c)
         c->body_cap = 0;
     }
     c->msg_done = false;
+    c->got_bytes = false;
     c->fail_status = 0;
     c->on_abort = NULL;
     c->abort_ud = NULL;
@@ -633,7 +645,7 @@ static void on_http_written(uv_write_t *req, int status)
     }
     reset_request(c);
     c->state = C_READ;
-    http_conn_set_deadline(c, HTTP_IDLE_TIMEOUT_MS);
+    http_conn_set_deadline(c, conn_wait_ms(c));
     if (c->pending_len) {
         uint8_t *p = c->pending;
         size_t n = c->pending_len;
@@ -693,6 +705,7 @@ static void conn_feed(struct http_conn *c, const uint8_t *p, size_t n)
             http_conn_stash(c, p, n);
         return;
     }
+    c->got_bytes = true;
     size_t done = http_parser_execute(&c->parser, &parser_settings, (const char *)p, n);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (c->msg_done) {
@@ -848,7 +861,7 @@ void http_respond(struct http_conn *c, int status, const char *content_type, con
     }
     c->state = C_WRITE;
     c->wq_mark = 0;
-    http_conn_set_deadline(c, HTTP_IDLE_TIMEOUT_MS);
+    http_conn_set_deadline(c, conn_wait_ms(c));
     conn_write_raw(c, out, off, true);
     free(out);
 }
@@ -874,6 +887,14 @@ void http_respond_error(struct http_conn *c, int status, const char *code, const
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     http_respond_json(c, status, json_pack("{s:s, s:s}", "code", code, "message", msg));
+}
+
+void http_conn_mark_trusted(struct http_conn *c)
+{
+    if (c->trusted || c->closing)
+        return;
+    c->trusted = true;
+    conn_untrust_release(c);
 }
 
 void http_conn_on_abort(struct http_conn *c, void (*cb)(struct http_conn *c, void *ud), void *ud)
@@ -904,6 +925,114 @@ bool http_conn_start_ws(struct http_conn *c, struct ws_conn *w, const char *head
     return true;
 }
 
+/* ---------- budgets: who may hold a connection ---------- */
+
+/* Tells the client why in one best-effort write (nothing is queued for someone we drop), then
+ * closes: the client sees the answer, then our FIN (or a RST if it left input we never read). */
+static void conn_bounce(struct http_conn *c, int status, const char *code, const char *msg)
+{
+    if (c->closing)
+        return;
+    if (c->state == C_READ) {  /* not into a response being written, nor after our FIN */
+        char body[256], out[512];
+        int bl = snprintf(body, sizeof(body), "{\"code\":\"%s\",\"message\":\"%s\"}", code, msg);
+        int n = snprintf(out, sizeof(out),
+                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                         "Connection: close\r\n%s\r\n%s",
+                         status, status_text(status), bl, status == 503 ? "Retry-After: 1\r\n" : "", body);
+        uv_buf_t b = uv_buf_init(out, (unsigned)n);
+        (void)uv_try_write(&c->h.stream, &b, 1);
+    }
+    conn_close(c);
+}
+
+/* A deadline passed: mid-request the client learns it was too slow; an idle keep-alive conn just goes. */
+static void conn_expire(struct http_conn *c)
+{
+    if (c->state == C_READ && c->got_bytes)
+        conn_bounce(c, 408, "REQUEST_TIMEOUT", c->trusted ? "the request did not arrive in time"
+                    : "the request did not arrive in time; unauthenticated connections must send it whole "
+                      "within the server's request timeout");
+    else
+        conn_close(c);
+}
+
+/* The oldest untrusted conn on list (linked through untrusted_node, or peer_node when by_peer) that can
+ * go now. One the app holds (C_APP) stays: the app owes it a response. */
+static struct http_conn *oldest_evictable(struct link *list, bool by_peer)
+{
+    for (struct link *l = list->next; l != list; l = l->next) {
+        struct http_conn *c = by_peer ? container_of(l, struct http_conn, peer_node)
+                                      : container_of(l, struct http_conn, untrusted_node);
+        if (c->state != C_APP)
+            return c;
+    }
+    return NULL;
+}
+
+/* Finds c a slot, displacing an untrusted conn if need be; false if c was refused (and closed).
+ * A full budget displaces the oldest untrusted conn rather than refusing the new one: refusing would
+ * let a flood keep the budget by refilling each slot the moment it frees, and shut out everyone who
+ * shares its address (loopback, a NAT); displacing costs an honest client nothing unless a whole
+ * budget's worth of connections arrive while it sends its first request. */
+static bool conn_admit(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    struct peer_key key;
+    if (!c->trusted) {
+        union {
+            struct sockaddr sa;
+            struct sockaddr_storage ss;
+        } addr;
+        int len = sizeof(addr);
+        if (uv_tcp_getpeername(&c->h.tcp, &addr.sa, &len) < 0 || peer_key_from_sockaddr(&addr.sa, &key) < 0) {
+            conn_close(c);  /* gone already */
+            return false;
+        }
+        struct peer *p = peer_find(s->peers, &key);
+        if (p && p->n >= s->lim.max_conns_per_ip) {
+            struct http_conn *old = oldest_evictable(&p->conns, true);
+            if (!old) {
+                conn_bounce(c, 503, "TOO_MANY_CONNECTIONS", "too many unauthenticated connections from this address");
+                return false;
+            }
+            conn_bounce(old, 503, "TOO_MANY_CONNECTIONS",
+                        "too many unauthenticated connections from this address; this was the oldest");
+        }
+    }
+    if (s->n_open >= s->lim.max_conns) {
+        struct http_conn *old = oldest_evictable(&s->untrusted, false);
+        if (!old) {  /* every slot is trusted, or held by the app */
+            conn_bounce(c, 503, "TOO_MANY_CONNECTIONS", "the server has no connection to spare");
+            return false;
+        }
+        conn_bounce(old, 503, "TOO_MANY_CONNECTIONS",
+                    "the server's connections are all taken; this was the oldest unauthenticated one");
+    }
+    if (!c->trusted) {
+        c->peer = peer_attach(s->peers, &key, &c->peer_node);
+        if (!c->peer) {
+            conn_bounce(c, 503, "OUT_OF_MEMORY", "out of memory");
+            return false;
+        }
+        link_add(&s->untrusted, &c->untrusted_node);
+    }
+    c->counted = true;
+    s->n_open++;
+    return true;
+}
+
+void http_server_set_limits(struct http_server *s, const struct http_limits *l)
+{
+    s->lim = *l;
+    if (s->lim.max_conns == 0)
+        s->lim.max_conns = 1;
+    if (s->lim.max_conns_per_ip == 0)
+        s->lim.max_conns_per_ip = 1;
+    if (s->lim.request_timeout_ms == 0)
+        s->lim.request_timeout_ms = HTTP_REQUEST_TIMEOUT_MS;
+}
+
 /* ---------- servers ---------- */
 
 static void on_sweep(uv_timer_t *t)
@@ -915,7 +1044,7 @@ static void on_sweep(uv_timer_t *t)
         l = l->next;
         if (c->closing)
             continue;
-        if (c->state == C_WRITE) {  /* a slow reader that still makes progress keeps its conn */
+        if (c->state == C_WRITE && c->trusted) {  /* a slow reader that still makes progress keeps its conn */
             size_t q = uv_stream_get_write_queue_size(&c->h.stream);
             if (q != c->wq_mark) {
                 c->wq_mark = q;
@@ -923,7 +1052,7 @@ static void on_sweep(uv_timer_t *t)
             }
         }
         if (c->deadline && now >= c->deadline)
-            conn_close(c);
+            conn_expire(c);
     }
 }
 
@@ -937,6 +1066,7 @@ static void on_server_handle_closed(uv_handle_t *h)
 static void server_maybe_free(struct http_server *s)
 {
     if (s->closing && s->open_handles == 0 && s->n_conns == 0) {
+        peer_table_free(s->peers);
         free(s->unix_path);
         free(s);
     }
@@ -953,7 +1083,8 @@ static void on_connection(uv_stream_t *ls, int status)
     if (status < 0 || s->closing)
         return;
     bool is_unix = ls->type == UV_NAMED_PIPE;
-    if (g_conns >= HTTP_MAX_CONNS) {
+    struct http_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
         /* Still accept: libuv stops watching the listener until the connection is taken. */
         union stream_handle *tmp = malloc(sizeof(*tmp));
         if (!tmp)
@@ -966,14 +1097,12 @@ static void on_connection(uv_stream_t *ls, int status)
         uv_close(&tmp->handle, on_rejected_closed);
         return;
     }
-    struct http_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
     c->srv = s;
     link_init(&c->kick_node);
+    link_init(&c->untrusted_node);
+    link_init(&c->peer_node);
     link_add(&s->conns, &c->node);
     s->n_conns++;
-    g_conns++;
     if (is_unix)
         uv_pipe_init(s->loop, &c->h.pipe, 0);
     else
@@ -984,9 +1113,12 @@ static void on_connection(uv_stream_t *ls, int status)
         conn_close(c);
         return;
     }
+    c->trusted = is_unix;  /* the socket is root's alone (mode 0600) */
+    if (!conn_admit(c))
+        return;
     if (!is_unix)
         uv_tcp_nodelay(&c->h.tcp, 1);  /* RPC replies are small and latency-bound */
-    http_conn_set_deadline(c, HTTP_IDLE_TIMEOUT_MS);
+    http_conn_set_deadline(c, conn_wait_ms(c));
     http_conn_read(c, true);
 }
 
@@ -1000,6 +1132,8 @@ static struct http_server *server_new(uv_loop_t *loop, http_request_cb cb, void 
     s->ud = ud;
     link_init(&s->conns);
     link_init(&s->kicks);
+    link_init(&s->untrusted);
+    s->lim = (struct http_limits){ HTTP_MAX_CONNS, HTTP_MAX_CONNS_PER_IP, HTTP_REQUEST_TIMEOUT_MS };
     uv_timer_init(loop, &s->sweep);
     uv_idle_init(loop, &s->kick);
     s->sweep.data = s;
@@ -1037,9 +1171,13 @@ int http_server_listen_tcp(uv_loop_t *loop, const char *host, int port, http_req
     int r = strchr(host, ':') ? uv_ip6_addr(host, port, &addr.in6) : uv_ip4_addr(host, port, &addr.in4);
     if (r < 0)
         return hx_fail(e, EINVAL, "bad listen address %s (an IPv4 or IPv6 literal)", host);
-    struct http_server *s = server_new(loop, cb, ud);
-    if (!s)
+    struct peer_table *peers = peer_table_new();
+    struct http_server *s = peers ? server_new(loop, cb, ud) : NULL;
+    if (!s) {
+        peer_table_free(peers);
         return hx_fail(e, ENOMEM, "allocate server for %s", what);
+    }
+    s->peers = peers;
     uv_tcp_init(loop, &s->lis.tcp);
     s->lis.handle.data = s;
     s->open_handles++;

@@ -12,8 +12,11 @@
 #define HTTP_MAX_HEAD        (16 * 1024)    /* request line + headers, bytes (431 beyond) */
 #define HTTP_MAX_HEADERS     100            /* header lines (431 beyond) */
 #define HTTP_MAX_BODY        (1024 * 1024)  /* request body, bytes (413 beyond) */
-#define HTTP_IDLE_TIMEOUT_MS 60000          /* keep-alive idle, and the time to send one request */
-#define HTTP_MAX_CONNS       4096           /* per process; further connections are closed at once */
+#define HTTP_IDLE_TIMEOUT_MS 60000          /* a trusted conn's keep-alive idle, and its time to send one request */
+/* Defaults of struct http_limits. */
+#define HTTP_MAX_CONNS       4096           /* per listener, trusted or not */
+#define HTTP_MAX_CONNS_PER_IP 1024          /* untrusted conns of one source address (IPv6: its /64) */
+#define HTTP_REQUEST_TIMEOUT_MS 10000       /* an untrusted conn's time to deliver a whole request */
 
 struct http_server;
 struct http_conn;
@@ -60,6 +63,20 @@ int http_server_listen_tcp(uv_loop_t *loop, const char *host, int port, http_req
 int http_server_listen_unix(uv_loop_t *loop, const char *path, http_request_cb cb, void *ud,
                             struct http_server **out, struct hx_err *e);
 int http_server_port(const struct http_server *s);   /* bound TCP port, 0 for unix */
+
+/* What a listener's clients may hold before and after authentication. A conn is untrusted until the
+ * app calls http_conn_mark_trusted (unix socket conns are trusted from the start: the socket is
+ * root-only). An untrusted conn has request_timeout_ms to deliver each request, head and body,
+ * however much it sends meanwhile (then a 408 and close). At max_conns_per_ip untrusted conns from
+ * one address, or at max_conns in all, a new conn displaces the oldest untrusted one (a 503 and
+ * close); trusted conns are never displaced, and when only they fill max_conns a new conn gets the
+ * 503. Each listener has its own budget: a TCP flood cannot starve the unix socket. */
+struct http_limits {
+    uint32_t max_conns;
+    uint32_t max_conns_per_ip;
+    uint32_t request_timeout_ms;
+};
+void http_server_set_limits(struct http_server *s, const struct http_limits *l);  /* copies */
 /* Stops listening and closes every connection (WebSockets get on_close, pending requests on_abort).
  * Memory is released once the loop has run the close callbacks and every pending request was
  * answered. */
@@ -75,6 +92,9 @@ void http_respond_json(struct http_conn *c, int status, json_t *body /* stolen *
 /* The SDK's error shape: {"code": code, "message": msg} with the status. */
 void http_respond_error(struct http_conn *c, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The client proved who it is (a valid token): from now on its conn counts as trusted (see
+ * http_limits). Budgets only: it grants nothing, each request is still the app's to authorize. */
+void http_conn_mark_trusted(struct http_conn *c);
 /* Called (once, from the loop) when the client disconnects before the response was given. */
 void http_conn_on_abort(struct http_conn *c, void (*cb)(struct http_conn *c, void *ud), void *ud);
 

@@ -396,6 +396,10 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
     struct caller who = {0};
     if (!authenticate(c, req, &who))
         return;
+    /* The boundary the transport's budgets need: a conn that presented a valid token is never
+     * displaced by, nor timed like, the unauthenticated ones (a completed request alone is not
+     * enough: /healthz and a 401 answer anyone). */
+    http_conn_mark_trusted(c);
     if (strcmp(path, "/api/v3/sandboxes/create") == 0) {
         if (strcmp(req->method, "GET") != 0)
             return http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "use GET with a WebSocket upgrade");
