@@ -7,12 +7,22 @@
 # HUTCH_PYTEST_ARGS / HUTCH_NODE_TEST_ARGS add runner arguments,
 # HUTCH_PYTEST_TARGETS replaces the test paths, HUTCH_BIN_DIR points at other
 # binaries, KEEP_TMP=1 keeps the logs.
+#
+# No silent skips: a step whose runner reports a skipped (or xfail/todo) test
+# fails unless the skip matches EXPECTED_SKIPS below. A suite that cannot run
+# a test has not tested it; CI (CI=true) and a local run are held to the same list.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
 ONLY=${HUTCH_TEST_ONLY:-unit,asan,npm,py,sdk}
 RUN=$$
 NS=hutch-test-$RUN
+# The SDK suite's upstream "internet": one HTTP host in a netns of its own,
+# on documentation addresses (RFC 5737 / RFC 3849), joined to $NS by a veth.
+UPNS=hutch-test-$RUN-up
+UP_NAME=sdk-up.test UP4=192.0.2.2 UP6=2001:db8:2::2
+UP_PID=
+SDK_CGROUP=hutch-test-$RUN-sdk
 
 if [[ $(id -u) != 0 ]]; then
   echo "scripts/test.sh: must run as root (sandboxes need namespaces and cgroups)" >&2
@@ -30,6 +40,16 @@ FAILED_STEPS=0
 
 want() { [[ ,$ONLY, == *,$1,* ]]; }
 
+# Skips that are expected, as extended regexes matched against the runner's
+# skip lines (pytest "SKIPPED [1] file:line: reason", TAP "ok N - name # SKIP",
+# meson "N/M name SKIP"). Each entry says why it may skip. Today no test may
+# skip itself; the only entry is node's report of tests left out by a
+# --test-name-pattern in HUTCH_NODE_TEST_ARGS (a targeted run, not a skip).
+EXPECTED_SKIPS=(
+  '# SKIP test name does not match pattern$'
+)
+TOTAL_SKIP=0
+
 # Processes inside cgroups this run created (names hutch-test-$RUN-*), deepest first.
 our_cgroups() {
   find /sys/fs/cgroup -maxdepth 2 -type d -name "hutch-test-$RUN-*" 2>/dev/null | while read -r top; do
@@ -44,6 +64,23 @@ kill_tree() {
   kill -KILL "$1" 2>/dev/null
 }
 
+# netns_census: what is left in our namespaces once every step ended: hutch
+# nftables tables and sandbox veths (hxs*) in $NS, processes in either, any
+# link but lo and the upstream veth. Read-only; prints and fails on a find.
+netns_census() {
+  local ns left=0 out
+  for ns in "$NS" "$UPNS"; do
+    ip netns list 2>/dev/null | grep -qw "$ns" || continue
+    out=$(ip netns pids "$ns" 2>/dev/null)
+    [[ -n $out ]] && { echo "LEAK CHECK: processes left in netns $ns:"; ps -o pid,uid,cmd -p "$(paste -sd, <<<"$out")"; left=1; }
+    out=$(ip -n "$ns" -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -vxE 'lo|hxu[0-9a-z]+')
+    [[ -n $out ]] && { echo "LEAK CHECK: links left in netns $ns:" $out; left=1; }
+    out=$(nsenter --net="/run/netns/$ns" -- nft list tables 2>/dev/null)
+    [[ -n $out ]] && { echo "LEAK CHECK: nftables tables left in netns $ns:"; echo "$out"; left=1; }
+  done
+  ((left == 0))
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -53,10 +90,16 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$SDK_PID" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$SDK_PID" 2>/dev/null
   fi
-  # Everything still running in our namespace was started by this script.
-  if ip netns list 2>/dev/null | grep -qw "$NS"; then
-    for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  fi
+  [[ -n $UP_PID ]] && kill -KILL "$UP_PID" 2>/dev/null && wait "$UP_PID" 2>/dev/null
+  # Look before removing anything: deleting the netns would take a leaked
+  # veth, nftables table or process with it, unseen.
+  if ! netns_census && ((rc == 0)); then rc=1; fi
+  # Everything still running in our namespaces was started by this script.
+  local ns
+  for ns in "$NS" "$UPNS"; do
+    ip netns list 2>/dev/null | grep -qw "$ns" || continue
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  done
   # Sandbox processes of daemons that died: they sit in our cgroups.
   local cg
   for cg in $(our_cgroups); do
@@ -69,6 +112,7 @@ cleanup() {
     umount -l "$m" 2>/dev/null
   done
   ip netns del "$NS" 2>/dev/null
+  ip netns del "$UPNS" 2>/dev/null
   if [[ -n ${KEEP_TMP:-} ]]; then
     echo "test.sh: logs kept in $TMP"
   else
@@ -93,14 +137,54 @@ step() {
   wait "$STEP_PID"
   rc=$?
   STEP_PID=
-  local p f
+  local p f k
   read -r p f < <($counter "$log" "$rc")
+  k=$(check_skips "${counter#count_}" "$log")
   TOTAL_PASS=$((TOTAL_PASS + p))
   TOTAL_FAIL=$((TOTAL_FAIL + f))
+  TOTAL_SKIP=$((TOTAL_SKIP + k))
+  if ((k > 0 && rc == 0)); then rc=1; fi
   local verdict=PASS
   if ((rc != 0)); then verdict="FAIL (exit $rc)"; FAILED_STEPS=$((FAILED_STEPS + 1)); fi
-  SUMMARY+=("$(printf '%-28s %-16s %4ss  %s passed, %s failed' "$name" "$verdict" $((SECONDS - t0)) "$p" "$f")")
+  SUMMARY+=("$(printf '%-28s %-16s %4ss  %s passed, %s failed, %s skipped unexpectedly' \
+    "$name" "$verdict" $((SECONDS - t0)) "$p" "$f" "$k")")
   return "$rc"
+}
+
+# check_skips KIND LOG: prints how many skips in LOG are not in
+# EXPECTED_SKIPS (and lists them on stderr). The runner's own skip count
+# is compared with the lines found, so a skip is never lost to a format change.
+check_skips() {
+  local kind=$1 log=$2 lines reported found unexpected=0 line pat ok
+  case $kind in
+    meson)
+      lines=$(grep -E '^ *[0-9]+/[0-9]+ .* (SKIP|EXPECTEDFAIL) ' "$log")
+      reported=$(grep -E '^(Skipped|Expected Fail):' "$log" | awk '{s+=$NF} END {print s+0}') ;;
+    pytest)
+      lines=$(grep -E '^(SKIPPED|XFAIL|XPASS) ' "$log")
+      reported=$(grep -E '^=+ .* in [0-9.]+s' "$log" | tail -1 | grep -oE '[0-9]+ (skipped|xfailed|xpassed)' |
+                 awk '{s+=$1} END {print s+0}') ;;
+    node)
+      lines=$(grep -E '^ *(not )?ok [0-9]+ .*# (SKIP|TODO)' "$log")
+      reported=$(grep -E '^# (skipped|skip|todo) ' "$log" | awk '{s+=$3} END {print s+0}') ;;
+    *) echo 0; return ;;
+  esac
+  found=0
+  while IFS= read -r line; do
+    [[ -n $line ]] || continue
+    found=$((found + 1))
+    ok=
+    for pat in "${EXPECTED_SKIPS[@]}"; do [[ $line =~ $pat ]] && ok=1 && break; done
+    if [[ -z $ok ]]; then
+      echo "test.sh: UNEXPECTED SKIP: $line" >&2
+      unexpected=$((unexpected + 1))
+    fi
+  done <<<"$lines"
+  if ((reported > found)); then
+    echo "test.sh: UNEXPECTED SKIP: the runner reported $reported skipped, only $found named" >&2
+    unexpected=$((unexpected + reported - found))
+  fi
+  echo "$unexpected"
 }
 
 # Counters: print "passed failed" for a step's log (exit code as fallback).
@@ -189,7 +273,7 @@ if want py; then
     step "integration + security" "$TMP/pytest.log" count_pytest -- \
       timeout --kill-after=30 1200 nsenter --net="/run/netns/$NS" -- \
       env HUTCH_TEST_RUN="$RUN" HUTCH_TEST_TMP="$TMP/py" HUTCH_BUILD="$BUILD" HUTCH_DAEMON="$(asan_daemon)" \
-      "$PY" -m pytest -p no:cacheprovider -rfEs --durations=10 \
+      "$PY" -m pytest -p no:cacheprovider -rfEsxX --durations=10 \
       ${HUTCH_PYTEST_TARGETS:-tests/integration tests/security tests/cli} ${HUTCH_PYTEST_ARGS:-}
   fi
 fi
@@ -201,6 +285,54 @@ find_bin() {
   elif [[ -x $BUILD/$n ]]; then echo "$BUILD/$n"; else echo "$BUILD/src/$sub/$n"; fi
 }
 
+# start_upstream: $UPNS with an HTTP server on $UP4 and [$UP6] port 80 (any
+# GET answers 200 "hello from ADDR"), joined to $NS by the veth hxu$RUN{a,b}.
+# hutchd reaches it through --resolve $UP_NAME=...; nothing else is routed.
+start_upstream() {
+  ip netns add "$UPNS" || return 1
+  ip -n "$UPNS" link set lo up
+  ip link add "hxu${RUN}a" netns "$NS" type veth peer name "hxu${RUN}b" netns "$UPNS" || return 1
+  ip -n "$NS" addr add 192.0.2.1/24 dev "hxu${RUN}a"
+  ip -n "$NS" addr add 2001:db8:2::1/64 dev "hxu${RUN}a" nodad
+  ip -n "$UPNS" addr add "$UP4/24" dev "hxu${RUN}b"
+  ip -n "$UPNS" addr add "$UP6/64" dev "hxu${RUN}b" nodad
+  ip -n "$NS" link set "hxu${RUN}a" up
+  ip -n "$UPNS" link set "hxu${RUN}b" up
+  cat >"$TMP/sdk/upstream.py" <<'PY'
+import http.server, socket, socketserver, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = f"hello from {self.server.server_address[0]}\n".encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True; allow_reuse_address = True
+    def server_bind(self):  # no getfqdn(): no DNS here
+        socketserver.TCPServer.server_bind(self); self.server_name = "up"; self.server_port = 80
+class S6(S):
+    address_family = socket.AF_INET6
+for s in (S((sys.argv[1], 80), H), S6((sys.argv[2], 80), H)):
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+PY
+  nsenter --net="/run/netns/$UPNS" -- "${PY:-python3}" "$TMP/sdk/upstream.py" "$UP4" "$UP6" \
+    </dev/null >"$TMP/sdk/upstream.log" 2>&1 &
+  UP_PID=$!
+  for _ in $(seq 100); do grep -q ready "$TMP/sdk/upstream.log" && return 0; sleep 0.1; done
+  echo "test.sh: the SDK upstream server did not start:"; cat "$TMP/sdk/upstream.log"
+  return 1
+}
+
+stop_upstream() {
+  [[ -n $UP_PID ]] || return 0
+  kill -KILL "$UP_PID" 2>/dev/null
+  wait "$UP_PID" 2>/dev/null
+  UP_PID=
+}
+
 start_sdk_daemon() {
   local hutchd init port state=$TMP/sdk/state
   hutchd=$(find_bin hutchd daemon)
@@ -208,18 +340,22 @@ start_sdk_daemon() {
   # The SDK suite drives the ASan+UBSan build of hutchd (and of hutch-proxy
   # next to it) when there is one: the daemon's real traffic under the
   # sanitizers. hutch-init stays the normal build (PID 1 of a sandbox).
-  local asan
+  local asan asan_env=()
   asan=$(asan_daemon)
-  [[ -n $asan ]] && hutchd=$asan
+  # fs.test.mjs bounds hutchd's RSS growth over a 200 MB round trip at
+  # 32 MiB: ASan's default 256 MiB quarantine of freed blocks would count as
+  # growth. 16 MiB still catches a use of anything freed in the last 16 MiB.
+  [[ -n $asan ]] && hutchd=$asan && asan_env=(env "ASAN_OPTIONS=$ASAN_OPTIONS:quarantine_size_mb=16")
   mkdir -p "$state"
   port=$(in_ns "${PY:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"
-              --cgroup-name "hutch-test-$RUN-sdk")
+              --cgroup-name "$SDK_CGROUP" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6")
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   echo "starting $hutchd ${args[*]}"
   # nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
-  nsenter --net="/run/netns/$NS" -- "$hutchd" "${args[@]}" </dev/null >"$TMP/sdk/hutchd.log" 2>&1 &
+  # (env execs too: $! stays hutchd's pid)
+  nsenter --net="/run/netns/$NS" -- "${asan_env[@]}" "$hutchd" "${args[@]}" </dev/null >"$TMP/sdk/hutchd.log" 2>&1 &
   SDK_PID=$!
   local ok=
   for _ in $(seq 300); do
@@ -255,18 +391,31 @@ stop_sdk_daemon_and_check() {
     rc=1
   fi
   local left
-  left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path "*/hutch-test-$RUN-sdk/*" 2>/dev/null)
+  left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path "*/$SDK_CGROUP/*" 2>/dev/null)
   [[ -n $left ]] && { echo "LEAK CHECK: cgroups left:"; echo "$left"; rc=1; }
   if grep -qF "$state" /proc/self/mountinfo; then
     echo "LEAK CHECK: mounts left:"; grep -F "$state" /proc/self/mountinfo; rc=1
   fi
+  local dev
+  left=$(for dev in /sys/block/loop*/loop/backing_file; do
+    [[ -r $dev ]] && grep -qF "$state/" "$dev" 2>/dev/null && echo "${dev%/loop/backing_file} -> $(cat "$dev")"
+  done)
+  [[ -n $left ]] && { echo "LEAK CHECK: loop devices left:"; echo "$left"; rc=1; }
+  # hutchd deletes its nftables table at exit: one left still carries
+  # sandbox rules and set elements. Read-only look inside hutchd's netns.
+  local table=hutch_${SDK_CGROUP//[^A-Za-z0-9]/_}
+  if left=$(in_ns nft list table inet "$table" 2>/dev/null); then
+    echo "LEAK CHECK: nftables table inet $table left:"; echo "$left" | head -40; rc=1
+  fi
+  left=$(in_ns ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -E '^hxs')
+  [[ -n $left ]] && { echo "LEAK CHECK: sandbox veths left in hutchd's netns:" $left; rc=1; }
   # New sandbox-uid processes in our cgroups or in no sandbox cgroup at all
   # (other hutchd instances on this machine use the same uid ranges).
   local now p
   now=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
   left=$(comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | while read -r p; do
     [[ -n $p ]] || continue
-    if grep -q "/hutch-test-$RUN-sdk/" "/proc/$p/cgroup" 2>/dev/null ||
+    if grep -q "/$SDK_CGROUP/" "/proc/$p/cgroup" 2>/dev/null ||
        ! grep -q sbx_ "/proc/$p/cgroup" 2>/dev/null; then
       [[ -e /proc/$p ]] && echo "$p"
     fi
@@ -278,13 +427,18 @@ stop_sdk_daemon_and_check() {
 
 run_sdk() {
   UID_PIDS_BEFORE=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
-  start_sdk_daemon || return 1
+  start_upstream || { stop_upstream; return 1; }
+  start_sdk_daemon || { stop_upstream; return 1; }
   local rc=0
+  # HUTCHD_PID: the memory bounds measure the daemon itself;
+  # HUTCH_NET_TEST_HOST: the allowNet test's host (the upstream above).
   # shellcheck disable=SC2086
   in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$SDK_PORT" \
     DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$SDK_PORT" DENO_DEPLOY_TOKEN="$SDK_TOKEN" \
+    HUTCHD_PID="$SDK_PID" HUTCH_NET_TEST_HOST="$UP_NAME" \
     timeout --kill-after=30 900 node --test --test-reporter=tap ${HUTCH_NODE_TEST_ARGS:-} tests/sdk/ || rc=$?
   stop_sdk_daemon_and_check || rc=1
+  stop_upstream
   if ((rc != 0)); then echo "--- hutchd (SDK) log tail:"; tail -n 30 "$TMP/sdk/hutchd.log"; fi
   return $rc
 }
@@ -305,5 +459,5 @@ if ((FAILED_STEPS > 0)); then
 else
   echo "OK: every step passed"
 fi
-echo "total: $TOTAL_PASS passed, $TOTAL_FAIL failed"
+echo "total: $TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped unexpectedly"
 ((FAILED_STEPS == 0))

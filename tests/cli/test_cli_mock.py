@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ def find_hutch():
                  os.path.join(ROOT, "build/src/cli/hutch")):
         if cand and os.access(cand, os.X_OK):
             return cand
-    pytest.skip("hutch binary not built (set HUTCH_BIN)")
+    pytest.fail("hutch binary not built (run `make`, or set HUTCH_BIN)")
 
 
 @pytest.fixture
@@ -309,18 +308,28 @@ def test_exec_large_stdin_through_a_pipe(hutch, mock):
     assert out(r) == hashlib.sha256(data).hexdigest() + "  -\n"
 
 
-def test_exec_streams_5mb_of_stdout_in_bounded_memory(hutch, mock):
+def test_exec_streams_5mb_of_stdout_in_bounded_memory(hutch, mock, tmp_path):
+    # The peak RSS of the hutch process itself. Not RUSAGE_CHILDREN (the
+    # largest child so far: an earlier daemon), nor wait4 of a child of
+    # pytest (exec records the forking parent's high-water mark): GNU time
+    # forks hutch from its own small image and reports that child's peak.
     sid = mock.add_sandbox()
     n = 5 * 1024 * 1024
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = hutch("exec", sid, "--", "big", str(n))
+    out_path, rss_path = tmp_path / "stdout", tmp_path / "rss"
+    with open(out_path, "wb") as f:
+        r = subprocess.run(["/usr/bin/time", "-o", str(rss_path), "-f", "%M", hutch.binary, "exec", sid, "--",
+                            "big", str(n)], env=hutch.env, stdin=subprocess.DEVNULL, stdout=f,
+                           stderr=subprocess.PIPE, timeout=60)
+    data = out_path.read_bytes()
     assert r.returncode == 0, err(r)
-    assert len(r.stdout) == n
-    assert r.stdout[:16] == b"0123456789abcdef"
-    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if rss_kb > before and "asan" not in hutch.binary:
-        # the whole output must not sit in memory (5 MB + base64 would show)
-        assert rss_kb < 40 * 1024, rss_kb
+    assert len(data) == n
+    assert data[:16] == b"0123456789abcdef"
+    peak_kb = int(rss_path.read_text().split()[-1])
+    # the whole output must not sit in memory: hutch streams it in about
+    # 6 MiB (measured 5.8), and 5 MiB held (plus its base64) would pass 10.
+    # ASan's shadow memory and quarantine get a larger allowance.
+    limit_kb = (96 if "asan" in hutch.binary else 10) * 1024
+    assert 0 < peak_kb < limit_kb, f"hutch exec peaked at {peak_kb} KiB (limit {limit_kb})"
 
 
 def test_output_before_the_spawn_reply_is_kept(hutch, mock):

@@ -142,6 +142,42 @@ def mounts_mentioning(path):
     return hits
 
 
+def nft_table_name(cgroup_name):
+    """hutchd's own nftables table for --cgroup-name (src/daemon/net/net.c):
+    `inet hutch` for the default instance, `inet hutch_<name>` otherwise,
+    every character outside [A-Za-z0-9] written as '_'."""
+    if cgroup_name == "hutch":
+        return "hutch"
+    return "hutch_" + re.sub(r"[^A-Za-z0-9]", "_", cgroup_name)[:250]
+
+
+def in_netns(ns_fd, *argv):
+    """Runs argv (read-only inspection: nft list, ip link show) in the network
+    namespace held open by ns_fd; None there means this thread's own."""
+    if ns_fd is None:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    return subprocess.run(["nsenter", f"--net=/proc/self/fd/{ns_fd}", "--", *argv], capture_output=True,
+                          text=True, timeout=30, pass_fds=(ns_fd,))
+
+
+def nft_table_left(ns_fd, table):
+    """The text of `inet <table>` if it still exists in that netns, else ''."""
+    r = in_netns(ns_fd, "nft", "list", "table", "inet", table)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def sandbox_links(ns_fd):
+    """Names of hxs* links (hutchd's host ends of sandbox veths) in that netns."""
+    r = in_netns(ns_fd, "ip", "-o", "link", "show")
+    assert r.returncode == 0, f"ip link show: {r.stderr}"
+    names = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"^\d+:\s+([^:@\s]+)", line)
+        if m and m.group(1).startswith("hxs"):
+            names.append(m.group(1))
+    return names
+
+
 def wait_until(pred, timeout, interval=0.1):
     deadline = time.monotonic() + timeout
     while True:
@@ -183,6 +219,10 @@ class Hutchd:
         self.log_path = os.path.join(self.tmp, "hutchd.log")
         self.generation = 0
         self.preexisting_uid_pids = set(pids_with_sandbox_uids())
+        # hutchd's network namespace (this thread's, which it inherits), held
+        # open so that the census can look inside it after hutchd exited.
+        self.netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.preexisting_links = set(sandbox_links(self.netns_fd))
 
     @property
     def url(self):
@@ -314,6 +354,15 @@ class Hutchd:
                         cmd = f.read().replace(b"\0", b" ")[:80]
                     procs.append(f"pid {p} uid {u}: {cmd!r}")
             problems.append("sandbox-uid processes left: " + "; ".join(procs))
+        # The nftables table is deleted at exit; a stale one still carries
+        # sandbox rules and set elements (read-only look, hutchd's netns).
+        table = nft_table_name(self.cgroup_name)
+        left_table = nft_table_left(self.netns_fd, table)
+        if left_table:
+            problems.append(f"nftables table inet {table} left:\n" + left_table[:3000])
+        new_links = lambda: sorted(set(sandbox_links(self.netns_fd)) - self.preexisting_links)  # noqa: E731
+        if not wait_until(lambda: not new_links(), settle):
+            problems.append("sandbox veths left in hutchd's netns: " + ", ".join(new_links()))
         m = mounts_mentioning(self.state_dir)
         if m:
             problems.append("mounts left: " + " | ".join(m))
@@ -332,7 +381,12 @@ class Hutchd:
     def stop(self, check_leaks=True):
         """SIGTERM, wait, then assert nothing leaked; clean the temp dir."""
         rc = self.terminate()
-        problems = self.leaks() if check_leaks else []
+        try:
+            problems = self.leaks() if check_leaks else []
+        finally:
+            if self.netns_fd is not None:
+                os.close(self.netns_fd)
+                self.netns_fd = None
         remove_empty_cgroup_parents(self.cgroup_name)
         if not problems and not mounts_mentioning(self.tmp):
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -538,7 +592,9 @@ class WebSocket:
     def close(self, code=1000):
         with contextlib.suppress(OSError):
             self.send_frame(OP_CLOSE, struct.pack("!H", code))
-        with contextlib.suppress(OSError, WsClosed, AssertionError):
+        # A protocol violation while draining (an AssertionError from
+        # _read_frame) is a finding, not noise: only the socket's end is.
+        with contextlib.suppress(OSError, WsClosed):
             self.sock.settimeout(2)
             while self.close_code is None:
                 self.recv()

@@ -132,11 +132,41 @@ class NetEnv:
         if self.upstream:
             self.upstream.kill()
             self.upstream.wait()
+        # Look before deleting: `ip netns del` would take a leaked veth,
+        # nftables table or process down with it, unseen.
+        errors += self.leftovers()
         for ns in (self.u, self.d):
             _sh("ip", "netns", "del", ns, check=False)
         subprocess.run(["rm", "-rf", self.tmp])
         if errors:
             raise AssertionError("\n".join(errors))
+
+    def leftovers(self):
+        """What is still in the two namespaces once hutchd and our servers
+        are gone: anything but lo and the test veth, any nftables table,
+        any process."""
+        found = []
+        expected_links = {self.d: {"lo", "hxna"}, self.u: {"lo", "hxnb"}}
+        for ns in (self.d, self.u):
+            links = set()
+            for line in _sh("ip", "-n", ns, "-o", "link", "show").stdout.splitlines():
+                name = line.split(":", 2)[1].strip().split("@")[0]
+                links.add(name)
+            if links - expected_links[ns]:
+                found.append(f"links left in netns {ns}: {sorted(links - expected_links[ns])}")
+            tables = _sh("ip", "netns", "exec", ns, "nft", "list", "tables").stdout.strip()
+            if tables:
+                found.append(f"nftables tables left in netns {ns}: {tables}")
+            pids = _sh("ip", "netns", "pids", ns).stdout.split()
+            if pids:
+                procs = []
+                for p in pids:
+                    with contextlib.suppress(OSError):
+                        with open(f"/proc/{p}/cmdline", "rb") as f:
+                            cmd = f.read().replace(b"\0", b" ")[:80]
+                        procs.append(f"{p}: {cmd!r}")
+                found.append(f"processes left in netns {ns}: " + "; ".join(procs))
+        return found
 
     def nft_tables(self):
         return _sh("nft", "list", "tables").stdout
@@ -157,9 +187,11 @@ def running(tag="net", extra=(), prepare=None):
         env.start_hutchd(tag=tag, extra=list(extra(env) if callable(extra) else extra))
         yield env
     finally:
-        if cleanup:
-            cleanup()
-        env.stop()
+        try:
+            if cleanup:
+                cleanup()
+        finally:
+            env.stop()
 
 
 def start_upstream(env, name, script_text, *args, addrs=()):
