@@ -1,7 +1,7 @@
 # Claims of docs/network.md and docs/secrets.md that had no test: the
 # proxy's confinement and restart, the DNS answer filter, the audit cap,
 # `hutch net`'s output, the secrets validation rules and --rotate-ca.
-# hutchd runs in netenv's throwaway namespaces (upstream hosts 10.99.0.2/.3).
+# hutchd runs in netenv's throwaway namespaces (upstream hosts UP_A, UP_B, UP_V6).
 import json
 import os
 import signal
@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from hutchlib import HandshakeError, pid_alive, wait_until  # noqa: E402
-from netenv import UP_A, out, running, wait_audit  # noqa: E402
+from netenv import UP_A, UP_B, UP_V6, out, running, wait_audit  # noqa: E402
 
 SECRET = "hx-doc-claims-" + "4b7e1f0c9a2d"
 
@@ -93,7 +93,7 @@ def test_a_killed_proxy_is_restarted_and_egress_works_again(env, sbx):
     # the sandbox made before the kill, and a new one, get their policy back
     assert wait_until(lambda: curl_code(sb, "http://example.test/") == "200", 30, interval=0.5), \
         env.hutchd.log_tail(20)
-    assert curl_code(sb, "http://other.test/", "other.test:80:10.99.0.3") == "403"       # and still only that
+    assert curl_code(sb, "http://other.test/", f"other.test:80:{UP_B}") == "403"       # and still only that
     sb2 = sbx({"allow_net": ["other.test"]})
     assert curl_code(sb2, "http://other.test/") == "200"
     assert env.hutchd.alive()
@@ -146,7 +146,7 @@ def test_dns_never_answers_with_a_forbidden_address(env, sbx):
     r = sb.run("python3", ["-c", DNS, "loop.test", "example.test"])
     got = {tuple(ln.split()[:2]): ln.split()[2:] for ln in out(r).splitlines() if ln.count(" ") == 4}
     assert got[("example.test", "A")] == ["0", UP_A, "noloop"], out(r)
-    assert got[("example.test", "AAAA")] == ["0", "fd99::2", "noloop"], out(r)
+    assert got[("example.test", "AAAA")] == ["0", UP_V6, "noloop"], out(r)
     assert got[("loop.test", "A")] == ["0", "-", "noloop"], out(r)
     assert got[("loop.test", "AAAA")] == ["0", "-", "noloop"], out(r)
     # and the name resolves to nothing for the C library either
@@ -195,7 +195,7 @@ def test_audit_keeps_the_last_1000_records_and_64_chars_of_a_blocked_name(env, s
 def test_hutch_net_prints_addresses_policy_bytes_and_audit(env, sbx):
     sb = sbx({"allow_net": ["example.test"]})
     assert curl_code(sb, "http://example.test/") == "200"
-    assert curl_code(sb, "http://other.test/", "other.test:80:10.99.0.3") == "403"
+    assert curl_code(sb, "http://other.test/", f"other.test:80:{UP_B}") == "403"
     wait_audit(env.hutchd, sb.id, lambda rep: len(rep["destinations"]) >= 1 and
                any(a["host"] == "other.test" for a in rep["audit"]))
     r = env.hutchd.cli("net", sb.id, check=True)
@@ -206,7 +206,7 @@ def test_hutch_net_prints_addresses_policy_bytes_and_audit(env, sbx):
     assert a["ipv4"].startswith("10.200."), a
     assert "\nallowNet  example.test\n" in text, text
     dest = [ln for ln in text.splitlines()
-            if ln.strip().startswith((f"example.test ({UP_A})", "example.test (fd99::2)"))]
+            if ln.strip().startswith((f"example.test ({UP_A})", f"example.test ({UP_V6})"))]
     assert len(dest) == 1, text
     port, sent, recvd, conns = dest[0].split()[2:]
     assert port == "80" and int(sent) > 0 and int(recvd) > 0 and conns == "1", dest
