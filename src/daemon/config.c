@@ -1,5 +1,6 @@
 /* hutchd command-line flags and their embedded defaults. */
 #include "daemon/config.h"
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -23,6 +24,8 @@ static const char usage[] =
     "  --ws-idle-timeout MS  close a client connection silent this long (clients ping every 2 s) [60000]\n"
     "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
     "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
+    "  --dns-upstream IP:PORT  the DNS server for other names, instead of /etc/resolv.conf's\n"
+    "                        ([IPv6]:PORT for IPv6)\n"
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
     "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n"
     "  --net-host-ns         manage sandbox networking (nftables table inet hutch) in this network\n"
@@ -39,6 +42,26 @@ static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_e
         return hx_fail(e, EINVAL, "invalid %s: \"%s\"", what, s);
     *out = (uint32_t)v;
     return 0;
+}
+
+/* net: "192.0.2.1:53" or "[2001:db8::1]:53", as c-ares takes it */
+static bool dns_upstream_ok(const char *s)
+{
+    char ip[64];
+    const char *colon = strrchr(s, ':');
+    bool v6 = s[0] == '[';
+    if (!colon || (v6 && colon[-1] != ']'))
+        return false;
+    size_t n = (size_t)(colon - s) - (v6 ? 2 : 0);
+    if (n == 0 || n >= sizeof ip)
+        return false;
+    memcpy(ip, s + (v6 ? 1 : 0), n);
+    ip[n] = 0;
+    uint8_t a[16];
+    uint32_t port;
+    struct hx_err e;
+    return inet_pton(v6 ? AF_INET6 : AF_INET, ip, a) == 1 && parse_u32(colon + 1, &port, "port", &e) == 0 && port > 0 &&
+           port <= 65535;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
@@ -70,7 +93,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
            O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE,
-           O_UPCA, O_ROTCA };
+           O_UPCA, O_ROTCA, O_DNSUP };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
@@ -82,7 +105,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
-        {"rotate-ca", no_argument, 0, O_ROTCA}, {0, 0, 0, 0}};
+        {"rotate-ca", no_argument, 0, O_ROTCA}, {"dns-upstream", required_argument, 0, O_DNSUP}, {0, 0, 0, 0}};
     int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -139,6 +162,11 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
             cfg->resolve[cfg->n_resolve++] = optarg;
             break;
         case O_HOSTS: cfg->hosts_file = optarg; break;
+        case O_DNSUP:
+            if (!dns_upstream_ok(optarg))
+                return hx_fail(e, EINVAL, "--dns-upstream wants IP:PORT or [IPv6]:PORT, got \"%s\"", optarg);
+            cfg->dns_upstream = optarg;
+            break;
         case O_POOL4: cfg->net_pool4 = optarg; break;
         case O_POOL6: cfg->net_pool6 = optarg; break;
         case O_HOSTNS: cfg->net_host_ns = true; break;
