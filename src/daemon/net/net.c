@@ -65,6 +65,7 @@ static struct {
     size_t rlen;
     int fds[7];                /* listening sockets, kept for restarts */
     uv_timer_t restart;
+    uv_timer_t log_flush;      /* says how many lines were suppressed when a sandbox goes quiet */
     int64_t last_start;
     char proxy_path[4200], proxy_root[4200];
 } g;
@@ -261,10 +262,12 @@ static void send_resolved(uint32_t chan, const uint8_t (*a4)[4], unsigned n4, co
     uint8_t out[2 + PX_RESOLVE_MAX * 20];
     size_t o = 0;
     out[o++] = (uint8_t)n4;
-    memcpy(out + o, a4, n4 * 4);
+    if (n4) /* a4 may be NULL then */
+        memcpy(out + o, a4, n4 * 4);
     o += n4 * 4;
     out[o++] = (uint8_t)n6;
-    memcpy(out + o, a6, n6 * 16);
+    if (n6)
+        memcpy(out + o, a6, n6 * 16);
     o += n6 * 16;
     ctl_send(PX_RESOLVED, chan, out, o);
 }
@@ -338,15 +341,25 @@ static void log_flush_suppressed(struct sandbox *sb)
     n->log_suppressed = 0;
 }
 
+static void on_log_flush(uv_timer_t *t)
+{
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+        if (sb->net)
+            log_flush_suppressed(sb);
+}
+
 /* A sandbox cannot grow hutchd's log without bound (thousands of blocked
  * lookups a second): its lines pass a token bucket, the rest are counted
- * and the count is logged with its next line (or when it goes). */
+ * and the count is logged with its next line, a second later at most (or
+ * when it goes). */
 static bool log_line_ok(struct sandbox *sb)
 {
     struct net_sb *n = sb->net;
     if (!hx_tb_take(&n->log_tb, (int64_t)uv_now(g_daemon.loop))) {
         n->log_suppressed++;
         n->log_suppressed_total++;
+        if (!uv_is_active((uv_handle_t *)&g.log_flush))
+            uv_timer_start(&g.log_flush, on_log_flush, 1000, 0);
         return false;
     }
     log_flush_suppressed(sb);
@@ -738,6 +751,8 @@ int net_init(struct hx_err *e)
     if (!timer_ready) {
         uv_timer_init(g_daemon.loop, &g.restart);
         uv_unref((uv_handle_t *)&g.restart);
+        uv_timer_init(g_daemon.loop, &g.log_flush);
+        uv_unref((uv_handle_t *)&g.log_flush);
         timer_ready = true;
     }
     g.on = true;
