@@ -349,7 +349,8 @@ start_sdk_daemon() {
   mkdir -p "$state"
   port=$(in_ns "${PY:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"
-              --cgroup-name "$SDK_CGROUP" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6")
+              --cgroup-name "$SDK_CGROUP" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6"
+              --dns-upstream 127.0.0.1:9)  # no DNS off the machine
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   echo "starting $hutchd ${args[*]}"

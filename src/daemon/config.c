@@ -1,5 +1,6 @@
 /* hutchd command-line flags and their embedded defaults. */
 #include "daemon/config.h"
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@ static const char usage[] =
     "                        time, however slowly it trickles in (checked each second) [10000]\n"
     "  --resolve HOST=IP     upstream address for HOST, before system DNS (repeatable)\n"
     "  --hosts-file FILE     upstream addresses in /etc/hosts format, before system DNS\n"
+    "  --dns-upstream IP:PORT  the DNS server for other names, instead of /etc/resolv.conf's\n"
+    "                        ([IPv6]:PORT for IPv6)\n"
     "  --net-pool4 CIDR      sandbox IPv4 addresses, 4 per sandbox [10.200.0.0/16]\n"
     "  --net-pool6 CIDR      sandbox IPv6 /64s [fd68:7574:6368::/48]\n"
     "  --net-host-ns         manage sandbox networking (nftables table inet hutch) in this network\n"
@@ -50,6 +53,26 @@ static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_e
         return hx_fail(e, EINVAL, "invalid %s: \"%s\"", what, s);
     *out = (uint32_t)v;
     return 0;
+}
+
+/* net: "192.0.2.1:53" or "[2001:db8::1]:53", as c-ares takes it */
+static bool dns_upstream_ok(const char *s)
+{
+    char ip[64];
+    const char *colon = strrchr(s, ':');
+    bool v6 = s[0] == '[';
+    if (!colon || (v6 && colon[-1] != ']'))
+        return false;
+    size_t n = (size_t)(colon - s) - (v6 ? 2 : 0);
+    if (n == 0 || n >= sizeof ip)
+        return false;
+    memcpy(ip, s + (v6 ? 1 : 0), n);
+    ip[n] = 0;
+    uint8_t a[16];
+    uint32_t port;
+    struct hx_err e;
+    return inet_pton(v6 ? AF_INET6 : AF_INET, ip, a) == 1 && parse_u32(colon + 1, &port, "port", &e) == 0 && port > 0 &&
+           port <= 65535;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
@@ -92,6 +115,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_MAXCONNS,
            O_MAXCONNSIP,
            O_REQTIMEOUT,
+           O_DNSUP,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -111,6 +135,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"max-conns", required_argument, 0, O_MAXCONNS},
         {"max-conns-per-ip", required_argument, 0, O_MAXCONNSIP},
         {"request-timeout", required_argument, 0, O_REQTIMEOUT},
+        {"dns-upstream", required_argument, 0, O_DNSUP},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -176,6 +201,11 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
             cfg->resolve[cfg->n_resolve++] = optarg;
             break;
         case O_HOSTS: cfg->hosts_file = optarg; break;
+        case O_DNSUP:
+            if (!dns_upstream_ok(optarg))
+                return hx_fail(e, EINVAL, "--dns-upstream wants IP:PORT or [IPv6]:PORT, got \"%s\"", optarg);
+            cfg->dns_upstream = optarg;
+            break;
         case O_POOL4: cfg->net_pool4 = optarg; break;
         case O_POOL6: cfg->net_pool6 = optarg; break;
         case O_HOSTNS: cfg->net_host_ns = true; break;

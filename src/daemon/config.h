@@ -32,6 +32,7 @@ struct config {
     const char *resolve[256];  /* "HOST=IP" */
     unsigned n_resolve;
     const char *hosts_file;
+    const char *dns_upstream;  /* "IP:PORT" for names not in resolve/hosts_file, instead of resolv.conf's */
     const char *net_pool4;     /* 10.200.0.0/16 */
     const char *net_pool6;     /* fd68:7574:6368::/48 */
     bool net_host_ns;          /* allowed to manage nftables in the initial network namespace */

@@ -12,11 +12,10 @@
 
 #define DNS_TTL 30
 #define DNS_TCP_MAX 4096          /* bytes of queries buffered per TCP connection */
-#define DNS_PENDING_MAX 1024      /* queries waiting for resolution, all sandboxes */
+#define DNS_SB_PENDING_MAX 128    /* queries of one sandbox waiting for resolution; more: SERVFAIL */
 
 static uv_udp_t u4, u6;
 static uv_tcp_t t4, t6;
-static unsigned pending;
 
 struct dtcp {
     uv_tcp_t h;
@@ -36,6 +35,7 @@ struct dq {                       /* a query waiting for the resolver */
     uv_udp_t *udp;                /* UDP: reply there to peer */
     struct sockaddr_storage peer;
     struct dtcp *tcp;             /* TCP: reply on this connection */
+    bool counted;                 /* in its sandbox's dns_pending */
 };
 
 static void on_udp_sent(uv_udp_send_t *r, int status)
@@ -82,6 +82,9 @@ static void reply(struct dq *d, int rcode, const uint8_t *addrs, size_t n, size_
 
 static void dq_free(struct dq *d)
 {
+    struct sbx *sb = d->counted ? sbx_by_id(d->sbid) : NULL;
+    if (sb && sb->dns_pending)
+        sb->dns_pending--;
     if (d->tcp)
         dtcp_unref(d->tcp);
     free(d);
@@ -90,7 +93,6 @@ static void dq_free(struct dq *d)
 static void on_resolved(struct rcache *rc, void *ud)
 {
     struct dq *d = ud;
-    pending--;
     struct sbx *sb = sbx_by_id(d->sbid);
     if (!rc || !sb || rc->n4 + rc->n6 == 0) {
         reply(d, rc && sb ? DNS_RCODE_NXDOMAIN : DNS_RCODE_SERVFAIL, NULL, 0, 0);
@@ -124,7 +126,7 @@ static void on_resolved(struct rcache *rc, void *ud)
 static void handle_query(struct sbx *sb, const uint8_t *raw, size_t n, uv_udp_t *udp, const struct sockaddr *peer,
                          struct dtcp *tcp)
 {
-    if (n > DNS_MSG_MAX || pending >= DNS_PENDING_MAX)
+    if (n > DNS_MSG_MAX)
         return;
     struct dq *d = calloc(1, sizeof *d);
     if (!d)
@@ -171,8 +173,16 @@ static void handle_query(struct sbx *sb, const uint8_t *raw, size_t n, uv_udp_t 
         dq_free(d);
         return;
     }
-    pending++;
-    resolve_name(d->name, on_resolved, d);
+    /* Each sandbox waits on its own: beyond its bound it is told SERVFAIL
+     * at once (no silent drop, so its resolver does not retry in a loop). */
+    if (sb->dns_pending >= DNS_SB_PENDING_MAX) {
+        reply(d, DNS_RCODE_SERVFAIL, NULL, 0, 0);
+        dq_free(d);
+        return;
+    }
+    sb->dns_pending++;
+    d->counted = true;
+    resolve_name(sb, d->name, on_resolved, d);
 }
 
 static void on_udp_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)

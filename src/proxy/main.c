@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -32,6 +33,7 @@ static uint32_t next_req = 1;
 static struct ranges ranges; /* what sandboxes may not reach; filled by hutchd's PX_CONFIG */
 
 #define RCACHE_TTL_MS 30000
+#define RCACHE_NEG_TTL_MS 5000    /* NXDOMAIN or no address */
 #define RCACHE_MAX 4096
 
 int64_t mono_ms(void)
@@ -116,11 +118,16 @@ bool addr_forbidden(int family, const uint8_t *a, const char **why)
 
 /* ---- control channel ---- */
 
+/* hutchd reads us like any hostile peer; if it stops reading, we drop
+ * records rather than grow without bound (audit records: counted). */
+static bool ctl_full(void)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&ctl) > 8u << 20;
+}
+
 void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len)
 {
-    /* hutchd reads us like any hostile peer; if it stops reading, we drop
-     * audit records rather than grow without bound. */
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&ctl) > 8u << 20)
+    if (ctl_full())
         return;
     hx_uv_send_frame((uv_stream_t *)&ctl, type, chan, data, len, false, NULL);
 }
@@ -134,14 +141,32 @@ static void send_json(uint16_t type, json_t *o)
     free(text);
 }
 
+/* An audit record, or a count of it: the audit API says how many it lacks. */
+static void send_audit(uint16_t type, const char *sbid, json_t *o)
+{
+    struct sbx *s = sbx_by_id(sbid);
+    if (ctl_full() || !o) {
+        if (s)
+            s->audit_lost++;
+        json_decref(o);
+        return;
+    }
+    if (s && s->audit_lost) {
+        json_object_set_new(o, "lost", json_integer((json_int_t)s->audit_lost));
+        s->audit_lost = 0;
+    }
+    send_json(type, o);
+}
+
 void audit(const char *sbid, const char *proto, const char *host, int family, const uint8_t *addr, uint16_t port,
            bool allowed, const char *reason)
 {
     char ip[INET6_ADDRSTRLEN];
     fmt_addr(family, addr, ip, sizeof ip);
-    send_json(PX_AUDIT, json_pack("{s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "sandbox", sbid, "time_ms",
-                                  (json_int_t)wall_ms(), "proto", proto, "host", host ? host : "", "ip", ip, "port",
-                                  (int)port, "verdict", allowed ? "allowed" : "blocked", "reason", reason));
+    send_audit(PX_AUDIT, sbid,
+               json_pack("{s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "sandbox", sbid, "time_ms",
+                         (json_int_t)wall_ms(), "proto", proto, "host", host ? host : "", "ip", ip, "port", (int)port,
+                         "verdict", allowed ? "allowed" : "blocked", "reason", reason));
 }
 
 void report_bytes(const char *sbid, const char *host, int family, const uint8_t *addr, uint16_t port, uint64_t up,
@@ -157,9 +182,9 @@ void report_bytes(const char *sbid, const char *host, int family, const uint8_t 
 void audit_subst(const char *sbid, const char *secret, const char *host, uint16_t port, const char *method,
                  const char *path)
 {
-    send_json(PX_SUBST, json_pack("{s:s, s:I, s:s, s:s, s:i, s:s, s:s}", "sandbox", sbid, "time_ms",
-                                  (json_int_t)wall_ms(), "secret", secret, "host", host, "port", (int)port, "method",
-                                  method, "path", path));
+    send_audit(PX_SUBST, sbid,
+               json_pack("{s:s, s:I, s:s, s:s, s:i, s:s, s:s}", "sandbox", sbid, "time_ms", (json_int_t)wall_ms(),
+                         "secret", secret, "host", host, "port", (int)port, "method", method, "path", path));
 }
 
 /* ---- secrets ---- */
@@ -290,6 +315,8 @@ static void on_policy(json_t *o)
     }
 }
 
+static void lookups_forget(struct sbx *s);
+
 static void on_forget(const uint8_t *p, size_t n)
 {
     char id[32];
@@ -300,6 +327,7 @@ static void on_forget(const uint8_t *p, size_t n)
     for (struct sbx **pp = &sandboxes; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->id, id) == 0) {
             struct sbx *s = *pp;
+            lookups_forget(s);
             *pp = s->next;
             policy_free(&s->pol);
             secrets_free(s);
@@ -342,7 +370,46 @@ static void rcache_evict(void)
     }
 }
 
-void resolve_name(const char *name, resolve_cb cb, void *ud)
+/* Shares of the upstream lookups: hutchd asks upstream for at most
+ * LOOKUP_SLOTS names at once for us; one sandbox holds at most
+ * LOOKUP_PER_SB of them and queues at most LOOKUP_QUEUE more, so a sandbox
+ * that floods unique names (a slow upstream makes that cheap) only ever
+ * waits behind itself. hutchd bounds what it does for us on its own too. */
+#define LOOKUP_SLOTS 64
+#define LOOKUP_PER_SB 8
+#define LOOKUP_QUEUE 32
+static struct fq lookups = {.slots = LOOKUP_SLOTS, .per_client = LOOKUP_PER_SB, .queue_max = LOOKUP_QUEUE};
+
+static struct rcache *rcache_of(struct fq_item *it)
+{
+    return (struct rcache *)((char *)it - offsetof(struct rcache, fq));
+}
+
+static void rcache_ask(struct rcache *rc)
+{
+    rc->req = next_req++;
+    if (rc->req == 0) /* 0 marks "not asked" */
+        rc->req = next_req++;
+    ctl_send(PX_RESOLVE, rc->req, rc->name, strlen(rc->name));
+}
+
+/* The lookup is over: rc holds the answer (ok) or nothing; waiters get it. */
+static void rcache_finish(struct rcache *rc, bool ok, int64_t ttl_ms)
+{
+    rc->pending = false;
+    rc->req = 0;
+    rc->expires_ms = ok ? mono_ms() + ttl_ms : 0; /* a failure is not cached: the next query asks again */
+    struct rwait *w = rc->waiters;
+    rc->waiters = NULL;
+    while (w) {
+        struct rwait *next = w->next;
+        w->cb(ok ? rc : NULL, w->ud);
+        free(w);
+        w = next;
+    }
+}
+
+void resolve_name(struct sbx *who, const char *name, resolve_cb cb, void *ud)
 {
     int64_t now = mono_ms();
     struct rcache *rc = NULL;
@@ -374,10 +441,50 @@ void resolve_name(const char *name, resolve_cb cb, void *ud)
     }
     w->next = rc->waiters;
     rc->waiters = w;
-    if (!rc->pending) {
-        rc->pending = true;
-        rc->req = next_req++;
-        ctl_send(PX_RESOLVE, rc->req, name, strlen(name));
+    if (rc->pending) {
+        /* Queued in another sandbox's share (a flood can hold our names
+         * there): taken over when our own share has room. */
+        if (rc->fq.queued_in && rc->fq.queued_in != &who->dnsq && fq_can_run(&lookups, &who->dnsq)) {
+            fq_cancel(&lookups, &rc->fq);
+            fq_submit(&lookups, &who->dnsq, &rc->fq);
+            snprintf(rc->owner, sizeof rc->owner, "%s", who->id);
+            rcache_ask(rc);
+        }
+        return;
+    }
+    rc->pending = true;
+    snprintf(rc->owner, sizeof rc->owner, "%s", who->id);
+    switch (fq_submit(&lookups, &who->dnsq, &rc->fq)) {
+    case FQ_RUN:
+        rcache_ask(rc);
+        break;
+    case FQ_QUEUED:
+        break;
+    case FQ_FULL:
+        rcache_finish(rc, false, 0); /* SERVFAIL: this sandbox has enough lookups waiting */
+        break;
+    }
+}
+
+/* A slot was given back: the next sandbox in turn asks. */
+static void lookups_release(const char *owner)
+{
+    struct sbx *s = sbx_by_id(owner);
+    fq_done(&lookups, s ? &s->dnsq : NULL);
+    struct fq_item *it;
+    while ((it = fq_next(&lookups)))
+        rcache_ask(rcache_of(it));
+}
+
+/* A sandbox is forgotten: its queued lookups fail (waiters of other
+ * sandboxes on them get SERVFAIL and ask again in their own share). */
+static void lookups_forget(struct sbx *s)
+{
+    struct fq_item *it = fq_client_remove(&lookups, &s->dnsq);
+    while (it) {
+        struct fq_item *next = it->next;
+        rcache_finish(rcache_of(it), false, 0);
+        it = next;
     }
 }
 
@@ -385,34 +492,28 @@ static void on_resolved(uint32_t req, const uint8_t *p, size_t n)
 {
     struct rcache *rc = NULL;
     for (struct rcache *r = rcache; r; r = r->next)
-        if (r->pending && r->req == req)
+        if (r->pending && r->req == req && req != 0)
             rc = r;
     if (!rc)
         return;
+    lookups_release(rc->owner);
+    if (n == 0) { /* hutchd could not find out (upstream timeout, SERVFAIL) */
+        rcache_finish(rc, false, 0);
+        return;
+    }
     rc->n4 = rc->n6 = 0;
-    if (n >= 1) {
-        unsigned n4 = p[0];
-        if (n4 <= 8 && 1 + n4 * 4 + 1 <= n) {
-            memcpy(rc->a4, p + 1, n4 * 4);
-            rc->n4 = n4;
-            unsigned n6 = p[1 + n4 * 4];
-            if (n6 <= 8 && 2 + n4 * 4 + n6 * 16 <= n) {
-                memcpy(rc->a6, p + 2 + n4 * 4, n6 * 16);
-                rc->n6 = n6;
-            }
+    unsigned n4 = p[0];
+    if (n4 <= 8 && 1 + n4 * 4 + 1 <= n) {
+        memcpy(rc->a4, p + 1, n4 * 4);
+        rc->n4 = n4;
+        unsigned n6 = p[1 + n4 * 4];
+        if (n6 <= 8 && 2 + n4 * 4 + n6 * 16 <= n) {
+            memcpy(rc->a6, p + 2 + n4 * 4, n6 * 16);
+            rc->n6 = n6;
         }
     }
-    rc->pending = false;
-    /* negative answers are cached briefly too: a sandbox cannot make us ask hutchd in a loop */
-    rc->expires_ms = mono_ms() + (rc->n4 + rc->n6 ? RCACHE_TTL_MS : 5000);
-    struct rwait *w = rc->waiters;
-    rc->waiters = NULL;
-    while (w) {
-        struct rwait *next = w->next;
-        w->cb(rc, w->ud);
-        free(w);
-        w = next;
-    }
+    /* "no such name" is cached too, briefly: repeats do not go upstream */
+    rcache_finish(rc, true, rc->n4 + rc->n6 ? RCACHE_TTL_MS : RCACHE_NEG_TTL_MS);
 }
 
 static void on_ctl_frame(const struct hx_frame *f)

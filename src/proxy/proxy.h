@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <netinet/in.h>
 #include <uv.h>
+#include "proxy/fairq.h"
 #include "proxy/policy.h"
 
 #define DNSMAP_N 256          /* per sandbox: addresses we answered with, and for which name */
@@ -33,6 +34,9 @@ struct sbx {
     unsigned map_next;
     struct psecret *secrets;  /* secrets: */
     size_t n_secrets;
+    struct fq_client dnsq;    /* its share of the upstream lookups (main.c) */
+    unsigned dns_pending;     /* its DNS queries waiting for an answer (dnssrv.c) */
+    uint64_t audit_lost;      /* audit records not sent yet (control channel full): told to hutchd later */
 };
 
 struct sbx *sbx_by_addr(int family, const uint8_t *addr);
@@ -49,15 +53,20 @@ void sbx_map_add(struct sbx *s, int family, const uint8_t *addr, const char *nam
 bool addr_forbidden(int family, const uint8_t *addr, const char **why);
 
 /* Resolver: names are resolved by hutchd (--resolve, --hosts-file, system
- * DNS), cached here. cb runs exactly once, maybe synchronously. */
+ * DNS), cached here, answers and "no such name" alike. A lookup that goes
+ * upstream takes one of the sandbox's fair share of slots (fairq.h); beyond
+ * it the sandbox waits in its own bounded queue. cb runs exactly once, maybe
+ * synchronously; rc is NULL when the lookup failed (SERVFAIL). */
 struct rcache {
     struct rcache *next;
     char name[POLICY_NAME_MAX + 1];
     uint8_t a4[8][4], a6[8][16];
     unsigned n4, n6;
     int64_t expires_ms;
-    bool pending;
+    bool pending;             /* waiting: queued in owner's share, or asked (req != 0) */
     uint32_t req;
+    struct fq_item fq;
+    char owner[32];           /* the sandbox whose share the lookup takes */
     struct rwait *waiters;
 };
 typedef void (*resolve_cb)(struct rcache *rc, void *ud);
@@ -66,7 +75,7 @@ struct rwait {
     resolve_cb cb;
     void *ud;
 };
-void resolve_name(const char *name, resolve_cb cb, void *ud);
+void resolve_name(struct sbx *who, const char *name, resolve_cb cb, void *ud);
 bool rcache_has(const struct rcache *rc, int family, const uint8_t *addr);
 
 /* Control channel to hutchd. */

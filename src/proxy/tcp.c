@@ -1188,7 +1188,7 @@ static void decide(struct pconn *c)
         return;
     }
     c->refs++;
-    resolve_name(c->host, on_name_resolved, c);
+    resolve_name(sb, c->host, on_name_resolved, c);
 }
 
 static bool original_dst(int fd, int family, uint8_t *addr, uint16_t *port)

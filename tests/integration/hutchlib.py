@@ -239,6 +239,10 @@ class Hutchd:
         cache = os.environ.get("HUTCH_IMAGE_CACHE")
         if cache:
             argv += ["--image-cache", cache]
+        if "--dns-upstream" not in self.extra_args:
+            # Names not given with --resolve go to a closed loopback port, never
+            # to the machine's resolver (tests that need DNS run their own server).
+            argv += ["--dns-upstream", "127.0.0.1:9"]
         return argv + self.extra_args
 
     def start(self, timeout=30):

@@ -17,6 +17,8 @@
 #include "daemon/net/secrets.h"
 #include "daemon/net/netlink.h"
 #include "daemon/net/nft.h"
+#include "daemon/net/resolver.h"
+#include "lib/tbucket.h"
 #include "lib/uvframe.h"
 #include "lib/wire.h"
 #include "proxy/ctl.h"
@@ -28,6 +30,8 @@
 #define AUDIT_MAX 1000         /* records kept per sandbox (oldest dropped) */
 #define DESTS_MAX 1000         /* distinct destinations counted per sandbox */
 #define STATIC_MAX 1024        /* --resolve and --hosts-file entries */
+#define LOG_BURST 20           /* log lines per sandbox at once ... */
+#define LOG_PER_SEC 2          /* ... and then a second; the audit API keeps them all */
 
 struct net_sb {
     char ifname[16];
@@ -36,6 +40,8 @@ struct net_sb {
     json_t *audit;             /* array, newest last */
     json_t *dests;             /* "host ip port" -> {host, ip, port, up, down, connections} */
     uint64_t up, down, dropped_audit;
+    struct hx_tbucket log_tb;  /* its lines in hutchd's log */
+    uint64_t log_suppressed, log_suppressed_total;
 };
 
 struct static_ent {
@@ -60,6 +66,7 @@ static struct {
     size_t rlen;
     int fds[7];                /* listening sockets, kept for restarts */
     uv_timer_t restart;
+    uv_timer_t log_flush;      /* says how many lines were suppressed when a sandbox goes quiet */
     int64_t last_start;
     char proxy_path[4200], proxy_root[4200];
 } g;
@@ -252,51 +259,33 @@ int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err 
 }
 
 /* Resolution for the proxy: --resolve/--hosts-file first (exact names), then
- * the system resolver. The reply carries at most PX_RESOLVE_MAX per family. */
-struct resolve_req {
-    uv_getaddrinfo_t gai;
-    uint32_t chan;
-};
+ * DNS (resolver.c). The reply carries at most PX_RESOLVE_MAX per family. */
+_Static_assert(RESOLVER_ADDRS_MAX == PX_RESOLVE_MAX, "one limit for the proxy and the resolver");
 
 static void send_resolved(uint32_t chan, const uint8_t (*a4)[4], unsigned n4, const uint8_t (*a6)[16], unsigned n6)
 {
     uint8_t out[2 + PX_RESOLVE_MAX * 20];
     size_t o = 0;
     out[o++] = (uint8_t)n4;
-    memcpy(out + o, a4, n4 * 4);
+    if (n4) /* a4 may be NULL then */
+        memcpy(out + o, a4, n4 * 4);
     o += n4 * 4;
     out[o++] = (uint8_t)n6;
-    memcpy(out + o, a6, n6 * 16);
+    if (n6)
+        memcpy(out + o, a6, n6 * 16);
     o += n6 * 16;
     ctl_send(PX_RESOLVED, chan, out, o);
 }
 
-static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static void on_looked_up(enum resolver_status st, const struct resolver_answer *a, void *ud)
 {
-    struct resolve_req *r = (struct resolve_req *)req;
-    uint8_t a4[PX_RESOLVE_MAX][4], a6[PX_RESOLVE_MAX][16];
-    unsigned n4 = 0, n6 = 0;
-    for (struct addrinfo *ai = status == 0 ? res : NULL; ai; ai = ai->ai_next) {
-        if (ai->ai_family == AF_INET && n4 < PX_RESOLVE_MAX) {
-            const uint8_t *p = (const uint8_t *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
-            bool dup = false;
-            for (unsigned i = 0; i < n4; i++)
-                dup = dup || memcmp(a4[i], p, 4) == 0;
-            if (!dup)
-                memcpy(a4[n4++], p, 4);
-        } else if (ai->ai_family == AF_INET6 && n6 < PX_RESOLVE_MAX) {
-            const uint8_t *p = (const uint8_t *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-            bool dup = false;
-            for (unsigned i = 0; i < n6; i++)
-                dup = dup || memcmp(a6[i], p, 16) == 0;
-            if (!dup)
-                memcpy(a6[n6++], p, 16);
-        }
-    }
-    if (res)
-        uv_freeaddrinfo(res);
-    send_resolved(r->chan, (const uint8_t(*)[4])a4, n4, (const uint8_t(*)[16])a6, n6);
-    free(r);
+    uint32_t chan = (uint32_t)(uintptr_t)ud;
+    if (st == RESOLVER_FAIL)
+        ctl_send(PX_RESOLVED, chan, NULL, 0); /* SERVFAIL for the sandbox, not cached */
+    else if (st == RESOLVER_NONAME)
+        send_resolved(chan, NULL, 0, NULL, 0);
+    else
+        send_resolved(chan, (const uint8_t(*)[4])a->a4, a->n4, (const uint8_t(*)[16])a->a6, a->n6);
 }
 
 static void on_resolve(uint32_t chan, const uint8_t *p, size_t n)
@@ -320,23 +309,66 @@ static void on_resolve(uint32_t chan, const uint8_t *p, size_t n)
         send_resolved(chan, (const uint8_t(*)[4])a4, n4, (const uint8_t(*)[16])a6, n6);
         return;
     }
-    struct resolve_req *r = calloc(1, sizeof *r);
-    if (!r) {
-        send_resolved(chan, NULL, 0, NULL, 0);
-        return;
-    }
-    r->chan = chan;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    if (uv_getaddrinfo(g_daemon.loop, &r->gai, on_gai, name, NULL, &hints) < 0) {
-        free(r);
-        send_resolved(chan, NULL, 0, NULL, 0);
-    }
+    resolver_lookup(name, on_looked_up, (void *)(uintptr_t)chan);
 }
 
 static const char *jstr(json_t *o, const char *k, size_t max)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s && strlen(s) <= max ? s : NULL;
+}
+
+/* Keeps rec (newest last, the last AUDIT_MAX) and counts every record not
+ * kept: pushed out, malformed (rec NULL), or one the proxy says it could
+ * not send ("lost"), so the audit API is complete or says what it lacks. */
+static void audit_keep(struct net_sb *n, json_t *o, json_t *rec)
+{
+    json_t *lost = json_object_get(o, "lost");
+    if (json_is_integer(lost) && json_integer_value(lost) > 0)
+        n->dropped_audit += (uint64_t)json_integer_value(lost);
+    if (!rec) {
+        n->dropped_audit++;
+        return;
+    }
+    if (json_array_size(n->audit) >= AUDIT_MAX) {
+        json_array_remove(n->audit, 0);
+        n->dropped_audit++;
+    }
+    json_array_append_new(n->audit, rec);
+}
+
+static void log_flush_suppressed(struct sandbox *sb)
+{
+    struct net_sb *n = sb->net;
+    if (n->log_suppressed)
+        fprintf(stderr, "hutchd: %s: net: %" PRIu64 " similar lines suppressed (see hutch net %s)\n", sb->id,
+                n->log_suppressed, sb->id);
+    n->log_suppressed = 0;
+}
+
+static void on_log_flush(uv_timer_t *t)
+{
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+        if (sb->net)
+            log_flush_suppressed(sb);
+}
+
+/* A sandbox cannot grow hutchd's log without bound (thousands of blocked
+ * lookups a second): its lines pass a token bucket, the rest are counted
+ * and the count is logged with its next line, a second later at most (or
+ * when it goes). */
+static bool log_line_ok(struct sandbox *sb)
+{
+    struct net_sb *n = sb->net;
+    if (!hx_tb_take(&n->log_tb, (int64_t)uv_now(g_daemon.loop))) {
+        n->log_suppressed++;
+        n->log_suppressed_total++;
+        if (!uv_is_active((uv_handle_t *)&g.log_flush))
+            uv_timer_start(&g.log_flush, on_log_flush, 1000, 0);
+        return false;
+    }
+    log_flush_suppressed(sb);
+    return true;
 }
 
 static void on_audit(json_t *o)
@@ -350,16 +382,13 @@ static void on_audit(json_t *o)
     const char *reason = jstr(o, "reason", 512), *proto = jstr(o, "proto", 8);
     json_t *port = json_object_get(o, "port");
     if (!host || !ip || !verdict || !reason || !proto || !json_is_integer(port))
-        return;
-    json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "time_ms", (json_int_t)now_ms(), "proto", proto,
-                            "host", host, "ip", ip, "port", json_integer_value(port), "verdict",
-                            strcmp(verdict, "allowed") == 0 ? "allowed" : "blocked", "reason", reason);
-    if (json_array_size(n->audit) >= AUDIT_MAX) {
-        json_array_remove(n->audit, 0);
-        n->dropped_audit++;
-    }
-    json_array_append_new(n->audit, rec);
-    fprintf(stderr, "hutchd: %s: net %s %s %s [%s]:%" JSON_INTEGER_FORMAT " (%s)\n", sb->id, verdict, proto,
+        return audit_keep(n, o, NULL);
+    audit_keep(n, o,
+               json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "time_ms", (json_int_t)now_ms(), "proto", proto, "host",
+                         host, "ip", ip, "port", json_integer_value(port), "verdict",
+                         strcmp(verdict, "allowed") == 0 ? "allowed" : "blocked", "reason", reason));
+    if (log_line_ok(sb))
+        fprintf(stderr, "hutchd: %s: net %s %s %s [%s]:%" JSON_INTEGER_FORMAT " (%s)\n", sb->id, verdict, proto,
             host, ip, json_integer_value(port), reason);
 }
 
@@ -409,18 +438,15 @@ static void on_subst(json_t *o)
     const char *path = jstr(o, "path", 200);
     json_t *port = json_object_get(o, "port");
     if (!secret || !host || !method || !path || !json_is_integer(port) || !secrets_has(sb->secrets, secret))
-        return;
+        return audit_keep(n, o, NULL);
     char reason[512];
     snprintf(reason, sizeof reason, "secret %s substituted in %s %s", secret, method, path);
     json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s}", "time_ms", (json_int_t)now_ms(),
                             "proto", "https", "host", host, "ip", "", "port", json_integer_value(port), "verdict",
                             "substituted", "reason", reason, "secret", secret, "method", method, "path", path);
-    if (json_array_size(n->audit) >= AUDIT_MAX) {
-        json_array_remove(n->audit, 0);
-        n->dropped_audit++;
-    }
-    json_array_append_new(n->audit, rec);
-    fprintf(stderr, "hutchd: %s: net secret %s substituted for %s:%" JSON_INTEGER_FORMAT " (%s %s)\n", sb->id,
+    audit_keep(n, o, rec);
+    if (log_line_ok(sb))
+        fprintf(stderr, "hutchd: %s: net secret %s substituted for %s:%" JSON_INTEGER_FORMAT " (%s %s)\n", sb->id,
             secret, host, json_integer_value(port), method, path);
 }
 
@@ -686,6 +712,8 @@ int net_init(struct hx_err *e)
             return hx_fail(e, EINVAL, "--allow-range wants an address or a CIDR with no bits after the prefix "
                                       "(192.168.1.0/24, fd00:ec2::254), got \"%.100s\"", cfg->allow_range[i]);
     }
+    if ((r = resolver_init(g_daemon.loop, cfg->dns_upstream, e)) < 0)
+        return r;
 
     /* our own table: "hutch" for the default instance, "hutch_<cgroup-name>" otherwise */
     if (strcmp(cfg->cgroup_name, "hutch") == 0) {
@@ -734,6 +762,8 @@ int net_init(struct hx_err *e)
     if (!timer_ready) {
         uv_timer_init(g_daemon.loop, &g.restart);
         uv_unref((uv_handle_t *)&g.restart);
+        uv_timer_init(g_daemon.loop, &g.log_flush);
+        uv_unref((uv_handle_t *)&g.log_flush);
         timer_ready = true;
     }
     g.on = true;
@@ -765,6 +795,7 @@ void net_fini(void)
         return;
     g.on = false;
     ctl_close();
+    resolver_fini();
     if (g.proc_alive)
         uv_process_kill(&g.proc, SIGTERM);
     nft_teardown(g.table);
@@ -814,6 +845,7 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
     n->allow = allow ? json_incref(allow) : NULL;
     n->audit = json_array();
     n->dests = json_object();
+    hx_tb_init(&n->log_tb, LOG_BURST, LOG_PER_SEC);
     snprintf(n->ifname, sizeof n->ifname, "hxs%u", sb->slot);
     slot_addrs(sb->slot, n);
     sb->net = n;
@@ -860,6 +892,7 @@ void net_sandbox_detach(struct sandbox *sb)
     struct net_sb *n = sb->net;
     if (!n)
         return;
+    log_flush_suppressed(sb);
     sb->net = NULL;
     ctl_send(PX_FORGET, 0, sb->id, strlen(sb->id));
     struct hx_err e = {0};
@@ -891,10 +924,11 @@ json_t *net_sandbox_report(struct sandbox *sb)
     const char *k;
     json_t *v;
     json_object_foreach(n->dests, k, v) json_array_append(dests, v);
-    return json_pack("{s:s, s:b, s:O?, s:{s:s, s:s, s:s, s:s}, s:I, s:I, s:o, s:O, s:I}", "id", sb->id, "network", 1,
-                     "allow_net", n->allow, "addresses", "ipv4", a4, "ipv6", a6, "gateway4", g4, "gateway6", g6,
+    return json_pack("{s:s, s:b, s:O?, s:{s:s, s:s, s:s, s:s}, s:I, s:I, s:o, s:O, s:I, s:I}", "id", sb->id, "network",
+                     1, "allow_net", n->allow, "addresses", "ipv4", a4, "ipv6", a6, "gateway4", g4, "gateway6", g6,
                      "bytes_out", (json_int_t)n->up, "bytes_in", (json_int_t)n->down, "destinations", dests, "audit",
-                     n->audit, "audit_dropped", (json_int_t)n->dropped_audit);
+                     n->audit, "audit_dropped", (json_int_t)n->dropped_audit, "log_suppressed",
+                     (json_int_t)n->log_suppressed_total);
 }
 
 int net_sandbox_socket(struct sandbox *sb, int domain, int type, struct hx_err *e)
