@@ -89,7 +89,8 @@ def test_filling_the_disk_does_not_kill_the_sandbox(make_hutchd):
     """The writable layer is a disk of its own (--disk): filling it is ENOSPC
     for the writer, and the sandbox, its agent and hutchd live on."""
     d = make_hutchd(extra_args=["--disk", str(DISK_MB), "--warm", "0"])
-    sb = d.create_sandbox({"memory_mb": 768})
+    # no network: the module's hutchd in this netns holds the proxy's ports
+    sb = d.create_sandbox({"memory_mb": 768, "allow_net": []})
     try:
         # control: the layer has the size asked for, and a small write fits
         r = sb.sh("df -m --output=size /home/app | tail -1; head -c 8M /dev/zero > /home/app/small && echo wrote")
