@@ -2,7 +2,7 @@
 # tests/security/test_net_bypass.py): two throwaway network namespaces made
 # with `ip netns` -- "d" runs hutchd, "u" holds the upstream "internet" hosts
 # (HTTP on 192.0.2.2/.3 and 2001:db8::2, TLS on 192.0.2.2 and 2001:db8::2 port 443,
-# a raw TCP echo on 7) -- joined by one veth. The test process's main thread
+# a raw TCP and UDP echo on 7) -- joined by one veth. The test process's main thread
 # enters "d" (setns) so that hutchd, its API and every socket the test opens
 # live there; nothing touches the namespace the tests were started in.
 import contextlib
@@ -50,8 +50,15 @@ class Echo(socketserver.BaseRequestHandler):
             self.request.sendall(d)
 class E(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True; allow_reuse_address = True
+class UEcho(socketserver.BaseRequestHandler):  # UDP echo: something that answers UDP, so "no answer" means a drop
+    def handle(self): self.request[1].sendto(self.request[0], self.client_address)
+class UE(socketserver.UDPServer):
+    allow_reuse_address = True
+class UE6(UE):
+    address_family = socket.AF_INET6
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-servers = [S(("192.0.2.2", 80), H), S(("192.0.2.3", 80), H), S6(("2001:db8::2", 80), H), E(("192.0.2.2", 7), Echo)]
+servers = [S(("192.0.2.2", 80), H), S(("192.0.2.3", 80), H), S6(("2001:db8::2", 80), H), E(("192.0.2.2", 7), Echo),
+           UE(("192.0.2.2", 7), UEcho), UE6(("2001:db8::2", 7), UEcho)]
 for cls, addr in ((S, "192.0.2.2"), (S6, "2001:db8::2")):
     t = cls((addr, 443), H); t.socket = ctx.wrap_socket(t.socket, server_side=True); servers.append(t)
 for s in servers:
@@ -220,11 +227,45 @@ def out(r):
 
 
 def wait_audit(hutchd, sid, pred, timeout=5):
+    """The sandbox's network report once pred(report) holds (audit records
+    are flushed about every second); fails the test if it never does."""
     end = time.monotonic() + timeout
     while True:
         r = hutchd.http("GET", f"/api/v2/sandboxes/{sid}/network")
         assert r.status == 200, (r.status, r.body)
         rep = r.json()
-        if pred(rep) or time.monotonic() > end:
+        if pred(rep):
             return rep
+        if time.monotonic() > end:
+            raise AssertionError(f"the network report of {sid} never matched within {timeout} s: {rep}")
         time.sleep(0.1)
+
+
+def forward_to_sandboxes(env, pool4="10.200.0.0/16", pool6="fd68:7574:6368::/48"):
+    """Makes hutchd's namespace a router, as a host that forwards would be:
+    forwarding on, and the upstream namespace routes hutchd's sandbox pools
+    (its defaults) back to it. Then only hutch's nftables rules stand
+    between a sandbox and the upstream hosts, which is what the tests show."""
+    _sh("nsenter", f"--net=/run/netns/{env.d}", "sysctl", "-qw", "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1")
+    for fam, pool in (("-4", pool4), ("-6", pool6)):
+        addrs = _sh("ip", "-n", env.d, fam, "-o", "addr", "show", "dev", "hxna", "scope", "global").stdout.split()
+        via = addrs[addrs.index("inet6" if fam == "-6" else "inet") + 1].split("/")[0]
+        _sh("ip", "-n", env.u, fam, "route", "add", pool, "via", via)
+
+
+def hutch_counters(env):
+    """{(chain, rule): packets} of the counters in hutchd's own nftables
+    table (read only); rule is the rule's text without its counter, e.g.
+    ("sb_fwd", 'iifname "hxs*" drop')."""
+    name = "hutch_" + "".join(c if c.isalnum() else "_" for c in env.hutchd.cgroup_name)
+    text = _sh("nft", "list", "table", "inet", name).stdout
+    counts, chain = {}, None
+    for line in text.splitlines():
+        w = line.split()
+        if w[:1] == ["chain"]:
+            chain = w[1]
+        elif "counter" in w:
+            i = w.index("counter")
+            counts[(chain, " ".join(w[:i] + w[i + 5:]))] = int(w[i + 2])
+    return counts

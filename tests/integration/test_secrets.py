@@ -13,6 +13,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hutchlib import HandshakeError  # noqa: E402
 from netenv import NetEnv, out, wait_audit  # noqa: E402
 
 ECHO_IP = "192.0.2.4"
@@ -249,9 +250,10 @@ def test_invalid_secrets_are_refused_without_echoing_the_value(env):
                 {"API_KEY": {"hosts": ["10.0.0.1"], "value": SECRET}},
                 {"API_KEY": {"hosts": [], "value": SECRET}},
                 {"API_KEY": {"hosts": ["api.secret.test"], "value": SECRET + "\r\nX: y"}}):
-        with pytest.raises(Exception) as ei:
+        with pytest.raises(HandshakeError) as ei:
             env.hutchd.create_sandbox({"secrets": bad})
-        assert SECRET not in str(ei.value)
+        assert ei.value.status == 400, (bad, ei.value)
+        assert SECRET.encode() not in ei.value.body, ei.value.body
 
 
 def test_the_value_is_not_in_logs_or_state(env, sbx):

@@ -82,16 +82,28 @@ def test_mountinfo_leaks_no_host_paths(hutchd, sandbox):
         assert bad not in text, f"{bad} visible in the sandbox's mountinfo:\n{text}"
 
 
-def test_filling_the_disk_does_not_kill_the_sandbox(hutchd):
-    """The writable layer is sized within the memory limit: filling it is
-    ENOSPC for the writer, and the sandbox and its agent live on."""
-    sb = hutchd.create_sandbox({"memory_mb": 768})
+DISK_MB = 64
+
+
+def test_filling_the_disk_does_not_kill_the_sandbox(make_hutchd):
+    """The writable layer is a disk of its own (--disk): filling it is ENOSPC
+    for the writer, and the sandbox, its agent and hutchd live on."""
+    d = make_hutchd(extra_args=["--disk", str(DISK_MB), "--warm", "0"])
+    # no network: the module's hutchd in this netns holds the proxy's ports
+    sb = d.create_sandbox({"memory_mb": 768, "allow_net": []})
     try:
-        sb.run("bash", ["-c", "head -c 1500M /dev/zero > /home/app/fill"], timeout=120)
+        # control: the layer has the size asked for, and a small write fits
+        r = sb.sh("df -m --output=size /home/app | tail -1; head -c 8M /dev/zero > /home/app/small && echo wrote")
+        size, wrote = r["stdout"].decode().split()
+        assert DISK_MB // 2 < int(size) <= DISK_MB and wrote == "wrote", r
+        r = sb.sh(f"head -c {DISK_MB * 4}M /dev/zero > /home/app/fill; echo rc=$?; stat -c %s /home/app/fill")
+        o = (r["stdout"] + r["stderr"]).decode()
+        assert "rc=1" in o and "No space left on device" in o, o
+        assert int(r["stdout"].split()[-1]) < DISK_MB << 20, o
         assert sb.sh("echo alive")["stdout"] == b"alive\n"
     finally:
         sb.ws.close()
-    assert hutchd.http("GET", "/healthz", token=None).status == 200
+    assert d.http("GET", "/healthz", token=None).status == 200
 
 
 def test_memory_hog_is_oom_and_daemon_responsive(hutchd):

@@ -834,11 +834,13 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
     *setup_net = NULL;
     if (disabled && !(sb->allow_net && json_is_array(sb->allow_net) && json_array_size(sb->allow_net) > 0))
         return 0; /* networking off: loopback only, as allowNet [] */
+    json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
+    /* allowNet []: loopback only, no veth at all; it needs neither the
+     * proxy nor the firewall, so it starts even where they cannot */
+    if (allow && json_array_size(allow) == 0)
+        return 0;
     if (!g.on && net_init(e) < 0)
         return hx_wrap(e, "sandbox networking is not available");
-    json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
-    if (allow && json_array_size(allow) == 0)
-        return 0; /* allowNet []: loopback only, no veth at all */
     struct net_sb *n = calloc(1, sizeof *n);
     if (!n)
         return hx_fail(e, ENOMEM, "out of memory");
