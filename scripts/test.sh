@@ -387,8 +387,8 @@ stop_sdk_daemon_and_check() {
     SDK_PID=
   fi
   sleep 0.5
-  if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/sdk/hutchd.log"; then
-    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/sdk/hutchd.log" | head -60
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$TMP/sdk/hutchd.log"; then
+    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$TMP/sdk/hutchd.log" | head -60
     rc=1
   fi
   local left

@@ -609,6 +609,7 @@ static int confine(const char *root, uid_t uid, gid_t gid)
         "fstat", "newfstatat", "statx", "lseek", "dup", "dup3", "getrlimit", "prlimit64", "sched_yield",
         "uname", "getuid", "geteuid", "getgid", "getegid", "rseq", "set_robust_list",
         "splice", /* tcp.c: passthrough relay, socket → pipe → socket without a copy to user space */
+        "sigaltstack", /* glibc/ASan read the signal stack at thread and process exit */
     };
     int r = 0;
     for (size_t i = 0; i < HX_ARRAY_LEN(allowed) && r == 0; i++) {
