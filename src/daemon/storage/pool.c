@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -36,13 +37,21 @@ static void sleep_ms(int ms)
 
 /* Runs a mkfs-like tool with fd as its fd 3 (named /dev/fd/3 in argv), its
  * output discarded. Returns its exit status, or a negative errno. */
+/* The tool's last words, for the error message of a failed run. */
+static __thread char tool_said[160];
+
 static int run_tool(const char *const *paths, char *const argv[], int fd, struct hx_err *e)
 {
+    tool_said[0] = 0;
+    autoclose int errfd = memfd_create("hutch-tool-stderr", MFD_CLOEXEC);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    if (errfd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, errfd, 2);
+    else
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     if (fd >= 0)
         posix_spawn_file_actions_adddup2(&fa, fd, 3); /* dup2 clears close-on-exec */
     pid_t pid;
@@ -56,6 +65,19 @@ static int run_tool(const char *const *paths, char *const argv[], int fd, struct
     while (waitpid(pid, &st, 0) < 0)
         if (errno != EINTR)
             return hx_fail(e, errno, "wait for %s: %m", argv[0]);
+    if (errfd >= 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        char buf[4096];
+        off_t end = lseek(errfd, 0, SEEK_END);
+        off_t from = end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0;
+        ssize_t n = pread(errfd, buf, sizeof buf - 1, from);
+        if (n > 0) {
+            buf[n] = 0;
+            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+                buf[--n] = 0;
+            char *last = strrchr(buf, '\n');
+            snprintf(tool_said, sizeof tool_said, "%s", last ? last + 1 : buf);
+        }
+    }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
@@ -264,9 +286,10 @@ int storage_image_create(const char *id, uint64_t bytes, const char *populate_di
     argv[n] = NULL;
     r = run_tool(mkfs_ext4, argv, fd, e);
     if (r > 0)
-        r = populate_dir ? hx_fail(e, ENOSPC, "%s does not fit in a volume of %llu MiB (mkfs.ext4 -d failed)",
-                                   populate_dir, (unsigned long long)(bytes >> 20))
-                         : hx_fail(e, EIO, "mkfs.ext4 of volume %s failed (status %d)", id, r);
+        r = populate_dir && strstr(tool_said, "space")
+                ? hx_fail(e, ENOSPC, "%s does not fit in a volume of %llu MiB", populate_dir,
+                          (unsigned long long)(bytes >> 20))
+                : hx_fail(e, EIO, "mkfs.ext4 of volume %s failed (status %d): %s", id, r, tool_said);
     if (r == 0 && fsync(fd) < 0)
         r = hx_fail(e, errno, "fsync image %s: %m", id);
     if (r == 0)
