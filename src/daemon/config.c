@@ -1,6 +1,7 @@
 /* hutchd command-line flags and their embedded defaults. */
 #include "daemon/config.h"
 #include <arpa/inet.h>
+#include "daemon/storage/names.h"
 #include <getopt.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -21,6 +22,10 @@ static const char usage[] =
     "                        free space of --disk-dir [4096]\n"
     "  --disk-dir DIR        where writable layers' images live [STATE/sandboxes]\n"
     "  --disk-reserve MIB    space on --disk-dir never promised to sandboxes [5 %%, 64..4096]\n"
+    "  --storage-size SIZE   volume pool (STATE/storage/pool.img, allocated in full when the first volume\n"
+    "                        is made): the sum of volume capacities and snapshots must fit [8GiB]\n"
+    "  --volume-max SIZE     largest capacity of one volume [the pool size]\n"
+    "  --regions LIST        region names volumes may be created in, comma-separated [any]\n"
     "  --pids-max N          processes per sandbox [1024]\n"
     "  --max-sandboxes N     [256]\n"
     "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
@@ -90,6 +95,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->memory_default_mb = 1280;
     cfg->disk_mb = 4096;
     cfg->disk_reserve_mb = -1;
+    cfg->storage_size = 8ull << 30;
+    cfg->volume_min = 16ull << 20; /* below this an ext4 with a journal is mostly metadata */
     cfg->pids_max = 1024;
     cfg->cpu_millis = 2000;
     cfg->max_sandboxes = 256;
@@ -116,6 +123,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_MAXCONNSIP,
            O_REQTIMEOUT,
            O_DNSUP,
+           O_STORSIZE, O_VOLMAX, O_REGIONS,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -136,6 +144,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"max-conns-per-ip", required_argument, 0, O_MAXCONNSIP},
         {"request-timeout", required_argument, 0, O_REQTIMEOUT},
         {"dns-upstream", required_argument, 0, O_DNSUP},
+        {"storage-size", required_argument, 0, O_STORSIZE},
+        {"volume-max", required_argument, 0, O_VOLMAX},
+        {"regions", required_argument, 0, O_REGIONS},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -215,6 +226,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
             cfg->upstream_ca = optarg;
             break;
         case O_ROTCA: cfg->rotate_ca = true; break;
+        case O_STORSIZE: if ((r = vol_parse_capacity(optarg, &cfg->storage_size, e)) < 0) return hx_wrap(e, "--storage-size"); break;
+        case O_VOLMAX: if ((r = vol_parse_capacity(optarg, &cfg->volume_max, e)) < 0) return hx_wrap(e, "--volume-max"); break;
+        case O_REGIONS: cfg->regions = optarg; break;
         case O_ALLOWRANGE: /* net: the CIDR is checked in net_init */
             if (cfg->n_allow_range >= sizeof cfg->allow_range / sizeof cfg->allow_range[0])
                 return hx_fail(e, EINVAL, "--allow-range: at most 64 ranges");
@@ -236,6 +250,10 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         snprintf(cfg->disk_dir_buf, sizeof cfg->disk_dir_buf, "%s/sandboxes", cfg->state_dir);
         cfg->disk_dir = cfg->disk_dir_buf;
     }
+    if (cfg->storage_size < (512ull << 20)) /* XFS needs 300 MiB; a pool smaller than that holds little */
+        return hx_fail(e, EINVAL, "--storage-size must be at least 512MiB");
+    if (!cfg->volume_max || cfg->volume_max > cfg->storage_size)
+        cfg->volume_max = cfg->storage_size;
     if (cfg->warm > 64)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
     if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)

@@ -41,6 +41,10 @@ struct config {
     /* secrets: TLS interception */
     const char *upstream_ca;   /* extra CA file the proxy trusts for upstreams (tests, private CAs) */
     bool rotate_ca;            /* make a new interception CA at start */
+    /* storage: volumes and snapshots (docs/storage.md) */
+    uint64_t storage_size;     /* bytes of the pool image STATE/storage/pool.img, allocated when first needed */
+    uint64_t volume_min, volume_max; /* capacity range of one volume, bytes */
+    const char *regions;       /* comma-separated region names volumes may name; NULL = any */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

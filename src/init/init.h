@@ -20,6 +20,11 @@ struct setup_cfg {
     uint64_t pids_max, nofile;
     json_t *env; /* object of strings, or NULL */
     const char *dns4, *dns6; /* net: the host end of the veth (our DNS), NULL = no network */
+    /* storage: volumes (ext4 on loop devices) and a root other than the image */
+    struct setup_vol { const char *dev, *path; } vols[8];
+    unsigned n_vols;
+    const char *root_dev;    /* NULL: the image; else a snapshot (read-only lower layer) or a volume */
+    bool root_writable;      /* root_dev is a volume: it is the root itself, written in place */
 };
 
 /* setup.c */
@@ -27,6 +32,15 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e);
 /* Builds the root filesystem and namespaces, then enters the user namespace
  * as its root. Only returns success with everything done. */
 int setup_sandbox(const struct setup_cfg *c, struct hx_err *e);
+
+/* volumes.c (storage): "volumes" and "root" of HX_SETUP, validated. */
+int setup_volumes_parse(json_t *root, struct setup_cfg *c, struct hx_err *e);
+/* In workdir (the cwd), before the overlay: mounts root_dev on "base" for
+ * the lower layer (*image then names it) or, writable, as "root" itself
+ * (*done set: no overlay). */
+int volumes_root(const struct setup_cfg *c, const char **image, bool *done, struct hx_err *e);
+/* After the root is built: each volume at its path inside root/. */
+int volumes_mount(const struct setup_cfg *c, struct hx_err *e);
 
 /* seccomp.c: the filter is compiled once; applying it is async-signal-safe
  * (used between fork and exec). */

@@ -147,6 +147,9 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
         c->env = env;
     }
     /* net: "net": {"dns4": addr, "dns6": addr}; the addresses go into a file */
+    int vr = setup_volumes_parse(root, c, e); /* storage: */
+    if (vr < 0)
+        return vr;
     json_t *net = json_object_get(root, "net");
     if (net && !json_is_null(net)) {
         uint8_t tmp[16];
@@ -276,6 +279,29 @@ static int bind_ro(const char *p, struct hx_err *e)
     return mountx(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e);
 }
 
+/* The image (or a snapshot) idmapped read-only under the writable layer. */
+static int overlay_root(const char *image, struct hx_err *e)
+{
+    int r;
+    autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, image,
+                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (tree < 0)
+        return hx_fail(e, errno, "open_tree %s: %m", image);
+    struct mount_attr attr = {
+        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+        .userns_fd = INIT_USERNS_FD,
+    };
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return hx_fail(e, errno, "idmap image %s: %m", image);
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "lower", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return hx_fail(e, errno, "move_mount image to lower: %m");
+
+    if ((r = mountx("overlay", "root", "overlay", MS_NODEV,
+                    "lowerdir=lower,upperdir=upper,workdir=work", e)) < 0)
+        return r;
+    return 0;
+}
+
 /* Step 1: the writable layer and the idmapped image, overlaid on workdir/root. */
 static int build_root(const struct setup_cfg *c, struct hx_err *e)
 {
@@ -303,21 +329,13 @@ static int build_root(const struct setup_cfg *c, struct hx_err *e)
     if (chown("upper", c->uid_base, c->uid_base) < 0)
         return hx_fail(e, errno, "chown upper: %m");
 
-    autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, c->image,
-                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    if (tree < 0)
-        return hx_fail(e, errno, "open_tree %s: %m", c->image);
-    struct mount_attr attr = {
-        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
-        .userns_fd = INIT_USERNS_FD,
-    };
-    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
-        return hx_fail(e, errno, "idmap image %s: %m", c->image);
-    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "lower", MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        return hx_fail(e, errno, "move_mount image to lower: %m");
-
-    if ((r = mountx("overlay", "root", "overlay", MS_NODEV,
-                    "lowerdir=lower,upperdir=upper,workdir=work", e)) < 0)
+    /* storage: a snapshot is the lower layer instead of the image; a
+     * writable root volume is the root itself (no overlay) */
+    const char *image = c->image;
+    bool root_done = false;
+    if ((r = volumes_root(c, &image, &root_done, e)) < 0)
+        return r;
+    if (!root_done && (r = overlay_root(image, e)) < 0)
         return r;
     /* The image is expected to have /tmp; make sure it is world-writable
      * and sticky whatever the image says. */
@@ -477,7 +495,8 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
     int r;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hx_fail(e, errno, "make / private: %m");
-    if ((r = build_root(c, e)) < 0 || (r = write_resolv_conf(c, e)) < 0 || (r = add_ca_bundle(c, e)) < 0 ||
+    if ((r = build_root(c, e)) < 0 || (r = volumes_mount(c, e)) < 0 || /* storage: */
+        (r = write_resolv_conf(c, e)) < 0 || (r = add_ca_bundle(c, e)) < 0 ||
         (r = build_dev(c, e)) < 0 ||
         (r = enter_root(e)) < 0 ||
         (r = build_proc(e)) < 0)

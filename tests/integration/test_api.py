@@ -106,7 +106,7 @@ def test_healthz_needs_no_token(hutchd):
     (b64cfg({"memory_mb": 1280, "labels": ["x"]}), "INVALID_LABELS"),
     (b64cfg({"memory_mb": 1280, "labels": {"k": 5}}), "INVALID_LABELS"),
     (b64cfg({"memory_mb": 1280, "env": {"K": ["v"]}}), "INVALID_ENV"),
-    (b64cfg({"memory_mb": 1280, "volumes": [{"volume": "v", "path": "/data"}]}), "UNSUPPORTED"),
+    (b64cfg({"memory_mb": 1280, "volumes": [{"volume": "v", "path": "data/../x"}]}), "INVALID_VOLUMES"),
 ], ids=["base64", "json", "array", "mem-str", "mem-neg", "mem-0", "mem-low", "mem-frac", "mem-huge",
         "stop-str", "stop-8-days", "labels-array", "labels-int", "env-array", "volumes"])
 def test_bad_config_400(hutchd, header, code):

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/core/volumes.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -178,6 +179,7 @@ static void teardown_finish(struct sandbox *sb)
     struct hx_err e = {0};
     record_usage(sb);
     disk_layer_close(&sb->disk); /* the space comes back with the last mount */
+    sb_storage_free(hx_steal(&sb->storage)); /* storage: sizes recorded, images let go */
     sb->disk.promised_mb = 0;
     int r = cgroup_destroy(sb->id, &e);
     if (r == -EBUSY && sb->teardown_tries++ < 200) {
@@ -345,6 +347,7 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
     }
     uv_timer_stop(&sb->aux_timer);
     sandbox_disk_release(sb); /* mounted now: the mount holds the loop device */
+    sb_storage_mounted(sb->storage); /* storage: likewise for volumes */
     sb->state = SB_RUNNING;
     cgroup_oom_kills(sb->id, &sb->oom_seen);
     sandbox_set_stop_at(sb, sb->stop_at_ms);
@@ -358,6 +361,8 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
 static void launch_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
+    if (sb->storage && (sb->launch_rc = sb_storage_attach(sb->storage, &sb->launch_err)) < 0)
+        return; /* storage: volumes on loop devices */
     if (sb->disk.promised_mb) {
         struct hx_err de = {0};
         int r = disk_prepare(g_daemon.cfg->disk_dir, sb->id, sb->disk.promised_mb, &sb->disk, &de);
@@ -452,6 +457,7 @@ static void launch_done(uv_work_t *req, int status)
         json_object_set_new(setup, "net", setup_net); /* net: */
     if (sb->disk.on_loop)
         json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
+    sb_storage_setup(sb->storage, setup); /* storage: */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -566,6 +572,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
      * kernel time; done on a worker thread, it stalls no other sandbox's
      * streams. The worker touches only sb's launch fields. */
     sb->secrets = p->secrets; /* secrets: moved (the caller forgets them on success) */
+    sb->storage = p->storage; /* storage: moved likewise */
     sb->launching = true;
     sb->launch_req.data = sb;
     uv_queue_work(g_daemon.loop, &sb->launch_req, launch_work, launch_done);

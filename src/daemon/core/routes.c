@@ -9,6 +9,7 @@
 #include "daemon/net/secrets.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
+#include "daemon/core/volumes.h"
 #include "daemon/store/store.h"
 #include "lib/b64.h"
 #include "lib/strparse.h"
@@ -208,13 +209,14 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         }
         p.env = env;
     }
-    if (!absent(volumes) && !(json_is_array(volumes) && json_array_size(volumes) == 0)) {
-        http_respond_error(c, 400, "UNSUPPORTED", "volumes are not supported by this hutch version yet");
-        goto out;
-    }
-    if (!absent(json_object_get(conf, "root"))) {
-        http_respond_error(c, 400, "UNSUPPORTED", "root volumes are not supported by this hutch version yet");
-        goto out;
+    (void)volumes;
+    { /* storage: volumes and root (core/sb_volumes.c) */
+        int st = 400;
+        const char *code = "INVALID_VOLUMES";
+        if (sb_storage_parse(conf, who->org, &p.storage, &st, &code, &e) < 0) {
+            http_respond_error(c, st, code, "%s", e.msg);
+            goto out;
+        }
     }
     /* secrets: {NAME: {hosts, value}}; values move into memory we zero, the config is scrubbed at out */
     if (secrets_parse(json_object_get(conf, "secrets"), absent(env) ? NULL : env, &p.secrets, &e) < 0) {
@@ -238,7 +240,7 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
     }
     cr->c = c;
     snprintf(cr->token_id, sizeof cr->token_id, "%s", who->token_id);
-    struct sandbox *warm = pool_take(&p);
+    struct sandbox *warm = p.storage ? NULL : pool_take(&p); /* storage: pooled sandboxes booted the image */
     if (warm) {
         p.secrets = NULL; /* secrets: the sandbox has them */
         on_created(warm, NULL, hx_steal(&cr));
@@ -249,9 +251,11 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
             http_respond_error(c, e.code == EAGAIN ? 503 : 500, "SANDBOX_CREATE_FAILED", "%s", e.msg);
     } else {
         p.secrets = NULL;
+        p.storage = NULL; /* storage: the sandbox owns it */
         cr = NULL; /* on_created owns it now */
     }
 out:
+    sb_storage_free(p.storage);
     free(cr);
     secrets_free(p.secrets);
     if (!absent(json_object_get(conf, "secrets")) && hdr) /* secrets: the header's base64 carried values too */
@@ -451,6 +455,8 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
             return;
         }
     }
+    if (rest_volumes_route(c, req, who.org)) /* storage: /api/v2/volumes, /api/v2/snapshots */
+        return;
     if (strncmp(path, "/hutch/v1/tokens", 16) == 0)
         return handle_tokens(c, req, &who, path + 16);
     http_respond_error(c, 404, "NOT_FOUND", "no route %s %.200s", req->method, path);

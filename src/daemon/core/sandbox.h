@@ -17,6 +17,7 @@ struct sandbox;
 struct store;
 struct net_sb;
 struct secret_set;
+struct sb_storage;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -127,6 +128,7 @@ struct sandbox {
     int launch_rc, launch_fd;     /* written by the worker thread */
     struct hx_err launch_err;
     struct disk_layer disk;       /* its writable layer (daemon/sandbox/disk.h) */
+    struct sb_storage *storage;   /* storage: its volumes and root (core/volumes.h); owned, may be NULL */
 };
 
 struct daemon_ctx {
@@ -154,6 +156,7 @@ struct sandbox_params {
     json_t *allow_net;            /* net: borrowed, validated; NULL = unrestricted */
     struct secret_set *secrets;   /* secrets: moved into the sandbox when create or the pool takes it (then NULL) */
     bool pooled;                  /* pool: started ahead of demand, nobody's yet */
+    struct sb_storage *storage;   /* storage: moved into the sandbox by sandbox_create (then NULL) */
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);

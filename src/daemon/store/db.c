@@ -44,6 +44,23 @@ static const char *const migrations[] = {
     "  net_rx_bytes INTEGER NOT NULL"
     ") STRICT;"
     "CREATE INDEX usage_by_org ON usage (org, start_ms);",
+    /* 2: volumes and snapshots (store/volumes.c): one table, so that both
+     * share one slug namespace per organization, as the SDK documents */
+    "CREATE TABLE storage ("
+    "  id TEXT PRIMARY KEY,"                /* vol_... or snp_... */
+    "  org TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('volume', 'snapshot')),"
+    "  slug TEXT NOT NULL,"
+    "  region TEXT NOT NULL,"
+    "  capacity INTEGER NOT NULL,"          /* bytes: the size of its ext4 image */
+    "  allocated INTEGER NOT NULL DEFAULT 0," /* bytes only it holds in the pool (estimate) */
+    "  flattened INTEGER NOT NULL DEFAULT 0," /* bytes it holds, shared ones too (estimate) */
+    "  bootable INTEGER NOT NULL,"
+    "  base_id TEXT,"                       /* volume: the snapshot it came from; snapshot: its volume */
+    "  base_slug TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (org, slug)"
+    ") STRICT;",
 };
 
 int db_fail(struct store *s, int rc, const char *what, struct hx_err *e)

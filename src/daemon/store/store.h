@@ -91,3 +91,36 @@ int store_usage_add(struct store *s, const struct usage_rec *u, struct hx_err *e
  * {records, wallMs, cpuMs, memPeakMb (max), netTxBytes, netRxBytes}. */
 int store_usage_sum(struct store *s, const char *org, int64_t from_ms, int64_t to_ms, json_t **out,
                     struct hx_err *e);
+
+/* ---- volumes and snapshots (volumes.c) ----
+ * One row per volume or snapshot; slugs are unique per organization across
+ * both. Sizes in bytes. */
+struct vol_rec {
+    char id[32];
+    char org[64];
+    char kind[12];          /* "volume" | "snapshot" */
+    char slug[40];
+    char region[40];
+    uint64_t capacity, allocated, flattened;
+    bool bootable;
+    char base_id[32];       /* "" = none */
+    char base_slug[40];
+    int64_t created_ms;
+    int64_t seq;            /* list order and cursor */
+};
+/* -EEXIST (message names the slug) when the slug is taken in the org. */
+int store_vol_insert(struct store *s, const struct vol_rec *r, struct hx_err *e);
+/* By id or slug within org; kind "volume", "snapshot" or NULL (either). -ENOENT. */
+int store_vol_get(struct store *s, const char *org, const char *kind, const char *id_or_slug, struct vol_rec *out,
+                  struct hx_err *e);
+/* Up to limit rows of kind in org after the cursor seq (0 = from the start),
+ * whose slug contains search or whose id equals it (NULL = all). *n rows in
+ * out (caller's array of limit); *more set when rows follow. */
+int store_vol_list(struct store *s, const char *org, const char *kind, const char *search, int64_t after_seq,
+                   unsigned limit, struct vol_rec *out, unsigned *n, bool *more, struct hx_err *e);
+int store_vol_delete(struct store *s, const char *id, struct hx_err *e);
+int store_vol_set_sizes(struct store *s, const char *id, uint64_t allocated, uint64_t flattened, struct hx_err *e);
+/* What the pool promised (every org): volume capacities plus snapshot sizes. */
+int store_vol_committed(struct store *s, uint64_t *bytes, struct hx_err *e);
+/* Volumes whose base is the snapshot id. */
+int store_vol_dependents(struct store *s, const char *snapshot_id, int *n, struct hx_err *e);
