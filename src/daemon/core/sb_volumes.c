@@ -126,6 +126,9 @@ int sb_storage_parse(json_t *conf, const char *org, struct sb_storage **out, int
     struct sb_storage *st = calloc(1, sizeof *st);
     if (!st)
         return hx_fail(e, ENOMEM, "out of memory");
+    /* Not 0s: a zeroed attach names fd 0, and closing it let the next open
+     * anywhere in hutchd become fd 0 (mkfs.ext4 then read /dev/null). */
+    st->root = (struct sb_vol){.a = STORAGE_ATTACH_INIT};
     int r = 0;
     /* gather (path, name) pairs from either shape */
     const char *paths[SB_VOL_MAX], *names[SB_VOL_MAX];
@@ -265,7 +268,7 @@ void sb_storage_mounted(struct sb_storage *st)
     for (unsigned i = 0; i < st->n; i++)
         if (st->v[i].a.dev_fd >= 0)
             close(st->v[i].a.dev_fd), st->v[i].a.dev_fd = -1;
-    if (st->root.a.dev_fd >= 0)
+    if (st->has_root && st->root.a.dev_fd >= 0)
         close(st->root.a.dev_fd), st->root.a.dev_fd = -1;
 }
 
