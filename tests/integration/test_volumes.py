@@ -240,3 +240,20 @@ def test_snapshot_root_boots_many_sandboxes_each_with_its_own_writes(vd):
     assert run_ok(s, "ls /etc | grep -c hutch-marker; test ! -e /home/app/mine && echo clean").split() == ["1", "clean"]
     s.ws.close()
     assert wait_until(lambda: d.http("DELETE", "/api/v2/snapshots/boot-snap").status == 200, 20)
+
+
+def test_mounting_volumes_leaves_hutchds_own_fds_alone(vd):
+    """Regression: a sandbox with volumes and no root closed hutchd's fd 0
+    once they were mounted; the next file hutchd opened became fd 0, and a
+    child's /dev/null stdin silently replaced it (mkfs.ext4 then saw a
+    zero-sized "device")."""
+    d = vd
+    std = [os.readlink(f"/proc/{d.pid}/fd/{n}") for n in (0, 1, 2)]
+    assert std[0] == "/dev/null", std  # control: what the harness gave it
+    ok(vcreate(d, "fdcheck", capacity="32MiB"))
+    sb = d.create_sandbox({"volumes": [{"volume": "fdcheck", "path": "/data"}]})
+    try:
+        run_ok(sb, "echo x > /data/x && cat /data/x")
+    finally:
+        sb.ws.close()
+    assert [os.readlink(f"/proc/{d.pid}/fd/{n}") for n in (0, 1, 2)] == std
