@@ -120,3 +120,45 @@ put("http", "list_keepalive", b"GET /api/v3/sandboxes?labels%5Bapp%5D=web&limit=
     b"Connection: close\r\n\r\n")
 put("http", "chunked", b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n")
 print("seeds written under", os.path.join(HERE, "corpus"))
+
+# ---- hutchd's JSON-RPC + agent side: 'A' parts are agent bytes, others client messages
+def rpcmsg(i, method, params):
+    return json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}).encode()
+def agent(*frames):
+    return b"A" + b"".join(frames)
+def reply(req, obj):
+    return frame(17, req, json.dumps(obj).encode())
+spawn = rpcmsg(1, "spawn", {"command": "bash", "args": ["-c", "echo hi"], "env": {"A": "1"}, "cwd": "/home/app",
+                            "stdout": "piped", "stderr": "piped", "clearEnv": False, "stdinStreamId": 5})
+put("rpc", "spawn_output_exit", b"".join([
+    json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.start", "params": {"streamId": 5}}).encode(), SEP,
+    json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.enqueue", "params": {"streamId": 5, "data": "aGk="}}).encode(), SEP,
+    spawn, SEP, agent(reply(1, {"ok": {"pid": 42}})), SEP,
+    rpcmsg(2, "processWait", {"pid": 42}), SEP,
+    json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.end", "params": {"streamId": 5}}).encode(), SEP,
+    agent(frame(18, 42 << 1, b"hi\n"), frame(18, 42 << 1 | 1, b"err"), frame(20, 42, struct.pack("<I", 2)),
+          frame(18, 42 << 1, b""), frame(18, 42 << 1 | 1, b"")), SEP,
+    agent(frame(19, 42, b'{"code":0,"signal":null}')), SEP,
+    rpcmsg(3, "processKill", {"pid": 42, "signal": "SIGTERM"})]))
+put("rpc", "env", b"".join([rpcmsg(1, "envSet", {"key": "A", "value": "b"}), SEP, agent(reply(1, {"ok": None})), SEP,
+    rpcmsg("x", "envGet", {"key": "A"}), SEP, agent(reply(2, {"error": {"code": "EINVAL", "message": "no"}})), SEP,
+    rpcmsg(3, "envToObject", {}), SEP, agent(reply(3, {"ok": {"A": "b"}})), SEP,
+    agent(frame(16, 0, b'{"ok":true}'), frame(21, 0, b"agent log line"))]))
+put("rpc", "fs_read", b"".join([rpcmsg(1, "readFile", {"path": "/home/app/a.txt", "abortId": 1}), SEP,
+    agent(reply(1, {"ok": {"size": 5}}), frame(22, 0x80000000, b"hello"), frame(22, 0x80000000, b"")), SEP,
+    rpcmsg(2, "stat", {"path": "/etc"}), SEP, agent(reply(2, {"ok": {"isFile": False, "size": 4096}})), SEP,
+    rpcmsg(3, "abort", {"abortId": 1})]))
+put("rpc", "fs_write", b"".join([
+    json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.start", "params": {"streamId": 9}}).encode(), SEP,
+    rpcmsg(1, "writeFile", {"path": "/home/app/b", "contentStreamId": 9, "options": {"mode": 420}}), SEP,
+    json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.enqueue", "params": {"streamId": 9, "data": "eHl6"}}).encode(), SEP,
+    json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.end", "params": {"streamId": 9}}).encode(), SEP,
+    agent(frame(20, 0x80000000, struct.pack("<I", 3)), reply(1, {"ok": None}))]))
+put("rpc", "fs_walk", b"".join([rpcmsg(1, "walk", {"root": "/home", "options": {"maxDepth": 2, "exts": ["txt"]}}), SEP,
+    agent(reply(1, {"ok": {}}), frame(22, 0x80000000, b'{"path":"/home/a.txt","name":"a.txt","isFile":true}\n'),
+          frame(22, 0x80000000, b"")), SEP,
+    rpcmsg(2, "open", {"path": "/home/app/c", "options": {"read": True}}), SEP, agent(reply(2, {"ok": {"fileHandleId": 1}})), SEP,
+    rpcmsg(3, "fileRead", {"fileHandleId": 1, "length": 10}), SEP, agent(reply(3, {"ok": {"data": "aGVsbG8="}})), SEP,
+    rpcmsg(4, "fileClose", {"fileHandleId": 1})]))
+put("rpc", "bad", b"".join([b"{", SEP, b'{"jsonrpc":"1.0"}', SEP, b'{"jsonrpc":"2.0","id":1,"method":"nope"}', SEP,
+    b'{"jsonrpc":"2.0","id":[1],"method":"spawn"}', SEP, agent(frame(99, 0, b"x"))]))
