@@ -162,3 +162,15 @@ put("rpc", "fs_walk", b"".join([rpcmsg(1, "walk", {"root": "/home", "options": {
     rpcmsg(4, "fileClose", {"fileHandleId": 1})]))
 put("rpc", "bad", b"".join([b"{", SEP, b'{"jsonrpc":"1.0"}', SEP, b'{"jsonrpc":"2.0","id":1,"method":"nope"}', SEP,
     b'{"jsonrpc":"2.0","id":[1],"method":"spawn"}', SEP, agent(frame(99, 0, b"x"))]))
+
+# ---- hutch-init's agent loop: frames from hutchd (reads cut at SEP)
+def call(req, method, params):
+    return frame(2, req, json.dumps({"method": method, "params": params}).encode())
+put("init", "spawn", call(1, "spawn", {"command": "/bin/sh", "args": ["-c", "echo hi"], "env": {"X": "1"},
+    "cwd": "/home/app", "uid": 1000, "stdin": True, "stdout": True, "stderr": False, "clearEnv": False}))
+put("init", "env", call(1, "envSet", {"key": "FOO", "value": "bar"}) + call(2, "envGet", {"key": "FOO"}) + SEP +
+    call(3, "envToObject", {}) + call(4, "envDelete", {"key": "FOO"}))
+put("init", "stdin_credit_kill", frame(3, 42, b"data") + frame(3, 42, b"") + frame(4, 42 << 1, struct.pack("<I", 100)) +
+    SEP + call(5, "kill", {"pid": 42, "signal": 15}) + frame(7, 0, b""))
+big = call(9, "spawn", {"command": "x", "args": ["a" * 300] * 4})
+put("init", "split", big[:7] + SEP + big[7:100] + SEP + big[100:])
