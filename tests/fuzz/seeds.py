@@ -174,3 +174,30 @@ put("init", "stdin_credit_kill", frame(3, 42, b"data") + frame(3, 42, b"") + fra
     SEP + call(5, "kill", {"pid": 42, "signal": 15}) + frame(7, 0, b""))
 big = call(9, "spawn", {"command": "x", "args": ["a" * 300] * 4})
 put("init", "split", big[:7] + SEP + big[7:100] + SEP + big[100:])
+
+# ---- the fs worker: frames from init (reads cut at SEP); 'G' parts: glob matching
+FS = 0x80000000
+put("fsops", "stat_mkdir", call(1, "stat", {"path": "/home/app/a.txt"}) + call(2, "lstat", {"path": "/home/app/link"}) +
+    call(3, "mkdir", {"path": "/home/app/x/y", "options": {"recursive": True, "mode": 0o700}}) +
+    call(4, "remove", {"path": "/home/app/x", "options": {"recursive": True}}))
+put("fsops", "read_stream", call(1, "readFile", {"path": "/home/app/a.txt", "chan": FS}) + SEP +
+    frame(4, FS, struct.pack("<I", 6)) + call(2, "readDir", {"path": "/home/app", "chan": FS + 1}))
+put("fsops", "walk_glob", call(1, "walk", {"path": "/home/app", "chan": FS, "options": {"maxDepth": 3, "includeDirs": True,
+    "exts": [".txt"], "match": ["^/home"], "skip": ["node_modules"], "followSymlinks": False}}) + SEP +
+    call(2, "expandGlob", {"path": "**/*.{js,txt}", "chan": FS + 1, "options": {"root": "/home/app", "globstar": True,
+    "extended": True, "exclude": ["dir/*"]}}))
+put("fsops", "write_upload", call(1, "writeFile", {"path": "/home/app/new", "chan": FS, "options": {"mode": 0o644,
+    "create": True, "append": False}}) + frame(3, FS, b"hello ") + SEP + frame(3, FS, b"world") + frame(3, FS, b""))
+put("fsops", "handles", call(1, "open", {"path": "/home/app/a.txt", "options": {"read": True, "write": True}}) +
+    call(2, "fileRead", {"fileHandleId": 1, "length": 3}) + call(3, "fileWrite", {"fileHandleId": 1, "data": "eHl6"}) +
+    call(4, "fileSeek", {"fileHandleId": 1, "offset": 0, "whence": 0}) + call(5, "fileStat", {"fileHandleId": 1}) +
+    call(6, "fileTruncate", {"fileHandleId": 1, "length": 2}) + call(7, "fileUtime", {"fileHandleId": 1,
+    "atime": "2024-01-02T03:04:05.678Z", "mtime": 5}) + call(8, "fileClose", {"fileHandleId": 1}))
+put("fsops", "simple", call(1, "rename", {"oldpath": "/home/app/a.txt", "newpath": "/home/app/c.txt"}) +
+    call(2, "copyFile", {"src": "/home/app/c.txt", "dest": "/home/app/d"}) + call(3, "symlink", {"target": "d",
+    "path": "/home/app/s"}) + call(4, "readLink", {"path": "/home/app/s"}) + call(5, "realPath", {"path": "s"}) +
+    call(6, "chmod", {"path": "/home/app/d", "mode": 0o600}) + call(7, "truncate", {"path": "/home/app/d", "len": 1}) +
+    call(8, "makeTempDir", {"options": {"prefix": "p", "suffix": "s", "dir": "/home/app"}}) + call(9, "utime",
+    {"path": "/home/app/d", "atime": 1, "mtime": "2020-01-01T00:00:00Z"}) + call(10, "fsCancel", {"chan": FS}))
+put("fsops", "glob", b"G\x03**/*.{js,ts}\0src/a/b.ts")
+put("fsops", "glob2", b"G\x07[!a-c]?x/**/@(foo|bar)*\0D/xx/y/foo1")
