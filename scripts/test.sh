@@ -212,6 +212,14 @@ count_node() {
   if [[ -z $p ]]; then [[ $2 == 0 ]] && echo "1 0" || echo "0 1"; return; fi
   echo "$p ${f:-0}"
 }
+# scripts/fuzz.sh: one line per target, ending "ok" or naming what failed.
+count_fuzz() {
+  local p f
+  p=$(grep -cE '^[a-z0-9_]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+  ok$' "$1")
+  f=$(grep -cE '^[a-z0-9_]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+  (CRASH|REGRESSION)' "$1")
+  if ((p + f == 0)); then [[ $2 == 0 ]] && echo "1 0" || echo "0 1"; return; fi
+  echo "$p $f"
+}
 count_rc() { [[ $2 == 0 ]] && echo "0 0" || echo "0 1"; }
 
 # ---------------------------------------------------------------- preflight
@@ -242,7 +250,7 @@ fi
 # Every libFuzzer target briefly (about 3 minutes in all), after replaying
 # the crashes found before (tests/fuzz/regressions); `make fuzz` runs longer.
 if want fuzz; then
-  step "fuzz (libFuzzer, short)" "$TMP/fuzz.log" count_rc -- \
+  step "fuzz (libFuzzer, short)" "$TMP/fuzz.log" count_fuzz -- \
     timeout --kill-after=30 900 env FUZZ_OUT="$TMP/fuzz" bash scripts/fuzz.sh "${HUTCH_FUZZ_SECONDS:-12}"
 fi
 
