@@ -65,6 +65,13 @@ static void on_request(struct http_conn *c, const struct http_request *r, void *
     free(d);
 }
 
+static char g_dir[64];
+static void remove_socket(void)
+{
+    unlink(g_path);
+    rmdir(g_dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -73,6 +80,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!mkdtemp(dir))
         abort();
     snprintf(g_path, sizeof g_path, "%s/s", dir);
+    snprintf(g_dir, sizeof g_dir, "%s", dir);
+    atexit(remove_socket);
     struct hx_err e = {0};
     if (http_server_listen_unix(g_loop, g_path, on_request, NULL, &g_srv, &e) < 0) {
         fprintf(stderr, "fuzz_http: %s\n", e.msg);
