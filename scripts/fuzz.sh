@@ -62,6 +62,10 @@ for t in "${targets[@]}"; do
     fi
   fi
   [[ $res == ok ]] || fail=1
+  # fuzz_fsops's chroot was a tmpfs in its own mount namespace: only the empty mount point is left
+  for d in $(grep -ohE 'confined to a tmpfs chroot at /tmp/hutch-fuzz-fs\.[A-Za-z0-9]+' "$log" "$OUT/$t/replay.log" 2>/dev/null | awk '{print $NF}'); do
+    rmdir "$d" 2>/dev/null
+  done
   execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" 2>/dev/null | awk '{print $2}')
   rate=$(grep -oE 'exec/s: [0-9]+' "$log" 2>/dev/null | tail -1 | awk '{print $2}')
   cov=$(grep -oE 'cov: [0-9]+' "$log" 2>/dev/null | tail -1 | awk '{print $2}')
