@@ -3,7 +3,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 PREFIX ?= /usr/local
 
-.PHONY: all deps run test test-unit test-asan test-integration test-sdk bench install image clean
+.PHONY: all deps run test test-unit test-asan test-integration test-sdk bench install image clean fuzz
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -34,6 +34,11 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	meson test -C $(ASAN_BUILD) --print-errorlogs
 
+# libFuzzer targets (docs/fuzzing.md), FUZZ_SECONDS each; `make test` runs them briefly.
+FUZZ_SECONDS ?= 300
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
 bench: deps all image
 	@bash bench/run.sh
 
@@ -44,4 +49,4 @@ install: deps all
 	install -m 0644 scripts/hutchd.service $(DESTDIR)/etc/systemd/system/hutchd.service
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

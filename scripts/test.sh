@@ -3,7 +3,8 @@
 # ASan+UBSan unit, then integration, security and SDK tests against real
 # hutchd daemons inside a throwaway network namespace that is always removed.
 #
-# Environment: HUTCH_TEST_ONLY=unit,asan,npm,py,sdk picks steps;
+# Environment: HUTCH_TEST_ONLY=unit,asan,fuzz,npm,py,sdk picks steps;
+# HUTCH_FUZZ_SECONDS is each fuzz target's time (docs/fuzzing.md);
 # HUTCH_PYTEST_ARGS / HUTCH_NODE_TEST_ARGS add runner arguments,
 # HUTCH_PYTEST_TARGETS replaces the test paths, HUTCH_BIN_DIR points at other
 # binaries, KEEP_TMP=1 keeps the logs.
@@ -14,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
-ONLY=${HUTCH_TEST_ONLY:-unit,asan,npm,py,sdk}
+ONLY=${HUTCH_TEST_ONLY:-unit,asan,fuzz,npm,py,sdk}
 RUN=$$
 NS=hutch-test-$RUN
 # The SDK suite's upstream "internet": one HTTP host in a netns of its own,
@@ -211,6 +212,14 @@ count_node() {
   if [[ -z $p ]]; then [[ $2 == 0 ]] && echo "1 0" || echo "0 1"; return; fi
   echo "$p ${f:-0}"
 }
+# scripts/fuzz.sh: one line per target, ending "ok" or naming what failed.
+count_fuzz() {
+  local p f
+  p=$(grep -cE '^[a-z0-9_]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+  ok$' "$1")
+  f=$(grep -cE '^[a-z0-9_]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+  (CRASH|REGRESSION)' "$1")
+  if ((p + f == 0)); then [[ $2 == 0 ]] && echo "1 0" || echo "0 1"; return; fi
+  echo "$p $f"
+}
 count_rc() { [[ $2 == 0 ]] && echo "0 0" || echo "0 1"; }
 
 # ---------------------------------------------------------------- preflight
@@ -235,6 +244,14 @@ fi
 if want asan; then
   step "unit under ASan+UBSan" "$TMP/asan.log" count_meson -- \
     timeout --kill-after=30 1200 make --no-print-directory test-asan
+fi
+
+# ---------------------------------------------------------------- 2b. fuzz
+# Every libFuzzer target briefly (about 3 minutes in all), after replaying
+# the crashes found before (tests/fuzz/regressions); `make fuzz` runs longer.
+if want fuzz; then
+  step "fuzz (libFuzzer, short)" "$TMP/fuzz.log" count_fuzz -- \
+    timeout --kill-after=30 900 env FUZZ_OUT="$TMP/fuzz" bash scripts/fuzz.sh "${HUTCH_FUZZ_SECONDS:-12}"
 fi
 
 # ---------------------------------------------------------------- 3. SDK deps

@@ -156,7 +156,7 @@ static void test_value_split_by_a_chunk_framing_is_masked(void **state)
     for (size_t t = 1; t < strlen(VAL); t++) {
         char body[256];
         int n = snprintf(body, sizeof body, "%zx\r\nauth=%.*s\r\n%zx;x=1\r\n%s tail\r\n0\r\n\r\n", 5 + t, (int)t, VAL,
-                         strlen(VAL) - t + 5, VAL + t);
+                         strlen(VAL) - t + 5, &VAL[t]);
         for (int cut = 1; cut < n; cut += 7) {
             struct mask_state st = {0};
             char got[512];
@@ -172,7 +172,7 @@ static void test_value_split_by_a_chunk_framing_is_masked(void **state)
             /* exactly the body with the placeholder's halves in the value's places */
             char want[256];
             snprintf(want, sizeof want, "%zx\r\nauth=%.*s\r\n%zx;x=1\r\n%s tail\r\n0\r\n\r\n", 5 + t, (int)t, PH,
-                     strlen(PH) - t + 5, PH + t);
+                     strlen(PH) - t + 5, &PH[t]);
             assert_string_equal(got, want);
         }
     }
