@@ -41,6 +41,7 @@ struct config {
     /* secrets: TLS interception */
     const char *upstream_ca;   /* extra CA file the proxy trusts for upstreams (tests, private CAs) */
     bool rotate_ca;            /* make a new interception CA at start */
+    const char *lxcfs_path;    /* views: lxcfs binary, "" = the kernel's /proc views */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

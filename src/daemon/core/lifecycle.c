@@ -346,6 +346,7 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
     uv_timer_stop(&sb->aux_timer);
     sandbox_disk_release(sb); /* mounted now: the mount holds the loop device */
     sb->state = SB_RUNNING;
+    sandbox_views_sync(sb); /* views: lxcfs died or came back during its setup */
     cgroup_oom_kills(sb->id, &sb->oom_seen);
     sandbox_set_stop_at(sb, sb->stop_at_ms);
     sandbox_ready_cb cb = sb->ready_cb;
@@ -452,6 +453,7 @@ static void launch_done(uv_work_t *req, int status)
         json_object_set_new(setup, "net", setup_net); /* net: */
     if (sb->disk.on_loop)
         json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
+    json_object_set_new(setup, "views", sandbox_views_setup(sb)); /* views: lxcfs, CPU affinity */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
