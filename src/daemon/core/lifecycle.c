@@ -17,6 +17,7 @@
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
+#include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
 #include "lib/strparse.h"
 
@@ -67,6 +68,7 @@ void sandbox_on_handle_closed(uv_handle_t *h)
     json_decref(sb->labels);
     json_decref(sb->init_env);
     json_decref(sb->allow_net); /* net: */
+    json_decref(sb->views_cpus); /* views: */
     secrets_free(sb->secrets);  /* secrets: values zeroed */
     free(sb->rbuf);
     free(sb);
@@ -553,13 +555,18 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
 
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
-    struct cgroup_limits lim = {
-        .memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis, .pids_max = cfg->pids_max};
+    sb->views_cpus = views_pick_cpus(cfg->cpu_millis); /* views: as many CPUs as its quota */
+    char *cpus = views_cpus_list(sb->views_cpus);
+    struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis,
+                                .pids_max = cfg->pids_max, .cpus = cpus};
     if (mkdir(wd, 0700) < 0) {
+        free(cpus);
         r = hx_fail(e, errno, "mkdir %s: %m", wd);
         goto fail_early;
     }
-    if ((r = cgroup_create(sb->id, &lim, e)) < 0)
+    r = cgroup_create(sb->id, &lim, e);
+    free(cpus);
+    if (r < 0)
         goto fail_early;
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;

@@ -129,6 +129,7 @@ struct sandbox {
     struct disk_layer disk;       /* its writable layer (daemon/sandbox/disk.h) */
     uint64_t views_gen;           /* views: the lxcfs generation its /proc binds show (views_sync.c) */
     bool views_busy;              /* views: a worker is re-binding them */
+    json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
 };
 
 struct daemon_ctx {

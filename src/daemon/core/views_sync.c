@@ -26,9 +26,8 @@ json_t *sandbox_views_setup(struct sandbox *sb)
     const char *dir = views_dir();
     if (dir)
         json_object_set_new(v, "lxcfs", json_string(dir));
-    json_t *cpus = views_pick_cpus(g_daemon.cfg->cpu_millis);
-    if (cpus)
-        json_object_set_new(v, "cpus", cpus);
+    if (sb->views_cpus)
+        json_object_set(v, "cpus", sb->views_cpus);
     return v;
 }
 

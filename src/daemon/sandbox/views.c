@@ -336,13 +336,14 @@ int views_apply(int pidfd, const char *dir, struct hx_err *e)
             if (setns(pidfd, CLONE_NEWNS) < 0)
                 _exit(errno & 0xff);
             for (int i = 0; i < HX_VIEW_N; i++) {
-                if (access(dst[i], F_OK) < 0)
-                    continue;
-                /* only mounts on exactly this file: /proc itself is not touched */
+                /* Only mounts on exactly this file: /proc itself is not
+                 * touched. No stat before: on a dead lxcfs it fails (ENOTCONN). */
                 for (int k = 0; k < 8 && umount2(dst[i], MNT_DETACH | UMOUNT_NOFOLLOW) == 0; k++) {
                 }
+                if (tree[i] < 0 || access(dst[i], F_OK) < 0)
+                    continue; /* this kernel has no such file */
                 /* move_mount never follows a symlink at the target */
-                if (tree[i] >= 0 && syscall(SYS_move_mount, tree[i], "", AT_FDCWD, dst[i], MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                if (syscall(SYS_move_mount, tree[i], "", AT_FDCWD, dst[i], MOVE_MOUNT_F_EMPTY_PATH) < 0)
                     _exit(errno & 0xff);
             }
             _exit(0);
@@ -381,5 +382,19 @@ json_t *views_pick_cpus(uint32_t cpu_millis)
     for (uint32_t i = 0; i < want; i++)
         json_array_append_new(out, json_integer(cpus[(next + i) % (unsigned)n]));
     next = (next + want) % (unsigned)n;
+    return out;
+}
+
+char *views_cpus_list(json_t *cpus)
+{
+    size_t n = json_array_size(cpus), i;
+    if (n == 0)
+        return NULL;
+    char *out = malloc(n * 6 + 1), *w = out;
+    if (!out)
+        return NULL;
+    json_t *c;
+    json_array_foreach(cpus, i, c)
+        w += sprintf(w, "%s%d", i ? "," : "", (int)json_integer_value(c));
     return out;
 }

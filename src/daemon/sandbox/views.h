@@ -37,3 +37,5 @@ int views_apply(int pidfd, const char *dir, struct hx_err *e);
  * hutchd's own affinity, rotating so that sandboxes spread over the
  * machine; NULL when the quota covers every CPU. */
 json_t *views_pick_cpus(uint32_t cpu_millis);
+/* "0,3": the same list for cgroup v1's cpuset.cpus (malloc'd; NULL for none). */
+char *views_cpus_list(json_t *cpus);
