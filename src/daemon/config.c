@@ -47,7 +47,11 @@ static const char usage[] =
     "                        link-local, cloud metadata, other special-purpose blocks (repeatable;\n"
     "                        docs/network.md). Loopback, the pools and hutchd's own addresses stay closed\n"
     "  --upstream-ca FILE    extra CA (PEM) trusted for upstream TLS when secrets are substituted\n"
-    "  --rotate-ca           make a new interception CA (STATE/ca) at start\n";
+    "  --rotate-ca           make a new interception CA (STATE/ca) at start\n"
+    "  --cpu-millis N        CPU quota per sandbox in thousandths of a CPU; its affinity and its\n"
+    "                        /proc/cpuinfo show as many CPUs, rounded up [2000]\n"
+    "  --lxcfs PATH          lxcfs binary for sandboxes' own /proc/meminfo, cpuinfo, stat, uptime,\n"
+    "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -105,6 +109,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->max_conns = 4096;
     cfg->max_conns_per_ip = 1024;
     cfg->request_timeout_ms = 10000;
+    cfg->lxcfs_path = "/usr/bin/lxcfs";
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -124,6 +129,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_REQTIMEOUT,
            O_DNSUP,
            O_STORSIZE, O_VOLMAX, O_REGIONS,
+           O_CPUMILLIS,
+           O_LXCFS,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -147,6 +154,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"storage-size", required_argument, 0, O_STORSIZE},
         {"volume-max", required_argument, 0, O_VOLMAX},
         {"regions", required_argument, 0, O_REGIONS},
+        {"cpu-millis", required_argument, 0, O_CPUMILLIS},
+        {"lxcfs", required_argument, 0, O_LXCFS},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -237,6 +246,13 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_MAXCONNS: if ((r = parse_u32(optarg, &cfg->max_conns, "--max-conns", e)) < 0) return r; break;
         case O_MAXCONNSIP: if ((r = parse_u32(optarg, &cfg->max_conns_per_ip, "--max-conns-per-ip", e)) < 0) return r; break;
         case O_REQTIMEOUT: if ((r = parse_u32(optarg, &cfg->request_timeout_ms, "--request-timeout", e)) < 0) return r; break;
+        case O_CPUMILLIS:
+            if ((r = parse_u32(optarg, &cfg->cpu_millis, "--cpu-millis", e)) < 0)
+                return r;
+            if (cfg->cpu_millis < 10 || cfg->cpu_millis > 1024000)
+                return hx_fail(e, EINVAL, "--cpu-millis must be 10..1024000");
+            break;
+        case O_LXCFS: cfg->lxcfs_path = optarg; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

@@ -45,6 +45,7 @@ struct config {
     uint64_t storage_size;     /* bytes of the pool image STATE/storage/pool.img, allocated when first needed */
     uint64_t volume_min, volume_max; /* capacity range of one volume, bytes */
     const char *regions;       /* comma-separated region names volumes may name; NULL = any */
+    const char *lxcfs_path;    /* views: lxcfs binary, "" = the kernel's /proc views */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

@@ -16,6 +16,7 @@
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
+#include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
 
 static struct http_server *tcp_server, *unix_server;
@@ -153,6 +154,9 @@ int main(int argc, char **argv)
         return 1;
     }
     sandbox_cleanup_stale();
+    char views_mnt[4200];
+    snprintf(views_mnt, sizeof views_mnt, "%s/lxcfs", cfg.state_dir);
+    views_start(g_daemon.loop, cfg.lxcfs_path, views_mnt, sandbox_views_changed, NULL);
     /* Replaces a stale nftables table of ours and starts hutch-proxy
      * (retried at the first sandbox if it fails here). */
     if (net_init(&e) < 0)
@@ -195,6 +199,7 @@ int main(int argc, char **argv)
     uv_run(g_daemon.loop, UV_RUN_DEFAULT);
     unlink(cfg.socket_path);
     net_fini(); /* our table goes when hutchd goes */
+    views_stop(); /* lxcfs and its mount go too */
     if (!g_daemon.sandboxes)
         cgroup_fini();
     store_close(g_daemon.store);

@@ -33,6 +33,7 @@
  *    CAP_SYS_PTRACE over it (no ptrace, /proc/1/mem, /proc/1/fd/3). Never
  *    re-exec after setns. */
 #include "init/init.h"
+#include "init/views.h"
 #include <fcntl.h>
 #include <grp.h>
 #include <arpa/inet.h>
@@ -122,6 +123,9 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     c->uid_count = (uint32_t)count;
     if (!u64_member(root, "disk_mb", 1, DISK_MB_MAX, &c->disk_mb))
         return hx_fail(e, EINVAL, "setup: bad disk_mb");
+    int vr = views_parse(root, e); /* views: lxcfs and the CPU affinity (views.c) */
+    if (vr < 0)
+        return vr;
     c->disk_dev = str_member(root, "disk_dev");
     if (c->disk_dev && (strncmp(c->disk_dev, "/dev/loop", 9) != 0 || !c->disk_dev[9] ||
                         strspn(c->disk_dev + 9, "0123456789") != strlen(c->disk_dev + 9) || strlen(c->disk_dev) > 20))
@@ -147,7 +151,7 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
         c->env = env;
     }
     /* net: "net": {"dns4": addr, "dns6": addr}; the addresses go into a file */
-    int vr = setup_volumes_parse(root, c, e); /* storage: */
+    vr = setup_volumes_parse(root, c, e); /* storage: */
     if (vr < 0)
         return vr;
     json_t *net = json_object_get(root, "net");
@@ -498,8 +502,10 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
     if ((r = build_root(c, e)) < 0 || (r = volumes_mount(c, e)) < 0 || /* storage: */
         (r = write_resolv_conf(c, e)) < 0 || (r = add_ca_bundle(c, e)) < 0 ||
         (r = build_dev(c, e)) < 0 ||
+        (r = views_prepare(e)) < 0 || /* views: before the host's paths go */
         (r = enter_root(e)) < 0 ||
-        (r = build_proc(e)) < 0)
+        (r = build_proc(e)) < 0 ||
+        (r = views_attach(e)) < 0)
         return r;
     if ((r = seccomp_build(e)) < 0)
         return r;

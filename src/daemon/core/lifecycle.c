@@ -18,6 +18,7 @@
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
+#include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
 #include "lib/strparse.h"
 
@@ -68,6 +69,7 @@ void sandbox_on_handle_closed(uv_handle_t *h)
     json_decref(sb->labels);
     json_decref(sb->init_env);
     json_decref(sb->allow_net); /* net: */
+    json_decref(sb->views_cpus); /* views: */
     secrets_free(sb->secrets);  /* secrets: values zeroed */
     free(sb->rbuf);
     free(sb);
@@ -349,6 +351,7 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
     sandbox_disk_release(sb); /* mounted now: the mount holds the loop device */
     sb_storage_mounted(sb->storage); /* storage: likewise for volumes */
     sb->state = SB_RUNNING;
+    sandbox_views_sync(sb); /* views: lxcfs died or came back during its setup */
     cgroup_oom_kills(sb->id, &sb->oom_seen);
     sandbox_set_stop_at(sb, sb->stop_at_ms);
     sandbox_ready_cb cb = sb->ready_cb;
@@ -458,6 +461,7 @@ static void launch_done(uv_work_t *req, int status)
     if (sb->disk.on_loop)
         json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
     sb_storage_setup(sb->storage, setup); /* storage: */
+    json_object_set_new(setup, "views", sandbox_views_setup(sb)); /* views: lxcfs, CPU affinity */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -557,13 +561,18 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
 
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
-    struct cgroup_limits lim = {
-        .memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis, .pids_max = cfg->pids_max};
+    sb->views_cpus = views_pick_cpus(cfg->cpu_millis); /* views: as many CPUs as its quota */
+    char *cpus = views_cpus_list(sb->views_cpus);
+    struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis,
+                                .pids_max = cfg->pids_max, .cpus = cpus};
     if (mkdir(wd, 0700) < 0) {
+        free(cpus);
         r = hx_fail(e, errno, "mkdir %s: %m", wd);
         goto fail_early;
     }
-    if ((r = cgroup_create(sb->id, &lim, e)) < 0)
+    r = cgroup_create(sb->id, &lim, e);
+    free(cpus);
+    if (r < 0)
         goto fail_early;
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;

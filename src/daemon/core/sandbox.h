@@ -129,6 +129,9 @@ struct sandbox {
     struct hx_err launch_err;
     struct disk_layer disk;       /* its writable layer (daemon/sandbox/disk.h) */
     struct sb_storage *storage;   /* storage: its volumes and root (core/volumes.h); owned, may be NULL */
+    uint64_t views_gen;           /* views: the lxcfs generation its /proc binds show (views_sync.c) */
+    bool views_busy;              /* views: a worker is re-binding them */
+    json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
 };
 
 struct daemon_ctx {
@@ -181,6 +184,11 @@ void sandbox_session_detach(struct session *s);
 /* Cleans up what a previous hutchd left behind (cgroups, scratch dirs, records). */
 void sandbox_cleanup_stale(void);
 void sandbox_stop_all(void);
+/* views (views_sync.c): the setup message's "views" member, and bringing a
+ * running sandbox's /proc binds to the current lxcfs (or to none). */
+json_t *sandbox_views_setup(struct sandbox *sb);
+void sandbox_views_sync(struct sandbox *sb);
+void sandbox_views_changed(void *ud);
 
 /* Agent calls: params are stolen. cb runs exactly once (reply NULL if the sandbox died). */
 int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,

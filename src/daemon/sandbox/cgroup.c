@@ -10,8 +10,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 
-enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_N };
-static const char *const ctrl_names[C_N] = {"memory", "cpu", "pids", "freezer", "cpuacct"};
+enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_CPUSET, C_N };
+static const char *const ctrl_names[C_N] = {"memory", "cpu", "pids", "freezer", "cpuacct", "cpuset"};
 static char ctrl_root[C_N][512];   /* v1: per-controller mount + /NAME; v2: all equal */
 static bool v2;
 
@@ -167,6 +167,27 @@ static void limit_all_sandboxes(void)
     }
 }
 
+/* v1 cpuset: a new cgroup starts with no CPUs and no memory nodes (and
+ * takes no task); copies the parent's. */
+static int cpuset_inherit(const char *parent, const char *dir)
+{
+    char buf[4096], p[700];
+    static const char *const files[] = {"cpuset.cpus", "cpuset.mems"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(files); i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        if (read_small(p, buf, sizeof buf) > 1)
+            continue; /* already set */
+        snprintf(p, sizeof p, "%s/%s", parent, files[i]);
+        if (read_small(p, buf, sizeof buf) <= 0)
+            return -1;
+        buf[strcspn(buf, "\n")] = 0;
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        if (write_file(p, buf, NULL) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int cgroup_init(const char *name, struct hx_err *e)
 {
     if (!any_cgroup_mounted())
@@ -190,12 +211,14 @@ int cgroup_init(const char *name, struct hx_err *e)
     for (int c = 0; c < C_N; c++) {
         char mnt[400];
         if (find_v1_mount(ctrl_names[c], mnt, sizeof mnt) < 0) {
-            if (c == C_FREEZER || c == C_CPUACCT) { ctrl_root[c][0] = 0; continue; }
+            if (c == C_FREEZER || c == C_CPUACCT || c == C_CPUSET) { ctrl_root[c][0] = 0; continue; }
             return hx_fail(e, ENOENT, "no cgroup v1 or v2 hierarchy with the %s controller", ctrl_names[c]);
         }
         snprintf(ctrl_root[c], sizeof ctrl_root[c], "%s/%s", mnt, name);
         if (mkdir(ctrl_root[c], 0755) < 0 && errno != EEXIST)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
+        if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
+            ctrl_root[c][0] = 0; /* views: CPU views then follow the host's CPUs */
     }
     limit_all_sandboxes();
     return 0;
@@ -246,7 +269,20 @@ int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *
     if ((r = write_file(p, v, e)) < 0) return r;
     snprintf(v, sizeof v, "%u", l->pids_max);
     path_of(C_PIDS, id, "pids.max", p, sizeof p);
-    return write_file(p, v, e);
+    if ((r = write_file(p, v, e)) < 0) return r;
+    /* views: on v1, lxcfs reads the CPU quota at the cpuset cgroup's path
+     * (LXC keeps every controller at one path); the CPUs are the
+     * sandbox's affinity, which it cannot widen. */
+    if (ctrl_root[C_CPUSET][0]) {
+        path_of(C_CPUSET, id, NULL, p, sizeof p);
+        if (cpuset_inherit(ctrl_root[C_CPUSET], p) < 0)
+            return hx_fail(e, EIO, "cgroup %s: cannot set up its cpuset", id);
+        if (l->cpus) {
+            path_of(C_CPUSET, id, "cpuset.cpus", p, sizeof p);
+            if ((r = write_file(p, l->cpus, e)) < 0) return r;
+        }
+    }
+    return 0;
 }
 
 int cgroup_attach(const char *id, pid_t pid, struct hx_err *e)

@@ -10,6 +10,7 @@ struct cgroup_limits {
     uint64_t memory_bytes;
     uint32_t cpu_millis;   /* 1000 = one CPU */
     uint32_t pids_max;
+    const char *cpus;      /* v1 cpuset.cpus ("0,3"), NULL = as before (at creation: the parent's) */
 };
 
 /* Detects the hierarchy and creates the parent directory NAME under every
