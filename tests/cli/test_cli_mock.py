@@ -326,9 +326,11 @@ def test_exec_streams_5mb_of_stdout_in_bounded_memory(hutch, mock, tmp_path):
     assert data[:16] == b"0123456789abcdef"
     peak_kb = int(rss_path.read_text().split()[-1])
     # the whole output must not sit in memory: hutch streams it in about
-    # 6 MiB (measured 5.8), and 5 MiB held (plus its base64) would pass 10.
+    # 6 MiB (measured 5.8; 10.7 once on a loaded machine, with frames
+    # queued in its receive buffer), and the whole 5 MiB held with its
+    # 6.7 MiB of base64 on top of that base would pass 16.
     # ASan's shadow memory and quarantine get a larger allowance.
-    limit_kb = (96 if "asan" in hutch.binary else 10) * 1024
+    limit_kb = (96 if "asan" in hutch.binary else 16) * 1024
     assert 0 < peak_kb < limit_kb, f"hutch exec peaked at {peak_kb} KiB (limit {limit_kb})"
 
 
