@@ -53,7 +53,7 @@ def test_volume_create_ls_rm_and_the_servers_reasons(d):
     assert json.loads(ok(d.cli("volume", "ls", "--json", "--search", "nothing-like-it"))) == []
     # the server's refusals: exit 1 and its message
     fails(d.cli("volume", "create", "cli-a", "--capacity", "32MiB"), 1, "hutch: volume create cli-a:", "cli-a")
-    assert "taken" in d.cli("volume", "create", "cli-a", "--capacity", "32MiB").stderr.lower()
+    assert "already used" in d.cli("volume", "create", "cli-a", "--capacity", "32MiB").stderr
     fails(d.cli("volume", "create", "Bad_Slug", "--capacity", "32MiB"), 1, "slug")
     fails(d.cli("volume", "create", "cli-c", "--capacity", "32MiB", "--region", "fra"), 1, "fra", "ord,loc")
     fails(d.cli("volume", "create", "cli-c", "--capacity", "1MiB"), 1, "capacity")
