@@ -59,7 +59,9 @@ echo "bench: peers (fork+exec and bwrap, ${BENCH_RUNS} runs of bwrap, 1000 of fo
 
 PORT=17070
 args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN"
-  --storage-size 6GiB)
+  --storage-size 6GiB --disk 1024)
+# --disk 1024: the RSS part holds 20 idle sandboxes, each promised its whole
+# writable layer; at the default 4 GiB they need 80 GiB free on /tmp.
 [[ -x $INIT ]] && args+=(--init "$INIT")
 [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
 # nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
