@@ -48,6 +48,16 @@ def main(d):
                  bwrap and bwrap.get("n"), "peer"))
     rows.append(("bare fork+exec /bin/true", us_as_ms(bare, "p50_us"), us_as_ms(bare, "p99_us"),
                  bare and bare.get("n"), "peer"))
+    vol = load(f"{d}/volumes.json")
+    if vol:
+        bi, bs = vol.get("boot_image"), vol.get("boot_snapshot")
+        rows.append(("create -> sh`true`, builtin image (cold)", ms(bi, "p50_ms"), ms(bi, "p99_ms"), bi and bi.get("n"),
+                     "peer for the next line: allowNet [] (no warm pool for either)"))
+        rows.append(("create -> sh`true`, root: snapshot (cold)", ms(bs, "p50_ms"), ms(bs, "p99_ms"), bs and bs.get("n"),
+                     "vs builtin image " + ratio(bs and bs["p50_ms"], bi and bi["p50_ms"]) + " (target <= 1.2x)"))
+        sn = vol.get("snapshot_1gb")
+        rows.append(("snapshot of a volume with 1 GB written", ms(sn, "p50_ms"), ms(sn, "p99_ms"), sn and sn.get("n"),
+                     "reflink: metadata only (target well under 1 s)"))
     net = load(f"{d}/net.json")
     if net:
         for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream")):
@@ -81,7 +91,13 @@ def main(d):
             v = fsb.get(key)
             slow = f"{loc / v:.1f}x slower than local cp" if v and loc and key != "local_cp_mbs" else ""
             print(f"  {name:<26} {v if v is not None else 'n/a':>8}  {slow}")
-    if not hutch:
+    wr = vol and vol.get("write")
+    if wr:
+        print(f"\nvolume write throughput, {wr['mb']} MB with fsync (MB/s, median of {wr['runs']})")
+        print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
+        print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
+              f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
+    if not (hutch or vol or fsb):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

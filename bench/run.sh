@@ -2,7 +2,8 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE.
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,net
+# runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
@@ -10,6 +11,7 @@ RUN=$$
 NS=hutch-bench-$RUN
 IMAGE=${HUTCH_IMAGE_CACHE:-/var/cache/hutch/images}/debian-13/rootfs
 export BENCH_RUNS=${BENCH_RUNS:-30}
+want() { [[ -z ${BENCH_ONLY:-} || ,$BENCH_ONLY, == *,$1,* ]]; }
 
 [[ $(id -u) == 0 ]] || { echo "bench: must run as root" >&2; exit 1; }
 bin() { if [[ -x $BUILD/$1 ]]; then echo "$BUILD/$1"; else echo "$BUILD/src/$2/$1"; fi; }
@@ -56,7 +58,10 @@ echo "bench: peers (fork+exec and bwrap, ${BENCH_RUNS} runs of bwrap, 1000 of fo
   echo "bench: bwrap failed (is bubblewrap installed?)" >&2
 
 PORT=17070
-args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN")
+args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN"
+  --storage-size 6GiB --disk 1024)
+# --disk 1024: the RSS part holds 20 idle sandboxes, each promised its whole
+# writable layer; at the default 4 GiB they need 80 GiB free on /tmp.
 [[ -x $INIT ]] && args+=(--init "$INIT")
 [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
 # nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
@@ -71,23 +76,37 @@ if [[ ! -s $TMP/state/admin.token ]]; then
   echo "bench: hutchd did not start:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; exit 1
 fi
 
+rc=0
+if want sdk; then
 echo "bench: hutch through @deno/sandbox (${BENCH_RUNS} runs each)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" HUTCH_CGROUP_NAME="hutch-bench-$RUN" \
   timeout 900 node bench/sdk_bench.mjs >"$TMP/hutch.json"
 rc=$?
 ((rc == 0)) || { echo "bench: SDK benchmark failed ($rc); hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; }
+fi
 
+if want fs; then
 echo "bench: file throughput (200 MB: SDK writeFile/read, hutch cp, hutch exec cat, local cp)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCH_CLI="${HUTCH_CLI:-$(bin hutch cli)}" FS_BENCH_DIR="$TMP" \
   timeout 600 node bench/fs_bench.mjs >"$TMP/fs.json" || { echo "bench: file benchmark failed" >&2; rc=1; }
+fi
 
+if want volumes; then
+echo "bench: volumes (boot from a snapshot vs the image, snapshot of 1 GB written, write throughput)..." >&2
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
+  timeout 900 node bench/volume_bench.mjs >"$TMP/volumes.json" || { echo "bench: volume benchmark failed" >&2; rc=1; }
+fi
+
+if want net; then
 echo "bench: network (proxy vs direct throughput both ways, first-byte latency, 1000 connections; own namespaces)..." >&2
 cc -std=c17 -O2 -Wall -Wextra -pthread -o "$TMP/net_blast" bench/net_blast.c || exit 1
 HUTCH_BUILD=$BUILD NET_BLAST="$TMP/net_blast" NET_BENCH_MB=${NET_BENCH_MB:-1000} timeout 600 python3 bench/net_bench.py \
   >"$TMP/net.json" ||
   { echo "bench: network benchmark failed" >&2; rc=1; }
+fi
 
 echo
 echo "hutch bench on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"

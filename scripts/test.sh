@@ -258,6 +258,10 @@ fi
 if want npm || want sdk; then
   step "npm ci (tests/sdk)" "$TMP/npm.log" count_rc -- \
     timeout --kill-after=30 600 bash -c 'cd tests/sdk && npm ci --no-audit --no-fund'
+  # examples/claude-snapshot: deno and the SDK; its test's fake registry serves test/'s node and npm
+  step "npm ci (examples/claude-snapshot)" "$TMP/npm-example.log" count_rc -- \
+    timeout --kill-after=30 600 bash -c 'cd examples/claude-snapshot && npm ci --no-audit --no-fund &&
+      cd test && npm ci --no-audit --no-fund --ignore-scripts'
 fi
 
 # ---------------------------------------------------------------- the netns

@@ -60,3 +60,11 @@ int cmd_extend(struct cli *cli, int argc, char **argv);
 int cmd_token(struct cli *cli, int argc, char **argv);
 int cmd_net(struct cli *cli, int argc, char **argv);
 int cmd_cp(struct cli *cli, int argc, char **argv);
+int cmd_volume(struct cli *cli, int argc, char **argv);
+int cmd_snapshot(struct cli *cli, int argc, char **argv);
+
+/* storage.c: what 'volume' and 'snapshot' share. kind is "volume" or "snapshot". */
+bool cli_storage_name_ok(const char *s); /* an id or slug that may go into a URL path */
+void cli_size_text(json_t *bytes, char *out, size_t cap);
+int cli_storage_ls(struct cli *cli, const char *verb, const char *kind, const char *help, int argc, char **argv);
+int cli_storage_rm(struct cli *cli, const char *verb, const char *kind, const char *help, int argc, char **argv);

@@ -12,6 +12,7 @@ static const char help[] =
     "usage: hutch create [--memory SIZE] [--timeout DUR] [--label K=V]... [--env K=V]...\n"
     "                    [--allow-net HOST]... [--no-net]\n"
     "                    [--secret NAME=@FILE --secret-host NAME=HOST...]...\n"
+    "                    [--volume SLUG:/PATH]... [--root SLUG] [--json]\n"
     "\n"
     "Creates a sandbox and prints its id. The sandbox keeps running after this\n"
     "command returns, until its timeout or 'hutch kill ID'.\n"
@@ -30,6 +31,11 @@ static const char help[] =
     "                      $NAME holds a placeholder; HTTPS to the secret's hosts carries the\n"
     "                      real value in request headers (docs/secrets.md). Never on the command line.\n"
     "      --secret-host NAME=HOST  a host that may receive secret NAME (repeatable, at least one)\n"
+    "  -v, --volume VOL:/PATH  mount volume VOL (id or slug) at /PATH, writable by app (repeatable;\n"
+    "                      a volume is attached to one running sandbox at a time)\n"
+    "  -r, --root VOL      boot from VOL: a bootable volume (a persistent, writable root) or a\n"
+    "                      snapshot (read-only, with this sandbox's own writable layer)\n"
+    "      --json          print {\"id\": ...} instead of the bare id\n"
     "      --endpoint URL, --token TOKEN   see 'hutch --help'\n";
 
 /* --secret NAME=@FILE / --secret-host NAME=HOST into {NAME: {value, hosts}}. */
@@ -71,6 +77,26 @@ static int secret_opt(json_t *secrets, const char *arg, bool is_value, struct hx
     return 0;
 }
 
+/* --volume VOL:/PATH into {volume, path}. The server checks the path's rules
+ * (absolute, no nesting, not /proc ...); here only the shape. */
+static int volume_opt(json_t *volumes, const char *arg, struct hx_err *e)
+{
+    const char *colon = strchr(arg, ':');
+    if (!colon || colon == arg || colon[1] != '/')
+        return hx_fail(e, EINVAL, "--volume wants VOLUME:/PATH (e.g. my-vol:/data), not '%.100s'", arg);
+    char name[64];
+    if ((size_t)(colon - arg) >= sizeof name)
+        return hx_fail(e, EINVAL, "--volume: the volume name is too long");
+    memcpy(name, arg, (size_t)(colon - arg));
+    name[colon - arg] = 0;
+    if (!cli_storage_name_ok(name))
+        return hx_fail(e, EINVAL, "--volume: invalid volume id or slug '%s'", name);
+    json_t *v = json_pack("{s:s, s:s}", "volume", name, "path", colon + 1);
+    if (!v)
+        return hx_fail(e, EINVAL, "--volume: the path must be UTF-8 text");
+    return json_array_append_new(volumes, v) == 0 ? 0 : hx_fail(e, ENOMEM, "out of memory");
+}
+
 int cmd_create(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -78,6 +104,8 @@ int cmd_create(struct cli *cli, int argc, char **argv)
         { "label", required_argument, NULL, 'l' },  { "env", required_argument, NULL, 'e' },
         { "allow-net", required_argument, NULL, 'a' }, { "no-net", no_argument, NULL, 'N' },
         { "secret", required_argument, NULL, 'S' }, { "secret-host", required_argument, NULL, 'H' },
+        { "volume", required_argument, NULL, 'v' }, { "root", required_argument, NULL, 'r' },
+        { "json", no_argument, NULL, 'j' },
         CLI_COMMON_OPTS,                            { 0 },
     };
     struct hx_err e = { 0 };
@@ -87,12 +115,15 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     json_t *config = NULL;
     json_t *allow_net = NULL; /* absent: unrestricted */
     json_t *secrets = json_object();
+    json_t *volumes = json_array();
+    const char *root = NULL;
+    bool as_json = false;
     struct hutch_target t = { 0 };
     struct hutch_conn *c = NULL;
     int ret = 1, ch;
     (void)cli_parse_duration(DEFAULT_TIMEOUT, &timeout_ms, &e);
 
-    while ((ch = getopt_long(argc, argv, "+:hm:t:l:e:a:S:H:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+:hm:t:l:e:a:S:H:v:r:", opts, NULL)) != -1) {
         switch (ch) {
         case 'h':
             fputs(help, stdout);
@@ -131,6 +162,22 @@ int cmd_create(struct cli *cli, int argc, char **argv)
                 goto out;
             }
             break;
+        case 'v':
+            if (volume_opt(volumes, optarg, &e) < 0) {
+                ret = cli_usage("create", "%s", e.msg);
+                goto out;
+            }
+            break;
+        case 'r':
+            if (!cli_storage_name_ok(optarg)) {
+                ret = cli_usage("create", "--root wants a volume or snapshot id or slug, not '%.100s'", optarg);
+                goto out;
+            }
+            root = optarg;
+            break;
+        case 'j':
+            as_json = true;
+            break;
         default: {
             int r = cli_common_opt(cli, "create", ch, argv);
             if (r >= 0) {
@@ -159,6 +206,11 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     }
     if (config && json_object_size(secrets))
         json_object_set(config, "secrets", secrets);
+    /* the SDK's wire form (sandbox.js): volumes [{volume, path}], root {volume} */
+    if (config && json_array_size(volumes))
+        json_object_set(config, "volumes", volumes);
+    if (config && root)
+        json_object_set_new(config, "root", json_pack("{s:s}", "volume", root));
     if (!config || cli_target(cli, &t, &e) < 0 || hutch_create(&t, config, &c, &e) < 0) {
         cli_error("create: %s", config ? e.msg : "out of memory");
         goto out;
@@ -180,7 +232,13 @@ int cmd_create(struct cli *cli, int argc, char **argv)
             goto out;
         }
     }
-    printf("%s\n", id);
+    if (as_json) {
+        json_t *o = json_pack("{s:s}", "id", id);
+        if (o && json_dumpf(o, stdout, JSON_INDENT(2)) == 0)
+            putchar('\n');
+        json_decref(o);
+    } else
+        printf("%s\n", id);
     ret = fflush(stdout) == 0 ? 0 : 1;
 out:
     hutch_conn_close(c);
@@ -189,6 +247,7 @@ out:
     json_decref(labels);
     json_decref(env);
     json_decref(allow_net);
+    json_decref(volumes);
     json_t *v2; /* the values: zeroed before jansson frees them */
     const char *k2;
     json_object_foreach(secrets, k2, v2) {

@@ -10,6 +10,7 @@ static const char usage[] =
     "\n"
     "Verbs:\n"
     "  create [--memory SIZE] [--timeout DUR] [--label K=V]... [--env K=V]...\n"
+    "         [--volume SLUG:/PATH]... [--root SLUG] [--json]\n"
     "                               create a sandbox, print its id\n"
     "  ls [--json] [--label K=V]... list sandboxes\n"
     "  exec ID [OPTIONS] -- CMD [ARGS...]\n"
@@ -19,6 +20,8 @@ static const char usage[] =
     "  extend ID DUR                move a sandbox's stop time to now + DUR\n"
     "  net ID                       a sandbox's network: addresses, bytes per destination, audit log\n"
     "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
+    "  volume create|ls|rm|snapshot volumes: file systems that outlive sandboxes\n"
+    "  snapshot ls|rm               snapshots of volumes (read-only roots)\n"
     "  usage [--since 1h]           what the organization's stopped sandboxes used (metering)\n"
     "  token create|list|revoke     manage API tokens (admin)\n"
     "\n"
@@ -39,6 +42,7 @@ static const struct {
     { "sh", cmd_sh },         { "kill", cmd_kill },     { "rm", cmd_kill },     { "extend", cmd_extend },
     { "token", cmd_token },   { "net", cmd_net },
     { "cp", cmd_cp },         { "usage", cmd_usage },
+    { "volume", cmd_volume }, { "snapshot", cmd_snapshot },
 };
 
 int main(int argc, char **argv)

@@ -363,6 +363,10 @@ class Handler(socketserver.StreamRequestHandler):
                       "status": s["status"], "labels": s["labels"]}
                      for s in mock.sandboxes.values() if all(s["labels"].get(k) == v for k, v in want.items())]
             return self.reply(200, items, chunked=True)
+        if method == "GET" and path in ("/api/v2/volumes", "/api/v2/snapshots") and mock.pages is not None:
+            # pages: {query string: (items, Link header value or None)}, set by a test
+            items, link = mock.pages.get(query, ([], None))
+            return self.reply(200, items, headers=[("Link", link)] if link else ())
         if len(parts) == 4 and parts[:3] == ["api", "v3", "sandbox"]:
             sb = mock.sandboxes.get(parts[3])
             if not sb or sb["status"] != "running":
@@ -436,6 +440,7 @@ class MockServer:
         self.pings = 0
         self.pid = 0
         self.bad_accept = False
+        self.pages = None  # volume/snapshot list pages, see Handler.handle
         self.tcp = _TCP(("127.0.0.1", port), Handler)
         self.tcp.mock = self
         self.port = self.tcp.server_address[1]

@@ -253,9 +253,39 @@ struct resp_parser {
     bool overflow; /* current header longer than we keep: ignored */
     char sandbox_id[128];
     char ws_accept[64];
+    char link_next[512]; /* the Link header's rel="next" URL, as sent */
     char *body;
     size_t body_len, body_cap;
 };
+
+/* RFC 8288: `<URL>; rel="next"[, <URL>; rel="..."]`: the URL of the first
+ * link whose rel list holds "next", else "". */
+static void link_next_parse(const char *v, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (const char *p = v; (p = strchr(p, '<'));) {
+        const char *end = strchr(p, '>');
+        if (!end)
+            return;
+        const char *params = end + 1, *stop = strchr(params, '<');
+        size_t plen = stop ? (size_t)(stop - params) : strlen(params);
+        char pbuf[256];
+        snprintf(pbuf, sizeof pbuf, "%.*s", (int)(plen < 255 ? plen : 255), params);
+        char *rel = strstr(pbuf, "rel=");
+        if (rel) {
+            rel += 4;
+            size_t rl = *rel == '"' ? strcspn(++rel, "\"") : strcspn(rel, ";, ");
+            rel[rl] = '\0';
+            for (char *tok = strtok(rel, " "); tok; tok = strtok(NULL, " "))
+                if (strcasecmp(tok, "next") == 0) {
+                    if ((size_t)(end - p - 1) < cap)
+                        snprintf(out, cap, "%.*s", (int)(end - p - 1), p + 1);
+                    return;
+                }
+        }
+        p = end + 1;
+    }
+}
 
 static void commit_header(struct resp_parser *rp)
 {
@@ -266,6 +296,8 @@ static void commit_header(struct resp_parser *rp)
             snprintf(rp->sandbox_id, sizeof(rp->sandbox_id), "%s", rp->value);
         else if (strcasecmp(rp->field, "sec-websocket-accept") == 0)
             snprintf(rp->ws_accept, sizeof(rp->ws_accept), "%s", rp->value);
+        else if (strcasecmp(rp->field, "link") == 0)
+            link_next_parse(rp->value, rp->link_next, sizeof(rp->link_next));
     }
     rp->field_len = rp->value_len = 0;
     rp->overflow = false;
@@ -446,6 +478,7 @@ int hutch_http(const struct hutch_target *t, const char *method, const char *pat
         return rc;
     }
     r->status = rp.p.status_code;
+    snprintf(r->link_next, sizeof r->link_next, "%s", rp.link_next);
     r->body = rp.body ? rp.body : strdup("");
     r->len = rp.body_len;
     if (!r->body)
@@ -513,6 +546,80 @@ int hutch_rest(const struct hutch_target *t, const char *method, const char *pat
         }
     }
     hutch_http_resp_free(&r);
+    return rc;
+}
+
+#define LIST_PAGES_MAX 10000
+
+/* The path and query of a next link: "/p?q" as is, or "http[s]://host/p?q". */
+static int next_path(const char *url, char *out, size_t cap, struct hx_err *e)
+{
+    const char *p = url;
+    if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
+        p = strchr(strstr(p, "//") + 2, '/');
+        if (!p)
+            p = "/";
+    }
+    if (*p != '/' || strlen(p) >= cap)
+        return hx_fail(e, EPROTO, "the server's next link is not a URL of this server: %.120s", url);
+    for (const char *c = p; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return hx_fail(e, EPROTO, "the server's next link has a space or control character");
+    snprintf(out, cap, "%s", p);
+    return 0;
+}
+
+int hutch_rest_list(const struct hutch_target *t, const char *path, json_t **out, struct hx_err *e)
+{
+    *out = NULL;
+    json_t *all = json_array(), *seen = json_object();
+    char cur[512];
+    int rc = 0;
+    if (!all || !seen) {
+        rc = hx_fail(e, ENOMEM, "out of memory");
+        goto done;
+    }
+    snprintf(cur, sizeof cur, "%s", path);
+    for (int page = 0;; page++) {
+        if (page >= LIST_PAGES_MAX) {
+            rc = hx_fail(e, E2BIG, "the list has more than %d pages", LIST_PAGES_MAX);
+            goto done;
+        }
+        if (json_object_get(seen, cur)) {
+            rc = hx_fail(e, ELOOP, "the server's next link repeats a page (%.120s)", cur);
+            goto done;
+        }
+        json_object_set_new(seen, cur, json_true());
+        struct hutch_http_resp r;
+        if ((rc = hutch_http(t, "GET", cur, NULL, &r, e)) < 0)
+            goto done;
+        if (r.status < 200 || r.status > 299) {
+            rc = fail_http_status(r.status, r.body, r.len, e);
+            hutch_http_resp_free(&r);
+            goto done;
+        }
+        json_error_t je;
+        json_t *items = json_loadb(r.body, r.len, 0, &je);
+        char next[512];
+        snprintf(next, sizeof next, "%s", r.link_next);
+        hutch_http_resp_free(&r);
+        if (!json_is_array(items)) {
+            json_decref(items);
+            rc = hx_fail(e, EPROTO, "the server did not return a list");
+            goto done;
+        }
+        json_array_extend(all, items);
+        json_decref(items);
+        if (!next[0])
+            break;
+        if ((rc = next_path(next, cur, sizeof cur, e)) < 0)
+            goto done;
+    }
+    *out = all;
+    all = NULL;
+done:
+    json_decref(all);
+    json_decref(seen);
     return rc;
 }
 

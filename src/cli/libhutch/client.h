@@ -31,6 +31,7 @@ struct hutch_http_resp {
     int status;
     char *body; /* NUL-terminated, owned */
     size_t len;
+    char link_next[512]; /* Link: <URL>; rel="next" (RFC 8288), "" when none */
 };
 
 /* One request, one response (Connection: close). body may be NULL; it is sent
@@ -44,6 +45,13 @@ void hutch_http_resp_free(struct hutch_http_resp *r);
  * body is empty. body is borrowed. */
 int hutch_rest(const struct hutch_target *t, const char *method, const char *path, json_t *body,
                json_t **out, struct hx_err *e);
+
+/* GET of a paged list (the SDK's volumes/snapshots lists): follows every
+ * Link rel="next" page and appends the items to one array in *out. Only the
+ * path and query of a next URL are used, always against t: a server cannot
+ * send the client (and its token) elsewhere. A next link that repeats a page
+ * already fetched, or more than 10000 pages, fails. */
+int hutch_rest_list(const struct hutch_target *t, const char *path, json_t **out, struct hx_err *e);
 
 /* ---- WebSocket JSON-RPC ---- */
 
