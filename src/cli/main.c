@@ -19,7 +19,9 @@ static const char usage[] =
     "  extend ID DUR                move a sandbox's stop time to now + DUR\n"
     "  net ID                       a sandbox's network: addresses, bytes per destination, audit log\n"
     "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
-    "  usage [--since 1h]           what the organization's stopped sandboxes used (metering)\n"
+    "  usage [--since 1h] [--by day|sandbox|label=KEY]\n"
+    "                               what the organization used and what it costs (metering)\n"
+    "  audit [--since 1h]           who created, killed, extended what and when\n"
     "  token create|list|revoke     manage API tokens (admin)\n"
     "\n"
     "Run 'hutch VERB --help' for a verb's options.\n"
@@ -39,6 +41,7 @@ static const struct {
     { "sh", cmd_sh },         { "kill", cmd_kill },     { "rm", cmd_kill },     { "extend", cmd_extend },
     { "token", cmd_token },   { "net", cmd_net },
     { "cp", cmd_cp },         { "usage", cmd_usage },
+    { "audit", cmd_audit },
 };
 
 int main(int argc, char **argv)

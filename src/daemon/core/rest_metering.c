@@ -71,8 +71,8 @@ void rest_usage(struct http_conn *c, const struct http_request *req, const char 
         http_respond_error(c, 400, "INVALID_GROUPING", "\"by\" must be sandbox, day, label (with label=KEY) or org");
         goto out;
     }
-    if (q.by == USAGE_BY_LABEL && (!label || !*label || strlen(label) > 128)) {
-        http_respond_error(c, 400, "INVALID_GROUPING", "by=label needs label=KEY (1 to 128 bytes)");
+    if (q.by == USAGE_BY_LABEL && (!label || !hx_label_key_valid(label))) {
+        http_respond_error(c, 400, "INVALID_GROUPING", "by=label needs label=KEY, a valid label key");
         goto out;
     }
     q.label_key = label;
