@@ -192,7 +192,8 @@ int usage_report(const struct usage_query *q, json_t **out, struct hx_err *e)
     if (ret == 0)
         ret = store_vol_usage_each(g_daemon.store, q->org, now, on_volume, &r, e);
     if (ret == 0) {
-        qsort(r.groups, r.n, sizeof *r.groups, cmp_group);
+        if (r.n)
+            qsort(r.groups, r.n, sizeof *r.groups, cmp_group);
         json_t *groups = json_array();
         for (size_t i = 0; groups && i < r.n; i++) {
             json_t *g = qty_json(&r.groups[i].q);
