@@ -25,6 +25,8 @@ static const char exec_help[] =
     "      --sudo        run as root (prefixes 'sudo', as the SDK's .sudo() does)\n"
     "  -i, --stdin       forward stdin even when it is a terminal\n"
     "  -n, --no-stdin    never forward stdin (CMD gets no input)\n"
+    "      --stats       after CMD, print what it used to stderr: CPU, peak memory, block I/O,\n"
+    "                    wall time (GET /api/v2/sandboxes/ID/processes)\n"
     "      --endpoint URL, --token TOKEN   see 'hutch --help'\n"
     "\n"
     "By default stdin is forwarded when it is not a terminal (a pipe or a file):\n"
@@ -52,6 +54,7 @@ struct exec_opts {
     bool sudo;
     enum stdin_mode stdin_mode;
     json_t *env;
+    bool stats;
 };
 
 static int signal_number(const char *name)
@@ -78,6 +81,34 @@ static int exit_code_of(const struct hutch_status *st)
     if (st->code < 0 || st->code > 255)
         return 255;
     return st->code;
+}
+
+/* --stats: the process's usage as hutchd recorded it when hutch-init reaped it. */
+static void print_stats(const struct hutch_target *t, const char *id, int64_t pid)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/api/v2/sandboxes/%s/processes?pid=%lld", id, (long long)pid);
+    json_t *out = NULL;
+    struct hx_err e = { 0 };
+    if (hutch_rest(t, "GET", path, NULL, &out, &e) < 0) {
+        cli_error("--stats: %s", e.msg);
+        return;
+    }
+    json_t *procs = json_object_get(out, "processes");
+    json_t *p = json_array_get(procs, json_array_size(procs) - 1);
+    if (!p) {
+        cli_error("--stats: hutchd has no usage for pid %lld", (long long)pid);
+    } else {
+#define F(k) ((long long)json_integer_value(json_object_get(p, k)))
+        fprintf(stderr,
+                "hutch: pid %lld: cpu %.3f s (user %.3f s, system %.3f s), peak rss %lld KiB, "
+                "block read %lld B, block write %lld B, wall %.3f s\n",
+                (long long)pid, (double)F("cpuUs") / 1e6, (double)F("cpuUserUs") / 1e6,
+                (double)F("cpuSystemUs") / 1e6, F("maxRssKib"), F("blockReadBytes"), F("blockWriteBytes"),
+                (double)F("wallUs") / 1e6);
+#undef F
+    }
+    json_decref(out);
 }
 
 static int run_in(struct cli *cli, const char *verb, const char *id, const char *command, const char *const *args,
@@ -136,6 +167,8 @@ static int run_in(struct cli *cli, const char *verb, const char *id, const char 
         goto out;
     }
     ret = exit_code_of(&st);
+    if (o->stats)
+        print_stats(&t, id, st.pid);
 out:
     free(code);
     free(argv2);
@@ -152,7 +185,7 @@ static int parse_exec_args(struct cli *cli, const char *verb, const char *help, 
     static const struct option opts[] = {
         { "cwd", required_argument, NULL, 'w' }, { "env", required_argument, NULL, 'e' },
         { "sudo", no_argument, NULL, 'S' },      { "stdin", no_argument, NULL, 'i' },
-        { "no-stdin", no_argument, NULL, 'n' },  CLI_COMMON_OPTS, { 0 },
+        { "no-stdin", no_argument, NULL, 'n' },  { "stats", no_argument, NULL, 's' }, CLI_COMMON_OPTS, { 0 },
     };
     struct hx_err e;
     int base = 0; /* index in the original argv of the current argv[0] */
@@ -180,6 +213,9 @@ static int parse_exec_args(struct cli *cli, const char *verb, const char *help, 
                 break;
             case 'n':
                 o->stdin_mode = STDIN_NEVER;
+                break;
+            case 's':
+                o->stats = true;
                 break;
             default: {
                 int r = cli_common_opt(cli, verb, ch, argv + base);

@@ -22,7 +22,9 @@ static const char usage[] =
     "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
     "  volume create|ls|rm|snapshot volumes: file systems that outlive sandboxes\n"
     "  snapshot ls|rm               snapshots of volumes (read-only roots)\n"
-    "  usage [--since 1h]           what the organization's stopped sandboxes used (metering)\n"
+    "  usage [--since 1h] [--by day|sandbox|label=KEY]\n"
+    "                               what the organization used and what it costs (metering)\n"
+    "  audit [--since 1h]           who created, killed, extended what and when\n"
     "  token create|list|revoke     manage API tokens (admin)\n"
     "\n"
     "Run 'hutch VERB --help' for a verb's options.\n"
@@ -43,6 +45,7 @@ static const struct {
     { "token", cmd_token },   { "net", cmd_net },
     { "cp", cmd_cp },         { "usage", cmd_usage },
     { "volume", cmd_volume }, { "snapshot", cmd_snapshot },
+    { "audit", cmd_audit },
 };
 
 int main(int argc, char **argv)

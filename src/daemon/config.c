@@ -51,7 +51,10 @@ static const char usage[] =
     "  --cpu-millis N        CPU quota per sandbox in thousandths of a CPU; its affinity and its\n"
     "                        /proc/cpuinfo show as many CPUs, rounded up [2000]\n"
     "  --lxcfs PATH          lxcfs binary for sandboxes' own /proc/meminfo, cpuinfo, stat, uptime,\n"
-    "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n";
+    "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n"
+    "  --price-cpu-hour USD  metering: price of a CPU-hour [0.05]\n"
+    "  --price-memory-gib-hour USD  metering: price of a GiB-hour of memory limit [0.016]\n"
+    "  --price-volume-gib-month USD  metering: price of a GiB-month (30 days) of volume storage [0.20]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -110,6 +113,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->max_conns_per_ip = 1024;
     cfg->request_timeout_ms = 10000;
     cfg->lxcfs_path = "/usr/bin/lxcfs";
+    cfg->prices = (struct meter_prices){50000, 16000, 200000}; /* metering: Deno's published prices, in micro-dollars */
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -131,6 +135,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_STORSIZE, O_VOLMAX, O_REGIONS,
            O_CPUMILLIS,
            O_LXCFS,
+           O_PRICECPU,
+           O_PRICEMEM,
+           O_PRICEVOL,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -156,6 +163,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"regions", required_argument, 0, O_REGIONS},
         {"cpu-millis", required_argument, 0, O_CPUMILLIS},
         {"lxcfs", required_argument, 0, O_LXCFS},
+        {"price-cpu-hour", required_argument, 0, O_PRICECPU},
+        {"price-memory-gib-hour", required_argument, 0, O_PRICEMEM},
+        {"price-volume-gib-month", required_argument, 0, O_PRICEVOL},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -253,6 +263,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
                 return hx_fail(e, EINVAL, "--cpu-millis must be 10..1024000");
             break;
         case O_LXCFS: cfg->lxcfs_path = optarg; break;
+        case O_PRICECPU: if ((r = meter_parse_price(optarg, &cfg->prices.cpu_hour, e)) < 0) return hx_wrap(e, "--price-cpu-hour"); break;
+        case O_PRICEMEM: if ((r = meter_parse_price(optarg, &cfg->prices.mem_gib_hour, e)) < 0) return hx_wrap(e, "--price-memory-gib-hour"); break;
+        case O_PRICEVOL: if ((r = meter_parse_price(optarg, &cfg->prices.vol_gib_month, e)) < 0) return hx_wrap(e, "--price-volume-gib-month"); break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

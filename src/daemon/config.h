@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "lib/err.h"
+#include "lib/meter.h"
 
 struct config {
     const char *state_dir;     /* /var/lib/hutch */
@@ -46,6 +47,7 @@ struct config {
     uint64_t volume_min, volume_max; /* capacity range of one volume, bytes */
     const char *regions;       /* comma-separated region names volumes may name; NULL = any */
     const char *lxcfs_path;    /* views: lxcfs binary, "" = the kernel's /proc views */
+    struct meter_prices prices; /* metering: micro-dollars per CPU-hour, GiB-hour, GiB-month */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

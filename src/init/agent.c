@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <uv.h>
 #include "lib/wire.h"
 
@@ -31,6 +33,8 @@ struct proc {
     pid_t pid;
     bool exited, exit_sent;
     int status;
+    struct rusage ru;   /* wait4's: its own use and that of the children it reaped */
+    int64_t started_us; /* CLOCK_MONOTONIC at spawn */
     struct ostream out[2];
     uv_pipe_t in;
     bool in_open, in_close_wanted;
@@ -157,6 +161,13 @@ static void reply_err(uint32_t chan, const struct hx_err *e)
 
 /* ---- processes -------------------------------------------------------- */
 
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static struct proc *proc_find(pid_t pid)
 {
     for (struct proc *p = g_procs; p; p = p->next)
@@ -209,8 +220,18 @@ static void send_exit(struct proc *p)
             snprintf(signame, sizeof signame, "SIG%d", s);
         sig = signame;
     }
+    /* usage: per-command metering (docs/agent-protocol.md); ru_maxrss is in KiB,
+     * ru_inblock/ru_oublock in 512-byte blocks. */
+    const struct rusage *ru = &p->ru;
+    int64_t wall = mono_us() - p->started_us;
+    json_t *usage = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}",
+        "cpuUserUs", (json_int_t)ru->ru_utime.tv_sec * 1000000 + ru->ru_utime.tv_usec,
+        "cpuSystemUs", (json_int_t)ru->ru_stime.tv_sec * 1000000 + ru->ru_stime.tv_usec,
+        "maxRssKib", (json_int_t)ru->ru_maxrss, "blockReadBytes", (json_int_t)ru->ru_inblock * 512,
+        "blockWriteBytes", (json_int_t)ru->ru_oublock * 512, "wallUs", (json_int_t)(wall > 0 ? wall : 0));
     send_json(HX_EXIT, (uint32_t)p->pid,
-              json_pack("{s:i,s:o}", "code", code, "signal", sig ? json_string(sig) : json_null()));
+              json_pack("{s:i,s:o,s:o}", "code", code, "signal", sig ? json_string(sig) : json_null(), "usage",
+                        usage));
     p->exit_sent = true;
     /* Writes queued on stdin complete (with ECANCELED) and are acked. */
     close_stdin(p);
@@ -229,7 +250,8 @@ static void on_sigchld(uv_signal_t *h, int signum)
 {
     int st;
     pid_t pid;
-    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    struct rusage ru;
+    while ((pid = wait4(-1, &st, WNOHANG, &ru)) > 0) {
         struct proc *p = NULL;
         for (struct proc *q = g_procs; q; q = q->next)
             if (q->pid == pid && !q->exited)
@@ -238,6 +260,7 @@ static void on_sigchld(uv_signal_t *h, int signum)
             continue; /* an orphan we adopted, or a failed spawn: just reaped */
         p->exited = true;
         p->status = st;
+        p->ru = ru;
         send_exit(p);
         maybe_finish(p);
     }
@@ -486,6 +509,7 @@ static json_t *call_spawn(json_t *params, struct hx_err *e)
     if (!p)
         shutdown_all("out of memory");
     p->pid = res.pid;
+    p->started_us = mono_us();
     for (int i = 0; i < 2; i++) {
         p->out[i].p = p;
         p->out[i].fd = i;

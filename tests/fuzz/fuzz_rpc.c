@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "daemon/api/ws.h"
+#include "daemon/core/metering.h"
+#include "daemon/core/metrics.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/sandbox/cgroup.h"
@@ -28,6 +30,8 @@ static int g_stops;
 
 /* ---- the rest of hutchd, as far as agent.c and rpc*.c reach ---- */
 int64_t now_ms(void) { return 1700000000000; }
+void metrics_agent_bytes(bool in, size_t n) {}
+void metrics_rpc(const char *method, enum metrics_rpc_outcome outcome) {}
 int cgroup_oom_kills(const char *id, uint64_t *kills) { return -ENOENT; }
 void sandbox_on_ready(struct sandbox *sb, json_t *msg) { FUZZ_CHECK(json_is_object(msg)); }
 void sandbox_on_handle_closed(uv_handle_t *h) {}
@@ -205,6 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < 3; i++)
         uv_run(g_daemon.loop, UV_RUN_NOWAIT);
     free(sb->rbuf);
+    procstats_free(sb); /* exit frames' usage (procstats.c) */
     free(sb);
     return 0;
 }

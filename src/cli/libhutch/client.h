@@ -119,6 +119,7 @@ struct hutch_status {
     int code;
     char signal[32]; /* "" when not killed by a signal */
     bool oom;
+    int64_t pid;     /* the process's pid in the sandbox (e.g. for its usage) */
 };
 
 /* Spawns, streams stdin/stdout/stderr, waits. The first interrupt sends SIGINT

@@ -305,6 +305,7 @@ int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_st
                 rc = 0;
             else if (hutch_take_response(c, wait_id, &ok, NULL, e) == 1) {
                 parse_status(ok, st);
+                st->pid = r.pid;
                 json_decref(ok);
                 rc = 0;
             }
@@ -321,6 +322,7 @@ int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_st
                 goto out;
             if (rc == 1) {
                 parse_status(ok, st);
+                st->pid = r.pid;
                 json_decref(ok);
                 exited = true;
                 drain_deadline = mono_ms() + DRAIN_GRACE_MS;

@@ -97,6 +97,15 @@ bool ws_request_valid(const struct http_request *r)
 
 /* ---------- wslay callbacks ---------- */
 
+/* Bytes through every WebSocket (frames, both ways), for metrics. */
+static uint64_t g_ws_bytes_in, g_ws_bytes_out;
+
+void ws_byte_counts(uint64_t *in, uint64_t *out)
+{
+    *in = g_ws_bytes_in;
+    *out = g_ws_bytes_out;
+}
+
 static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
 {
     struct ws_conn *w = ud;
@@ -112,6 +121,7 @@ static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t l
     memcpy(buf, w->in, n);
     w->in += n;
     w->in_len -= n;
+    g_ws_bytes_in += n;
     return (ssize_t)n;
 }
 
@@ -166,6 +176,7 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+    g_ws_bytes_out += (size_t)n;
     if ((size_t)n == len)
         return n;
     size_t rest = len - (size_t)n;
@@ -185,6 +196,7 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
         return -1;
     }
     w->writing = true;
+    g_ws_bytes_out += rest;
     return (ssize_t)((size_t)n + rest);
 }
 

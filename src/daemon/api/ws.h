@@ -33,6 +33,8 @@ size_t ws_queued_bytes(const struct ws_conn *w);   /* bytes accepted but not yet
 void ws_set_reading(struct ws_conn *w, bool on);
 /* Sends a close frame (code 0: none; reason cut to 122 bytes), then closes; on_close follows. */
 void ws_close(struct ws_conn *w, uint16_t code, const char *reason);
+/* Bytes all WebSockets received and sent so far (for metrics). */
+void ws_byte_counts(uint64_t *in, uint64_t *out);
 void ws_set_userdata(struct ws_conn *w, void *ud);
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + RFC 6455 GUID)), 28 chars + NUL. */

@@ -6,6 +6,8 @@
 #include "daemon/core/rpc.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/sandbox.h"
+#include "daemon/core/metering.h"
+#include "daemon/core/metrics.h"
 #include "lib/uvframe.h"
 #include "daemon/sandbox/cgroup.h"
 
@@ -28,6 +30,7 @@ int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *dat
         sb->agent_overrun = true; /* stopped by the read loop, not from deep in a caller */
         return -ENOBUFS;
     }
+    metrics_agent_bytes(false, HX_FRAME_HDR + len); /* metrics: */
     return hx_uv_send_frame((uv_stream_t *)&sb->agent, type, chan, data, len, false, NULL);
 }
 
@@ -137,7 +140,10 @@ static void handle_exit(struct sandbox *sb, uint32_t pid, const uint8_t *payload
     }
     json_t *code = json_object_get(m, "code");
     json_t *sig = json_object_get(m, "signal");
-    if (!json_is_integer(code) || (!json_is_null(sig) && sig && !signal_name_ok(json_string_value(sig)))) {
+    struct proc_usage pu = {.pid = pid};
+    int has_usage = procstats_parse(json_object_get(m, "usage"), &pu); /* metering: absent from older agents */
+    if (!json_is_integer(code) || (!json_is_null(sig) && sig && !signal_name_ok(json_string_value(sig))) ||
+        has_usage < 0) {
         json_decref(m);
         agent_broken(sb, "bad exit fields");
         return;
@@ -150,6 +156,13 @@ static void handle_exit(struct sandbox *sb, uint32_t pid, const uint8_t *payload
     json_decref(m);
     p->exited = true;
     p->exited_ms = now_ms();
+    if (has_usage > 0) { /* metering: per-command usage (procstats.c) */
+        pu.code = p->code;
+        snprintf(pu.signal, sizeof pu.signal, "%s", p->signal);
+        pu.ended_ms = p->exited_ms;
+        pu.started_ms = pu.ended_ms - (int64_t)(pu.wall_us / 1000);
+        procstats_add(sb, &pu);
+    }
     /* The kernel's OOM killer counts its kills per memory cgroup; a SIGKILL
      * while that count grew is the OOM killer's doing. */
     uint64_t kills = 0;
@@ -325,6 +338,7 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     sb->rlen += (size_t)n;
+    metrics_agent_bytes(true, (size_t)n); /* metrics: */
     size_t off = 0;
     while (sb->state < SB_STOPPING) {
         struct hx_frame f;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
+#include "daemon/core/metering.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -70,6 +71,7 @@ void sandbox_on_handle_closed(uv_handle_t *h)
     json_decref(sb->init_env);
     json_decref(sb->allow_net); /* net: */
     json_decref(sb->views_cpus); /* views: */
+    procstats_free(sb);         /* metering: */
     secrets_free(sb->secrets);  /* secrets: values zeroed */
     free(sb->rbuf);
     free(sb);
@@ -118,9 +120,10 @@ static void record_usage(struct sandbox *sb)
     sb->usage_recorded = true;
     uint64_t mem = 0, peak = 0, cpu_ns = 0;
     cgroup_usage(sb->id, &mem, &peak, &cpu_ns);
+    cpu_ns = cpu_ns > sb->cpu_base_ns ? cpu_ns - sb->cpu_base_ns : 0; /* metering: not its time in the pool */
     int64_t end = now_ms();
     struct usage_rec u = {.sandbox_id = sb->id, .org = sb->org, .start_ms = sb->created_ms, .end_ms = end,
-                          .cpu_ms = cpu_ns / 1000000, .mem_peak_mb = (uint32_t)(peak >> 20)};
+                          .cpu_ms = cpu_ns / 1000000, .cpu_us = cpu_ns / 1000, .mem_peak_mb = (uint32_t)(peak >> 20)};
     net_sandbox_bytes(sb, &u.net_tx_bytes, &u.net_rx_bytes);
     struct hx_err e = {0};
     if (store_usage_add(g_daemon.store, &u, &e) < 0)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/core/metering.h"
 #include "daemon/net/net.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/net/secrets.h"
@@ -141,6 +142,7 @@ struct sandbox *pool_take(const struct sandbox_params *p)
     json_decref(sb->allow_net);
     sb->allow_net = has_hosts ? json_deep_copy(p->allow_net) : NULL;
     sb->created_ms = now_ms();
+    sb->cpu_base_ns = usage_cpu_ns(sb); /* metering: its boot in the pool is nobody's */
     sandbox_set_stop_at(sb, p->stop_at_ms);
     sandbox_record(sb);
     pool_kick();

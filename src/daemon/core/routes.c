@@ -10,6 +10,8 @@
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
+#include "daemon/core/metering.h"
+#include "daemon/core/metrics.h"
 #include "daemon/store/store.h"
 #include "lib/b64.h"
 #include "lib/strparse.h"
@@ -106,6 +108,7 @@ static bool attach_session(struct http_conn *c, struct sandbox *sb, const char *
 struct create_req {
     struct http_conn *c;
     char token_id[32];
+    uint64_t t0_ns;             /* metrics: when the request came */
 };
 
 static void on_created(struct sandbox *sb, const struct hx_err *err, void *ud)
@@ -114,7 +117,11 @@ static void on_created(struct sandbox *sb, const struct hx_err *err, void *ud)
     struct http_conn *c = cr->c;
     char token_id[32];
     snprintf(token_id, sizeof token_id, "%s", cr->token_id);
+    metrics_create_done(cr->t0_ns, sb != NULL); /* metrics: */
     free(cr);
+    if (sb) /* audit: */
+        audit_log(sb->org, token_id, "create", sb->id, "memory %u MiB, %s", sb->memory_mb,
+                  sb->stop_at_ms ? "timed" : "session");
     if (!sb) {
         http_respond_error(c, 500, "SANDBOX_CREATE_FAILED", "%s", err->msg);
         return;
@@ -239,12 +246,14 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
         goto out;
     }
     cr->c = c;
+    cr->t0_ns = uv_hrtime(); /* metrics: */
     snprintf(cr->token_id, sizeof cr->token_id, "%s", who->token_id);
     struct sandbox *warm = p.storage ? NULL : pool_take(&p); /* storage: pooled sandboxes booted the image */
     if (warm) {
         p.secrets = NULL; /* secrets: the sandbox has them */
         on_created(warm, NULL, hx_steal(&cr));
     } else if (sandbox_create(&p, on_created, cr, &e) < 0) {
+        metrics_create_done(cr->t0_ns, false); /* metrics: */
         if (e.code == ENOSPC) /* the disk promise: see disk_budget_check */
             http_respond_error(c, 507, "INSUFFICIENT_STORAGE", "%s", e.msg);
         else
@@ -274,7 +283,8 @@ static struct sandbox *find_own(struct http_conn *c, const char *id, const struc
     return sb;
 }
 
-static void handle_extend(struct http_conn *c, const struct http_request *req, struct sandbox *sb)
+static void handle_extend(struct http_conn *c, const struct http_request *req, struct sandbox *sb,
+                          const struct caller *who)
 {
     json_error_t jerr;
     json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
@@ -295,6 +305,7 @@ static void handle_extend(struct http_conn *c, const struct http_request *req, s
     sandbox_set_stop_at(sb, granted);
     struct hx_err e = {0};
     store_sandbox_set_stop_at(g_daemon.store, sb->id, granted, &e);
+    audit_log(sb->org, who->token_id, "extend", sb->id, "stop_at_ms %lld", (long long)granted); /* audit: */
     http_respond_json(c, 200, json_pack("{s:I}", "stop_at_ms", (json_int_t)granted));
 }
 
@@ -326,30 +337,31 @@ static void handle_list(struct http_conn *c, const struct http_request *req, con
     json_decref(filter);
 }
 
-/* Metering for the caller's organization: GET /api/v2/usage?from=MS&to=MS
- * (epoch ms; default: everything) sums the records of stopped sandboxes. */
+/* metering (rest_metering.c): usage, audit, metrics, per-command usage */
 static void handle_usage(struct http_conn *c, const struct http_request *req, const struct caller *who)
 {
-    int64_t range[2] = {0, INT64_MAX};
-    const char *names[2] = {"from", "to"};
-    for (int i = 0; i < 2; i++) {
-        char *v = http_query_get(req, names[i]);
-        if (!v)
-            continue;
-        char *end;
-        errno = 0;
-        long long n = strtoll(v, &end, 10);
-        bool bad = errno || end == v || *end || n < 0;
-        free(v);
-        if (bad)
-            return http_respond_error(c, 400, "INVALID_RANGE", "\"%s\" must be a time in ms since the epoch", names[i]);
-        range[i] = n;
-    }
-    json_t *out = NULL;
-    struct hx_err e = {0};
-    if (store_usage_sum(g_daemon.store, who->org, range[0], range[1], &out, &e) < 0)
-        return http_respond_error(c, 500, "INTERNAL", "%s", e.msg);
-    http_respond_json(c, 200, out);
+    rest_usage(c, req, who->org, who->admin);
+}
+
+static void handle_audit(struct http_conn *c, const struct http_request *req, const struct caller *who)
+{
+    rest_audit(c, req, who->org, who->admin);
+}
+
+static void handle_metrics(struct http_conn *c, const struct caller *who)
+{
+    if (!who->admin)
+        return http_respond_error(c, 403, "FORBIDDEN", "metrics need an admin token or the unix socket");
+    rest_metrics(c);
+}
+
+static void handle_processes(struct http_conn *c, const struct http_request *req, const struct caller *who,
+                             const char *id)
+{
+    struct sandbox *sb = hx_sandbox_id_valid(id) ? sandbox_find(id) : NULL;
+    if (!sb || strcmp(sb->org, who->org) != 0 || sb->pooled)
+        return http_respond_error(c, 404, "SANDBOX_NOT_FOUND", "no running sandbox with id \"%.40s\"", id);
+    rest_processes(c, req, sb);
 }
 
 static void handle_tokens(struct http_conn *c, const struct http_request *req, const struct caller *who,
@@ -428,11 +440,12 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
             return;
         }
         if (*rest == 0 && strcmp(req->method, "DELETE") == 0) {
+            audit_log(sb->org, who.token_id, "kill", sb->id, "%s", ""); /* audit: */
             sandbox_stop(sb, "killed by request");
             return http_respond_json(c, 200, json_pack("{s:s, s:s}", "id", id, "status", "stopped"));
         }
         if (*rest == 0 && strcmp(req->method, "PATCH") == 0)
-            return handle_extend(c, req, sb);
+            return handle_extend(c, req, sb, &who);
         if (strncmp(rest, "/expose", 7) == 0)
             return http_respond_error(c, 501, "UNSUPPORTED", "exposing ports is not supported by this hutch version yet");
         return http_respond_error(c, 404, "NOT_FOUND", "no route %s %s", req->method, path);
@@ -441,11 +454,20 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         return handle_list(c, req, &who);
     if (strcmp(path, "/api/v2/usage") == 0 && strcmp(req->method, "GET") == 0)
         return handle_usage(c, req, &who);
+    if (strcmp(path, "/api/v2/audit") == 0 && strcmp(req->method, "GET") == 0) /* audit: */
+        return handle_audit(c, req, &who);
+    if (strcmp(path, "/metrics") == 0 && strcmp(req->method, "GET") == 0) /* metrics: */
+        return handle_metrics(c, &who);
     /* net: GET /api/v2/sandboxes/{id}/network: addresses, byte counts, audit log */
     if (strncmp(path, "/api/v2/sandboxes/", 18) == 0 && strcmp(req->method, "GET") == 0) {
         const char *p = path + 18;
         size_t n = strcspn(p, "/");
         char id[64];
+        if (n > 0 && n < sizeof id && strcmp(p + n, "/processes") == 0) { /* metering: per-command usage */
+            memcpy(id, p, n);
+            id[n] = 0;
+            return handle_processes(c, req, &who, id);
+        }
         if (n > 0 && n < sizeof id && strcmp(p + n, "/network") == 0) {
             memcpy(id, p, n);
             id[n] = 0;

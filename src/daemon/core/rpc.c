@@ -7,6 +7,7 @@
 #include "daemon/api/ws.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
+#include "daemon/core/metrics.h"
 #include "lib/b64.h"
 
 #define INBOUND_HOLD_MAX (1u << 20)        /* stdin bytes held before their spawn, per session */
@@ -845,6 +846,7 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
     if (!params)
         params = empty;
     const struct rpc_method *fn = rpc_lookup(m);
+    metrics_rpc(fn ? fn->name : NULL, s->sb->state != SB_RUNNING ? RPC_SANDBOX_STOPPING : fn ? RPC_DISPATCHED : RPC_UNKNOWN_METHOD);
     if (s->sb->state != SB_RUNNING)
         rpc_reply_result(s, id, rpc_app_error("EIO", "the sandbox is stopping"));
     else if (fn)

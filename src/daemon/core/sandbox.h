@@ -18,6 +18,7 @@ struct store;
 struct net_sb;
 struct secret_set;
 struct sb_storage;
+struct proc_stats;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -122,6 +123,8 @@ struct sandbox {
     bool pooled;                  /* in the warm pool: nobody's yet, not listed */
     bool recorded;                /* has a row in the store */
     bool usage_recorded;
+    uint64_t cpu_base_ns;         /* metering: CPU its cgroup had used when its owner got it (warm pool) */
+    struct proc_stats *proc_stats; /* metering: its reaped processes' usage (procstats.c); owned, may be NULL */
     bool launching;               /* a worker thread is cloning its init */
     bool poll_init;               /* pidfd_poll initialised */
     uv_work_t launch_req;

@@ -371,6 +371,13 @@ static bool log_line_ok(struct sandbox *sb)
     return true;
 }
 
+static struct net_counts g_counts;
+
+void net_counts(struct net_counts *out)
+{
+    *out = g_counts;
+}
+
 static void on_audit(json_t *o)
 {
     const char *id = jstr(o, "sandbox", 40);
@@ -383,6 +390,7 @@ static void on_audit(json_t *o)
     json_t *port = json_object_get(o, "port");
     if (!host || !ip || !verdict || !reason || !proto || !json_is_integer(port))
         return audit_keep(n, o, NULL);
+    *(strcmp(verdict, "allowed") == 0 ? &g_counts.allowed : &g_counts.blocked) += 1; /* metrics: */
     audit_keep(n, o,
                json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "time_ms", (json_int_t)now_ms(), "proto", proto, "host",
                          host, "ip", ip, "port", json_integer_value(port), "verdict",
@@ -424,6 +432,8 @@ static void on_bytes(json_t *o)
         json_object_set_new(d, "connections", json_integer(json_integer_value(json_object_get(d, "connections")) + 1));
     n->up += (uint64_t)u;
     n->down += (uint64_t)dn;
+    g_counts.bytes_out += (uint64_t)u; /* metrics: */
+    g_counts.bytes_in += (uint64_t)dn;
 }
 
 /* secrets: one substitution by the proxy; validated, audited without a value */
@@ -440,6 +450,7 @@ static void on_subst(json_t *o)
     if (!secret || !host || !method || !path || !json_is_integer(port) || !secrets_has(sb->secrets, secret))
         return audit_keep(n, o, NULL);
     char reason[512];
+    g_counts.substitutions++; /* metrics: */
     snprintf(reason, sizeof reason, "secret %s substituted in %s %s", secret, method, path);
     json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s}", "time_ms", (json_int_t)now_ms(),
                             "proto", "https", "host", host, "ip", "", "port", json_integer_value(port), "verdict",

@@ -28,6 +28,14 @@ int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err 
  * taken it already) and frees the audit log. Idempotent. */
 void net_sandbox_detach(struct sandbox *sb);
 
+/* What hutch-proxy reported for all sandboxes since hutchd started (metrics). */
+struct net_counts {
+    uint64_t allowed, blocked;  /* connections and lookups, by verdict */
+    uint64_t bytes_out, bytes_in;
+    uint64_t substitutions;     /* secrets substituted */
+};
+void net_counts(struct net_counts *out);
+
 /* Bytes the sandbox sent and received through the proxy so far (metering). */
 void net_sandbox_bytes(const struct sandbox *sb, uint64_t *out, uint64_t *in);
 

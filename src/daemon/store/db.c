@@ -61,6 +61,27 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  UNIQUE (org, slug)"
     ") STRICT;",
+    /* 3: metering (store/metering.c): CPU in microseconds, volume sizes over
+     * time (a row per change), and who did what (audit) */
+    "ALTER TABLE usage ADD COLUMN cpu_us INTEGER;"   /* NULL in older rows: cpu_ms * 1000 */
+    "CREATE INDEX usage_by_org_end ON usage (org, end_ms);"
+    "CREATE TABLE volume_usage ("
+    "  volume_id TEXT NOT NULL,"
+    "  org TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL,"             /* from this time on ... */
+    "  mib INTEGER NOT NULL"                /* ... it holds this many MiB (rounded up); 0 = deleted */
+    ") STRICT;"
+    "CREATE INDEX volume_usage_by_org ON volume_usage (org, volume_id, at_ms);"
+    "CREATE TABLE audit ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  at_ms INTEGER NOT NULL,"
+    "  org TEXT NOT NULL,"
+    "  token_id TEXT NOT NULL,"             /* '' = the root-only unix socket */
+    "  action TEXT NOT NULL,"               /* create, kill, extend, expose, deploy, ... */
+    "  target TEXT NOT NULL,"               /* the sandbox (or volume) id */
+    "  detail TEXT NOT NULL DEFAULT ''"
+    ") STRICT;"
+    "CREATE INDEX audit_by_org ON audit (org, at_ms);",
 };
 
 int db_fail(struct store *s, int rc, const char *what, struct hx_err *e)

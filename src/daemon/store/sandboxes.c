@@ -251,7 +251,7 @@ int store_usage_add(struct store *s, const struct usage_rec *u, struct hx_err *e
         return hx_fail(e, EINVAL, "invalid usage record");
     autostmt sqlite3_stmt *st = NULL;
     int r = db_prepare(s, "INSERT INTO usage (sandbox_id, org, start_ms, end_ms, cpu_ms, mem_peak_mb, "
-                          "net_tx_bytes, net_rx_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", &st, e);
+                          "net_tx_bytes, net_rx_bytes, cpu_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", &st, e);
     if (r < 0 || (r = db_bind_text(s, st, 1, u->sandbox_id, e)) < 0 || (r = db_bind_text(s, st, 2, u->org, e)) < 0)
         return r;
     /* SQLite integers are signed 64-bit; counters beyond that are nonsense. */
@@ -261,6 +261,7 @@ int store_usage_add(struct store *s, const struct usage_rec *u, struct hx_err *e
     sqlite3_bind_int64(st, 6, u->mem_peak_mb);
     sqlite3_bind_int64(st, 7, (int64_t)(u->net_tx_bytes & INT64_MAX));
     sqlite3_bind_int64(st, 8, (int64_t)(u->net_rx_bytes & INT64_MAX));
+    sqlite3_bind_int64(st, 9, (int64_t)((u->cpu_us ? u->cpu_us : u->cpu_ms * 1000) & INT64_MAX));
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         return db_fail(s, rc, "add usage", e);

@@ -83,6 +83,7 @@ struct usage_rec {
     const char *org;
     int64_t start_ms, end_ms;   /* wall-clock interval the record covers */
     uint64_t cpu_ms;            /* CPU time used in the interval */
+    uint64_t cpu_us;            /* the same in microseconds (metering's unit) */
     uint32_t mem_peak_mb;       /* peak memory in the interval */
     uint64_t net_tx_bytes, net_rx_bytes;
 };
@@ -124,3 +125,36 @@ int store_vol_set_sizes(struct store *s, const char *id, uint64_t allocated, uin
 int store_vol_committed(struct store *s, uint64_t *bytes, struct hx_err *e);
 /* Volumes whose base is the snapshot id. */
 int store_vol_dependents(struct store *s, const char *snapshot_id, int *n, struct hx_err *e);
+
+/* ---- metering (metering.c): usage items, volume sizes over time, audit ---- */
+/* A stopped sandbox's usage record with what its sandbox row adds. */
+struct usage_item {
+    const char *sandbox_id;
+    int64_t start_ms, end_ms;
+    uint64_t cpu_us;
+    uint32_t memory_mb;         /* its memory limit */
+    uint64_t egress_bytes;      /* bytes it sent out */
+    json_t *labels;             /* borrowed for the callback; never NULL */
+};
+/* Calls cb for each of org's records whose interval meets [from_ms, to_ms).
+ * A negative return from cb stops the walk and is returned. */
+int store_usage_each(struct store *s, const char *org, int64_t from_ms, int64_t to_ms,
+                     int (*cb)(const struct usage_item *it, void *ud), void *ud, struct hx_err *e);
+/* Volume storage over time: from at_ms on, the volume holds bytes (0 once
+ * deleted). volumes.c marks every insert, size change and delete. */
+int store_vol_usage_mark(struct store *s, const char *id, uint64_t bytes, struct hx_err *e);
+struct vol_span {
+    const char *volume_id;
+    int64_t start_ms, end_ms;   /* end_ms = now_ms for a volume that still holds it */
+    uint64_t mib;
+};
+int store_vol_usage_each(struct store *s, const char *org, int64_t now_ms,
+                         int (*cb)(const struct vol_span *sp, void *ud), void *ud, struct hx_err *e);
+/* Audit: who (token id, "" = unix socket) did what to which target. */
+int store_audit_add(struct store *s, const char *org, const char *token_id, const char *action, const char *target,
+                    const char *detail, struct hx_err *e);
+/* New object {entries: [{seq, time (ISO), timeMs, tokenId, action, target, detail}], more}:
+ * org's entries at or after since_ms, oldest first, at most limit (1..1000). */
+#define STORE_AUDIT_MAX 1000
+int store_audit_list(struct store *s, const char *org, int64_t since_ms, unsigned limit, json_t **out,
+                     struct hx_err *e);

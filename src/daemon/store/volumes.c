@@ -45,6 +45,7 @@ int store_vol_insert(struct store *s, const struct vol_rec *r, struct hx_err *e)
         return hx_fail(e, EEXIST, "the slug \"%s\" is already used by a volume or snapshot", r->slug);
     if (rc != SQLITE_DONE)
         return db_fail(s, rc, "insert volume", e);
+    store_vol_usage_mark(s, r->id, r->allocated, e); /* metering: best effort */
     return 0;
 }
 
@@ -95,6 +96,7 @@ int store_vol_list(struct store *s, const char *org, const char *kind, const cha
 int store_vol_delete(struct store *s, const char *id, struct hx_err *e)
 {
     autostmt sqlite3_stmt *st = NULL;
+    store_vol_usage_mark(s, id, 0, e); /* metering: it holds nothing from now on */
     int r = db_prepare(s, "DELETE FROM storage WHERE id = ?", &st, e);
     if (r < 0 || (r = db_bind_text(s, st, 1, id, e)) < 0)
         return r;
@@ -113,6 +115,8 @@ int store_vol_set_sizes(struct store *s, const char *id, uint64_t allocated, uin
     sqlite3_bind_int64(st, 1, (sqlite3_int64)allocated);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)flattened);
     int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        store_vol_usage_mark(s, id, allocated, e); /* metering: best effort */
     return rc == SQLITE_DONE ? 0 : db_fail(s, rc, "update volume sizes", e);
 }
 
