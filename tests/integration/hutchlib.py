@@ -367,8 +367,9 @@ class Hutchd:
         new_links = lambda: sorted(set(sandbox_links(self.netns_fd)) - self.preexisting_links)  # noqa: E731
         # A daemon whose networking never came up (a second hutchd in a netns
         # whose proxy ports another one holds) made no veths: the hxs* links
-        # that come and go then are the other daemon's.
-        networked = "hutchd: sandbox network:" not in self._log_text()
+        # that come and go then are the other daemon's. (The line below is
+        # printed once the table and the proxy are up.)
+        networked = "hutchd: sandbox network: nftables table" in self._log_text()
         if networked and not wait_until(lambda: not new_links(), settle):
             problems.append("sandbox veths left in hutchd's netns: " + ", ".join(new_links()))
         m = mounts_mentioning(self.state_dir)

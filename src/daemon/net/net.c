@@ -668,7 +668,17 @@ static bool in_named_netns(void)
     return found;
 }
 
+static int net_start(bool wait_ready, struct hx_err *e);
+
 int net_init(struct hx_err *e)
+{
+    return net_start(true, e);
+}
+
+/* wait_ready: at start-up only. A retry from a sandbox's attach must not
+ * spin the loop: callbacks run inside it (a teardown, another launch) could
+ * free the very sandbox being attached. */
+static int net_start(bool wait_ready, struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
     int r;
@@ -781,6 +791,11 @@ int net_init(struct hx_err *e)
     proxy_start();
     if (!g.proc_alive)
         return hx_fail(e, EIO, "could not start %s", g.proxy_path);
+    printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names, "
+           "%u forbidden ranges opened\n", g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len,
+           g.pool6_len, g.n_stat, cfg->n_allow_range);
+    if (!wait_ready)
+        return 0;
     /* Before the API opens (main() listens after us): wait, bounded, until
      * the proxy serves, so the first sandbox's first lookup is answered. */
     uv_timer_t deadline;
@@ -794,9 +809,6 @@ int net_init(struct hx_err *e)
     uv_run(g_daemon.loop, UV_RUN_NOWAIT); /* lets the close finish: deadline lives on this stack */
     if (!g.proxy_ready)
         fprintf(stderr, "hutchd: hutch-proxy is slow to start; sandbox networking may lag\n");
-    printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names, "
-           "%u forbidden ranges opened\n", g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len,
-           g.pool6_len, g.n_stat, cfg->n_allow_range);
     return 0;
 }
 
@@ -850,7 +862,7 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
      * proxy nor the firewall, so it starts even where they cannot */
     if (allow && json_array_size(allow) == 0)
         return 0;
-    if (!g.on && net_init(e) < 0)
+    if (!g.on && net_start(false, e) < 0)
         return hx_wrap(e, "sandbox networking is not available");
     struct net_sb *n = calloc(1, sizeof *n);
     if (!n)
