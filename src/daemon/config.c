@@ -34,7 +34,14 @@ static const char usage[] =
     "                        link-local, cloud metadata, other special-purpose blocks (repeatable;\n"
     "                        docs/network.md). Loopback, the pools and hutchd's own addresses stay closed\n"
     "  --upstream-ca FILE    extra CA (PEM) trusted for upstream TLS when secrets are substituted\n"
-    "  --rotate-ca           make a new interception CA (STATE/ca) at start\n";
+    "  --rotate-ca           make a new interception CA (STATE/ca) at start\n"
+    "  --ingress-addr IP     where exposed ports listen, a port each, in URLs as https://IP:PORT/NAME [127.0.0.1]\n"
+    "  --ingress-domain BASE exposures as https://NAME.BASE on one port (wildcard DNS for BASE to this host)\n"
+    "  --ingress-port N      that port [443]\n"
+    "  --ingress-cert FILE, --ingress-key FILE  certificate chain and key for *.BASE (PEM) [minted from\n"
+    "                        the ingress CA in STATE/ingress-ca]\n"
+    "  --ingress-head-timeout MS      a request head must arrive within [15000]\n"
+    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -67,6 +74,10 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
     cfg->ws_idle_ms = 60000;
+    cfg->ingress_addr = "127.0.0.1";
+    cfg->ingress_port = 443;
+    cfg->ingress_head_timeout_ms = 15000;
+    cfg->ingress_upstream_timeout_ms = 60000;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -81,6 +92,13 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_DISKDIR,
            O_DISKRES,
            O_ALLOWRANGE,
+           O_IGADDR,
+           O_IGDOMAIN,
+           O_IGPORT,
+           O_IGCERT,
+           O_IGKEY,
+           O_IGHEADTO,
+           O_IGUPTO,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -97,6 +115,13 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"disk-dir", required_argument, 0, O_DISKDIR},
         {"disk-reserve", required_argument, 0, O_DISKRES},
         {"allow-range", required_argument, 0, O_ALLOWRANGE},
+        {"ingress-addr", required_argument, 0, O_IGADDR},
+        {"ingress-domain", required_argument, 0, O_IGDOMAIN},
+        {"ingress-port", required_argument, 0, O_IGPORT},
+        {"ingress-cert", required_argument, 0, O_IGCERT},
+        {"ingress-key", required_argument, 0, O_IGKEY},
+        {"ingress-head-timeout", required_argument, 0, O_IGHEADTO},
+        {"ingress-upstream-timeout", required_argument, 0, O_IGUPTO},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -176,6 +201,23 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
                 return hx_fail(e, EINVAL, "--allow-range: at most 64 ranges");
             cfg->allow_range[cfg->n_allow_range++] = optarg;
             break;
+        case O_IGADDR: cfg->ingress_addr = optarg; break; /* expose: checked in ingress_start */
+        case O_IGDOMAIN:
+            if (!*optarg || strlen(optarg) > 200 || strspn(optarg, "abcdefghijklmnopqrstuvwxyz0123456789.-") != strlen(optarg))
+                return hx_fail(e, EINVAL, "--ingress-domain wants a lowercase DNS name, got \"%s\"", optarg);
+            cfg->ingress_domain = optarg;
+            break;
+        case O_IGPORT: {
+            uint32_t v;
+            if ((r = parse_u32(optarg, &v, "--ingress-port", e)) < 0 || v == 0 || v > 65535)
+                return r < 0 ? r : hx_fail(e, EINVAL, "--ingress-port out of range");
+            cfg->ingress_port = (int)v;
+            break;
+        }
+        case O_IGCERT: cfg->ingress_cert = optarg; break;
+        case O_IGKEY: cfg->ingress_key = optarg; break;
+        case O_IGHEADTO: if ((r = parse_u32(optarg, &cfg->ingress_head_timeout_ms, "--ingress-head-timeout", e)) < 0) return r; break;
+        case O_IGUPTO: if ((r = parse_u32(optarg, &cfg->ingress_upstream_timeout_ms, "--ingress-upstream-timeout", e)) < 0) return r; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }
@@ -189,6 +231,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         snprintf(cfg->disk_dir_buf, sizeof cfg->disk_dir_buf, "%s/sandboxes", cfg->state_dir);
         cfg->disk_dir = cfg->disk_dir_buf;
     }
+    if (!cfg->ingress_cert != !cfg->ingress_key || (cfg->ingress_cert && !cfg->ingress_domain))
+        return hx_fail(e, EINVAL, "--ingress-cert and --ingress-key go together, with --ingress-domain");
     if (cfg->warm > 64)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
     if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)

@@ -13,6 +13,7 @@
 #include "daemon/core/routes.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
+#include "daemon/ingress/ingress.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
@@ -192,6 +193,7 @@ int main(int argc, char **argv)
     uv_run(g_daemon.loop, UV_RUN_DEFAULT);
     unlink(cfg.socket_path);
     net_fini(); /* our table goes when hutchd goes */
+    ingress_fini();
     if (!g_daemon.sandboxes)
         cgroup_fini();
     store_close(g_daemon.store);

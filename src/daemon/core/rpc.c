@@ -6,6 +6,7 @@
 #include <string.h>
 #include "daemon/api/ws.h"
 #include "daemon/core/rpc.h"
+#include "daemon/core/expose.h"
 #include "daemon/core/sandbox.h"
 #include "lib/b64.h"
 
@@ -770,7 +771,7 @@ static const struct rpc_method core_methods[] = {
 };
 
 /* Each concern registers its methods in its own table (rpc_fs.c, ...). */
-static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods};
+static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods};
 
 const struct rpc_method *rpc_lookup(const char *name)
 {
@@ -787,7 +788,7 @@ static const char *const later_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "exposeHttp", "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
+    "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
     "denoReplCall",
 };
 

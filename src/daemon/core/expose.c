@@ -1,0 +1,319 @@
+/* Exposures (see expose.h): a name of 128 random bits per exposure, which
+ * is the URL's only secret; its listening socket (port mode); its target
+ * (a port, or a pid whose listening port is looked up at each connect).
+ * When the ingress asks for an upstream, hutchd itself opens a socket in
+ * the sandbox's network namespace and connects it to 127.0.0.1 (then ::1)
+ * at the exposed port: the only place an exposure can lead. */
+#include "daemon/core/expose.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "daemon/api/http.h"
+#include "daemon/ingress/ingress.h"
+#include "daemon/ingress/ingress_ca.h"
+#include "daemon/net/net.h"
+#include "ingress/ctl.h"
+
+#define EXPOSURES_MAX 32          /* per sandbox */
+#define CONNECT_TIMEOUT_MS 10000  /* a loopback connect that neither succeeds nor fails (full backlog) */
+
+struct exposure {
+    struct exposure *next;
+    char name[IG_NAME_LEN + 1];
+    char sandbox[32];
+    char domain[300];
+    int listen_fd;                /* port mode, else -1 */
+    uint16_t port;                /* the ingress port (port mode) */
+    int target_port, target_pid;  /* 0: not set */
+};
+
+static struct exposure *exposures;
+
+static struct exposure *by_name(const char *name)
+{
+    for (struct exposure *x = exposures; x; x = x->next)
+        if (strcmp(x->name, name) == 0)
+            return x;
+    return NULL;
+}
+
+static void push(struct exposure *x, bool first)
+{
+    ingress_route(x->name, x->sandbox, x->port, x->target_port > 0 ? x->target_port : 0, x->listen_fd, first);
+}
+
+/* ---- upstream sockets for the ingress ---- */
+
+struct dial {
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int fd, family, port, closing;
+    uint32_t req;
+    char sandbox[32];
+};
+
+static int dial_start(struct dial *d);
+
+static void on_dial_closed(uv_handle_t *h)
+{
+    struct dial *d = h->data;
+    if (--d->closing == 0)
+        free(d);
+}
+
+static void dial_end(struct dial *d, int err)
+{
+    uv_poll_stop(&d->poll);
+    uv_timer_stop(&d->timer);
+    if (err) {
+        close(d->fd);
+        d->fd = -1;
+    }
+    ingress_connected(d->req, d->fd, err); /* the fd is the ingress's now */
+    d->closing = 2;
+    uv_close((uv_handle_t *)&d->poll, on_dial_closed);
+    uv_close((uv_handle_t *)&d->timer, on_dial_closed);
+}
+
+static void on_dial_timeout(uv_timer_t *t)
+{
+    dial_end(t->data, ETIMEDOUT);
+}
+
+static void on_dial_ready(uv_poll_t *p, int status, int events)
+{
+    struct dial *d = p->data;
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+        err = errno;
+    if (err == ECONNREFUSED && d->family == AF_INET) {
+        /* not on 127.0.0.1: a server bound to ::1 only ("localhost" in Node) */
+        uv_poll_stop(&d->poll);
+        uv_close((uv_handle_t *)&d->poll, NULL);
+        close(d->fd);
+        d->family = AF_INET6;
+        struct sandbox *sb = sandbox_find(d->sandbox);
+        if (!sb || sb->state != SB_RUNNING) {
+            d->fd = -1;
+            uv_timer_stop(&d->timer);
+            ingress_connected(d->req, -1, ENOENT);
+            d->closing = 1;
+            uv_close((uv_handle_t *)&d->timer, on_dial_closed);
+            return;
+        }
+        struct hx_err e = {0};
+        d->fd = net_sandbox_socket(sb, AF_INET6, SOCK_STREAM, &e);
+        if (d->fd < 0 || dial_start(d) < 0) {
+            int er = d->fd < 0 ? e.code : errno;
+            if (d->fd >= 0)
+                close(d->fd);
+            d->fd = -1;
+            uv_timer_stop(&d->timer);
+            ingress_connected(d->req, -1, er ? er : ECONNREFUSED);
+            d->closing = 1;
+            uv_close((uv_handle_t *)&d->timer, on_dial_closed);
+        }
+        return;
+    }
+    dial_end(d, err);
+}
+
+/* connect d->fd to loopback:port of its namespace; 0 when under way (or done) */
+static int dial_start(struct dial *d)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (d->family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)d->port);
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)d->port);
+        a->sin6_addr = in6addr_loopback;
+        sl = sizeof *a;
+    }
+    int r = connect(d->fd, (struct sockaddr *)&ss, sl);
+    if (r < 0 && errno != EINPROGRESS && !(errno == ECONNREFUSED && d->family == AF_INET))
+        return -1;
+    uv_poll_init(g_daemon.loop, &d->poll, d->fd);
+    d->poll.data = d;
+    /* a refused v4 connect is reported at once: the poll still fires (POLLOUT|POLLERR) */
+    uv_poll_start(&d->poll, UV_WRITABLE, on_dial_ready);
+    return 0;
+}
+
+static void on_ingress_connect(const char *name, uint32_t req)
+{
+    struct exposure *x = by_name(name);
+    struct sandbox *sb = x ? sandbox_find(x->sandbox) : NULL;
+    if (!sb || sb->state != SB_RUNNING)
+        return ingress_connected(req, -1, ENOENT);
+    int port = x->target_port;
+    if (port <= 0 && x->target_pid > 0)
+        port = expose_pid_port(sb, x->target_pid);
+    if (port <= 0)
+        return ingress_connected(req, -1, ECONNREFUSED);
+    struct hx_err e = {0};
+    int fd = net_sandbox_socket(sb, AF_INET, SOCK_STREAM, &e);
+    if (fd < 0)
+        return ingress_connected(req, -1, e.code ? e.code : EIO);
+    struct dial *d = calloc(1, sizeof *d);
+    if (!d) {
+        close(fd);
+        return ingress_connected(req, -1, ENOMEM);
+    }
+    d->fd = fd;
+    d->family = AF_INET;
+    d->port = port;
+    d->req = req;
+    snprintf(d->sandbox, sizeof d->sandbox, "%s", sb->id);
+    uv_timer_init(g_daemon.loop, &d->timer);
+    d->timer.data = d;
+    if (dial_start(d) < 0) {
+        int err = errno;
+        close(fd);
+        ingress_connected(req, -1, err);
+        d->closing = 1;
+        uv_close((uv_handle_t *)&d->timer, on_dial_closed);
+        return;
+    }
+    uv_timer_start(&d->timer, on_dial_timeout, CONNECT_TIMEOUT_MS, 0);
+}
+
+static void resend_all(void)
+{
+    for (struct exposure *x = exposures; x; x = x->next)
+        push(x, true);
+}
+
+static const struct ingress_ops ops = {on_ingress_connect, resend_all};
+
+/* ---- REST ---- */
+
+static void new_name(char out[IG_NAME_LEN + 1])
+{
+    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+    uint8_t r[16];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        abort(); /* never a guessable name */
+    uint32_t acc = 0;
+    int bits = 0, o = 0;
+    for (size_t i = 0; i < sizeof r; i++) {
+        acc = acc << 8 | r[i];
+        bits += 8;
+        while (bits >= 5) {
+            out[o++] = b32[(acc >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    if (bits)
+        out[o++] = b32[(acc << (5 - bits)) & 31];
+    out[o] = 0;
+}
+
+static void expose_http(struct http_conn *c, struct sandbox *sb)
+{
+    struct hx_err e = {0};
+    unsigned n = 0;
+    for (struct exposure *x = exposures; x; x = x->next)
+        n += strcmp(x->sandbox, sb->id) == 0;
+    if (n >= EXPOSURES_MAX)
+        return http_respond_error(c, 429, "TOO_MANY_EXPOSURES", "a sandbox has at most %d exposures", EXPOSURES_MAX);
+    if (ingress_start(&ops, &e) < 0)
+        return http_respond_error(c, 503, "INGRESS_UNAVAILABLE", "%s", e.msg);
+    struct exposure *x = calloc(1, sizeof *x);
+    if (!x)
+        return http_respond_error(c, 500, "INTERNAL", "out of memory");
+    new_name(x->name);
+    snprintf(x->sandbox, sizeof x->sandbox, "%s", sb->id);
+    x->listen_fd = -1;
+    if (!ingress_base_domain() && (x->listen_fd = ingress_listen(&x->port, &e)) < 0) {
+        free(x);
+        return http_respond_error(c, 503, "INGRESS_UNAVAILABLE", "%s", e.msg);
+    }
+    ingress_domain(x->name, x->port, x->domain, sizeof x->domain);
+    x->next = exposures;
+    exposures = x;
+    push(x, true); /* answers 502 until exposeHttp names a target */
+    fprintf(stderr, "hutchd: %s: exposure on ingress port %u\n", sb->id, x->port);
+    http_respond_json(c, 200, json_pack("{s:s}", "domain", x->domain));
+}
+
+void expose_handle_rest(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *rest)
+{
+    if (strcmp(req->method, "POST") != 0)
+        return http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "use POST");
+    if (strcmp(rest, "/http") == 0)
+        return expose_http(c, sb);
+    if (strcmp(rest, "/ssh") == 0 || strcmp(rest, "/vscode") == 0)
+        return http_respond_error(c, 501, "UNSUPPORTED", "expose%s is not supported by this hutch version yet", rest);
+    http_respond_error(c, 404, "NOT_FOUND", "no route POST /expose%.100s", rest);
+}
+
+void expose_handle_ca(struct http_conn *c)
+{
+    struct hx_err e = {0};
+    if (ingress_ca_init(g_daemon.cfg->state_dir, &e) < 0)
+        return http_respond_error(c, 503, "INGRESS_UNAVAILABLE", "%s", e.msg);
+    const char *pem = ingress_ca_cert_pem();
+    http_respond(c, 200, "application/x-pem-file", NULL, pem, strlen(pem));
+}
+
+/* ---- RPC ---- */
+
+static void m_expose_http(struct session *s, json_t *id, json_t *params)
+{
+    const char *domain = json_string_value(json_object_get(params, "domain"));
+    json_t *port = json_object_get(params, "port"), *pid = json_object_get(params, "pid");
+    struct exposure *x = NULL;
+    for (struct exposure *y = exposures; domain && y && !x; y = y->next)
+        if (strcmp(y->domain, domain) == 0 && strcmp(y->sandbox, s->sb->id) == 0)
+            x = y;
+    if (!x)
+        return rpc_reply_result(s, id, rpc_app_error("ENOENT", "no exposure \"%.200s\" of this sandbox: call "
+                                                     "POST /api/v3/sandbox/ID/expose/http first",
+                                                     domain ? domain : ""));
+    if (port && (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535))
+        return rpc_reply_rpc_error(s, id, -32602, "Invalid params: \"port\" must be an integer in 1..65535");
+    if (!port && (!json_is_integer(pid) || json_integer_value(pid) < 1 || json_integer_value(pid) > 4194304))
+        return rpc_reply_rpc_error(s, id, -32602, "Invalid params: \"port\" or \"pid\" must be given");
+    if (!port && expose_pid_port(s->sb, (int)json_integer_value(pid)) == -ESRCH)
+        return rpc_reply_result(s, id, rpc_app_error("ESRCH", "no process %" JSON_INTEGER_FORMAT " in the sandbox",
+                                                     json_integer_value(pid)));
+    x->target_port = port ? (int)json_integer_value(port) : 0;
+    x->target_pid = port ? 0 : (int)json_integer_value(pid);
+    push(x, false);
+    rpc_reply_result(s, id, json_pack("{s:n}", "ok"));
+}
+
+const struct rpc_method expose_rpc_methods[] = {
+    {"exposeHttp", m_expose_http},
+    {NULL, NULL},
+};
+
+void expose_sandbox_stopped(struct sandbox *sb)
+{
+    for (struct exposure **pp = &exposures; *pp;) {
+        struct exposure *x = *pp;
+        if (strcmp(x->sandbox, sb->id) != 0) {
+            pp = &x->next;
+            continue;
+        }
+        *pp = x->next;
+        ingress_unroute(x->name);
+        if (x->listen_fd >= 0)
+            close(x->listen_fd);
+        explicit_bzero(x->name, sizeof x->name);
+        free(x);
+    }
+}
