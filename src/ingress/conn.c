@@ -63,6 +63,8 @@ struct ig_conn {
     size_t url_len;
     char reason[128];
     int reject;
+    bool scan_done, scan_lf;  /* obs-fold scan of the request head */
+    unsigned scan_line, scan_len;
     bool any_bytes, req_chunked, req_done, req_upgrade, req_head, keep_alive, via_path, req_sent;
     bool resp_started, resp_chunked, resp_done, resp_raw, up_keep, tunnel;
     uv_tcp_t *up;
@@ -648,6 +650,30 @@ static void parse_req(struct ig_conn *c, const char *p, size_t n)
     }
 }
 
+/* A header line continued on the next (obs-fold, RFC 9112 5.2) is refused
+ * rather than joined: peers that join and peers that split disagree about
+ * where headers end. Scans the head only: it stops at the empty line. */
+static bool obs_fold(struct ig_conn *c, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !c->scan_done; i++) {
+        char ch = p[i];
+        if (c->scan_lf && c->scan_line > 0 && (ch == ' ' || ch == '\t'))
+            return true;
+        if (ch == '\n') {
+            if (c->scan_len == 0 && c->scan_line > 0)
+                c->scan_done = true;
+            c->scan_len = 0;
+            c->scan_lf = true;
+            c->scan_line++;
+        } else {
+            if (ch != '\r')
+                c->scan_len++;
+            c->scan_lf = false;
+        }
+    }
+    return false;
+}
+
 static void cli_plain(struct ig_conn *c, const char *p, size_t n)
 {
     if (c->tunnel)
@@ -657,6 +683,8 @@ static void cli_plain(struct ig_conn *c, const char *p, size_t n)
             conn_close(c);
         return;
     }
+    if (obs_fold(c, p, n))
+        return reply(c, 400, "Bad Request", "Malformed request: a folded header line (obs-fold).");
     parse_req(c, p, n);
 }
 
@@ -801,6 +829,8 @@ static void exchange_reset(struct ig_conn *c)
     http_parser_init(&c->rs, HTTP_RESPONSE);
     c->rq.data = c->rs.data = c;
     c->reject = 0;
+    c->scan_done = c->scan_lf = false;
+    c->scan_line = c->scan_len = 0;
     c->any_bytes = c->req_chunked = c->req_done = c->req_upgrade = c->req_head = c->via_path = false;
     c->req_sent = c->resp_started = c->resp_chunked = c->resp_done = c->resp_raw = c->up_keep = false;
 }

@@ -53,11 +53,12 @@ struct dial {
     uv_poll_t poll;
     uv_timer_t timer;
     int fd, family, port, closing;
+    bool polling;
     uint32_t req;
     char sandbox[32];
 };
 
-static int dial_start(struct dial *d);
+static void dial(struct sandbox *sb, int family, int port, uint32_t req);
 
 static void on_dial_closed(uv_handle_t *h)
 {
@@ -66,18 +67,25 @@ static void on_dial_closed(uv_handle_t *h)
         free(d);
 }
 
+static void dial_free(struct dial *d)
+{
+    d->closing = d->polling ? 2 : 1;
+    if (d->polling)
+        uv_close((uv_handle_t *)&d->poll, on_dial_closed);
+    uv_close((uv_handle_t *)&d->timer, on_dial_closed);
+}
+
+/* answers the ingress: the fd (connected, now the ingress's) or err */
 static void dial_end(struct dial *d, int err)
 {
-    uv_poll_stop(&d->poll);
+    if (d->polling)
+        uv_poll_stop(&d->poll);
     uv_timer_stop(&d->timer);
-    if (err) {
+    if (err && d->fd >= 0)
         close(d->fd);
-        d->fd = -1;
-    }
-    ingress_connected(d->req, d->fd, err); /* the fd is the ingress's now */
-    d->closing = 2;
-    uv_close((uv_handle_t *)&d->poll, on_dial_closed);
-    uv_close((uv_handle_t *)&d->timer, on_dial_closed);
+    ingress_connected(d->req, err ? -1 : d->fd, err);
+    d->fd = -1;
+    dial_free(d);
 }
 
 static void on_dial_timeout(uv_timer_t *t)
@@ -92,64 +100,72 @@ static void on_dial_ready(uv_poll_t *p, int status, int events)
     socklen_t el = sizeof err;
     if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
         err = errno;
-    if (err == ECONNREFUSED && d->family == AF_INET) {
-        /* not on 127.0.0.1: a server bound to ::1 only ("localhost" in Node) */
+    if (err == ECONNREFUSED && d->family == AF_INET) { /* then ::1, as dial() does at once */
         uv_poll_stop(&d->poll);
-        uv_close((uv_handle_t *)&d->poll, NULL);
+        uv_timer_stop(&d->timer);
         close(d->fd);
-        d->family = AF_INET6;
         struct sandbox *sb = sandbox_find(d->sandbox);
-        if (!sb || sb->state != SB_RUNNING) {
-            d->fd = -1;
-            uv_timer_stop(&d->timer);
+        if (sb && sb->state == SB_RUNNING)
+            dial(sb, AF_INET6, d->port, d->req);
+        else
             ingress_connected(d->req, -1, ENOENT);
-            d->closing = 1;
-            uv_close((uv_handle_t *)&d->timer, on_dial_closed);
-            return;
-        }
-        struct hx_err e = {0};
-        d->fd = net_sandbox_socket(sb, AF_INET6, SOCK_STREAM, &e);
-        if (d->fd < 0 || dial_start(d) < 0) {
-            int er = d->fd < 0 ? e.code : errno;
-            if (d->fd >= 0)
-                close(d->fd);
-            d->fd = -1;
-            uv_timer_stop(&d->timer);
-            ingress_connected(d->req, -1, er ? er : ECONNREFUSED);
-            d->closing = 1;
-            uv_close((uv_handle_t *)&d->timer, on_dial_closed);
-        }
-        return;
+        return dial_free(d);
     }
     dial_end(d, err);
 }
 
-/* connect d->fd to loopback:port of its namespace; 0 when under way (or done) */
-static int dial_start(struct dial *d)
+/* A socket in the sandbox's netns, connected to loopback:port there. Not
+ * on 127.0.0.1? Then ::1 (a server bound to "localhost" in Node 18+). */
+static void dial(struct sandbox *sb, int family, int port, uint32_t req)
 {
+    struct hx_err e = {0};
+    int fd = net_sandbox_socket(sb, family, SOCK_STREAM, &e);
+    if (fd < 0)
+        return ingress_connected(req, -1, e.code ? e.code : EIO);
     struct sockaddr_storage ss = {0};
     socklen_t sl;
-    if (d->family == AF_INET) {
+    if (family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)d->port);
+        a->sin_port = htons((uint16_t)port);
         a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         sl = sizeof *a;
     } else {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)d->port);
+        a->sin6_port = htons((uint16_t)port);
         a->sin6_addr = in6addr_loopback;
         sl = sizeof *a;
     }
-    int r = connect(d->fd, (struct sockaddr *)&ss, sl);
-    if (r < 0 && errno != EINPROGRESS && !(errno == ECONNREFUSED && d->family == AF_INET))
-        return -1;
-    uv_poll_init(g_daemon.loop, &d->poll, d->fd);
+    int r = connect(fd, (struct sockaddr *)&ss, sl);
+    int err = r < 0 ? errno : 0;
+    if (err == ECONNREFUSED && family == AF_INET) {
+        close(fd);
+        return dial(sb, AF_INET6, port, req);
+    }
+    if (err && err != EINPROGRESS) {
+        close(fd);
+        return ingress_connected(req, -1, err == EADDRNOTAVAIL || err == ENETUNREACH ? ECONNREFUSED : err);
+    }
+    if (!err)
+        return ingress_connected(req, fd, 0);
+    struct dial *d = calloc(1, sizeof *d);
+    if (!d) {
+        close(fd);
+        return ingress_connected(req, -1, ENOMEM);
+    }
+    d->fd = fd;
+    d->family = family;
+    d->port = port;
+    d->req = req;
+    snprintf(d->sandbox, sizeof d->sandbox, "%s", sb->id);
+    uv_timer_init(g_daemon.loop, &d->timer);
+    d->timer.data = d;
+    uv_poll_init(g_daemon.loop, &d->poll, fd);
     d->poll.data = d;
-    /* a refused v4 connect is reported at once: the poll still fires (POLLOUT|POLLERR) */
+    d->polling = true;
     uv_poll_start(&d->poll, UV_WRITABLE, on_dial_ready);
-    return 0;
+    uv_timer_start(&d->timer, on_dial_timeout, CONNECT_TIMEOUT_MS, 0);
 }
 
 static void on_ingress_connect(const char *name, uint32_t req)
@@ -163,31 +179,7 @@ static void on_ingress_connect(const char *name, uint32_t req)
         port = expose_pid_port(sb, x->target_pid);
     if (port <= 0)
         return ingress_connected(req, -1, ECONNREFUSED);
-    struct hx_err e = {0};
-    int fd = net_sandbox_socket(sb, AF_INET, SOCK_STREAM, &e);
-    if (fd < 0)
-        return ingress_connected(req, -1, e.code ? e.code : EIO);
-    struct dial *d = calloc(1, sizeof *d);
-    if (!d) {
-        close(fd);
-        return ingress_connected(req, -1, ENOMEM);
-    }
-    d->fd = fd;
-    d->family = AF_INET;
-    d->port = port;
-    d->req = req;
-    snprintf(d->sandbox, sizeof d->sandbox, "%s", sb->id);
-    uv_timer_init(g_daemon.loop, &d->timer);
-    d->timer.data = d;
-    if (dial_start(d) < 0) {
-        int err = errno;
-        close(fd);
-        ingress_connected(req, -1, err);
-        d->closing = 1;
-        uv_close((uv_handle_t *)&d->timer, on_dial_closed);
-        return;
-    }
-    uv_timer_start(&d->timer, on_dial_timeout, CONNECT_TIMEOUT_MS, 0);
+    dial(sb, AF_INET, port, req);
 }
 
 static void resend_all(void)
