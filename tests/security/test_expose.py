@@ -285,3 +285,20 @@ def test_pid_exposure_finds_the_port(d):
         assert body == b"hello from bypid\n"
     finally:
         sb.ws.close()
+
+
+def test_cli_expose_prints_a_working_url(d):
+    ing = Ingress(d)
+    sb = d.create_sandbox()
+    try:
+        start_server(sb, 8004, "cli")
+        r = d.cli("expose", sb.id, "8004", check=True)
+        url = r.stdout.strip()
+        assert url.startswith("https://127.0.0.1:"), r.stdout
+        assert ing.get(url, "/")[2] == b"hello from cli\n"
+        bad = d.cli("expose", sb.id, "70000")
+        assert bad.returncode == 2 and "1..65535" in bad.stderr
+        gone = d.cli("expose", "sbx_loc_aaaaaaaaaaaaaaaaaaaa", "8004")
+        assert gone.returncode != 0 and "SANDBOX_NOT_FOUND" in gone.stderr + gone.stdout or "no running sandbox" in gone.stderr
+    finally:
+        sb.ws.close()
