@@ -4,6 +4,7 @@
 #   GET /sse         event 1, then waits for /tmp/sse-go-PORT to exist, event 2, end
 #   GET /hang        never answers                POST /upload  {"len", "sha256"} of the body
 #   GET /ws          WebSocket echo (RFC 6455, text and binary)
+#   GET /setcookie   tries to set hutch's own cookie (and one of its own)
 # Every request line is appended to LOG (default /tmp/requests-PORT.log).
 # server_bind skips HTTPServer's getfqdn(): a reverse lookup that waits out
 # the sandbox's DNS otherwise.
@@ -60,6 +61,14 @@ class H(BaseHTTPRequestHandler):
             self.wfile.write(b"data: two\n\n")
             self.wfile.flush()
             self.close_connection = True
+            return
+        if self.path == "/setcookie":  # tries to plant hutch's cookie for every port it can guess
+            self.send_response(200)
+            for port in (self.headers.get("Host", ":0").rsplit(":", 1)[-1], "1"):
+                self.send_header("Set-Cookie", f"__Host-hutch-{port}=planted; Path=/; Secure")
+            self.send_header("Set-Cookie", "app=kept; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if self.path == "/hang":
             time.sleep(3600)

@@ -113,6 +113,16 @@ def test_cookie_carries_the_secret_for_browsers_and_is_never_forwarded(two):
     assert json_body(body)["path"] == "/headers?x=1"
 
 
+def test_a_sandbox_cannot_set_hutchs_cookie(two):
+    a, ua, b, ub, ing = two
+    st, h, _ = ing.get(ua, "/setcookie")
+    assert st == 200
+    cookies = h.get("set-cookie", [])
+    assert "app=kept; Path=/" in cookies  # positive control: the app's own cookie passes
+    assert not [c for c in cookies if "planted" in c], cookies
+    assert [c for c in cookies if c.startswith("__Host-hutch-") and ing.split(ua)[2].strip("/") in c]
+
+
 def test_hutchd_api_is_not_reachable_through_an_exposure(d, two):
     a, ua, b, ub, ing = two
     # positive control: the API answers directly
