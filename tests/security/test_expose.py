@@ -313,3 +313,48 @@ def test_cli_expose_prints_a_working_url(d):
         assert gone.returncode != 0 and "SANDBOX_NOT_FOUND" in gone.stderr + gone.stdout or "no running sandbox" in gone.stderr
     finally:
         sb.ws.close()
+
+
+def _ingress_pids(d):
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        if comm == "hutch-ingress" and ppid == d.pid:
+            out.append(int(p))
+    return out
+
+
+def test_ingress_runs_confined_and_is_restarted_with_its_routes(d, two):
+    a, ua, b, ub, ing = two
+    assert ing.get(ua, "/")[2] == b"hello from A-8001\n"
+    pids = _ingress_pids(d)
+    assert len(pids) == 1, pids
+    pid = pids[0]
+    with open(f"/proc/{pid}/status") as f:
+        status = f.read()
+    uids = [ln for ln in status.splitlines() if ln.startswith("Uid:")][0].split()[1:]
+    assert set(uids) == {"65534"}, uids                                  # not root
+    assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
+    assert os.readlink(f"/proc/{pid}/root").endswith("/ingress-root")   # chrooted into an empty dir
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        new = [p for p in _ingress_pids(d) if p != pid]
+        if new:
+            try:
+                if ing.get(ua, "/")[2] == b"hello from A-8001\n" and ing.get(ub, "/")[2] == b"hello from B-8001\n":
+                    break
+            except OSError:
+                pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the ingress did not come back with its routes")
+    assert "hutch-ingress exited" in d._log_text()
