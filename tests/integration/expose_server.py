@@ -5,6 +5,8 @@
 #   GET /hang        never answers                POST /upload  {"len", "sha256"} of the body
 #   GET /ws          WebSocket echo (RFC 6455, text and binary)
 #   GET /setcookie   tries to set hutch's own cookie (and one of its own)
+#   GET /go          creates /tmp/sse-go-PORT     GET /page  a page that uses all of the above
+#                    from a browser (absolute paths: the cookie, not the URL, carries the secret)
 # Every request line is appended to LOG (default /tmp/requests-PORT.log).
 # server_bind skips HTTPServer's getfqdn(): a reverse lookup that waits out
 # the sandbox's DNS otherwise.
@@ -13,6 +15,32 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 PORT, MARKER = int(sys.argv[1]), sys.argv[2]
 LOG = sys.argv[3] if len(sys.argv) > 3 else f"/tmp/requests-{PORT}.log"
+
+
+PAGE = """<!doctype html><html><head><title>loading</title></head><body><pre id="out">waiting</pre><script>
+(async () => {
+  const r = { marker: "%s" };
+  r.path = (await (await fetch("/headers?from=page")).json()).path;
+  r.sse = await new Promise((resolve, reject) => {
+    const evs = [], es = new EventSource("/sse");
+    es.onmessage = (e) => {
+      evs.push(e.data);
+      if (e.data === "one") fetch("/go");  // event two is written only after this
+      if (e.data === "two") { es.close(); resolve(evs); }
+    };
+    es.onerror = () => { if (evs.length < 2) { es.close(); reject(new Error("sse failed after " + evs)); } };
+  });
+  r.ws = await new Promise((resolve, reject) => {
+    const ws = new WebSocket("wss://" + location.host + "/ws");
+    ws.onopen = () => ws.send("hi from chromium");
+    ws.onmessage = (m) => { resolve(m.data); ws.close(); };
+    ws.onerror = () => reject(new Error("websocket failed"));
+  });
+  document.getElementById("out").textContent = JSON.stringify(r);
+  document.title = "done";
+})().catch((e) => { document.getElementById("out").textContent = String(e); document.title = "failed"; });
+</script></body></html>
+""" % MARKER
 
 
 class Server(socketserver.ThreadingMixIn, HTTPServer):
@@ -70,6 +98,11 @@ class H(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.path == "/go":  # lets /sse send its second event
+            open(f"/tmp/sse-go-{PORT}", "w").close()
+            return self.send(204, b"")
+        if self.path == "/page":
+            return self.send(200, PAGE.encode(), "text/html; charset=utf-8")
         if self.path == "/hang":
             time.sleep(3600)
             return

@@ -21,6 +21,7 @@
 
 #define EXPOSURES_MAX 32          /* per sandbox */
 #define CONNECT_TIMEOUT_MS 10000  /* a loopback connect that neither succeeds nor fails (full backlog) */
+#define GONE_KEEP_MS (10 * 60 * 1000) /* a stopped sandbox's URLs answer 404 this long, then their ports close */
 
 struct exposure {
     struct exposure *next;
@@ -30,9 +31,12 @@ struct exposure {
     int listen_fd;                /* port mode, else -1 */
     uint16_t port;                /* the ingress port (port mode) */
     int target_port, target_pid;  /* 0: not set */
+    int64_t gone_at;              /* the sandbox stopped (ms), else 0 */
 };
 
 static struct exposure *exposures;
+static uv_timer_t sweep_timer;
+static bool sweep_ready;
 
 static struct exposure *by_name(const char *name)
 {
@@ -171,7 +175,7 @@ static void dial(struct sandbox *sb, int family, int port, uint32_t req)
 static void on_ingress_connect(const char *name, uint32_t req)
 {
     struct exposure *x = by_name(name);
-    struct sandbox *sb = x ? sandbox_find(x->sandbox) : NULL;
+    struct sandbox *sb = x && !x->gone_at ? sandbox_find(x->sandbox) : NULL;
     if (!sb || sb->state != SB_RUNNING)
         return ingress_connected(req, -1, ENOENT);
     int port = x->target_port;
@@ -218,7 +222,7 @@ static void expose_http(struct http_conn *c, struct sandbox *sb)
     struct hx_err e = {0};
     unsigned n = 0;
     for (struct exposure *x = exposures; x; x = x->next)
-        n += strcmp(x->sandbox, sb->id) == 0;
+        n += strcmp(x->sandbox, sb->id) == 0 && !x->gone_at;
     if (n >= EXPOSURES_MAX)
         return http_respond_error(c, 429, "TOO_MANY_EXPOSURES", "a sandbox has at most %d exposures", EXPOSURES_MAX);
     if (ingress_start(&ops, &e) < 0)
@@ -269,7 +273,7 @@ static void m_expose_http(struct session *s, json_t *id, json_t *params)
     json_t *port = json_object_get(params, "port"), *pid = json_object_get(params, "pid");
     struct exposure *x = NULL;
     for (struct exposure *y = exposures; domain && y && !x; y = y->next)
-        if (strcmp(y->domain, domain) == 0 && strcmp(y->sandbox, s->sb->id) == 0)
+        if (strcmp(y->domain, domain) == 0 && strcmp(y->sandbox, s->sb->id) == 0 && !y->gone_at)
             x = y;
     if (!x)
         return rpc_reply_result(s, id, rpc_app_error("ENOENT", "no exposure \"%.200s\" of this sandbox: call "
@@ -293,19 +297,52 @@ const struct rpc_method expose_rpc_methods[] = {
     {NULL, NULL},
 };
 
-void expose_sandbox_stopped(struct sandbox *sb)
+static void exposure_free(struct exposure *x)
 {
+    ingress_unroute(x->name);
+    if (x->listen_fd >= 0)
+        close(x->listen_fd);
+    explicit_bzero(x->name, sizeof x->name);
+    free(x);
+}
+
+/* Ports of sandboxes gone for GONE_KEEP_MS close: until then their URLs say
+ * 404 ("not running any more") instead of a refused connection, and the
+ * kernel cannot hand the port to a new exposure while an old URL is about. */
+static void on_sweep(uv_timer_t *t)
+{
+    int64_t now = now_ms();
+    bool more = false;
     for (struct exposure **pp = &exposures; *pp;) {
         struct exposure *x = *pp;
-        if (strcmp(x->sandbox, sb->id) != 0) {
-            pp = &x->next;
+        if (x->gone_at && now - x->gone_at >= GONE_KEEP_MS) {
+            *pp = x->next;
+            exposure_free(x);
             continue;
         }
-        *pp = x->next;
-        ingress_unroute(x->name);
-        if (x->listen_fd >= 0)
-            close(x->listen_fd);
-        explicit_bzero(x->name, sizeof x->name);
-        free(x);
+        more |= x->gone_at != 0;
+        pp = &x->next;
     }
+    if (!more)
+        uv_timer_stop(t);
+}
+
+void expose_sandbox_stopped(struct sandbox *sb)
+{
+    bool any = false;
+    for (struct exposure *x = exposures; x; x = x->next) {
+        if (strcmp(x->sandbox, sb->id) != 0 || x->gone_at)
+            continue;
+        x->gone_at = now_ms(); /* the connect check (state RUNNING) fails from now on: 404 */
+        any = true;
+    }
+    if (!any)
+        return;
+    if (!sweep_ready) {
+        uv_timer_init(g_daemon.loop, &sweep_timer);
+        uv_unref((uv_handle_t *)&sweep_timer);
+        sweep_ready = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&sweep_timer))
+        uv_timer_start(&sweep_timer, on_sweep, 30000, 30000);
 }

@@ -13,7 +13,8 @@ void expose_handle_rest(struct http_conn *c, const struct http_request *req, str
 void expose_handle_ca(struct http_conn *c);
 /* exposeHttp, NULL-terminated */
 extern const struct rpc_method expose_rpc_methods[];
-/* The sandbox is stopping: its exposures end now (404 from here on). */
+/* The sandbox is stopping: its exposures end now: 404 for 10 minutes, then
+ * their ports close. */
 void expose_sandbox_stopped(struct sandbox *sb);
 
 /* expose_pid.c: the TCP port process `pid` (as the sandbox numbers it)
