@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libuv1-dev libjansson-dev libsqlite3-dev libseccomp-dev
       libssl-dev libhttp-parser-dev libwslay-dev libcmocka-dev libnftables-dev debootstrap iproute2 procps util-linux nftables openssl e2fsprogs
-      python3 python3-pytest nodejs npm bubblewrap)
+      python3 python3-pytest nodejs npm bubblewrap
+      chromium libnss3-tools wrk)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
