@@ -1,0 +1,57 @@
+# Ingress benchmark (issue 8 "Speed"): wrk against a small C server inside a
+# sandbox, through its exposed URL (TLS + hutch-ingress) and directly (wrk in
+# the sandbox's network namespace, plain HTTP to 127.0.0.1), in one run.
+# Run through the test harness, which gives it a network namespace:
+#   HUTCH_TEST_ONLY=py HUTCH_PYTEST_TARGETS=bench/ingress_bench.py HUTCH_PYTEST_ARGS=-s scripts/test.sh
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
+from hutchlib import Hutchd, sandbox_cgroup_pids  # noqa: E402
+from expose_util import Ingress, expose  # noqa: E402
+
+SECS = os.environ.get("BENCH_SECS", "5")
+CONNS = os.environ.get("BENCH_CONNS", "16")
+
+
+def wrk(url, netns=None):
+    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{SECS}s", "--latency", url]
+    if netns:
+        cmd = ["nsenter", f"--net={netns}", "--"] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+    return rps, float(p50.group(1)) * scale, out
+
+
+def test_ingress_vs_direct():
+    src = os.path.join(os.path.dirname(__file__), "tiny_http.c")
+    os.makedirs(os.environ.get("HUTCH_TEST_TMP", "/tmp"), exist_ok=True)
+    binary = os.path.join(os.environ.get("HUTCH_TEST_TMP", "/tmp"), "tiny_http")
+    subprocess.run(["gcc", "-O2", "-o", binary, src], check=True)
+    os.environ.pop("HUTCH_DAEMON", None)  # the optimized build, not the sanitizer one the tests use
+    d = Hutchd(tag="ibench").start()
+    try:
+        sb = d.create_sandbox()
+        r = sb.run("bash", ["-c", "cat > /tmp/tiny_http && chmod +x /tmp/tiny_http"],
+                   stdin=open(binary, "rb").read())
+        assert r["code"] == 0, r
+        sb.call("spawn", {"command": "/tmp/tiny_http", "args": ["9000"], "stdout": "null", "stderr": "null"})
+        time.sleep(0.5)
+        url = expose(d, sb, 9000)
+        Ingress(d).get(url, "/")
+        pid = sorted(sandbox_cgroup_pids(d.cgroup_name, sb.id))[0]
+        netns = f"/proc/{pid}/ns/net"
+        direct = wrk("http://127.0.0.1:9000/", netns)
+        via = wrk(url + "/")
+        print(f"\ningress bench ({CONNS} connections, {SECS} s each, keep-alive):")
+        print(f"  direct (plain HTTP in the sandbox's netns): {direct[0]:10.0f} req/s  p50 {direct[1]:.3f} ms")
+        print(f"  through the exposed URL (TLS + ingress):    {via[0]:10.0f} req/s  p50 {via[1]:.3f} ms")
+        print(f"  ratio {via[0] / direct[0] * 100:.0f} %, added p50 {via[1] - direct[1]:.3f} ms")
+        sb.ws.close()
+    finally:
+        d.stop()
