@@ -17,6 +17,26 @@ SECS = os.environ.get("BENCH_SECS", "5")
 CONNS = os.environ.get("BENCH_CONNS", "16")
 
 
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ingress_pid(d):
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if "(hutch-ingress)" in st and int(st[st.rindex(")") + 2:].split()[1]) == d.pid:
+                return int(p)
+    return None
+
+
 def wrk(url, netns=None):
     cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{SECS}s", "--latency", url]
     if netns:
@@ -46,12 +66,26 @@ def test_ingress_vs_direct():
         Ingress(d).get(url, "/")
         pid = sorted(sandbox_cgroup_pids(d.cgroup_name, sb.id))[0]
         netns = f"/proc/{pid}/ns/net"
+        import resource
         direct = wrk("http://127.0.0.1:9000/", netns)
+        ipid = ingress_pid(d)
+        c0, w0 = cpu_s(ipid), resource.getrusage(resource.RUSAGE_CHILDREN)
+        perf = None
+        if os.environ.get("BENCH_PERF"):  # a profile of the ingress while it serves
+            perf = subprocess.Popen(["perf", "record", "-g", "-p", str(ipid), "-o", os.environ["BENCH_PERF"], "--",
+                                     "sleep", SECS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         via = wrk(url + "/")
+        if perf:
+            perf.wait(timeout=60)
+        c1, w1 = cpu_s(ipid), resource.getrusage(resource.RUSAGE_CHILDREN)
+        secs = float(SECS)
         print(f"\ningress bench ({CONNS} connections, {SECS} s each, keep-alive):")
         print(f"  direct (plain HTTP in the sandbox's netns): {direct[0]:10.0f} req/s  p50 {direct[1]:.3f} ms")
         print(f"  through the exposed URL (TLS + ingress):    {via[0]:10.0f} req/s  p50 {via[1]:.3f} ms")
         print(f"  ratio {via[0] / direct[0] * 100:.0f} %, added p50 {via[1] - direct[1]:.3f} ms")
+        print(f"  CPU while through the URL: hutch-ingress {(c1 - c0) / secs * 100:.0f} %, "
+              f"wrk {((w1.ru_utime + w1.ru_stime) - (w0.ru_utime + w0.ru_stime)) / secs * 100:.0f} % "
+              f"({os.cpu_count()} CPUs, shared with other work on this machine)")
         sb.ws.close()
     finally:
         d.stop()

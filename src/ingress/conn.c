@@ -26,6 +26,7 @@
 #define LOW_WATER (256u << 10)
 
 enum { HOLD_UPQ = 1, HOLD_WAIT = 2, HOLD_CLOSING = 4 };
+#define LEFT_MAX 65536         /* client bytes buffered while a response is in flight, then it is not read */
 enum { T_NONE, T_HEAD, T_UPSTREAM };
 
 #define CONNS_MAX 1024         /* client connections at once (each holds up to ~90 KiB of buffers) */
@@ -52,6 +53,7 @@ struct ig_conn {
     int timer_mode;
     int handles;
     bool closing, cli_reading, up_reading, up_hold, close_after_flush;
+    bool batching, cli_eof;   /* batching: TLS output is flushed once per input chunk */
     unsigned hold;
     SSL *ssl;
     BIO *rbio, *wbio;
@@ -169,6 +171,8 @@ static void cli_send(struct ig_conn *c, const void *p, size_t n)
         return;
     if (SSL_write(c->ssl, p, (int)n) <= 0)
         return conn_close(c);
+    if (c->batching)
+        return; /* flushed by the caller: one write for a response's pieces */
     flush_tls(c);
     if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) > HIGH_WATER && !c->up_hold) {
         c->up_hold = true; /* a slow reader: stop reading the upstream until it drains */
@@ -353,6 +357,8 @@ static void reply(struct ig_conn *c, int status, const char *title, const char *
     timer_set(c, T_NONE, 0);
     cli_send(c, head, (size_t)hl);
     cli_send(c, body, (size_t)bl);
+    if (!c->closing)
+        flush_tls(c);
     c->close_after_flush = true;
     if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) == 0)
         conn_close(c);
@@ -606,9 +612,7 @@ static int rq_done(http_parser *p)
     c->req_done = true;
     if (!c->resp_started) /* "an upstream that never answers": bounded from the request's end */
         timer_set(c, T_UPSTREAM, g_cfg.upstream_timeout_ms);
-    c->hold |= HOLD_WAIT; /* no pipelining: the next request waits for this response */
-    update_reading(c);
-    http_parser_pause(p, 1);
+    http_parser_pause(p, 1); /* no pipelining: the next request waits (in c->left) for this response */
     return 0;
 }
 
@@ -617,6 +621,16 @@ static const http_parser_settings rq_settings = {
     .on_headers_complete = rq_headers_done, .on_body = rq_body, .on_message_complete = rq_done,
 };
 
+static void left_add(struct ig_conn *c, const char *p, size_t n)
+{
+    if (sbuf_add(&c->left, p, n) < 0)
+        return conn_close(c);
+    if (c->left.len > LEFT_MAX && !(c->hold & HOLD_WAIT)) {
+        c->hold |= HOLD_WAIT;
+        update_reading(c);
+    }
+}
+
 static void parse_req(struct ig_conn *c, const char *p, size_t n)
 {
     size_t used = http_parser_execute(&c->rq, &rq_settings, p, n);
@@ -624,8 +638,8 @@ static void parse_req(struct ig_conn *c, const char *p, size_t n)
         return;
     enum http_errno en = HTTP_PARSER_ERRNO(&c->rq);
     if (en == HPE_PAUSED || (en == HPE_OK && c->rq.upgrade)) {
-        if (used < n && sbuf_add(&c->left, p + used, n - used) < 0)
-            conn_close(c);
+        if (used < n)
+            left_add(c, p + used, n - used);
         return;
     }
     if (en == HPE_OK)
@@ -678,11 +692,8 @@ static void cli_plain(struct ig_conn *c, const char *p, size_t n)
 {
     if (c->tunnel)
         return up_send(c, p, n);
-    if (c->req_done || c->req_upgrade) {
-        if (sbuf_add(&c->left, p, n) < 0)
-            conn_close(c);
-        return;
-    }
+    if (c->req_done || c->req_upgrade)
+        return left_add(c, p, n);
     if (obs_fold(c, p, n))
         return reply(c, 400, "Bad Request", "Malformed request: a folded header line (obs-fold).");
     parse_req(c, p, n);
@@ -840,11 +851,12 @@ static void exchange_done(struct ig_conn *c)
 {
     if (!c->up_keep)
         up_close(c);
-    if (!c->keep_alive || !c->req_done) {
+    if (!c->keep_alive || !c->req_done || c->cli_eof) {
         c->close_after_flush = true;
         c->hold |= HOLD_CLOSING;
         update_reading(c);
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) == 0)
+        flush_tls(c);
+        if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) == 0)
             conn_close(c);
         return;
     }
@@ -905,9 +917,15 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0)
         return;
     if (nread > 0) {
+        c->batching = true;
         if (c->tunnel)
-            return cli_send(c, b->base, (size_t)nread);
-        return parse_resp(c, b->base, (size_t)nread);
+            cli_send(c, b->base, (size_t)nread);
+        else
+            parse_resp(c, b->base, (size_t)nread);
+        c->batching = false;
+        if (!c->closing)
+            flush_tls(c);
+        return;
     }
     /* the upstream closed */
     if (c->tunnel) {
@@ -975,8 +993,14 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     struct ig_conn *c = s->data;
     if (c->closing || nread == 0)
         return;
-    if (nread < 0)
+    if (nread < 0) {
+        if (nread == UV_EOF && c->req_done && !c->resp_done && !c->tunnel) {
+            c->cli_eof = true; /* a half-close after the request: the answer still goes out */
+            c->hold |= HOLD_CLOSING;
+            return update_reading(c);
+        }
         return conn_close(c);
+    }
     if (BIO_write(c->rbio, b->base, (int)nread) != (int)nread)
         return conn_close(c);
     if (!c->hs_done) {
@@ -991,6 +1015,7 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         }
         c->hs_done = true;
     }
+    c->batching = true;
     for (;;) {
         if (c->closing)
             return;
@@ -1001,6 +1026,7 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         }
         int err = SSL_get_error(c->ssl, n);
         ERR_clear_error();
+        c->batching = false;
         flush_tls(c);
         if (err == SSL_ERROR_WANT_READ)
             return;

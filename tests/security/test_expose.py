@@ -356,3 +356,39 @@ def test_ingress_runs_confined_and_is_restarted_with_its_routes(d, two):
     else:
         raise AssertionError("the ingress did not come back with its routes")
     assert "hutch-ingress exited" in d._log_text()
+
+
+def test_keep_alive_pipelining_head_and_half_close(two):
+    a, ua, b, ub, ing = two
+    host, port, prefix = ing.split(ua)
+    req = f"GET {prefix}/ HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    s = ing.connect(ua)
+    try:
+        # two requests in one write: answered in order on one connection
+        s.sendall(req + f"HEAD {prefix}/ HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode() + req)
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 3 or not got.endswith(b"hello from A-8001\n"):
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert got.count(b"hello from A-8001\n") == 2  # the HEAD answer has no body
+        assert got.count(b"Connection: keep-alive") == 3
+    finally:
+        s.close()
+    # a client that half-closes after its request still gets the answer
+    s = ing.connect(ua)
+    try:
+        s.sendall(f"GET {prefix}/ HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        socket.socket.shutdown(s, socket.SHUT_WR)  # the TCP side only (SSLSocket.shutdown drops TLS)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert parse_response(out)[2] == b"hello from A-8001\n", out
+    finally:
+        s.close()
