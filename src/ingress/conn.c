@@ -27,7 +27,7 @@
 
 enum { HOLD_UPQ = 1, HOLD_WAIT = 2, HOLD_CLOSING = 4 };
 #define LEFT_MAX 65536         /* client bytes buffered while a response is in flight, then it is not read */
-enum { T_NONE, T_HEAD, T_UPSTREAM };
+enum { T_NONE, T_HEAD, T_BODY, T_UPSTREAM };
 
 #define CONNS_MAX 1024         /* client connections at once (each holds up to ~90 KiB of buffers) */
 
@@ -372,6 +372,8 @@ static void on_timer(uv_timer_t *t)
             reply(c, 408, "Request Timeout", "The request head did not arrive in time.");
         else
             conn_close(c); /* an idle keep-alive connection */
+    } else if (c->timer_mode == T_BODY) {
+        reply(c, 408, "Request Timeout", "The request body stalled.");
     } else if (c->timer_mode == T_UPSTREAM) {
         reply(c, 504, "Gateway Timeout", "The server in the sandbox did not answer in time.");
     }
@@ -586,6 +588,9 @@ static int rq_headers_done(http_parser *p)
         c->up_req = next_req++;
         ctl_connect(c->up_req, c->rt->name);
     }
+    /* a body that stops coming holds a connection: bounded like a head */
+    if (c->req_chunked || (p->content_length > 0 && p->content_length != ULLONG_MAX))
+        timer_set(c, T_BODY, g_cfg.upstream_timeout_ms);
     return 0;
 }
 
@@ -612,6 +617,8 @@ static int rq_done(http_parser *p)
     c->req_done = true;
     if (!c->resp_started) /* "an upstream that never answers": bounded from the request's end */
         timer_set(c, T_UPSTREAM, g_cfg.upstream_timeout_ms);
+    else
+        timer_set(c, T_NONE, 0);
     http_parser_pause(p, 1); /* no pipelining: the next request waits (in c->left) for this response */
     return 0;
 }
@@ -1003,6 +1010,8 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (BIO_write(c->rbio, b->base, (int)nread) != (int)nread)
         return conn_close(c);
+    if (c->timer_mode == T_BODY)
+        timer_set(c, T_BODY, g_cfg.upstream_timeout_ms); /* bytes came: the body is moving */
     if (!c->hs_done) {
         int r = SSL_do_handshake(c->ssl);
         flush_tls(c);

@@ -392,3 +392,27 @@ def test_keep_alive_pipelining_head_and_half_close(two):
         assert parse_response(out)[2] == b"hello from A-8001\n", out
     finally:
         s.close()
+
+
+def test_a_stalled_request_body_times_out(two):
+    a, ua, b, ub, ing = two
+    host, port, prefix = ing.split(ua)
+    s = ing.connect(ua, timeout=UPSTREAM_TIMEOUT_MS / 1000 * 10)
+    try:
+        s.sendall(f"POST {prefix}/upload HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 100\r\n\r\n".encode()
+                  + b"x" * 10)  # 90 bytes never come
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        s.close()
+    st, h, body = parse_response(out)
+    assert st == 408 and h.get("x-hutch-ingress") == ["408"] and b"body stalled" in body
+    st, _, body = ing.get(ua, "/upload", method="POST", body=b"x" * 100)  # positive control
+    assert st == 200 and json_body(body)["len"] == 100

@@ -21,6 +21,7 @@
 
 #define EXPOSURES_MAX 32          /* per sandbox */
 #define CONNECT_TIMEOUT_MS 10000  /* a loopback connect that neither succeeds nor fails (full backlog) */
+#define DIALS_MAX 512             /* connects in flight for the ingress (it is not trusted to ask few) */
 #define GONE_KEEP_MS (10 * 60 * 1000) /* a stopped sandbox's URLs answer 404 this long, then their ports close */
 
 struct exposure {
@@ -63,12 +64,15 @@ struct dial {
 };
 
 static void dial(struct sandbox *sb, int family, int port, uint32_t req);
+static unsigned n_dials;
 
 static void on_dial_closed(uv_handle_t *h)
 {
     struct dial *d = h->data;
-    if (--d->closing == 0)
+    if (--d->closing == 0) {
         free(d);
+        n_dials--;
+    }
 }
 
 static void dial_free(struct dial *d)
@@ -153,11 +157,12 @@ static void dial(struct sandbox *sb, int family, int port, uint32_t req)
     }
     if (!err)
         return ingress_connected(req, fd, 0);
-    struct dial *d = calloc(1, sizeof *d);
+    struct dial *d = n_dials < DIALS_MAX ? calloc(1, sizeof *d) : NULL;
     if (!d) {
         close(fd);
-        return ingress_connected(req, -1, ENOMEM);
+        return ingress_connected(req, -1, n_dials < DIALS_MAX ? ENOMEM : EAGAIN);
     }
+    n_dials++;
     d->fd = fd;
     d->family = family;
     d->port = port;
