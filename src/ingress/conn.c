@@ -163,6 +163,10 @@ static void flush_tls(struct ig_conn *c)
             return conn_close(c);
         }
     }
+    if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) > HIGH_WATER && !c->up_hold) {
+        c->up_hold = true; /* a slow reader: stop reading the upstream until it drains */
+        update_reading(c);
+    }
 }
 
 static void cli_send(struct ig_conn *c, const void *p, size_t n)
@@ -171,13 +175,8 @@ static void cli_send(struct ig_conn *c, const void *p, size_t n)
         return;
     if (SSL_write(c->ssl, p, (int)n) <= 0)
         return conn_close(c);
-    if (c->batching)
-        return; /* flushed by the caller: one write for a response's pieces */
-    flush_tls(c);
-    if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) > HIGH_WATER && !c->up_hold) {
-        c->up_hold = true; /* a slow reader: stop reading the upstream until it drains */
-        update_reading(c);
-    }
+    if (!c->batching) /* else the caller flushes: one write for a response's pieces */
+        flush_tls(c);
 }
 
 static void on_up_written(uv_write_t *w, int status)
@@ -525,6 +524,10 @@ static int rq_headers_done(http_parser *p)
         }
         snprintf(path, sizeof path, "%s", c->url);
     }
+    if (c->rt->gone) { /* only after the secret matched: a wrong one learns nothing */
+        c->reject = 4040;
+        return -1;
+    }
     c->req_upgrade = p->upgrade;
     c->req_chunked = (p->flags & F_CHUNKED) != 0;
     c->req_head = p->method == HTTP_HEAD;
@@ -655,6 +658,8 @@ static void parse_req(struct ig_conn *c, const char *p, size_t n)
     switch (st) {
     case 404:
         return reply(c, 404, "Not Found", "No exposed sandbox port here. It may have stopped, or the URL is incomplete.");
+    case 4040:
+        return reply(c, 404, "Not Found", "This sandbox is not running any more.");
     case 405:
         return reply(c, 405, "Method Not Allowed", "CONNECT is not served here.");
     case 414:

@@ -18,6 +18,8 @@ enum ig_msg {
                           port mode: the exposure's own listening socket travels with the frame */
     IG_UNROUTE = 3,    /* payload: the exposure name */
     IG_CONNECTED = 4,  /* chan = request; u32 LE errno; 0: the connected socket travels with the frame */
+    IG_GONE = 5,       /* payload: the exposure name; its sandbox stopped: its connections close, its
+                          requests get 404 until IG_UNROUTE (IG_ROUTE "gone": true after a restart) */
 
     /* ingress -> hutchd */
     IG_READY = 16,     /* no payload: confined and serving */

@@ -17,7 +17,7 @@ struct ig_route {
     int target;                /* the sandbox port (for pages and logs) */
     char cookie[40];           /* IG_COOKIE_PREFIX "<port>" */
     uv_tcp_t *listener;        /* port mode: the exposure's own socket */
-    struct ig_conn *conns;     /* open client connections on this route */
+    bool gone;                 /* the sandbox stopped: 404, no upstream */
 };
 
 struct ig_config {

@@ -153,6 +153,20 @@ static void on_unroute(const uint8_t *p, size_t n)
         }
 }
 
+static void on_gone(const uint8_t *p, size_t n)
+{
+    char name[IG_NAME_LEN + 1];
+    if (n != IG_NAME_LEN)
+        return;
+    memcpy(name, p, n);
+    name[n] = 0;
+    struct ig_route *r = route_by_name(name);
+    if (r && !r->gone) {
+        r->gone = true;
+        conn_route_gone(r); /* keep-alive connections to the dead sandbox end now */
+    }
+}
+
 static void on_route(json_t *o)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
@@ -181,6 +195,7 @@ static void on_route(json_t *o)
     r->target = (int)json_integer_value(json_object_get(o, "target"));
     snprintf(r->cookie, sizeof r->cookie, IG_COOKIE_PREFIX "%u", r->port);
     r->listener = l;
+    r->gone = json_is_true(json_object_get(o, "gone"));
     r->next = routes;
     routes = r;
     if (l)
@@ -191,6 +206,8 @@ static void on_ctl_frame(const struct hx_frame *f)
 {
     if (f->type == IG_UNROUTE)
         return on_unroute(f->payload, f->len);
+    if (f->type == IG_GONE)
+        return on_gone(f->payload, f->len);
     if (f->type == IG_CONNECTED) {
         uint32_t err = f->len >= 4 ? hx_get_u32(f->payload) : EPROTO;
         uv_tcp_t *t = err == 0 ? take_socket() : NULL;

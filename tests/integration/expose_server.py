@@ -5,6 +5,7 @@
 #   GET /hang        never answers                POST /upload  {"len", "sha256"} of the body
 #   GET /ws          WebSocket echo (RFC 6455, text and binary)
 #   GET /setcookie   tries to set hutch's own cookie (and one of its own)
+#   GET /big?mb=N    N MiB of "x"
 #   GET /go          creates /tmp/sse-go-PORT     GET /page  a page that uses all of the above
 #                    from a browser (absolute paths: the cookie, not the URL, carries the secret)
 # Every request line is appended to LOG (default /tmp/requests-PORT.log).
@@ -104,6 +105,15 @@ class H(BaseHTTPRequestHandler):
             return self.send(204, b"")
         if self.path == "/page":
             return self.send(200, PAGE.encode(), "text/html; charset=utf-8")
+        if self.path.startswith("/big?mb="):  # N MiB, as fast as the socket takes them
+            n = int(self.path.split("=")[1]) << 20
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            block = b"x" * (1 << 16)
+            for _ in range(n >> 16):
+                self.wfile.write(block)
+            return
         if self.path == "/hang":
             time.sleep(3600)
             return

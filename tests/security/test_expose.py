@@ -416,3 +416,32 @@ def test_a_stalled_request_body_times_out(two):
     assert st == 408 and h.get("x-hutch-ingress") == ["408"] and b"body stalled" in body
     st, _, body = ing.get(ua, "/upload", method="POST", body=b"x" * 100)  # positive control
     assert st == 200 and json_body(body)["len"] == 100
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([ln for ln in f.read().splitlines() if ln.startswith("VmRSS:")][0].split()[1])
+
+
+def test_a_client_that_does_not_read_holds_bounded_memory(d, two):
+    a, ua, b, ub, ing = two
+    host, port, prefix = ing.split(ua)
+    pid = _ingress_pids(d)[0]
+    before = _rss_kib(pid)
+    s = ing.connect(ua, timeout=60)
+    try:
+        s.sendall(f"GET {prefix}/big?mb=256 HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        peak = before
+        for _ in range(30):  # 3 s of not reading while the server pushes 256 MiB at loopback speed
+            peak = max(peak, _rss_kib(pid))
+            time.sleep(0.1)
+        assert peak - before < 48 * 1024, (before, peak)  # KiB: the 1 MiB high-water mark plus buffers, not 256 MiB
+        got = 0
+        while True:  # positive control: every byte still arrives
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+    finally:
+        s.close()
+    assert got > 256 << 20 and got - (256 << 20) < 4096, got  # the body plus a head

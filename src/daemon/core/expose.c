@@ -49,7 +49,8 @@ static struct exposure *by_name(const char *name)
 
 static void push(struct exposure *x, bool first)
 {
-    ingress_route(x->name, x->sandbox, x->port, x->target_port > 0 ? x->target_port : 0, x->listen_fd, first);
+    ingress_route(x->name, x->sandbox, x->port, x->target_port > 0 ? x->target_port : 0, x->listen_fd, first,
+                  x->gone_at != 0);
 }
 
 /* ---- upstream sockets for the ingress ---- */
@@ -338,7 +339,8 @@ void expose_sandbox_stopped(struct sandbox *sb)
     for (struct exposure *x = exposures; x; x = x->next) {
         if (strcmp(x->sandbox, sb->id) != 0 || x->gone_at)
             continue;
-        x->gone_at = now_ms(); /* the connect check (state RUNNING) fails from now on: 404 */
+        x->gone_at = now_ms(); /* the connect check fails from now on too */
+        ingress_gone(x->name);
         any = true;
     }
     if (!any)

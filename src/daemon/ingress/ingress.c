@@ -165,11 +165,17 @@ static void send_json(uint16_t type, json_t *o, int fd)
     free(t);
 }
 
-void ingress_route(const char *name, const char *sandbox, uint16_t port, int target, int listen_fd, bool first)
+void ingress_route(const char *name, const char *sandbox, uint16_t port, int target, int listen_fd, bool first,
+                   bool gone)
 {
     int fd = first && listen_fd >= 0 ? fcntl(listen_fd, F_DUPFD_CLOEXEC, 3) : -1;
-    send_json(IG_ROUTE, json_pack("{s:s, s:s, s:i, s:i, s:b}", "name", name, "sandbox", sandbox, "port", (int)port,
-                                  "target", target, "listener", fd >= 0), fd);
+    send_json(IG_ROUTE, json_pack("{s:s, s:s, s:i, s:i, s:b, s:b}", "name", name, "sandbox", sandbox, "port", (int)port,
+                                  "target", target, "listener", fd >= 0, "gone", gone), fd);
+}
+
+void ingress_gone(const char *name)
+{
+    send_frame(IG_GONE, 0, name, strlen(name), -1);
 }
 
 void ingress_unroute(const char *name)
@@ -357,6 +363,10 @@ int ingress_start(const struct ingress_ops *ops, struct hx_err *e)
         g.family = AF_INET6;
     else
         return hx_fail(e, EINVAL, "--ingress-addr wants an IP address, got \"%.100s\"", g.addr);
+    static const unsigned char any[16];
+    if (!cfg->ingress_domain && memcmp(tmp, any, g.family == AF_INET ? 4 : 16) == 0)
+        return hx_fail(e, EINVAL, "--ingress-addr %s cannot be in a URL: give the address clients reach "
+                                  "(or --ingress-domain)", g.addr);
     snprintf(g.path, sizeof g.path, "%s/hutch-ingress", cfg->self_dir);
     if (access(g.path, X_OK) != 0)
         snprintf(g.path, sizeof g.path, "%s/../ingress/hutch-ingress", cfg->self_dir);

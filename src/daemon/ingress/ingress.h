@@ -29,7 +29,10 @@ int ingress_listen(uint16_t *port, struct hx_err *e);
 
 /* Adds or updates a route; listen_fd (port mode, else -1) is borrowed: a
  * duplicate travels to the ingress the first time. */
-void ingress_route(const char *name, const char *sandbox, uint16_t port, int target, int listen_fd, bool first);
+void ingress_route(const char *name, const char *sandbox, uint16_t port, int target, int listen_fd, bool first,
+                   bool gone);
+/* The sandbox stopped: its connections close, its requests get 404. */
+void ingress_gone(const char *name);
 void ingress_unroute(const char *name);
 /* The answer to a connect: fd (owned from here; closed after sending) or -1 and err (an errno). */
 void ingress_connected(uint32_t req, int fd, int err);
