@@ -445,3 +445,43 @@ def test_a_client_that_does_not_read_holds_bounded_memory(d, two):
     finally:
         s.close()
     assert got > 256 << 20 and got - (256 << 20) < 4096, got  # the body plus a head
+
+
+def test_a_websocket_that_never_reads_holds_bounded_memory(d, two):
+    a, ua, b, ub, ing = two
+    host, port, prefix = ing.split(ua)
+    pid = _ingress_pids(d)[0]
+    before = _rss_kib(pid)
+    s = ing.connect(ua, timeout=5)
+    try:
+        s.sendall((f"GET {prefix}/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        payload = b"y" * 60000
+        frame = bytes([0x82, 0xFE]) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload  # zero mask
+        sent, stalled = 0, False
+        s.settimeout(3)
+        while sent < 512 << 20:  # never reading the echoes; the ingress must stop taking ours
+            try:
+                s.sendall(frame)
+            except (TimeoutError, socket.timeout):
+                stalled = True
+                break
+            sent += len(frame)
+        assert stalled, "512 MiB went in while nothing was read: nothing pushed back"
+        assert _rss_kib(pid) - before < 48 * 1024, (before, _rss_kib(pid))
+    finally:
+        s.close()
+    assert ing.get(ua, "/")[0] == 200  # positive control: the ingress still serves
+
+
+def test_exposures_per_sandbox_are_bounded(d):
+    sb = d.create_sandbox()
+    try:
+        codes = [d.http("POST", f"/api/v3/sandbox/{sb.id}/expose/http", body=b"{}").status for _ in range(33)]
+        assert codes[:32] == [200] * 32 and codes[32] == 429, codes
+    finally:
+        sb.ws.close()
