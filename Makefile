@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
-	@ln -sf src/daemon/hutchd $(BUILD)/hutchd; ln -sf src/cli/hutch $(BUILD)/hutch; ln -sf src/init/hutch-init $(BUILD)/hutch-init; ln -sf src/proxy/hutch-proxy $(BUILD)/hutch-proxy
+	@ln -sf src/daemon/hutchd $(BUILD)/hutchd; ln -sf src/cli/hutch $(BUILD)/hutch; ln -sf src/init/hutch-init $(BUILD)/hutch-init; ln -sf src/proxy/hutch-proxy $(BUILD)/hutch-proxy; ln -sf src/ingress/hutch-ingress $(BUILD)/hutch-ingress
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD)

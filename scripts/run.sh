@@ -20,4 +20,11 @@ fi
 # it sandboxes get loopback only. The tests never use it: they run hutchd in
 # network namespaces of their own.
 echo "run.sh: starting $bin --net-host-ns $* (Ctrl-C stops it; sandboxes with a duration are cleaned on the next start)"
+# Exposed ports (sandbox.exposeHttp, hutch expose) are https URLs signed by
+# this install's ingress CA, made at the first exposure (docs/expose.md).
+state=/var/lib/hutch
+for ((i = 1; i <= $#; i++)); do [[ ${!i} == --state-dir ]] && { j=$((i + 1)); state=${!j}; }; done
+echo "run.sh: exposed URLs are signed by the ingress CA $state/ingress-ca/ca.crt; trust it with"
+echo "          curl --cacert $state/ingress-ca/ca.crt URL"
+echo "          NODE_EXTRA_CA_CERTS=$state/ingress-ca/ca.crt node app.mjs"
 exec "$bin" --net-host-ns "$@"

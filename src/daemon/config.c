@@ -54,7 +54,14 @@ static const char usage[] =
     "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n"
     "  --price-cpu-hour USD  metering: price of a CPU-hour [0.05]\n"
     "  --price-memory-gib-hour USD  metering: price of a GiB-hour of memory limit [0.016]\n"
-    "  --price-volume-gib-month USD  metering: price of a GiB-month (30 days) of volume storage [0.20]\n";
+    "  --price-volume-gib-month USD  metering: price of a GiB-month (30 days) of volume storage [0.20]\n"
+    "  --ingress-addr IP     where exposed ports listen, a port each, in URLs as https://IP:PORT/NAME [127.0.0.1]\n"
+    "  --ingress-domain BASE exposures as https://NAME.BASE on one port (wildcard DNS for BASE to this host)\n"
+    "  --ingress-port N      that port [443]\n"
+    "  --ingress-cert FILE, --ingress-key FILE  certificate chain and key for *.BASE (PEM) [minted from\n"
+    "                        the ingress CA in STATE/ingress-ca]\n"
+    "  --ingress-head-timeout MS      a request head must arrive within [15000]\n"
+    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -114,6 +121,10 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->request_timeout_ms = 10000;
     cfg->lxcfs_path = "/usr/bin/lxcfs";
     cfg->prices = (struct meter_prices){50000, 16000, 200000}; /* metering: Deno's published prices, in micro-dollars */
+    cfg->ingress_addr = "127.0.0.1";
+    cfg->ingress_port = 443;
+    cfg->ingress_head_timeout_ms = 15000;
+    cfg->ingress_upstream_timeout_ms = 60000;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -138,6 +149,13 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_PRICECPU,
            O_PRICEMEM,
            O_PRICEVOL,
+           O_IGADDR,
+           O_IGDOMAIN,
+           O_IGPORT,
+           O_IGCERT,
+           O_IGKEY,
+           O_IGHEADTO,
+           O_IGUPTO,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -166,6 +184,13 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"price-cpu-hour", required_argument, 0, O_PRICECPU},
         {"price-memory-gib-hour", required_argument, 0, O_PRICEMEM},
         {"price-volume-gib-month", required_argument, 0, O_PRICEVOL},
+        {"ingress-addr", required_argument, 0, O_IGADDR},
+        {"ingress-domain", required_argument, 0, O_IGDOMAIN},
+        {"ingress-port", required_argument, 0, O_IGPORT},
+        {"ingress-cert", required_argument, 0, O_IGCERT},
+        {"ingress-key", required_argument, 0, O_IGKEY},
+        {"ingress-head-timeout", required_argument, 0, O_IGHEADTO},
+        {"ingress-upstream-timeout", required_argument, 0, O_IGUPTO},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -266,6 +291,23 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_PRICECPU: if ((r = meter_parse_price(optarg, &cfg->prices.cpu_hour, e)) < 0) return hx_wrap(e, "--price-cpu-hour"); break;
         case O_PRICEMEM: if ((r = meter_parse_price(optarg, &cfg->prices.mem_gib_hour, e)) < 0) return hx_wrap(e, "--price-memory-gib-hour"); break;
         case O_PRICEVOL: if ((r = meter_parse_price(optarg, &cfg->prices.vol_gib_month, e)) < 0) return hx_wrap(e, "--price-volume-gib-month"); break;
+        case O_IGADDR: cfg->ingress_addr = optarg; break; /* expose: checked in ingress_start */
+        case O_IGDOMAIN:
+            if (!*optarg || strlen(optarg) > 200 || strspn(optarg, "abcdefghijklmnopqrstuvwxyz0123456789.-") != strlen(optarg))
+                return hx_fail(e, EINVAL, "--ingress-domain wants a lowercase DNS name, got \"%s\"", optarg);
+            cfg->ingress_domain = optarg;
+            break;
+        case O_IGPORT: {
+            uint32_t v;
+            if ((r = parse_u32(optarg, &v, "--ingress-port", e)) < 0 || v == 0 || v > 65535)
+                return r < 0 ? r : hx_fail(e, EINVAL, "--ingress-port out of range");
+            cfg->ingress_port = (int)v;
+            break;
+        }
+        case O_IGCERT: cfg->ingress_cert = optarg; break;
+        case O_IGKEY: cfg->ingress_key = optarg; break;
+        case O_IGHEADTO: if ((r = parse_u32(optarg, &cfg->ingress_head_timeout_ms, "--ingress-head-timeout", e)) < 0) return r; break;
+        case O_IGUPTO: if ((r = parse_u32(optarg, &cfg->ingress_upstream_timeout_ms, "--ingress-upstream-timeout", e)) < 0) return r; break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }
@@ -283,6 +325,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         return hx_fail(e, EINVAL, "--storage-size must be at least 512MiB");
     if (!cfg->volume_max || cfg->volume_max > cfg->storage_size)
         cfg->volume_max = cfg->storage_size;
+    if (!cfg->ingress_cert != !cfg->ingress_key || (cfg->ingress_cert && !cfg->ingress_domain))
+        return hx_fail(e, EINVAL, "--ingress-cert and --ingress-key go together, with --ingress-domain");
     if (cfg->warm > 64)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
     if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)

@@ -48,6 +48,12 @@ struct config {
     const char *regions;       /* comma-separated region names volumes may name; NULL = any */
     const char *lxcfs_path;    /* views: lxcfs binary, "" = the kernel's /proc views */
     struct meter_prices prices; /* metering: micro-dollars per CPU-hour, GiB-hour, GiB-month */
+    /* expose: the ingress (docs/expose.md) */
+    const char *ingress_addr;  /* where exposures listen [127.0.0.1] */
+    const char *ingress_domain; /* base domain: NAME.BASE per exposure on one port (else a port each) */
+    int ingress_port;          /* host mode's port [443] */
+    const char *ingress_cert, *ingress_key; /* the operator's certificate (chain) and key, PEM */
+    uint32_t ingress_head_timeout_ms, ingress_upstream_timeout_ms;
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

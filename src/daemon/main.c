@@ -13,6 +13,7 @@
 #include "daemon/core/routes.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
+#include "daemon/ingress/ingress.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
@@ -200,6 +201,7 @@ int main(int argc, char **argv)
     unlink(cfg.socket_path);
     net_fini(); /* our table goes when hutchd goes */
     views_stop(); /* lxcfs and its mount go too */
+    ingress_fini();
     if (!g_daemon.sandboxes)
         cgroup_fini();
     store_close(g_daemon.store);

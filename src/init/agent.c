@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdarg.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <uv.h>
@@ -469,6 +470,18 @@ static json_t *call_spawn(json_t *params, struct hx_err *e)
         uid = (uid_t)json_integer_value(juid);
     }
 
+    json_t *jpty = json_object_get(params, "pty");
+    unsigned short rows = 0, cols = 0;
+    if (jpty && !json_is_null(jpty)) {
+        json_int_t r = json_integer_value(json_object_get(jpty, "rows")), c = json_integer_value(json_object_get(jpty, "cols"));
+        if (!json_is_object(jpty) || r < 1 || r > 1000 || c < 1 || c > 1000) {
+            hx_fail(e, EINVAL, "spawn: pty must be {rows, cols} of 1..1000");
+            return NULL;
+        }
+        rows = (unsigned short)r;
+        cols = (unsigned short)c;
+    }
+
     const char **argv = calloc(nargs + 2, sizeof *argv);
     if (!argv) {
         hx_fail(e, ENOMEM, "out of memory");
@@ -497,7 +510,8 @@ static json_t *call_spawn(json_t *params, struct hx_err *e)
         return NULL;
     }
     struct spawn_req req = {.command = command, .argv = argv, .envp = envp, .cwd = cwd, .uid = uid,
-                            .pipe_in = pin, .pipe_out = pout, .pipe_err = perr};
+                            .pipe_in = pin, .pipe_out = pout, .pipe_err = perr, .pty = rows > 0, .rows = rows,
+                            .cols = cols};
     struct spawn_res res;
     int r = spawn_process(&req, &res, e);
     free(argv);
@@ -574,6 +588,29 @@ static json_t *call_kill(json_t *params, struct hx_err *e)
     return json_null();
 }
 
+/* ptyResize {pid, rows, cols}: the kernel tells the terminal's foreground group (SIGWINCH) */
+static json_t *call_pty_resize(json_t *params, struct hx_err *e)
+{
+    json_int_t pid = json_integer_value(json_object_get(params, "pid"));
+    json_int_t r = json_integer_value(json_object_get(params, "rows")), c = json_integer_value(json_object_get(params, "cols"));
+    if (pid <= 1 || pid > INT32_MAX || r < 1 || r > 1000 || c < 1 || c > 1000) {
+        hx_fail(e, EINVAL, "ptyResize: wants {pid, rows, cols} with 1..1000");
+        return NULL;
+    }
+    struct proc *p = proc_find((pid_t)pid);
+    uv_os_fd_t fd = -1;
+    if (!p || p->exited || !p->out[0].open || uv_fileno((uv_handle_t *)&p->out[0].pipe, &fd) < 0 || !isatty(fd)) {
+        hx_fail(e, ESRCH, "ptyResize %d: no such process on a pseudo-terminal", (int)pid);
+        return NULL;
+    }
+    struct winsize ws = {.ws_row = (unsigned short)r, .ws_col = (unsigned short)c};
+    if (ioctl(fd, TIOCSWINSZ, &ws) < 0) {
+        hx_fail(e, errno, "ptyResize %d: %m", (int)pid);
+        return NULL;
+    }
+    return json_null();
+}
+
 static const char *key_param(json_t *params, struct hx_err *e)
 {
     const char *k = json_string_value(json_object_get(params, "key"));
@@ -610,6 +647,9 @@ static void on_call(uint32_t chan, const uint8_t *payload, uint32_t len)
             ok = result != NULL;
         } else if (strcmp(method, "kill") == 0) {
             result = call_kill(params, &e);
+            ok = result != NULL;
+        } else if (strcmp(method, "ptyResize") == 0) {
+            result = call_pty_resize(params, &e);
             ok = result != NULL;
         } else if (strcmp(method, "envGet") == 0) {
             const char *k = key_param(params, &e);

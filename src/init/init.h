@@ -67,10 +67,14 @@ struct spawn_req {
     const char *cwd;
     uid_t uid;
     bool pipe_in, pipe_out, pipe_err;
+    /* a pseudo-terminal instead (hutch's own extension, docs/protocol.md):
+     * stdin, stdout and stderr are its slave, the parent keeps the master */
+    bool pty;
+    unsigned short rows, cols;
 };
 struct spawn_res {
     pid_t pid;
-    int in_fd, out_fd, err_fd; /* parent ends, -1 when not piped (O_CLOEXEC) */
+    int in_fd, out_fd, err_fd; /* parent ends, -1 when not piped (O_CLOEXEC); a pty: in_fd and out_fd are the master */
 };
 void spawn_set_nofile(uint64_t nofile);
 int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e);

@@ -6,6 +6,7 @@
 #include <linux/capability.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -91,6 +92,9 @@ static _Noreturn void child_main(const struct spawn_req *r, int stdio[3], int re
 {
     if (setsid() < 0)
         child_fail(report, STAGE_STDIO, errno);
+    /* the new session's controlling terminal: ^C, ^Z and SIGWINCH reach its foreground group */
+    if (r->pty && ioctl(stdio[0], TIOCSCTTY, 0) < 0)
+        child_fail(report, STAGE_STDIO, errno);
     for (int i = 0; i < 3; i++)
         if (dup2(stdio[i], i) < 0)
             child_fail(report, STAGE_STDIO, errno);
@@ -136,22 +140,42 @@ int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_er
 {
     int ret = 0;
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, report[2] = {-1, -1};
+    int ptm = -1, pts = -1;
     autoclose int devnull = -1;
     out->pid = -1;
     out->in_fd = out->out_fd = out->err_fd = -1;
 
-    if (!r->pipe_in || !r->pipe_out || !r->pipe_err) {
+    if (!r->pty && (!r->pipe_in || !r->pipe_out || !r->pipe_err)) {
         devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (devnull < 0)
             return hx_fail(e, errno, "open /dev/null: %m");
     }
-    if ((r->pipe_in && pipe2(pin, O_CLOEXEC) < 0) || (r->pipe_out && pipe2(pout, O_CLOEXEC) < 0) ||
-        (r->pipe_err && pipe2(perr, O_CLOEXEC) < 0) || pipe2(report, O_CLOEXEC) < 0) {
+    bool pipes = !r->pty;
+    if ((pipes && r->pipe_in && pipe2(pin, O_CLOEXEC) < 0) || (pipes && r->pipe_out && pipe2(pout, O_CLOEXEC) < 0) ||
+        (pipes && r->pipe_err && pipe2(perr, O_CLOEXEC) < 0) || pipe2(report, O_CLOEXEC) < 0) {
         ret = hx_fail(e, errno, "pipe: %m");
         goto out;
     }
     int stdio[3] = {r->pipe_in ? pin[0] : devnull, r->pipe_out ? pout[1] : devnull,
                     r->pipe_err ? perr[1] : devnull};
+    if (r->pty) {
+        /* opened here, as root in the sandbox: the child cannot open the
+         * slave once it is `app` (its mode is 620, its owner the opener) */
+        char name[64];
+        ptm = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (ptm < 0 || grantpt(ptm) < 0 || unlockpt(ptm) < 0 || ptsname_r(ptm, name, sizeof name) != 0 ||
+            (pts = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+            ret = hx_fail(e, errno, "spawn %s: pseudo-terminal: %m", r->command);
+            goto out;
+        }
+        struct winsize ws = {.ws_row = r->rows, .ws_col = r->cols};
+        ioctl(ptm, TIOCSWINSZ, &ws);
+        if (r->uid != 0) { /* the shell's terminal is its user's (as login(1) does); best effort */
+            int rc = fchown(pts, r->uid, (gid_t)-1);
+            (void)rc;
+        }
+        stdio[0] = stdio[1] = stdio[2] = pts;
+    }
 
     pid_t pid = fork();
     if (pid < 0) {
@@ -190,10 +214,18 @@ int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_er
         goto out;
     }
     out->pid = pid;
-    out->in_fd = hx_steal_fd(&pin[1]);
-    out->out_fd = hx_steal_fd(&pout[0]);
-    out->err_fd = hx_steal_fd(&perr[0]);
+    if (r->pty) {
+        out->in_fd = fcntl(ptm, F_DUPFD_CLOEXEC, 3);
+        out->out_fd = hx_steal_fd(&ptm);
+        out->err_fd = -1;
+    } else {
+        out->in_fd = hx_steal_fd(&pin[1]);
+        out->out_fd = hx_steal_fd(&pout[0]);
+        out->err_fd = hx_steal_fd(&perr[0]);
+    }
 out:
+    hx_closep(&ptm);
+    hx_closep(&pts);
     for (int i = 0; i < 2; i++) {
         hx_closep(&pin[i]);
         hx_closep(&pout[i]);

@@ -112,6 +112,13 @@ struct hutch_spawn {
     int stdin_fd;          /* -1: the process gets no stdin; else copied until EOF */
     int stdout_fd, stderr_fd;
     volatile sig_atomic_t *interrupts; /* bumped by the caller's SIGINT handler; NULL = none */
+    /* hutch's own: on a pseudo-terminal of rows x cols (stdout carries stderr
+     * too); when *winch changes (the caller's SIGWINCH handler bumps it), the
+     * size of winch_fd (a terminal) is sent with ptyResize. */
+    bool pty;
+    unsigned rows, cols;
+    volatile sig_atomic_t *winch;
+    int winch_fd;
 };
 
 struct hutch_status {

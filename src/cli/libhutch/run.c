@@ -1,5 +1,6 @@
 /* libhutch process runner: spawn a command in a sandbox, copy our stdin to it as an
  * outbound byte stream, its stdout/stderr streams to our fds, and wait for its exit. */
+#include <sys/ioctl.h>
 #include "cli/libhutch/client.h"
 
 #include <inttypes.h>
@@ -163,9 +164,11 @@ static json_t *spawn_params(const struct hutch_spawn *s, int64_t stdin_sid)
     for (size_t i = 0; args && i < s->nargs; i++)
         json_array_append_new(args, json_string(s->args[i]));
     json_t *p = json_pack("{s:s, s:o, s:s, s:s}", "command", s->command, "args", args, "stdout", "piped",
-                          "stderr", "piped");
+                          "stderr", s->pty ? "null" : "piped");
     if (!p)
         return NULL;
+    if (s->pty)
+        json_object_set_new(p, "pty", json_pack("{s:i, s:i}", "rows", (int)s->rows, "cols", (int)s->cols));
     if (s->env && json_object_size(s->env) > 0)
         json_object_set(p, "env", s->env);
     if (s->cwd)
@@ -223,6 +226,7 @@ int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_st
     struct run r = { .c = c, .s = s, .out_sid = -1, .err_sid = -1, .stdin_sid = -1, .pid = -1 };
     int rc;
     int handled_interrupts = 0;
+    int handled_winch = s->winch ? *s->winch : 0;
     if (spawn_code)
         *spawn_code = NULL;
     hutch_conn_on_stream(c, on_stream, &r);
@@ -284,6 +288,16 @@ int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_st
             rc = send_kill(&r, handled_interrupts, e);
             if (rc < 0)
                 goto out;
+        }
+        if (s->winch && *s->winch != handled_winch && !exited) {
+            handled_winch = *s->winch;
+            struct winsize ws;
+            if (ioctl(s->winch_fd, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+                rc = hutch_send_request(c, "ptyResize", json_pack("{s:I, s:i, s:i}", "pid", (json_int_t)r.pid, "rows",
+                                                                  (int)ws.ws_row, "cols", (int)ws.ws_col), NULL, e);
+                if (rc < 0)
+                    goto out;
+            }
         }
         struct pollfd pfd[1];
         nfds_t n = 0;

@@ -5,6 +5,7 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/routes.h"
+#include "daemon/core/expose.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/core/rpc.h"
@@ -446,8 +447,8 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         }
         if (*rest == 0 && strcmp(req->method, "PATCH") == 0)
             return handle_extend(c, req, sb, &who);
-        if (strncmp(rest, "/expose", 7) == 0)
-            return http_respond_error(c, 501, "UNSUPPORTED", "exposing ports is not supported by this hutch version yet");
+        if (strncmp(rest, "/expose/", 8) == 0)
+            return expose_handle_rest(c, req, sb, rest + 7);
         return http_respond_error(c, 404, "NOT_FOUND", "no route %s %s", req->method, path);
     }
     if (strcmp(path, "/api/v2/sandboxes") == 0 && strcmp(req->method, "GET") == 0)
@@ -479,6 +480,8 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
     }
     if (rest_volumes_route(c, req, who.org)) /* storage: /api/v2/volumes, /api/v2/snapshots */
         return;
+    if (strcmp(path, "/hutch/v1/ingress/ca.crt") == 0 && strcmp(req->method, "GET") == 0)
+        return expose_handle_ca(c);
     if (strncmp(path, "/hutch/v1/tokens", 16) == 0)
         return handle_tokens(c, req, &who, path + 16);
     http_respond_error(c, 404, "NOT_FOUND", "no route %s %.200s", req->method, path);

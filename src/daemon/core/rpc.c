@@ -6,6 +6,7 @@
 #include <string.h>
 #include "daemon/api/ws.h"
 #include "daemon/core/rpc.h"
+#include "daemon/core/expose.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/core/metrics.h"
 #include "lib/b64.h"
@@ -621,6 +622,15 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
         return rpc_reply_rpc_error(s, id, -32602, "spawn: \"cwd\" must be a string");
     if (jstdin && !json_is_null(jstdin) && (!json_is_integer(jstdin) || json_integer_value(jstdin) < 0))
         return rpc_reply_rpc_error(s, id, -32602, "spawn: \"stdinStreamId\" must be a stream id");
+    /* hutch's own: "pty": {rows, cols} runs it on a pseudo-terminal (docs/protocol.md) */
+    json_t *pty = json_object_get(params, "pty");
+    if (pty && !json_is_null(pty)) {
+        json_int_t pr = json_integer_value(json_object_get(pty, "rows")), pc = json_integer_value(json_object_get(pty, "cols"));
+        if (!json_is_object(pty) || pr < 1 || pr > 1000 || pc < 1 || pc > 1000)
+            return rpc_reply_rpc_error(s, id, -32602, "spawn: \"pty\" must be {\"rows\", \"cols\"}, each 1..1000");
+    } else {
+        pty = NULL;
+    }
     struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return rpc_reply_rpc_error(s, id, -32603, "out of memory");
@@ -634,6 +644,8 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
         }
         ctx->out[fd] = strcmp(mode, "piped") == 0;
     }
+    if (pty)
+        ctx->out[1] = false; /* a terminal has one output: stdout carries both */
     if (!ok) {
         free(ctx);
         return rpc_reply_rpc_error(s, id, -32602, "spawn: \"clearEnv\" must be a boolean");
@@ -650,6 +662,9 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
                            json_is_object(env) ? json_incref(env) : json_object(), "clearEnv", clear_env, "cwd",
                            json_is_string(cwd) ? json_incref(cwd) : json_null(), "stdin", ctx->stdin_stream >= 0,
                            "stdout", ctx->out[0], "stderr", ctx->out[1], "uid", 1000);
+    if (pty && ap)
+        json_object_set_new(ap, "pty", json_pack("{s:I, s:I}", "rows", json_integer_value(json_object_get(pty, "rows")),
+                                                 "cols", json_integer_value(json_object_get(pty, "cols"))));
     int r = agent_call(sb, "spawn", ap, on_spawn_reply, s, id, ctx);
     if (r < 0) {
         free(ctx);
@@ -716,6 +731,25 @@ static void m_process_kill(struct session *s, json_t *id, json_t *params)
         rpc_reply_result(s, id, rpc_app_error("EIO", "cannot reach the sandbox's agent"));
 }
 
+/* hutch's own: ptyResize {pid, rows, cols} for a process spawned with "pty" */
+static void m_pty_resize(struct session *s, json_t *id, json_t *params)
+{
+    uint32_t pid;
+    if (!get_pid(s, id, params, &pid))
+        return;
+    json_int_t rows = json_integer_value(json_object_get(params, "rows"));
+    json_int_t cols = json_integer_value(json_object_get(params, "cols"));
+    if (rows < 1 || rows > 1000 || cols < 1 || cols > 1000)
+        return rpc_reply_rpc_error(s, id, -32602, "ptyResize: \"rows\" and \"cols\" must be 1..1000");
+    struct proc *p = sandbox_proc(s->sb, pid);
+    if (!p || p->exited)
+        return rpc_reply_result(s, id, rpc_app_error("ENOENT", "no running process with pid %u", pid));
+    int r = agent_call(s->sb, "ptyResize", json_pack("{s:I, s:I, s:I}", "pid", (json_int_t)pid, "rows", rows, "cols", cols),
+                       on_plain_reply, s, id, (void *)(intptr_t)1);
+    if (r < 0)
+        rpc_reply_result(s, id, rpc_app_error("EIO", "cannot reach the sandbox's agent"));
+}
+
 static void m_env(struct session *s, json_t *id, const char *method, json_t *params)
 {
     json_t *key = json_object_get(params, "key");
@@ -763,6 +797,7 @@ static const struct rpc_method core_methods[] = {
     {"spawn", m_spawn},
     {"processWait", m_process_wait},
     {"processKill", m_process_kill},
+    {"ptyResize", m_pty_resize},
     {"envGet", m_env_get},
     {"envSet", m_env_set},
     {"envDelete", m_env_delete},
@@ -771,7 +806,7 @@ static const struct rpc_method core_methods[] = {
 };
 
 /* Each concern registers its methods in its own table (rpc_fs.c, ...). */
-static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods};
+static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods};
 
 const struct rpc_method *rpc_lookup(const char *name)
 {
@@ -788,7 +823,7 @@ static const char *const later_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "exposeHttp", "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
+    "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
     "denoReplCall",
 };
 

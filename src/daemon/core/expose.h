@@ -1,0 +1,23 @@
+/* Exposing sandbox ports (issue 8): the SDK's POST /expose/http and its
+ * exposeHttp RPC, the exposure registry, and the upstream sockets the
+ * ingress asks for. docs/expose.md. */
+#pragma once
+#include "daemon/core/rpc.h"
+
+struct http_conn;
+struct http_request;
+
+/* POST /api/v3/sandbox/{id}/expose/{http,ssh,vscode}; rest is what follows "/expose". */
+void expose_handle_rest(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *rest);
+/* GET /hutch/v1/ingress/ca.crt: the ingress CA (PEM) for clients to trust. */
+void expose_handle_ca(struct http_conn *c);
+/* exposeHttp, NULL-terminated */
+extern const struct rpc_method expose_rpc_methods[];
+/* The sandbox is stopping: its exposures end now: 404 for 10 minutes, then
+ * their ports close. */
+void expose_sandbox_stopped(struct sandbox *sb);
+
+/* expose_pid.c: the TCP port process `pid` (as the sandbox numbers it)
+ * listens on, found through /proc from the host side; -ENOENT when it
+ * listens on none (yet), -ESRCH when there is no such process. */
+int expose_pid_port(struct sandbox *sb, int pid);

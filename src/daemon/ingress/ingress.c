@@ -1,0 +1,430 @@
+/* Supervising hutch-ingress (see ingress.h). The ingress is treated as
+ * untrusted: what it sends is bounded, and it can ask for nothing but a
+ * socket to an exposure by name, which the core checks. */
+#include "daemon/ingress/ingress.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "daemon/core/sandbox.h"
+#include "daemon/ingress/ingress_ca.h"
+#include "ingress/ctl.h"
+#include "lib/uvframe.h"
+#include "lib/wire.h"
+
+static struct {
+    bool on, proc_alive, ctl_open;
+    const struct ingress_ops *ops;
+    uv_process_t proc;
+    uv_pipe_t ctl;
+    uv_timer_t restart;
+    int64_t last_start;
+    uint8_t *rbuf;
+    size_t rlen;
+    char path[4200], root[4200];
+    char *cert, *key;          /* the leaf (or the operator's) PEM */
+    int host_fd;               /* host mode: the shared listener */
+    char addr[64];             /* where exposures listen (port mode) */
+    int family;
+} g = {.host_fd = -1};
+
+const char *ingress_base_domain(void)
+{
+    return g_daemon.cfg->ingress_domain;
+}
+
+void ingress_domain(const char *name, uint16_t port, char *out, size_t cap)
+{
+    const char *base = ingress_base_domain();
+    if (base) {
+        int p = g_daemon.cfg->ingress_port;
+        if (p == 443)
+            snprintf(out, cap, "%s.%s", name, base);
+        else
+            snprintf(out, cap, "%s.%s:%d", name, base, p);
+    } else {
+        bool v6 = g.family == AF_INET6;
+        snprintf(out, cap, "%s%s%s:%u/%s", v6 ? "[" : "", g.addr, v6 ? "]" : "", port, name);
+    }
+}
+
+static int bind_listener(uint16_t port, uint16_t *bound, struct hx_err *e)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (g.family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        inet_pton(AF_INET, g.addr, &a->sin_addr);
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        inet_pton(AF_INET6, g.addr, &a->sin6_addr);
+        sl = sizeof *a;
+    }
+    int fd = socket(g.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return hx_fail(e, errno, "socket: %m");
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
+        int err = errno;
+        close(fd);
+        return hx_fail(e, err, "listen on %s port %u: %s", g.addr, port, strerror(err));
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && bound)
+        *bound = ntohs(g.family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return fd;
+}
+
+int ingress_listen(uint16_t *port, struct hx_err *e)
+{
+    return bind_listener(0, port, e);
+}
+
+/* ---- control channel ---- */
+
+struct fd_write {
+    uv_write_t req;
+    uv_tcp_t tcp;
+    bool tcp_ok;
+    size_t n;
+    uint8_t data[];
+};
+
+static void on_fd_write_closed(uv_handle_t *h)
+{
+    struct fd_write *w = h->data;
+    explicit_bzero(w->data, w->n);
+    free(w);
+}
+
+static void on_fd_written(uv_write_t *req, int status)
+{
+    struct fd_write *w = (struct fd_write *)req;
+    w->tcp.data = w;
+    uv_close((uv_handle_t *)&w->tcp, on_fd_write_closed); /* our copy of the socket goes */
+}
+
+/* One frame, with fd (>= 0, owned) riding along as SCM_RIGHTS. */
+static void send_frame(uint16_t type, uint32_t chan, const void *data, size_t len, int fd)
+{
+    if (!g.ctl_open) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    if (fd < 0) {
+        hx_uv_send_frame((uv_stream_t *)&g.ctl, type, chan, data, len, true, NULL);
+        return;
+    }
+    struct fd_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
+    if (!w) {
+        close(fd);
+        return;
+    }
+    w->n = HX_FRAME_HDR + len;
+    hx_frame_hdr_encode(w->data, type, chan, (uint32_t)len);
+    if (len)
+        memcpy(w->data + HX_FRAME_HDR, data, len);
+    uv_tcp_init(g_daemon.loop, &w->tcp);
+    w->tcp.data = w;
+    if (uv_tcp_open(&w->tcp, fd) < 0) {
+        close(fd);
+        uv_close((uv_handle_t *)&w->tcp, on_fd_write_closed);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->n);
+    if (uv_write2(&w->req, (uv_stream_t *)&g.ctl, &b, 1, (uv_stream_t *)&w->tcp, on_fd_written) < 0)
+        uv_close((uv_handle_t *)&w->tcp, on_fd_write_closed);
+}
+
+static void send_json(uint16_t type, json_t *o, int fd)
+{
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (t) {
+        send_frame(type, 0, t, strlen(t), fd);
+        explicit_bzero(t, strlen(t));
+    } else if (fd >= 0) {
+        close(fd);
+    }
+    free(t);
+}
+
+void ingress_route(const char *name, const char *sandbox, uint16_t port, int target, int listen_fd, bool first,
+                   bool gone)
+{
+    int fd = first && listen_fd >= 0 ? fcntl(listen_fd, F_DUPFD_CLOEXEC, 3) : -1;
+    send_json(IG_ROUTE, json_pack("{s:s, s:s, s:i, s:i, s:b, s:b}", "name", name, "sandbox", sandbox, "port", (int)port,
+                                  "target", target, "listener", fd >= 0, "gone", gone), fd);
+}
+
+void ingress_gone(const char *name)
+{
+    send_frame(IG_GONE, 0, name, strlen(name), -1);
+}
+
+void ingress_unroute(const char *name)
+{
+    send_frame(IG_UNROUTE, 0, name, strlen(name), -1);
+}
+
+void ingress_connected(uint32_t req, int fd, int err)
+{
+    uint8_t st[4];
+    hx_put_u32(st, fd >= 0 ? 0 : (uint32_t)(err > 0 ? err : EIO));
+    send_frame(IG_CONNECTED, req, st, 4, fd);
+}
+
+static void send_config(void)
+{
+    struct config *cfg = g_daemon.cfg;
+    int fd = g.host_fd >= 0 ? fcntl(g.host_fd, F_DUPFD_CLOEXEC, 3) : -1;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:b}", "cert", g.cert, "key", g.key, "mode",
+                          cfg->ingress_domain ? "host" : "port", "base", cfg->ingress_domain ? cfg->ingress_domain : "",
+                          "head_timeout_ms", (int)cfg->ingress_head_timeout_ms, "upstream_timeout_ms",
+                          (int)cfg->ingress_upstream_timeout_ms, "listener", fd >= 0);
+    json_t *k = json_object_get(o, "key");
+    char *t = json_dumps(o, JSON_COMPACT);
+    explicit_bzero((char *)json_string_value(k), json_string_length(k));
+    json_decref(o);
+    if (t) {
+        send_frame(IG_CONFIG, 0, t, strlen(t), fd);
+        explicit_bzero(t, strlen(t));
+    } else if (fd >= 0) {
+        close(fd);
+    }
+    free(t);
+}
+
+static void ingress_spawn(void);
+
+static void on_ctl_closed(uv_handle_t *h)
+{
+}
+
+static void ctl_close(void)
+{
+    if (!g.ctl_open)
+        return;
+    g.ctl_open = false;
+    uv_close((uv_handle_t *)&g.ctl, on_ctl_closed);
+}
+
+static void kill_ingress(const char *why)
+{
+    fprintf(stderr, "hutchd: hutch-ingress %s; restarting it\n", why);
+    ctl_close();
+    if (g.proc_alive)
+        uv_process_kill(&g.proc, SIGKILL);
+}
+
+static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
+{
+    *b = uv_buf_init((char *)g.rbuf + g.rlen, (unsigned)(HX_FRAME_HDR + HX_FRAME_MAX - g.rlen));
+}
+
+static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    if (nread < 0)
+        return ctl_close();
+    if (uv_pipe_pending_count(&g.ctl) > 0)
+        return kill_ingress("sent a file descriptor"); /* it never has a reason to */
+    g.rlen += (size_t)nread;
+    size_t off = 0;
+    for (;;) {
+        struct hx_frame f;
+        int r = hx_frame_decode(g.rbuf + off, g.rlen - off, &f);
+        if (r < 0)
+            return kill_ingress("sent a malformed frame");
+        if (r == 0)
+            break;
+        off += (size_t)r;
+        if (f.type == IG_CONNECT) {
+            char name[IG_NAME_LEN + 1];
+            if (f.len != IG_NAME_LEN) {
+                ingress_connected(f.chan, -1, ENOENT);
+                continue;
+            }
+            memcpy(name, f.payload, f.len);
+            name[f.len] = 0;
+            g.ops->connect(name, f.chan);
+            if (!g.ctl_open)
+                return;
+        }
+        /* IG_READY and anything else: nothing to do */
+    }
+    memmove(g.rbuf, g.rbuf + off, g.rlen - off);
+    g.rlen -= off;
+}
+
+static void on_restart(uv_timer_t *t)
+{
+    if (!g_daemon.shutting_down && g.on)
+        ingress_spawn();
+}
+
+static void on_proc_closed(uv_handle_t *h)
+{
+    if (!g_daemon.shutting_down && g.on)
+        uv_timer_start(&g.restart, on_restart, now_ms() - g.last_start < 5000 ? 1000 : 10, 0);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    fprintf(stderr, "hutchd: hutch-ingress exited (status %" PRId64 ", signal %d)\n", status, sig);
+    g.proc_alive = false;
+    ctl_close();
+    uv_close((uv_handle_t *)p, on_proc_closed);
+}
+
+static void ingress_spawn(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        fprintf(stderr, "hutchd: socketpair for hutch-ingress: %s\n", strerror(errno));
+        return;
+    }
+    uv_stdio_container_t stdio[4];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = 1;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_INHERIT_FD;
+    stdio[3].data.fd = sv[1];
+    char *args[] = {g.path, "--root", g.root, NULL};
+    static char *env[] = {"PATH=/usr/bin:/bin", NULL};
+    uv_process_options_t o = {.exit_cb = on_exit_cb, .file = g.path, .args = args, .env = env, .stdio_count = 4,
+                              .stdio = stdio};
+    g.last_start = now_ms();
+    int r = uv_spawn(g_daemon.loop, &g.proc, &o);
+    close(sv[1]);
+    if (r < 0) {
+        fprintf(stderr, "hutchd: start %s: %s\n", g.path, uv_strerror(r));
+        close(sv[0]);
+        uv_close((uv_handle_t *)&g.proc, on_proc_closed);
+        return;
+    }
+    g.proc_alive = true;
+    uv_pipe_init(g_daemon.loop, &g.ctl, 1);
+    uv_pipe_open(&g.ctl, sv[0]);
+    g.ctl_open = true;
+    g.rlen = 0;
+    uv_read_start((uv_stream_t *)&g.ctl, on_ctl_alloc, on_ctl_read);
+    send_config();
+    g.ops->resend();
+}
+
+static char *read_file(const char *path, struct hx_err *e)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        hx_fail(e, errno, "open %s: %m", path);
+        return NULL;
+    }
+    char *buf = calloc(1, 1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0) {
+        free(buf);
+        hx_fail(e, EINVAL, "%s is empty or unreadable", path);
+        return NULL;
+    }
+    return buf;
+}
+
+int ingress_start(const struct ingress_ops *ops, struct hx_err *e)
+{
+    struct config *cfg = g_daemon.cfg;
+    if (g.on)
+        return 0;
+    int r;
+    g.ops = ops;
+    snprintf(g.addr, sizeof g.addr, "%s", cfg->ingress_addr);
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, g.addr, tmp) == 1)
+        g.family = AF_INET;
+    else if (inet_pton(AF_INET6, g.addr, tmp) == 1)
+        g.family = AF_INET6;
+    else
+        return hx_fail(e, EINVAL, "--ingress-addr wants an IP address, got \"%.100s\"", g.addr);
+    static const unsigned char any[16];
+    if (!cfg->ingress_domain && memcmp(tmp, any, g.family == AF_INET ? 4 : 16) == 0)
+        return hx_fail(e, EINVAL, "--ingress-addr %s cannot be in a URL: give the address clients reach "
+                                  "(or --ingress-domain)", g.addr);
+    snprintf(g.path, sizeof g.path, "%s/hutch-ingress", cfg->self_dir);
+    if (access(g.path, X_OK) != 0)
+        snprintf(g.path, sizeof g.path, "%s/../ingress/hutch-ingress", cfg->self_dir);
+    if (access(g.path, X_OK) != 0)
+        snprintf(g.path, sizeof g.path, "%s/../libexec/hutch/hutch-ingress", cfg->self_dir);
+    if (access(g.path, X_OK) != 0)
+        return hx_fail(e, ENOENT, "hutch-ingress not found next to hutchd (%s)", cfg->self_dir);
+    snprintf(g.root, sizeof g.root, "%s/ingress-root", cfg->state_dir);
+    if (mkdir(g.root, 0555) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir %s: %m", g.root);
+    chmod(g.root, 0555);
+    if ((r = ingress_ca_init(cfg->state_dir, e)) < 0)
+        return r;
+    if (cfg->ingress_cert) { /* the operator's (wildcard) certificate and key */
+        if (!(g.cert = read_file(cfg->ingress_cert, e)) || !(g.key = read_file(cfg->ingress_key, e)))
+            return -e->code;
+    } else if (cfg->ingress_domain) {
+        char wild[300];
+        snprintf(wild, sizeof wild, "*.%s", cfg->ingress_domain);
+        const char *names[] = {wild, cfg->ingress_domain};
+        if ((r = ingress_ca_leaf(names, 2, &g.cert, &g.key, e)) < 0)
+            return r;
+    } else {
+        const char *names[] = {g.addr, "localhost", "127.0.0.1", "::1"};
+        if ((r = ingress_ca_leaf(names, strcmp(g.addr, "127.0.0.1") == 0 ? 2 : 4, &g.cert, &g.key, e)) < 0)
+            return r;
+    }
+    if (cfg->ingress_domain && (g.host_fd = bind_listener((uint16_t)cfg->ingress_port, NULL, e)) < 0)
+        return g.host_fd;
+    g.rbuf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
+    if (!g.rbuf)
+        return hx_fail(e, ENOMEM, "out of memory");
+    uv_timer_init(g_daemon.loop, &g.restart);
+    uv_unref((uv_handle_t *)&g.restart);
+    g.on = true;
+    ingress_spawn();
+    if (!g.proc_alive)
+        return hx_fail(e, EIO, "could not start %s", g.path);
+    if (cfg->ingress_domain)
+        printf("hutchd: ingress: https://NAME.%s:%d/ (certificate %s)\n", cfg->ingress_domain, cfg->ingress_port,
+               cfg->ingress_cert ? cfg->ingress_cert : ingress_ca_path());
+    else
+        printf("hutchd: ingress: a port per exposure on %s; trust %s (NODE_EXTRA_CA_CERTS, curl --cacert)\n",
+               g.addr, ingress_ca_path());
+    return 0;
+}
+
+void ingress_fini(void)
+{
+    if (!g.on)
+        return;
+    g.on = false;
+    ctl_close();
+    if (g.proc_alive)
+        uv_process_kill(&g.proc, SIGTERM);
+    if (g.host_fd >= 0)
+        close(g.host_fd);
+    g.host_fd = -1;
+    if (g.key)
+        explicit_bzero(g.key, strlen(g.key));
+}
