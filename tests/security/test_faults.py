@@ -144,6 +144,7 @@ class Load:
             try:
                 r = sb.run("seq", ["1", "20000"], timeout=30)
                 assert r["code"] == 0 and r["stdout"].endswith(b"\n20000\n"), r
+                assert r["oom"] is None, f"{sb.id}: an OOM reported for a sandbox that did not run out: {r}"
                 data = os.urandom(64 << 10)
                 sb.call("writeFile", {"path": f"/tmp/load{i}", "content": base64.b64encode(data).decode()},
                         timeout=30)
@@ -373,3 +374,106 @@ def _healthz(d):
         return d.http("GET", "/healthz", token=None, timeout=5).status == 200
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- a full state disk
+
+FS_MB = 700
+
+
+def fs_free_mb(path):
+    v = os.statvfs(path)
+    return v.f_bavail * v.f_frsize >> 20
+
+
+@pytest.fixture
+def small_fs_hutchd():
+    """hutchd with its state dir on a tmpfs of FS_MB (tests/security/test_disk_promise.py's pattern)."""
+    d = Hutchd(tag="flt-disk", extra_args=["--disk", "128", "--warm", "0"])
+    fs = os.path.join(d.tmp, "fs")
+    os.makedirs(fs)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_MB}m,mode=0700", "tmpfs", fs], check=True)
+    try:
+        d.state_dir = os.path.join(fs, "state")
+        os.makedirs(d.state_dir)
+        d.fs = fs
+        d.start()
+        try:
+            yield d
+        finally:
+            d.stop()
+    finally:
+        subprocess.run(["umount", fs], check=False)
+
+
+def test_full_state_disk_under_load(small_fs_hutchd):
+    d = small_fs_hutchd
+    user, _ = cli_token_create(d, "faults-disk")
+    filler = os.path.join(d.fs, "filler")
+    with loaded(d) as (sbs, load):
+        base = rss_kib(d.pid)
+        doomed = d.create_sandbox({"stop_at_ms": future(600000)})
+        try:
+            with open(filler, "wb") as f:
+                with contextlib.suppress(OSError):
+                    for _ in range(FS_MB + 10):  # bounded: the file system is FS_MB
+                        f.write(b"\0" * (1 << 20))
+                        f.flush()
+            assert fs_free_mb(d.fs) == 0  # the fault is real
+            r = d.cli("token", "create", "--name", "cannot-store")
+            assert r.returncode != 0 and "full" in r.stderr, r
+            with pytest.raises(HandshakeError) as e:
+                d.create_sandbox()
+            assert e.value.status == 507 and e.value.json()["code"] == "INSUFFICIENT_STORAGE", e.value
+            assert_tokens(d, user)
+            for sb in sbs:
+                assert round_trip(d, sb.id) == (0, b"rt-42\n"), sb.id
+            # a sandbox ended while the disk is full is still taken apart completely
+            doomed.ws.close()
+            assert d.http("DELETE", f"/api/v3/sandbox/{doomed.id}").status in (200, 404)
+            assert wait_until(lambda: not cgroup_dirs_for_sandbox(d.cgroup_name, doomed.id), 15)
+            assert wait_until(lambda: not [x for x in loops_backed_by(d.state_dir) if doomed.id in x], 15)
+            assert not [m for m in mounts_mentioning(d.state_dir) if doomed.id in m]
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(filler)
+            doomed.ws.close()
+        # recovery: writes work again, nothing that was stored is lost
+        tok2, _ = cli_token_create(d, "after-full")
+        assert d.http("GET", "/api/v2/sandboxes", token=tok2).status == 200
+        assert_tokens(d, user)
+        names = d.cli("token", "list", "--json", check=True).stdout
+        assert "faults-disk" in names and "after-full" in names and "cannot-store" not in names, names
+        with d.create_sandbox() as fresh:
+            assert fresh.sh("echo ok")["stdout"] == b"ok\n"
+        assert_survivors(d, load, sbs)
+    after = settled_rss(d, base)
+    assert after <= base + RSS_SLACK_KIB, f"hutchd RSS {base} KiB -> {after} KiB"
+
+
+# ---------------------------------------------------------------- a sandbox filling its disk and memory
+
+def test_sandbox_fills_its_disk_and_memory_only_it_is_hit(make_hutchd):
+    d = make_hutchd(tag="flt-oom", extra_args=["--warm", "0", "--disk", "96"])
+    user, _ = cli_token_create(d, "faults-oom")
+    hog = d.create_sandbox({"stop_at_ms": future(600000), "memory_mb": 1280})
+    try:
+        with loaded(d) as (sbs, load):
+            base = rss_kib(d.pid)
+            r = hog.sh("head -c 400M /dev/zero > /home/app/fill; echo rc=$?; stat -c %s /home/app/fill")
+            assert "rc=0" not in r["stdout"].decode() and b"No space left" in r["stderr"], r
+            assert int(r["stdout"].split()[-1]) <= 96 << 20, r
+            # 3 GiB touched in a 1280 MiB sandbox
+            r = hog.run("python3", ["-c", "x = [bytearray(64 << 20) for _ in range(48)]; "
+                                          "[b.__setitem__(slice(None), b'a' * len(b)) for b in x]; print('fit')"],
+                        timeout=120)
+            assert r["oom"] == "high-confidence" and r["signal"] == "SIGKILL", r
+            assert b"fit" not in r["stdout"], r
+            # the hog itself goes on (its init was not the victim), and so does everyone else
+            assert hog.sh("rm /home/app/fill && echo ok")["stdout"] == b"ok\n"
+            assert_survivors(d, load, sbs)
+            assert_tokens(d, user)
+        after = settled_rss(d, base)
+        assert after <= base + RSS_SLACK_KIB, f"hutchd RSS {base} KiB -> {after} KiB"
+    finally:
+        hog.ws.close()
