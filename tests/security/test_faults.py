@@ -226,11 +226,11 @@ def test_proxy_kill9_under_load_is_restarted_with_rules_kept():
                 assert wait_until(lambda: not pid_alive(old), 10), f"proxy {old} survived SIGKILL"
                 assert wait_until(lambda: "hutch-proxy exited (status 0, signal 9)" in d._log_text(), 10), \
                     d.log_tail()
-                st = netted.call("processWait", {"pid": slow["pid"]}, timeout=30)
-                assert st["code"] != 0, f"a download through the killed proxy finished cleanly: {st}"
                 # recovery: a new proxy, new connections work, and its rules are the old ones
                 new = wait_until(lambda: proxy_pid(d) not in (None, old) and proxy_pid(d), 15)
                 assert new, "hutchd did not restart hutch-proxy:\n" + d.log_tail()
+                st = netted.call("processWait", {"pid": slow["pid"]}, timeout=30)
+                assert st["code"] != 0, f"a download through the killed proxy finished cleanly: {st}"
                 ok = wait_until(lambda: "hello from" in out(netted.sh("curl -sS -m 3 http://example.test/")), 20, 0.5)
                 assert ok, "no egress through the restarted proxy:\n" + d.log_tail()
                 r = netted.sh("curl -sS -m 5 http://other.test/")
