@@ -371,7 +371,8 @@ start_sdk_daemon() {
   port=$(in_ns "${PY:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"
               --cgroup-name "$SDK_CGROUP" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6"
-              --dns-upstream 127.0.0.1:9)  # no DNS off the machine
+              --dns-upstream 127.0.0.1:9   # no DNS off the machine
+              --disk 1024 --storage-size 4GiB)  # promised in full: fit a small CI disk
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   echo "starting $hutchd ${args[*]}"

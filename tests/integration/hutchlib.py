@@ -232,7 +232,12 @@ class Hutchd:
         argv = [hutchd_path(), "--state-dir", self.state_dir,
                 "--listen", f"127.0.0.1:{self.port}",
                 "--socket", self.socket_path,
-                "--cgroup-name", self.cgroup_name]
+                "--cgroup-name", self.cgroup_name,
+                # Each layer is promised in full (the disk promise): 1 GiB
+                # layers keep a test daemon's sandboxes within a small CI
+                # disk. A test that needs another size passes --disk (the
+                # last one wins).
+                "--disk", "1024"]
         init = hutch_init_path()
         if os.path.exists(init):
             argv += ["--init", init]
