@@ -6,6 +6,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <inttypes.h>
+#include <locale.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 struct tar_writer {
     struct archive *a;
     struct archive_entry *ent;
+    locale_t utf8;                 /* C.UTF-8, when the system has it */
     int fd;
 };
 
@@ -56,6 +58,7 @@ int tar_writer_open(struct tar_writer **out, int fd, struct hx_err *e)
         return hx_fail(e, ENOMEM, "out of memory");
     }
     w->fd = fd;
+    w->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
     /* pax-restricted: plain ustar headers, a pax record only for what ustar
      * cannot hold (long paths and links, sizes of 8 GiB and more) */
     if (archive_write_set_format_pax_restricted(w->a) != ARCHIVE_OK ||
@@ -82,7 +85,14 @@ int tar_write_header(struct tar_writer *w, const struct tar_hdr *h, struct hx_er
     /* uid, gid 0 and no user or group names: the extractor's own */
     if (h->type == TAR_SYMLINK)
         archive_entry_copy_symlink(ent, h->link);
+    /* Names are bytes, almost always UTF-8. In the CLI's "C" locale libarchive
+     * would call every non-ASCII name unconvertible and add a pax record with
+     * hdrcharset=BINARY (GNU tar warns on each); under C.UTF-8, for this call
+     * only, a UTF-8 name is written as it is. */
+    locale_t prev = w->utf8 ? uselocale(w->utf8) : (locale_t)0;
     int r = archive_write_header(w->a, ent);
+    if (prev)
+        uselocale(prev);
     if (r < ARCHIVE_WARN) /* WARN: a name not in the locale's charset, written as bytes */
         return wfail(w, h->path, e);
     return 0;
@@ -117,6 +127,8 @@ void tar_writer_free(struct tar_writer *w)
     if (w->a)
         archive_write_free(w->a); /* after close; otherwise the archive is left unended */
     archive_entry_free(w->ent);
+    if (w->utf8)
+        freelocale(w->utf8);
     free(w);
 }
 
