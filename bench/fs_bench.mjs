@@ -68,6 +68,29 @@ try {
     out.cp_up_mbs = rate(cli(["cp", "-q", src, `${id}:/tmp/up.bin`]));
     out.cp_down_mbs = rate(cli(["cp", "-q", `${id}:/tmp/big.bin`, path.join(dir, "down.bin")]));
     if (fs.statSync(path.join(dir, "down.bin")).size !== size) throw new Error("hutch cp download: wrong size");
+    fs.rmSync(path.join(dir, "down.bin"));
+    // A tree of the same size (10 directories of 1 MB files), copied as a tree
+    // and as tar streams: '-' is where the CLI reads and writes tar (libarchive).
+    const tree = path.join(dir, "tree");
+    const block = crypto.randomBytes(1 << 20);
+    for (let i = 0, left = size; left > 0; i++, left -= block.length) {
+      fs.mkdirSync(path.join(tree, `d${i % 10}`), { recursive: true });
+      fs.writeFileSync(path.join(tree, `d${i % 10}`, `f${i}.bin`), block.subarray(0, Math.min(left, block.length)));
+      block[0]++; // every file different
+    }
+    const shell = (cmd) => {
+      const t0 = now();
+      const r = spawnSync("sh", ["-c", cmd], { env: { ...cliEnv, H: process.env.HUTCH_CLI, ID: id, D: dir },
+                                              stdio: ["ignore", "ignore", "pipe"] });
+      if (r.status !== 0) throw new Error(`${cmd}: ${r.status} ${r.stderr}`);
+      return secs(t0);
+    };
+    out.cp_tree_up_mbs = rate(cli(["cp", "-q", tree, `${id}:/tmp/tree`]));
+    out.cp_tree_down_mbs = rate(cli(["cp", "-q", `${id}:/tmp/tree`, path.join(dir, "tree.down")]));
+    out.tar_tree_up_mbs = rate(shell(`tar -C "$D" -cf - tree | "$H" cp -q - "$ID:/tmp/untar"`));
+    out.tar_tree_down_mbs = rate(shell(`mkdir "$D/untar" && "$H" cp -q "$ID:/tmp/tree" - | tar -C "$D/untar" -xf -`));
+    const du = (p) => spawnSync("du", ["-sb", p]).stdout.toString().split("\t")[0];
+    if (du(path.join(dir, "untar", "tree")) !== du(tree)) throw new Error("hutch cp ID:tree - | tar -x: wrong size");
   }
 } finally {
   await sb.kill().catch(() => {});

@@ -87,7 +87,10 @@ def main(d):
         print(f"\nfile throughput, {fsb['size_mb']} MB (MB/s; target: within 1.5x of local cp)")
         for key, name in (("local_cp_mbs", "local cp (peer)"), ("sdk_write_mbs", "SDK writeFile (stream)"),
                           ("sdk_read_mbs", "SDK open + readable"), ("cp_up_mbs", "hutch cp LOCAL ID:PATH"),
-                          ("cp_down_mbs", "hutch cp ID:PATH LOCAL"), ("exec_cat_mbs", "hutch exec cat")):
+                          ("cp_down_mbs", "hutch cp ID:PATH LOCAL"), ("exec_cat_mbs", "hutch exec cat"),
+                          ("cp_tree_up_mbs", "hutch cp TREE ID:PATH"), ("cp_tree_down_mbs", "hutch cp ID:TREE LOCAL"),
+                          ("tar_tree_up_mbs", "tar -c | hutch cp - ID:PATH"),
+                          ("tar_tree_down_mbs", "hutch cp ID:TREE - | tar -x")):
             v = fsb.get(key)
             slow = f"{loc / v:.1f}x slower than local cp" if v and loc and key != "local_cp_mbs" else ""
             print(f"  {name:<26} {v if v is not None else 'n/a':>8}  {slow}")

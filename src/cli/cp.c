@@ -106,6 +106,7 @@ struct sink {
     struct hx_err werr;
     /* tar: entries are named prefix/rel */
     char prefix[NAME_MAX + 1];
+    struct tar_writer *tw;
     uint64_t tsize, twritten;
     /* directories whose final mode is set once their contents are in */
     struct dir_mode { char *rel; uint32_t mode; } *dirs;
@@ -393,12 +394,6 @@ static int remote_file_end(struct sink *k, struct hx_err *e)
 
 /* -- tar on stdout */
 
-static int tar_out(void *ud, const void *p, size_t n, struct hx_err *e)
-{
-    (void)ud;
-    return write_all_fd(STDOUT_FILENO, p, n, e);
-}
-
 static int tar_entry(struct sink *k, char type, const char *rel, uint32_t mode, uint64_t size, const char *link,
                      struct hx_err *e)
 {
@@ -414,7 +409,7 @@ static int tar_entry(struct sink *k, char type, const char *rel, uint32_t mode, 
         h->size = size;
         h->mtime = cli_now_ms() / 1000;
         snprintf(h->link, sizeof h->link, "%s", link ? link : "");
-        rc = tar_write_header(tar_out, NULL, h, e);
+        rc = tar_write_header(k->tw, h, e);
     }
     free(h);
     return rc;
@@ -468,7 +463,7 @@ static int sink_file_data(struct sink *k, const void *p, size_t n, struct hx_err
         if (n > k->tsize - k->twritten)
             n = (size_t)(k->tsize - k->twritten);
         k->twritten += n;
-        return n ? tar_out(NULL, p, n, e) : 0;
+        return n ? tar_write_data(k->tw, p, n, e) : 0;
     }
     return -EINVAL;
 }
@@ -499,11 +494,11 @@ static int sink_file_end(struct sink *k, uint32_t mode, bool ok, struct hx_err *
             fprintf(stderr, "hutch: warning: %s shrank while it was copied; padded with zeros\n", k->cur);
             while (k->twritten < k->tsize && rc == 0) {
                 size_t n = k->tsize - k->twritten > sizeof zero ? sizeof zero : (size_t)(k->tsize - k->twritten);
-                rc = tar_out(NULL, zero, n, e);
+                rc = tar_write_data(k->tw, zero, n, e);
                 k->twritten += n;
             }
         }
-        return rc < 0 ? rc : tar_write_pad(tar_out, NULL, k->tsize, e);
+        return rc;
     }
     return -EINVAL;
 }
@@ -522,8 +517,13 @@ static int sink_finish(struct sink *k, struct hx_err *e)
     free(k->dirs);
     k->dirs = NULL;
     k->ndirs = k->capdirs = 0;
-    if (rc == 0 && k->kind == SINK_TAR)
-        rc = tar_write_end(tar_out, NULL, e);
+    if (k->kind == SINK_TAR) {
+        if (rc == 0)
+            rc = tar_writer_close(k->tw, e);
+        else /* an archive cut short has no end blocks: a reader sees the truncation */
+            tar_writer_free(k->tw);
+        k->tw = NULL;
+    }
     return rc;
 }
 
@@ -739,15 +739,17 @@ static bool under_symlink(char **links, size_t n, const char *path)
 
 static int tar_walk(struct sink *k, struct hx_err *e)
 {
-    struct tar_reader r;
-    tar_reader_init(&r, STDIN_FILENO);
+    struct tar_reader *r = NULL;
+    int rc = tar_reader_open(&r, STDIN_FILENO, e);
+    if (rc < 0)
+        return rc;
     struct tar_hdr *h = calloc(1, sizeof *h);
     autofree uint8_t *buf = malloc(IO_CHUNK);
     char **links = NULL;
     size_t nlinks = 0;
     char parent[TAR_PATH_MAX + 1] = "";
-    int rc = h && buf ? 0 : hx_fail(e, ENOMEM, "out of memory");
-    while (rc == 0 && (rc = tar_next(&r, h, e)) > 0) {
+    rc = h && buf ? 0 : hx_fail(e, ENOMEM, "out of memory");
+    while (rc == 0 && (rc = tar_next(r, h, e)) > 0) {
         rc = 0;
         /* a symlink this archive made is never a way into other paths (within the sandbox too) */
         if (under_symlink(links, nlinks, h->path)) {
@@ -794,7 +796,7 @@ static int tar_walk(struct sink *k, struct hx_err *e)
             if ((rc = sink_file_begin(k, h->path, h->mode, h->size, e)) < 0)
                 break;
             ssize_t n;
-            while ((n = tar_read(&r, buf, IO_CHUNK, e)) > 0 && (rc = sink_file_data(k, buf, (size_t)n, e)) == 0)
+            while ((n = tar_read(r, buf, IO_CHUNK, e)) > 0 && (rc = sink_file_data(k, buf, (size_t)n, e)) == 0)
                 ;
             if (n < 0)
                 rc = (int)n;
@@ -812,6 +814,7 @@ static int tar_walk(struct sink *k, struct hx_err *e)
         free(links[i]);
     free(links);
     free(h);
+    tar_reader_free(r);
     return rc;
 }
 
@@ -908,6 +911,8 @@ static int run_copy(const struct ep *src, const struct ep *dst, struct hutch_con
     case EP_TAR:
         k.kind = SINK_TAR;
         snprintf(k.prefix, sizeof k.prefix, "%s", name);
+        if ((rc = tar_writer_open(&k.tw, STDOUT_FILENO, e)) < 0)
+            return rc;
         break;
     case EP_REMOTE: {
         k.kind = SINK_REMOTE;

@@ -257,6 +257,26 @@ def test_cp_from_stdin_rejects_garbage(hutchd, sbid):
     assert r.returncode != 0 and "tar" in r.stderr
     r = _cp_stdin(hutchd, f"{sbid}:/home/app/garbage", _tar_bytes([("f", "f", b"x" * 5000)])[:1500])
     assert r.returncode != 0 and "truncated" in r.stderr, r.stderr
+    # cut between two entries (no end-of-archive block): libarchive alone calls that the end
+    whole = _tar_bytes([("a", "f", b"x" * 512), ("b", "f", b"y")], tarfile.USTAR_FORMAT)
+    r = _cp_stdin(hutchd, f"{sbid}:/home/app/cut", whole[:1024])
+    assert r.returncode != 0 and "truncated at byte 1024" in r.stderr, r.stderr
+    r = _cp_stdin(hutchd, f"{sbid}:/home/app/cut", whole)  # positive control: the whole archive
+    assert r.returncode == 0, r.stderr
+    assert sh(hutchd, sbid, "cat /home/app/cut/b") == "y"
+
+
+def test_cp_non_ascii_names_both_ways(hutchd, sbid):
+    data = _tar_bytes([("naïve", "d", None), ("naïve/ü.txt", "f", b"u"), ("naïve/l", "l", "ü.txt")])
+    r = _cp_stdin(hutchd, f"{sbid}:/home/app/utf", data)
+    assert r.returncode == 0, r.stderr
+    assert sh(hutchd, sbid, "cat /home/app/utf/naïve/ü.txt; readlink /home/app/utf/naïve/l") == "uü.txt\n"
+    r = _cp_raw(hutchd, [sbid + ":/home/app/utf/naïve", "-"])
+    assert r.returncode == 0, r.stderr
+    assert b"hdrcharset" not in r.stdout  # UTF-8 names as UTF-8 (GNU tar warns on hdrcharset=BINARY)
+    tf = tarfile.open(fileobj=io.BytesIO(r.stdout))
+    assert {m.name for m in tf.getmembers()} == {"naïve", "naïve/ü.txt", "naïve/l"}
+    assert tf.extractfile("naïve/ü.txt").read() == b"u"
 
 
 def test_cp_missing_source_and_bad_usage(hutchd, sbid, tmp):
