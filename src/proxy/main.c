@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include "lib/confine.h"
 #include "lib/err.h"
 #include "lib/uvframe.h"
 #include "lib/wire.h"
@@ -580,55 +581,12 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 static int confine(const char *root, uid_t uid, gid_t gid)
 {
-    if (root && (chroot(root) < 0 || chdir("/") < 0)) {
-        perror("hutch-proxy: chroot");
-        return -1;
-    }
-    if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
-        perror("hutch-proxy: drop privileges");
-        return -1;
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
-        perror("hutch-proxy: prctl");
-        return -1;
-    }
-    /* Allowlist: what libuv, glibc's malloc and our own code need, nothing
-     * more. Anything else fails with ENOSYS (glibc then uses a fallback or
-     * reports an error) instead of killing the process. No exec, no open,
-     * no new sockets other than TCP/UDP over IPv4/IPv6. */
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
-    if (!ctx)
-        return -1;
-    static const char *const allowed[] = {
-        "read", "write", "readv", "writev", "close", "recvfrom", "sendto", "recvmsg", "sendmsg", "recvmmsg",
-        "sendmmsg", "accept4", "connect", "setsockopt", "getsockopt", "getsockname", "getpeername", "shutdown",
-        "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "fcntl", "ioctl",
-        "clock_gettime", "clock_getres", "gettimeofday", "nanosleep", "clock_nanosleep", "mmap", "munmap",
-        "mremap", "brk", "madvise", "mprotect", "futex", "exit", "exit_group", "getpid", "gettid", "tgkill",
-        "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "getrandom", "eventfd2", "pipe2",
-        "fstat", "newfstatat", "statx", "lseek", "dup", "dup3", "getrlimit", "prlimit64", "sched_yield",
-        "uname", "getuid", "geteuid", "getgid", "getegid", "rseq", "set_robust_list",
-        "splice", /* tcp.c: passthrough relay, socket → pipe → socket without a copy to user space */
-        "sigaltstack", /* glibc/ASan read the signal stack at thread and process exit */
-    };
-    int r = 0;
-    for (size_t i = 0; i < HX_ARRAY_LEN(allowed) && r == 0; i++) {
-        int nr = seccomp_syscall_resolve_name(allowed[i]);
-        if (nr != __NR_SCMP_ERROR)
-            r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-    }
-    if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_INET));
-    if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_INET6));
-    if (r == 0)
-        r = seccomp_load(ctx);
-    seccomp_release(ctx);
-    if (r < 0) {
-        fprintf(stderr, "hutch-proxy: seccomp: %s\n", strerror(-r));
-        return -1;
-    }
-    return 0;
+    /* DNS in batches, upstream connections of its own (TCP/UDP over IPv4/IPv6 only). */
+    static const char *const extra[] = {"recvmmsg", "sendmmsg", "connect",
+                                         "splice" /* tcp.c: passthrough relay, socket → pipe → socket, no copy */, NULL};
+    struct hx_confine c = {.who = "hutch-proxy", .root = root, .uid = uid, .gid = gid, .extra = extra,
+                           .inet_sockets = true};
+    return hx_confine(&c);
 }
 
 int main(int argc, char **argv)

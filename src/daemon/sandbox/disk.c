@@ -1,5 +1,6 @@
 /* Per-sandbox disk images on loop devices (see disk.h). */
 #include "daemon/sandbox/disk.h"
+#include "daemon/sandbox/loop.h"
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/loop.h>
@@ -43,34 +44,6 @@ static int make_ext4(const char *path, struct hx_err *e)
     return 0;
 }
 
-static int attach_loop(int file, char dev[32], struct hx_err *e)
-{
-    autoclose int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-    if (ctl < 0)
-        return hx_fail(e, errno, "open /dev/loop-control: %m");
-    /* Another process may take the number between GET_FREE and CONFIGURE. */
-    for (int tries = 0; tries < 16; tries++) {
-        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-        if (n < 0)
-            return hx_fail(e, errno, "no free loop device: %m");
-        snprintf(dev, 32, "/dev/loop%d", n);
-        int fd = open(dev, O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-            return hx_fail(e, errno, "open %s: %m", dev);
-        struct loop_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.fd = (uint32_t)file;
-        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-        if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
-            return fd;
-        int err = errno;
-        close(fd);
-        if (err != EBUSY)
-            return hx_fail(e, err, "configure %s: %s", dev, strerror(err));
-    }
-    return hx_fail(e, EBUSY, "every free loop device was taken first");
-}
-
 int disk_prepare(const char *dir, const char *id, uint32_t disk_mb, struct disk_layer *l, struct hx_err *e)
 {
     char path[4200];
@@ -82,7 +55,7 @@ int disk_prepare(const char *dir, const char *id, uint32_t disk_mb, struct disk_
     if (ftruncate(file, (off_t)disk_mb << 20) < 0)
         r = hx_fail(e, errno, "size %s: %m", path);
     else if ((r = make_ext4(path, e)) == 0)
-        r = attach_loop(file, l->dev, e);
+        r = loop_attach(file, false, l->dev, e);
     /* The loop device holds the file now: its name can go at once, so a
      * crash leaves no image behind. */
     unlink(path);

@@ -1,4 +1,5 @@
 /* The storage pool and the images in it (pool.h, docs/storage.md). */
+#include "daemon/sandbox/loop.h"
 #include "daemon/storage/pool.h"
 #include <fcntl.h>
 #include <linux/fiemap.h>
@@ -97,33 +98,6 @@ static int lock_file(int fd, bool shared, int wait_ms)
     }
 }
 
-static int attach_loop(int file, bool readonly, char dev[32], struct hx_err *e)
-{
-    autoclose int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-    if (ctl < 0)
-        return hx_fail(e, errno, "open /dev/loop-control: %m");
-    for (int tries = 0; tries < 16; tries++) {
-        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-        if (n < 0)
-            return hx_fail(e, errno, "no free loop device: %m");
-        snprintf(dev, 32, "/dev/loop%d", n);
-        int fd = open(dev, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-        if (fd < 0)
-            return hx_fail(e, errno, "open %s: %m", dev);
-        struct loop_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.fd = (uint32_t)file;
-        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | (readonly ? LO_FLAGS_READ_ONLY : 0);
-        if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
-            return fd;
-        int err = errno;
-        close(fd);
-        if (err != EBUSY)
-            return hx_fail(e, err, "configure %s: %s", dev, strerror(err));
-    }
-    return hx_fail(e, EBUSY, "every free loop device was taken first");
-}
-
 static int create_pool_image(const char *path, uint64_t size, struct hx_err *e)
 {
     char tmp[4300];
@@ -156,7 +130,7 @@ static int create_pool_image(const char *path, uint64_t size, struct hx_err *e)
 static int mount_pool(int file, struct hx_err *e)
 {
     char dev[32];
-    autoclose int dfd = attach_loop(file, false, dev, e);
+    autoclose int dfd = loop_attach(file, false, dev, e);
     if (dfd < 0)
         return dfd;
     autoclose int fs = (int)syscall(SYS_fsopen, "xfs", FSOPEN_CLOEXEC);
@@ -392,7 +366,7 @@ int storage_image_attach(const char *id, bool readonly, int wait_ms, struct stor
     int r = lock_file(fd, readonly, wait_ms);
     if (r < 0)
         return hx_fail(e, -r, "%s is %s", id, r == -EBUSY ? "attached to another sandbox" : "not lockable");
-    r = attach_loop(fd, readonly, a->dev, e);
+    r = loop_attach(fd, readonly, a->dev, e);
     if (r < 0)
         return r;
     a->dev_fd = r;
