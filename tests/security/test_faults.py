@@ -218,9 +218,12 @@ def test_proxy_kill9_under_load_is_restarted_with_rules_kept():
                 assert old, "no hutch-proxy child of hutchd"
                 # a connection open through the proxy while it dies
                 slow = netted.call("spawn", {"command": "curl", "args": ["-sS", "--limit-rate", "100k", "-o",
-                                             "/dev/null", "http://example.test/big/50000000"],
+                                             "/tmp/slow.out", "http://example.test/big/50000000"],
                                              "stdout": "null", "stderr": "null"})
-                time.sleep(1)
+                # its bytes are flowing through the old proxy before it dies (under load a fixed sleep
+                # let curl connect only after the restart, to the new proxy, and run for minutes)
+                assert wait_until(lambda: out(netted.sh("stat -c %s /tmp/slow.out 2>/dev/null || echo 0"))
+                                  .strip() not in ("", "0"), 20, 0.2), "the slow download never started"
                 os.kill(old, signal.SIGKILL)
                 # the fault happened: that pid is gone, and hutchd saw it die
                 assert wait_until(lambda: not pid_alive(old), 10), f"proxy {old} survived SIGKILL"
