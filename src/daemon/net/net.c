@@ -34,6 +34,8 @@
 #define LOG_PER_SEC 2          /* ... and then a second; the audit API keeps them all */
 
 struct net_sb {
+    struct net_sb *next;       /* net's own list of attached sandboxes (g.attached) */
+    char id[32];               /* the sandbox's, for log lines */
     char ifname[16];
     uint8_t host4[4], sb4[4], host6[16], sb6[16];
     json_t *allow;             /* the policy as given, or NULL (unrestricted) */
@@ -337,20 +339,20 @@ static void audit_keep(struct net_sb *n, json_t *o, json_t *rec)
     json_array_append_new(n->audit, rec);
 }
 
-static void log_flush_suppressed(struct sandbox *sb)
+static struct net_sb *g_attached; /* every net_sb, so that net walks its own state, not the core's registry */
+
+static void log_flush_suppressed(struct net_sb *n)
 {
-    struct net_sb *n = sb->net;
     if (n->log_suppressed)
-        fprintf(stderr, "hutchd: %s: net: %" PRIu64 " similar lines suppressed (see hutch net %s)\n", sb->id,
-                n->log_suppressed, sb->id);
+        fprintf(stderr, "hutchd: %s: net: %" PRIu64 " similar lines suppressed (see hutch net %s)\n", n->id,
+                n->log_suppressed, n->id);
     n->log_suppressed = 0;
 }
 
 static void on_log_flush(uv_timer_t *t)
 {
-    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
-        if (sb->net)
-            log_flush_suppressed(sb);
+    for (struct net_sb *n = g_attached; n; n = n->next)
+        log_flush_suppressed(n);
 }
 
 /* A sandbox cannot grow hutchd's log without bound (thousands of blocked
@@ -367,7 +369,7 @@ static bool log_line_ok(struct sandbox *sb)
             uv_timer_start(&g.log_flush, on_log_flush, 1000, 0);
         return false;
     }
-    log_flush_suppressed(sb);
+    log_flush_suppressed(n);
     return true;
 }
 
@@ -873,6 +875,9 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
     hx_tb_init(&n->log_tb, LOG_BURST, LOG_PER_SEC);
     snprintf(n->ifname, sizeof n->ifname, "hxs%u", sb->slot);
     slot_addrs(sb->slot, n);
+    snprintf(n->id, sizeof n->id, "%s", sb->id);
+    n->next = g_attached;
+    g_attached = n;
     sb->net = n;
 
     int r, nl = -1, snl = -1, idx, sidx;
@@ -917,7 +922,12 @@ void net_sandbox_detach(struct sandbox *sb)
     struct net_sb *n = sb->net;
     if (!n)
         return;
-    log_flush_suppressed(sb);
+    log_flush_suppressed(n);
+    for (struct net_sb **pp = &g_attached; *pp; pp = &(*pp)->next)
+        if (*pp == n) {
+            *pp = n->next;
+            break;
+        }
     sb->net = NULL;
     ctl_send(PX_FORGET, 0, sb->id, strlen(sb->id));
     struct hx_err e = {0};
