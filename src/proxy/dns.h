@@ -1,5 +1,6 @@
 /* DNS messages for the sandbox-facing responder: parsing one query and
- * building its answer. Bounded, no name compression accepted in queries. */
+ * building its answer, on ldns (the wire format is ldns's; what hutch
+ * accepts is decided here). */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -16,19 +17,19 @@
 
 struct dns_query {
     uint16_t id, flags, qtype, qclass;
-    size_t qend;              /* offset just past the question */
     char name[256];           /* labels joined by '.', raw bytes (not yet validated as a host name) */
     size_t name_len;
 };
 
-/* Parses a query: header with QR=0, opcode 0, exactly one question, no
- * compression pointers. 0, or -EINVAL (malformed: drop silently) or
+/* Parses a query: header with QR=0, opcode 0, exactly one question (with
+ * at most one additional record, EDNS, ignored). 0, or -EINVAL (malformed: drop silently) or
  * -ENOTSUP (well-formed header but something we do not answer: the caller
  * replies NOTIMP/FORMERR using q->id). */
 int dns_parse_query(const uint8_t *p, size_t n, struct dns_query *q);
 
-/* Builds the response to q (whose question is p[12..q->qend)) into out.
- * addrs: naddr addresses of alen bytes each (4 for A, 16 for AAAA), placed
- * as answers of type q->qtype. Returns the length or -ENOSPC. */
-int dns_build_response(const struct dns_query *q, const uint8_t *p, int rcode, const uint8_t *addrs, size_t naddr,
+/* Builds the response to q (its question rebuilt from q's raw name, type
+ * and class) into out. addrs: naddr addresses of alen bytes each (4 for A,
+ * 16 for AAAA), placed as answers of type q->qtype; as many as fit in
+ * DNS_MSG_MAX and cap. Returns the length, -ENOSPC or -ENOMEM. */
+int dns_build_response(const struct dns_query *q, int rcode, const uint8_t *addrs, size_t naddr,
                        size_t alen, uint32_t ttl, uint8_t *out, size_t cap);

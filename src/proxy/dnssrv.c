@@ -56,7 +56,7 @@ static void reply(struct dq *d, int rcode, const uint8_t *addrs, size_t n, size_
     if (!out)
         return;
     uint8_t *msg = out + sizeof(uv_write_t) + sizeof(uv_udp_send_t) + 2;
-    int len = dns_build_response(&d->q, d->raw, rcode, addrs, n, alen, DNS_TTL, msg, DNS_MSG_MAX);
+    int len = dns_build_response(&d->q, rcode, addrs, n, alen, DNS_TTL, msg, DNS_MSG_MAX);
     if (len < 0) {
         free(out);
         return;

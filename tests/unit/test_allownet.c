@@ -142,14 +142,43 @@ static void test_dns_query_and_answer(void **state)
     assert_string_equal(q.name, "Example.test");
     assert_int_equal(q.qtype, DNS_TYPE_A);
     uint8_t addrs[8] = {10, 0, 0, 1, 10, 0, 0, 2};
-    int len = dns_build_response(&q, b, DNS_RCODE_OK, addrs, 2, 4, 30, out, sizeof out);
+    int len = dns_build_response(&q, DNS_RCODE_OK, addrs, 2, 4, 30, out, sizeof out);
     assert_int_equal(len, (int)n + 2 * 16);
     assert_int_equal(out[0], 0x12);
     assert_int_equal(out[3] & 0xf, 0);
     assert_int_equal(out[7], 2);
-    len = dns_build_response(&q, b, DNS_RCODE_NXDOMAIN, NULL, 0, 0, 30, out, sizeof out);
+    len = dns_build_response(&q, DNS_RCODE_NXDOMAIN, NULL, 0, 0, 30, out, sizeof out);
     assert_int_equal(out[3] & 0xf, 3);
     assert_int_equal(out[7], 0);
+}
+
+/* ldns decodes the question; the answer repeats it byte for byte (a
+ * resolver's 0x20 case randomisation must survive) and drops the EDNS OPT
+ * record the query carried. */
+static void test_dns_answer_keeps_question_case_and_drops_edns(void **state)
+{
+    uint8_t b[512], out[512];
+    size_t n = query(b, "wWw.ExAmple.TEST", DNS_TYPE_AAAA);
+    b[11] = 1; /* ARCOUNT 1: an OPT pseudo-record, udp size 1232 */
+    const uint8_t opt[] = {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0};
+    memcpy(b + n, opt, sizeof opt);
+    n += sizeof opt;
+    struct dns_query q;
+    assert_int_equal(dns_parse_query(b, n, &q), 0);
+    assert_string_equal(q.name, "wWw.ExAmple.TEST");
+    uint8_t addr[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+    int len = dns_build_response(&q, DNS_RCODE_OK, addr, 1, 16, 30, out, sizeof out);
+    size_t qlen = n - sizeof opt - 12;
+    assert_int_equal(len, (int)(12 + qlen + 2 + 10 + 16)); /* no OPT in the answer */
+    assert_memory_equal(out + 12, b + 12, qlen);             /* the question, case and all */
+    assert_int_equal(out[11], 0);                            /* ARCOUNT 0 */
+    assert_memory_equal(out + len - 16, addr, 16);
+    /* 40 AAAA answers do not fit in 512 bytes: as many as fit, never more */
+    uint8_t many[40 * 16];
+    memset(many, 0x20, sizeof many);
+    len = dns_build_response(&q, DNS_RCODE_OK, many, 40, 16, 30, out, sizeof out);
+    assert_true(len > 0 && len <= DNS_MSG_MAX);
+    assert_true(out[7] > 1 && out[7] < 40 && (size_t)len + 28 > DNS_MSG_MAX);
 }
 
 static void test_dns_hostile_queries(void **state)
@@ -298,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_name_normalization),
         cmocka_unit_test(test_dns_query_and_answer),
         cmocka_unit_test(test_dns_hostile_queries),
+        cmocka_unit_test(test_dns_answer_keeps_question_case_and_drops_edns),
         cmocka_unit_test(test_sni_found_partial_and_hostile),
         cmocka_unit_test(test_http_heads_bodies_and_smuggling),
     };
