@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,6 +34,7 @@ CLOSED = [
     ("64:ff9b::a01:203", "10.0.0.0/8", "nat64.test"),            # NAT64 of 10.1.2.3: judged as IPv4
 ]
 OPENED = ("192.168.7.7", "opened.test")                          # --allow-range 192.168.7.0/24
+LATE = ("192.168.7.9", "late.test")       # in the opened /24; becomes one of hutchd's own addresses mid-run
 ALL = [c[0] for c in CLOSED] + [OPENED[0]]
 HUTCHD_OWN = "192.0.2.1"                                         # netenv: hutchd's side of the veth
 
@@ -85,7 +87,7 @@ def _hutchd_args(env):
     args = [f"--resolve={name}={ip}" for ip, _, name in CLOSED]
     args += [f"--resolve={OPENED[1]}={OPENED[0]}",
              f"--resolve=mixed.test={UP_A}", "--resolve=mixed.test=10.1.2.3",   # rebinding: one good, one LAN
-             "--resolve=pool.test=10.200.0.1", f"--resolve=own.test={HUTCHD_OWN}",
+             "--resolve=pool.test=10.200.0.1", f"--resolve=own.test={HUTCHD_OWN}", f"--resolve={LATE[1]}={LATE[0]}",
              "--allow-range", "192.168.7.0/24",
              # opened, yet closed: the pool, loopback, hutchd's own address
              "--allow-range", "10.200.0.0/16", "--allow-range", "127.0.0.0/8",
@@ -323,3 +325,26 @@ def test_malformed_later_head_on_kept_alive_connection_gets_400(net, sb_example)
     assert len(lines) == 2, r
     assert "hello from 192.0.2.2 host=example.test" in lines[0], lines
     assert "400 Bad Request" in lines[1] and "hutch: bad request" in lines[1] and "hello" not in lines[1], lines
+
+
+def test_an_address_hutchd_gains_later_is_refused_too(net, sandboxes):
+    # hutchd re-reads its own addresses on a timer (not at each sandbox's
+    # attach, which cost a dump of every link): an address the operator adds
+    # to the host after start is closed to sandboxes within seconds. Probed
+    # through DNS, where the proxy's list is the only judge (a connection to
+    # a local address is also reset by nftables before the proxy sees it).
+    sb = sandboxes["open"]
+    probe = f"getent ahostsv4 {LATE[1]}; echo rc=$?"
+    o = sb.sh(probe)["stdout"].decode()
+    assert LATE[0] in o and "rc=0" in o, o          # before: an ordinary address in an opened range
+    _ip("-n", net.d, "addr", "add", f"{LATE[0]}/32", "dev", "lo")
+    try:
+        deadline = time.monotonic() + 20
+        while LATE[0] in o and time.monotonic() < deadline:
+            time.sleep(0.5)
+            o = sb.sh(probe)["stdout"].decode()
+        assert LATE[0] not in o and "rc=2" in o, o
+        a = blocked_audit(net, sb, LATE[0], "answer left out")
+        assert a["host"] == LATE[1] and "a sandbox pool or one of hutchd's own" in a["reason"], a
+    finally:
+        _ip("-n", net.d, "addr", "del", f"{LATE[0]}/32", "dev", "lo")

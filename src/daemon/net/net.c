@@ -69,6 +69,8 @@ static struct {
     int fds[7];                /* listening sockets, kept for restarts */
     uv_timer_t restart;
     uv_timer_t log_flush;      /* says how many lines were suppressed when a sandbox goes quiet */
+    uv_timer_t local_refresh;  /* re-reads hutchd's own addresses (on_local_refresh) */
+    json_t *sent_local;        /* the "local" list the proxy has */
     int64_t last_start;
     char proxy_path[4200], proxy_root[4200];
 } g;
@@ -153,6 +155,21 @@ static void slot_addrs(uint32_t slot, struct net_sb *n)
     n->sb6[15] = 2;
 }
 
+static bool in_prefix(const uint8_t *a, const uint8_t *pfx, int bits)
+{
+    for (int i = 0; bits > 0; i++, bits -= 8) {
+        uint8_t m = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+        if ((a[i] & m) != (pfx[i] & m))
+            return false;
+    }
+    return true;
+}
+
+/* hutchd's own addresses that the proxy must never connect to, beyond the
+ * pools. The host ends of sandbox veths are left out: their addresses lie in
+ * the pools (refused whole) and their link-local ones are each sandbox's own
+ * link. Listing them made every attach cost a dump of every link (O(n) per
+ * sandbox, O(n^2) to start n) and pushed real addresses past the cap. */
 static json_t *local_addrs(void)
 {
     json_t *a = json_array();
@@ -161,14 +178,21 @@ static json_t *local_addrs(void)
         return a;
     for (struct ifaddrs *i = ifs; i && json_array_size(a) < 64; i = i->ifa_next) {
         char buf[INET6_ADDRSTRLEN];
-        if (!i->ifa_addr)
+        if (!i->ifa_addr || (i->ifa_name && strncmp(i->ifa_name, "hxs", 3) == 0))
             continue;
-        if (i->ifa_addr->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, buf, sizeof buf);
-        else if (i->ifa_addr->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, buf, sizeof buf);
-        else
+        if (i->ifa_addr->sa_family == AF_INET) {
+            const uint8_t *ad = (const uint8_t *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+            if (in_prefix(ad, g.pool4, g.pool4_len))
+                continue;
+            inet_ntop(AF_INET, ad, buf, sizeof buf);
+        } else if (i->ifa_addr->sa_family == AF_INET6) {
+            const uint8_t *ad = (const uint8_t *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+            if (in_prefix(ad, g.pool6, g.pool6_len))
+                continue;
+            inet_ntop(AF_INET6, ad, buf, sizeof buf);
+        } else {
             continue;
+        }
         json_array_append_new(a, json_string(buf));
     }
     freeifaddrs(ifs);
@@ -203,8 +227,26 @@ static void send_config(void)
     json_t *open = json_array(); /* --allow-range, checked in net_init */
     for (unsigned i = 0; i < g_daemon.cfg->n_allow_range; i++)
         json_array_append_new(open, json_string(g_daemon.cfg->allow_range[i]));
-    ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o, s:o}", "pool4", p4, "pool6", p6, "local", local_addrs(),
+    json_t *local = local_addrs();
+    json_decref(g.sent_local);
+    g.sent_local = json_incref(local);
+    ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o, s:o}", "pool4", p4, "pool6", p6, "local", local,
                                        "open", open));
+}
+
+/* An address the operator adds to the host later is refused within
+ * LOCAL_REFRESH_MS: hutchd's own addresses are re-read on a timer, not on
+ * every attach (a sandbox's veth adds only pool addresses). */
+#define LOCAL_REFRESH_MS 5000
+static void on_local_refresh(uv_timer_t *t)
+{
+    (void)t;
+    if (!g.ctl_open)
+        return;
+    json_t *now = local_addrs();
+    if (!g.sent_local || !json_equal(now, g.sent_local))
+        send_config();
+    json_decref(now);
 }
 
 /* secrets: the JSON text of a message with values is zeroed before it is freed */
@@ -787,6 +829,9 @@ static int net_start(bool wait_ready, struct hx_err *e)
         uv_unref((uv_handle_t *)&g.restart);
         uv_timer_init(g_daemon.loop, &g.log_flush);
         uv_unref((uv_handle_t *)&g.log_flush);
+        uv_timer_init(g_daemon.loop, &g.local_refresh);
+        uv_unref((uv_handle_t *)&g.local_refresh);
+        uv_timer_start(&g.local_refresh, on_local_refresh, LOCAL_REFRESH_MS, LOCAL_REFRESH_MS);
         timer_ready = true;
     }
     g.on = true;
@@ -819,6 +864,9 @@ void net_fini(void)
     if (!g.on)
         return;
     g.on = false;
+    uv_timer_stop(&g.local_refresh);
+    json_decref(g.sent_local);
+    g.sent_local = NULL;
     ctl_close();
     resolver_fini();
     if (g.proc_alive)
@@ -898,7 +946,6 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
         (r = nl_route_default(snl, sidx, AF_INET, n->host4, e)) < 0 ||
         (r = nl_route_default(snl, sidx, AF_INET6, n->host6, e)) < 0)
         goto out;
-    send_config(); /* our own addresses changed: the proxy must refuse them too */
     send_policy(sb);
     char h4[INET_ADDRSTRLEN], h6[INET6_ADDRSTRLEN];
     inet_ntop(AF_INET, n->host4, h4, sizeof h4);
