@@ -26,12 +26,14 @@ async function shot(page, name) {
 async function launch() {
   assert.ok(existsSync(CHROMIUM), "Debian's chromium is not installed (scripts/deps.sh installs it)");
   const profile = mkdtempSync(path.join(os.tmpdir(), "hutch-dash-chromium-"));
-  return chromium.launch({
+  // a fresh profile (playwright passes it as --user-data-dir)
+  return chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
+    headless: true,
     env: { ...process.env, HOME: profile },
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", `--user-data-dir=${profile}`],
+           "--disable-dev-shm-usage"],
   });
 }
 
@@ -49,11 +51,12 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
   requireEnv();
   const base = process.env.DENO_DEPLOY_ENDPOINT;
   const token = process.env.DENO_DEPLOY_TOKEN;
-  const sb = await Sandbox.create({ timeout: "10m", labels: { run: runTag, note: XSS } });
   const browser = await launch();
+  let sb = null;
   const pageErrors = [];
   const requests = [];
   try {
+    sb = await Sandbox.create({ timeout: "10m", labels: { run: runTag, note: XSS } });
     const page = await browser.newPage();
     page.on("pageerror", (e) => pageErrors.push(e.message));
     page.on("request", (r) => requests.push(r.url()));
@@ -135,7 +138,7 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     assert.deepEqual(pageErrors, []);
   } finally {
     await browser.close();
-    await sb.kill().catch(() => {});
-    await sb.close().catch(() => {});
+    await sb?.kill().catch(() => {});
+    await sb?.close().catch(() => {});
   }
 });
