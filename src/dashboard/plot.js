@@ -41,6 +41,7 @@ export function lineChart(canvas, points, { minMax = 1 } = {}) {
   const max = Math.max(minMax, ...pts.map((p) => p.v)) * 1.1;
   const f = frame(ctx, canvas, max);
   canvas.dataset.points = String(pts.length);
+  canvas.dataset.max = String(Math.max(0, ...pts.map((p) => p.v)));
   if (pts.length === 0) {
     ctx.textAlign = "center";
     ctx.fillText("no samples yet", (f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2);
@@ -69,6 +70,7 @@ export function barChart(canvas, bars) {
   const max = Math.max(1e-6, ...bars.map((b) => b.v)) * 1.1;
   const f = frame(ctx, canvas, max, 52);
   canvas.dataset.points = String(bars.length);
+  canvas.dataset.max = String(Math.max(0, ...bars.map((b) => b.v)));
   if (bars.length === 0) {
     ctx.textAlign = "center";
     ctx.fillText("no usage in this range", (f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2);

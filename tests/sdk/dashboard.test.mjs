@@ -14,6 +14,8 @@ import { requireEnv, runTag, statusOf, waitFor } from "./helpers.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const XSS = `<img src=x onerror="window.__xss=1">`;
+// CPU time of its own process (not wall time): a known amount whatever the machine's load
+const BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass\n";
 const shots = process.env.HUTCH_TEST_ARTIFACTS || path.join(os.tmpdir(), "hutch-artifacts");
 
 async function shot(page, name) {
@@ -96,8 +98,9 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     await page.waitForSelector(`tr[data-id="${sb.id}"]`);
     await shot(page, "list");
 
-    // detail: plots with data drawn
+    // detail: plots with data drawn; the CPU plot shows a burn made through the SDK
     await page.click(`tr[data-id="${sb.id}"]`);
+    await sb.spawn("python3", { args: ["-c", BURN], stdout: "null", stderr: "null" }).then((p) => p.status);
     await page.waitForFunction(() => Number(document.getElementById("plot-mem").dataset.points) >= 2,
                                null, { timeout: 30000 });
     await page.waitForFunction(() => Number(document.getElementById("plot-cpu").dataset.points) >= 2,
@@ -105,6 +108,8 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     const blue = [0x25, 0x63, 0xeb];
     assert.ok(await coloredPixels(page, "#plot-mem", blue) > 50, "the memory plot drew no line");
     assert.ok(await coloredPixels(page, "#plot-cpu", blue) > 50, "the CPU plot drew no line");
+    await page.waitForFunction(() => Number(document.getElementById("plot-cpu").dataset.max) > 0, null,
+                               { timeout: 30000 });
     assert.equal(await page.locator("#d-labels img").count(), 0);
     assert.ok((await page.locator("#d-labels").textContent()).includes(XSS));
 
@@ -124,6 +129,24 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     // the process list shows the shell the terminal started (per-command usage counts it once it ends)
     // processes and usage tables are filled
     await page.waitForFunction(() => document.querySelectorAll("#d-usage tbody tr").length > 0, null, { timeout: 20000 });
+
+    // usage: cost per day and per value of the label key "run", drawn as bars
+    await page.click('a[href="#/usage"]');
+    await page.fill("#usage-label", "run");
+    await page.click("#usage-form button");
+    await page.waitForFunction(() => Number(document.getElementById("plot-labels").dataset.points) >= 1, null,
+                               { timeout: 20000 });
+    assert.ok(Number(await page.$eval("#plot-days", (c) => c.dataset.points)) >= 1);
+    assert.ok(Number(await page.$eval("#plot-days", (c) => c.dataset.max)) > 0, "no cost drawn per day");
+    const teal = [0x0f, 0x76, 0x6e];
+    assert.ok(await coloredPixels(page, "#plot-days", teal) > 20, "no bars drawn per day");
+    assert.ok(await coloredPixels(page, "#plot-labels", teal) > 20, "no bars drawn per label");
+    const groups = await page.locator("#usage-table tbody td:first-child").allTextContents();
+    assert.ok(groups.includes(runTag), JSON.stringify(groups));
+    await shot(page, "usage");
+    await page.goBack();
+    await page.waitForFunction((id) => document.getElementById("d-id").textContent === id && !document.getElementById("detail").hidden,
+                               sb.id);
 
     // kill from the page
     await page.click("#d-kill");
