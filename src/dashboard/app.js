@@ -171,6 +171,8 @@ async function refreshDetail(id) {
   $("d-stop").textContent = live ? (live.stopAtMs ? `stops at ${when(live.stopAtMs)}` : "lives while connected (session)") : "";
   $("d-stop").dataset.stopAt = String(live?.stopAtMs ?? 0);
   for (const b of ["d-kill", "d-extend", "d-terminal"]) $(b).disabled = !live || state !== "running";
+  // a session sandbox lives while connected: extending would give it a timeout it does not have
+  if (live && !live.stopAtMs) $("d-extend").disabled = true;
   if (!live) {
     closeTerminal();
     return;

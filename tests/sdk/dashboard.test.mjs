@@ -158,6 +158,8 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     // the token never appeared in a URL the page requested
     assert.ok(requests.length > 10);
     for (const u of requests) assert.ok(!u.includes(token), `token in a URL: ${u}`);
+    // everything came from hutchd itself: no CDN, so the page works offline
+    for (const u of requests) assert.ok(u.startsWith(`${base}/`) || u.startsWith("data:"), `not from hutchd: ${u}`);
     assert.deepEqual(pageErrors, []);
   } finally {
     await browser.close();
