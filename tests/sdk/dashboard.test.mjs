@@ -49,7 +49,7 @@ async function coloredPixels(page, sel, rgb) {
   }, rgb);
 }
 
-test("dashboard: sign in, list, plots, a terminal running echo hi, labels as text, kill", async () => {
+test("dashboard: sign in, list, plots, a terminal running echo hi, labels as text, extend, usage, kill", async () => {
   requireEnv();
   const base = process.env.DENO_DEPLOY_ENDPOINT;
   const token = process.env.DENO_DEPLOY_TOKEN;
@@ -129,6 +129,16 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     // the process list shows the shell the terminal started (per-command usage counts it once it ends)
     // processes and usage tables are filled
     await page.waitForFunction(() => document.querySelectorAll("#d-usage tbody tr").length > 0, null, { timeout: 20000 });
+
+    // extend: 5 more minutes, as hutchd grants and reports
+    const stopAt = async () => (await (await fetch(`${base}/hutch/v1/live`, {
+      headers: { Authorization: `Bearer ${token}` } })).json()).sandboxes.find((x) => x.id === sb.id).stopAtMs;
+    const before = await stopAt();
+    await page.click("#d-extend");
+    await page.waitForFunction(() => /^now stops at /.test(document.getElementById("d-msg").textContent), null,
+                               { timeout: 20000 });
+    const after = await stopAt();
+    assert.ok(after >= before + 4 * 60 * 1000, `stop time ${before} -> ${after}`);
 
     // usage: cost per day and per value of the label key "run", drawn as bars
     await page.click('a[href="#/usage"]');
