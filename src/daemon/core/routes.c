@@ -474,8 +474,11 @@ static void handle_live(struct http_conn *c, const struct caller *who)
                               "memoryLimitBytes", (json_int_t)sb->memory_mb << 20, "cpuLimitMillis",
                               (json_int_t)g_daemon.cfg->cpu_millis, "labels", sb->labels ? sb->labels : json_null());
         json_t *last = sbstats_latest_json(sb);
-        if (o)
-            json_object_set_new(o, "sample", last ? last : json_null());
+        if (!o) {
+            json_decref(last);
+            continue;
+        }
+        json_object_set_new(o, "sample", last ? last : json_null());
         json_array_append_new(arr, o);
     }
     http_respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr ? arr : json_array()));
