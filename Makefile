@@ -3,9 +3,9 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 PREFIX ?= /usr/local
 
-.PHONY: all deps run test test-unit test-asan test-integration test-sdk bench install image clean fuzz
+.PHONY: all deps run test test-unit test-asan test-integration test-sdk bench install image clean fuzz dashboard
 
-all: $(BUILD)/build.ninja
+all: $(BUILD)/build.ninja dashboard
 	ninja -C $(BUILD)
 	@ln -sf src/daemon/hutchd $(BUILD)/hutchd; ln -sf src/cli/hutch $(BUILD)/hutch; ln -sf src/init/hutch-init $(BUILD)/hutch-init; ln -sf src/proxy/hutch-proxy $(BUILD)/hutch-proxy; ln -sf src/ingress/hutch-ingress $(BUILD)/hutch-ingress
 
@@ -14,6 +14,22 @@ $(BUILD)/build.ninja:
 
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
+
+# The web dashboard (docs/dashboard.md): plain ES modules and xterm.js from npm (pinned by
+# src/dashboard/package-lock.json), copied into $(BUILD)/dashboard, which hutchd serves at /.
+DASH = src/dashboard
+DASH_FILES = $(DASH)/index.html $(DASH)/app.css $(DASH)/app.js $(DASH)/api.js $(DASH)/plot.js $(DASH)/term.js
+dashboard: $(BUILD)/dashboard/index.html
+
+$(DASH)/node_modules/.package-lock.json: $(DASH)/package-lock.json
+	cd $(DASH) && npm ci --no-audit --no-fund --ignore-scripts
+
+$(BUILD)/dashboard/index.html: $(DASH_FILES) $(DASH)/node_modules/.package-lock.json
+	rm -rf $(BUILD)/dashboard.new && mkdir -p $(BUILD)/dashboard.new
+	install -m 0644 $(DASH_FILES) $(BUILD)/dashboard.new/
+	install -m 0644 $(DASH)/node_modules/@xterm/xterm/lib/xterm.mjs $(DASH)/node_modules/@xterm/xterm/css/xterm.css $(BUILD)/dashboard.new/
+	install -m 0644 $(DASH)/node_modules/@xterm/xterm/LICENSE $(BUILD)/dashboard.new/xterm-license.txt
+	rm -rf $(BUILD)/dashboard && mv $(BUILD)/dashboard.new $(BUILD)/dashboard
 
 deps:
 	@bash scripts/deps.sh
@@ -47,6 +63,8 @@ install: deps all
 	install -m 0755 $(BUILD)/hutchd $(BUILD)/hutch $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(BUILD)/hutch-init $(BUILD)/hutch-proxy $(DESTDIR)$(PREFIX)/libexec/hutch/
 	install -m 0644 scripts/hutchd.service $(DESTDIR)/etc/systemd/system/hutchd.service
+	install -d $(DESTDIR)$(PREFIX)/share/hutch/dashboard
+	install -m 0644 $(BUILD)/dashboard/* $(DESTDIR)$(PREFIX)/share/hutch/dashboard/
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -375,6 +375,8 @@ start_sdk_daemon() {
               --disk 1024 --storage-size 4GiB)  # promised in full: fit a small CI disk
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
+  # the web dashboard's files (make dashboard): the ASan hutchd has none beside it
+  [[ -f $BUILD/dashboard/index.html ]] && args+=(--dashboard-dir "$(realpath "$BUILD/dashboard")")
   echo "starting $hutchd ${args[*]}"
   # nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
   # (env execs too: $! stays hutchd's pid)

@@ -61,7 +61,12 @@ static const char usage[] =
     "  --ingress-cert FILE, --ingress-key FILE  certificate chain and key for *.BASE (PEM) [minted from\n"
     "                        the ingress CA in STATE/ingress-ca]\n"
     "  --ingress-head-timeout MS      a request head must arrive within [15000]\n"
-    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n";
+    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n"
+    "  --dashboard-dir DIR   the web dashboard's files, served at / (\"\" = off) [SELF/dashboard,\n"
+    "                        SELF/../../dashboard (a build tree), SELF/../share/hutch/dashboard]\n"
+    "  --stats-interval MS   sample running sandboxes' CPU and memory this often (0 = off) [2000]\n"
+    "  --stats-samples N     samples kept per sandbox (a ring: the oldest go) [300]\n"
+    "  --log-format FMT      text (as written) or json (one object per line) [text]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -125,6 +130,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->ingress_port = 443;
     cfg->ingress_head_timeout_ms = 15000;
     cfg->ingress_upstream_timeout_ms = 60000;
+    cfg->stats_interval_ms = 2000;
+    cfg->stats_samples = 300;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -156,6 +163,10 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_IGKEY,
            O_IGHEADTO,
            O_IGUPTO,
+           O_DASHDIR,
+           O_STATSINT,
+           O_STATSN,
+           O_LOGFMT,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -191,6 +202,10 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"ingress-key", required_argument, 0, O_IGKEY},
         {"ingress-head-timeout", required_argument, 0, O_IGHEADTO},
         {"ingress-upstream-timeout", required_argument, 0, O_IGUPTO},
+        {"dashboard-dir", required_argument, 0, O_DASHDIR},
+        {"stats-interval", required_argument, 0, O_STATSINT},
+        {"stats-samples", required_argument, 0, O_STATSN},
+        {"log-format", required_argument, 0, O_LOGFMT},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -308,6 +323,24 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_IGKEY: cfg->ingress_key = optarg; break;
         case O_IGHEADTO: if ((r = parse_u32(optarg, &cfg->ingress_head_timeout_ms, "--ingress-head-timeout", e)) < 0) return r; break;
         case O_IGUPTO: if ((r = parse_u32(optarg, &cfg->ingress_upstream_timeout_ms, "--ingress-upstream-timeout", e)) < 0) return r; break;
+        case O_DASHDIR: cfg->dashboard_dir = optarg; break;
+        case O_STATSINT:
+            if ((r = parse_u32(optarg, &cfg->stats_interval_ms, "--stats-interval", e)) < 0)
+                return r;
+            if (cfg->stats_interval_ms && cfg->stats_interval_ms < 50)
+                return hx_fail(e, EINVAL, "--stats-interval must be 0 (off) or at least 50 ms");
+            break;
+        case O_STATSN:
+            if ((r = parse_u32(optarg, &cfg->stats_samples, "--stats-samples", e)) < 0)
+                return r;
+            if (cfg->stats_samples < 2 || cfg->stats_samples > 100000)
+                return hx_fail(e, EINVAL, "--stats-samples must be 2..100000");
+            break;
+        case O_LOGFMT:
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0)
+                return hx_fail(e, EINVAL, "--log-format wants text or json, got \"%s\"", optarg);
+            cfg->log_json = strcmp(optarg, "json") == 0;
+            break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

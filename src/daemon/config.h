@@ -54,6 +54,11 @@ struct config {
     int ingress_port;          /* host mode's port [443] */
     const char *ingress_cert, *ingress_key; /* the operator's certificate (chain) and key, PEM */
     uint32_t ingress_head_timeout_ms, ingress_upstream_timeout_ms;
+    /* dashboard (docs/dashboard.md) */
+    const char *dashboard_dir; /* the web dashboard's files; NULL = look beside hutchd, "" = off */
+    uint32_t stats_interval_ms; /* CPU and memory samples of running sandboxes; 0 = off */
+    uint32_t stats_samples;    /* kept per sandbox */
+    bool log_json;             /* --log-format json */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

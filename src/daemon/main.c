@@ -10,6 +10,9 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/config.h"
+#include "daemon/log.h"
+#include "daemon/api/static.h"
+#include "daemon/core/sbstats.h"
 #include "daemon/core/routes.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
@@ -109,6 +112,33 @@ static int disk_space_announce(struct config *cfg, struct hx_err *e)
     return 0;
 }
 
+/* dashboard: the web dashboard's files (--dashboard-dir, else the first of the places it is built or
+ * installed), loaded into memory once; without them "/" answers that it is not installed. */
+static struct static_site *site;
+static void dashboard_load(const struct config *cfg)
+{
+    struct hx_err e = {0};
+    if (cfg->dashboard_dir) {
+        if (!*cfg->dashboard_dir)
+            return;
+        if (static_site_load(cfg->dashboard_dir, &site, &e) < 0)
+            fprintf(stderr, "hutchd: dashboard off: %s\n", e.msg);
+    } else {
+        static const char *const rel[] = {"dashboard", "../../dashboard", "../share/hutch/dashboard"};
+        for (size_t i = 0; i < HX_ARRAY_LEN(rel) && !site; i++) {
+            char dir[4200];
+            snprintf(dir, sizeof dir, "%s/%s", cfg->self_dir, rel[i]);
+            if (access(dir, F_OK) == 0 && static_site_load(dir, &site, &e) < 0)
+                fprintf(stderr, "hutchd: dashboard off: %s\n", e.msg);
+        }
+        if (!site)
+            fprintf(stderr, "hutchd: no dashboard files beside %s (make dashboard, or --dashboard-dir)\n", cfg->self_dir);
+    }
+    if (site)
+        printf("hutchd: dashboard: %zu files\n", static_site_count(site));
+    routes_set_site(site);
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -121,6 +151,10 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (log_init(cfg.log_json ? LOG_JSON : LOG_TEXT, &e) < 0) { /* log: before anything is printed */
+        fprintf(stderr, "hutchd: %s\n", e.msg);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (geteuid() != 0) {
         fprintf(stderr, "hutchd: must run as root (it creates namespaces, cgroups and mounts)\n");
@@ -134,6 +168,7 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
     g_daemon.loop = uv_default_loop();
+    log_start(g_daemon.loop);
     g_daemon.cfg = &cfg;
     g_daemon.init_memfd = -1;
     g_daemon.slots = calloc(cfg.max_sandboxes + cfg.warm, 1);
@@ -179,6 +214,8 @@ int main(int argc, char **argv)
         return 1;
     }
     ws_set_idle_timeout(cfg.ws_idle_ms);
+    dashboard_load(&cfg); /* dashboard: */
+    sbstats_start(g_daemon.loop, cfg.stats_interval_ms, cfg.stats_samples);
     /* The unix socket keeps the default budget, its own: a TCP flood never reaches it. */
     http_server_set_limits(tcp_server, &(struct http_limits){cfg.max_conns, cfg.max_conns_per_ip,
                                                              cfg.request_timeout_ms});
@@ -205,6 +242,7 @@ int main(int argc, char **argv)
     if (!g_daemon.sandboxes)
         cgroup_fini();
     store_close(g_daemon.store);
+    static_site_free(site);
     printf("hutchd: stopped\n");
     return 0;
 }

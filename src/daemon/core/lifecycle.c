@@ -14,6 +14,7 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
 #include "daemon/core/metering.h"
+#include "daemon/core/sbstats.h"
 #include "daemon/core/expose.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
@@ -73,6 +74,7 @@ void sandbox_on_handle_closed(uv_handle_t *h)
     json_decref(sb->allow_net); /* net: */
     json_decref(sb->views_cpus); /* views: */
     procstats_free(sb);         /* metering: */
+    sbstats_free(sb);           /* dashboard: */
     secrets_free(sb->secrets);  /* secrets: values zeroed */
     free(sb->rbuf);
     free(sb);

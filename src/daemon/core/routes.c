@@ -13,6 +13,8 @@
 #include "daemon/core/volumes.h"
 #include "daemon/core/metering.h"
 #include "daemon/core/metrics.h"
+#include "daemon/core/sbstats.h"
+#include "daemon/api/static.h"
 #include "daemon/store/store.h"
 #include "lib/b64.h"
 #include "lib/strparse.h"
@@ -26,6 +28,32 @@ struct caller {
     char token_id[32];          /* "" on the unix socket */
 };
 
+/* dashboard: a browser cannot set Authorization on a WebSocket, and a token in the URL would end up in
+ * histories and logs. It offers two subprotocols instead, "hutch.v1" and "hutch.bearer.<token>"
+ * (tokens are [a-z0-9_], valid subprotocol characters); the answer names only "hutch.v1". Copies the
+ * token into out (size outn) and returns true when the request carries both. */
+#define WS_SUBPROTOCOL "hutch.v1"
+#define WS_BEARER_PREFIX "hutch.bearer."
+static bool ws_subprotocol_token(const struct http_request *req, char *out, size_t outn)
+{
+    const char *v = req->websocket ? http_header_get(req, "sec-websocket-protocol") : NULL;
+    bool v1 = false, tok = false;
+    while (v && *v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, " \t,");
+        if (n == strlen(WS_SUBPROTOCOL) && strncmp(v, WS_SUBPROTOCOL, n) == 0)
+            v1 = true;
+        else if (n > strlen(WS_BEARER_PREFIX) && strncmp(v, WS_BEARER_PREFIX, strlen(WS_BEARER_PREFIX)) == 0 &&
+                 n - strlen(WS_BEARER_PREFIX) < outn && !tok) {
+            memcpy(out, v + strlen(WS_BEARER_PREFIX), n - strlen(WS_BEARER_PREFIX));
+            out[n - strlen(WS_BEARER_PREFIX)] = 0;
+            tok = true;
+        }
+        v += n;
+    }
+    return v1 && tok;
+}
+
 static bool authenticate(struct http_conn *c, const struct http_request *req, struct caller *who)
 {
     if (req->unix_peer) {
@@ -34,12 +62,15 @@ static bool authenticate(struct http_conn *c, const struct http_request *req, st
         return true;
     }
     const char *auth = http_header_get(req, "authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+    char sub_token[128] = "";
+    bool by_sub = !auth && ws_subprotocol_token(req, sub_token, sizeof sub_token); /* dashboard: */
+    if (!by_sub && (!auth || strncasecmp(auth, "Bearer ", 7) != 0)) {
         http_respond_error(c, 401, "INVALID_TOKEN", "Missing access token: send \"Authorization: Bearer <token>\"");
         return false;
     }
     struct hx_err e = {0};
-    int r = store_token_check(g_daemon.store, auth + 7, who->org, &who->admin, who->token_id, &e);
+    int r = store_token_check(g_daemon.store, by_sub ? sub_token : auth + 7, who->org, &who->admin, who->token_id, &e);
+    explicit_bzero(sub_token, sizeof sub_token);
     if (r == -EACCES) {
         http_respond_error(c, 401, "INVALID_TOKEN", "The access token is invalid or has been revoked");
         return false;
@@ -94,8 +125,12 @@ static bool attach_session(struct http_conn *c, struct sandbox *sb, const char *
         return false;
     }
     snprintf(s->token_id, sizeof s->token_id, "%s", token_id);
-    char hdr[96];
-    snprintf(hdr, sizeof hdr, "x-deno-sandbox-id: %s\r\n", sb->id);
+    char hdr[160], tok[128];
+    const struct http_request *req = http_conn_request(c);
+    bool sub = req && !http_header_get(req, "authorization") && ws_subprotocol_token(req, tok, sizeof tok);
+    explicit_bzero(tok, sizeof tok);
+    snprintf(hdr, sizeof hdr, "x-deno-sandbox-id: %s\r\n%s", sb->id,
+             sub ? "Sec-WebSocket-Protocol: " WS_SUBPROTOCOL "\r\n" : ""); /* dashboard: */
     sandbox_session_attach(sb, s);
     s->ws = http_upgrade_websocket(c, hdr, &session_handlers, s);
     if (!s->ws) {
@@ -405,9 +440,62 @@ static void handle_tokens(struct http_conn *c, const struct http_request *req, c
     http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "%s is not supported here", req->method);
 }
 
+/* dashboard: CPU and memory samples of one sandbox, and the live figures of all of the caller's */
+static void handle_stats(struct http_conn *c, const struct http_request *req, const struct caller *who,
+                         const char *id)
+{
+    struct sandbox *sb = hx_sandbox_id_valid(id) ? sandbox_find(id) : NULL;
+    if (!sb || strcmp(sb->org, who->org) != 0 || sb->pooled)
+        return http_respond_error(c, 404, "SANDBOX_NOT_FOUND", "no running sandbox with id \"%.40s\"", id);
+    int64_t since = 0;
+    char *v = http_query_get(req, "since");
+    if (v) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        bool bad = errno || end == v || *end || n < 0;
+        free(v);
+        if (bad)
+            return http_respond_error(c, 400, "INVALID_RANGE", "\"since\" must be a time in ms since the epoch");
+        since = n;
+    }
+    http_respond_json(c, 200, sbstats_json(sb, since));
+}
+
+static void handle_live(struct http_conn *c, const struct caller *who)
+{
+    static const char *const states[] = {"starting", "running", "stopping", "stopped"};
+    json_t *arr = json_array();
+    for (struct sandbox *sb = g_daemon.sandboxes; arr && sb; sb = sb->next) {
+        if (sb->pooled || strcmp(sb->org, who->org) != 0)
+            continue;
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:O}", "id", sb->id, "state", states[sb->state],
+                              "createdAt", (json_int_t)sb->created_ms, "stopAtMs", (json_int_t)sb->stop_at_ms,
+                              "memoryLimitBytes", (json_int_t)sb->memory_mb << 20, "cpuLimitMillis",
+                              (json_int_t)g_daemon.cfg->cpu_millis, "labels", sb->labels ? sb->labels : json_null());
+        json_t *last = sbstats_latest_json(sb);
+        if (!o) {
+            json_decref(last);
+            continue;
+        }
+        json_object_set_new(o, "sample", last ? last : json_null());
+        json_array_append_new(arr, o);
+    }
+    http_respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr ? arr : json_array()));
+}
+
+static const struct static_site *g_site;
+
+void routes_set_site(const struct static_site *site)
+{
+    g_site = site;
+}
+
 void routes_on_request(struct http_conn *c, const struct http_request *req, void *ud)
 {
     const char *path = req->path;
+    if (static_site_serve(g_site, c, req)) /* dashboard: public files; every API call below needs a token */
+        return;
     if (strcmp(path, "/healthz") == 0)
         return http_respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes", (json_int_t)g_daemon.n_sandboxes));
     struct caller who = {0};
@@ -469,6 +557,11 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
             id[n] = 0;
             return handle_processes(c, req, &who, id);
         }
+        if (n > 0 && n < sizeof id && strcmp(p + n, "/stats") == 0) { /* dashboard: */
+            memcpy(id, p, n);
+            id[n] = 0;
+            return handle_stats(c, req, &who, id);
+        }
         if (n > 0 && n < sizeof id && strcmp(p + n, "/network") == 0) {
             memcpy(id, p, n);
             id[n] = 0;
@@ -482,6 +575,8 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         return;
     if (strcmp(path, "/hutch/v1/ingress/ca.crt") == 0 && strcmp(req->method, "GET") == 0)
         return expose_handle_ca(c);
+    if (strcmp(path, "/hutch/v1/live") == 0 && strcmp(req->method, "GET") == 0) /* dashboard: */
+        return handle_live(c, &who);
     if (strncmp(path, "/hutch/v1/tokens", 16) == 0)
         return handle_tokens(c, req, &who, path + 16);
     http_respond_error(c, 404, "NOT_FOUND", "no route %s %.200s", req->method, path);

@@ -19,6 +19,7 @@ struct net_sb;
 struct secret_set;
 struct sb_storage;
 struct proc_stats;
+struct sb_samples;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -135,6 +136,7 @@ struct sandbox {
     uint64_t views_gen;           /* views: the lxcfs generation its /proc binds show (views_sync.c) */
     bool views_busy;              /* views: a worker is re-binding them */
     json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
+    struct sb_samples *samples;   /* dashboard: its CPU and memory samples (sbstats.c); owned, may be NULL */
 };
 
 struct daemon_ctx {

@@ -1,6 +1,7 @@
 /* Supervising hutch-ingress (see ingress.h). The ingress is treated as
  * untrusted: what it sends is bounded, and it can ask for nothing but a
  * socket to an exposure by name, which the core checks. */
+#include "daemon/log.h"
 #include "daemon/ingress/ingress.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -302,9 +303,9 @@ static void ingress_spawn(void)
     uv_stdio_container_t stdio[4];
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = 1;
+    stdio[1].data.fd = log_child_fd(1); /* log: JSON mode reads it */
     stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
+    stdio[2].data.fd = log_child_fd(2);
     stdio[3].flags = UV_INHERIT_FD;
     stdio[3].data.fd = sv[1];
     char *args[] = {g.path, "--root", g.root, NULL};

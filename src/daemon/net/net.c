@@ -1,5 +1,6 @@
 /* Sandbox networking on the host side (see net.h). The proxy process is
  * treated as untrusted: what it sends is bounded and validated here. */
+#include "daemon/log.h"
 #include "daemon/net/net.h"
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -609,9 +610,9 @@ static void proxy_start(void)
     uv_stdio_container_t stdio[10];
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = 1;
+    stdio[1].data.fd = log_child_fd(1); /* log: JSON mode reads it */
     stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
+    stdio[2].data.fd = log_child_fd(2);
     stdio[3].flags = UV_INHERIT_FD;
     stdio[3].data.fd = sv[1];
     for (int i = 0; i < 6; i++) {

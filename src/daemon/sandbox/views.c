@@ -13,6 +13,7 @@
  * again: readable, the host's numbers, as before lxcfs), lxcfs is started
  * again with a backoff, and once it serves its files are bound again. A
  * reader sees ENOTCONN only between the death and the removal (a few ms). */
+#include "daemon/log.h"
 #include "daemon/sandbox/views.h"
 #include "lib/views.h"
 #include <fcntl.h>
@@ -176,7 +177,7 @@ static int spawn_lxcfs(void)
      * cpu/online from the CFS quota; --enable-pidfd: no pid reuse races. */
     char *args[] = {g.bin, "-f", "-u", "-l", "--enable-cfs", "--enable-pidfd", "-p", g.pidfile, g.mnt, NULL};
     uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = 2}};
+        {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = log_child_fd(2)}}; /* log: */
     uv_process_options_t o = {
         .exit_cb = on_lxcfs_exit, .file = g.bin, .args = args, .stdio_count = 3, .stdio = stdio};
     int r = uv_spawn(g.loop, &g.proc, &o);
