@@ -207,22 +207,32 @@ static void on_written(uv_write_t *w, int status)
     }
 }
 
+/* What the socket takes now goes in at once (uv_try_write: no copy, no
+ * allocation, no write request, and none of the epoll_ctl calls libuv makes
+ * around a queued write; docs/performance.md); only the rest is copied and
+ * queued. uv_try_write refuses while bytes are queued, so the order holds;
+ * a write error is left to the queued write, whose callback closes as before. */
 static int send_bytes(struct pconn *c, bool to_up, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
-    struct wreq *r = malloc(sizeof *r + n);
-    if (!r)
-        return -ENOMEM;
-    r->c = c;
-    r->to_up = to_up;
-    memcpy(r->data, p, n);
-    uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
     uv_stream_t *s = (uv_stream_t *)(to_up ? &c->up : &c->cli);
-    int e = uv_write(&r->w, s, &b, 1, on_written);
-    if (e < 0) {
-        free(r);
-        return e;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int w = uv_try_write(s, &b, 1);
+    size_t off = w > 0 ? (size_t)w : 0;
+    if (off < n) {
+        struct wreq *r = malloc(sizeof *r + (n - off));
+        if (!r)
+            return -ENOMEM;
+        r->c = c;
+        r->to_up = to_up;
+        memcpy(r->data, (const char *)p + off, n - off);
+        b = uv_buf_init(r->data, (unsigned)(n - off));
+        int e = uv_write(&r->w, s, &b, 1, on_written);
+        if (e < 0) {
+            free(r);
+            return e;
+        }
     }
     if (to_up)
         c->up_bytes += n;
