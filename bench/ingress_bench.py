@@ -110,11 +110,18 @@ def run():
                 res[k]["p50_1"].append(wrk(u, 1, ns)[1])
         sb.ws.close()
     finally:
-        d.stop()
+        leak = None
+        try:
+            d.stop()
+        except AssertionError as e:  # the census counts every sandbox uid on the machine, others' too
+            leak = e
     out = {"conns": int(CONNS), "secs": float(SECS), "rounds": ROUNDS,
            "ingress_cpu_us_per_req": ticks / os.sysconf("SC_CLK_TCK") / max(reqs, 1) * 1e6}
     for k, v in res.items():
         out[k] = {m: statistics.median(x) for m, x in v.items()}
+    if leak:  # the numbers stand; the leak still fails the bench
+        print(json.dumps(out))
+        raise leak
     return out
 
 
