@@ -12,6 +12,7 @@
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,6 +116,7 @@ def run():
             d.stop()
         except AssertionError as e:  # the census counts every sandbox uid on the machine, others' too
             leak = e
+        shutil.rmtree(tmp, ignore_errors=True)
     out = {"conns": int(CONNS), "secs": float(SECS), "rounds": ROUNDS,
            "ingress_cpu_us_per_req": ticks / os.sysconf("SC_CLK_TCK") / max(reqs, 1) * 1e6}
     for k, v in res.items():
