@@ -113,10 +113,13 @@ fi
 if want ingress; then
 echo "bench: ingress (wrk: direct HTTP, direct HTTPS and through the exposed URL, interleaved)..." >&2
 # its own namespace and hutchd: one hutchd per namespace (the proxy's port is fixed)
-ip netns add "$NS-ig" && ip -n "$NS-ig" link set lo up &&
+if ip netns add "$NS-ig" && ip -n "$NS-ig" link set lo up; then
   nsenter --net="/run/netns/$NS-ig" -- env HUTCH_BUILD="$BUILD" HUTCH_TEST_TMP="$TMP/ingress" \
-  HUTCH_TEST_RUN="bench$RUN" timeout 600 python3 bench/ingress_bench.py >"$TMP/ingress.json" ||
-  { echo "bench: ingress benchmark failed" >&2; rc=1; }
+    HUTCH_TEST_RUN="bench$RUN" timeout 600 python3 bench/ingress_bench.py >"$TMP/ingress.json" ||
+    { echo "bench: ingress benchmark failed" >&2; rc=1; }
+else
+  echo "bench: cannot make the ingress bench's network namespace" >&2; rc=1
+fi
 ip netns del "$NS-ig" 2>/dev/null
 fi
 
