@@ -3,10 +3,13 @@
  *
  *   net_blast serve ADDR        9000 source (client sends "N\n", gets N MiB), 9001 hold
  *                               (until the client closes), 9002 sink (counts to EOF, answers
- *                               the count), 9003 ping (1 byte answer per request); prints "ready"
+ *                               the count), 9003 ping (1 byte answer per request), 9004 HTTP source
+ *                               ("GET /N" gets N MiB with a Content-Length); prints "ready"
  *   net_blast get HOST MB       download MB MiB from 9000; prints MB/s
  *   net_blast put HOST MB       upload MB MiB to 9002 (until the sink confirmed the count); prints MB/s
  *   net_blast ping HOST N       N x (connect, 5-byte request, first response byte); prints p50 p99 ms
+ *   net_blast hget HOST MB      download MB MiB over HTTP/1.1 from 9004 (the proxy's HTTP path, which
+ *                               checks every request head, instead of its splice relay); prints MB/s
  *
  * Bench code: a failure prints why and exits 1. */
 #define _GNU_SOURCE
@@ -108,6 +111,38 @@ static void serve_sink(int fd)
     send_all(fd, ans, (size_t)l);
 }
 
+static void serve_http(int fd)
+{
+    char head[4096];
+    size_t n = 0;
+    while (n < sizeof head - 1) {
+        ssize_t k = recv(fd, head + n, sizeof head - 1 - n, 0);
+        if (k <= 0)
+            return;
+        n += (size_t)k;
+        head[n] = 0;
+        if (strstr(head, "\r\n\r\n"))
+            break;
+    }
+    if (strncmp(head, "GET /", 5) != 0)
+        return;
+    long long left = atoll(head + 5) << 20;
+    char resp[128];
+    int l = snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %lld\r\nConnection: close\r\n\r\n", left);
+    if (send_all(fd, resp, (size_t)l) < 0)
+        return;
+    while (left > 0) {
+        size_t k = left < BUF ? (size_t)left : BUF;
+        if (send_all(fd, zeros, k) < 0)
+            return;
+        left -= (long long)k;
+    }
+    shutdown(fd, SHUT_WR);
+    char c;
+    while (recv(fd, &c, 1, 0) > 0)
+        ;
+}
+
 static void serve_ping(int fd)
 {
     char req[64];
@@ -131,6 +166,7 @@ static void *serve_one(void *arg)
     case 9000: serve_source(j.fd); break;
     case 9001: while (recv(j.fd, &c, 1, 0) > 0) ; break;
     case 9002: serve_sink(j.fd); break;
+    case 9004: serve_http(j.fd); break;
     default: serve_ping(j.fd); break;
     }
     close(j.fd);
@@ -172,7 +208,7 @@ static int serve(const char *addr)
     pthread_attr_init(&small_stack);
     pthread_attr_setstacksize(&small_stack, 128 << 10);
     pthread_attr_setdetachstate(&small_stack, PTHREAD_CREATE_DETACHED);
-    for (int port = 9000; port <= 9003; port++) {
+    for (int port = 9000; port <= 9004; port++) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
         if (fd < 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
@@ -240,6 +276,50 @@ static int get(const char *host, long long mb)
     return 0;
 }
 
+static int hget(const char *host, long long mb)
+{
+    char *buf = malloc(BUF), req[160];
+    if (!buf)
+        die("malloc");
+    double t0 = now();
+    int fd = dial(host, 9004);
+    int l = snprintf(req, sizeof req, "GET /%lld HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", mb, host);
+    if (send_all(fd, req, (size_t)l) < 0)
+        die("send");
+    long long got = 0, body = -1;
+    char head[512];
+    size_t hn = 0;
+    for (;;) {
+        ssize_t k = recv(fd, buf, BUF, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            die("recv");
+        if (k == 0)
+            break;
+        got += k;
+        if (body < 0) { /* the head: its length is not counted */
+            size_t take = (size_t)k < sizeof head - 1 - hn ? (size_t)k : sizeof head - 1 - hn;
+            memcpy(head + hn, buf, take);
+            hn += take;
+            head[hn] = 0;
+            char *e = strstr(head, "\r\n\r\n");
+            if (e)
+                body = (long long)(e + 4 - head);
+            else if (hn == sizeof head - 1)
+                die("response head");
+        }
+    }
+    double dt = now() - t0;
+    close(fd);
+    if (body < 0 || strncmp(head, "HTTP/1.1 200", 12) != 0 || got - body != mb << 20) {
+        fprintf(stderr, "net_blast: HTTP got %lld bytes (head %lld) of %lld\n", got, body, mb << 20);
+        return 1;
+    }
+    printf("%.1f\n", (double)(got - body) / dt / 1e6);
+    return 0;
+}
+
 static int put(const char *host, long long mb)
 {
     double t0 = now();
@@ -301,10 +381,12 @@ int main(int argc, char **argv)
         return serve(argv[2]);
     if (argc == 4 && strcmp(argv[1], "get") == 0)
         return get(argv[2], atoll(argv[3]));
+    if (argc == 4 && strcmp(argv[1], "hget") == 0)
+        return hget(argv[2], atoll(argv[3]));
     if (argc == 4 && strcmp(argv[1], "put") == 0)
         return put(argv[2], atoll(argv[3]));
     if (argc == 4 && strcmp(argv[1], "ping") == 0)
         return ping(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: net_blast serve ADDR | get HOST MB | put HOST MB | ping HOST N\n");
+    fprintf(stderr, "usage: net_blast serve ADDR | get HOST MB | hget HOST MB | put HOST MB | ping HOST N\n");
     return 2;
 }

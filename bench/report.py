@@ -60,15 +60,36 @@ def main(d):
                      "reflink: metadata only (target well under 1 s)"))
     net = load(f"{d}/net.json")
     if net:
-        for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream")):
-            rows.append((f"proxy throughput {what} (MB/s)", f"{net[f'proxy_{way}_mbps']:.0f}", "", 3,
-                         f"direct {net[f'direct_{way}_mbps']:.0f} MB/s = {net[f'{way}_ratio'] * 100:.0f}%"
-                         " (target 90%)"))
+        for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream"),
+                          ("hget", "HTTP download")):
+            if f"proxy_{way}_mbps" not in net:
+                continue
+            runs = net.get(f"{way}_runs") or [[0, 0]] * 3
+            cpu = net.get(f"{way}_proxy_cpu_s_per_gb")
+            rows.append((f"proxy throughput {what} (MB/s)", f"{net[f'proxy_{way}_mbps']:.0f}", "", len(runs),
+                         f"direct {net[f'direct_{way}_mbps']:.0f} MB/s; proxy/direct {net[f'{way}_ratio'] * 100:.0f}%"
+                         " (median of interleaved pairs; target 90%)"
+                         + (f"; hutch-proxy CPU {cpu:.2f} s/GB" if cpu is not None else "")))
         rows.append(("first response byte via proxy (added)", f"{net['added_ping_p50_ms']:.3f}", "", 200,
                      f"direct p50 {net['direct_ping_p50_ms']:.3f} ms, proxy p50 {net['proxy_ping_p50_ms']:.3f}"
                      f" p99 {net['proxy_ping_p99_ms']:.3f} ms (target +0.3)"))
         rows.append(("concurrent connections held (10 sandboxes)", f"{net['concurrent_s'] * 1000:.0f}", "",
                      net["concurrent_held"], "of 1000 held without errors"))
+    ig = load(f"{d}/ingress.json")
+    if ig:
+        h, t, i = ig["direct_http"], ig["direct_https"], ig["ingress"]
+        n = ig["rounds"]
+        rows.append((f"ingress req/s ({ig['conns']} conns, keep-alive)", f"{i['rps']:.0f}", "", n,
+                     f"direct HTTP {h['rps']:.0f} = {i['rps'] / h['rps'] * 100:.0f}% (target 80%); "
+                     f"direct HTTPS {t['rps']:.0f} = {i['rps'] / t['rps'] * 100:.0f}% (like for like)"))
+        rows.append((f"ingress added p50 ({ig['conns']} conns)", f"{i['p50'] - h['p50']:.3f}", "", n,
+                     f"ingress p50 {i['p50']:.3f} ms - direct HTTP {h['p50']:.3f} (target +0.5); "
+                     f"vs direct HTTPS {i['p50'] - t['p50']:+.3f}"))
+        rows.append(("ingress added p50 (1 conn, no queueing)", f"{i['p50_1'] - h['p50_1']:.3f}", "", n,
+                     f"ingress p50 {i['p50_1']:.3f} ms - direct HTTP {h['p50_1']:.3f}; "
+                     f"vs direct HTTPS {i['p50_1'] - t['p50_1']:+.3f}"))
+        rows.append(("hutch-ingress CPU per request (us)", f"{ig['ingress_cpu_us_per_req']:.1f}", "", "-",
+                     "user+system, at 16 conns"))
     w = max(len(x[0]) for x in rows)
     print(f"{'measurement':<{w}}  {'p50 ms':>9}  {'p99 ms':>9}  {'runs':>5}  notes")
     print("-" * (w + 40))
@@ -100,7 +121,7 @@ def main(d):
         print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
         print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
               f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
-    if not (hutch or vol or fsb):
+    if not (hutch or vol or fsb or net or ig):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

@@ -2,7 +2,7 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,net
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,net,ingress
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -35,7 +35,9 @@ cleanup() {
   find /sys/fs/cgroup -maxdepth 2 -type d -name "hutch-bench-$RUN" 2>/dev/null | while read -r cg; do
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
+  for p in $(ip netns pids "$NS-ig" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
   ip netns del "$NS" 2>/dev/null
+  ip netns del "$NS-ig" 2>/dev/null
   rm -rf --one-file-system "$TMP"
   exit "$rc"
 }
@@ -106,6 +108,19 @@ cc -std=c17 -O2 -Wall -Wextra -pthread -o "$TMP/net_blast" bench/net_blast.c || 
 HUTCH_BUILD=$BUILD NET_BLAST="$TMP/net_blast" NET_BENCH_MB=${NET_BENCH_MB:-1000} timeout 600 python3 bench/net_bench.py \
   >"$TMP/net.json" ||
   { echo "bench: network benchmark failed" >&2; rc=1; }
+fi
+
+if want ingress; then
+echo "bench: ingress (wrk: direct HTTP, direct HTTPS and through the exposed URL, interleaved)..." >&2
+# its own namespace and hutchd: one hutchd per namespace (the proxy's port is fixed)
+if ip netns add "$NS-ig" && ip -n "$NS-ig" link set lo up; then
+  nsenter --net="/run/netns/$NS-ig" -- env HUTCH_BUILD="$BUILD" HUTCH_TEST_TMP="$TMP/ingress" \
+    HUTCH_TEST_RUN="bench$RUN" timeout 600 python3 bench/ingress_bench.py >"$TMP/ingress.json" ||
+    { echo "bench: ingress benchmark failed" >&2; rc=1; }
+else
+  echo "bench: cannot make the ingress bench's network namespace" >&2; rc=1
+fi
+ip netns del "$NS-ig" 2>/dev/null
 fi
 
 echo

@@ -72,7 +72,7 @@ struct ig_conn {
     uv_tcp_t *up;
     bool up_wanted;
     uint32_t up_req;
-    struct sbuf pend; /* for the upstream, until it is connected */
+    struct sbuf pend; /* for the upstream: until it is connected, or the end of this batch */
     struct sbuf left; /* client bytes not parsed yet (a request in flight) */
 };
 
@@ -125,6 +125,25 @@ struct wreq {
     char data[];
 };
 
+/* The upstream took enough: the client is read again. */
+static void up_drained(struct ig_conn *c)
+{
+    if ((c->hold & HOLD_UPQ) && c->up && c->pend.len + uv_stream_get_write_queue_size((uv_stream_t *)c->up) < LOW_WATER) {
+        c->hold &= ~HOLD_UPQ;
+        update_reading(c);
+    }
+}
+
+static void on_up_written(uv_write_t *w, int status)
+{
+    struct wreq *r = (struct wreq *)w;
+    struct ig_conn *c = r->c;
+    free(r);
+    if (c->closing || status < 0)
+        return; /* a failed upstream write shows up as a read error too */
+    up_drained(c);
+}
+
 static void on_cli_written(uv_write_t *w, int status)
 {
     struct wreq *r = (struct wreq *)w;
@@ -143,25 +162,45 @@ static void on_cli_written(uv_write_t *w, int status)
     }
 }
 
+/* Writes to a socket: what it takes now goes in at once (uv_try_write: no
+ * write request, no allocation, and none of the epoll_ctl calls libuv makes
+ * around a queued write, which were two of the six syscalls of every
+ * proxied request; docs/performance.md); only the rest is copied and
+ * queued, and later bytes wait behind it (uv_try_write refuses while the
+ * queue is not empty, so the order holds). -1: the socket failed. */
+static int stream_send(struct ig_conn *c, uv_stream_t *s, const char *p, size_t n, bool to_cli)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int w = uv_try_write(s, &b, 1);
+    if (w == (int)n)
+        return 0;
+    if (w < 0 && w != UV_EAGAIN)
+        return -1;
+    size_t off = w > 0 ? (size_t)w : 0;
+    struct wreq *r = malloc(sizeof *r + (n - off));
+    if (!r)
+        return -1;
+    memcpy(r->data, p + off, n - off);
+    r->c = c;
+    r->to_cli = to_cli;
+    b = uv_buf_init(r->data, (unsigned)(n - off));
+    if (uv_write(&r->req, s, &b, 1, to_cli ? on_cli_written : on_up_written) < 0) {
+        free(r);
+        return -1;
+    }
+    return 0;
+}
+
+static char tls_out[65536]; /* one TLS flush at a time (one loop, one thread) */
+
 static void flush_tls(struct ig_conn *c)
 {
-    size_t n;
-    while (!c->closing && (n = BIO_ctrl_pending(c->wbio)) > 0) {
-        struct wreq *r = malloc(sizeof *r + n);
-        if (!r)
-            return conn_close(c);
-        int got = BIO_read(c->wbio, r->data, (int)n);
-        if (got <= 0) {
-            free(r);
+    while (!c->closing && BIO_ctrl_pending(c->wbio) > 0) {
+        int got = BIO_read(c->wbio, tls_out, (int)sizeof tls_out);
+        if (got <= 0)
             return;
-        }
-        r->c = c;
-        r->to_cli = true;
-        uv_buf_t b = uv_buf_init(r->data, (unsigned)got);
-        if (uv_write(&r->req, (uv_stream_t *)&c->cli, &b, 1, on_cli_written) < 0) {
-            free(r);
+        if (stream_send(c, (uv_stream_t *)&c->cli, tls_out, (size_t)got, true) < 0)
             return conn_close(c);
-        }
     }
     if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->cli) > HIGH_WATER && !c->up_hold) {
         c->up_hold = true; /* a slow reader: stop reading the upstream until it drains */
@@ -179,45 +218,27 @@ static void cli_send(struct ig_conn *c, const void *p, size_t n)
         flush_tls(c);
 }
 
-static void on_up_written(uv_write_t *w, int status)
+/* c->pend towards the connected upstream, in one write (a re-chunked body
+ * piece is three up_send calls: one syscall, not three). */
+static void flush_up(struct ig_conn *c)
 {
-    struct wreq *r = (struct wreq *)w;
-    struct ig_conn *c = r->c;
-    free(r);
-    if (c->closing || status < 0)
-        return; /* a failed upstream write shows up as a read error too */
-    if ((c->hold & HOLD_UPQ) && c->up && uv_stream_get_write_queue_size((uv_stream_t *)c->up) < LOW_WATER) {
-        c->hold &= ~HOLD_UPQ;
-        update_reading(c);
-    }
-}
-
-static void up_write(struct ig_conn *c, const void *p, size_t n)
-{
-    struct wreq *r = malloc(sizeof *r + n);
-    if (!r)
-        return conn_close(c);
-    memcpy(r->data, p, n);
-    r->c = c;
-    r->to_cli = false;
-    uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
-    if (uv_write(&r->req, (uv_stream_t *)c->up, &b, 1, on_up_written) < 0)
-        free(r);
+    if (c->closing || !c->up || c->pend.len == 0)
+        return;
+    /* a failed upstream write shows up as a read error too */
+    (void)stream_send(c, (uv_stream_t *)c->up, c->pend.p, c->pend.len, false);
+    c->pend.len = 0;
+    up_drained(c); /* what the socket took at once brings no write callback */
 }
 
 static void up_send(struct ig_conn *c, const void *p, size_t n)
 {
     if (c->closing || n == 0)
         return;
-    size_t q;
-    if (c->up) {
-        up_write(c, p, n);
-        q = uv_stream_get_write_queue_size((uv_stream_t *)c->up);
-    } else {
-        if (sbuf_add(&c->pend, p, n) < 0)
-            return conn_close(c);
-        q = c->pend.len;
-    }
+    if (sbuf_add(&c->pend, p, n) < 0)
+        return conn_close(c);
+    if (!c->batching) /* else the caller flushes once */
+        flush_up(c);
+    size_t q = c->pend.len + (c->up ? uv_stream_get_write_queue_size((uv_stream_t *)c->up) : 0);
     if (q > HIGH_WATER && !(c->hold & HOLD_UPQ)) {
         c->hold |= HOLD_UPQ; /* a fast uploader: stop reading the client until the upstream drains */
         update_reading(c);
@@ -296,6 +317,7 @@ static void up_close(struct ig_conn *c)
     uv_close((uv_handle_t *)c->up, on_handle_closed);
     c->up = NULL;
     c->up_reading = false;
+    c->pend.len = 0; /* bytes for this upstream that it will never get */
 }
 
 static void conn_close(struct ig_conn *c)
@@ -935,6 +957,7 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         else
             parse_resp(c, b->base, (size_t)nread);
         c->batching = false;
+        flush_up(c); /* a pipelined request or a tunnel's first bytes */
         if (!c->closing)
             flush_tls(c);
         return;
@@ -991,10 +1014,7 @@ void conn_upstream_ready(uint32_t req, uv_tcp_t *up, int err)
     c->handles++;
     c->up = up;
     uv_tcp_nodelay(up, 1);
-    if (c->pend.len) {
-        up_write(c, c->pend.p, c->pend.len);
-        c->pend.len = 0;
-    }
+    flush_up(c);
     update_reading(c);
 }
 
@@ -1041,6 +1061,7 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         int err = SSL_get_error(c->ssl, n);
         ERR_clear_error();
         c->batching = false;
+        flush_up(c);
         flush_tls(c);
         if (err == SSL_ERROR_WANT_READ)
             return;
