@@ -3,7 +3,8 @@
 # ASan+UBSan unit, then integration, security and SDK tests against real
 # hutchd daemons inside a throwaway network namespace that is always removed.
 #
-# Environment: HUTCH_TEST_ONLY=unit,asan,fuzz,npm,py,sdk picks steps;
+# Environment: HUTCH_TEST_ONLY=unit,asan,fuzz,npm,py,sdk,scale picks steps;
+# HUTCH_SCALE_N is the scale step's number of sandboxes (1000);
 # HUTCH_FUZZ_SECONDS is each fuzz target's time (docs/fuzzing.md);
 # HUTCH_PYTEST_ARGS / HUTCH_NODE_TEST_ARGS add runner arguments,
 # HUTCH_PYTEST_TARGETS replaces the test paths, HUTCH_BIN_DIR points at other
@@ -15,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
-ONLY=${HUTCH_TEST_ONLY:-unit,asan,fuzz,npm,py,sdk}
+ONLY=${HUTCH_TEST_ONLY:-unit,asan,fuzz,npm,py,sdk,scale}
 RUN=$$
 NS=hutch-test-$RUN
 # The SDK suite's upstream "internet": one HTTP host in a netns of its own,
@@ -255,7 +256,7 @@ if want fuzz; then
 fi
 
 # ---------------------------------------------------------------- 3. SDK deps
-if want npm || want sdk; then
+if want npm || want sdk || want scale; then
   step "npm ci (tests/sdk)" "$TMP/npm.log" count_rc -- \
     timeout --kill-after=30 600 bash -c 'cd tests/sdk && npm ci --no-audit --no-fund'
   # examples/claude-snapshot: deno and the SDK; its test's fake registry serves test/'s node and npm
@@ -265,7 +266,7 @@ if want npm || want sdk; then
 fi
 
 # ---------------------------------------------------------------- the netns
-if want py || want sdk; then
+if want py || want sdk || want scale; then
   ip netns add "$NS" || { echo "test.sh: cannot create netns $NS" >&2; exit 1; }
   ip -n "$NS" link set lo up
 fi
@@ -354,8 +355,12 @@ stop_upstream() {
   UP_PID=
 }
 
+# The daemon the SDK (and scale) steps drive: D_DIR (its files), D_CG (its
+# cgroup name), D_ARGS (its own flags), D_ASAN (1: the ASan+UBSan build).
+D_DIR=$TMP/sdk D_CG=$SDK_CGROUP D_ASAN=1
+D_ARGS=(--disk 1024 --storage-size 4GiB)  # promised in full: fit a small CI disk
 start_sdk_daemon() {
-  local hutchd init port state=$TMP/sdk/state
+  local hutchd init port state=$D_DIR/state
   hutchd=$(find_bin hutchd daemon)
   init=$(find_bin hutch-init init)
   # The SDK suite drives the ASan+UBSan build of hutchd (and of hutch-proxy
@@ -366,13 +371,13 @@ start_sdk_daemon() {
   # fs.test.mjs bounds hutchd's RSS growth over a 200 MB round trip at
   # 32 MiB: ASan's default 256 MiB quarantine of freed blocks would count as
   # growth. 16 MiB still catches a use of anything freed in the last 16 MiB.
-  [[ -n $asan ]] && hutchd=$asan && asan_env=(env "ASAN_OPTIONS=$ASAN_OPTIONS:quarantine_size_mb=16")
+  [[ -n $asan && $D_ASAN == 1 ]] && hutchd=$asan && asan_env=(env "ASAN_OPTIONS=$ASAN_OPTIONS:quarantine_size_mb=16")
   mkdir -p "$state"
   port=$(in_ns "${PY:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"
-              --cgroup-name "$SDK_CGROUP" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6"
+  local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$D_DIR/hutchd.sock"
+              --cgroup-name "$D_CG" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6"
               --dns-upstream 127.0.0.1:9   # no DNS off the machine
-              --disk 1024 --storage-size 4GiB)  # promised in full: fit a small CI disk
+              "${D_ARGS[@]}")
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   # the web dashboard's files (make dashboard): the ASan hutchd has none beside it
@@ -380,19 +385,19 @@ start_sdk_daemon() {
   echo "starting $hutchd ${args[*]}"
   # nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
   # (env execs too: $! stays hutchd's pid)
-  nsenter --net="/run/netns/$NS" -- "${asan_env[@]}" "$hutchd" "${args[@]}" </dev/null >"$TMP/sdk/hutchd.log" 2>&1 &
+  nsenter --net="/run/netns/$NS" -- "${asan_env[@]}" "$hutchd" "${args[@]}" </dev/null >"$D_DIR/hutchd.log" 2>&1 &
   SDK_PID=$!
   local ok=
   for _ in $(seq 300); do
     kill -0 "$SDK_PID" 2>/dev/null || break
-    if grep -q 'hutchd: listening on http://' "$TMP/sdk/hutchd.log" ||
+    if grep -q 'hutchd: listening on http://' "$D_DIR/hutchd.log" ||
        in_ns bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then ok=1; break; fi
     sleep 0.1
   done
   for _ in $(seq 50); do [[ -s $state/admin.token ]] && break; sleep 0.1; done
   if [[ -z $ok || ! -s $state/admin.token ]]; then
     echo "hutchd for the SDK tests did not start; its log:"
-    tail -n 40 "$TMP/sdk/hutchd.log"
+    tail -n 40 "$D_DIR/hutchd.log"
     return 1
   fi
   SDK_PORT=$port
@@ -400,7 +405,7 @@ start_sdk_daemon() {
 }
 
 stop_sdk_daemon_and_check() {
-  local rc=0 state=$TMP/sdk/state
+  local rc=0 state=$D_DIR/state
   if [[ -n $SDK_PID ]]; then
     kill -TERM "$SDK_PID" 2>/dev/null
     for _ in $(seq 100); do kill -0 "$SDK_PID" 2>/dev/null || break; sleep 0.2; done
@@ -411,12 +416,12 @@ stop_sdk_daemon_and_check() {
     SDK_PID=
   fi
   sleep 0.5
-  if grep -qE 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$TMP/sdk/hutchd.log"; then
-    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$TMP/sdk/hutchd.log" | head -60
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$D_DIR/hutchd.log"; then
+    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$D_DIR/hutchd.log" | head -60
     rc=1
   fi
   local left
-  left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path "*/$SDK_CGROUP/*" 2>/dev/null)
+  left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path "*/$D_CG/*" 2>/dev/null)
   [[ -n $left ]] && { echo "LEAK CHECK: cgroups left:"; echo "$left"; rc=1; }
   if grep -qF "$state" /proc/self/mountinfo; then
     echo "LEAK CHECK: mounts left:"; grep -F "$state" /proc/self/mountinfo; rc=1
@@ -428,7 +433,7 @@ stop_sdk_daemon_and_check() {
   [[ -n $left ]] && { echo "LEAK CHECK: loop devices left:"; echo "$left"; rc=1; }
   # hutchd deletes its nftables table at exit: one left still carries
   # sandbox rules and set elements. Read-only look inside hutchd's netns.
-  local table=hutch_${SDK_CGROUP//[^A-Za-z0-9]/_}
+  local table=hutch_${D_CG//[^A-Za-z0-9]/_}
   if left=$(in_ns nft list table inet "$table" 2>/dev/null); then
     echo "LEAK CHECK: nftables table inet $table left:"; echo "$left" | head -40; rc=1
   fi
@@ -440,7 +445,7 @@ stop_sdk_daemon_and_check() {
   now=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
   left=$(comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | while read -r p; do
     [[ -n $p ]] || continue
-    if grep -q "/$SDK_CGROUP/" "/proc/$p/cgroup" 2>/dev/null ||
+    if grep -q "/$D_CG/" "/proc/$p/cgroup" 2>/dev/null ||
        ! grep -q sbx_ "/proc/$p/cgroup" 2>/dev/null; then
       [[ -e /proc/$p ]] && echo "$p"
     fi
@@ -471,6 +476,37 @@ run_sdk() {
 if want sdk; then
   mkdir -p "$TMP/sdk"
   step "SDK (@deno/sandbox 0.13.2)" "$TMP/sdk.log" count_node -- run_sdk
+fi
+
+# ---------------------------------------------------------------- 6. scale
+# SCALE_N sandboxes alive at once, every one streaming (issue 11.5;
+# tests/scale/scale.test.mjs). The normal build of hutchd (the ASan one runs
+# everything above); writable layers on a tmpfs of this step's own, so that
+# 1,000 promised layers fit any CI disk. The numbers go to the bench table.
+SCALE_N=${HUTCH_SCALE_N:-1000}
+run_scale() {
+  UID_PIDS_BEFORE=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
+  D_DIR=$TMP/scale D_CG=hutch-test-$RUN-scale D_ASAN=0
+  mkdir -p "$D_DIR/disks"
+  mount -t tmpfs -o size=$((SCALE_N * 17 + 512))m,mode=0700 hutch-scale "$D_DIR/disks" || return 1
+  D_ARGS=(--disk 16 --disk-dir "$D_DIR/disks" --disk-reserve 64 --max-sandboxes $((SCALE_N + 20)) --storage-size 1GiB)
+  local rc=0
+  if start_sdk_daemon; then
+    # shellcheck disable=SC2086
+    in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$SDK_PORT" \
+      DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$SDK_PORT" DENO_DEPLOY_TOKEN="$SDK_TOKEN" SCALE_N="$SCALE_N" \
+      timeout --kill-after=30 1800 node --test --test-reporter=tap tests/scale/ || rc=$?
+  else
+    rc=1
+  fi
+  stop_sdk_daemon_and_check || rc=1
+  umount "$D_DIR/disks" || { echo "LEAK CHECK: the scale step's tmpfs is still mounted"; rc=1; }
+  if ((rc != 0)); then echo "--- hutchd (scale) log tail:"; tail -n 30 "$D_DIR/hutchd.log"; fi
+  return $rc
+}
+
+if want scale; then
+  step "scale ($SCALE_N sandboxes at once)" "$TMP/scale.log" count_node -- run_scale
 fi
 
 # ---------------------------------------------------------------- summary

@@ -1,0 +1,156 @@
+// The 1,000-sandbox run (issue 11.5), driven by the official SDK: N sandboxes
+// alive at once, each streaming a line a second to this client over its own
+// WebSocket; while they stream, `list` and command round trips in random
+// sandboxes keep answering; a CPU-bound sandbox runs beside a quiet one; at
+// the end every sandbox is gone. Behaviour is asserted; latencies are only
+// printed (one "scale-bench:" JSON line for bench/report.py), never asserted:
+// these machines are noisy.
+// Env: DENO_* as for the SDK tests, SCALE_N (default 1000), SCALE_PAR (10).
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+
+const sdkUrl = new URL("../sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
+const { Client, Sandbox } = await import(sdkUrl.href);
+
+const N = Number(process.env.SCALE_N ?? 1000);
+const PAR = Number(process.env.SCALE_PAR ?? 10);
+const now = () => process.hrtime.bigint();
+const ms = (t0) => Number(now() - t0) / 1e6;
+const sleep = (t) => new Promise((r) => setTimeout(r, t));
+function stats(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const pick = (q) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { n: s.length, p50_ms: +pick(0.5).toFixed(2), p99_ms: +pick(0.99).toFixed(2), max_ms: +s[s.length - 1].toFixed(2) };
+}
+const log = (...a) => console.log("# scale:", ...a);
+
+const label = `scale-${process.pid}`;
+const alive = []; // {sb, lines, last}
+const out = { n: N };
+let streamFailure = null;
+
+async function startOne(i) {
+  const sb = await Sandbox.create({ timeout: "15m", labels: { run: label } });
+  const rec = { sb, lines: 0, last: "", closing: false };
+  alive.push(rec);
+  const child = await sb.spawn("bash", {
+    args: ["-c", `i=0; while :; do echo "tick ${i} $i"; i=$((i+1)); sleep 1; done`],
+    stdout: "piped",
+  });
+  (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of child.stdout) {
+      const text = dec.decode(chunk, { stream: true });
+      rec.lines += (text.match(/\n/g) || []).length;
+      rec.last = text;
+    }
+  })().catch((e) => {
+    if (!rec.closing) streamFailure ??= new Error(`sandbox ${i} (${sb.id}): stdout: ${e.message}`);
+  });
+}
+
+async function killAll() {
+  let next = 0;
+  const t = now();
+  await Promise.all(Array.from({ length: PAR }, async () => {
+    while (next < alive.length) {
+      const r = alive[next++];
+      r.closing = true;
+      await r.sb.kill().catch(() => {});
+      await r.sb.close().catch(() => {});
+    }
+  }));
+  return ms(t);
+}
+
+after(async () => {
+  if (alive.some((r) => !r.closing)) await killAll();
+  console.log(`scale-bench: ${JSON.stringify(out)}`);
+});
+
+test(`${N} sandboxes are created ${PAR} at a time, each streaming its output`, async () => {
+  const t0 = now();
+  const createMs = [];
+  let next = 0, failure = null;
+  await Promise.all(Array.from({ length: PAR }, async () => {
+    while (next < N && !failure) {
+      const i = next++;
+      const t = now();
+      try {
+        await startOne(i);
+      } catch (e) {
+        failure ??= new Error(`create ${i} of ${N} failed with ${alive.length} alive: ${e.message}`);
+      }
+      createMs.push(ms(t));
+      if (alive.length % 100 === 0 && !failure) log(`${alive.length} alive after ${(ms(t0) / 1000).toFixed(1)} s`);
+    }
+  }));
+  if (failure) throw failure;
+  out.create_all_s = +(ms(t0) / 1000).toFixed(1);
+  out.creates_per_s = +(N / (ms(t0) / 1000)).toFixed(1);
+  out.create = stats(createMs);
+  assert.equal(alive.length, N);
+});
+
+test("every sandbox keeps streaming while all of them are alive", async () => {
+  // each prints a line a second: over 20 s every one has delivered new lines
+  // (a stalled stream, a lost sandbox or a dropped WebSocket shows here)
+  const before = alive.map((r) => r.lines);
+  await sleep(20000);
+  const silent = alive.filter((r, i) => r.lines <= before[i]);
+  for (const r of silent.slice(0, 3)) {
+    const ps = await r.sb.sh`ps -eo pid,stat,wchan:20,cmd`.text().catch((e) => `(ps failed: ${e.message})`);
+    log(`silent ${r.sb.id}: ${r.lines} lines, last ${JSON.stringify(r.last)}; inside:\n${ps.replace(/^/gm, "# ")}`);
+  }
+  assert.equal(streamFailure, null);
+  assert.equal(silent.length, 0, `${silent.length} of ${N} sandboxes delivered nothing for 20 s`);
+  out.lines_per_s = +(alive.reduce((a, r, i) => a + r.lines - before[i], 0) / 20).toFixed(0);
+});
+
+test("list and command round trips answer under that load", async () => {
+  const client = new Client();
+  const listMs = [];
+  for (let i = 0; i < 20; i++) {
+    const t = now();
+    const page = await client.sandboxes.list({ labels: { run: label } });
+    listMs.push(ms(t));
+    assert.equal(page.filter((s) => s.status === "running").length, N);
+  }
+  out.list = stats(listMs);
+  const rtMs = [];
+  for (let i = 0; i < 100; i++) {
+    const r = alive[Math.floor(Math.random() * alive.length)];
+    const t = now();
+    const text = await r.sb.sh`echo rt-${i}`.text();
+    rtMs.push(ms(t));
+    assert.equal(text.trim(), `rt-${i}`);
+  }
+  out.cmd_round_trip = stats(rtMs);
+});
+
+test("a CPU-bound sandbox does not stop a quiet one from answering", async () => {
+  const hog = alive[0], quiet = alive[alive.length - 1];
+  const quietMs = [];
+  for (let i = 0; i < 30; i++) {
+    const t = now();
+    assert.equal((await quiet.sb.sh`echo q${i}`.text()).trim(), `q${i}`);
+    quietMs.push(ms(t));
+  }
+  out.cmd_round_trip_quiet = stats(quietMs);
+  const burn = await hog.sb.spawn("bash", { args: ["-c", "for j in 1 2 3 4; do (while :; do :; done) & done; wait"] });
+  await sleep(1000);
+  const hogMs = [];
+  for (let i = 0; i < 30; i++) {
+    const t = now();
+    assert.equal((await quiet.sb.sh`echo q${i}`.text()).trim(), `q${i}`);
+    hogMs.push(ms(t));
+  }
+  out.cmd_round_trip_beside_cpu_hog = stats(hogMs);
+  await burn.kill("SIGKILL").catch(() => {});
+});
+
+test("every sandbox is gone after kill", async () => {
+  out.kill_all_s = +((await killAll()) / 1000).toFixed(1);
+  const left = await new Client().sandboxes.list({ labels: { run: label } });
+  assert.deepEqual(left.filter((s) => s.status === "running").map((s) => s.id), []);
+});
