@@ -392,8 +392,20 @@ class Hutchd:
                     break
         return problems
 
+    def stop_sandboxes(self, timeout=20):
+        """Kills every running sandbox through the API and waits until each is
+        listed as stopped (a --live-restore hutchd leaves them running at
+        SIGTERM, by design)."""
+        ids = [sb["id"] for sb in self.list_sandboxes() if sb.get("status") == "running"]
+        for i in ids:
+            self.http("DELETE", f"/api/v3/sandbox/{i}")
+        wait_until(lambda: not [sb for sb in self.list_sandboxes() if sb.get("status") == "running"], timeout)
+
     def stop(self, check_leaks=True):
         """SIGTERM, wait, then assert nothing leaked; clean the temp dir."""
+        if "--live-restore" in self.extra_args and self.alive():
+            with contextlib.suppress(Exception):
+                self.stop_sandboxes()
         rc = self.terminate()
         try:
             problems = self.leaks() if check_leaks else []
