@@ -155,7 +155,7 @@ int main(int argc, char **argv)
     if ((r = mkdir_p(cfg.state_dir, 0700, &e)) < 0 || (r = mkdir_p(sbdir, 0700, &e)) < 0 ||
         (r = mkdir_p(cfg.disk_dir, 0700, &e)) < 0 || (r = disk_space_announce(&cfg, &e)) < 0 ||
         (r = store_open(cfg.state_dir, &g_daemon.store, &e)) < 0 || (r = ensure_admin_token(&e)) < 0 ||
-        (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
+        (r = restore_check_config(&e)) < 0 || (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
         (g_daemon.init_memfd = sandbox_init_memfd(cfg.init_path, &e)) < 0) {
         fprintf(stderr, "hutchd: %s\n", e.msg);
         return 1;

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import test_secrets as ts  # noqa: E402  (the TLS echo upstream and its test CA)
 from hutchlib import (cgroup_dirs_for_sandbox, hutchd_path, loops_backed_by, mounts_mentioning,  # noqa: E402
                       pid_alive, sandbox_cgroup_pids, sandbox_links, wait_until)
+from expose_util import Ingress, expose, start_server  # noqa: E402
 from netenv import NetEnv, out  # noqa: E402
 
 WAIT_S = "60"   # --live-restore: how long an init waits for a hutchd (bounds what a failed test leaves)
@@ -123,6 +124,10 @@ def test_sandbox_outlives_hutchd_and_is_readopted_with_everything(env, how):
     assert ph and ph != ts.SECRET
     # positive controls before the restart: egress and the secret's substitution work
     assert "hello from" in out(sb.sh("curl -sS -m 10 http://example.test/"))
+    # an exposed port: the same URL works after the restart
+    start_server(sb, 8000, how)
+    url = expose(d, sb, 8000)
+    assert Ingress(d).get(url, "/")[2] == f"hello from {how}\n".encode()
     # a slow writer (its output keeps flowing through the gap) and a fast one (held until the bound)
     spawn_bg(sb, 'i=0; while :; do i=$((i+1)); echo "tick $i"; echo $i > /tmp/slow.tmp; '
                  'mv /tmp/slow.tmp /tmp/slow; sleep 0.05; done')
@@ -178,6 +183,8 @@ def test_sandbox_outlives_hutchd_and_is_readopted_with_everything(env, how):
         assert got and got[-1]["headers"]["Authorization"] == "Bearer " + ts.SECRET, got
         assert ts.SECRET not in out(r)
     assert [s for s in d.list_sandboxes(labels={"t": how}) if s["id"] == sid]
+    st, _, body = Ingress(d).get(url, "/")  # a new hutch-ingress, the same URL (name and port)
+    assert (st, body) == (200, f"hello from {how}\n".encode()), (st, body, log[-2000:])
     assert pid_alive(pid1) and init_pid(d, sid) == pid1
     # and when it is killed now, nothing of it remains
     assert d.http("DELETE", f"/api/v3/sandbox/{sid}").status < 300

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/core/expose.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -112,6 +113,21 @@ static int proc_start_time(pid_t pid, uint64_t *out)
     return 0;
 }
 
+/* The row's restore column: rewritten whole on every change. */
+static void write_row(struct sandbox *sb)
+{
+    struct hx_err e = {0};
+    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o}", "adoptable", sb->restorable, "slot",
+                          (json_int_t)sb->slot, "allow_net", sb->allow_net, "secrets", sb->secrets != NULL, "disk_mb",
+                          (json_int_t)sb->disk.promised_mb, "disk_on_loop", sb->disk.on_loop, "exposures",
+                          expose_sandbox_saved(sb->id));
+    if (!j || store_sandbox_set_restore(g_daemon.store, sb->id, sb->init_start, j, &e) < 0) {
+        fprintf(stderr, "hutchd: %s: live restore: %s\n", sb->id, j ? e.msg : "out of memory");
+        sb->restorable = false;
+    }
+    json_decref(j);
+}
+
 void restore_keep(struct sandbox *sb)
 {
     if (!enabled() || !sb->recorded)
@@ -133,16 +149,15 @@ void restore_keep(struct sandbox *sb)
     }
     /* Sandboxes with volumes are not adopted yet: the volume layer keeps
      * who holds a volume in memory only, and a second writer would corrupt it. */
-    bool adoptable = secrets_kept && !sb->storage;
-    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b}", "adoptable", adoptable, "slot", (json_int_t)sb->slot,
-                          "allow_net", sb->allow_net, "secrets", sb->secrets != NULL, "disk_mb",
-                          (json_int_t)sb->disk.promised_mb, "disk_on_loop", sb->disk.on_loop);
-    if (store_sandbox_set_restore(g_daemon.store, sb->id, start, j, &e) < 0)
-        fprintf(stderr, "hutchd: %s: live restore: %s\n", sb->id, e.msg);
-    else
-        sb->restorable = adoptable;
+    sb->restorable = secrets_kept && !sb->storage;
     sb->init_start = start;
-    json_decref(j);
+    write_row(sb);
+}
+
+void restore_exposures_changed(struct sandbox *sb)
+{
+    if (enabled() && sb->recorded && sb->init_start)
+        write_row(sb);
 }
 
 void restore_forget(const char *id)
@@ -281,16 +296,27 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
     json_int_t dmb = json_integer_value(json_object_get(rj, "disk_mb"));
     sb->disk.promised_mb = dmb > 0 && dmb <= UINT32_MAX ? (uint32_t)dmb : 0; /* counted in full: its image is unlinked */
     sb->disk.on_loop = json_is_true(json_object_get(rj, "disk_on_loop"));
-    json_decref(rj);
     if (rec->stop_at_ms > 0 && rec->stop_at_ms <= now_ms()) {
+        json_decref(rj);
         sandbox_stop(sb, "its timeout passed while hutchd was away");
         return 0;
     }
+    /* Same names, same ports: its URLs work again once it is running
+     * (until then the ingress answers for a sandbox not running). */
+    expose_sandbox_restore(sb, json_object_get(rj, "exposures"));
+    json_decref(rj);
     printf("hutchd: %s adopted from the previous hutchd (init pid %d)\n", sb->id, (int)sb->pid);
     return 0;
 no:
     json_decref(rj);
     return 0;
+}
+
+int restore_check_config(struct hx_err *e)
+{
+    struct sockaddr_un sa;
+    /* the longest id has the same length as any: check with a made-up one */
+    return enabled() ? sockaddr_for("sbx_xxx_00000000000000000000", &sa, e) : 0;
 }
 
 void restore_adopt_all(void)

@@ -20,9 +20,14 @@ int restore_bind(const char *id, struct hx_err *e);
 json_t *restore_setup(void);
 /* When a user gets the sandbox (sandbox_record): what the adoption needs. */
 void restore_keep(struct sandbox *sb);
+/* expose.c: the sandbox's exposures changed (kept in its row). */
+void restore_exposures_changed(struct sandbox *sb);
 /* At teardown: the socket and the kept secrets go. */
 void restore_forget(const char *id);
 
+/* At start: with live restore on, the agent sockets' paths must fit a
+ * unix socket address (a state dir of at most about 60 bytes). */
+int restore_check_config(struct hx_err *e);
 /* At start, before the stale-state sweep: registers every sandbox of the
  * previous hutchd whose PID 1 is still the one it launched; the sweep then
  * removes whatever else is left. */
