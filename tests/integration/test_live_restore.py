@@ -8,6 +8,7 @@
 # the network namespaces) stays on.
 import base64
 import contextlib
+import json
 import ctypes
 import os
 import re
@@ -166,6 +167,17 @@ def test_sandbox_outlives_hutchd_and_is_readopted_with_everything(env, how):
     assert d.sandbox_status(sid) == "running"
     # the held output drained, so the fast writer runs again
     assert wait_until(lambda: counter(pid1, "/tmp/fast") > fast_gap + 100, 20), (fast_gap, counter(pid1, "/tmp/fast"))
+    # the official SDK's Sandbox.connect(id) at once (and extendTimeout on the adopted one)
+    sdk = os.path.join(os.path.dirname(__file__), "..", "sdk")
+    assert os.path.isdir(os.path.join(sdk, "node_modules", "@deno", "sandbox")), \
+        "tests/sdk/node_modules is missing: run scripts/test.sh's npm step (npm ci in tests/sdk)"
+    r = subprocess.run(["node", os.path.join(sdk, "connect_check.mjs"), sid], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "DENO_SANDBOX_ENDPOINT": d.url, "DENO_DEPLOY_ENDPOINT": d.url,
+                                        "DENO_DEPLOY_TOKEN": d.token})
+    assert r.returncode == 0, r.stderr[-2000:]
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["id"] == sid and seen["keep"] == "kept\n" and seen["greeting"] == "hi", seen
+    assert seen["extended"] > now_ms() + 300000, seen
     # connect() at once, and everything works: files, env, processes, network, secrets, labels
     with d.connect_sandbox(sid) as c:
         r = c.sh("cat /tmp/keep; echo $GREETING")
