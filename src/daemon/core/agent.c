@@ -219,9 +219,9 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
 {
     /* restore: an adopted sandbox's agent speaks HX_HELLO first, and only
      * then; a fresh one never does */
-    if (sb->adopting && f->type != HX_HELLO)
+    if (sb->restore.adopting && f->type != HX_HELLO)
         return agent_broken(sb, "expected a hello after the reconnect");
-    if (!sb->adopting && f->type == HX_HELLO)
+    if (!sb->restore.adopting && f->type == HX_HELLO)
         return agent_broken(sb, "an unexpected hello");
     switch (f->type) {
     case HX_HELLO: {

@@ -392,7 +392,7 @@ static void launch_work(uv_work_t *req)
         }
     }
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
-                             .init_memfd = g_daemon.init_memfd, .restore_fd = sb->launch_restore_fd};
+                             .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd};
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
 }
 
@@ -403,9 +403,9 @@ static void launch_done(uv_work_t *req, int status)
     struct config *cfg = g_daemon.cfg;
     struct hx_err e = {0};
     sb->launching = false;
-    if (sb->launch_restore_fd >= 0) { /* restore: hutch-init has its own copy */
-        close(sb->launch_restore_fd);
-        sb->launch_restore_fd = -1;
+    if (sb->restore.launch_fd >= 0) { /* restore: hutch-init has its own copy */
+        close(sb->restore.launch_fd);
+        sb->restore.launch_fd = -1;
     }
     sb->disk.on_loop = sb->disk.dev_fd >= 0;
     if (!sb->disk.on_loop)
@@ -549,7 +549,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->slot = slot;
     sb->uid_base = UID_BASE0 + slot * UID_COUNT;
     sb->pidfd = -1;
-    sb->launch_restore_fd = -1;
+    sb->restore.launch_fd = -1;
     sb->disk.dev_fd = sb->disk.file_fd = -1;
     sb->disk.promised_mb = disk_mb; /* counted from here: a concurrent create sees it */
     sb->memory_mb = p->memory_mb;
@@ -595,7 +595,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
         r = rfd;
         goto fail_early;
     }
-    sb->launch_restore_fd = rfd;
+    sb->restore.launch_fd = rfd;
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
@@ -715,7 +715,7 @@ struct sandbox *sandbox_adopt(const struct sandbox_rec *rec, uint32_t slot, int 
     sb->uid_base = rec->uid_base;
     sb->pid = rec->init_pid;
     sb->pidfd = pidfd;
-    sb->launch_restore_fd = -1;
+    sb->restore.launch_fd = -1;
     sb->disk.dev_fd = sb->disk.file_fd = -1;
     sb->memory_mb = rec->memory_mb;
     sb->stop_at_ms = rec->stop_at_ms;
@@ -724,7 +724,7 @@ struct sandbox *sandbox_adopt(const struct sandbox_rec *rec, uint32_t slot, int 
     sb->init_env = json_object();
     sb->next_req = 1;
     sb->state = SB_STARTING;
-    sb->adopting = true;
+    sb->restore.adopting = true;
     sb->recorded = true;
     g_daemon.n_claimed++;
     uv_timer_init(g_daemon.loop, &sb->stop_timer);

@@ -117,13 +117,13 @@ static int proc_start_time(pid_t pid, uint64_t *out)
 static void write_row(struct sandbox *sb)
 {
     struct hx_err e = {0};
-    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o}", "adoptable", sb->restorable, "slot",
+    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o}", "adoptable", sb->restore.restorable, "slot",
                           (json_int_t)sb->slot, "allow_net", sb->allow_net, "secrets", sb->secrets != NULL, "disk_mb",
                           (json_int_t)sb->disk.promised_mb, "disk_on_loop", sb->disk.on_loop, "exposures",
                           expose_sandbox_saved(sb->id));
-    if (!j || store_sandbox_set_restore(g_daemon.store, sb->id, sb->init_start, j, &e) < 0) {
+    if (!j || store_sandbox_set_restore(g_daemon.store, sb->id, sb->restore.init_start, j, &e) < 0) {
         fprintf(stderr, "hutchd: %s: live restore: %s\n", sb->id, j ? e.msg : "out of memory");
-        sb->restorable = false;
+        sb->restore.restorable = false;
     }
     json_decref(j);
 }
@@ -149,14 +149,14 @@ void restore_keep(struct sandbox *sb)
     }
     /* Sandboxes with volumes are not adopted yet: the volume layer keeps
      * who holds a volume in memory only, and a second writer would corrupt it. */
-    sb->restorable = secrets_kept && !sb->storage;
-    sb->init_start = start;
+    sb->restore.restorable = secrets_kept && !sb->storage;
+    sb->restore.init_start = start;
     write_row(sb);
 }
 
 void restore_exposures_changed(struct sandbox *sb)
 {
-    if (enabled() && sb->recorded && sb->init_start)
+    if (enabled() && sb->recorded && sb->restore.init_start)
         write_row(sb);
 }
 
@@ -289,8 +289,8 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
         fprintf(stderr, "hutchd: sandbox %s: %s; removing it\n", rec->id, e.msg);
         goto no;
     }
-    sb->init_start = start;
-    sb->restorable = true;
+    sb->restore.init_start = start;
+    sb->restore.restorable = true;
     sb->secrets = secrets;
     sb->allow_net = allow && !json_is_null(allow) ? json_deep_copy(allow) : NULL;
     json_int_t dmb = json_integer_value(json_object_get(rj, "disk_mb"));
@@ -329,7 +329,7 @@ void restore_adopt_all(void)
 static void on_adopt_deadline(uv_timer_t *t)
 {
     struct sandbox *sb = t->data;
-    if (sb->adopting && sb->state == SB_STARTING)
+    if (sb->restore.adopting && sb->state == SB_STARTING)
         sandbox_stop(sb, "its agent did not answer after hutchd came back");
 }
 
@@ -337,7 +337,7 @@ void restore_connect_all(void)
 {
     unsigned waiting = 0;
     for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next) {
-        if (!sb->adopting || sb->state != SB_STARTING)
+        if (!sb->restore.adopting || sb->state != SB_STARTING)
             continue;
         struct sockaddr_un sa;
         struct hx_err e = {0};
@@ -355,7 +355,7 @@ void restore_connect_all(void)
     for (;;) {
         bool busy = false;
         for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
-            busy |= sb->adopting && sb->state == SB_STARTING;
+            busy |= sb->restore.adopting && sb->state == SB_STARTING;
         if (!busy)
             break;
         uv_run(g_daemon.loop, UV_RUN_ONCE);
@@ -381,7 +381,7 @@ void restore_on_hello(struct sandbox *sb, json_t *hello)
         return;
     }
     uv_timer_stop(&sb->aux_timer);
-    sb->adopting = false;
+    sb->restore.adopting = false;
     sb->state = SB_RUNNING;
     struct hx_err e = {0};
     if (net_sandbox_adopt(sb, &e) < 0) {
@@ -404,7 +404,7 @@ void restore_release_all(void)
     struct sandbox *next;
     for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = next) {
         next = sb->next;
-        if (sb->restorable && sb->state == SB_RUNNING && sb->recorded && !sb->pooled) {
+        if (sb->restore.restorable && sb->state == SB_RUNNING && sb->recorded && !sb->pooled) {
             left_running = true;
             sandbox_release(sb, "hutchd is restarting; the sandbox keeps running (reconnect)");
         } else {

@@ -80,6 +80,15 @@ struct pending_call {
     bool raw_data_ok;             /* a reply {"ok":{"data":"<base64>"}} may go to the client as it is */
 };
 
+/* Live restore (core/restore.c, docs/restore.md): what a sandbox needs to
+ * outlive hutchd and to be adopted by the next one. */
+struct sb_restore {
+    int launch_fd;                /* the bound agent socket for the launch, -1 */
+    uint64_t init_start;          /* PID 1's start time (clock ticks): a reused pid has another */
+    bool restorable;              /* the store (and keyring) hold what an adoption needs */
+    bool adopting;                /* taken over from a previous hutchd, waiting for its agent's hello */
+};
+
 typedef void (*sandbox_ready_cb)(struct sandbox *sb, const struct hx_err *err, void *ud);
 
 struct sandbox {
@@ -136,11 +145,7 @@ struct sandbox {
     uint64_t views_gen;           /* views: the lxcfs generation its /proc binds show (views_sync.c) */
     bool views_busy;              /* views: a worker is re-binding them */
     json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
-    /* restore (core/restore.c, docs/restore.md) */
-    int launch_restore_fd;        /* the bound agent socket for the launch, -1 */
-    uint64_t init_start;          /* PID 1's start time (clock ticks): a reused pid has another */
-    bool restorable;              /* the store (and keyring) hold what an adoption needs */
-    bool adopting;                /* taken over from a previous hutchd, waiting for its agent's hello */
+    struct sb_restore restore;    /* live restore (core/restore.c) */
 };
 
 struct daemon_ctx {
