@@ -70,6 +70,7 @@ struct held_frame {
 static struct {
     int listen_fd;           /* INIT_RESTORE_FD once listening, -1 = die with the socket */
     uint64_t wait_ms;        /* how long to wait for a hutchd before ending the sandbox */
+    int64_t deadline_ms;     /* the sandbox's timeout (ms since the epoch, 0 = none): no waiting past it */
     bool detached;           /* no hutchd connected */
     bool listening;
     uint32_t gen;            /* connection generation: late write errors of an old one are ignored */
@@ -727,6 +728,16 @@ static void on_call(uint32_t chan, const uint8_t *payload, uint32_t len)
                 result = json_null();
                 ok = true;
             }
+        } else if (strcmp(method, "restoreDeadline") == 0) {
+            /* live restore: the sandbox's timeout, which a wait for hutchd never outlasts */
+            json_t *at = json_object_get(params, "at_ms");
+            if (!json_is_integer(at) || json_integer_value(at) < 0) {
+                hx_fail(&e, EINVAL, "restoreDeadline: at_ms must be a non-negative integer");
+            } else {
+                g_relink.deadline_ms = (int64_t)json_integer_value(at);
+                result = json_null();
+                ok = true;
+            }
         } else if (strcmp(method, "envToObject") == 0) {
             result = env_to_json();
             ok = result != NULL;
@@ -897,7 +908,17 @@ static void sock_lost(const char *why)
             shutdown_all("cannot listen for hutchd");
         g_relink.listening = true;
     }
-    uv_timer_start(&g_relink.orphan, on_orphan_timeout, g_relink.wait_ms, 0);
+    uint64_t wait = g_relink.wait_ms;
+    if (g_relink.deadline_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t left = g_relink.deadline_ms - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        if (left < 0)
+            left = 0;
+        if ((uint64_t)left < wait)
+            wait = (uint64_t)left;
+    }
+    uv_timer_start(&g_relink.orphan, on_orphan_timeout, wait, 0);
     resume_streams(); /* output keeps flowing into the held queue, bounded */
 }
 

@@ -206,22 +206,31 @@ def test_sandbox_outlives_hutchd_and_is_readopted_with_everything(env, how):
 
 def test_timeout_passed_killed_and_session_sandboxes_across_a_restart(env):
     d = env.hutchd
-    timed_stop_at = now_ms() + 4000
-    timed = d.create_sandbox({"stop_at_ms": timed_stop_at})
+    timed = d.create_sandbox({"stop_at_ms": now_ms() + 6000})
     doomed = d.create_sandbox({"stop_at_ms": now_ms() + 600000})
     lone = d.create_sandbox()       # session sandbox nobody comes back to
     back = d.create_sandbox()       # session sandbox its client reconnects to
     for s in (timed, doomed, lone, back):
         assert s.sh("sleep 1000 >/dev/null 2>&1 & echo ok")["code"] == 0
+    # extended: its agent learns the latest timeout
+    timed_stop_at = now_ms() + 9000
+    r = d.http("PATCH", f"/api/v3/sandbox/{timed.id}", body=b'{"stop_at_ms": %d}' % timed_stop_at,
+               headers={"Content-Type": "application/json"})
+    assert r.status == 200 and r.json()["stop_at_ms"] == timed_stop_at, (r.status, r.body)
     pids = {s.id: sandbox_cgroup_pids(d.cgroup_name, s.id) for s in (timed, doomed, lone, back)}
     doomed_init = init_pid(d, doomed.id)
+    timed_init = init_pid(d, timed.id)
+    lone_init = init_pid(d, lone.id)
     d.kill_hard()
     for s in (timed, doomed, lone, back):
         with contextlib.suppress(OSError):
             s.ws.sock.close()
     os.kill(doomed_init, signal.SIGKILL)     # killed while no hutchd ran
     assert wait_until(lambda: not pid_alive(doomed_init), 10)
-    assert wait_until(lambda: now_ms() > timed_stop_at + 500, 10)  # its timeout passes in the gap
+    assert wait_until(lambda: now_ms() > timed_stop_at + 500, 15)  # its timeout passes in the gap
+    # waiting for a hutchd never keeps a sandbox past its timeout: its init ended it
+    assert wait_until(lambda: not pid_alive(timed_init), 10), "the timed sandbox outlived its timeout"
+    assert pid_alive(lone_init)
     d.start()
     assert_gone(d, timed.id, pids[timed.id])
     assert_gone(d, doomed.id, pids[doomed.id])

@@ -295,6 +295,7 @@ static void on_stop_timer(uv_timer_t *t)
 void sandbox_set_stop_at(struct sandbox *sb, int64_t stop_at_ms)
 {
     sb->stop_at_ms = stop_at_ms;
+    restore_deadline_changed(sb); /* restore: its agent stops waiting for us at that time */
     if (stop_at_ms <= 0) {
         uv_timer_stop(&sb->stop_timer);
         return;

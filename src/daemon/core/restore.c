@@ -154,6 +154,22 @@ void restore_keep(struct sandbox *sb)
     write_row(sb);
 }
 
+static void on_deadline_set(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    (void)s, (void)rpc_id, (void)ud;
+    json_t *err = reply ? json_object_get(reply, "error") : NULL;
+    if (err)
+        fprintf(stderr, "hutchd: %s: live restore: the agent refused its deadline\n", sb->id);
+}
+
+void restore_deadline_changed(struct sandbox *sb)
+{
+    if (!enabled() || !sb->agent_open || sb->state != SB_RUNNING)
+        return;
+    agent_call(sb, "restoreDeadline", json_pack("{s:I}", "at_ms", (json_int_t)(sb->stop_at_ms > 0 ? sb->stop_at_ms : 0)),
+               on_deadline_set, NULL, NULL, NULL);
+}
+
 void restore_exposures_changed(struct sandbox *sb)
 {
     if (enabled() && sb->recorded && sb->restore.init_start)

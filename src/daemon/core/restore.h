@@ -20,6 +20,9 @@ int restore_bind(const char *id, struct hx_err *e);
 json_t *restore_setup(void);
 /* When a user gets the sandbox (sandbox_record): what the adoption needs. */
 void restore_keep(struct sandbox *sb);
+/* lifecycle.c: the sandbox's timeout changed; its agent learns it, so that
+ * waiting for a hutchd never keeps the sandbox past it. */
+void restore_deadline_changed(struct sandbox *sb);
 /* expose.c: the sandbox's exposures changed (kept in its row). */
 void restore_exposures_changed(struct sandbox *sb);
 /* At teardown: the socket and the kept secrets go. */
