@@ -380,6 +380,14 @@ class Hutchd:
                 except OSError:
                     continue
                 if f"/{self.cgroup_name}/" in cg or "sbx_" not in cg:
+                    # An exited process (zombie) shows no sandbox cgroup any
+                    # more: it is ours only if we or our hutchd must reap it
+                    # (another daemon's, e.g. a concurrent scale run, is not).
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        with open(f"/proc/{p}/stat") as f:
+                            st = f.read().rsplit(")", 1)[1].split()
+                        if st[0] == "Z" and int(st[1]) not in (os.getpid(), self.pid):
+                            continue
                     out[p] = u
             return out
 
