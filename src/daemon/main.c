@@ -70,6 +70,8 @@ static int ensure_admin_token(struct hx_err *e)
 
 static void on_shutdown_tick(uv_timer_t *t)
 {
+    if (g_daemon.cfg->live_restore_s > 0)
+        restore_release_all(); /* restore: what a worker held at the signal */
     if (g_daemon.sandboxes == NULL) {
         uv_timer_stop(t);
         uv_stop(g_daemon.loop);

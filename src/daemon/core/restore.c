@@ -423,6 +423,8 @@ void restore_release_all(void)
     struct sandbox *next;
     for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = next) {
         next = sb->next;
+        if (sb->state >= SB_STOPPING || sb->views_busy)
+            continue; /* going already, or a views worker still holds it: the next shutdown tick */
         if (sb->restore.restorable && sb->state == SB_RUNNING && sb->recorded && !sb->pooled) {
             left_running = true;
             sandbox_release(sb, "hutchd is restarting; the sandbox keeps running (reconnect)");

@@ -41,7 +41,9 @@ void restore_connect_all(void);
 /* agent.c: the adopted sandbox's agent said HX_HELLO (validated JSON object). */
 void restore_on_hello(struct sandbox *sb, json_t *hello);
 /* At SIGTERM with live restore: lets every adoptable sandbox go on running
- * without us (its agent waits for the next hutchd) and stops the others. */
+ * without us (its agent waits for the next hutchd) and stops the others.
+ * Called again on each shutdown tick: a sandbox a worker thread still holds
+ * is let go once it is free. */
 void restore_release_all(void);
 /* True when sandboxes were left running (then our nftables table stays). */
 bool restore_left_running(void);
