@@ -117,10 +117,11 @@ static int proc_start_time(pid_t pid, uint64_t *out)
 static void write_row(struct sandbox *sb)
 {
     struct hx_err e = {0};
-    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o, s:I}", "adoptable", sb->restore.restorable, "slot",
-                          (json_int_t)sb->slot, "allow_net", sb->allow_net, "secrets", sb->secrets != NULL, "disk_mb",
-                          (json_int_t)sb->disk.promised_mb, "disk_on_loop", sb->disk.on_loop, "exposures",
-                          expose_sandbox_saved(sb->id), "cpu_base_ns", (json_int_t)(sb->cpu_base_ns & INT64_MAX));
+    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o, s:I, s:O?}", "adoptable", sb->restore.restorable,
+                          "slot", (json_int_t)sb->slot, "allow_net", sb->allow_net, "secrets", sb->secrets != NULL,
+                          "disk_mb", (json_int_t)sb->disk.promised_mb, "disk_on_loop", sb->disk.on_loop, "exposures",
+                          expose_sandbox_saved(sb->id), "cpu_base_ns", (json_int_t)(sb->cpu_base_ns & INT64_MAX),
+                          "views_cpus", sb->views_cpus);
     if (!j || store_sandbox_set_restore(g_daemon.store, sb->id, sb->restore.init_start, j, &e) < 0) {
         fprintf(stderr, "hutchd: %s: live restore: %s\n", sb->id, j ? e.msg : "out of memory");
         sb->restore.restorable = false;
@@ -313,6 +314,16 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
     json_int_t dmb = json_integer_value(json_object_get(rj, "disk_mb"));
     sb->disk.promised_mb = dmb > 0 && dmb <= UINT32_MAX ? (uint32_t)dmb : 0; /* counted in full: its image is unlinked */
     sb->disk.on_loop = json_is_true(json_object_get(rj, "disk_on_loop"));
+    json_t *cpus = json_object_get(rj, "views_cpus"); /* views: its CPUs, as its cgroup's cpuset says */
+    if (json_is_array(cpus) && json_array_size(cpus) > 0 && json_array_size(cpus) <= 1024) {
+        bool ok = true;
+        size_t i;
+        json_t *c;
+        json_array_foreach(cpus, i, c) ok &= json_is_integer(c) && json_integer_value(c) >= 0 &&
+                                             json_integer_value(c) < 1024;
+        if (ok)
+            sb->views_cpus = json_deep_copy(cpus);
+    }
     json_int_t cpu_base = json_integer_value(json_object_get(rj, "cpu_base_ns"));
     sb->cpu_base_ns = cpu_base > 0 ? (uint64_t)cpu_base : 0; /* metering: its time in the warm pool is nobody's */
     if (rec->stop_at_ms > 0 && rec->stop_at_ms <= now_ms()) {
