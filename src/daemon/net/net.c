@@ -964,7 +964,8 @@ int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e)
     close(nl);
     if (r < 0)
         return hx_wrap(e, "sandbox %s network", sb->id);
-    send_config();
+    /* no send_config(): the veth and its addresses were there when the
+     * proxy started, so its list of our own addresses has them already */
     send_policy(sb);
     return 0;
 }
