@@ -48,6 +48,8 @@ static const char usage[] =
     "                        docs/network.md). Loopback, the pools and hutchd's own addresses stay closed\n"
     "  --upstream-ca FILE    extra CA (PEM) trusted for upstream TLS when secrets are substituted\n"
     "  --rotate-ca           make a new interception CA (STATE/ca) at start\n"
+    "  --live-restore SECS   sandboxes outlive hutchd (crash, kill -9, restart) and the next hutchd\n"
+    "                        adopts them; each waits at most SECS for it (docs/restore.md) [0 = off]\n"
     "  --cpu-millis N        CPU quota per sandbox in thousandths of a CPU; its affinity and its\n"
     "                        /proc/cpuinfo show as many CPUs, rounded up [2000]\n"
     "  --lxcfs PATH          lxcfs binary for sandboxes' own /proc/meminfo, cpuinfo, stat, uptime,\n"
@@ -142,7 +144,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
            O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE,
-           O_UPCA, O_ROTCA,
+           O_UPCA, O_ROTCA, O_LIVERESTORE,
            O_DISKDIR,
            O_DISKRES,
            O_ALLOWRANGE,
@@ -180,6 +182,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
         {"rotate-ca", no_argument, 0, O_ROTCA},
+        {"live-restore", required_argument, 0, O_LIVERESTORE},
         {"disk-dir", required_argument, 0, O_DISKDIR},
         {"disk-reserve", required_argument, 0, O_DISKRES},
         {"allow-range", required_argument, 0, O_ALLOWRANGE},
@@ -285,6 +288,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
             cfg->upstream_ca = optarg;
             break;
         case O_ROTCA: cfg->rotate_ca = true; break;
+        case O_LIVERESTORE: if ((r = parse_u32(optarg, &cfg->live_restore_s, "--live-restore", e)) < 0) return r; break;
         case O_STORSIZE: if ((r = vol_parse_capacity(optarg, &cfg->storage_size, e)) < 0) return hx_wrap(e, "--storage-size"); break;
         case O_VOLMAX: if ((r = vol_parse_capacity(optarg, &cfg->volume_max, e)) < 0) return hx_wrap(e, "--volume-max"); break;
         case O_REGIONS: cfg->regions = optarg; break;

@@ -42,6 +42,8 @@ struct config {
     /* secrets: TLS interception */
     const char *upstream_ca;   /* extra CA file the proxy trusts for upstreams (tests, private CAs) */
     bool rotate_ca;            /* make a new interception CA at start */
+    /* restore: sandboxes outlive hutchd; seconds each waits for a returning one (0 = off, docs/restore.md) */
+    uint32_t live_restore_s;
     /* storage: volumes and snapshots (docs/storage.md) */
     uint64_t storage_size;     /* bytes of the pool image STATE/storage/pool.img, allocated when first needed */
     uint64_t volume_min, volume_max; /* capacity range of one volume, bytes */

@@ -15,6 +15,7 @@
 #include "daemon/core/sbstats.h"
 #include "daemon/core/routes.h"
 #include "daemon/core/sandbox.h"
+#include "daemon/core/restore.h"
 #include "daemon/net/net.h"
 #include "daemon/ingress/ingress.h"
 #include "daemon/sandbox/cgroup.h"
@@ -72,6 +73,8 @@ static int ensure_admin_token(struct hx_err *e)
 
 static void on_shutdown_tick(uv_timer_t *t)
 {
+    if (g_daemon.cfg->live_restore_s > 0)
+        restore_release_all(); /* restore: what a worker held at the signal */
     if (g_daemon.sandboxes == NULL) {
         uv_timer_stop(t);
         uv_stop(g_daemon.loop);
@@ -85,14 +88,19 @@ static void on_signal(uv_signal_t *h, int signum)
         uv_stop(g_daemon.loop);
         return;
     }
-    fprintf(stderr, "hutchd: %s: stopping every sandbox, then exiting\n", strsignal(signum));
+    bool live = g_daemon.cfg->live_restore_s > 0;
+    fprintf(stderr, "hutchd: %s: %s, then exiting\n", strsignal(signum),
+            live ? "leaving sandboxes running for the next hutchd (live restore)" : "stopping every sandbox");
     g_daemon.shutting_down = true;
     if (tcp_server)
         http_server_close(tcp_server);
     if (unix_server)
         http_server_close(unix_server);
     tcp_server = unix_server = NULL;
-    sandbox_stop_all();
+    if (live)
+        restore_release_all(); /* restore: the others are stopped */
+    else
+        sandbox_stop_all();
     uv_timer_start(&shutdown_timer, on_shutdown_tick, 0, 20);
 }
 
@@ -184,11 +192,12 @@ int main(int argc, char **argv)
     if ((r = mkdir_p(cfg.state_dir, 0700, &e)) < 0 || (r = mkdir_p(sbdir, 0700, &e)) < 0 ||
         (r = mkdir_p(cfg.disk_dir, 0700, &e)) < 0 || (r = disk_space_announce(&cfg, &e)) < 0 ||
         (r = store_open(cfg.state_dir, &g_daemon.store, &e)) < 0 || (r = ensure_admin_token(&e)) < 0 ||
-        (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
+        (r = restore_check_config(&e)) < 0 || (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
         (g_daemon.init_memfd = sandbox_init_memfd(cfg.init_path, &e)) < 0) {
         fprintf(stderr, "hutchd: %s\n", e.msg);
         return 1;
     }
+    restore_adopt_all(); /* restore: a previous hutchd's sandboxes that still run */
     sandbox_cleanup_stale();
     char views_mnt[4200];
     snprintf(views_mnt, sizeof views_mnt, "%s/lxcfs", cfg.state_dir);
@@ -197,6 +206,7 @@ int main(int argc, char **argv)
      * (retried at the first sandbox if it fails here). */
     if (net_init(&e) < 0)
         fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
+    restore_connect_all(); /* restore: their agents, before the API opens */
     pool_start();
 
     char sockdir[4096];
@@ -236,10 +246,10 @@ int main(int argc, char **argv)
            cfg.listen_port, cfg.state_dir, cfg.state_dir);
     uv_run(g_daemon.loop, UV_RUN_DEFAULT);
     unlink(cfg.socket_path);
-    net_fini(); /* our table goes when hutchd goes */
+    net_fini_keep(restore_left_running()); /* our table goes when hutchd goes, unless sandboxes stay */
     views_stop(); /* lxcfs and its mount go too */
     ingress_fini();
-    if (!g_daemon.sandboxes)
+    if (!g_daemon.sandboxes && !restore_left_running())
         cgroup_fini();
     store_close(g_daemon.store);
     static_site_free(site);

@@ -46,6 +46,7 @@ struct proc {
 struct outreq {
     uv_write_t req;
     uint8_t *buf;
+    uint32_t gen;
 };
 
 struct inreq {
@@ -55,8 +56,32 @@ struct inreq {
     uint8_t data[];
 };
 
+/* Live restore (docs/restore.md): while no hutchd is connected, frames for
+ * it wait here, in order, and output is read only while they stay under
+ * HELD_MAX bytes (then the processes block on their full pipes). */
+#define HELD_MAX (4u << 20)
+
+struct held_frame {
+    struct held_frame *next;
+    uint8_t *buf;            /* header + payload */
+    uint32_t len;            /* payload bytes */
+};
+
+static struct {
+    int listen_fd;           /* INIT_RESTORE_FD once listening, -1 = die with the socket */
+    uint64_t wait_ms;        /* how long to wait for a hutchd before ending the sandbox */
+    int64_t deadline_ms;     /* the sandbox's timeout (ms since the epoch, 0 = none): no waiting past it */
+    bool detached;           /* no hutchd connected */
+    bool listening;
+    uint32_t gen;            /* connection generation: late write errors of an old one are ignored */
+    uv_pipe_t listener;
+    uv_timer_t orphan;
+    struct held_frame *head, **tail;
+    size_t held_bytes;
+} g_relink = {.listen_fd = -1};
+
 static uv_loop_t *g_loop;
-static uv_pipe_t g_sock;
+static uv_pipe_t *g_sock;
 static uv_signal_t g_sigchld;
 static uint8_t *g_rbuf;
 static size_t g_rlen;
@@ -73,13 +98,35 @@ static _Noreturn void shutdown_all(const char *why)
 
 /* ---- sending ---------------------------------------------------------- */
 
+static void sock_lost(const char *why);
+
 static void on_sock_write(uv_write_t *req, int status)
 {
     struct outreq *o = (struct outreq *)req;
+    uint32_t gen = o->gen;
     free(o->buf);
     free(o);
-    if (status < 0)
-        shutdown_all("write to hutchd failed");
+    if (status < 0 && gen == g_relink.gen)
+        sock_lost("write to hutchd failed");
+}
+
+/* Keeps a frame for the next hutchd. Diagnostics and file-transfer data are
+ * dropped: their reader is gone (the fs worker is restarted on reconnect). */
+static void hold_frame(uint16_t type, uint8_t *buf, uint32_t len)
+{
+    if (type == HX_LOG || type == HX_FS_DATA) {
+        free(buf);
+        return;
+    }
+    struct held_frame *h = malloc(sizeof *h);
+    if (!h)
+        shutdown_all("out of memory");
+    h->next = NULL;
+    h->buf = buf;
+    h->len = len;
+    *g_relink.tail = h;
+    g_relink.tail = &h->next;
+    g_relink.held_bytes += HX_FRAME_HDR + len;
 }
 
 /* Sends buf (HX_FRAME_HDR bytes of room, then len payload bytes) and takes
@@ -87,15 +134,20 @@ static void on_sock_write(uv_write_t *req, int status)
 static void send_owned(uint16_t type, uint32_t chan, uint8_t *buf, uint32_t len)
 {
     hx_frame_hdr_encode(buf, type, chan, len);
+    if (g_relink.detached) {
+        hold_frame(type, buf, len);
+        return;
+    }
     struct outreq *o = malloc(sizeof *o);
     if (!o)
         shutdown_all("out of memory");
     o->buf = buf;
+    o->gen = g_relink.gen;
     uv_buf_t b = uv_buf_init((char *)buf, HX_FRAME_HDR + len);
-    if (uv_write(&o->req, (uv_stream_t *)&g_sock, &b, 1, on_sock_write) < 0) {
-        free(buf);
+    if (uv_write(&o->req, (uv_stream_t *)g_sock, &b, 1, on_sock_write) < 0) {
         free(o);
-        shutdown_all("write to hutchd failed");
+        hold_frame(type, buf, len); /* kept if the link comes back */
+        sock_lost("write to hutchd failed");
     }
 }
 
@@ -273,6 +325,8 @@ static void out_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct ostream *s = (struct ostream *)((char *)h - offsetof(struct ostream, pipe));
     uint32_t room = HX_OUTPUT_WINDOW - (s->inflight < HX_OUTPUT_WINDOW ? s->inflight : HX_OUTPUT_WINDOW);
+    if (g_relink.detached && g_relink.held_bytes >= HELD_MAX)
+        room = 0; /* live restore: what waits for hutchd is bounded */
     size_t n = room < OUT_CHUNK ? room : OUT_CHUNK;
     if (n == 0) {
         *buf = uv_buf_init(NULL, 0); /* libuv treats this as ENOBUFS: we stop reading below */
@@ -674,6 +728,16 @@ static void on_call(uint32_t chan, const uint8_t *payload, uint32_t len)
                 result = json_null();
                 ok = true;
             }
+        } else if (strcmp(method, "restoreDeadline") == 0) {
+            /* live restore: the sandbox's timeout, which a wait for hutchd never outlasts */
+            json_t *at = json_object_get(params, "at_ms");
+            if (!json_is_integer(at) || json_integer_value(at) < 0) {
+                hx_fail(&e, EINVAL, "restoreDeadline: at_ms must be a non-negative integer");
+            } else {
+                g_relink.deadline_ms = (int64_t)json_integer_value(at);
+                result = json_null();
+                ok = true;
+            }
         } else if (strcmp(method, "envToObject") == 0) {
             result = env_to_json();
             ok = result != NULL;
@@ -720,8 +784,10 @@ static void sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_sock_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 {
-    if (nread < 0)
-        shutdown_all("hutchd closed the agent socket");
+    if (nread < 0) {
+        sock_lost("hutchd closed the agent socket");
+        return;
+    }
     g_rlen += (size_t)nread;
     size_t off = 0;
     for (;;) {
@@ -733,6 +799,8 @@ static void on_sock_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
             break;
         dispatch(&f);
         off += (size_t)n;
+        if (g_relink.detached)
+            return; /* the link broke while answering: g_rbuf was reset */
     }
     if (off) {
         memmove(g_rbuf, g_rbuf + off, g_rlen - off);
@@ -740,19 +808,139 @@ static void on_sock_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
-int agent_run(int fd)
+/* ---- live restore: losing hutchd and getting one back ------------------ */
+
+static void on_sock_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_orphan_timeout(uv_timer_t *t)
+{
+    (void)t;
+    shutdown_all("no hutchd came back in time");
+}
+
+/* Starts reading every stream that has room again (after a reconnect, or
+ * when the held frames drained). */
+static void resume_streams(void)
+{
+    for (struct proc *p = g_procs; p; p = p->next)
+        for (int i = 0; i < 2; i++) {
+            struct ostream *s = &p->out[i];
+            if (s->open && !s->done && !s->reading && s->inflight < HX_OUTPUT_WINDOW &&
+                uv_read_start((uv_stream_t *)&s->pipe, out_alloc, on_out_read) == 0)
+                s->reading = true;
+        }
+}
+
+static void on_reconnect(uv_stream_t *server, int status)
+{
+    if (status < 0)
+        return;
+    uv_pipe_t *c = malloc(sizeof *c);
+    if (!c || uv_pipe_init(g_loop, c, 0) < 0) {
+        free(c);
+        return;
+    }
+    if (uv_accept(server, (uv_stream_t *)c) < 0 || !g_relink.detached) {
+        uv_close((uv_handle_t *)c, on_sock_closed); /* one hutchd at a time */
+        return;
+    }
+    g_sock = c;
+    g_relink.gen++;
+    g_relink.detached = false;
+    uv_timer_stop(&g_relink.orphan);
+    g_rlen = 0;
+    if (uv_read_start((uv_stream_t *)g_sock, sock_alloc, on_sock_read) < 0) {
+        sock_lost("read from the new hutchd failed");
+        return;
+    }
+    /* HX_HELLO first, then what waited, in order */
+    json_t *pids = json_array();
+    for (struct proc *p = g_procs; p; p = p->next)
+        if (!p->exit_sent)
+            json_array_append_new(pids, json_integer(p->pid));
+    send_json(HX_HELLO, 0, json_pack("{s:o, s:I}", "pids", pids, "held", (json_int_t)g_relink.held_bytes));
+    struct held_frame *h = g_relink.head;
+    g_relink.head = NULL;
+    g_relink.tail = &g_relink.head;
+    g_relink.held_bytes = 0;
+    while (h && !g_relink.detached) {
+        struct held_frame *next = h->next;
+        uint16_t type = (uint16_t)(h->buf[4] | h->buf[5] << 8);
+        send_owned(type, hx_get_u32(h->buf + 8), h->buf, h->len);
+        free(h);
+        h = next;
+    }
+    while (h) { /* lost again while flushing: keep the rest */
+        struct held_frame *next = h->next;
+        h->next = NULL;
+        *g_relink.tail = h;
+        g_relink.tail = &h->next;
+        g_relink.held_bytes += HX_FRAME_HDR + h->len;
+        h = next;
+    }
+    if (!g_relink.detached)
+        resume_streams();
+}
+
+/* The link to hutchd broke. Without live restore nothing may keep running
+ * that nobody can see or stop; with it, wait (bounded) for a hutchd. */
+static void sock_lost(const char *why)
+{
+    if (g_relink.listen_fd < 0)
+        shutdown_all(why);
+    if (g_relink.detached)
+        return;
+    g_relink.detached = true;
+    uv_read_stop((uv_stream_t *)g_sock);
+    uv_close((uv_handle_t *)g_sock, on_sock_closed); /* its queued writes end with ECANCELED, ignored */
+    g_sock = NULL;
+    g_rlen = 0;
+    /* what the old hutchd never credited will never be: start the windows afresh */
+    for (struct proc *p = g_procs; p; p = p->next)
+        p->out[0].inflight = p->out[1].inflight = 0;
+    fsrelay_reset(); /* file transfers in flight had their reader in the old hutchd */
+    if (!g_relink.listening) {
+        if (uv_pipe_init(g_loop, &g_relink.listener, 0) < 0 || uv_pipe_open(&g_relink.listener, g_relink.listen_fd) < 0 ||
+            uv_listen((uv_stream_t *)&g_relink.listener, 4, on_reconnect) < 0)
+            shutdown_all("cannot listen for hutchd");
+        g_relink.listening = true;
+    }
+    uint64_t wait = g_relink.wait_ms;
+    if (g_relink.deadline_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t left = g_relink.deadline_ms - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        if (left < 0)
+            left = 0;
+        if ((uint64_t)left < wait)
+            wait = (uint64_t)left;
+    }
+    uv_timer_start(&g_relink.orphan, on_orphan_timeout, wait, 0);
+    resume_streams(); /* output keeps flowing into the held queue, bounded */
+}
+
+int agent_run(int fd, int restore_fd, uint64_t wait_ms)
 {
     signal(SIGPIPE, SIG_IGN);
     g_loop = uv_default_loop();
     g_rbuf = malloc(RBUF_CAP);
-    if (!g_rbuf)
+    g_sock = malloc(sizeof *g_sock);
+    if (!g_rbuf || !g_sock)
         return -ENOMEM;
+    g_relink.listen_fd = restore_fd;
+    g_relink.wait_ms = wait_ms;
+    g_relink.tail = &g_relink.head;
     int r;
-    if ((r = uv_pipe_init(g_loop, &g_sock, 0)) < 0 || (r = uv_pipe_open(&g_sock, fd)) < 0)
+    if ((r = uv_timer_init(g_loop, &g_relink.orphan)) < 0)
+        return r;
+    if ((r = uv_pipe_init(g_loop, g_sock, 0)) < 0 || (r = uv_pipe_open(g_sock, fd)) < 0)
         return r;
     if ((r = uv_signal_init(g_loop, &g_sigchld)) < 0 || (r = uv_signal_start(&g_sigchld, on_sigchld, SIGCHLD)) < 0)
         return r;
-    if ((r = uv_read_start((uv_stream_t *)&g_sock, sock_alloc, on_sock_read)) < 0)
+    if ((r = uv_read_start((uv_stream_t *)g_sock, sock_alloc, on_sock_read)) < 0)
         return r;
     on_sigchld(&g_sigchld, SIGCHLD); /* anything that exited before the handler existed */
     uv_run(g_loop, UV_RUN_DEFAULT);

@@ -60,6 +60,11 @@ static void worker_lost(const char *why)
     g_wlen = 0;
 }
 
+void fsrelay_reset(void)
+{
+    worker_lost("hutchd went away");
+}
+
 static bool call_done(uint32_t req)
 {
     for (unsigned i = 0; i < g_ncalls; i++)

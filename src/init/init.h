@@ -9,6 +9,7 @@
 
 #define INIT_AGENT_FD 3   /* socket to hutchd */
 #define INIT_USERNS_FD 4  /* the sandbox's user namespace (closed after setup) */
+#define INIT_RESTORE_FD 6 /* live restore: a bound unix socket a returning hutchd connects to (optional) */
 #define INIT_APP_UID 1000u
 
 /* HX_SETUP, validated (setup.c). Strings point into the JSON object. */
@@ -80,7 +81,9 @@ void spawn_set_nofile(uint64_t nofile);
 int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e);
 
 /* agent.c */
-int agent_run(int fd);
+/* restore_fd: INIT_RESTORE_FD, listening, or -1; wait_ms: how long, once
+ * hutchd is gone, to wait for another before ending the sandbox. */
+int agent_run(int fd, int restore_fd, uint64_t wait_ms);
 
 /* main.c */
 const char *errno_name(int code);
@@ -93,6 +96,8 @@ void agent_send_frame(uint16_t type, uint32_t chan, const void *p, size_t len);
 bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uint32_t len);
 /* fs_relay.c: true when chan is an fs stream (HX_STDIN/HX_CREDIT relayed). */
 bool fsrelay_frame(uint16_t type, uint32_t chan, const uint8_t *payload, uint32_t len);
+/* fs_relay.c: hutchd went away: the worker and its transfers end (the next call starts one). */
+void fsrelay_reset(void);
 /* fsops.c: the fs worker's main loop, in a child of PID 1; never returns. */
 _Noreturn void fs_worker_main(int sock);
 

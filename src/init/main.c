@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include "lib/wire.h"
 
@@ -77,6 +78,11 @@ int main(void)
     }
     fcntl(INIT_AGENT_FD, F_SETFD, FD_CLOEXEC);
     fcntl(INIT_USERNS_FD, F_SETFD, FD_CLOEXEC);
+    /* Live restore: hutchd bound this socket; listening here makes the
+     * credentials a returning hutchd reads with SO_PEERCRED this process's. */
+    int restore_fd = -1;
+    if (fcntl(INIT_RESTORE_FD, F_SETFD, FD_CLOEXEC) == 0 && listen(INIT_RESTORE_FD, 4) == 0)
+        restore_fd = INIT_RESTORE_FD;
 
     /* The first frame must be HX_SETUP. Read exactly one frame, so that
      * whatever follows is left for the agent loop. */
@@ -103,6 +109,14 @@ int main(void)
     struct setup_cfg cfg;
     if (setup_parse(spec, &cfg, &e) < 0)
         fail_setup(&e);
+    /* "restore": {"wait_ms": N} (live restore) */
+    json_t *jr = json_object_get(spec, "restore");
+    json_int_t wait_ms = json_integer_value(json_object_get(jr, "wait_ms"));
+    if (!jr || restore_fd < 0 || wait_ms <= 0) {
+        if (restore_fd >= 0)
+            close(restore_fd);
+        restore_fd = -1;
+    }
 
     env_init_defaults();
     if (cfg.env) {
@@ -119,6 +133,6 @@ int main(void)
     landlock_probe();
 
     send_ready(json_pack("{s:b}", "ok", 1));
-    int r = agent_run(INIT_AGENT_FD);
+    int r = agent_run(INIT_AGENT_FD, restore_fd, (uint64_t)wait_ms);
     return r < 0 ? 1 : 0;
 }

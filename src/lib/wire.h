@@ -44,6 +44,7 @@ enum hx_msg {
     HX_STDIN_ACK = 20, /* chan = pid; payload u32 LE bytes written to the pipe (or discarded) */
     HX_LOG    = 21, /* chan 0; UTF-8 text, a diagnostic line from the agent (bounded, for logs only) */
     HX_FS_DATA = 22, /* chan = fs stream (>= HX_FS_CHAN_BASE); bytes of a file read / listing (credited) */
+    HX_HELLO  = 23, /* chan 0; JSON {"pids": [int], "held": int}: first frame to a hutchd that reconnected (live restore) */
 };
 
 /* File streams (docs/agent-protocol.md "Files"): chans at or above this are

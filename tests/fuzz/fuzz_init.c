@@ -53,6 +53,7 @@ int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_er
 }
 bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uint32_t len) { return false; }
 bool fsrelay_frame(uint16_t type, uint32_t chan, const uint8_t *payload, uint32_t len) { return false; }
+void fsrelay_reset(void) {}
 
 static int g_peer = -1;
 
@@ -95,7 +96,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     g_peer = sv[1];
     fcntl(g_peer, F_SETFL, O_NONBLOCK);
-    if (uv_pipe_init(g_loop, &g_sock, 0) < 0 || uv_pipe_open(&g_sock, sv[0]) < 0)
+    g_sock = malloc(sizeof *g_sock);
+    g_relink.tail = &g_relink.head;
+    if (!g_sock || uv_pipe_init(g_loop, g_sock, 0) < 0 || uv_pipe_open(g_sock, sv[0]) < 0)
         abort();
     env_init_defaults();
     return 0;
@@ -112,10 +115,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* a read as libuv hands it over: into g_rbuf after what is held */
             while (n) {
                 uv_buf_t b;
-                sock_alloc((uv_handle_t *)&g_sock, 65536, &b);
+                sock_alloc((uv_handle_t *)g_sock, 65536, &b);
                 size_t k = n < b.len ? n : b.len;
                 memcpy(b.base, p, k);
-                on_sock_read((uv_stream_t *)&g_sock, (ssize_t)k, &b);
+                on_sock_read((uv_stream_t *)g_sock, (ssize_t)k, &b);
                 p += k;
                 n -= k;
                 uv_run(g_loop, UV_RUN_NOWAIT);

@@ -82,6 +82,34 @@ def pids_with_sandbox_uids():
     return out
 
 
+def become_subreaper():
+    """Orphans of a hutchd that died (a --live-restore sandbox's PID 1) come
+    to this process instead of the machine's PID 1, which may reap late or
+    never; reap_orphans() reaps them once they end."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def reap_orphans():
+    """Reaps our zombie children with a sandbox uid (never a child we started:
+    those run as root)."""
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            if rest[0] != "Z" or int(rest[1]) != me:
+                continue
+            with open(f"/proc/{d}/status") as f:
+                uids = [int(x) for x in next(ln for ln in f if ln.startswith("Uid:")).split()[1:]]
+            if max(uids) >= SANDBOX_UID_MIN:
+                os.waitpid(int(d), os.WNOHANG)
+        except (OSError, IndexError, StopIteration, ValueError, ChildProcessError):
+            pass
+
+
 def cgroup_parents(name):
     """Every directory where hutchd may create per-sandbox cgroups for `name`,
     on v1 (one per controller) or v2 (unified)."""
@@ -254,6 +282,8 @@ class Hutchd:
         if not os.path.exists(hutchd_path()):
             raise HutchdError(f"hutchd binary not found at {hutchd_path()} (run `make`)")
         self.generation += 1
+        if "--live-restore" in self.extra_args:
+            become_subreaper()
         log = open(self.log_path, "ab")
         log.write(f"--- start #{self.generation}: {' '.join(self.argv())}\n".encode())
         log.flush()
@@ -335,6 +365,7 @@ class Hutchd:
         problems = []
 
         def our_uid_pids():
+            reap_orphans()
             # Other hutchd instances on this machine use the same uid ranges:
             # a process is ours when it sits in our cgroups, or in no sandbox
             # cgroup at all (escaped), and was not there before we started.
@@ -349,6 +380,14 @@ class Hutchd:
                 except OSError:
                     continue
                 if f"/{self.cgroup_name}/" in cg or "sbx_" not in cg:
+                    # An exited process (zombie) shows no sandbox cgroup any
+                    # more: it is ours only if we or our hutchd must reap it
+                    # (another daemon's, e.g. a concurrent scale run, is not).
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        with open(f"/proc/{p}/stat") as f:
+                            st = f.read().rsplit(")", 1)[1].split()
+                        if st[0] == "Z" and int(st[1]) not in (os.getpid(), self.pid):
+                            continue
                     out[p] = u
             return out
 
@@ -392,8 +431,20 @@ class Hutchd:
                     break
         return problems
 
+    def stop_sandboxes(self, timeout=20):
+        """Kills every running sandbox through the API and waits until each is
+        listed as stopped (a --live-restore hutchd leaves them running at
+        SIGTERM, by design)."""
+        ids = [sb["id"] for sb in self.list_sandboxes() if sb.get("status") == "running"]
+        for i in ids:
+            self.http("DELETE", f"/api/v3/sandbox/{i}")
+        wait_until(lambda: not [sb for sb in self.list_sandboxes() if sb.get("status") == "running"], timeout)
+
     def stop(self, check_leaks=True):
         """SIGTERM, wait, then assert nothing leaked; clean the temp dir."""
+        if "--live-restore" in self.extra_args and self.alive():
+            with contextlib.suppress(Exception):
+                self.stop_sandboxes()
         rc = self.terminate()
         try:
             problems = self.leaks() if check_leaks else []

@@ -2,6 +2,7 @@
 # that were running are either re-adopted (still usable) or cleaned up
 # completely (listed as stopped, no processes, no cgroups, no mounts).
 import json
+import os
 import time
 
 import pytest
@@ -90,3 +91,20 @@ def test_revoked_token_stays_revoked_across_restart(make_hutchd):
     d.restart()
     assert d.http("GET", "/api/v2/sandboxes", token=tok).status == 401
     assert d.http("GET", "/api/v2/sandboxes").status == 200
+
+
+def test_without_live_restore_hutchd_death_still_ends_sandboxes(make_hutchd):
+    """The default (no --live-restore) is unchanged: no agent socket is made,
+    and a sandbox's init ends with hutchd's socket (test_live_restore.py
+    covers the other way)."""
+    d = make_hutchd(tag="rs-nolive")
+    sb = d.create_sandbox({"stop_at_ms": now_ms() + 600000})
+    pids = sandbox_cgroup_pids(d.cgroup_name, sb.id)
+    assert pids
+    assert not os.path.exists(os.path.join(d.state_dir, "sandboxes", sb.id, "agent.sock"))
+    d.kill_hard()
+    assert wait_until(lambda: not [p for p in pids if pid_alive(p)], 10), [p for p in pids if pid_alive(p)]
+    sb.ws.sock.close()
+    d.start()
+    assert wait_until(lambda: d.sandbox_status(sb.id) == "stopped", 10)
+    assert wait_until(lambda: not cgroup_dirs_for_sandbox(d.cgroup_name, sb.id), 10)

@@ -284,7 +284,7 @@ def test_init_kill9_stops_that_sandbox_only(make_hutchd):
 # ---------------------------------------------------------------- hutchd itself
 
 def test_hutchd_kill9_under_load_then_restart_cleans_everything():
-    """No live restore yet (issue 11.1): a kill -9 of hutchd ends its
+    """Without --live-restore (the default), a kill -9 of hutchd ends its
     sandboxes. What the next hutchd must do is clean up all of the old one's
     (test_restart.py covers an idle duration and session sandbox; this is the
     same under load, with networking, veths and a proxy)."""
@@ -323,6 +323,51 @@ def test_hutchd_kill9_under_load_then_restart_cleans_everything():
                 r = fresh.sh("curl -sS -m 5 http://example.test/")
                 assert "hello from" in out(r), out(r)
         netted.ws.sock.close()
+
+
+def test_hutchd_kill9_under_load_with_live_restore_keeps_every_sandbox():
+    """The same storm with --live-restore (issue 11.1, docs/restore.md): every
+    sandbox outlives hutchd (its init keeps its pid), the next hutchd adopts
+    them all with a new hutch-proxy (egress and policy work again), their
+    files and processes answer, and once killed nothing of them remains."""
+    with running(tag="flt-live", extra=["--warm", "0", "--live-restore", "60"]) as env:
+        d = env.hutchd
+        user, _ = cli_token_create(d, "faults-live")
+        netted = d.create_sandbox({"stop_at_ms": future(600000), "allow_net": ["example.test"]})
+        with loaded(d) as (sbs, load):
+            ids = [sb.id for sb in sbs] + [netted.id]
+            inits = {i: init_host_pid(d, i) for i in ids}
+            pids = set().union(*(sandbox_cgroup_pids(d.cgroup_name, i) for i in ids))
+            old_links = set(sandbox_links(d.netns_fd))
+            old_proxy = proxy_pid(d)
+            assert all(inits.values()) and old_links and old_proxy, (inits, old_links, old_proxy)
+            netted.call("spawn", {"command": "curl", "args": ["-sS", "--limit-rate", "100k", "-o", "/dev/null",
+                                                             "http://example.test/big/50000000"],
+                                  "stdout": "null", "stderr": "null"})
+            d.kill_hard()
+            assert wait_until(lambda: all(load.errors), 30), load.errors  # every session saw it
+            assert wait_until(lambda: not pid_alive(old_proxy), 10), "hutch-proxy outlived hutchd"
+            assert all(pid_alive(p) for p in inits.values()), "a sandbox died with hutchd"
+            d.start()
+            for i in ids:
+                assert d.sandbox_status(i) == "running", (i, d.list_sandboxes())
+                assert init_host_pid(d, i) == inits[i], i
+                assert round_trip(d, i) == (0, b"rt-42\n"), i
+            assert set(sandbox_links(d.netns_fd)) >= old_links
+            with d.connect_sandbox(netted.id) as c:
+                assert "hello from" in out(c.sh("curl -sS -m 5 http://example.test/"))
+                r = c.sh("curl -sS -m 5 http://other.test/; echo rc=$?")
+                assert "hello from" not in out(r), out(r)
+            assert_tokens(d, user)
+        assert d.http("DELETE", f"/api/v3/sandbox/{netted.id}").status < 300
+        netted.ws.sock.close()
+        for i in ids:
+            assert wait_until(lambda: d.sandbox_status(i) == "stopped", 15), (i, d.list_sandboxes())
+            assert wait_until(lambda: not cgroup_dirs_for_sandbox(d.cgroup_name, i), 15), i
+            assert not [m for m in mounts_mentioning(d.state_dir) if i in m], i
+            assert wait_until(lambda: not [x for x in loops_backed_by(d.state_dir) if i in x], 15), i
+        assert wait_until(lambda: not [p for p in pids if pid_alive(p)], 15), [p for p in pids if pid_alive(p)]
+        assert wait_until(lambda: not (old_links & set(sandbox_links(d.netns_fd))), 15)
 
 
 # ---------------------------------------------------------------- fd exhaustion

@@ -10,6 +10,8 @@
 #include "daemon/core/metrics.h"
 #include "lib/uvframe.h"
 #include "daemon/sandbox/cgroup.h"
+#include "daemon/core/restore.h"
+#include <sys/socket.h>
 
 #define AGENT_RBUF (HX_FRAME_HDR + HX_FRAME_MAX)
 #define MAX_PENDING_CALLS 1024
@@ -215,7 +217,21 @@ static void forward_raw_result(struct session *s, json_t *rpc_id, const uint8_t 
 
 static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
 {
+    /* restore: an adopted sandbox's agent speaks HX_HELLO first, and only
+     * then; a fresh one never does */
+    if (sb->restore.adopting && f->type != HX_HELLO)
+        return agent_broken(sb, "expected a hello after the reconnect");
+    if (!sb->restore.adopting && f->type == HX_HELLO)
+        return agent_broken(sb, "an unexpected hello");
     switch (f->type) {
+    case HX_HELLO: {
+        json_t *m = parse_json_object(f->payload, f->len);
+        if (!m)
+            return agent_broken(sb, "malformed hello");
+        restore_on_hello(sb, m);
+        json_decref(m);
+        return;
+    }
     case HX_READY: {
         json_t *m = parse_json_object(f->payload, f->len);
         if (!m) {
@@ -379,5 +395,49 @@ int agent_start(struct sandbox *sb, int fd, struct hx_err *e)
     r = uv_read_start((uv_stream_t *)&sb->agent, on_agent_alloc, on_agent_read);
     if (r < 0)
         return hx_fail(e, -r, "read agent socket: %s", uv_strerror(r));
+    return 0;
+}
+
+/* ---- restore: reconnecting to an adopted sandbox's agent ---------------- */
+
+static void on_agent_connected(uv_connect_t *req, int status)
+{
+    struct sandbox *sb = req->data;
+    free(req);
+    if (sb->state >= SB_STOPPING || !sb->agent_open)
+        return;
+    if (status < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "could not reach its agent after hutchd came back: %s", uv_strerror(status));
+        sandbox_stop(sb, why);
+        return;
+    }
+    /* The listener's credentials are those of the process that called
+     * listen(): hutch-init, the PID 1 we checked. Anything else is not it. */
+    uv_os_fd_t fd = -1;
+    struct ucred cred = {0};
+    socklen_t cl = sizeof cred;
+    if (uv_fileno((uv_handle_t *)&sb->agent, &fd) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.pid != sb->pid)
+        return agent_broken(sb, "its agent socket is not served by its init");
+    int r = uv_read_start((uv_stream_t *)&sb->agent, on_agent_alloc, on_agent_read);
+    if (r < 0)
+        sandbox_stop(sb, "could not read its agent after hutchd came back");
+}
+
+int agent_reconnect(struct sandbox *sb, const char *path, struct hx_err *e)
+{
+    sb->rbuf = malloc(AGENT_RBUF);
+    uv_connect_t *req = malloc(sizeof *req);
+    if (!sb->rbuf || !req) {
+        free(req);
+        return hx_fail(e, ENOMEM, "out of memory");
+    }
+    uv_pipe_init(g_daemon.loop, &sb->agent, 0);
+    sb->agent.data = sb;
+    sb->open_handles++;
+    sb->agent_open = true;
+    req->data = sb;
+    uv_pipe_connect(req, &sb->agent, path, on_agent_connected);
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "daemon/api/http.h"
+#include "daemon/core/restore.h"
 #include "daemon/ingress/ingress.h"
 #include "daemon/ingress/ingress_ca.h"
 #include "daemon/net/net.h"
@@ -247,6 +248,7 @@ static void expose_http(struct http_conn *c, struct sandbox *sb)
     x->next = exposures;
     exposures = x;
     push(x, true); /* answers 502 until exposeHttp names a target */
+    restore_exposures_changed(sb); /* restore: kept for the next hutchd */
     fprintf(stderr, "hutchd: %s: exposure on ingress port %u\n", sb->id, x->port);
     http_respond_json(c, 200, json_pack("{s:s}", "domain", x->domain));
 }
@@ -295,6 +297,7 @@ static void m_expose_http(struct session *s, json_t *id, json_t *params)
     x->target_port = port ? (int)json_integer_value(port) : 0;
     x->target_pid = port ? 0 : (int)json_integer_value(pid);
     push(x, false);
+    restore_exposures_changed(s->sb); /* restore: */
     rpc_reply_result(s, id, json_pack("{s:n}", "ok"));
 }
 
@@ -352,4 +355,74 @@ void expose_sandbox_stopped(struct sandbox *sb)
     }
     if (!uv_is_active((uv_handle_t *)&sweep_timer))
         uv_timer_start(&sweep_timer, on_sweep, 30000, 30000);
+}
+
+/* ---- live restore ---- */
+
+json_t *expose_sandbox_saved(const char *sandbox_id)
+{
+    json_t *a = json_array();
+    for (struct exposure *x = exposures; x; x = x->next)
+        if (strcmp(x->sandbox, sandbox_id) == 0 && !x->gone_at)
+            json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:i}", "name", x->name, "port", (int)x->port,
+                                               "target_port", x->target_port, "target_pid", x->target_pid));
+    return a;
+}
+
+static bool name_ok(const char *n)
+{
+    if (!n || strlen(n) != IG_NAME_LEN)
+        return false;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '2' && *p <= '7')))
+            return false;
+    return true;
+}
+
+void expose_sandbox_restore(struct sandbox *sb, json_t *saved)
+{
+    if (!json_is_array(saved) || json_array_size(saved) == 0)
+        return;
+    struct hx_err e = {0};
+    if (ingress_start(&ops, &e) < 0) {
+        fprintf(stderr, "hutchd: %s: exposures not restored: %s\n", sb->id, e.msg);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    unsigned n = 0;
+    json_array_foreach(saved, i, v) {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        json_int_t port = json_integer_value(json_object_get(v, "port"));
+        json_int_t tport = json_integer_value(json_object_get(v, "target_port"));
+        json_int_t tpid = json_integer_value(json_object_get(v, "target_pid"));
+        bool host_mode = ingress_base_domain() != NULL;
+        if (n >= EXPOSURES_MAX || !name_ok(name) || by_name(name) || port < 0 || port > 65535 ||
+            (host_mode != (port == 0)) || tport < 0 || tport > 65535 || tpid < 0 || tpid > 4194304) {
+            fprintf(stderr, "hutchd: %s: a kept exposure does not fit this hutchd (its ingress mode changed?); "
+                            "skipped\n", sb->id);
+            continue;
+        }
+        struct exposure *x = calloc(1, sizeof *x);
+        if (!x)
+            break;
+        snprintf(x->name, sizeof x->name, "%s", name);
+        snprintf(x->sandbox, sizeof x->sandbox, "%s", sb->id);
+        x->port = (uint16_t)port;
+        x->target_port = (int)tport;
+        x->target_pid = (int)tpid;
+        x->listen_fd = -1;
+        if (!host_mode && (x->listen_fd = ingress_listen_at(x->port, &e)) < 0) {
+            fprintf(stderr, "hutchd: %s: exposure on ingress port %u not restored: %s\n", sb->id, x->port, e.msg);
+            free(x);
+            continue;
+        }
+        ingress_domain(x->name, x->port, x->domain, sizeof x->domain);
+        x->next = exposures;
+        exposures = x;
+        push(x, true);
+        n++;
+    }
+    if (n)
+        printf("hutchd: %s: %u exposures restored\n", sb->id, n);
 }

@@ -21,3 +21,10 @@ void expose_sandbox_stopped(struct sandbox *sb);
  * listens on, found through /proc from the host side; -ENOENT when it
  * listens on none (yet), -ESRCH when there is no such process. */
 int expose_pid_port(struct sandbox *sb, int pid);
+
+/* Live restore (core/restore.c): the sandbox's live exposures as
+ * [{name, port, target_port, target_pid}] (new reference) to keep, and
+ * their re-creation for an adopted sandbox (same names, same ports; each
+ * entry validated, one that cannot be made again is logged and skipped). */
+json_t *expose_sandbox_saved(const char *sandbox_id);
+void expose_sandbox_restore(struct sandbox *sb, json_t *saved);

@@ -16,6 +16,7 @@
 #include "daemon/core/metering.h"
 #include "daemon/core/sbstats.h"
 #include "daemon/core/expose.h"
+#include "daemon/core/restore.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -199,6 +200,7 @@ static void teardown_finish(struct sandbox *sb)
     net_sandbox_detach(sb); /* net: policy out of the proxy, veth gone, audit freed */
     secrets_free(sb->secrets); /* secrets: nobody needs the values any more */
     sb->secrets = NULL;
+    restore_forget(sb->id); /* restore: its agent socket, kept secrets */
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     if (rmdir(wd) < 0 && errno != ENOENT)
@@ -232,6 +234,8 @@ static void reap_init(struct sandbox *sb)
         fprintf(stderr, "hutchd: %s: waitid: %s\n", sb->id, strerror(errno));
     uv_poll_stop(&sb->pidfd_poll);
 }
+
+static void watch_init(struct sandbox *sb);
 
 static void on_init_exit(uv_poll_t *h, int status, int events)
 {
@@ -293,6 +297,7 @@ static void on_stop_timer(uv_timer_t *t)
 void sandbox_set_stop_at(struct sandbox *sb, int64_t stop_at_ms)
 {
     sb->stop_at_ms = stop_at_ms;
+    restore_deadline_changed(sb); /* restore: its agent stops waiting for us at that time */
     if (stop_at_ms <= 0) {
         uv_timer_stop(&sb->stop_timer);
         return;
@@ -313,6 +318,8 @@ void sandbox_session_attach(struct sandbox *sb, struct session *s)
     s->sb = sb;
     s->next = sb->sessions;
     sb->sessions = s;
+    if (sb->stop_at_ms == 0 && sb->state == SB_RUNNING)
+        uv_timer_stop(&sb->stop_timer); /* restore: an adopted session sandbox got a connection back */
 }
 
 void sandbox_session_detach(struct session *s)
@@ -388,7 +395,7 @@ static void launch_work(uv_work_t *req)
         }
     }
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
-                             .init_memfd = g_daemon.init_memfd};
+                             .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd};
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
 }
 
@@ -399,6 +406,10 @@ static void launch_done(uv_work_t *req, int status)
     struct config *cfg = g_daemon.cfg;
     struct hx_err e = {0};
     sb->launching = false;
+    if (sb->restore.launch_fd >= 0) { /* restore: hutch-init has its own copy */
+        close(sb->restore.launch_fd);
+        sb->restore.launch_fd = -1;
+    }
     sb->disk.on_loop = sb->disk.dev_fd >= 0;
     if (!sb->disk.on_loop)
         sb->disk.promised_mb = 0; /* a tmpfs layer takes no disk */
@@ -409,11 +420,7 @@ static void launch_done(uv_work_t *req, int status)
         teardown_finish(sb);
         return;
     }
-    uv_poll_init(g_daemon.loop, &sb->pidfd_poll, sb->pidfd);
-    sb->pidfd_poll.data = sb;
-    sb->poll_init = true;
-    sb->open_handles++;
-    uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_init_exit);
+    watch_init(sb);
     if (sb->state >= SB_STOPPING) { /* stopped while launching: kill it, reap it, tear down */
         close(sb->launch_fd);
         syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
@@ -469,6 +476,9 @@ static void launch_done(uv_work_t *req, int status)
         json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
     sb_storage_setup(sb->storage, setup); /* storage: */
     json_object_set_new(setup, "views", sandbox_views_setup(sb)); /* views: lxcfs, CPU affinity */
+    json_t *rs = restore_setup();
+    if (rs)
+        json_object_set_new(setup, "restore", rs); /* restore: wait for a returning hutchd */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -511,6 +521,7 @@ void sandbox_record(struct sandbox *sb)
     struct hx_err se = {0};
     if (store_sandbox_insert(g_daemon.store, &rec, &se) < 0)
         fprintf(stderr, "hutchd: %s: %s\n", sb->id, se.msg);
+    restore_keep(sb); /* restore: what the next hutchd needs to adopt it */
 }
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e)
@@ -541,6 +552,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->slot = slot;
     sb->uid_base = UID_BASE0 + slot * UID_COUNT;
     sb->pidfd = -1;
+    sb->restore.launch_fd = -1;
     sb->disk.dev_fd = sb->disk.file_fd = -1;
     sb->disk.promised_mb = disk_mb; /* counted from here: a concurrent create sees it */
     sb->memory_mb = p->memory_mb;
@@ -581,6 +593,12 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     free(cpus);
     if (r < 0)
         goto fail_early;
+    int rfd = restore_bind(sb->id, e); /* restore: -1 when live restore is off */
+    if (rfd < -1) {
+        r = rfd;
+        goto fail_early;
+    }
+    sb->restore.launch_fd = rfd;
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
@@ -595,6 +613,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     return 0;
 
 fail_early:
+    restore_forget(sb->id);
     for (int i = 0; i < 100 && cgroup_destroy(sb->id, NULL) == -EBUSY; i++)
         usleep(1000);
     rmdir(wd);
@@ -625,6 +644,7 @@ static void cleanup_stale_cgroup(const char *id, void *ud)
             break;
         usleep(2000);
     }
+    restore_forget(id); /* restore: its agent socket, kept secrets */
     char wd[4200];
     workdir_path(id, wd, sizeof wd);
     rmdir(wd);
@@ -633,6 +653,8 @@ static void cleanup_stale_cgroup(const char *id, void *ud)
 static int mark_stale_stopped(const struct sandbox_rec *r, void *ud)
 {
     (void)ud;
+    if (sandbox_find(r->id))
+        return 0; /* restore: adopted */
     fprintf(stderr, "hutchd: sandbox %s was running when hutchd stopped; removing it\n", r->id);
     cleanup_stale_cgroup(r->id, NULL);
     struct hx_err e = {0};
@@ -657,6 +679,8 @@ void sandbox_cleanup_stale(void)
         if (strncmp(de->d_name, "sbx_", 4) == 0 && !sandbox_find(de->d_name)) {
             char p[4500];
             snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            if (hx_sandbox_id_valid(de->d_name))
+                restore_forget(de->d_name);
             rmdir(p);
         }
     }
@@ -667,4 +691,96 @@ void sandbox_stop_all(void)
 {
     for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
         sandbox_stop(sb, "hutchd is shutting down");
+}
+
+/* ---- restore: adoption and release (core/restore.c decides) ------------- */
+
+static void watch_init(struct sandbox *sb)
+{
+    uv_poll_init(g_daemon.loop, &sb->pidfd_poll, sb->pidfd);
+    sb->pidfd_poll.data = sb;
+    sb->poll_init = true;
+    sb->open_handles++;
+    uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_init_exit);
+}
+
+struct sandbox *sandbox_adopt(const struct sandbox_rec *rec, uint32_t slot, int pidfd, struct hx_err *e)
+{
+    struct sandbox *sb = calloc(1, sizeof *sb);
+    if (!sb) {
+        hx_fail(e, ENOMEM, "out of memory");
+        return NULL;
+    }
+    snprintf(sb->id, sizeof sb->id, "%s", rec->id);
+    snprintf(sb->org, sizeof sb->org, "%s", rec->org);
+    sb->slot = slot;
+    g_daemon.slots[slot] = 1;
+    sb->uid_base = rec->uid_base;
+    sb->pid = rec->init_pid;
+    sb->pidfd = pidfd;
+    sb->restore.launch_fd = -1;
+    sb->disk.dev_fd = sb->disk.file_fd = -1;
+    sb->memory_mb = rec->memory_mb;
+    sb->stop_at_ms = rec->stop_at_ms;
+    sb->created_ms = rec->created_ms;
+    sb->labels = rec->labels ? json_deep_copy(rec->labels) : json_object();
+    sb->init_env = json_object();
+    sb->next_req = 1;
+    sb->state = SB_STARTING;
+    sb->restore.adopting = true;
+    sb->recorded = true;
+    g_daemon.n_claimed++;
+    uv_timer_init(g_daemon.loop, &sb->stop_timer);
+    uv_timer_init(g_daemon.loop, &sb->aux_timer);
+    sb->stop_timer.data = sb->aux_timer.data = sb;
+    sb->open_handles = 2;
+    sb->next = g_daemon.sandboxes;
+    g_daemon.sandboxes = sb;
+    g_daemon.n_sandboxes++;
+    watch_init(sb);
+    return sb;
+}
+
+void sandbox_release(struct sandbox *sb, const char *reason)
+{
+    if (sb->state >= SB_STOPPING)
+        return;
+    sb->state = SB_STOPPING;
+    expose_sandbox_stopped(sb);
+    uv_timer_stop(&sb->stop_timer);
+    uv_timer_stop(&sb->aux_timer);
+    fail_calls(sb);
+    while (sb->sessions) {
+        struct session *s = sb->sessions;
+        sb->sessions = s->next;
+        s->sb = NULL;
+        rpc_session_closed_by_sandbox(s, reason);
+    }
+    free_procs(sb);
+    if (sb->agent_open) { /* hutch-init reads EOF and waits for the next hutchd */
+        sb->agent_open = false;
+        uv_close((uv_handle_t *)&sb->agent, sandbox_on_handle_closed);
+    }
+    if (sb->poll_init) {
+        uv_poll_stop(&sb->pidfd_poll);
+        uv_close((uv_handle_t *)&sb->pidfd_poll, sandbox_on_handle_closed);
+    }
+    if (sb->pidfd >= 0)
+        close(sb->pidfd);
+    sb->pidfd = -1;
+    net_sandbox_forget(sb); /* its veth and addresses stay, for the next hutchd */
+    disk_layer_close(&sb->disk);
+    sb_storage_free(hx_steal(&sb->storage));
+    g_daemon.slots[sb->slot] = 0;
+    g_daemon.n_claimed--;
+    for (struct sandbox **pp = &g_daemon.sandboxes; *pp; pp = &(*pp)->next) {
+        if (*pp == sb) {
+            *pp = sb->next;
+            break;
+        }
+    }
+    g_daemon.n_sandboxes--;
+    printf("hutchd: %s left running for the next hutchd\n", sb->id);
+    uv_close((uv_handle_t *)&sb->stop_timer, sandbox_on_handle_closed);
+    uv_close((uv_handle_t *)&sb->aux_timer, sandbox_on_handle_closed);
 }

@@ -20,6 +20,7 @@ struct secret_set;
 struct sb_storage;
 struct proc_stats;
 struct sb_samples;
+struct sandbox_rec;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -80,6 +81,15 @@ struct pending_call {
     bool raw_data_ok;             /* a reply {"ok":{"data":"<base64>"}} may go to the client as it is */
 };
 
+/* Live restore (core/restore.c, docs/restore.md): what a sandbox needs to
+ * outlive hutchd and to be adopted by the next one. */
+struct sb_restore {
+    int launch_fd;                /* the bound agent socket for the launch, -1 */
+    uint64_t init_start;          /* PID 1's start time (clock ticks): a reused pid has another */
+    bool restorable;              /* the store (and keyring) hold what an adoption needs */
+    bool adopting;                /* taken over from a previous hutchd, waiting for its agent's hello */
+};
+
 typedef void (*sandbox_ready_cb)(struct sandbox *sb, const struct hx_err *err, void *ud);
 
 struct sandbox {
@@ -137,6 +147,7 @@ struct sandbox {
     bool views_busy;              /* views: a worker is re-binding them */
     json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
     struct sb_samples *samples;   /* dashboard: its CPU and memory samples (sbstats.c); owned, may be NULL */
+    struct sb_restore restore;    /* live restore (core/restore.c) */
 };
 
 struct daemon_ctx {
@@ -212,3 +223,11 @@ int64_t now_ms(void);
 void sandbox_on_handle_closed(uv_handle_t *h);
 void sandbox_on_ready(struct sandbox *sb, json_t *msg);
 int agent_start(struct sandbox *sb, int fd, struct hx_err *e);
+/* restore: connects to an adopted sandbox's agent socket at path; the peer
+ * must be its PID 1 (SO_PEERCRED) and say HX_HELLO first. */
+int agent_reconnect(struct sandbox *sb, const char *path, struct hx_err *e);
+/* restore: a sandbox of a previous hutchd, registered in state SB_STARTING
+ * (adopting) with its PID 1 watched through pidfd (owned from here on). */
+struct sandbox *sandbox_adopt(const struct sandbox_rec *rec, uint32_t slot, int pidfd, struct hx_err *e);
+/* restore: forgets the sandbox without stopping it (hutchd exits, it runs on). */
+void sandbox_release(struct sandbox *sb, const char *reason);

@@ -96,6 +96,13 @@ int ingress_listen(uint16_t *port, struct hx_err *e)
     return bind_listener(0, port, e);
 }
 
+int ingress_listen_at(uint16_t port, struct hx_err *e)
+{
+    if (port == 0)
+        return hx_fail(e, EINVAL, "no port");
+    return bind_listener(port, NULL, e);
+}
+
 /* ---- control channel ---- */
 
 struct fd_write {

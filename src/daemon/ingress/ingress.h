@@ -26,6 +26,9 @@ void ingress_domain(const char *name, uint16_t port, char *out, size_t cap);
 /* Port mode: a new listening socket on the ingress address (the kernel picks
  * the port). Returns the fd (O_CLOEXEC) or -errno. */
 int ingress_listen(uint16_t *port, struct hx_err *e);
+/* Live restore: a listening socket on that very port (an adopted exposure's
+ * URL stays the same). -errno (EADDRINUSE when taken meanwhile). */
+int ingress_listen_at(uint16_t port, struct hx_err *e);
 
 /* Adds or updates a route; listen_fd (port mode, else -1) is borrowed: a
  * duplicate travels to the ingress the first time. */

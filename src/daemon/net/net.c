@@ -862,6 +862,11 @@ static int net_start(bool wait_ready, struct hx_err *e)
 
 void net_fini(void)
 {
+    net_fini_keep(false);
+}
+
+void net_fini_keep(bool keep_table)
+{
     if (!g.on)
         return;
     g.on = false;
@@ -872,7 +877,8 @@ void net_fini(void)
     resolver_fini();
     if (g.proc_alive)
         uv_process_kill(&g.proc, SIGTERM);
-    nft_teardown(g.table);
+    if (!keep_table)
+        nft_teardown(g.table);
     for (int i = 0; i < 6; i++) {
         if (g.fds[i] >= 0)
             close(g.fds[i]);
@@ -963,6 +969,70 @@ out:
     if (r < 0)
         hx_wrap(e, "sandbox %s network", sb->id);
     return r;
+}
+
+int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e)
+{
+    if (disabled && !(sb->allow_net && json_is_array(sb->allow_net) && json_array_size(sb->allow_net) > 0))
+        return 0;
+    json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
+    if (allow && json_array_size(allow) == 0)
+        return 0; /* loopback only: it never had a veth */
+    if (!g.on && net_start(false, e) < 0)
+        return hx_wrap(e, "sandbox networking is not available");
+    struct net_sb *n = calloc(1, sizeof *n);
+    if (!n)
+        return hx_fail(e, ENOMEM, "out of memory");
+    n->allow = allow ? json_incref(allow) : NULL;
+    n->audit = json_array();
+    n->dests = json_object();
+    hx_tb_init(&n->log_tb, LOG_BURST, LOG_PER_SEC);
+    snprintf(n->ifname, sizeof n->ifname, "hxs%u", sb->slot);
+    slot_addrs(sb->slot, n);
+    snprintf(n->id, sizeof n->id, "%s", sb->id);
+    n->next = g_attached;
+    g_attached = n;
+    sb->net = n;
+    /* The veth lives on in our namespace (its peer is in the sandbox's, which
+     * the sandbox cannot change); its addresses are put back if missing. */
+    int r, idx, nl = nl_open(-1, e);
+    if (nl < 0)
+        return nl;
+    if ((r = idx = nl_link_index(nl, n->ifname, e)) >= 0) {
+        struct hx_err ae = {0};
+        if ((r = nl_addr_add(nl, idx, AF_INET, n->host4, 30, &ae)) == -EEXIST)
+            r = 0;
+        if (r == 0 && (r = nl_addr_add(nl, idx, AF_INET6, n->host6, 64, &ae)) == -EEXIST)
+            r = 0;
+        if (r == 0)
+            r = nl_link_up(nl, idx, &ae);
+        if (r < 0)
+            *e = ae;
+    }
+    close(nl);
+    if (r < 0)
+        return hx_wrap(e, "sandbox %s network", sb->id);
+    /* no send_config(): the veth and its addresses were there when the
+     * proxy started, so its list of our own addresses has them already */
+    send_policy(sb);
+    return 0;
+}
+
+void net_sandbox_forget(struct sandbox *sb)
+{
+    struct net_sb *n = sb->net;
+    if (!n)
+        return;
+    for (struct net_sb **pp = &g_attached; *pp; pp = &(*pp)->next)
+        if (*pp == n) {
+            *pp = n->next;
+            break;
+        }
+    sb->net = NULL;
+    json_decref(n->allow);
+    json_decref(n->audit);
+    json_decref(n->dests);
+    free(n);
 }
 
 void net_sandbox_detach(struct sandbox *sb)

@@ -3,6 +3,7 @@
  * per-sandbox network report. docs/network.md has the design. */
 #pragma once
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include "lib/err.h"
 
@@ -22,11 +23,21 @@ int net_allow_validate(json_t *allow_net, struct hx_err *e);
  * the proxy. *setup_net gets the object for the HX_SETUP "net" member (NULL
  * when allowNet is [] : then the sandbox has loopback only). */
 int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e);
+/* Live restore: takes over the veth a previous hutchd made for the sandbox
+ * (same slot, same addresses) and hands its policy to the proxy. */
+int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e);
 /* Replaces the policy of an attached sandbox (a pooled one handed over). */
 int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err *e);
 /* At teardown: forgets the policy, removes the veth (if the namespace has not
  * taken it already) and frees the audit log. Idempotent. */
 void net_sandbox_detach(struct sandbox *sb);
+
+/* Live restore: forgets the sandbox's network state in memory only (its
+ * veth, addresses and policy stay for the next hutchd). */
+void net_sandbox_forget(struct sandbox *sb);
+/* At exit: stops the proxy; the nftables table stays when keep_table (sandboxes
+ * left running keep their firewall while no hutchd runs). */
+void net_fini_keep(bool keep_table);
 
 /* What hutch-proxy reported for all sandboxes since hutchd started (metrics). */
 struct net_counts {

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "proxy/policy.h"
 #include "proxy/subst.h"
 
@@ -168,4 +170,101 @@ int secrets_has(const struct secret_set *s, const char *name)
         if (strcmp(s->s[i].name, name) == 0)
             return 1;
     return 0;
+}
+
+/* ---- live restore: values kept in the kernel's keyring ----------------
+ * A sandbox that outlives hutchd keeps its secrets in a "user" key on root's
+ * user keyring (kernel memory: never a file, never the database), readable
+ * by root only; the next hutchd reads them back once and then removes the
+ * key when the sandbox stops. */
+#define KEY_SPEC_USER_KEYRING (-4)
+#define KEYCTL_SETPERM 5
+#define KEYCTL_SEARCH 10
+#define KEYCTL_READ 11
+#define KEYCTL_INVALIDATE 21
+#define KEY_POS_ALL 0x3f000000u
+#define KEY_USR_ALL 0x003f0000u
+#define KEY_PAYLOAD_MAX 32767 /* the "user" key type's limit */
+
+static long key_search(const char *desc)
+{
+    return syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "user", desc, 0);
+}
+
+int secrets_keep(const struct secret_set *s, const char *desc, struct hx_err *e)
+{
+    json_t *a = secrets_for_proxy(s);
+    char *t = json_dumps(a, JSON_COMPACT);
+    secrets_scrub_json(a);
+    json_decref(a);
+    if (!t)
+        return hx_fail(e, ENOMEM, "out of memory");
+    size_t n = strlen(t);
+    long id = n <= KEY_PAYLOAD_MAX ? syscall(SYS_add_key, "user", desc, t, n, KEY_SPEC_USER_KEYRING) : -1;
+    int err = n <= KEY_PAYLOAD_MAX ? errno : E2BIG;
+    explicit_bzero(t, n);
+    free(t);
+    if (id < 0)
+        return hx_fail(e, err, "keep secrets in the kernel keyring: %s", strerror(err));
+    /* root (any session keyring: systemd gives services a private one) may read it, nobody else */
+    if (syscall(SYS_keyctl, KEYCTL_SETPERM, id, KEY_POS_ALL | KEY_USR_ALL) < 0) {
+        err = errno;
+        syscall(SYS_keyctl, KEYCTL_INVALIDATE, id);
+        return hx_fail(e, err, "keyring permissions: %s", strerror(err));
+    }
+    return 0;
+}
+
+void secrets_forget(const char *desc)
+{
+    long id = key_search(desc);
+    if (id >= 0)
+        syscall(SYS_keyctl, KEYCTL_INVALIDATE, id);
+}
+
+int secrets_recall(const char *desc, struct secret_set **out, struct hx_err *e)
+{
+    *out = NULL;
+    long id = key_search(desc);
+    if (id < 0)
+        return hx_fail(e, ENOENT, "no secrets kept for %s", desc);
+    char *buf = malloc(KEY_PAYLOAD_MAX + 1);
+    if (!buf)
+        return hx_fail(e, ENOMEM, "out of memory");
+    long n = syscall(SYS_keyctl, KEYCTL_READ, id, buf, KEY_PAYLOAD_MAX);
+    if (n < 0 || n > KEY_PAYLOAD_MAX) {
+        int err = n < 0 ? errno : E2BIG;
+        free(buf);
+        return hx_fail(e, err, "read kept secrets: %s", strerror(err));
+    }
+    json_t *a = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    explicit_bzero(buf, (size_t)n);
+    free(buf);
+    /* Back into the SDK's shape, then through the same checks as a create. */
+    json_t *conf = json_object();
+    size_t i;
+    json_t *x;
+    json_array_foreach(a, i, x) {
+        const char *name = json_string_value(json_object_get(x, "name"));
+        if (name)
+            json_object_set(conf, name, x);
+    }
+    int r = json_is_array(a) && json_object_size(conf) == json_array_size(a) ? secrets_parse(conf, NULL, out, e)
+                                                                              : hx_fail(e, EINVAL, "kept secrets are malformed");
+    /* the placeholders the sandbox has are the kept ones, not fresh draws */
+    for (size_t k = 0; r == 0 && *out && k < (*out)->n; k++) {
+        struct secret *s = &(*out)->s[k];
+        json_t *ph = json_object_get(json_object_get(conf, s->name), "placeholder");
+        if (!json_is_string(ph) || json_string_length(ph) != s->len) {
+            secrets_free(*out);
+            *out = NULL;
+            r = hx_fail(e, EINVAL, "kept secrets are malformed");
+            break;
+        }
+        memcpy(s->placeholder, json_string_value(ph), s->len + 1);
+    }
+    secrets_scrub_json(a);
+    json_decref(conf);
+    json_decref(a);
+    return r;
 }

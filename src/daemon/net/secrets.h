@@ -33,3 +33,10 @@ json_t *secrets_for_proxy(const struct secret_set *s);
 void secrets_scrub_json(json_t *v);
 /* True if name is one of the set's secret names. */
 int secrets_has(const struct secret_set *s, const char *name);
+
+/* Live restore (docs/restore.md): the set kept in the kernel keyring under
+ * desc (root's user keyring, root-only), read back by the next hutchd, and
+ * forgotten when the sandbox stops. */
+int secrets_keep(const struct secret_set *s, const char *desc, struct hx_err *e);
+int secrets_recall(const char *desc, struct secret_set **out, struct hx_err *e);
+void secrets_forget(const char *desc);

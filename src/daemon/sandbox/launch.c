@@ -123,7 +123,7 @@ static int make_userns(const struct launch_spec *s, struct hx_err *e)
 
 /* Runs in the clone3 child (a copy of a possibly multi-threaded daemon):
  * async-signal-safe calls only, never returns. */
-static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull)
+static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore)
 {
     /* Move everything above the target numbers first so dup2 cannot
      * clobber a source that happens to be 3, 4 or 5. */
@@ -131,14 +131,17 @@ static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull)
     int u = fcntl(userns, F_DUPFD_CLOEXEC, 10);
     int m = fcntl(memfd, F_DUPFD_CLOEXEC, 10);
     int n = fcntl(devnull, F_DUPFD_CLOEXEC, 10);
-    if (s < 0 || u < 0 || m < 0 || n < 0)
+    int rs = restore >= 0 ? fcntl(restore, F_DUPFD_CLOEXEC, 10) : -1;
+    if (s < 0 || u < 0 || m < 0 || n < 0 || (restore >= 0 && rs < 0))
         _exit(126);
     /* stdio is /dev/null: PID 1 reports through HX_LOG, never onto a
      * daemon terminal a compromised agent could inject into. */
     if (dup2(n, 0) < 0 || dup2(n, 1) < 0 || dup2(n, 2) < 0 || dup2(s, 3) < 0 || dup2(u, 4) < 0 ||
         dup3(m, 5, O_CLOEXEC) < 0)
         _exit(126);
-    if (close_range(6, ~0U, 0) < 0)
+    if (rs >= 0 && dup2(rs, 6) < 0) /* kept across exec; hutch-init sets CLOEXEC itself */
+        _exit(126);
+    if (close_range(rs >= 0 ? 7 : 6, ~0U, 0) < 0)
         _exit(126);
 
     sigset_t all;
@@ -182,7 +185,7 @@ int sandbox_launch(const struct launch_spec *s, int *agent_fd, pid_t *pid, int *
     if (child < 0)
         return hx_fail(e, errno, "sandbox %s: clone3: %m", s->id ? s->id : "?");
     if (child == 0)
-        exec_init(theirs, userns, s->init_memfd, devnull);
+        exec_init(theirs, userns, s->init_memfd, devnull, s->restore_fd);
 
     *agent_fd = hx_steal_fd(&ours);
     *pid = child;

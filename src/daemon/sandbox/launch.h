@@ -10,6 +10,7 @@ struct launch_spec {
     uint32_t uid_base;     /* first host uid/gid of the sandbox's range (maps to 0 inside) */
     uint32_t uid_count;    /* size of the range (65536) */
     int init_memfd;        /* from sandbox_init_memfd(), shared by every launch */
+    int restore_fd;        /* live restore: a bound unix socket, fd 6 of hutch-init (it listens); -1 = none */
 };
 
 /* Copies the hutch-init binary into a sealed, executable memfd (once, at

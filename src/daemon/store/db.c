@@ -82,6 +82,10 @@ static const char *const migrations[] = {
     "  detail TEXT NOT NULL DEFAULT ''"
     ") STRICT;"
     "CREATE INDEX audit_by_org ON audit (org, at_ms);",
+    /* 4: live restore (docs/restore.md): what the next hutchd needs to adopt
+     * a sandbox, written when a user gets it */
+    "ALTER TABLE sandboxes ADD COLUMN init_start INTEGER NOT NULL DEFAULT 0;" /* PID 1's start time, clock ticks */
+    "ALTER TABLE sandboxes ADD COLUMN restore TEXT;",                         /* JSON object; NULL = not adoptable */
 };
 
 int db_fail(struct store *s, int rc, const char *what, struct hx_err *e)

@@ -102,6 +102,52 @@ int store_sandbox_set_stopped(struct store *s, const char *id, int64_t stopped_m
                          "WHERE id = ?2", id, stopped_ms, "mark sandbox stopped", e);
 }
 
+int store_sandbox_set_restore(struct store *s, const char *id, uint64_t init_start, json_t *restore,
+                              struct hx_err *e)
+{
+    autofree char *text = restore ? json_dumps(restore, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (restore && !text)
+        return hx_fail(e, ENOMEM, "out of memory");
+    autostmt sqlite3_stmt *st = NULL;
+    int r = db_prepare(s, "UPDATE sandboxes SET init_start = ?1, restore = ?3 WHERE id = ?2", &st, e);
+    if (r < 0 || (r = db_bind_text(s, st, 2, id, e)) < 0)
+        return r;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)init_start);
+    if (text && (r = db_bind_text(s, st, 3, text, e)) < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(s, rc, "record sandbox restore state", e);
+    if (sqlite3_changes(s->db) == 0)
+        return hx_fail(e, ENOENT, "no sandbox %s", hx_sandbox_id_valid(id) ? id : "(invalid id)");
+    return 0;
+}
+
+int store_sandbox_get_restore(struct store *s, const char *id, uint64_t *init_start, json_t **restore,
+                              struct hx_err *e)
+{
+    *init_start = 0;
+    *restore = NULL;
+    autostmt sqlite3_stmt *st = NULL;
+    int r = db_prepare(s, "SELECT init_start, restore FROM sandboxes WHERE id = ?1", &st, e);
+    if (r < 0 || (r = db_bind_text(s, st, 1, id, e)) < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return hx_fail(e, ENOENT, "no sandbox %s", hx_sandbox_id_valid(id) ? id : "(invalid id)");
+    if (rc != SQLITE_ROW)
+        return db_fail(s, rc, "read sandbox restore state", e);
+    *init_start = (uint64_t)sqlite3_column_int64(st, 0);
+    const char *t = (const char *)sqlite3_column_text(st, 1);
+    json_t *v = t ? json_loads(t, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (v && !json_is_object(v)) {
+        json_decref(v);
+        v = NULL;
+    }
+    *restore = v;
+    return 0;
+}
+
 int store_sandbox_set_stop_at(struct store *s, const char *id, int64_t stop_at_ms, struct hx_err *e)
 {
     return update_one(s, "UPDATE sandboxes SET stop_at_ms = ?1 WHERE id = ?2", id, stop_at_ms,

@@ -59,6 +59,14 @@ int store_sandbox_insert(struct store *s, const struct sandbox_rec *r, struct hx
 int store_sandbox_set_stopped(struct store *s, const char *id, int64_t stopped_ms, struct hx_err *e);
 /* -ENOENT. */
 int store_sandbox_set_stop_at(struct store *s, const char *id, int64_t stop_at_ms, struct hx_err *e);
+/* Live restore: PID 1's start time (clock ticks after boot, /proc/PID/stat
+ * field 22: a reused pid has another) and a JSON object of what adoption
+ * needs (borrowed; NULL = not adoptable). -ENOENT. */
+int store_sandbox_set_restore(struct store *s, const char *id, uint64_t init_start, json_t *restore,
+                              struct hx_err *e);
+/* *restore: new reference, NULL when none (or not an object). -ENOENT. */
+int store_sandbox_get_restore(struct store *s, const char *id, uint64_t *init_start, json_t **restore,
+                              struct hx_err *e);
 /* -ENOENT. Call sandbox_rec_clear(out) afterwards (also safe on failure). */
 int store_sandbox_get(struct store *s, const char *id, struct sandbox_rec *out, struct hx_err *e);
 /* New array in the SDK's shape: [{id, createdAt, stoppedAt (ISO|null),
