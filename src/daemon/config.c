@@ -61,7 +61,10 @@ static const char usage[] =
     "  --ingress-cert FILE, --ingress-key FILE  certificate chain and key for *.BASE (PEM) [minted from\n"
     "                        the ingress CA in STATE/ingress-ca]\n"
     "  --ingress-head-timeout MS      a request head must arrive within [15000]\n"
-    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n";
+    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n"
+    "  --app-build-timeout S   an app's install and build commands may take this long [600]\n"
+    "  --app-idle S            an app with no requests this long stops its sandboxes (0: never) [900]\n"
+    "  --app-volume-size MIB   a revision's files and build output may take this much [512]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -125,6 +128,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->ingress_port = 443;
     cfg->ingress_head_timeout_ms = 15000;
     cfg->ingress_upstream_timeout_ms = 60000;
+    cfg->app_build_timeout_s = 600;  /* apps (docs/apps.md) */
+    cfg->app_idle_s = 900;
+    cfg->app_volume_mb = 512;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -155,7 +161,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_IGCERT,
            O_IGKEY,
            O_IGHEADTO,
-           O_IGUPTO,
+           O_IGUPTO, O_APPBUILDTO, O_APPIDLE, O_APPVOL,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -191,6 +197,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"ingress-key", required_argument, 0, O_IGKEY},
         {"ingress-head-timeout", required_argument, 0, O_IGHEADTO},
         {"ingress-upstream-timeout", required_argument, 0, O_IGUPTO},
+        {"app-build-timeout", required_argument, 0, O_APPBUILDTO},
+        {"app-idle", required_argument, 0, O_APPIDLE},
+        {"app-volume-size", required_argument, 0, O_APPVOL},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -308,6 +317,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_IGKEY: cfg->ingress_key = optarg; break;
         case O_IGHEADTO: if ((r = parse_u32(optarg, &cfg->ingress_head_timeout_ms, "--ingress-head-timeout", e)) < 0) return r; break;
         case O_IGUPTO: if ((r = parse_u32(optarg, &cfg->ingress_upstream_timeout_ms, "--ingress-upstream-timeout", e)) < 0) return r; break;
+        case O_APPBUILDTO: if ((r = parse_u32(optarg, &cfg->app_build_timeout_s, "--app-build-timeout", e)) < 0) return r; break;
+        case O_APPIDLE: if ((r = parse_u32(optarg, &cfg->app_idle_s, "--app-idle", e)) < 0) return r; break;
+        case O_APPVOL:
+            if ((r = parse_u32(optarg, &cfg->app_volume_mb, "--app-volume-size", e)) < 0) return r;
+            if (cfg->app_volume_mb < 32) return hx_fail(e, EINVAL, "--app-volume-size: at least 32 (MiB)");
+            break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

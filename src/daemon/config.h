@@ -54,6 +54,10 @@ struct config {
     int ingress_port;          /* host mode's port [443] */
     const char *ingress_cert, *ingress_key; /* the operator's certificate (chain) and key, PEM */
     uint32_t ingress_head_timeout_ms, ingress_upstream_timeout_ms;
+    /* apps (docs/apps.md) */
+    uint32_t app_build_timeout_s; /* install + build time limit [600] */
+    uint32_t app_idle_s;       /* no requests this long: the app's sandboxes stop (0 = never) [900] */
+    uint32_t app_volume_mb;    /* a revision's image [512] */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */
