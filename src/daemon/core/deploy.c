@@ -1234,6 +1234,10 @@ static struct instance *inst_new(const char *org, json_t *app, json_t *rev, cons
     }
     uint64_t cap = (uint64_t)json_integer_value(json_object_get(rev, "_capacity"));
     char vol[32];
+    /* after a restart the pool opens at the first wake (it exists: the snapshot is in it) */
+    if (!storage_pool_is_open() &&
+        storage_pool_open(g_daemon.cfg->state_dir, g_daemon.cfg->storage_size, false, e) < 0)
+        return NULL;
     if (vol_id_new("vol", NULL, g_daemon.cfg->node, vol) < 0 || pool_budget(cap, e) < 0 ||
         image_record(org, vol, "volume", cap, snap, e) < 0)
         return NULL;
@@ -1696,19 +1700,92 @@ void deploy_app_deleted(json_t *app)
 
 /* ---- start and stop ------------------------------------------------------- */
 
-static void restore_routes(const char *org)
+/* A previous hutchd's apps: production and preview routes come back at
+ * their stored names (their sandboxes start at the first request); builds
+ * it left unfinished failed; its build and instance images go. */
+static void restore_app(const char *org, json_t *app, void *ud)
 {
-    (void)org;
+    (void)ud;
+    const char *prod = json_string_value(json_object_get(app, "_production"));
+    const char *name = json_string_value(json_object_get(app, "_route"));
+    if (!prod || !name)
+        return;
+    struct hx_err e = {0};
+    char key[48], nm[27];
+    snprintf(key, sizeof key, "p:%s", json_string_value(json_object_get(app, "id")));
+    snprintf(nm, sizeof nm, "%s", name);
+    if (!route_set(key, org, json_string_value(json_object_get(app, "id")), json_string_value(json_object_get(app, "slug")),
+                   prod, nm, &e))
+        fprintf(stderr, "hutchd: apps: %s: route: %s\n", json_string_value(json_object_get(app, "slug")), e.msg);
+}
+
+static void restore_revision(const char *org, json_t *rev, void *ud)
+{
+    (void)ud;
+    const char *status = json_string_value(json_object_get(rev, "status"));
+    const char *id = json_string_value(json_object_get(rev, "id"));
+    const char *app_id = json_string_value(json_object_get(rev, "_app"));
+    struct hx_err e = {0};
+    if (!status || !id || !app_id)
+        return;
+    if (strcmp(status, "queued") == 0 || strcmp(status, "building") == 0) {
+        char now[32];
+        iso_now(now);
+        json_object_set_new(rev, "status", json_string("failed"));
+        json_object_set_new(rev, "failure_reason", json_string("error"));
+        json_object_set_new(rev, "_failure_message", json_string("hutchd restarted during the build"));
+        json_object_set_new(rev, "build_finished_at", json_string(now));
+        json_t *logs = json_object_get(rev, "_build_logs");
+        if (!json_is_array(logs))
+            json_object_set_new(rev, "_build_logs", logs = json_array());
+        json_array_append_new(logs, json_pack("{s:s, s:s, s:s, s:s}", "timestamp", now, "level", "error", "message",
+                                              "hutchd restarted during the build", "step", "preparing"));
+        store_obj_put(g_daemon.store, "revision", id, org, NULL, app_id, rev, &e);
+        const char *snap = json_string_value(json_object_get(rev, "_snapshot"));
+        if (snap)
+            image_drop_later(snap);
+        return;
+    }
+    const char *name = json_string_value(json_object_get(rev, "_route"));
+    if (strcmp(status, "succeeded") == 0 && name && json_is_true(json_object_get(rev, "_preview"))) {
+        char key[48], nm[27];
+        snprintf(key, sizeof key, "r:%s", id);
+        snprintf(nm, sizeof nm, "%s", name);
+        json_t *app = load_app(org, app_id);
+        if (app && !route_set(key, org, app_id, json_string_value(json_object_get(app, "slug")), id, nm, &e))
+            fprintf(stderr, "hutchd: apps: %s: route: %s\n", id, e.msg);
+        json_decref(app);
+    }
 }
 
 void deploy_init(void)
 {
+    struct hx_err e = {0};
+    struct config *cfg = g_daemon.cfg;
+    char stage[4300];
+    snprintf(stage, sizeof stage, "%s/apps/stage", cfg->state_dir);
+    app_stage_remove(stage);
+    json_t *vols = NULL;
+    if (store_app_volumes(g_daemon.store, &vols, &e) == 0 && json_array_size(vols) &&
+        storage_pool_open(cfg->state_dir, cfg->storage_size, false, &e) == 0) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(vols, i, v) image_drop_later(json_string_value(v));
+    }
+    json_decref(vols);
     expose_app_set_connect(on_app_connect);
-    restore_routes(NULL);
+    if (store_obj_each(g_daemon.store, "revision", restore_revision, NULL, &e) < 0 ||
+        store_obj_each(g_daemon.store, "app", restore_app, NULL, &e) < 0)
+        fprintf(stderr, "hutchd: apps: %s\n", e.msg);
 }
 
 void deploy_fini(void)
 {
+    for (struct job *j = jobs, *nx; j; j = nx) {
+        nx = j->next;
+        if (j->phase != P_DONE)
+            job_finish(j, "error", "hutchd stopped during the build");
+    }
     for (struct instance *in = instances, *nx; in; in = nx) {
         nx = in->next;
         inst_stop(in, "hutchd stops");

@@ -192,3 +192,48 @@ int store_log_delete_app(struct store *s, const char *app_id, struct hx_err *e)
     int rc = sqlite3_step(st);
     return rc == SQLITE_DONE ? 0 : db_fail(s, rc, "delete logs", e);
 }
+
+int store_obj_each(struct store *s, const char *kind, void (*cb)(const char *org, json_t *doc, void *ud), void *ud,
+                   struct hx_err *e)
+{
+    autostmt sqlite3_stmt *st = NULL;
+    int r = db_prepare(s, "SELECT org, doc FROM app_objects WHERE kind = ?1 ORDER BY rowid", &st, e);
+    if (r < 0 || (r = db_bind_text(s, st, 1, kind, e)) < 0)
+        return r;
+    json_t *all = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *d = doc_of(st, 1);
+        if (d)
+            json_array_append_new(all, json_pack("{s:s, s:o}", "org", (const char *)sqlite3_column_text(st, 0), "doc", d));
+    }
+    if (rc != SQLITE_DONE) {
+        json_decref(all);
+        return db_fail(s, rc, "walk app objects", e);
+    }
+    /* read first, then call: cb may write */
+    size_t i;
+    json_t *x;
+    json_array_foreach(all, i, x) cb(json_string_value(json_object_get(x, "org")), json_object_get(x, "doc"), ud);
+    json_decref(all);
+    return 0;
+}
+
+int store_app_volumes(struct store *s, json_t **out, struct hx_err *e)
+{
+    autostmt sqlite3_stmt *st = NULL;
+    *out = NULL;
+    int r = db_prepare(s, "SELECT id FROM storage WHERE kind = 'volume' AND org LIKE 'apps:%'", &st, e);
+    if (r < 0)
+        return r;
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, json_string((const char *)sqlite3_column_text(st, 0)));
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return db_fail(s, rc, "list app volumes", e);
+    }
+    *out = arr;
+    return 0;
+}

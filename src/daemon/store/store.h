@@ -175,6 +175,12 @@ int store_obj_get(struct store *s, const char *kind, const char *org, const char
 int store_obj_list(struct store *s, const char *kind, const char *org, const char *parent, int64_t after_seq,
                    unsigned limit, json_t **out, int64_t *next_seq, struct hx_err *e);
 int store_obj_delete(struct store *s, const char *id, struct hx_err *e);
+/* Every doc of kind in every org (at start-up): cb(org, doc, ud), doc borrowed. */
+int store_obj_each(struct store *s, const char *kind, void (*cb)(const char *org, json_t *doc, void *ud), void *ud,
+                   struct hx_err *e);
+/* Ids of the volumes apps' code made (org "apps:..."): build and instance
+ * images, none of which outlives a hutchd. A new array of strings. */
+int store_app_volumes(struct store *s, json_t **out, struct hx_err *e);
 
 /* Runtime logs: one row per line; at most keep rows per app are kept (the
  * oldest go). */
