@@ -993,6 +993,7 @@ static void inst_ready(struct instance *in)
 {
     in->state = I_READY;
     in->up_ms = now_ms();
+    in->last_req_ms = in->up_ms; /* idle counts from when it could first answer (a wake-up may take seconds) */
     struct sandbox *sb = sandbox_find(in->sb_id);
     for (unsigned i = 0; i < in->n_reqs; i++)
         expose_dial(sb, in->port, in->reqs[i]);
