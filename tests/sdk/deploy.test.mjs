@@ -216,3 +216,44 @@ test("apps.deploy with assets: served; an asset map with .. or an absolute path 
     await client.apps.delete(s);
   }
 });
+
+test("sandbox.deploy(): layer and app vars by context reach the build and the app; revisions.cancel ends a build", { timeout: 600000 }, async () => {
+  requireEnv();
+  const ca = await ingressCa();
+  const client = new Client();
+  const layer = await client.layers.create({
+    slug: slug("ctx"),
+    env_vars: [{ key: "GREETING", value: "from-layer" }, { key: "BUILDONLY", value: "b-val", contexts: ["build"] }],
+  });
+  const s = slug("ctxapp");
+  await client.apps.create({ slug: s, layers: [layer.id], env_vars: [{ key: "PRODVAR", value: "p-val", contexts: ["production"] }] });
+  try {
+    await withSandbox({}, async (sb) => {
+      await sb.fs.writeTextFile("/home/app/main.ts", `export default { fetch() {
+        const e = (k) => Deno.env.get(k) ?? null;
+        return new Response(JSON.stringify({ GREETING: e("GREETING"), BUILDONLY: e("BUILDONLY"), PRODVAR: e("PRODVAR"),
+          built: Deno.readTextFileSync("built.txt").trim() }));
+      } };\n`);
+      const build = await sb.deploy(s, { build: { mode: "local", entrypoint: "main.ts", installCommand: 'echo "$BUILDONLY" > built.txt' } });
+      const rev = await build.done;
+      assert.equal(rev.status, "succeeded", JSON.stringify(rev));
+      const r = nodeFetch(ca, `https://${rev.timelines[0].domains[0].domain}/`);
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.deepEqual(JSON.parse(r.body), { GREETING: "from-layer", BUILDONLY: null, PRODVAR: "p-val", built: "b-val" });
+
+      const slow = await sb.deploy(s, { build: { mode: "local", entrypoint: "main.ts", installCommand: "sleep 300" } });
+      await new Promise((res) => setTimeout(res, 1500));
+      const c = await client.revisions.cancel(slow.id);
+      assert.equal(c.id, slow.id);
+      assert.ok(c.cancellation_requested_at);
+      const done = await slow.done;
+      assert.equal(done.status, "failed");
+      assert.equal(done.failure_reason, "cancelled");
+      // production is still the first revision
+      assert.equal(JSON.parse(nodeFetch(ca, `https://${rev.timelines[0].domains[0].domain}/`).body).built, "b-val");
+    });
+  } finally {
+    await client.apps.delete(s);
+    await client.layers.delete(layer.id);
+  }
+});

@@ -34,6 +34,7 @@
 #define PENDING_MAX 64                /* requests waiting for a waking instance */
 #define DROP_TRIES 120                /* removing an image waits this many times 250 ms for its loop device */
 #define SERVE_PORT 8000
+#define BUILDS_MAX 8                  /* builds in progress at once, all organizations */
 
 /* ---- build jobs ---------------------------------------------------- */
 
@@ -1433,6 +1434,11 @@ static void deploy_serve(struct job *j)
 
 int deploy_start(json_t *app, json_t *rev, struct sandbox *src, const char *path, json_t *assets, struct hx_err *e)
 {
+    unsigned active = 0;
+    for (struct job *k = jobs; k; k = k->next)
+        active += k->phase != P_DONE;
+    if (active >= BUILDS_MAX) /* each is a sandbox and an image: a flood of deploys waits its turn at the client */
+        return hx_fail(e, EAGAIN, "%u builds are running, the most this node runs at once; try again later", active);
     struct job *j = calloc(1, sizeof *j);
     if (!j)
         return hx_fail(e, ENOMEM, "out of memory");

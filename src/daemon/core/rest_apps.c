@@ -504,7 +504,10 @@ static void respond_deploy_started(struct http_conn *c, json_t *app, json_t *rev
                       json_string_value(json_object_get(app, "id")), rev, &e) < 0)
         return http_respond_error(c, 500, "INTERNAL", "%s", e.msg);
     if (deploy_start(app, rev, src, path, assets, &e) < 0) {
-        store_obj_delete(g_daemon.store, json_string_value(json_object_get(rev, "id")), &e);
+        struct hx_err de = {0};
+        store_obj_delete(g_daemon.store, json_string_value(json_object_get(rev, "id")), &de);
+        if (e.code == EAGAIN)
+            return http_respond_error(c, 429, "TOO_MANY_BUILDS", "%s", e.msg);
         return http_respond_error(c, 500, "DEPLOY_FAILED", "%s", e.msg);
     }
     if (sdk_sandbox)
