@@ -7,6 +7,7 @@ next request wakes it, and the refusals (slugs, asset paths). Each failure
 ends with a clear status and message; a positive control shows the same
 path works with good input."""
 import json
+import subprocess
 import time
 
 import pytest
@@ -91,6 +92,10 @@ def test_a_good_deploy_is_served_then_an_idle_app_scales_to_zero_and_a_request_w
     assert events[-1]["deploying"]["status"] == "succeeded"
     url = domain(d, rev["id"])
     assert ingress.get(url, "/a")[0:3:2] == (200, b"ok /a")
+    # curl, trusting the ingress CA as a user would
+    c = subprocess.run(["curl", "-sS", "--max-time", "30", "--cacert", ingress.ca_file, url + "/curl"],
+                       capture_output=True, text=True, timeout=60)
+    assert (c.returncode, c.stdout) == (0, "ok /curl"), c.stderr
     running = lambda: [s for s in d.list_sandboxes(labels={"hutch.revision": rev["id"]}) if s["status"] == "running"]
     assert len(running()) == 1
     # no requests for --app-idle (3 s): its sandbox stops
@@ -227,7 +232,7 @@ def test_after_a_restart_production_is_served_again_and_an_unfinished_build_fail
     ing = Ingress(h)
     app = new_app(h)
     rev, _ = wait_done(h, deploy(h, app, {"main.ts": GOOD})["id"])
-    assert rev["status"] == "succeeded", rev
+    assert rev["status"] == "succeeded", (rev, build_logs(h, rev["id"]), h.log_tail(30))
     before = domain(h, rev["id"])
     assert ing.get(before, "/before")[0:3:2] == (200, b"ok /before")
     slow = deploy(h, app, {"main.ts": GOOD}, rt("sleep 600"))["id"]

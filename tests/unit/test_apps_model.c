@@ -155,6 +155,22 @@ static void test_configs(void **state)
     }
 }
 
+static void test_iso8601(void **state)
+{
+    (void)state;
+    assert_int_equal(app_parse_iso8601_ms("1970-01-01T00:00:00Z"), 0);
+    assert_int_equal(app_parse_iso8601_ms("1970-01-01T00:00:01.5Z"), 1500);
+    assert_int_equal(app_parse_iso8601_ms("1970-01-02"), 86400000);
+    assert_int_equal(app_parse_iso8601_ms("1970-01-01T01:00:00+01:00"), 0);
+    assert_int_equal(app_parse_iso8601_ms("2026-12-07T13:14:44.816Z"), 1796649284816LL);
+    const char *bad[] = {"", "2026", "2026-1-01", "2026- 1- 1", "2026-+1-01", "2026-13-01", "1969-12-31",
+                         "2026-01-01T25:00:00Z", "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00Zjunk",
+                         "2026-01-01T00:00:00+1:00", "2026-01-01T0:00:00Z", "x026-01-01"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(app_parse_iso8601_ms(bad[i]), -1);
+    assert_int_equal(app_parse_iso8601_ms(NULL), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -163,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_env_updates_and_secrets),
         cmocka_unit_test(test_merge_order_and_contexts),
         cmocka_unit_test(test_configs),
+        cmocka_unit_test(test_iso8601),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

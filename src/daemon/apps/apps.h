@@ -60,6 +60,10 @@ int app_assets_check(json_t *assets, size_t *total_bytes, struct hx_err *e);
  * APP_LAYERS_MAX strings. */
 int app_layer_refs_check(json_t *refs, struct hx_err *e);
 
+/* ISO 8601 "YYYY-MM-DD[THH:MM:SS[.fff]][Z|+HH:MM|-HH:MM]" (years 1970..9999)
+ * as ms since the epoch; -1 when malformed. */
+int64_t app_parse_iso8601_ms(const char *s);
+
 /* The merge (docs/apps.md): start empty; for each of the app's layers in
  * order, its included layers first (depth first, in order), then its own
  * vars; then the app's vars; then the revision's vars (every context).

@@ -1,6 +1,8 @@
 /* The pure part of apps (apps.h): validation, ids, env vars and the merge. */
 #include "daemon/apps/apps.h"
+#include <ctype.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 #include "daemon/storage/names.h"
 #include "lib/b64.h"
@@ -404,4 +406,59 @@ json_t *app_env_merge(json_t *app, json_t *revision_vars, const char *context,
             json_object_set(out, key, val);
     }
     return out;
+}
+
+/* Digits at s[0..n): their value, or -1 (no signs, no blanks: sscanf's %d would take both). */
+static int digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+int64_t app_parse_iso8601_ms(const char *s)
+{
+    if (!s || strnlen(s, 64) < 10 || s[4] != '-' || s[7] != '-')
+        return -1;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2), h = 0, mi = 0, sec = 0;
+    const char *p = s + 10;
+    int64_t ms = 0;
+    if (*p == 'T' || *p == ' ') {
+        if (strnlen(p, 9) < 9 || p[3] != ':' || p[6] != ':')
+            return -1;
+        h = digits(p + 1, 2), mi = digits(p + 4, 2), sec = digits(p + 7, 2);
+        p += 9;
+        if (*p == '.') {
+            int nd = 0;
+            for (p++; isdigit((unsigned char)*p) && nd < 9; p++, nd++)
+                if (nd < 3)
+                    ms = ms * 10 + (*p - '0');
+            if (nd == 0)
+                return -1;
+            for (; nd < 3; nd++)
+                ms *= 10;
+        }
+    }
+    int off = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        if (strnlen(p, 6) < 6 || p[3] != ':')
+            return -1;
+        int oh = digits(p + 1, 2), om = digits(p + 4, 2);
+        if (oh < 0 || om < 0 || oh > 23 || om > 59)
+            return -1;
+        off = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+        p += 6;
+    }
+    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 ||
+        mi > 59 || sec < 0 || sec > 60)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    time_t t = timegm(&tm);
+    return ((int64_t)t - off * 60) * 1000 + ms;
 }

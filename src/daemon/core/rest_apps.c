@@ -3,7 +3,6 @@
  * TimelinesClient; deno.js deploy), and POST /api/v2/sandboxes/{id}/deploy.
  * Documents are stored whole (store/apps.c); what a client sees has no
  * secret values and none of hutch's own "_" fields. docs/apps.md. */
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,44 +136,6 @@ static int err_status(int code)
 static void now_iso(char out[32])
 {
     hx_format_iso8601_ms(hx_now_ms(), out);
-}
-
-/* ISO 8601 "YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM]" → ms; -1 when malformed. */
-static int64_t parse_iso(const char *s)
-{
-    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
-        return -1;
-    const char *p = s + 10;
-    int64_t ms = 0;
-    if (*p == 'T' || *p == ' ') {
-        if (sscanf(p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &n) != 3 || n != 8)
-            return -1;
-        p += 9;
-        if (*p == '.') {
-            int digits = 0;
-            for (p++; isdigit((unsigned char)*p); p++, digits++)
-                if (digits < 3)
-                    ms = ms * 10 + (*p - '0');
-            for (; digits < 3; digits++)
-                ms *= 10;
-        }
-    }
-    int off = 0;
-    if (*p == 'Z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5)
-            return -1;
-        off = (oh * 60 + om) * (*p == '-' ? -1 : 1);
-        p += 6;
-    }
-    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec};
-    time_t t = timegm(&tm);
-    return ((int64_t)t - off * 60) * 1000 + ms;
 }
 
 /* Resolves layer references (ids or slugs) to [{id, slug}]; NULL and a
@@ -594,7 +555,7 @@ static void app_logs(struct http_conn *c, const struct http_request *req, json_t
     char *start = http_query_get(req, "start"), *end = http_query_get(req, "end");
     char *rid = http_query_get(req, "revision_id"), *lvl = http_query_get(req, "level");
     char *q = http_query_get(req, "query");
-    int64_t from = parse_iso(start), to = end ? parse_iso(end) : hx_now_ms() + 1;
+    int64_t from = app_parse_iso8601_ms(start), to = end ? app_parse_iso8601_ms(end) : hx_now_ms() + 1;
     int min = -1;
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     for (int i = 0; i < 4 && lvl; i++)
