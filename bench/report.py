@@ -58,6 +58,15 @@ def main(d):
         sn = vol.get("snapshot_1gb")
         rows.append(("snapshot of a volume with 1 GB written", ms(sn, "p50_ms"), ms(sn, "p99_ms"), sn and sn.get("n"),
                      "reflink: metadata only (target well under 1 s)"))
+    apps = load(f"{d}/apps.json")
+    if apps:
+        dp, wr, cr = apps.get("deploy_to_first_request"), apps.get("warm_request"), apps.get("cold_request")
+        rows.append(("sandbox.deploy() -> first served request", ms(dp, "p50_ms"), ms(dp, "p99_ms"), dp and dp.get("n"),
+                     "small app, no install/build: copy, image, snapshot, boot, deno, route"))
+        rows.append(("request to a served app (warm)", ms(wr, "p50_ms"), ms(wr, "p99_ms"), wr and wr.get("n"),
+                     "peer for the next line: new TLS connection through the ingress"))
+        rows.append(("request to an app scaled to zero (cold)", ms(cr, "p50_ms"), ms(cr, "p99_ms"), cr and cr.get("n"),
+                     "wakes a sandbox from the snapshot; vs warm " + ratio(cr and cr["p50_ms"], wr and wr["p50_ms"])))
     net = load(f"{d}/net.json")
     if net:
         for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream"),

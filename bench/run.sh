@@ -2,7 +2,7 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,net,ingress
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -38,6 +38,7 @@ cleanup() {
   for p in $(ip netns pids "$NS-ig" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
   ip netns del "$NS" 2>/dev/null
   ip netns del "$NS-ig" 2>/dev/null
+  [[ -n ${BENCH_KEEP_LOG:-} ]] && cp "$TMP/hutchd.log" "$BENCH_KEEP_LOG"
   rm -rf --one-file-system "$TMP"
   exit "$rc"
 }
@@ -61,7 +62,8 @@ echo "bench: peers (fork+exec and bwrap, ${BENCH_RUNS} runs of bwrap, 1000 of fo
 
 PORT=17070
 args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN"
-  --storage-size 6GiB --disk 1024)
+  --storage-size 6GiB --disk 1024 --app-idle 2)
+# --app-idle 2: the apps part measures the first request to an app scaled to zero.
 # --disk 1024: the RSS part holds 20 idle sandboxes, each promised its whole
 # writable layer; at the default 4 GiB they need 80 GiB free on /tmp.
 [[ -x $INIT ]] && args+=(--init "$INIT")
@@ -100,6 +102,13 @@ echo "bench: volumes (boot from a snapshot vs the image, snapshot of 1 GB writte
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
   timeout 900 node bench/volume_bench.mjs >"$TMP/volumes.json" || { echo "bench: volume benchmark failed" >&2; rc=1; }
+fi
+
+if want apps; then
+echo "bench: apps (sandbox.deploy() to first served request, warm vs scaled-to-zero request)..." >&2
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" BENCH_APP_IDLE_MS=2000 \
+  timeout 900 node bench/deploy_bench.mjs >"$TMP/apps.json" || { echo "bench: apps benchmark failed" >&2; rc=1; }
 fi
 
 if want net; then

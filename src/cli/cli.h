@@ -65,6 +65,8 @@ int cmd_net(struct cli *cli, int argc, char **argv);
 int cmd_cp(struct cli *cli, int argc, char **argv);
 int cmd_volume(struct cli *cli, int argc, char **argv);
 int cmd_snapshot(struct cli *cli, int argc, char **argv);
+int cmd_app(struct cli *cli, int argc, char **argv);
+int cmd_deploy(struct cli *cli, int argc, char **argv);
 
 /* storage.c: what 'volume' and 'snapshot' share. kind is "volume" or "snapshot". */
 bool cli_storage_name_ok(const char *s); /* an id or slug that may go into a URL path */

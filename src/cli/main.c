@@ -24,6 +24,8 @@ static const char usage[] =
     "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
     "  volume create|ls|rm|snapshot volumes: file systems that outlive sandboxes\n"
     "  snapshot ls|rm               snapshots of volumes (read-only roots)\n"
+    "  deploy ID APP [--prod]       deploy a sandbox's directory as a revision of APP (follows the build)\n"
+    "  app ls|logs|rm               apps: their URLs, runtime logs, deletion\n"
     "  usage [--since 1h] [--by day|sandbox|label=KEY]\n"
     "                               what the organization used and what it costs (metering)\n"
     "  audit [--since 1h]           who created, killed, extended what and when\n"
@@ -49,6 +51,7 @@ static const struct {
     { "cp", cmd_cp },         { "usage", cmd_usage },
     { "volume", cmd_volume }, { "snapshot", cmd_snapshot },
     { "audit", cmd_audit },
+    { "app", cmd_app },       { "deploy", cmd_deploy },
 };
 
 int main(int argc, char **argv)

@@ -68,7 +68,10 @@ static const char usage[] =
     "                        SELF/../../dashboard (a build tree), SELF/../share/hutch/dashboard]\n"
     "  --stats-interval MS   sample running sandboxes' CPU and memory this often (0 = off) [2000]\n"
     "  --stats-samples N     samples kept per sandbox (a ring: the oldest go) [300]\n"
-    "  --log-format FMT      text (as written) or json (one object per line) [text]\n";
+    "  --log-format FMT      text (as written) or json (one object per line) [text]\n"
+    "  --app-build-timeout S   an app's install and build commands may take this long [600]\n"
+    "  --app-idle S            an app with no requests this long stops its sandboxes (0: never) [900]\n"
+    "  --app-volume-size MIB   a revision's files and build output may take this much [512]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -134,6 +137,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->ingress_upstream_timeout_ms = 60000;
     cfg->stats_interval_ms = 2000;
     cfg->stats_samples = 300;
+    cfg->app_build_timeout_s = 600;  /* apps (docs/apps.md) */
+    cfg->app_idle_s = 900;
+    cfg->app_volume_mb = 512;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -169,6 +175,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_STATSINT,
            O_STATSN,
            O_LOGFMT,
+           O_APPBUILDTO, O_APPIDLE, O_APPVOL,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -209,6 +216,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"stats-interval", required_argument, 0, O_STATSINT},
         {"stats-samples", required_argument, 0, O_STATSN},
         {"log-format", required_argument, 0, O_LOGFMT},
+        {"app-build-timeout", required_argument, 0, O_APPBUILDTO},
+        {"app-idle", required_argument, 0, O_APPIDLE},
+        {"app-volume-size", required_argument, 0, O_APPVOL},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -344,6 +354,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
             if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0)
                 return hx_fail(e, EINVAL, "--log-format wants text or json, got \"%s\"", optarg);
             cfg->log_json = strcmp(optarg, "json") == 0;
+            break;
+        case O_APPBUILDTO: if ((r = parse_u32(optarg, &cfg->app_build_timeout_s, "--app-build-timeout", e)) < 0) return r; break;
+        case O_APPIDLE: if ((r = parse_u32(optarg, &cfg->app_idle_s, "--app-idle", e)) < 0) return r; break;
+        case O_APPVOL:
+            if ((r = parse_u32(optarg, &cfg->app_volume_mb, "--app-volume-size", e)) < 0) return r;
+            if (cfg->app_volume_mb < 32) return hx_fail(e, EINVAL, "--app-volume-size: at least 32 (MiB)");
             break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }

@@ -61,6 +61,10 @@ struct config {
     uint32_t stats_interval_ms; /* CPU and memory samples of running sandboxes; 0 = off */
     uint32_t stats_samples;    /* kept per sandbox */
     bool log_json;             /* --log-format json */
+    /* apps (docs/apps.md) */
+    uint32_t app_build_timeout_s; /* install + build time limit [600] */
+    uint32_t app_idle_s;       /* no requests this long: the app's sandboxes stop (0 = never) [900] */
+    uint32_t app_volume_mb;    /* a revision's image [512] */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

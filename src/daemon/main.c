@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <uv.h>
+#include "daemon/core/deploy.h"
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/config.h"
@@ -97,6 +98,7 @@ static void on_signal(uv_signal_t *h, int signum)
     if (unix_server)
         http_server_close(unix_server);
     tcp_server = unix_server = NULL;
+    deploy_fini(); /* apps: instances stop and their images go */
     if (live)
         restore_release_all(); /* restore: the others are stopped */
     else
@@ -208,6 +210,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
     restore_connect_all(); /* restore: their agents, before the API opens */
     pool_start();
+    deploy_init(); /* apps: routes of served apps (their sandboxes start at the first request) */
 
     char sockdir[4096];
     snprintf(sockdir, sizeof sockdir, "%s", cfg.socket_path);

@@ -256,6 +256,8 @@ struct resp_parser {
     char link_next[512]; /* the Link header's rel="next" URL, as sent */
     char *body;
     size_t body_len, body_cap;
+    void (*sink)(void *ud, const char *p, size_t n); /* hutch_http_stream: a 2xx body goes here as it comes */
+    void *sink_ud;
 };
 
 /* RFC 8288: `<URL>; rel="next"[, <URL>; rel="..."]`: the URL of the first
@@ -342,6 +344,10 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct resp_parser *rp = p->data;
+    if (rp->sink && p->status_code >= 200 && p->status_code <= 299) {
+        rp->sink(rp->sink_ud, at, n);
+        return 0;
+    }
     if (n > HUTCH_HTTP_BODY_MAX - rp->body_len)
         return 1; /* a body this large is not something we asked for */
     if (rp->body_len + n + 1 > rp->body_cap) {
@@ -377,6 +383,7 @@ static const http_parser_settings resp_settings = {
 
 /* Reads one response. For a 101 upgrade, bytes past the headers are already
  * WebSocket frames: they are returned in *extra / *extra_len (malloc'd). */
+static int fail_http_status(int status, const char *body, size_t len, struct hx_err *e);
 static int read_response(int fd, struct resp_parser *rp, int64_t deadline, const char *desc, uint8_t **extra,
                          size_t *extra_len, struct hx_err *e)
 {
@@ -484,6 +491,31 @@ int hutch_http(const struct hutch_target *t, const char *method, const char *pat
     if (!r->body)
         return hx_fail(e, ENOMEM, "out of memory");
     return 0;
+}
+
+int hutch_http_stream(const struct hutch_target *t, const char *path, void (*sink)(void *ud, const char *p, size_t n),
+                      void *ud, int64_t timeout_ms, struct hx_err *e)
+{
+    char desc[300];
+    target_desc(t, desc, sizeof(desc));
+    autoclose int fd = connect_target(t, e);
+    if (fd < 0)
+        return fd;
+    autofree char *req = build_request(t, "GET", path, "Accept: text/event-stream\r\nConnection: close\r\n", NULL);
+    if (!req)
+        return hx_fail(e, ENOMEM, "out of memory");
+    int64_t deadline = now_ms() + timeout_ms;
+    int rc = write_all(fd, req, strlen(req), deadline, e);
+    if (rc < 0)
+        return rc;
+    struct resp_parser rp = { 0 };
+    rp.sink = sink;
+    rp.sink_ud = ud;
+    rc = read_response(fd, &rp, deadline, desc, NULL, NULL, e);
+    if (rc == 0 && (rp.p.status_code < 200 || rp.p.status_code > 299))
+        rc = fail_http_status(rp.p.status_code, rp.body ? rp.body : "", rp.body_len, e);
+    free(rp.body);
+    return rc;
 }
 
 void hutch_http_resp_free(struct hutch_http_resp *r)

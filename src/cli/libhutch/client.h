@@ -39,6 +39,11 @@ struct hutch_http_resp {
 int hutch_http(const struct hutch_target *t, const char *method, const char *path, const char *body,
                struct hutch_http_resp *r, struct hx_err *e);
 void hutch_http_resp_free(struct hutch_http_resp *r);
+/* GET of a streamed body (server-sent events): a 2xx body goes to sink as it
+ * arrives, until the server ends it or timeout_ms passes; a non-2xx status
+ * fails with the server's message. */
+int hutch_http_stream(const struct hutch_target *t, const char *path, void (*sink)(void *ud, const char *p, size_t n),
+                      void *ud, int64_t timeout_ms, struct hx_err *e);
 
 /* JSON REST call: fails with the server's {"code","message"} for a non-2xx
  * status. *out (may be NULL) receives the parsed body, or json null when the

@@ -71,6 +71,7 @@ struct http_conn {
     bool keep_alive;
     bool upgrade;
     bool trusted;      /* see http_limits */
+    bool streaming;    /* http_stream_begin sent the head */
     bool counted;      /* holds a slot of srv->lim.max_conns */
     bool got_bytes;    /* part of the current request has arrived */
     int fail_status;   /* set by a parser callback that refuses the request */
@@ -864,6 +865,55 @@ void http_respond(struct http_conn *c, int status, const char *content_type, con
     http_conn_set_deadline(c, conn_wait_ms(c));
     conn_write_raw(c, out, off, true);
     free(out);
+}
+
+/* A streamed response (server-sent events): the head now, then chunks as they
+ * come, then the end, which closes the conn (no length, no chunked coding:
+ * "Connection: close" delimits the body, so a streamed conn is never reused).
+ * The conn stays the app's (C_APP) until http_stream_end: a client that
+ * leaves meanwhile triggers on_abort as for any pending request. */
+bool http_stream_begin(struct http_conn *c, int status, const char *content_type, const char *extra_headers)
+{
+    if (c->state != C_APP || c->closed || c->closing || c->streaming)
+        return false;
+    c->keep_alive = false;
+    c->streaming = true;
+    char head[512];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-cache\r\n"
+                     "Connection: close\r\n%s\r\n", status, status_text(status), content_type,
+                     extra_headers ? extra_headers : "");
+    if (n < 0 || (size_t)n >= sizeof head) {
+        c->streaming = false;
+        return false;
+    }
+    conn_write_raw(c, head, (size_t)n, false);
+    return true;
+}
+
+bool http_stream_write(struct http_conn *c, const void *data, size_t len)
+{
+    if (c->state != C_APP || !c->streaming || c->closed || c->closing)
+        return false;
+    /* A reader that does not keep up loses its stream rather than growing our memory. */
+    if (c->h.stream.write_queue_size + len > HTTP_STREAM_QUEUE_MAX) {
+        conn_close(c);
+        return false;
+    }
+    if (len)
+        conn_write_raw(c, data, len, false);
+    return !c->closing;
+}
+
+void http_stream_end(struct http_conn *c)
+{
+    if (!conn_take_response(c))
+        return;
+    c->state = C_WRITE;
+    c->keep_alive = false;
+    if (c->closing)
+        return;
+    http_conn_set_deadline(c, conn_wait_ms(c));
+    conn_write_raw(c, "", 0, true);
 }
 
 void http_respond_json(struct http_conn *c, int status, json_t *body)

@@ -89,6 +89,15 @@ void http_server_close(struct http_server *s);
 void http_respond(struct http_conn *c, int status, const char *content_type,
                   const char *extra_headers /* "K: V\r\n"... or NULL */, const void *body, size_t len);
 void http_respond_json(struct http_conn *c, int status, json_t *body /* stolen */);
+/* Streamed responses (server-sent events): begin sends the head (the body
+ * ends with the connection), write queues bytes (false once the client is
+ * gone or fell more than HTTP_STREAM_QUEUE_MAX behind: the conn is closed),
+ * end finishes it and counts as the response (call it exactly once after a
+ * successful begin, also from on_abort). */
+#define HTTP_STREAM_QUEUE_MAX (4 * 1024 * 1024)
+bool http_stream_begin(struct http_conn *c, int status, const char *content_type, const char *extra_headers);
+bool http_stream_write(struct http_conn *c, const void *data, size_t len);
+void http_stream_end(struct http_conn *c);
 /* The SDK's error shape: {"code": code, "message": msg} with the status. */
 void http_respond_error(struct http_conn *c, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -34,9 +34,11 @@ struct exposure {
     uint16_t port;                /* the ingress port (port mode) */
     int target_port, target_pid;  /* 0: not set */
     int64_t gone_at;              /* the sandbox stopped (ms), else 0 */
+    char app_key[48];             /* apps: a route whose sandbox the apps code picks at each connect */
 };
 
 static struct exposure *exposures;
+static void exposure_free(struct exposure *x);
 static uv_timer_t sweep_timer;
 static bool sweep_ready;
 
@@ -179,9 +181,16 @@ static void dial(struct sandbox *sb, int family, int port, uint32_t req)
     uv_timer_start(&d->timer, on_dial_timeout, CONNECT_TIMEOUT_MS, 0);
 }
 
+static expose_app_connect_fn app_connect;
+
 static void on_ingress_connect(const char *name, uint32_t req)
 {
     struct exposure *x = by_name(name);
+    if (x && x->app_key[0]) { /* apps: the route's sandbox may change, or be woken */
+        if (!app_connect)
+            return ingress_connected(req, -1, ENOENT);
+        return app_connect(x->app_key, req);
+    }
     struct sandbox *sb = x && !x->gone_at ? sandbox_find(x->sandbox) : NULL;
     if (!sb || sb->state != SB_RUNNING)
         return ingress_connected(req, -1, ENOENT);
@@ -200,6 +209,71 @@ static void resend_all(void)
 }
 
 static const struct ingress_ops ops = {on_ingress_connect, resend_all};
+
+/* ---- apps (core/deploy.c): stable routes resolved at each connect ---- */
+
+void expose_app_set_connect(expose_app_connect_fn fn)
+{
+    app_connect = fn;
+}
+
+void expose_dial(struct sandbox *sb, int port, uint32_t req)
+{
+    if (!sb || sb->state != SB_RUNNING || port <= 0)
+        return ingress_connected(req, -1, sb ? ECONNREFUSED : ENOENT);
+    dial(sb, AF_INET, port, req);
+}
+
+void expose_refuse(uint32_t req, int err)
+{
+    ingress_connected(req, -1, err);
+}
+
+static void new_name(char out[IG_NAME_LEN + 1]);
+
+int expose_app_route(char name[IG_NAME_LEN + 1], const char *key, const char *label, char *domain, size_t dsz,
+                     struct hx_err *e)
+{
+    if (ingress_start(&ops, e) < 0)
+        return -e->code;
+    struct exposure *x = name[0] ? by_name(name) : NULL;
+    if (!x) {
+        if (name[0] && (strlen(name) != IG_NAME_LEN || strspn(name, "abcdefghijklmnopqrstuvwxyz234567") != IG_NAME_LEN))
+            return hx_fail(e, EINVAL, "bad route name");
+        x = calloc(1, sizeof *x);
+        if (!x)
+            return hx_fail(e, ENOMEM, "out of memory");
+        if (!name[0])
+            new_name(name);
+        snprintf(x->name, sizeof x->name, "%s", name);
+        x->listen_fd = -1;
+        if (!ingress_base_domain() && (x->listen_fd = ingress_listen(&x->port, e)) < 0) {
+            free(x);
+            return -e->code;
+        }
+        ingress_domain(x->name, x->port, x->domain, sizeof x->domain);
+        x->next = exposures;
+        exposures = x;
+    }
+    snprintf(x->app_key, sizeof x->app_key, "%s", key);
+    snprintf(x->sandbox, sizeof x->sandbox, "%s", label); /* shown in the ingress's error pages */
+    x->gone_at = 0;
+    push(x, true);
+    snprintf(domain, dsz, "%s", x->domain);
+    return 0;
+}
+
+void expose_app_unroute(const char *name)
+{
+    for (struct exposure **pp = &exposures; *pp; pp = &(*pp)->next) {
+        struct exposure *x = *pp;
+        if (strcmp(x->name, name) == 0 && x->app_key[0]) {
+            *pp = x->next;
+            exposure_free(x);
+            return;
+        }
+    }
+}
 
 /* ---- REST ---- */
 
@@ -340,7 +414,7 @@ void expose_sandbox_stopped(struct sandbox *sb)
 {
     bool any = false;
     for (struct exposure *x = exposures; x; x = x->next) {
-        if (strcmp(x->sandbox, sb->id) != 0 || x->gone_at)
+        if (strcmp(x->sandbox, sb->id) != 0 || x->gone_at || x->app_key[0])
             continue;
         x->gone_at = now_ms(); /* the connect check fails from now on too */
         ingress_gone(x->name);

@@ -28,3 +28,14 @@ int expose_pid_port(struct sandbox *sb, int pid);
  * entry validated, one that cannot be made again is logged and skipped). */
 json_t *expose_sandbox_saved(const char *sandbox_id);
 void expose_sandbox_restore(struct sandbox *sb, json_t *saved);
+/* Apps (core/deploy.c): a route at a stable name whose sandbox is chosen at
+ * each connect by fn(key, req), which answers with expose_dial or
+ * expose_refuse (now or later: a woken app). name: in, a stored name to keep
+ * (IG_NAME_LEN characters), or "" for a new one (out). label names the app
+ * in the ingress's error pages. */
+typedef void (*expose_app_connect_fn)(const char *key, uint32_t req);
+void expose_app_set_connect(expose_app_connect_fn fn);
+int expose_app_route(char name[27], const char *key, const char *label, char *domain, size_t dsz, struct hx_err *e);
+void expose_app_unroute(const char *name);
+void expose_dial(struct sandbox *sb, int port, uint32_t req);
+void expose_refuse(uint32_t req, int err);

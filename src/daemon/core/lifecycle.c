@@ -17,6 +17,7 @@
 #include "daemon/core/sbstats.h"
 #include "daemon/core/expose.h"
 #include "daemon/core/restore.h"
+#include "daemon/core/deploy.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -257,6 +258,7 @@ void sandbox_stop(struct sandbox *sb, const char *reason)
     bool was_starting = sb->state == SB_STARTING;
     sb->state = SB_STOPPING;
     expose_sandbox_stopped(sb); /* expose: its URLs answer 404 from now on */
+    deploy_sandbox_stopped(sb); /* apps: a build or an app instance ends */
     snprintf(sb->stop_reason, sizeof sb->stop_reason, "%s", reason);
     /* Listed as stopped from now on, even while the teardown finishes. */
     struct hx_err se = {0};

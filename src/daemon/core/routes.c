@@ -5,6 +5,7 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/routes.h"
+#include "daemon/core/rest_apps.h"
 #include "daemon/core/expose.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
@@ -572,6 +573,8 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         }
     }
     if (rest_volumes_route(c, req, who.org)) /* storage: /api/v2/volumes, /api/v2/snapshots */
+        return;
+    if (rest_apps_route(c, req, who.org, who.token_id)) /* apps: apps, layers, revisions, deploys */
         return;
     if (strcmp(path, "/hutch/v1/ingress/ca.crt") == 0 && strcmp(req->method, "GET") == 0)
         return expose_handle_ca(c);

@@ -156,6 +156,12 @@ static void prune_exited(struct sandbox *sb)
 
 void rpc_on_exit(struct sandbox *sb, struct proc *p)
 {
+    if (p->sink) { /* apps: hutchd's own process */
+        const struct proc_sink *k = p->sink;
+        p->reported = true;
+        k->on_exit(p->sink_ud, p->code, p->signal, p->oom);
+        return proc_maybe_remove(sb, p);
+    }
     while (p->waiters) {
         struct waiter *w = p->waiters;
         p->waiters = w->next;
@@ -182,6 +188,14 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
 {
     struct session *s = p->owner;
     uint32_t chan = HX_STREAM_CHAN(p->pid, fd);
+    if (p->sink) { /* apps: hutchd's own process: the sink keeps what it wants, bounded */
+        if (len)
+            agent_credit(sb, chan, (uint32_t)len);
+        p->sink->on_output(p->sink_ud, fd, data, len);
+        if (len == 0)
+            proc_maybe_remove(sb, p);
+        return;
+    }
     if (len == 0) {
         if (s && s->ws && p->stream_id[fd])
             rpc_notify(s, "$sandbox.stream.end", json_pack("{s:I}", "streamId", (json_int_t)p->stream_id[fd]));
@@ -484,6 +498,85 @@ static void handle_stream_notification(struct session *s, const char *method, js
             update_reading(s);
         }
     }
+}
+
+/* ---- processes hutchd runs itself (apps) ----------------------------- */
+
+struct internal_spawn {
+    const struct proc_sink *sink;
+    void *ud;
+};
+
+static void on_internal_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    (void)s;
+    (void)rpc_id;
+    struct internal_spawn is = *(struct internal_spawn *)ud;
+    free(ud);
+    json_t *jpid = json_object_get(reply ? json_object_get(reply, "ok") : NULL, "pid");
+    struct hx_err e = {0};
+    if (sb->state >= SB_STOPPING) { /* its owner stopped the sandbox meanwhile: nobody to hand it to */
+        hx_fail(&e, ESRCH, "the sandbox is stopping");
+        if (is.sink->on_spawned)
+            is.sink->on_spawned(is.ud, 0, &e);
+        return;
+    }
+    if (!json_is_integer(jpid) || json_integer_value(jpid) <= 0 || json_integer_value(jpid) > 0x7fffffff) {
+        const char *msg = json_string_value(json_object_get(json_object_get(reply, "error"), "message"));
+        hx_fail(&e, EIO, "spawn failed: %s", msg ? msg : reply ? "bad answer from the agent" : "the sandbox stopped");
+        if (is.sink->on_spawned)
+            is.sink->on_spawned(is.ud, 0, &e);
+        return;
+    }
+    uint32_t pid = (uint32_t)json_integer_value(jpid);
+    struct proc *p = sandbox_proc(sb, pid);
+    if (p)
+        proc_remove(sb, p);
+    p = calloc(1, sizeof *p);
+    if (!p) {
+        hx_fail(&e, ENOMEM, "out of memory");
+        if (is.sink->on_spawned)
+            is.sink->on_spawned(is.ud, 0, &e);
+        return;
+    }
+    p->pid = pid;
+    p->stream_open[0] = p->stream_open[1] = true;
+    p->reported = true;
+    p->next = sb->procs;
+    sb->procs = p;
+    sb->n_procs++;
+    if (!is.sink->on_spawned || is.sink->on_spawned(is.ud, pid, NULL)) {
+        p->sink = is.sink;
+        p->sink_ud = is.ud;
+        p->reported = false;
+    }
+}
+
+int sandbox_spawn_internal(struct sandbox *sb, const char *command, json_t *args, json_t *env, const char *cwd,
+                           const struct proc_sink *sink, void *ud, struct hx_err *e)
+{
+    struct internal_spawn *is = malloc(sizeof *is);
+    if (!is)
+        return hx_fail(e, ENOMEM, "out of memory");
+    is->sink = sink;
+    is->ud = ud;
+    json_t *ap = json_pack("{s:s, s:o, s:o, s:b, s:o, s:b, s:b, s:b, s:i}", "command", command, "args",
+                           args ? json_incref(args) : json_array(), "env", env ? json_incref(env) : json_object(),
+                           "clearEnv", 0, "cwd", cwd ? json_string(cwd) : json_null(), "stdin", 0, "stdout", 1,
+                           "stderr", 1, "uid", 1000);
+    int r = ap ? agent_call(sb, "spawn", ap, on_internal_spawn_reply, NULL, NULL, is) : -ENOMEM;
+    if (r < 0) {
+        free(is);
+        return hx_fail(e, -r, "cannot reach the sandbox's agent: %s", strerror(-r));
+    }
+    return 0;
+}
+
+void sandbox_proc_unsink(struct sandbox *sb, void *ud)
+{
+    for (struct proc *p = sb->procs; p; p = p->next)
+        if (p->sink && p->sink_ud == ud)
+            p->sink = NULL, p->sink_ud = NULL, p->reported = true;
 }
 
 /* ---- methods -------------------------------------------------------- */

@@ -31,6 +31,17 @@ struct waiter {
     json_t *rpc_id;
 };
 
+/* apps: a process hutchd itself runs in a sandbox (a build step, an app):
+ * its output and exit go to these instead of a client. on_output with n == 0:
+ * that stream ended. Neither is called after the sandbox stopped (watch
+ * for that separately) or after sandbox_proc_unsink. */
+struct proc_sink {
+    /* false: not wanted any more (its owner stopped); the process then runs unobserved */
+    bool (*on_spawned)(void *ud, uint32_t pid, const struct hx_err *err);
+    void (*on_output)(void *ud, unsigned fd, const uint8_t *p, size_t n);
+    void (*on_exit)(void *ud, int code, const char *signal, bool oom);
+};
+
 struct proc {
     struct proc *next;
     uint32_t pid;                 /* pid inside the sandbox */
@@ -45,6 +56,8 @@ struct proc {
     uint32_t inflight[2];         /* output bytes received, not yet credited back */
     int64_t exited_ms;
     struct waiter *waiters;
+    const struct proc_sink *sink; /* apps: a process hutchd runs itself (no session), else NULL */
+    void *sink_ud;
 };
 
 /* A stream the client sends to us (stdin of a process). Bytes that arrive
@@ -209,6 +222,11 @@ void sandbox_views_changed(void *ud);
 /* Agent calls: params are stolen. cb runs exactly once (reply NULL if the sandbox died). */
 int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,
                struct session *s, json_t *rpc_id, void *ud);
+/* apps (rpc.c): runs command as app (uid 1000) with output piped to sink.
+ * env: object of strings (borrowed) or NULL; cwd may be NULL. */
+int sandbox_spawn_internal(struct sandbox *sb, const char *command, json_t *args, json_t *env, const char *cwd,
+                           const struct proc_sink *sink, void *ud, struct hx_err *e);
+void sandbox_proc_unsink(struct sandbox *sb, void *ud);
 int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *data, size_t len);
 void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes);
 struct proc *sandbox_proc(struct sandbox *sb, uint32_t pid);

@@ -86,6 +86,28 @@ static const char *const migrations[] = {
      * a sandbox, written when a user gets it */
     "ALTER TABLE sandboxes ADD COLUMN init_start INTEGER NOT NULL DEFAULT 0;" /* PID 1's start time, clock ticks */
     "ALTER TABLE sandboxes ADD COLUMN restore TEXT;",                         /* JSON object; NULL = not adoptable */
+    /* 5: apps, layers and revisions (store/apps.c): one table of JSON
+     * documents in the SDK's shapes (what is looked up by has a column),
+     * and the apps' runtime logs, bounded by the writer */
+    "CREATE TABLE app_objects ("
+    "  id TEXT PRIMARY KEY,"                /* app_..., lyr_..., rev_... */
+    "  org TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('app', 'layer', 'revision')),"
+    "  slug TEXT,"                          /* apps and layers; NULL for revisions */
+    "  parent TEXT,"                        /* a revision's app id */
+    "  doc TEXT NOT NULL,"                  /* compact JSON object */
+    "  UNIQUE (org, kind, slug)"
+    ") STRICT;"
+    "CREATE INDEX app_objects_by_parent ON app_objects (parent);"
+    "CREATE TABLE app_logs ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  app_id TEXT NOT NULL,"
+    "  revision_id TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL,"
+    "  level TEXT NOT NULL,"                /* debug | info | warn | error */
+    "  message TEXT NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX app_logs_by_app ON app_logs (app_id, at_ms);",
 };
 
 int db_fail(struct store *s, int rc, const char *what, struct hx_err *e)

@@ -166,3 +166,39 @@ int store_audit_add(struct store *s, const char *org, const char *token_id, cons
 #define STORE_AUDIT_MAX 1000
 int store_audit_list(struct store *s, const char *org, int64_t since_ms, unsigned limit, json_t **out,
                      struct hx_err *e);
+
+/* ---- apps, layers, revisions (apps.c) ----
+ * Each is one JSON document (the SDK's shape, secrets included: the REST
+ * layer masks them) with id, org, kind, slug (apps and layers, unique per
+ * org and kind) and parent (a revision's app). */
+/* Inserts or replaces by id. -EEXIST when the slug is taken. doc borrowed. */
+int store_obj_put(struct store *s, const char *kind, const char *id, const char *org, const char *slug,
+                  const char *parent, json_t *doc, struct hx_err *e);
+/* By id, or slug within org and kind. -ENOENT. *doc is new. */
+int store_obj_get(struct store *s, const char *kind, const char *org, const char *id_or_slug, json_t **doc,
+                  struct hx_err *e);
+/* Up to limit docs of kind in org (parent: only those, NULL = any) after the
+ * cursor seq (0 = from the start), oldest first. *out a new array; *next_seq
+ * the cursor of the next page, 0 when no more follow. */
+int store_obj_list(struct store *s, const char *kind, const char *org, const char *parent, int64_t after_seq,
+                   unsigned limit, json_t **out, int64_t *next_seq, struct hx_err *e);
+int store_obj_delete(struct store *s, const char *id, struct hx_err *e);
+/* Every doc of kind in every org (at start-up): cb(org, doc, ud), doc borrowed. */
+int store_obj_each(struct store *s, const char *kind, void (*cb)(const char *org, json_t *doc, void *ud), void *ud,
+                   struct hx_err *e);
+/* Ids of the volumes apps' code made (org "apps:..."): build and instance
+ * images, none of which outlives a hutchd. A new array of strings. */
+int store_app_volumes(struct store *s, json_t **out, struct hx_err *e);
+
+/* Runtime logs: one row per line; at most keep rows per app are kept (the
+ * oldest go). */
+int store_log_add(struct store *s, const char *app_id, const char *revision_id, int64_t at_ms, const char *level,
+                  const char *message, unsigned keep, struct hx_err *e);
+/* Lines of app_id with at_ms in [from_ms, to_ms), seq > after_seq, level at
+ * least min_level (0 debug .. 3 error), revision (NULL = any), containing
+ * query (NULL = any): a new array of {timestamp, level, message,
+ * revision_id}; *next_seq 0 when no more follow. */
+int store_log_query(struct store *s, const char *app_id, int64_t from_ms, int64_t to_ms, const char *revision,
+                    int min_level, const char *query, int64_t after_seq, unsigned limit, json_t **out,
+                    int64_t *next_seq, struct hx_err *e);
+int store_log_delete_app(struct store *s, const char *app_id, struct hx_err *e);
