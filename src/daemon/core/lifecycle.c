@@ -14,6 +14,7 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
 #include "daemon/core/metering.h"
+#include "daemon/core/deno.h"
 #include "daemon/core/expose.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
@@ -251,6 +252,7 @@ void sandbox_stop(struct sandbox *sb, const char *reason)
     bool was_starting = sb->state == SB_STARTING;
     sb->state = SB_STOPPING;
     expose_sandbox_stopped(sb); /* expose: its URLs answer 404 from now on */
+    deno_sandbox_stopped(sb); /* deno: REPL channels and their listener close */
     snprintf(sb->stop_reason, sizeof sb->stop_reason, "%s", reason);
     /* Listed as stopped from now on, even while the teardown finishes. */
     struct hx_err se = {0};

@@ -19,6 +19,7 @@ struct net_sb;
 struct secret_set;
 struct sb_storage;
 struct proc_stats;
+struct deno_sb;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -40,6 +41,7 @@ struct proc {
     char signal[16];
     bool oom;
     bool reported;                /* a processWait got the status */
+    bool deno_watch;              /* deno: a --watch process; hutchd reads its stderr for restarts */
     uint32_t inflight[2];         /* output bytes received, not yet credited back */
     int64_t exited_ms;
     struct waiter *waiters;
@@ -135,6 +137,7 @@ struct sandbox {
     uint64_t views_gen;           /* views: the lxcfs generation its /proc binds show (views_sync.c) */
     bool views_busy;              /* views: a worker is re-binding them */
     json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
+    struct deno_sb *deno;         /* deno: its REPL control listener (rpc_deno.c); owned, may be NULL */
 };
 
 struct daemon_ctx {
