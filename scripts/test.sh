@@ -372,7 +372,8 @@ start_sdk_daemon() {
   local args=(--state-dir "$state" --listen "127.0.0.1:$port" --socket "$TMP/sdk/hutchd.sock"
               --cgroup-name "$SDK_CGROUP" --resolve "$UP_NAME=$UP4" --resolve "$UP_NAME=$UP6"
               --dns-upstream 127.0.0.1:9   # no DNS off the machine
-              --disk 1024 --storage-size 4GiB)  # promised in full: fit a small CI disk
+              --disk 1024 --storage-size 4GiB  # promised in full: fit a small CI disk
+              --deno-call-timeout 15000)  # deno.test.mjs: a REPL call that never answers fails in 15 s
   [[ -x $init ]] && args+=(--init "$init")
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   echo "starting $hutchd ${args[*]}"

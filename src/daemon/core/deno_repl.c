@@ -295,8 +295,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (c->closing)
         return;
     if (nread < 0) {
-        if (c->repl)
-            return repl_fail_conn(c, "the driver closed its connection");
+        /* Usually the process is ending: its exit answers the calls in
+         * flight ("exited"); should it live on, they time out. */
         return conn_close(c);
     }
     size_t limit = c->repl ? ANSWER_MAX : HELLO_MAX;
