@@ -103,7 +103,7 @@ test("a Deno.serve process: httpReady turns true and DenoProcess.fetch reaches i
 test("httpReady stays false for a process that listens but does not speak HTTP, and for one that exits", async () => {
   await withSandbox({}, async (sb) => {
     // positive control in the test above; here a raw TCP listener that never answers
-    const raw = await sb.deno.run({ code: "const l = Deno.listen({ port: 8124 }); for await (const c of l) { /* silent */ }" });
+    const raw = await sb.deno.run({ code: "const l = Deno.listen({ port: 8124 }); for await (const c of l) { /* silent */ }", stdout: "null" });
     let settled = false;
     raw.httpReady.then(() => { settled = true; });
     // it does listen (seen from inside the sandbox) ...
@@ -128,8 +128,8 @@ test("watch mode: writing the entrypoint restarts deno, the restart event arrive
     const serve = (v, port) => `Deno.serve({ port: ${port}, onListen() {} }, () => new Response("${v}"));\n`;
     await sb.fs.writeTextFile("w.ts", serve("v1", 8130));
     await sb.fs.writeTextFile("nw.ts", serve("n1", 8131));
-    const watched = await sb.deno.run({ entrypoint: "w.ts", watch: true, stderr: "null" });
-    const plain = await sb.deno.run({ entrypoint: "nw.ts", stderr: "null" }); // control: not watching
+    const watched = await sb.deno.run({ entrypoint: "w.ts", watch: true, stdout: "null", stderr: "null" });
+    const plain = await sb.deno.run({ entrypoint: "nw.ts", stdout: "null", stderr: "null" }); // control: not watching
     let restarts = 0, plainRestarts = 0;
     const restarted = new Promise((res) => watched.addEventListener("restart", () => { restarts++; res(); }));
     plain.addEventListener("restart", () => plainRestarts++);
@@ -152,6 +152,8 @@ test("watch mode: writing the entrypoint restarts deno, the restart event arrive
     assert.notEqual(watched.pid, plain.pid);
     await watched.kill();
     await plain.kill();
+    await watched.status; // their streams end before the connection closes
+    await plain.status;
   });
 });
 
@@ -213,7 +215,7 @@ test("hostile calls: not a Deno pid, not a REPL, closed REPL, bad params, huge c
     const rpc = await rawRpc(sb);
     try {
       const sleeper = await sb.spawn("sleep", { args: ["60"], stdout: "null", stderr: "null" });
-      const server = await sb.deno.run({ code: "Deno.serve({ port: 8140, onListen() {} }, () => new Response('ok'))" });
+      const server = await sb.deno.run({ code: "Deno.serve({ port: 8140, onListen() {} }, () => new Response('ok'))", stdout: "null" });
       assert.equal(await server.httpReady, true);
       // positive control: a real Deno pid answers on the raw connection too
       assert.deepEqual((await rpc.call("denoHttpWait", { pid: server.pid })).result, { ok: true });
@@ -251,6 +253,7 @@ test("hostile calls: not a Deno pid, not a REPL, closed REPL, bad params, huge c
       }
       await sleeper.kill();
       await server.kill();
+      await server.status;
     } finally {
       rpc.close();
     }
