@@ -29,7 +29,8 @@ struct deno_repl;
 /* A new REPL for pid-to-be: its token (32 hex digits + NUL) and the port the
  * driver connects to. */
 struct deno_repl *deno_repl_new(struct sandbox *sb, char token[33], uint16_t *port, struct hx_err *e);
-void deno_repl_set_pid(struct deno_repl *r, uint32_t pid);
+/* false: the sandbox stopped while the REPL was spawning (then end it). */
+bool deno_repl_set_pid(struct deno_repl *r, uint32_t pid);
 /* Sends {"id", "op", ...} (members of req, stolen) once the driver is there;
  * the answer goes to (s, rpc_id). */
 void deno_repl_request(struct deno_repl *r, struct session *s, json_t *rpc_id, json_t *req);

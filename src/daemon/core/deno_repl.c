@@ -476,9 +476,10 @@ struct deno_repl *deno_repl_new(struct sandbox *sb, char token[33], uint16_t *po
     return r;
 }
 
-void deno_repl_set_pid(struct deno_repl *r, uint32_t pid)
+bool deno_repl_set_pid(struct deno_repl *r, uint32_t pid)
 {
     r->pid = pid;
+    return r->ds != NULL;
 }
 
 void deno_repl_end(struct deno_repl *r, const char *code, const char *why)
@@ -518,8 +519,17 @@ void deno_repl_sandbox_stopped(struct sandbox *sb)
             *pp = ds->next;
             break;
         }
-    while (ds->repls)
-        deno_repl_end(ds->repls, "EIO", "the sandbox is stopping");
+    while (ds->repls) {
+        struct deno_repl *r = ds->repls;
+        ds->repls = r->next;
+        r->ds = NULL;
+        if (r->pid) {
+            deno_repl_end(r, "EIO", "the sandbox is stopping");
+        } else { /* its spawn is still in flight: rpc_deno.c's hook ends it */
+            while (r->calls)
+                call_answer(r, r->calls, rpc_app_error("EIO", "the sandbox is stopping"));
+        }
+    }
     while (ds->conns)
         conn_close(ds->conns);
     uv_close((uv_handle_t *)&ds->lis, on_lis_closed);

@@ -374,7 +374,8 @@ static void on_started(struct sandbox *sb, struct proc *p, void *ud)
     struct deno_proc *dp = dp_find(sb, p->pid);
     if (dp) /* a pid reused after an exit */
         dp_free(dp);
-    dp = calloc(1, sizeof *dp);
+    bool live = sb->state == SB_RUNNING && (!sc->repl || deno_repl_set_pid(sc->repl, p->pid));
+    dp = live ? calloc(1, sizeof *dp) : NULL;
     if (dp) {
         dp->sb = sb;
         dp->pid = p->pid;
@@ -384,10 +385,8 @@ static void on_started(struct sandbox *sb, struct proc *p, void *ud)
         dp->next = g_procs;
         g_procs = dp;
         p->deno_watch = sc->watcher_id[0] != 0;
-        if (dp->repl)
-            deno_repl_set_pid(dp->repl, p->pid);
     } else if (sc->repl) {
-        deno_repl_end(sc->repl, "ENOMEM", "out of memory");
+        deno_repl_end(sc->repl, live ? "ENOMEM" : "EIO", live ? "out of memory" : "the sandbox is stopping");
     }
     free(sc);
 }
