@@ -50,6 +50,13 @@ test("deno.run with code runs TypeScript as app and its output is read back", as
     // the extension decides how the code is read: CommonJS
     const cjs = await sb.deno.run({ code: "console.log(typeof require, typeof module.exports)", extension: "cjs", stdout: "piped" });
     assert.equal((await cjs.output()).stdoutText, "function object\n");
+    // piped stdin reaches the script
+    const echo = await sb.deno.run({ code: "const t = await new Response(Deno.stdin.readable).text(); console.log(t.toUpperCase())",
+      stdin: "piped", stdout: "piped" });
+    const w = echo.stdin.getWriter();
+    await w.write(new TextEncoder().encode("from stdin"));
+    await w.close();
+    assert.equal((await echo.output()).stdoutText, "FROM STDIN\n");
     // a failing script: its exit code and its error on stderr
     const bad = await sb.deno.run({ code: "throw new Error('boom')", stdout: "piped", stderr: "piped" });
     const bo = await bad.output();
