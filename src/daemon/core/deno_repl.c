@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "daemon/core/deno.h"
+#include "daemon/core/deno_answer.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
 
@@ -25,7 +26,6 @@
 #define ANSWER_MAX (16u << 20)       /* bytes of one answer line */
 #define CALLS_MAX 64                 /* calls waiting per REPL */
 #define QUEUED_MAX (32u << 20)       /* request bytes queued or unsent per REPL */
-#define TEXT_MAX 65536               /* an error's message or stack, as passed on */
 
 struct call {
     struct call *next;
@@ -189,36 +189,6 @@ void deno_repl_request(struct deno_repl *r, struct session *s, json_t *rpc_id, j
 
 /* ---- the driver's answers ------------------------------------------------ */
 
-static json_t *str_or_null(json_t *v, size_t max)
-{
-    if (!json_is_string(v))
-        return json_null();
-    size_t n = json_string_length(v);
-    return json_stringn(json_string_value(v), n > max ? max : n);
-}
-
-/* {"id", "ok": value} or {"id", "error": {...}} → the SDK's result. Only the
- * error fields the SDK's errorSchema reads, as strings, bounded. */
-static json_t *answer_result(json_t *m)
-{
-    json_t *err = json_object_get(m, "error");
-    if (!err)
-        return json_pack("{s:O}", "ok", json_object_get(m, "ok"));
-    const char *cn = json_string_value(json_object_get(err, "constructorName"));
-    bool cn_ok = cn && *cn && strlen(cn) <= 100;
-    for (const char *p = cn; cn_ok && *p; p++)
-        cn_ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '$';
-    json_t *msg = str_or_null(json_object_get(err, "message"), TEXT_MAX);
-    if (json_is_null(msg)) {
-        json_decref(msg);
-        msg = json_string("the REPL threw a value without a message");
-    }
-    return json_pack("{s:{s:s, s:o, s:o, s:o, s:o}}", "error", "constructorName", cn_ok ? cn : "Error", "message", msg,
-                     "name", str_or_null(json_object_get(err, "name"), 100), "stack",
-                     str_or_null(json_object_get(err, "stack"), TEXT_MAX), "code",
-                     str_or_null(json_object_get(err, "code"), 100));
-}
-
 static void repl_fail_conn(struct conn *c, const char *why)
 {
     struct deno_repl *r = c->repl;
@@ -261,23 +231,17 @@ static void on_line(struct conn *c, const char *line, size_t n)
 {
     if (!c->repl)
         return on_hello(c, line, n);
-    json_error_t je;
-    json_t *m = json_loadb(line, n, 0, &je);
-    json_t *jid = json_object_get(m, "id");
-    if (!json_is_object(m) || !json_is_integer(jid) ||
-        (json_object_get(m, "ok") == NULL) == (json_object_get(m, "error") == NULL) ||
-        (json_object_get(m, "error") && !json_is_object(json_object_get(m, "error")))) {
-        json_decref(m);
+    int64_t id;
+    json_t *result;
+    if (deno_answer_parse((const uint8_t *)line, n, &id, &result) < 0)
         return repl_fail_conn(c, "an answer that is not {id, ok|error}");
-    }
     struct deno_repl *r = c->repl;
     for (struct call *k = r->calls; k; k = k->next)
-        if (k->id == json_integer_value(jid) && !k->line) {
-            call_answer(r, k, answer_result(m));
-            break;
+        if (k->id == id && !k->line) {
+            call_answer(r, k, result);
+            return;
         }
-    /* an id nobody waits for (it timed out): dropped */
-    json_decref(m);
+    json_decref(result); /* an id nobody waits for (it timed out): dropped */
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
