@@ -51,6 +51,7 @@ static void test_hostile_error_fields_are_tamed(void **st)
     /* a constructorName that is not an identifier, a message that is not a string, a huge stack */
     size_t big = DENO_ANSWER_TEXT_MAX + 5000;
     char *line = malloc(big + 200);
+    assert_non_null(line);
     int n = sprintf(line, "{\"id\":3,\"error\":{\"constructorName\":\"__proto__ x\",\"message\":5,\"stack\":\"");
     memset(line + n, 'a', big);
     strcpy(line + n + big, "\"}}");
@@ -69,6 +70,7 @@ static void test_a_long_message_is_cut_on_a_character_boundary(void **st)
     json_t *r = NULL;
     size_t chars = DENO_ANSWER_TEXT_MAX / 2 + 10; /* "é" is 2 bytes: the cut falls after a whole one */
     char *line = malloc(chars * 2 + 100);
+    assert_non_null(line);
     int n = sprintf(line, "{\"id\":4,\"error\":{\"message\":\"x");
     for (size_t i = 0; i < chars; i++)
         memcpy(line + n + 2 * i, "\xc3\xa9", 2);
