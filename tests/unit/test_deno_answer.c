@@ -49,37 +49,37 @@ static void test_hostile_error_fields_are_tamed(void **st)
     int64_t id = 0;
     json_t *r = NULL;
     /* a constructorName that is not an identifier, a message that is not a string, a huge stack */
-    size_t big = DENO_ANSWER_TEXT_MAX + 5000;
-    char *line = malloc(big + 200);
-    assert_non_null(line);
-    int n = sprintf(line, "{\"id\":3,\"error\":{\"constructorName\":\"__proto__ x\",\"message\":5,\"stack\":\"");
-    memset(line + n, 'a', big);
-    strcpy(line + n + big, "\"}}");
+    enum { BIG = DENO_ANSWER_TEXT_MAX + 5000 };
+    static char line[BIG + 200];
+    static const char head[] = "{\"id\":3,\"error\":{\"constructorName\":\"__proto__ x\",\"message\":5,\"stack\":\"";
+    size_t n = sizeof head - 1;
+    memcpy(line, head, n);
+    memset(line + n, 'a', BIG);
+    memcpy(line + n + BIG, "\"}}", 4);
     assert_int_equal(parse(line, &id, &r), 0);
     json_t *e = json_object_get(r, "error");
     assert_string_equal(json_string_value(json_object_get(e, "constructorName")), "Error");
     assert_string_equal(json_string_value(json_object_get(e, "message")), "the REPL threw a value without a message");
     assert_int_equal(json_string_length(json_object_get(e, "stack")), DENO_ANSWER_TEXT_MAX);
     json_decref(r);
-    free(line);
 }
 
 static void test_a_long_message_is_cut_on_a_character_boundary(void **st)
 {
     int64_t id = 0;
     json_t *r = NULL;
-    size_t chars = DENO_ANSWER_TEXT_MAX / 2 + 10; /* "é" is 2 bytes: the cut falls after a whole one */
-    char *line = malloc(chars * 2 + 100);
-    assert_non_null(line);
-    int n = sprintf(line, "{\"id\":4,\"error\":{\"message\":\"x");
-    for (size_t i = 0; i < chars; i++)
+    enum { CHARS = DENO_ANSWER_TEXT_MAX / 2 + 10 }; /* "é" is 2 bytes: the cut falls after a whole one */
+    static char line[CHARS * 2 + 100];
+    static const char head[] = "{\"id\":4,\"error\":{\"message\":\"x";
+    size_t n = sizeof head - 1;
+    memcpy(line, head, n);
+    for (size_t i = 0; i < CHARS; i++)
         memcpy(line + n + 2 * i, "\xc3\xa9", 2);
-    strcpy(line + n + 2 * chars, "\"}}");
+    memcpy(line + n + 2 * CHARS, "\"}}", 4);
     assert_int_equal(parse(line, &id, &r), 0);
     size_t len = json_string_length(json_object_get(json_object_get(r, "error"), "message"));
     assert_true(len <= DENO_ANSWER_TEXT_MAX && len >= DENO_ANSWER_TEXT_MAX - 1);
     json_decref(r);
-    free(line);
 }
 
 static void test_malformed_lines_are_refused(void **st)
