@@ -42,6 +42,12 @@ def main(d):
     s = hutch.get("spawn_true_roundtrip")
     rows.append(("spawn /bin/true in live sandbox", ms(s, "p50_ms"), ms(s, "p99_ms"), s and s.get("n"),
                  "vs fork+exec " + ratio(s and s["p50_ms"], bare and bare["p50_us"] / 1000)))
+    de = hutch.get("deno_eval_roundtrip")
+    rows.append(('deno.eval("1+1") (new REPL each)', ms(de, "p50_ms"), ms(de, "p99_ms"), de and de.get("n"),
+                 "deno start + channel + eval + close"))
+    dr = hutch.get("deno_repl_eval_roundtrip")
+    rows.append(('repl.eval("1+1") in a live REPL', ms(dr, "p50_ms"), ms(dr, "p99_ms"), dr and dr.get("n"),
+                 "vs spawn /bin/true " + ratio(dr and dr["p50_ms"], s and s["p50_ms"])))
     k = hutch.get("kill")
     rows.append(("kill (DELETE until closed)", ms(k, "p50_ms"), ms(k, "p99_ms"), k and k.get("n"), ""))
     rows.append(("bwrap --unshare-all /bin/true", us_as_ms(bwrap, "p50_us"), us_as_ms(bwrap, "p99_us"),

@@ -61,6 +61,33 @@ for (const [key, pause] of [["create_first_cmd", 400], ["create_first_cmd_burst"
   }
 }
 
+// 2b. deno.eval("1+1"): a fresh REPL (deno eval of hutch's driver), its
+// channel to hutchd, one eval, close; beside it a reused REPL's eval alone
+{
+  const sb = await Sandbox.create();
+  try {
+    await sb.deno.eval("1+1"); // DENO_DIR warm, page cache warm
+    const a = [], b = [];
+    for (let i = 0; i < Math.min(RUNS, 20); i++) {
+      const t0 = now();
+      if ((await sb.deno.eval("1+1")) !== 2) throw new Error("deno.eval(\"1+1\") is not 2");
+      a.push(ms(t0));
+    }
+    const repl = await sb.deno.repl();
+    await repl.eval("1+1");
+    for (let i = 0; i < RUNS * 3; i++) {
+      const t0 = now();
+      await repl.eval("1+1");
+      b.push(ms(t0));
+    }
+    await repl.close();
+    out.deno_eval_roundtrip = stats(a);
+    out.deno_repl_eval_roundtrip = stats(b);
+  } finally {
+    await sb.close();
+  }
+}
+
 // 3. kill latency (REST DELETE until the connection is closed)
 {
   const xs = [];

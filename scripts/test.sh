@@ -358,7 +358,8 @@ stop_upstream() {
 # The daemon the SDK (and scale) steps drive: D_DIR (its files), D_CG (its
 # cgroup name), D_ARGS (its own flags), D_ASAN (1: the ASan+UBSan build).
 D_DIR=$TMP/sdk D_CG=$SDK_CGROUP D_ASAN=1
-D_ARGS=(--disk 1024 --storage-size 4GiB)  # promised in full: fit a small CI disk
+D_ARGS=(--disk 1024 --storage-size 4GiB  # promised in full: fit a small CI disk
+        --deno-call-timeout 15000)       # deno.test.mjs: a REPL call that never answers fails in 15 s
 start_sdk_daemon() {
   local hutchd init port state=$D_DIR/state
   hutchd=$(find_bin hutchd daemon)

@@ -30,6 +30,7 @@ static const char usage[] =
     "  --max-sandboxes N     [256]\n"
     "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
     "  --ws-idle-timeout MS  close a client connection silent this long (clients ping every 2 s) [60000]\n"
+    "  --deno-call-timeout MS  a Deno REPL eval or call unanswered this long fails with ETIMEDOUT [600000]\n"
     "  --max-conns N         API connections at once over TCP; when full, a new one displaces the\n"
     "                        oldest unauthenticated one [4096]\n"
     "  --max-conns-per-ip N  unauthenticated API connections from one address (IPv6: one /64) [1024]\n"
@@ -126,6 +127,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
     cfg->ws_idle_ms = 60000;
+    cfg->deno_call_timeout_ms = 600000;
     cfg->max_conns = 4096;
     cfg->max_conns_per_ip = 1024;
     cfg->request_timeout_ms = 10000;
@@ -149,7 +151,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE,
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE, O_DENOCALL,
            O_UPCA, O_ROTCA, O_LIVERESTORE,
            O_DISKDIR,
            O_DISKRES,
@@ -184,7 +186,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
         {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
         {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
-        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"ws-idle-timeout", required_argument, 0, O_WSIDLE}, {"help", no_argument, 0, O_HELP},
+        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"ws-idle-timeout", required_argument, 0, O_WSIDLE}, {"deno-call-timeout", required_argument, 0, O_DENOCALL}, {"help", no_argument, 0, O_HELP},
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
@@ -277,6 +279,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
         case O_WARM: if ((r = parse_u32(optarg, &cfg->warm, "--warm", e)) < 0) return r; break;
         case O_WSIDLE: if ((r = parse_u32(optarg, &cfg->ws_idle_ms, "--ws-idle-timeout", e)) < 0) return r; break;
+        case O_DENOCALL: if ((r = parse_u32(optarg, &cfg->deno_call_timeout_ms, "--deno-call-timeout", e)) < 0) return r; break;
         case O_HELP: case 'h': fputs(usage, stdout); return 1;
         case O_RESOLVE: /* net: checked in net_init */
             if (cfg->n_resolve >= sizeof cfg->resolve / sizeof cfg->resolve[0] || !strchr(optarg, '='))

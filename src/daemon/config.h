@@ -27,6 +27,7 @@ struct config {
     uint32_t max_conns;        /* API connections at once (TCP; the unix socket has its own) */
     uint32_t max_conns_per_ip; /* unauthenticated ones from one address */
     uint32_t request_timeout_ms; /* an unauthenticated connection's time to send a whole request */
+    uint32_t deno_call_timeout_ms; /* deno: a REPL eval/call unanswered this long fails (docs/deno.md) */
     char self_dir[4096];       /* directory of the hutchd binary */
     char init_buf[4096];
     /* net: upstream name resolution for tests and air-gapped sites, address pools */

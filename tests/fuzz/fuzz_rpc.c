@@ -117,6 +117,10 @@ void ws_set_reading(struct ws_conn *w, bool on) {}
 const struct rpc_method rpc_net_methods[] = {{NULL, NULL}};
 void restore_on_hello(struct sandbox *sb, json_t *hello) { (void)sb; (void)hello; } /* restore.c: adoption */
 const struct rpc_method expose_rpc_methods[] = {{NULL, NULL}}; /* expose.c: exposures need an ingress */
+const struct rpc_method deno_rpc_methods[] = {{NULL, NULL}}; /* rpc_deno.c: Deno needs a sandbox's netns */
+void deno_on_exit(struct sandbox *sb, uint32_t pid) {}
+void deno_on_stderr(struct sandbox *sb, struct proc *p, const uint8_t *d, size_t n) {}
+void deno_session_closed(struct session *s) {}
 void rpc_net_on_body(struct session *s, uint32_t chan, const uint8_t *p, size_t n, int end) {}
 void rpc_net_on_drain(struct session *s) {}
 void rpc_net_stream_cancel(struct session *s, int64_t stream_id) {}

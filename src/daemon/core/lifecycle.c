@@ -15,6 +15,7 @@
 #include "daemon/core/volumes.h"
 #include "daemon/core/metering.h"
 #include "daemon/core/sbstats.h"
+#include "daemon/core/deno.h"
 #include "daemon/core/expose.h"
 #include "daemon/core/restore.h"
 #include "daemon/core/deploy.h"
@@ -259,6 +260,7 @@ void sandbox_stop(struct sandbox *sb, const char *reason)
     sb->state = SB_STOPPING;
     expose_sandbox_stopped(sb); /* expose: its URLs answer 404 from now on */
     deploy_sandbox_stopped(sb); /* apps: a build or an app instance ends */
+    deno_sandbox_stopped(sb); /* deno: REPL channels and their listener close */
     snprintf(sb->stop_reason, sizeof sb->stop_reason, "%s", reason);
     /* Listed as stopped from now on, even while the teardown finishes. */
     struct hx_err se = {0};

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "daemon/api/ws.h"
 #include "daemon/core/rpc.h"
+#include "daemon/core/deno.h"
 #include "daemon/core/expose.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/core/metrics.h"
@@ -156,6 +157,7 @@ static void prune_exited(struct sandbox *sb)
 
 void rpc_on_exit(struct sandbox *sb, struct proc *p)
 {
+    deno_on_exit(sb, p->pid); /* deno: its REPL channel and HTTP waits end */
     if (p->sink) { /* apps: hutchd's own process */
         const struct proc_sink *k = p->sink;
         p->reported = true;
@@ -188,6 +190,8 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
 {
     struct session *s = p->owner;
     uint32_t chan = HX_STREAM_CHAN(p->pid, fd);
+    if (p->deno_watch && fd == 1)
+        deno_on_stderr(sb, p, data, len); /* deno --watch: its restart lines (rpc_deno.c) */
     if (p->sink) { /* apps: hutchd's own process: the sink keeps what it wants, bounded */
         if (len)
             agent_credit(sb, chan, (uint32_t)len);
@@ -583,7 +587,9 @@ void sandbox_proc_unsink(struct sandbox *sb, void *ud)
 
 struct spawn_ctx {
     int64_t stdin_stream;   /* -1 = none */
-    bool out[2];
+    bool out[2];            /* a stream to the client */
+    bool pipe[2];           /* piped at the agent (to the client, or read by hutchd itself) */
+    struct rpc_spawn_hooks hooks;
 };
 
 static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -595,6 +601,9 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         json_integer_value(jpid) > 0x7fffffff) {
         if (s)
             rpc_reply_result(s, rpc_id, rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
+        if (ctx->hooks.failed)
+            ctx->hooks.failed(ctx->hooks.ud);
+        json_decref(ctx->hooks.extra);
         free(ctx);
         return;
     }
@@ -604,6 +613,9 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         proc_remove(sb, p);
     p = calloc(1, sizeof *p);
     if (!p) {
+        if (ctx->hooks.failed)
+            ctx->hooks.failed(ctx->hooks.ud);
+        json_decref(ctx->hooks.extra);
         free(ctx);
         return;
     }
@@ -620,13 +632,18 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
             rpc_notify(s, "$sandbox.stream.start", json_pack("{s:I}", "streamId", (json_int_t)p->stream_id[fd]));
             ids[fd] = json_integer((json_int_t)p->stream_id[fd]);
         } else {
-            p->stream_open[fd] = ctx->out[fd]; /* output still flows (and is credited) if the client left */
+            p->stream_open[fd] = ctx->pipe[fd]; /* output still flows (and is credited) if the client left */
             ids[fd] = json_null();
         }
     }
+    /* before the reply: a hook may watch the output that follows it */
+    if (ctx->hooks.started)
+        ctx->hooks.started(sb, p, ctx->hooks.ud);
     if (s) {
-        rpc_reply_result(s, rpc_id, json_pack("{s:{s:I, s:o, s:o}}", "ok", "pid", (json_int_t)pid, "stdoutStreamId",
-                                          ids[0], "stderrStreamId", ids[1]));
+        json_t *res = json_pack("{s:I, s:o, s:o}", "pid", (json_int_t)pid, "stdoutStreamId", ids[0], "stderrStreamId", ids[1]);
+        if (ctx->hooks.extra)
+            json_object_update(res, ctx->hooks.extra);
+        rpc_reply_result(s, rpc_id, json_pack("{s:o}", "ok", res));
         if (ctx->stdin_stream >= 0) {
             struct inbound *in = inbound_get(s, ctx->stdin_stream, true);
             if (in)
@@ -636,6 +653,7 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         json_decref(ids[0]);
         json_decref(ids[1]);
     }
+    json_decref(ctx->hooks.extra);
     free(ctx);
 }
 
@@ -686,16 +704,91 @@ static bool opt_bool(json_t *params, const char *key, bool def, bool *ok)
 #define MAX_ARGS 4096
 #define MAX_ENV 4096
 
-static void m_spawn(struct session *s, json_t *id, json_t *params)
+bool rpc_spawn_parse(struct session *s, json_t *id, json_t *params, const char *what, struct rpc_spawn_req *r)
 {
-    struct sandbox *sb = s->sb;
-    json_t *cmd = json_object_get(params, "command");
-    json_t *args = json_object_get(params, "args");
     json_t *env = json_object_get(params, "env");
     json_t *cwd = json_object_get(params, "cwd");
     json_t *jstdin = json_object_get(params, "stdinStreamId");
     bool ok = true;
-    bool clear_env = opt_bool(params, "clearEnv", false, &ok);
+    memset(r, 0, sizeof *r);
+    r->clear_env = opt_bool(params, "clearEnv", false, &ok);
+    if (!ok) {
+        rpc_reply_rpc_error(s, id, -32602, "%s: \"clearEnv\" must be a boolean", what);
+        return false;
+    }
+    if (env && !json_is_null(env) && (!json_is_object(env) || json_object_size(env) > MAX_ENV)) {
+        rpc_reply_rpc_error(s, id, -32602, "%s: \"env\" must be an object of strings", what);
+        return false;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(env, k, v) if (!json_is_string(v) || !*k || strchr(k, '=') ||
+                                       memchr(json_string_value(v), 0, json_string_length(v))) {
+        rpc_reply_rpc_error(s, id, -32602, "%s: env \"%.64s\" must be a string (names without '=')", what, k);
+        return false;
+    }
+    if (cwd && !json_is_null(cwd) && (!json_is_string(cwd) || json_string_length(cwd) > 4096)) {
+        rpc_reply_rpc_error(s, id, -32602, "%s: \"cwd\" must be a string", what);
+        return false;
+    }
+    if (jstdin && !json_is_null(jstdin) && (!json_is_integer(jstdin) || json_integer_value(jstdin) < 0)) {
+        rpc_reply_rpc_error(s, id, -32602, "%s: \"stdinStreamId\" must be a stream id", what);
+        return false;
+    }
+    r->env = json_is_object(env) ? env : NULL;
+    r->cwd = json_is_string(cwd) ? cwd : NULL;
+    r->stdin_stream = json_is_integer(jstdin) ? json_integer_value(jstdin) : -1;
+    const char *names[2] = {"stdout", "stderr"};
+    for (unsigned fd = 0; fd < 2; fd++) {
+        const char *mode = json_string_value(json_object_get(params, names[fd]));
+        if (!mode || (strcmp(mode, "piped") && strcmp(mode, "null"))) {
+            rpc_reply_rpc_error(s, id, -32602, "%s: \"%s\" must be \"piped\" or \"null\"", what, names[fd]);
+            return false;
+        }
+        r->out[fd] = r->pipe[fd] = strcmp(mode, "piped") == 0;
+    }
+    return true;
+}
+
+void rpc_spawn_start(struct session *s, json_t *id, json_t *ap, const struct rpc_spawn_req *r,
+                     const struct rpc_spawn_hooks *hooks)
+{
+    struct sandbox *sb = s->sb;
+    struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
+    unsigned live = 0;
+    for (struct proc *p = sb->procs; p; p = p->next)
+        live += !p->exited;
+    const char *err = !ctx || !ap ? "out of memory" : live >= MAX_LIVE_PROCS ? "too many processes" : NULL;
+    if (err) {
+        free(ctx);
+        json_decref(ap);
+        if (hooks && hooks->failed)
+            hooks->failed(hooks->ud);
+        if (hooks)
+            json_decref(hooks->extra);
+        if (live >= MAX_LIVE_PROCS)
+            return rpc_reply_result(s, id, rpc_app_error("EAGAIN", "too many processes running in this sandbox (%u)", live));
+        return rpc_reply_rpc_error(s, id, -32603, "out of memory");
+    }
+    ctx->stdin_stream = r->stdin_stream;
+    memcpy(ctx->out, r->out, sizeof ctx->out);
+    memcpy(ctx->pipe, r->pipe, sizeof ctx->pipe);
+    if (hooks)
+        ctx->hooks = *hooks;
+    int rc = agent_call(sb, "spawn", ap, on_spawn_reply, s, id, ctx);
+    if (rc < 0) {
+        if (ctx->hooks.failed)
+            ctx->hooks.failed(ctx->hooks.ud);
+        json_decref(ctx->hooks.extra);
+        free(ctx);
+        rpc_reply_result(s, id, rpc_app_error("EAGAIN", "cannot reach the sandbox's agent: %s", strerror(-rc)));
+    }
+}
+
+static void m_spawn(struct session *s, json_t *id, json_t *params)
+{
+    json_t *cmd = json_object_get(params, "command");
+    json_t *args = json_object_get(params, "args");
     if (!json_is_string(cmd) || json_string_length(cmd) == 0 || json_string_length(cmd) > 4096 ||
         memchr(json_string_value(cmd), 0, json_string_length(cmd)))
         return rpc_reply_rpc_error(s, id, -32602, "spawn: \"command\" must be a non-empty string without NUL bytes");
@@ -705,16 +798,9 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
     json_t *v;
     json_array_foreach(args, i, v) if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v)))
         return rpc_reply_rpc_error(s, id, -32602, "spawn: args[%zu] must be a string without NUL bytes", i);
-    if (env && !json_is_null(env) && (!json_is_object(env) || json_object_size(env) > MAX_ENV))
-        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"env\" must be an object of strings");
-    const char *k;
-    json_object_foreach(env, k, v) if (!json_is_string(v) || !*k || strchr(k, '=') ||
-                                       memchr(json_string_value(v), 0, json_string_length(v)))
-        return rpc_reply_rpc_error(s, id, -32602, "spawn: env \"%.64s\" must be a string (names without '=')", k);
-    if (cwd && !json_is_null(cwd) && (!json_is_string(cwd) || json_string_length(cwd) > 4096))
-        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"cwd\" must be a string");
-    if (jstdin && !json_is_null(jstdin) && (!json_is_integer(jstdin) || json_integer_value(jstdin) < 0))
-        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"stdinStreamId\" must be a stream id");
+    struct rpc_spawn_req r;
+    if (!rpc_spawn_parse(s, id, params, "spawn", &r))
+        return;
     /* hutch's own: "pty": {rows, cols} runs it on a pseudo-terminal (docs/protocol.md) */
     json_t *pty = json_object_get(params, "pty");
     if (pty && !json_is_null(pty)) {
@@ -724,45 +810,17 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
     } else {
         pty = NULL;
     }
-    struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
-        return rpc_reply_rpc_error(s, id, -32603, "out of memory");
-    ctx->stdin_stream = json_is_integer(jstdin) ? json_integer_value(jstdin) : -1;
-    const char *names[2] = {"stdout", "stderr"};
-    for (unsigned fd = 0; fd < 2; fd++) {
-        const char *mode = json_string_value(json_object_get(params, names[fd]));
-        if (!mode || (strcmp(mode, "piped") && strcmp(mode, "null"))) {
-            free(ctx);
-            return rpc_reply_rpc_error(s, id, -32602, "spawn: \"%s\" must be \"piped\" or \"null\"", names[fd]);
-        }
-        ctx->out[fd] = strcmp(mode, "piped") == 0;
-    }
     if (pty)
-        ctx->out[1] = false; /* a terminal has one output: stdout carries both */
-    if (!ok) {
-        free(ctx);
-        return rpc_reply_rpc_error(s, id, -32602, "spawn: \"clearEnv\" must be a boolean");
-    }
-    unsigned live = 0;
-    for (struct proc *p = sb->procs; p; p = p->next)
-        live += !p->exited;
-    if (live >= MAX_LIVE_PROCS) {
-        free(ctx);
-        return rpc_reply_result(s, id, rpc_app_error("EAGAIN", "too many processes running in this sandbox (%u)", live));
-    }
+        r.out[1] = r.pipe[1] = false; /* a terminal has one output: stdout carries both */
     json_t *ap = json_pack("{s:O, s:o, s:o, s:b, s:o, s:b, s:b, s:b, s:i}", "command", cmd, "args",
                            json_is_array(args) ? json_incref(args) : json_array(), "env",
-                           json_is_object(env) ? json_incref(env) : json_object(), "clearEnv", clear_env, "cwd",
-                           json_is_string(cwd) ? json_incref(cwd) : json_null(), "stdin", ctx->stdin_stream >= 0,
-                           "stdout", ctx->out[0], "stderr", ctx->out[1], "uid", 1000);
+                           r.env ? json_incref(r.env) : json_object(), "clearEnv", r.clear_env, "cwd",
+                           r.cwd ? json_incref(r.cwd) : json_null(), "stdin", r.stdin_stream >= 0,
+                           "stdout", r.pipe[0], "stderr", r.pipe[1], "uid", 1000);
     if (pty && ap)
         json_object_set_new(ap, "pty", json_pack("{s:I, s:I}", "rows", json_integer_value(json_object_get(pty, "rows")),
                                                  "cols", json_integer_value(json_object_get(pty, "cols"))));
-    int r = agent_call(sb, "spawn", ap, on_spawn_reply, s, id, ctx);
-    if (r < 0) {
-        free(ctx);
-        rpc_reply_result(s, id, rpc_app_error("EAGAIN", "cannot reach the sandbox's agent: %s", strerror(-r)));
-    }
+    rpc_spawn_start(s, id, ap, &r, NULL);
 }
 
 static bool get_pid(struct session *s, json_t *id, json_t *params, uint32_t *pid)
@@ -899,7 +957,8 @@ static const struct rpc_method core_methods[] = {
 };
 
 /* Each concern registers its methods in its own table (rpc_fs.c, ...). */
-static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods};
+static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods,
+                                                         deno_rpc_methods};
 
 const struct rpc_method *rpc_lookup(const char *name)
 {
@@ -916,8 +975,7 @@ static const char *const later_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
-    "denoReplCall",
+    "vscode",
 };
 
 void rpc_on_text(struct session *s, const char *data, size_t len)
@@ -1006,6 +1064,7 @@ void rpc_session_free(struct session *s)
     flush_deferred(s, true);
     rpc_fs_session_closed(s); /* file handles and transfers of this session (rpc_fs.c) */
     rpc_net_session_closed(s); /* fetches of this session (rpc_net.c) */
+    deno_session_closed(s); /* its HTTP waits and REPL calls (rpc_deno.c) */
     while (s->inbound) {
         struct inbound *in = s->inbound;
         if (s->sb && in->pid && !in->ended) {

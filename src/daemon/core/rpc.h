@@ -18,6 +18,30 @@ struct rpc_method {
 const struct rpc_method *rpc_lookup(const char *name);
 extern const struct rpc_method rpc_fs_methods[];   /* rpc_fs.c, NULL-terminated */
 
+/* Spawning (rpc.c), shared by spawn, spawnDeno and spawnDenoRepl. */
+struct rpc_spawn_req {
+    json_t *env;                  /* borrowed from params: an object of strings, or NULL */
+    json_t *cwd;                  /* borrowed: a string, or NULL */
+    bool clear_env;
+    int64_t stdin_stream;         /* the client's stdinStreamId, -1 = none */
+    bool out[2];                  /* stdout/stderr streamed to the client */
+    bool pipe[2];                 /* piped at the agent (out, or read by hutchd itself) */
+};
+/* Validates env, clearEnv, cwd, stdinStreamId, stdout, stderr; answers the
+ * request with the error and returns false when one is bad. */
+bool rpc_spawn_parse(struct session *s, json_t *id, json_t *params, const char *what, struct rpc_spawn_req *r);
+struct rpc_spawn_hooks {
+    json_t *extra;                /* stolen: members added to the {pid, stdoutStreamId, stderrStreamId} answer */
+    /* the process exists (before the client hears of it) */
+    void (*started)(struct sandbox *sb, struct proc *p, void *ud);
+    void (*failed)(void *ud);     /* no process: the request was answered with the error */
+    void *ud;
+};
+/* Asks the agent to spawn (ap: its "spawn" params, stolen) and answers the
+ * request as the SDK's spawn does. hooks may be NULL. */
+void rpc_spawn_start(struct session *s, json_t *id, json_t *ap, const struct rpc_spawn_req *r,
+                     const struct rpc_spawn_hooks *hooks);
+
 /* Answers for handlers. */
 void rpc_send_json(struct session *s, json_t *msg /* stolen */);
 void rpc_reply_result(struct session *s, json_t *id, json_t *result /* stolen; {"ok":..} or {"error":..} */);
@@ -49,6 +73,10 @@ bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan);
  * or the client left before .end): the write is cancelled and, while the client
  * is still there, answered with an error instead of success. */
 void rpc_fs_upload_failed(struct sandbox *sb, uint32_t chan, int why);
+/* rpc_fs.c: writes a new file (createNew, mode 0600) as `app` through the fs
+ * worker, for hutchd's own use (spawnDeno's code); cb gets the worker's reply. */
+int rpc_fs_put(struct session *s, json_t *rpc_id, const char *path, const void *data, size_t n, agent_reply_cb cb,
+               void *ud);
 
 /* Network (rpc_net.c): sandbox.fetch from the sandbox's network position.
  * Request bodies are inbound streams bound (rpc_inbound_bind_chan) to a

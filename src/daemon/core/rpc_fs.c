@@ -859,3 +859,26 @@ const struct rpc_method rpc_fs_methods[] = {
     {"fileUtime", m_futime},       {"fileWrite", m_fwrite},        {"walk", m_walk},
     {"expandGlob", m_glob},        {NULL, NULL},
 };
+
+/* ---- hutchd's own files ------------------------------------------------ */
+
+int rpc_fs_put(struct session *s, json_t *rpc_id, const char *path, const void *data, size_t n, agent_reply_cb cb,
+               void *ud)
+{
+    struct sandbox *sb = s->sb;
+    uint32_t chan = new_chan();
+    json_t *ap = json_pack("{s:s, s:I, s:{s:b, s:b, s:i}}", "path", path, "chan", (json_int_t)chan, "options",
+                           "create", 1, "createNew", 1, "mode", 0600);
+    int r = agent_call(sb, "writeFile", ap, cb, s, rpc_id, ud);
+    if (r < 0)
+        return r;
+    const uint8_t *p = data;
+    for (size_t off = 0; off < n;) { /* counted as stdin in flight, as an upload's bytes are */
+        size_t k = n - off > HX_FRAME_MAX ? HX_FRAME_MAX : n - off;
+        if (agent_send(sb, HX_STDIN, chan, p + off, k) == 0)
+            sb->stdin_inflight += k;
+        off += k;
+    }
+    agent_send(sb, HX_STDIN, chan, NULL, 0);
+    return 0;
+}

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "daemon/api/ws.h"
+#include "daemon/core/deno.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/net/ca.h"
@@ -65,6 +66,7 @@ struct fetch {
     bool tls, follow, head_only;
     char host[256];                  /* without brackets */
     uint16_t port;
+    uint16_t pid_port;               /* DenoProcess.fetch: that process's port on the sandbox's loopback, 0 = none */
     char *path;                      /* origin-form target */
     json_t *headers;                 /* [[name, value]...] as given (validated) */
     uint32_t body_chan;              /* 0 = no body */
@@ -627,6 +629,7 @@ static void follow_redirect(struct fetch *f)
     snprintf(origin, sizeof origin, "%s://%s%s%s:%u", f->tls ? "https" : "http", v6 ? "[" : "", f->host,
              v6 ? "]" : "", f->port);
     if (strcasecmp(origin, old_origin) != 0) {
+        f->pid_port = 0; /* a DenoProcess.fetch redirected elsewhere leaves that process */
         json_t *kept = json_array();
         size_t i;
         json_t *h;
@@ -866,7 +869,7 @@ static void connect_addr(struct fetch *f, int family, const void *addr)
     if (family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
         sin->sin_family = AF_INET;
-        sin->sin_port = htons(f->port);
+        sin->sin_port = htons(f->pid_port ? f->pid_port : f->port);
         memcpy(&sin->sin_addr, addr, 4);
     } else {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
@@ -1045,7 +1048,10 @@ static void fetch_start_conn(struct fetch *f)
     }
     uv_timer_start(&f->timer, on_timer, DEADLINE_MS, DEADLINE_MS);
     uint8_t a[16];
-    if (inet_pton(AF_INET, f->host, a) == 1)
+    if (f->pid_port) { /* the URL's host only names the Host header */
+        a[0] = 127, a[1] = 0, a[2] = 0, a[3] = 1;
+        connect_addr(f, AF_INET, a);
+    } else if (inet_pton(AF_INET, f->host, a) == 1)
         connect_addr(f, AF_INET, a);
     else if (inet_pton(AF_INET6, f->host, a) == 1)
         connect_addr(f, AF_INET6, a);
@@ -1159,6 +1165,24 @@ static void m_fetch(struct session *s, json_t *id, json_t *params)
     if (parse_url(f, url, &e) < 0) {
         fetch_fail(f, "InvalidData", "%s", e.msg);
         return;
+    }
+    json_t *jpid = json_object_get(params, "pid");
+    if (jpid && !json_is_null(jpid)) { /* DenoProcess.fetch: to the port that Deno process listens on */
+        json_int_t pid = json_integer_value(jpid);
+        int port = json_is_integer(jpid) && pid > 0 && pid <= 0x7fffffff ? deno_http_port(sb, (uint32_t)pid) : -EINVAL;
+        if (port == -EINVAL || port == -ESRCH) {
+            fetch_fail(f, "NotFound", "process %lld is not a running Deno process started by spawnDeno or spawnDenoRepl",
+                       (long long)pid);
+            return;
+        }
+        if (port < 0) {
+            fetch_fail(f, "ConnectionRefused", "Deno process %lld does not listen on a TCP port (yet)", (long long)pid);
+            return;
+        }
+        f->pid_port = (uint16_t)port;
+        if (f->tls && f->port == 443)
+            f->port = 80;
+        f->tls = false; /* plain HTTP on the sandbox's loopback */
     }
     if (json_is_integer(jbody)) {
         f->body_chan = g_next_chan++;

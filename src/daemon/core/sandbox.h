@@ -21,6 +21,7 @@ struct sb_storage;
 struct proc_stats;
 struct sb_samples;
 struct sandbox_rec;
+struct deno_sb;
 
 enum sandbox_state { SB_STARTING, SB_RUNNING, SB_STOPPING, SB_STOPPED };
 
@@ -53,6 +54,7 @@ struct proc {
     char signal[16];
     bool oom;
     bool reported;                /* a processWait got the status */
+    bool deno_watch;              /* deno: a --watch process; hutchd reads its stderr for restarts */
     uint32_t inflight[2];         /* output bytes received, not yet credited back */
     int64_t exited_ms;
     struct waiter *waiters;
@@ -161,6 +163,7 @@ struct sandbox {
     json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
     struct sb_samples *samples;   /* dashboard: its CPU and memory samples (sbstats.c); owned, may be NULL */
     struct sb_restore restore;    /* live restore (core/restore.c) */
+    struct deno_sb *deno;         /* deno: its REPL control listener (rpc_deno.c); owned, may be NULL */
 };
 
 struct daemon_ctx {
