@@ -116,6 +116,9 @@ void ws_set_reading(struct ws_conn *w, bool on) {}
 /* sandbox.fetch is not fuzzed here (it connects out). */
 const struct rpc_method rpc_net_methods[] = {{NULL, NULL}};
 const struct rpc_method expose_rpc_methods[] = {{NULL, NULL}}; /* expose.c: exposures need an ingress */
+const struct rpc_method vscode_rpc_methods[] = {{NULL, NULL}}; /* vscode.c: needs the layer and a netns */
+void vscode_on_stderr(struct sandbox *sb, uint32_t pid, const uint8_t *p, size_t n) {}
+void vscode_session_closed(struct session *s) {}
 void rpc_net_on_body(struct session *s, uint32_t chan, const uint8_t *p, size_t n, int end) {}
 void rpc_net_on_drain(struct session *s) {}
 void rpc_net_stream_cancel(struct session *s, int64_t stream_id) {}

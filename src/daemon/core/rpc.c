@@ -181,6 +181,8 @@ struct deferred_credit {
 void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len)
 {
     struct session *s = p->owner;
+    if (fd == 1 && len)
+        vscode_on_stderr(sb, p->pid, data, len); /* a starting VS Code's last words (vscode.c) */
     uint32_t chan = HX_STREAM_CHAN(p->pid, fd);
     if (len == 0) {
         if (s && s->ws && p->stream_id[fd])
@@ -491,6 +493,8 @@ static void handle_stream_notification(struct session *s, const char *method, js
 struct spawn_ctx {
     int64_t stdin_stream;   /* -1 = none */
     bool out[2];
+    rpc_spawned_cb done;    /* rpc_spawn_as: who answers the client instead */
+    void *done_ud;
 };
 
 static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -500,8 +504,13 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     json_t *jpid = json_object_get(ok, "pid");
     if (!reply || !json_is_integer(jpid) || json_integer_value(jpid) <= 0 ||
         json_integer_value(jpid) > 0x7fffffff) {
-        if (s)
-            rpc_reply_result(s, rpc_id, rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
+        json_t *r = rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL);
+        if (ctx->done)
+            ctx->done(sb, s, rpc_id, r, 0, ctx->done_ud);
+        else if (s)
+            rpc_reply_result(s, rpc_id, r);
+        else
+            json_decref(r);
         free(ctx);
         return;
     }
@@ -511,6 +520,8 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         proc_remove(sb, p);
     p = calloc(1, sizeof *p);
     if (!p) {
+        if (ctx->done)
+            ctx->done(sb, s, rpc_id, rpc_app_error("ENOMEM", "out of memory"), 0, ctx->done_ud);
         free(ctx);
         return;
     }
@@ -531,7 +542,10 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
             ids[fd] = json_null();
         }
     }
-    if (s) {
+    if (ctx->done) {
+        ctx->done(sb, s, rpc_id, json_pack("{s:{s:I, s:o, s:o}}", "ok", "pid", (json_int_t)pid, "stdoutStreamId",
+                                           ids[0], "stderrStreamId", ids[1]), pid, ctx->done_ud);
+    } else if (s) {
         rpc_reply_result(s, rpc_id, json_pack("{s:{s:I, s:o, s:o}}", "ok", "pid", (json_int_t)pid, "stdoutStreamId",
                                           ids[0], "stderrStreamId", ids[1]));
         if (ctx->stdin_stream >= 0) {
@@ -672,6 +686,32 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
     }
 }
 
+int rpc_spawn_as(struct session *s, json_t *id, json_t *ap, const bool out[2], rpc_spawned_cb done, void *ud)
+{
+    unsigned live = 0;
+    for (struct proc *p = s->sb->procs; p; p = p->next)
+        live += !p->exited;
+    if (live >= MAX_LIVE_PROCS) {
+        json_decref(ap);
+        return -EAGAIN;
+    }
+    struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx || !ap) {
+        free(ctx);
+        json_decref(ap);
+        return -ENOMEM;
+    }
+    ctx->stdin_stream = -1;
+    ctx->out[0] = out[0];
+    ctx->out[1] = out[1];
+    ctx->done = done;
+    ctx->done_ud = ud;
+    int r = agent_call(s->sb, "spawn", ap, on_spawn_reply, s, id, ctx);
+    if (r < 0)
+        free(ctx);
+    return r;
+}
+
 static bool get_pid(struct session *s, json_t *id, json_t *params, uint32_t *pid)
 {
     json_t *v = json_object_get(params, "pid");
@@ -806,7 +846,8 @@ static const struct rpc_method core_methods[] = {
 };
 
 /* Each concern registers its methods in its own table (rpc_fs.c, ...). */
-static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods};
+static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods,
+                                                         vscode_rpc_methods};
 
 const struct rpc_method *rpc_lookup(const char *name)
 {
@@ -823,7 +864,7 @@ static const char *const later_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "vscode", "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
+    "spawnDeno", "denoHttpWait", "spawnDenoRepl", "denoReplClose", "denoReplEval",
     "denoReplCall",
 };
 
@@ -913,6 +954,7 @@ void rpc_session_free(struct session *s)
     flush_deferred(s, true);
     rpc_fs_session_closed(s); /* file handles and transfers of this session (rpc_fs.c) */
     rpc_net_session_closed(s); /* fetches of this session (rpc_net.c) */
+    vscode_session_closed(s); /* VS Code starts it was waiting for (vscode.c) */
     while (s->inbound) {
         struct inbound *in = s->inbound;
         if (s->sb && in->pid && !in->ended) {
