@@ -58,6 +58,16 @@ def main(d):
         sn = vol.get("snapshot_1gb")
         rows.append(("snapshot of a volume with 1 GB written", ms(sn, "p50_ms"), ms(sn, "p99_ms"), sn and sn.get("n"),
                      "reflink: metadata only (target well under 1 s)"))
+    vsc, bind = load(f"{d}/vscode.json"), load(f"{d}/bind.json")
+    if bind:
+        rows.append(("vscode layer bind (per create, in hutch-init)", us_as_ms(bind, "p50_us"), us_as_ms(bind, "p99_us"),
+                     bind.get("n"), "open_tree + mount_setattr + move_mount: all other sandboxes pay"))
+    if vsc:
+        a, l = vsc.get("expose_answer"), vsc.get("workbench_loaded")
+        rows.append(("exposeVscode() -> answered (code-server listens)", ms(a, "p50_ms"), ms(a, "p99_ms"), a and a.get("n"),
+                     "fresh sandbox each run"))
+        rows.append(("exposeVscode() -> workbench loaded (Chromium)", ms(l, "p50_ms"), ms(l, "p99_ms"), l and l.get("n"),
+                     "explorer shows the folder's file"))
     net = load(f"{d}/net.json")
     if net:
         for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream")):

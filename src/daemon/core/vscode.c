@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +40,7 @@ struct vstart {
     int port;
     json_t *result;           /* the spawn's {"ok": ...}, sent when the port answers */
     uv_timer_t timer;
+    int probe_fd;             /* a connect to the port in progress, else -1 */
     int64_t deadline_ms;
     size_t tail_len;
     char tail[TAIL_MAX];
@@ -71,6 +73,9 @@ static void on_start_closed(uv_handle_t *h)
 
 static void start_free(struct vstart *v)
 {
+    if (v->probe_fd >= 0)
+        close(v->probe_fd);
+    v->probe_fd = -1;
     for (struct vstart **pp = &starts; *pp; pp = &(*pp)->next)
         if (*pp == v) {
             *pp = v->next;
@@ -116,20 +121,39 @@ static void fail(struct vstart *v, json_t *err)
     start_free(v);
 }
 
-/* Connects to 127.0.0.1:port inside the sandbox's network namespace, as
- * the ingress's upstream does: 1 listening, 0 not (yet), -errno. */
-static int port_listens(struct sandbox *sb, int port)
+/* Starts a connect to 127.0.0.1:port inside the sandbox's network
+ * namespace, as the ingress's upstream does: 1 connected, 0 refused, 2 in
+ * progress (*fd kept: the caller polls it), -errno. */
+static int probe_start(struct sandbox *sb, int port, int *fd)
 {
     struct hx_err e = {0};
-    int fd = net_sandbox_socket(sb, AF_INET, SOCK_STREAM, &e);
-    if (fd < 0)
-        return fd;
+    *fd = net_sandbox_socket(sb, AF_INET, SOCK_STREAM, &e);
+    if (*fd < 0)
+        return *fd;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int r = connect(fd, (struct sockaddr *)&a, sizeof a);
-    int err = r < 0 ? errno : 0;
-    close(fd);
-    return err == 0 ? 1 : 0; /* EINPROGRESS (a full backlog) counts as not yet */
+    int r = connect(*fd, (struct sockaddr *)&a, sizeof a);
+    if (r < 0 && errno == EINPROGRESS) /* the usual answer of a non-blocking connect, even on loopback */
+        return 2;
+    close(*fd);
+    *fd = -1;
+    return r == 0 ? 1 : 0;
+}
+
+/* An in-progress probe: 1 connected, 0 refused, 2 still in progress. */
+static int probe_check(int *fd, int wait_ms)
+{
+    struct pollfd pfd = {.fd = *fd, .events = POLLOUT};
+    int n = poll(&pfd, 1, wait_ms);
+    if (n == 0)
+        return 2;
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (n < 0 || getsockopt(*fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+        err = errno ? errno : EIO;
+    close(*fd);
+    *fd = -1;
+    return err == 0 ? 1 : 0;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -152,7 +176,17 @@ static void on_tick(uv_timer_t *t)
                                      p ? p->code : -1, p && p->signal[0] ? ", " : "", p ? p->signal : "",
                                      tail[0] ? tail : "(no output)"));
     }
-    if (port_listens(sb, v->port) == 1) {
+    int listening = 0;
+    if (v->probe_fd >= 0) { /* the last tick's connect, 100 ms on */
+        listening = probe_check(&v->probe_fd, 0);
+        if (listening == 2) { /* a full backlog: try again */
+            close(v->probe_fd);
+            v->probe_fd = -1;
+        }
+    }
+    if (v->probe_fd < 0 && listening != 1)
+        listening = probe_start(sb, v->port, &v->probe_fd);
+    if (listening == 1) {
         rpc_reply_result(v->s, v->rpc_id, v->result);
         v->result = NULL;
         fprintf(stderr, "hutchd: %s: VS Code (pid %u) listens on port %d\n", sb->id, v->pid, v->port);
@@ -331,8 +365,12 @@ static int pick_port(struct sandbox *sb)
         uint16_t r;
         if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
             return -EIO;
-        int port = 20000 + r % 40000;
-        int l = port_listens(sb, port);
+        int port = 20000 + r % 40000, fd;
+        int l = probe_start(sb, port, &fd);
+        if (l == 2)
+            l = probe_check(&fd, 50); /* loopback: answered at once unless a backlog is full */
+        if (fd >= 0)
+            close(fd);
         if (l < 0)
             return l;
         if (l == 0)
@@ -432,6 +470,7 @@ static void m_vscode(struct session *s, json_t *id, json_t *params)
     vs->rpc_id = json_incref(id);
     snprintf(vs->sandbox, sizeof vs->sandbox, "%s", sb->id);
     vs->port = port;
+    vs->probe_fd = -1;
     vs->deadline_ms = now_ms() + START_TIMEOUT_MS;
     uv_timer_init(g_daemon.loop, &vs->timer);
     vs->timer.data = vs;
