@@ -7,14 +7,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { requireEnv, waitFor, withSandbox } from "./helpers.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
+const here = path.dirname(fileURLToPath(import.meta.url));
+const GALLERY = readFileSync(path.join(here, "..", "integration", "fake_gallery.py"), "utf8");
 const LAYER = process.env.HUTCH_VSCODE_LAYER || "/var/cache/hutch/layers/vscode-4.99.4";
 const skip = existsSync(path.join(LAYER, ".complete")) ? false
   : `no vscode layer at ${LAYER} (make vscode-layer builds it)`;
@@ -79,24 +82,45 @@ test("exposeVscode returns a URL serving the workbench; status runs until kill()
   });
 });
 
-test("exposeVscode with extensions is refused when allowNet does not allow the gallery", { skip }, async () => {
+test("exposeVscode installs extensions through allowNet: refused where the gallery is not allowed", { skip }, async () => {
+  const gallery = (port) => JSON.stringify({ serviceUrl: `http://127.0.0.1:${port}/gallery` });
   await withSandbox({ allowNet: ["sdk-up.test"] }, async (sb) => {
-    await assert.rejects(sb.exposeVscode("/home/app", { extensions: ["denoland.vscode-deno"] }),
-      (e) => {
-        assert.match(e.message, /allowNet does not allow open-vsx\.org:443, the extension gallery/, e.message);
-        return true;
-      });
+    // Open VSX (the default gallery) is not in allowNet: hutch refuses before anything runs
+    await assert.rejects(sb.exposeVscode("/home/app", { extensions: ["denoland.vscode-deno"] }), (e) => {
+      assert.match(e.message, /allowNet does not allow open-vsx\.org:443, the extension gallery/, e.message);
+      return true;
+    });
+    // another gallery that allowNet does not name: the same
+    await assert.rejects(sb.exposeVscode("/home/app", {
+      extensions: ["hutchtest.hello"], env: { EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: "http://gallery.test/g" }) },
+    }), /allowNet does not allow gallery\.test:80/);
     assert.deepEqual(await codeServerPids(sb), []); // refused before anything ran
     // bad ids are refused as such, never passed on as arguments
     await assert.rejects(sb.exposeVscode("/home/app", { extensions: ["--help"] }), /not an extension id/);
-    // positive control: without extensions the same sandbox starts VS Code
-    const vs = await sb.exposeVscode("/home/app");
+    // positive control: a gallery the sandbox may reach (a fake one on its own
+    // loopback, tests/integration/fake_gallery.py): the extension installs
+    await sb.fs.writeTextFile("/tmp/fake_gallery.py", GALLERY);
+    await sb.spawn("python3", { args: ["/tmp/fake_gallery.py", "18777"], stdout: "null", stderr: "null" });
+    await waitFor("fake gallery", async () =>
+      (await sb.sh`curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:18777/gallery/package.json || true`.text()) === "200");
+    const vs = await sb.exposeVscode("/home/app", {
+      extensions: ["hutchtest.hello"], env: { EXTENSIONS_GALLERY: gallery(18777) },
+    });
+    const pkg = JSON.parse(await sb.fs.readTextFile(
+      "/home/app/.local/share/code-server/extensions/hutchtest.hello-1.0.0/package.json"));
+    assert.equal(pkg.description, "served by hutch's fake gallery");
     assert.equal(await settle(vs.status, 500), "running");
     await vs.kill();
     await vs.status;
+    // an extension the gallery does not have: a clear failure, nothing left running
+    await assert.rejects(sb.exposeVscode("/home/app", {
+      extensions: ["hutchtest.missing"], env: { EXTENSIONS_GALLERY: gallery(18777) },
+    }), /cannot install extension hutchtest\.missing/);
+    assert.deepEqual(await codeServerPids(sb), []);
   });
-  // positive control for the gallery check: allowed, the install is tried
-  // (and fails here only because this test network has no open-vsx.org)
+  // positive control for the allowNet check with Open VSX itself: allowed,
+  // the install is tried (and fails here only because this test network has
+  // no open-vsx.org)
   await withSandbox({ allowNet: ["open-vsx.org"] }, async (sb) => {
     await assert.rejects(sb.exposeVscode("/home/app", { extensions: ["denoland.vscode-deno"] }), (e) => {
       assert.doesNotMatch(e.message, /allowNet does not allow/);
