@@ -544,8 +544,16 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
     int r;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hx_fail(e, errno, "make / private: %m");
-    if ((r = build_root(c, e)) < 0 || (r = volumes_mount(c, e)) < 0 || /* storage: */
-        (r = bind_vscode_layer(c, e)) < 0 ||
+    if ((r = build_root(c, e)) < 0)
+        return r;
+    /* Optional: a root whose /opt cannot hold the mount point (a snapshot
+     * with a symlink there) or a layer being rebuilt leaves this sandbox
+     * without VS Code (the `vscode` RPC then says so), not without a start.
+     * Before the volumes: a volume mounted at /opt hides the layer rather
+     * than getting its mount point written into it. */
+    struct hx_err ve = {0};
+    (void)bind_vscode_layer(c, &ve);
+    if ((r = volumes_mount(c, e)) < 0 || /* storage: */
         (r = write_resolv_conf(c, e)) < 0 || (r = add_ca_bundle(c, e)) < 0 ||
         (r = build_dev(c, e)) < 0 ||
         (r = views_prepare(e)) < 0 || /* views: before the host's paths go */

@@ -208,10 +208,11 @@ static void on_spawned(struct sandbox *sb, struct session *s, json_t *rpc_id, js
     if (!pid) {
         json_t *err = json_object_get(result, "error");
         const char *code = json_string_value(json_object_get(err, "code"));
-        if (code && strcmp(code, "ENOENT") == 0) { /* no launcher: the sandbox started before the layer was built */
+        if (code && strcmp(code, "ENOENT") == 0) { /* no launcher in this sandbox */
             json_decref(result);
-            result = rpc_app_error("ENOTSUP", "this sandbox has no VS Code layer (it started before the layer was "
-                                              "built): create a new sandbox");
+            result = rpc_app_error("ENOTSUP", "this sandbox has no VS Code layer: it started before the layer was "
+                                              "built, or its root is a writable volume or has no place for "
+                                              "/opt/hutch/vscode; create a new sandbox from the image");
         }
         return fail(v, result);
     }
