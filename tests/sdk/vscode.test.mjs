@@ -53,7 +53,7 @@ async function codeServerPids(sb) {
 test("exposeVscode returns a URL serving the workbench; status runs until kill() stops it", { skip }, async () => {
   const ca = await ingressCa();
   await withSandbox({}, async (sb) => {
-    const vs = await sb.exposeVscode("/home/app", { editorSettings: { "editor.fontSize": 17 } });
+    const vs = await sb.exposeVscode("/home/app", { editorSettings: { "editor.fontSize": 17 }, env: { HUTCH_MARK: "m-17" } });
     assert.match(vs.url, /^https:\/\/127\.0\.0\.1:\d+\/[a-z2-7]{26}$/);
     // code-server sends the browser to the folder it opened, then serves the workbench
     const first = await get(ca, `${vs.url}/`);
@@ -64,7 +64,12 @@ test("exposeVscode returns a URL serving the workbench; status runs until kill()
     assert.match(page.body, /vs\/code\/browser\/workbench\/workbench/);
     // the server runs as app, bound to the sandbox's loopback only
     const ps = await sb.sh`ps -o user=,args= -C node | grep entry.js || true`.text();
-    assert.match(ps, /^app\s+.*--bind-addr 127\.0\.0\.1:\d+ --auth none/m, ps);
+    assert.match(ps, /^app\s+.*--bind-addr 127\.0\.0\.1:\d+ --auth none --disable-telemetry --disable-update-check/m, ps);
+    // the caller's env reaches VS Code (and so its terminals); hutch's hand-over variables do not
+    const pid = (await sb.sh`pgrep -o -f code-server/out/node/entry.js`.text()).trim();
+    const env = Buffer.from(await sb.fs.readFile(`/proc/${pid}/environ`)).toString().split("\0");
+    assert.ok(env.includes("HUTCH_MARK=m-17"), env.join(" "));
+    assert.deepEqual(env.filter((e) => e.startsWith("HUTCH_VSCODE_")), []);
     assert.equal(await settle(vs.status, 1000), "running");
     // settings: telemetry off, the caller's on top (code-server's user settings)
     const settings = JSON.parse(await sb.fs.readTextFile("/home/app/.local/share/code-server/User/settings.json"));
