@@ -31,6 +31,13 @@ for t in npm g++ make python3 rg pkg-config; do
 done
 [[ -d $image/usr/lib ]] || { echo "hutch: image rootfs $image missing (scripts/build-image.sh builds it)" >&2; exit 1; }
 mkdir -p "$cache"
+# One build at a time (make image from two checkouts): the second waits, then
+# finds the stamp.
+exec 9>"$cache/.$name.lock"
+flock 9
+if [[ -f $dest/.complete ]] && [[ $(cat "$dest/.complete") == "$stamp_version" ]]; then
+  exit 0
+fi
 tmp=$cache/.$name.build.$$
 trap 'rm -rf --one-file-system "$tmp"' EXIT
 rm -rf --one-file-system "$cache"/.$name.build.* 2>/dev/null || true
