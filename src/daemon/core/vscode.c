@@ -38,6 +38,7 @@ struct vstart {
     char sandbox[32];
     uint32_t pid;             /* 0 until the agent answered the spawn */
     int port;
+    bool extensions;          /* some were asked for */
     json_t *result;           /* the spawn's {"ok": ...}, sent when the port answers */
     uv_timer_t timer;
     int probe_fd;             /* a connect to the port in progress, else -1 */
@@ -170,7 +171,7 @@ static void on_tick(uv_timer_t *t)
     if (!p || p->exited) {
         char tail[420];
         tail_text(v, tail, sizeof tail);
-        if (p && p->code == 3) /* the launcher's "an extension did not install" */
+        if (p && p->code == 3 && v->extensions) /* the launcher's "an extension did not install" */
             return fail(v, rpc_app_error("EXTENSION_INSTALL_FAILED", "%s", tail));
         return fail(v, rpc_app_error("EIO", "VS Code exited before it listened (exit code %d%s%s): %s",
                                      p ? p->code : -1, p && p->signal[0] ? ", " : "", p ? p->signal : "",
@@ -471,6 +472,7 @@ static void m_vscode(struct session *s, json_t *id, json_t *params)
     vs->rpc_id = json_incref(id);
     snprintf(vs->sandbox, sizeof vs->sandbox, "%s", sb->id);
     vs->port = port;
+    vs->extensions = n_exts > 0;
     vs->probe_fd = -1;
     vs->deadline_ms = now_ms() + START_TIMEOUT_MS;
     uv_timer_init(g_daemon.loop, &vs->timer);
