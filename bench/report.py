@@ -63,9 +63,16 @@ def main(d):
         rows.append(("vscode layer bind (per create, in hutch-init)", us_as_ms(bind, "p50_us"), us_as_ms(bind, "p99_us"),
                      bind.get("n"), "open_tree + mount_setattr + move_mount: all other sandboxes pay"))
     if vsc:
-        a, l = vsc.get("expose_answer"), vsc.get("workbench_loaded")
+        a, w, l = vsc.get("expose_answer"), vsc.get("workbench_shell"), vsc.get("workbench_loaded")
         rows.append(("exposeVscode() -> answered (code-server listens)", ms(a, "p50_ms"), ms(a, "p99_ms"), a and a.get("n"),
                      "fresh sandbox each run"))
+        j = vsc.get("workbench_js")
+        if j:
+            rows.append(("GET workbench.js through the URL (Node)", ms(j, "p50_ms"), "", j.get("n"),
+                         f"{j['bytes']} bytes gzip (11 MB plain); inside the sandbox, no ingress: "
+                         f"{j.get('inside_p50_ms', 0):.0f} ms"))
+        rows.append(("exposeVscode() -> workbench drawn (Chromium)", ms(w, "p50_ms"), ms(w, "p99_ms"), w and w.get("n"),
+                     ".monaco-workbench in the page"))
         rows.append(("exposeVscode() -> workbench loaded (Chromium)", ms(l, "p50_ms"), ms(l, "p99_ms"), l and l.get("n"),
                      "explorer shows the folder's file"))
     net = load(f"{d}/net.json")

@@ -5,6 +5,7 @@
 // Prints one JSON line. Env: VSCODE_BENCH_RUNS (default 3).
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import os from "node:os";
 import path from "node:path";
 const mods = new URL("../tests/sdk/node_modules/", import.meta.url);
@@ -35,7 +36,21 @@ const browser = await chromium.launchPersistentContext(path.join(home, "profile"
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"],
 });
-const answer = [], loaded = [];
+const answer = [], shell = [], loaded = [], jsFetch = [];
+const caPem = await (await fetch(new URL("/hutch/v1/ingress/ca.crt", process.env.DENO_DEPLOY_ENDPOINT), {
+  headers: { Authorization: `Bearer ${process.env.DENO_DEPLOY_TOKEN}` },
+})).text();
+// GET through the exposed URL as a browser would (gzip accepted): {ms, bytes, status}
+function timedGet(url) {
+  return new Promise((resolve, reject) => {
+    const t = performance.now();
+    https.get(url, { ca: caPem, headers: { "Accept-Encoding": "gzip, deflate, br" } }, (res) => {
+      let bytes = 0;
+      res.on("data", (c) => (bytes += c.length));
+      res.on("end", () => resolve({ ms: performance.now() - t, bytes, status: res.statusCode, body: "" }));
+    }).on("error", reject);
+  });
+}
 try {
   for (let i = 0; i < runs; i++) {
     const sb = await Sandbox.create();
@@ -47,9 +62,24 @@ try {
       const t1 = performance.now();
       const page = await browser.newPage();
       await page.goto(`${vs.url}/`);
+      await page.waitForSelector(".monaco-workbench", { timeout: 120000 });
+      const tw = performance.now();
+      const html = await page.content();
       await page.waitForSelector(".explorer-folders-view >> text=bench.txt", { timeout: 120000 });
       const t2 = performance.now();
+      // the biggest file the page loads, alone, gzip as a browser asks: through
+      // the URL (ingress + code-server) and inside the sandbox (code-server alone)
+      const js = html.match(/src="([^"]*\/out\/vs\/code\/browser\/workbench\/workbench\.js)"/);
+      if (js) {
+        const u = new URL(js[1], page.url());
+        const g = await timedGet(u.href);
+        const inner = u.pathname.split("/").slice(2).join("/"); // without the /SECRET prefix
+        const port = (await sb.sh`ps -o args= -C node | grep -o 'bind-addr 127.0.0.1:[0-9]*' | head -1`.text()).trim().split(":")[1];
+        const c = await sb.sh`curl -s -o /dev/null -H 'Accept-Encoding: gzip' -w '%{time_total}' http://127.0.0.1:${port}/${inner}`.text();
+        if (g.status === 200) jsFetch.push({ ...g, inside_ms: Number(c) * 1000 });
+      }
       answer.push(t1 - t0);
+      shell.push(tw - t0);
       loaded.push(t2 - t0);
       await page.close();
       await vs.kill();
@@ -63,5 +93,8 @@ try {
 }
 console.log(JSON.stringify({
   expose_answer: { p50_ms: pct(answer, 50), p99_ms: pct(answer, 99), n: answer.length },
+  workbench_js: jsFetch.length ? { p50_ms: pct(jsFetch.map((g) => g.ms), 50), bytes: jsFetch[0].bytes, n: jsFetch.length,
+                                  inside_p50_ms: pct(jsFetch.map((g) => g.inside_ms), 50) } : null,
+  workbench_shell: { p50_ms: pct(shell, 50), p99_ms: pct(shell, 99), n: shell.length },
   workbench_loaded: { p50_ms: pct(loaded, 50), p99_ms: pct(loaded, 99), n: loaded.length },
 }));
