@@ -68,7 +68,7 @@ def main(d):
                      "fresh sandbox each run"))
         j = vsc.get("workbench_js")
         if j:
-            rows.append(("GET workbench.js through the URL (Node)", ms(j, "p50_ms"), "", j.get("n"),
+            rows.append(("GET workbench.js through the URL (curl)", ms(j, "p50_ms"), "", j.get("n"),
                          f"{j['bytes']} bytes gzip (11 MB plain); inside the sandbox, no ingress: "
                          f"{j.get('inside_p50_ms', 0):.0f} ms"))
         rows.append(("exposeVscode() -> workbench drawn (Chromium)", ms(w, "p50_ms"), ms(w, "p99_ms"), w and w.get("n"),

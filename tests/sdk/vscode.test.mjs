@@ -45,6 +45,20 @@ function get(ca, url) {
 const settle = (p, ms) => Promise.race([p.then(() => "exited", () => "exited"),
   new Promise((r) => setTimeout(() => r("running"), ms))]);
 
+// Chromium aborts a navigation with ERR_NETWORK_CHANGED when an interface
+// appears in its network namespace (each new sandbox adds a veth to
+// hutchd's): try again then.
+async function gotoRetry(page, url) {
+  for (let i = 0; ; i++) {
+    try {
+      return await page.goto(url);
+    } catch (e) {
+      if (i === 4 || !String(e.message).includes("ERR_NETWORK_CHANGED")) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 async function codeServerPids(sb) {
   const out = await sb.sh`ps -eo pid=,args= | grep '[c]ode-server/out/node/entry.js' || true`.text();
   return out.trim().split("\n").filter(Boolean);
@@ -167,7 +181,7 @@ test("Chromium loads VS Code through the exposed URL, opens a terminal and runs 
     let page;
     try {
       page = await browser.newPage();
-      const resp = await page.goto(`${vs.url}/`);
+      const resp = await gotoRetry(page, `${vs.url}/`);
       assert.equal(resp.status(), 200);
       await page.waitForSelector(".monaco-workbench", { timeout: 90000 });
       // the explorer shows the opened folder's file
