@@ -3,7 +3,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 PREFIX ?= /usr/local
 
-.PHONY: all deps run test test-unit test-asan test-integration test-sdk bench install image clean fuzz dashboard
+.PHONY: all deps run test test-unit test-asan test-integration test-sdk bench install image vscode-layer clean fuzz dashboard
 
 all: $(BUILD)/build.ninja dashboard
 	ninja -C $(BUILD)
@@ -36,6 +36,11 @@ deps:
 
 image: all
 	@bash scripts/build-image.sh
+	@bash scripts/build-vscode-layer.sh
+
+# VS Code in sandboxes (docs/expose.md): code-server + Node.js 20, once per machine.
+vscode-layer:
+	@bash scripts/build-vscode-layer.sh
 
 run: deps all image
 	@bash scripts/run.sh

@@ -73,6 +73,23 @@ def main(d):
                      "peer for the next line: new TLS connection through the ingress"))
         rows.append(("request to an app scaled to zero (cold)", ms(cr, "p50_ms"), ms(cr, "p99_ms"), cr and cr.get("n"),
                      "wakes a sandbox from the snapshot; vs warm " + ratio(cr and cr["p50_ms"], wr and wr["p50_ms"])))
+    vsc, bind = load(f"{d}/vscode.json"), load(f"{d}/bind.json")
+    if bind:
+        rows.append(("vscode layer bind (per create, in hutch-init)", us_as_ms(bind, "p50_us"), us_as_ms(bind, "p99_us"),
+                     bind.get("n"), "open_tree + mount_setattr + move_mount: all other sandboxes pay"))
+    if vsc:
+        a, w, l = vsc.get("expose_answer"), vsc.get("workbench_shell"), vsc.get("workbench_loaded")
+        rows.append(("exposeVscode() -> answered (code-server listens)", ms(a, "p50_ms"), ms(a, "p99_ms"), a and a.get("n"),
+                     "fresh sandbox each run"))
+        j = vsc.get("workbench_js")
+        if j:
+            rows.append(("GET workbench.js through the URL (curl)", ms(j, "p50_ms"), "", j.get("n"),
+                         f"{j['bytes']} bytes gzip (11 MB plain); inside the sandbox, no ingress: "
+                         f"{j.get('inside_p50_ms', 0):.0f} ms"))
+        rows.append(("exposeVscode() -> workbench drawn (Chromium)", ms(w, "p50_ms"), ms(w, "p99_ms"), w and w.get("n"),
+                     ".monaco-workbench in the page"))
+        rows.append(("exposeVscode() -> workbench loaded (Chromium)", ms(l, "p50_ms"), ms(l, "p99_ms"), l and l.get("n"),
+                     "explorer shows the folder's file"))
     net = load(f"{d}/net.json")
     if net:
         for way, what in (("get", "upstream -> sandbox"), ("put", "sandbox -> upstream"),
@@ -136,7 +153,7 @@ def main(d):
         print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
         print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
               f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
-    if not (hutch or vol or fsb or net or ig):
+    if not (hutch or vol or fsb or net or ig or vsc):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

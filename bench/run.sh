@@ -2,7 +2,7 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress,vscode
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -109,6 +109,18 @@ echo "bench: apps (sandbox.deploy() to first served request, warm vs scaled-to-z
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" BENCH_APP_IDLE_MS=2000 \
   timeout 900 node bench/deploy_bench.mjs >"$TMP/apps.json" || { echo "bench: apps benchmark failed" >&2; rc=1; }
+fi
+
+VSCODE_LAYER=${HUTCH_VSCODE_LAYER:-/var/cache/hutch/layers/vscode-4.99.4}
+if want vscode && [[ -f $VSCODE_LAYER/.complete ]]; then
+echo "bench: VS Code (the layer's bind per create; exposeVscode -> loaded workbench in Chromium)..." >&2
+cc -std=c17 -O2 -Wall -Wextra -o "$TMP/bind_cost" bench/bind_cost.c || exit 1
+"$TMP/bind_cost" 1000 "$VSCODE_LAYER" >"$TMP/bind.json" || { echo "bench: bind cost failed" >&2; rc=1; }
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
+  timeout 900 node bench/vscode_bench.mjs >"$TMP/vscode.json" || { echo "bench: VS Code benchmark failed" >&2; rc=1; }
+elif want vscode; then
+  echo "bench: no vscode layer at $VSCODE_LAYER (make vscode-layer): VS Code not measured" >&2
 fi
 
 if want net; then

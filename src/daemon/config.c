@@ -14,6 +14,7 @@ static const char usage[] =
     "  --listen HOST:PORT    API address [127.0.0.1:7070]\n"
     "  --socket PATH         root-only unix socket [/run/hutch/hutchd.sock]\n"
     "  --image-cache DIR     built images [/var/cache/hutch/images]\n"
+    "  --vscode-layer DIR    the VS Code layer (scripts/build-vscode-layer.sh) [/var/cache/hutch/layers/vscode-4.99.4]\n"
     "  --init PATH           hutch-init binary [next to hutchd]\n"
     "  --cgroup-name NAME    cgroup directory for sandboxes [hutch]\n"
     "  --node ABC            three lowercase letters naming this node in sandbox ids [loc]\n"
@@ -113,6 +114,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->listen_port = 7070;
     cfg->socket_path = "/run/hutch/hutchd.sock";
     cfg->image_cache = "/var/cache/hutch/images";
+    cfg->vscode_layer = "/var/cache/hutch/layers/vscode-4.99.4";
     cfg->cgroup_name = "hutch";
     strcpy(cfg->node, "loc");
     cfg->memory_min_mb = 768;
@@ -150,7 +152,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         snprintf(cfg->self_dir, sizeof cfg->self_dir, "%s", dirname(exe));
     }
 
-    enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
+    enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_VSCODE, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
            O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE, O_DENOCALL,
            O_UPCA, O_ROTCA, O_LIVERESTORE,
            O_DISKDIR,
@@ -182,6 +184,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
         {"socket", required_argument, 0, O_SOCKET}, {"image-cache", required_argument, 0, O_IMAGES},
+        {"vscode-layer", required_argument, 0, O_VSCODE},
         {"init", required_argument, 0, O_INIT}, {"cgroup-name", required_argument, 0, O_CGROUP},
         {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
         {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
@@ -252,6 +255,11 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         }
         case O_SOCKET: cfg->socket_path = optarg; break;
         case O_IMAGES: cfg->image_cache = optarg; break;
+        case O_VSCODE:
+            if (optarg[0] != '/' || strstr(optarg, ".."))
+                return hx_fail(e, EINVAL, "--vscode-layer must be an absolute path without ..");
+            cfg->vscode_layer = optarg;
+            break;
         case O_INIT: cfg->init_path = optarg; break;
         case O_CGROUP:
             if (!*optarg || strchr(optarg, '/') || strlen(optarg) > 63 || optarg[0] == '.')

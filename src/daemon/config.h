@@ -11,6 +11,7 @@ struct config {
     int listen_port;           /* 7070 */
     const char *socket_path;   /* /run/hutch/hutchd.sock */
     const char *image_cache;   /* /var/cache/hutch/images */
+    const char *vscode_layer;  /* the VS Code layer, bound into sandboxes when built (vscode.c) */
     const char *init_path;     /* hutch-init next to hutchd */
     const char *cgroup_name;   /* hutch */
     char node[4];              /* three letters in sandbox ids */

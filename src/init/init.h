@@ -26,7 +26,10 @@ struct setup_cfg {
     unsigned n_vols;
     const char *root_dev;    /* NULL: the image; else a snapshot (read-only lower layer) or a volume */
     bool root_writable;      /* root_dev is a volume: it is the root itself, written in place */
+    const char *vscode_layer; /* host dir bound read-only at INIT_VSCODE_DIR, or NULL (docs/expose.md) */
 };
+#define INIT_VSCODE_DIR "/opt/hutch/vscode"
+
 
 /* setup.c */
 int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e);

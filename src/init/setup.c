@@ -38,6 +38,7 @@
 #include <grp.h>
 #include <arpa/inet.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <sched.h>
 #include <stdio.h>
@@ -126,6 +127,9 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     int vr = views_parse(root, e); /* views: lxcfs and the CPU affinity (views.c) */
     if (vr < 0)
         return vr;
+    c->vscode_layer = str_member(root, "vscode_layer");
+    if (c->vscode_layer && !path_ok(c->vscode_layer))
+        return hx_fail(e, EINVAL, "setup: vscode_layer must be an absolute path without ..");
     c->disk_dev = str_member(root, "disk_dev");
     if (c->disk_dev && (strncmp(c->disk_dev, "/dev/loop", 9) != 0 || !c->disk_dev[9] ||
                         strspn(c->disk_dev + 9, "0123456789") != strlen(c->disk_dev + 9) || strlen(c->disk_dev) > 20))
@@ -350,6 +354,47 @@ static int build_root(const struct setup_cfg *c, struct hx_err *e)
     return 0;
 }
 
+/* The vscode layer (code-server and its Node.js, built once per machine by
+ * scripts/build-vscode-layer.sh): a read-only bind at INIT_VSCODE_DIR, one
+ * mount (microseconds), so only the `vscode` RPC pays for what is in it.
+ * nosuid,nodev; its files belong to host root, unmapped here, so nobody in
+ * the sandbox can write them whatever the mode says. A writable root volume
+ * gets no layer: the mount point would be written into the user's volume. */
+static int bind_vscode_layer(const struct setup_cfg *c, struct hx_err *e)
+{
+    if (!c->vscode_layer || c->root_writable)
+        return 0;
+    /* The root may be a snapshot a sandbox made: never follow its symlinks
+     * (an /opt -> / would put the mount point on the host). */
+    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+    autoclose int dir = open("root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return hx_fail(e, errno, "open root: %m");
+    static const char *const parts[] = {"opt", "hutch", "vscode"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(parts); i++) {
+        bool made = mkdirat(dir, parts[i], 0755) == 0;
+        if (!made && errno != EEXIST)
+            return hx_fail(e, errno, "mkdir %s in the sandbox: %m", parts[i]);
+        int next = (int)syscall(SYS_openat2, dir, parts[i], &how, sizeof how);
+        if (next < 0)
+            return hx_fail(e, errno, "open %s in the sandbox (no symlinks): %m", parts[i]);
+        close(dir);
+        dir = next;
+        /* sandbox root's, as upper is */
+        if (made && fchownat(dir, "", c->uid_base, c->uid_base, AT_EMPTY_PATH) < 0)
+            return hx_fail(e, errno, "chown %s: %m", parts[i]);
+    }
+    autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, c->vscode_layer, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0)
+        return hx_fail(e, errno, "open_tree %s: %m", c->vscode_layer);
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+        return hx_fail(e, errno, "read-only vscode layer: %m");
+    if (syscall(SYS_move_mount, tree, "", dir, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        return hx_fail(e, errno, "move_mount vscode layer: %m");
+    return 0;
+}
+
 /* Step 2: /dev (while the host's /dev is still reachable). */
 static int build_dev(const struct setup_cfg *c, struct hx_err *e)
 {
@@ -499,7 +544,16 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
     int r;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hx_fail(e, errno, "make / private: %m");
-    if ((r = build_root(c, e)) < 0 || (r = volumes_mount(c, e)) < 0 || /* storage: */
+    if ((r = build_root(c, e)) < 0)
+        return r;
+    /* Optional: a root whose /opt cannot hold the mount point (a snapshot
+     * with a symlink there) or a layer being rebuilt leaves this sandbox
+     * without VS Code (the `vscode` RPC then says so), not without a start.
+     * Before the volumes: a volume mounted at /opt hides the layer rather
+     * than getting its mount point written into it. */
+    struct hx_err ve = {0};
+    (void)bind_vscode_layer(c, &ve);
+    if ((r = volumes_mount(c, e)) < 0 || /* storage: */
         (r = write_resolv_conf(c, e)) < 0 || (r = add_ca_bundle(c, e)) < 0 ||
         (r = build_dev(c, e)) < 0 ||
         (r = views_prepare(e)) < 0 || /* views: before the host's paths go */

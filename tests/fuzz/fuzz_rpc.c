@@ -121,6 +121,9 @@ const struct rpc_method deno_rpc_methods[] = {{NULL, NULL}}; /* rpc_deno.c: Deno
 void deno_on_exit(struct sandbox *sb, uint32_t pid) {}
 void deno_on_stderr(struct sandbox *sb, struct proc *p, const uint8_t *d, size_t n) {}
 void deno_session_closed(struct session *s) {}
+const struct rpc_method vscode_rpc_methods[] = {{NULL, NULL}}; /* vscode.c: needs the layer and a netns */
+void vscode_on_stderr(struct sandbox *sb, uint32_t pid, const uint8_t *p, size_t n) {}
+void vscode_session_closed(struct session *s) {}
 void rpc_net_on_body(struct session *s, uint32_t chan, const uint8_t *p, size_t n, int end) {}
 void rpc_net_on_drain(struct session *s) {}
 void rpc_net_stream_cancel(struct session *s, int64_t stream_id) {}

@@ -331,9 +331,11 @@ void expose_handle_rest(struct http_conn *c, const struct http_request *req, str
 {
     if (strcmp(req->method, "POST") != 0)
         return http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "use POST");
-    if (strcmp(rest, "/http") == 0)
+    /* /vscode is an exposure like any other: the SDK then names the port
+     * the `vscode` RPC answered (vscode.c) with exposeHttp. */
+    if (strcmp(rest, "/http") == 0 || strcmp(rest, "/vscode") == 0)
         return expose_http(c, sb);
-    if (strcmp(rest, "/ssh") == 0 || strcmp(rest, "/vscode") == 0)
+    if (strcmp(rest, "/ssh") == 0)
         return http_respond_error(c, 501, "UNSUPPORTED", "expose%s is not supported by this hutch version yet", rest);
     http_respond_error(c, 404, "NOT_FOUND", "no route POST /expose%.100s", rest);
 }

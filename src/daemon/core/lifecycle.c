@@ -19,6 +19,7 @@
 #include "daemon/core/expose.h"
 #include "daemon/core/restore.h"
 #include "daemon/core/deploy.h"
+#include "daemon/core/vscode.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -478,6 +479,9 @@ static void launch_done(uv_work_t *req, int status)
         json_object_set_new(setup, "net", setup_net); /* net: */
     if (sb->disk.on_loop)
         json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
+    const char *vsl = vscode_layer_ready();
+    if (vsl) /* a read-only bind at /opt/hutch/vscode (vscode.c) */
+        json_object_set_new(setup, "vscode_layer", json_string(vsl));
     sb_storage_setup(sb->storage, setup); /* storage: */
     json_object_set_new(setup, "views", sandbox_views_setup(sb)); /* views: lxcfs, CPU affinity */
     json_t *rs = restore_setup();

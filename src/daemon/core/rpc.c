@@ -189,6 +189,8 @@ struct deferred_credit {
 void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len)
 {
     struct session *s = p->owner;
+    if (fd == 1 && len)
+        vscode_on_stderr(sb, p->pid, data, len); /* a starting VS Code's last words (vscode.c) */
     uint32_t chan = HX_STREAM_CHAN(p->pid, fd);
     if (p->deno_watch && fd == 1)
         deno_on_stderr(sb, p, data, len); /* deno --watch: its restart lines (rpc_deno.c) */
@@ -590,6 +592,8 @@ struct spawn_ctx {
     bool out[2];            /* a stream to the client */
     bool pipe[2];           /* piped at the agent (to the client, or read by hutchd itself) */
     struct rpc_spawn_hooks hooks;
+    rpc_spawned_cb done;    /* rpc_spawn_as: who answers the client instead */
+    void *done_ud;
 };
 
 static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -599,11 +603,16 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     json_t *jpid = json_object_get(ok, "pid");
     if (!reply || !json_is_integer(jpid) || json_integer_value(jpid) <= 0 ||
         json_integer_value(jpid) > 0x7fffffff) {
-        if (s)
-            rpc_reply_result(s, rpc_id, rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
+        json_t *r = rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL);
         if (ctx->hooks.failed)
             ctx->hooks.failed(ctx->hooks.ud);
         json_decref(ctx->hooks.extra);
+        if (ctx->done)
+            ctx->done(sb, s, rpc_id, r, 0, ctx->done_ud);
+        else if (s)
+            rpc_reply_result(s, rpc_id, r);
+        else
+            json_decref(r);
         free(ctx);
         return;
     }
@@ -616,6 +625,8 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         if (ctx->hooks.failed)
             ctx->hooks.failed(ctx->hooks.ud);
         json_decref(ctx->hooks.extra);
+        if (ctx->done)
+            ctx->done(sb, s, rpc_id, rpc_app_error("ENOMEM", "out of memory"), 0, ctx->done_ud);
         free(ctx);
         return;
     }
@@ -639,11 +650,14 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     /* before the reply: a hook may watch the output that follows it */
     if (ctx->hooks.started)
         ctx->hooks.started(sb, p, ctx->hooks.ud);
-    if (s) {
+    if (s || ctx->done) {
         json_t *res = json_pack("{s:I, s:o, s:o}", "pid", (json_int_t)pid, "stdoutStreamId", ids[0], "stderrStreamId", ids[1]);
         if (ctx->hooks.extra)
             json_object_update(res, ctx->hooks.extra);
-        rpc_reply_result(s, rpc_id, json_pack("{s:o}", "ok", res));
+        if (ctx->done)
+            ctx->done(sb, s, rpc_id, json_pack("{s:o}", "ok", res), pid, ctx->done_ud);
+        else
+            rpc_reply_result(s, rpc_id, json_pack("{s:o}", "ok", res));
         if (ctx->stdin_stream >= 0) {
             struct inbound *in = inbound_get(s, ctx->stdin_stream, true);
             if (in)
@@ -823,6 +837,32 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
     rpc_spawn_start(s, id, ap, &r, NULL);
 }
 
+int rpc_spawn_as(struct session *s, json_t *id, json_t *ap, const bool out[2], rpc_spawned_cb done, void *ud)
+{
+    unsigned live = 0;
+    for (struct proc *p = s->sb->procs; p; p = p->next)
+        live += !p->exited;
+    if (live >= MAX_LIVE_PROCS) {
+        json_decref(ap);
+        return -EAGAIN;
+    }
+    struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx || !ap) {
+        free(ctx);
+        json_decref(ap);
+        return -ENOMEM;
+    }
+    ctx->stdin_stream = -1;
+    ctx->out[0] = ctx->pipe[0] = out[0];
+    ctx->out[1] = ctx->pipe[1] = out[1];
+    ctx->done = done;
+    ctx->done_ud = ud;
+    int r = agent_call(s->sb, "spawn", ap, on_spawn_reply, s, id, ctx);
+    if (r < 0)
+        free(ctx);
+    return r;
+}
+
 static bool get_pid(struct session *s, json_t *id, json_t *params, uint32_t *pid)
 {
     json_t *v = json_object_get(params, "pid");
@@ -958,7 +998,7 @@ static const struct rpc_method core_methods[] = {
 
 /* Each concern registers its methods in its own table (rpc_fs.c, ...). */
 static const struct rpc_method *const method_tables[] = {core_methods, rpc_fs_methods, rpc_net_methods, expose_rpc_methods,
-                                                         deno_rpc_methods};
+                                                         deno_rpc_methods, vscode_rpc_methods};
 
 const struct rpc_method *rpc_lookup(const char *name)
 {
@@ -975,7 +1015,6 @@ static const char *const later_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "vscode",
 };
 
 void rpc_on_text(struct session *s, const char *data, size_t len)
@@ -1065,6 +1104,7 @@ void rpc_session_free(struct session *s)
     rpc_fs_session_closed(s); /* file handles and transfers of this session (rpc_fs.c) */
     rpc_net_session_closed(s); /* fetches of this session (rpc_net.c) */
     deno_session_closed(s); /* its HTTP waits and REPL calls (rpc_deno.c) */
+    vscode_session_closed(s); /* VS Code starts it was waiting for (vscode.c) */
     while (s->inbound) {
         struct inbound *in = s->inbound;
         if (s->sb && in->pid && !in->ended) {

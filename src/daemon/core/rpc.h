@@ -41,6 +41,20 @@ struct rpc_spawn_hooks {
  * request as the SDK's spawn does. hooks may be NULL. */
 void rpc_spawn_start(struct session *s, json_t *id, json_t *ap, const struct rpc_spawn_req *r,
                      const struct rpc_spawn_hooks *hooks);
+/* A spawn on behalf of another module (vscode.c): ap is the agent's spawn
+ * request (stolen), out says which of stdout/stderr are piped. When the
+ * agent answers, done gets what m_spawn would have sent the client
+ * ({"ok": {pid, stdoutStreamId, stderrStreamId}} or {"error": ...}; result
+ * is done's to free, pid 0 on error; s NULL if the client left) and answers
+ * the client itself. -errno (nothing sent) when it cannot start. */
+typedef void (*rpc_spawned_cb)(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *result, uint32_t pid,
+                               void *ud);
+int rpc_spawn_as(struct session *s, json_t *id, json_t *ap, const bool out[2], rpc_spawned_cb done, void *ud);
+
+/* VS Code (vscode.c): the `vscode` method and the hooks rpc.c calls. */
+extern const struct rpc_method vscode_rpc_methods[];                        /* NULL-terminated */
+void vscode_on_stderr(struct sandbox *sb, uint32_t pid, const uint8_t *p, size_t n);
+void vscode_session_closed(struct session *s);
 
 /* Answers for handlers. */
 void rpc_send_json(struct session *s, json_t *msg /* stolen */);
