@@ -19,7 +19,10 @@ fi
 # `inet hutch`, and a veth per sandbox) in this network namespace. Without
 # it sandboxes get loopback only. The tests never use it: they run hutchd in
 # network namespaces of their own.
-echo "run.sh: starting $bin --net-host-ns $* (Ctrl-C stops it; sandboxes with a duration are cleaned on the next start)"
+# --live-restore 3600: a crash, kill -9 or Ctrl-C of hutchd leaves running
+# sandboxes running for up to an hour; the next start adopts them
+# (docs/restore.md). Pass --live-restore 0 to stop them with hutchd.
+echo "run.sh: starting $bin --net-host-ns --live-restore 3600 $* (Ctrl-C stops hutchd; running sandboxes wait up to an hour for the next start to adopt them)"
 # Exposed ports (sandbox.exposeHttp, hutch expose) are https URLs signed by
 # this install's ingress CA, made at the first exposure (docs/expose.md).
 state=/var/lib/hutch
@@ -27,4 +30,4 @@ for ((i = 1; i <= $#; i++)); do [[ ${!i} == --state-dir ]] && { j=$((i + 1)); st
 echo "run.sh: exposed URLs are signed by the ingress CA $state/ingress-ca/ca.crt; trust it with"
 echo "          curl --cacert $state/ingress-ca/ca.crt URL"
 echo "          NODE_EXTRA_CA_CERTS=$state/ingress-ca/ca.crt node app.mjs"
-exec "$bin" --net-host-ns "$@"
+exec "$bin" --net-host-ns --live-restore 3600 "$@"
