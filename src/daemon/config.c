@@ -61,7 +61,10 @@ static const char usage[] =
     "  --ingress-cert FILE, --ingress-key FILE  certificate chain and key for *.BASE (PEM) [minted from\n"
     "                        the ingress CA in STATE/ingress-ca]\n"
     "  --ingress-head-timeout MS      a request head must arrive within [15000]\n"
-    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n";
+    "  --ingress-upstream-timeout MS  the sandbox's server must start its answer within [60000]\n"
+    "  --ssh-addr IP         where the SSH port listens (exposeSsh, hutch ssh) [127.0.0.1]\n"
+    "  --ssh-port N          the SSH port, 0 = no SSH [2222]\n"
+    "  --ssh-host NAME       the host name exposeSsh hands out [the --ssh-addr]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -125,6 +128,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->ingress_port = 443;
     cfg->ingress_head_timeout_ms = 15000;
     cfg->ingress_upstream_timeout_ms = 60000;
+    cfg->ssh_addr = "127.0.0.1";
+    cfg->ssh_port = 2222;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -155,7 +160,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_IGCERT,
            O_IGKEY,
            O_IGHEADTO,
-           O_IGUPTO,
+           O_IGUPTO, O_SSHADDR, O_SSHPORT, O_SSHHOST,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -191,6 +196,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"ingress-key", required_argument, 0, O_IGKEY},
         {"ingress-head-timeout", required_argument, 0, O_IGHEADTO},
         {"ingress-upstream-timeout", required_argument, 0, O_IGUPTO},
+        {"ssh-addr", required_argument, 0, O_SSHADDR},
+        {"ssh-port", required_argument, 0, O_SSHPORT},
+        {"ssh-host", required_argument, 0, O_SSHHOST},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -308,6 +316,19 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_IGKEY: cfg->ingress_key = optarg; break;
         case O_IGHEADTO: if ((r = parse_u32(optarg, &cfg->ingress_head_timeout_ms, "--ingress-head-timeout", e)) < 0) return r; break;
         case O_IGUPTO: if ((r = parse_u32(optarg, &cfg->ingress_upstream_timeout_ms, "--ingress-upstream-timeout", e)) < 0) return r; break;
+        case O_SSHADDR: cfg->ssh_addr = optarg; break; /* ssh: checked in sshd_start */
+        case O_SSHPORT: {
+            uint32_t v;
+            if ((r = parse_u32(optarg, &v, "--ssh-port", e)) < 0 || v > 65535)
+                return r < 0 ? r : hx_fail(e, EINVAL, "--ssh-port out of range");
+            cfg->ssh_port = (int)v;
+            break;
+        }
+        case O_SSHHOST:
+            if (!*optarg || strlen(optarg) > 253 || strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != strlen(optarg))
+                return hx_fail(e, EINVAL, "--ssh-host wants a host name or address, got \"%.100s\"", optarg);
+            cfg->ssh_host = optarg;
+            break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }
     }

@@ -54,6 +54,10 @@ struct config {
     int ingress_port;          /* host mode's port [443] */
     const char *ingress_cert, *ingress_key; /* the operator's certificate (chain) and key, PEM */
     uint32_t ingress_head_timeout_ms, ingress_upstream_timeout_ms;
+    /* ssh: hutch-ssh (docs/ssh.md) */
+    const char *ssh_addr;      /* where the SSH port listens [127.0.0.1] */
+    int ssh_port;              /* [2222]; 0 = SSH off (expose/ssh answers 503) */
+    const char *ssh_host;      /* the host name exposeSsh returns [ssh_addr] */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

@@ -14,6 +14,7 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/net/net.h"
 #include "daemon/ingress/ingress.h"
+#include "daemon/ssh/sshd.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
@@ -202,6 +203,7 @@ int main(int argc, char **argv)
     net_fini(); /* our table goes when hutchd goes */
     views_stop(); /* lxcfs and its mount go too */
     ingress_fini();
+    sshd_fini();
     if (!g_daemon.sandboxes)
         cgroup_fini();
     store_close(g_daemon.store);
