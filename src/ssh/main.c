@@ -767,17 +767,19 @@ int main(int argc, char **argv)
     ssh_options_set(g_sess, SSH_OPTIONS_TIMEOUT, &timeout);
     ssh_set_auth_methods(g_sess, SSH_AUTH_METHOD_NONE | SSH_AUTH_METHOD_PASSWORD | SSH_AUTH_METHOD_PUBLICKEY |
                                      SSH_AUTH_METHOD_INTERACTIVE);
-    if (ssh_handle_key_exchange(g_sess) != SSH_OK) {
-        fprintf(stderr, "hutch-ssh: key exchange: %s\n", ssh_get_error(g_sess));
-        _exit(0);
-    }
     /* Server callbacks, even empty, make libssh hand channel requests (pty,
      * shell, exec, subsystem, window-change) to the channels' callbacks; what
-     * they leave (authentication, channel opens) comes to on_message. */
+     * they leave (authentication, channel opens) comes to on_message. Set
+     * before the key exchange: the client's first request may arrive with
+     * its last packet and would otherwise sit in a queue unanswered. */
     static struct ssh_server_callbacks_struct server_cb = {.userdata = NULL};
     ssh_callbacks_init(&server_cb);
     ssh_set_server_callbacks(g_sess, &server_cb);
     ssh_set_message_callback(g_sess, on_message, NULL);
+    if (ssh_handle_key_exchange(g_sess) != SSH_OK) {
+        fprintf(stderr, "hutch-ssh: key exchange: %s\n", ssh_get_error(g_sess));
+        _exit(0);
+    }
     g_ev = ssh_event_new();
     if (!g_ev || ssh_event_add_session(g_ev, g_sess) != SSH_OK ||
         ssh_event_add_fd(g_ev, SSH_FD_CTL, POLLIN, on_ctl, NULL) != SSH_OK)
