@@ -52,6 +52,8 @@ struct chan {
     int rows, cols;
     char term[64];
     short events;                 /* what the event loop watches on fd (0: not added) */
+    short want;                   /* what it should watch: applied between turns of the loop, never
+                                     inside one (libssh's poll context must not change under its feet) */
     bool client_eof, client_eof_sent, backend_eof, leftover, done, closed, free_me;
     bool have_exit;
     int exit_code;
@@ -217,10 +219,7 @@ static void chan_finish(struct chan *c)
     if (c->done)
         return;
     c->done = true;
-    set_events(c, 0);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    c->want = 0; /* the socket closes in service(), outside the poll */
     if (!c->closed) {
         if (c->have_exit) {
             if (c->exit_signal[0])
@@ -244,7 +243,7 @@ static void update_events(struct chan *c)
         want |= POLLIN;
     if (c->olen)
         want |= POLLOUT;
-    set_events(c, want);
+    c->want = want;
 }
 
 /* Bytes toward the client, as far as its window goes. */
@@ -712,6 +711,30 @@ static int on_ctl(socket_t fd, int revents, void *ud)
     _exit(0);
 }
 
+/* After each turn of the loop: a window adjust from the client reaches no
+ * callback of ours (libssh's write_wontblock is about its socket), so every
+ * channel that waits for window tries again here. */
+static void service(void)
+{
+    for (struct chan *c = g_chans; c; c = c->next) {
+        if (!c->done && c->fd >= 0) {
+            if (c->plen)
+                flush_pend(c);
+            if (!c->done && c->framed)
+                pump_frames(c);
+            if (!c->done && c->backend_eof && c->plen == 0 && (!c->framed || c->rlen == 0))
+                chan_finish(c);
+            else
+                update_events(c);
+        }
+        set_events(c, c->done ? 0 : c->want);
+        if (c->done && c->fd >= 0) {
+            close(c->fd);
+            c->fd = -1;
+        }
+    }
+}
+
 static void reap(void)
 {
     for (struct chan **pp = &g_chans; *pp;) {
@@ -787,9 +810,13 @@ int main(int argc, char **argv)
     ssh_set_blocking(g_sess, 0);
     for (;;) {
         int r = ssh_event_dopoll(g_ev, 1000);
+        service();
         reap();
-        if (r == SSH_ERROR || !ssh_is_connected(g_sess))
+        if (r == SSH_ERROR || !ssh_is_connected(g_sess)) {
+            if (r == SSH_ERROR)
+                fprintf(stderr, "hutch-ssh: session ends: %s\n", ssh_get_error(g_sess));
             break;
+        }
     }
     _exit(0);
 }
