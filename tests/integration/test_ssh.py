@@ -320,3 +320,28 @@ def test_killing_the_sandbox_closes_its_ssh_session(d, tmp_path):
     finally:
         a.ws.close()
         b.ws.close()
+
+
+# ---- hutch ssh ----
+
+def test_hutch_ssh_runs_the_system_ssh_with_a_checked_host_key(d, sb, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": ""}
+    r = d.cli("ssh", sb.id, "--", "echo", "hello; whoami; exit 9", env=env)
+    assert r.returncode == 9, (r.stdout, r.stderr)
+    assert r.stdout.split() == ["hello", "app"], r.stdout
+    kh = (home / ".config" / "hutch" / "known_hosts").read_text().splitlines()
+    info = expose_ssh(d, sb)  # the same login name and key again
+    assert kh == [f"[{info['hostname']}]:{info['port']} {info['hostKey']}"]
+    # the entry is what ssh checks: a wrong key in it makes ssh refuse (positive control above)
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtURjy7zfgGArHXvgOXTyhRtabgkg6f/D20Bt6ncnXB"
+    (home / ".config" / "hutch" / "known_hosts").write_text(f"[{info['hostname']}]:{info['port']} {other}\n")
+    r = subprocess.run(["ssh", "-p", str(info["port"]), "-o", f"UserKnownHostsFile={home}/.config/hutch/known_hosts",
+                        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                        f"{info['username']}@{info['hostname']}", "true"], capture_output=True, timeout=60,
+                       env={**os.environ, "HOME": str(home)})
+    assert r.returncode == 255 and b"REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr, r.stderr
+    # hutch ssh puts the key from the API back
+    r = d.cli("ssh", sb.id, "--", "true", env=env)
+    assert r.returncode == 0, r.stderr
