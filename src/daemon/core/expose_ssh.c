@@ -227,8 +227,11 @@ static void sink_message(struct session *s, json_t *msg)
         sp->code = json_is_integer(code) ? (int)json_integer_value(code) : 255;
         if (json_is_string(sig))
             snprintf(sp->signal, sizeof sp->signal, "%s", json_string_value(sig));
-        if (!ok) /* no status (the process record went): its output is over too */
+        if (!ok) { /* no status (the process record went): its output is over too */
+            const char *m = json_string_value(json_object_get(json_object_get(res, "error"), "message"));
+            fprintf(stderr, "hutchd: ssh: %s: no exit status for pid %u: %s\n", sp->sandbox, sp->pid, m ? m : "?");
             sp->out_end[0] = sp->out_end[1] = true;
+        }
         maybe_finish(sp);
     }
 }
