@@ -590,8 +590,11 @@ static void chan_free(struct chan *c)
     set_events(c, 0);
     if (c->fd >= 0)
         close(c->fd);
-    if (c->ch)
+    if (c->ch) {
+        /* libssh keeps a channel whose close is not confirmed yet: it must not call back into c */
+        ssh_remove_channel_callbacks(c->ch, &c->cb);
         ssh_channel_free(c->ch);
+    }
     free(c->obuf);
     free(c->rbuf);
     free(c->pend);
