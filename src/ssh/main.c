@@ -300,7 +300,8 @@ static size_t obuf_put(struct chan *c, uint16_t type, const uint8_t *p, size_t n
         if (k == 0 && n > 0)
             return 0;
         hx_frame_hdr_encode(c->obuf + c->olen, type, 0, (uint32_t)k);
-        memcpy(c->obuf + c->olen + HX_FRAME_HDR, p, k);
+        if (k)
+            memcpy(c->obuf + c->olen + HX_FRAME_HDR, p, k);
         c->olen += HX_FRAME_HDR + k;
         return k;
     }
