@@ -54,7 +54,7 @@ struct chan {
     short events;                 /* what the event loop watches on fd (0: not added) */
     short want;                   /* what it should watch: applied between turns of the loop, never
                                      inside one (libssh's poll context must not change under its feet) */
-    bool client_eof, client_eof_sent, backend_eof, leftover, done, closed, free_me;
+    bool client_eof, client_eof_sent, backend_eof, write_dead, leftover, done, closed, free_me;
     bool have_exit;
     int exit_code;
     char exit_signal[16];
@@ -274,8 +274,11 @@ static void obuf_flush(struct chan *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n <= 0) {
+            /* hutchd closed its end (the process ended, say): what is queued is
+             * dropped, and the socket is still read to its end, which holds the
+             * exit status */
             c->olen = 0;
-            c->backend_eof = true;
+            c->write_dead = true;
             return;
         }
         memmove(c->obuf, c->obuf + n, c->olen - (size_t)n);
@@ -290,6 +293,8 @@ static void obuf_flush(struct chan *c)
 /* Queues bytes (framed: as SSP_IN) toward the socket; returns how many it took. */
 static size_t obuf_put(struct chan *c, uint16_t type, const uint8_t *p, size_t n)
 {
+    if (c->write_dead)
+        return n; /* nobody reads them any more */
     size_t room = OBUF_MAX - c->olen;
     if (c->framed) {
         if (room <= HX_FRAME_HDR)
