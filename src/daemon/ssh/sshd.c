@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <libssh/libssh.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -495,6 +496,8 @@ static void on_listen(uv_poll_t *p, int status, int events)
             close(fd);
             continue;
         }
+        int one = 1; /* small packets both ways (keystrokes, exec round trips): no Nagle delay */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn_start(fd, peer);
     }
 }
