@@ -346,3 +346,44 @@ def test_hutch_ssh_runs_the_system_ssh_with_a_checked_host_key(d, sb, tmp_path):
     r = d.cli("ssh", sb.id, "--", "true", env=env)
     assert r.returncode == 0, r.stderr
 
+
+
+def _children(pid, comm):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if f"({comm})" in st and int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(p))
+    return out
+
+
+def test_hutch_ssh_is_confined_and_one_per_connection(d, sb, tmp_path):
+    info = expose_ssh(d, sb)
+    before = set(_children(d.pid, "hutch-ssh"))
+    p = subprocess.Popen(ssh_argv(tmp_path, info, "-b", "127.0.0.7") + ["echo up; sleep 60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"up\n"
+        mine = set(_children(d.pid, "hutch-ssh")) - before
+        assert len(mine) == 1, mine
+        pid = mine.pop()
+        status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+        assert status["Uid"].split() == ["65534"] * 4 and status["Gid"].split() == ["65534"] * 4
+        assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+        assert status["CapEff"].strip() == "0000000000000000"
+        assert os.readlink(f"/proc/{pid}/root") == os.path.join(d.state_dir, "ssh-root")
+        # positive control: hutchd itself is none of these
+        hs = dict(line.split(":", 1) for line in open(f"/proc/{d.pid}/status").read().splitlines() if ":" in line)
+        assert hs["Uid"].split()[0] == "0" and hs["Seccomp"].strip() == "0"
+    finally:
+        p.kill()
+        p.communicate()
+    deadline = time.monotonic() + 20  # the connection ends: its hutch-ssh goes too
+    while pid in _children(d.pid, "hutch-ssh") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid not in _children(d.pid, "hutch-ssh")
