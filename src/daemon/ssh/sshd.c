@@ -60,6 +60,7 @@ static struct {
     const struct sshd_ops *ops;
     int listen_fd;
     uv_poll_t poll;
+    uv_timer_t pause;              /* accept ran out of descriptors */
     char path[4200], root[4200];
     char *key_pem;
     char key_pub[512];
@@ -473,12 +474,28 @@ static void conn_start(int fd, const char *peer)
     free(t);
 }
 
+static void on_listen(uv_poll_t *p, int status, int events);
+
+static void on_pause_over(uv_timer_t *t)
+{
+    if (g.on)
+        uv_poll_start(&g.poll, UV_READABLE, on_listen);
+}
+
 static void on_listen(uv_poll_t *p, int status, int events)
 {
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(g.listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            /* out of descriptors: the connection waits in the backlog; try again in a while
+             * instead of spinning on a listener that stays readable */
+            fprintf(stderr, "hutchd: ssh: accept: %s; pausing the SSH port for 1 s\n", strerror(errno));
+            uv_poll_stop(&g.poll);
+            uv_timer_start(&g.pause, on_pause_over, 1000, 0);
+            return;
+        }
         if (fd < 0)
             return;
         char peer[INET6_ADDRSTRLEN] = "?";
@@ -603,6 +620,8 @@ int sshd_start(const struct sshd_ops *ops, struct hx_err *e)
     snprintf(g.host, sizeof g.host, "%s", cfg->ssh_host ? cfg->ssh_host : cfg->ssh_addr);
     uv_poll_init(g_daemon.loop, &g.poll, fd);
     uv_poll_start(&g.poll, UV_READABLE, on_listen);
+    uv_timer_init(g_daemon.loop, &g.pause);
+    uv_unref((uv_handle_t *)&g.pause);
     g.on = true;
     printf("hutchd: ssh: listening on %s port %d (host key %s)\n", cfg->ssh_addr, g.port, g.key_pub);
     fflush(stdout);
@@ -618,6 +637,7 @@ void sshd_fini(void)
         conn_kill(c);
     uv_poll_stop(&g.poll);
     uv_close((uv_handle_t *)&g.poll, NULL);
+    uv_close((uv_handle_t *)&g.pause, NULL);
     close(g.listen_fd);
     g.listen_fd = -1;
     if (g.key_pem)
