@@ -152,6 +152,11 @@ def test_scp_copies_both_ways(d, sb, tmp_path):
     r = subprocess.run(base + [f"{remote}:/home/app/down", str(tmp_path / "down")], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "down").read_bytes() == data + b"tail"
+    # the legacy scp protocol (-O) runs `scp -t` through exec: the image has scp
+    r = subprocess.run(base + ["-O", str(tmp_path / "up"), f"{remote}:/home/app/legacy"], capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sb.sh("sha256sum < /home/app/legacy")["stdout"].split()[0].decode() == hashlib.sha256(data).hexdigest()
 
 
 # ---- ssh -L ----
