@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "lib/confine.h"
@@ -234,12 +236,25 @@ static void chan_finish(struct chan *c)
 }
 
 /* What the event loop should watch on the channel's socket now. */
+/* The client's window is its promise to read, not a bound on our memory: a
+ * client may grant gigabytes and read nothing, and libssh queues in memory
+ * whatever the kernel does not take. So channels are not read while the
+ * socket to the client holds more than half its send buffer unsent. */
+static int g_sndbuf;
+static bool g_backlogged;
+
+static void check_backlog(void)
+{
+    int queued = 0;
+    g_backlogged = g_sndbuf > 0 && ioctl(SSH_FD_CLIENT, SIOCOUTQ, &queued) == 0 && queued > g_sndbuf / 2;
+}
+
 static void update_events(struct chan *c)
 {
     if (c->done || c->fd < 0)
         return;
     short want = 0;
-    if (!c->backend_eof && c->plen == 0 && ssh_channel_window_size(c->ch) > 0)
+    if (!c->backend_eof && c->plen == 0 && !g_backlogged && ssh_channel_window_size(c->ch) > 0)
         want |= POLLIN;
     if (c->olen)
         want |= POLLOUT;
@@ -362,7 +377,7 @@ static int on_backend(socket_t fd, int revents, void *ud)
         return 0;
     if (revents & POLLOUT)
         obuf_flush(c);
-    if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->plen == 0) {
+    if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->plen == 0 && !g_backlogged) {
         uint32_t win = ssh_channel_window_size(c->ch);
         static uint8_t buf[SSH_PROC_FRAME_MAX];
         if (!c->framed && win > 0) {
@@ -725,6 +740,7 @@ static int on_ctl(socket_t fd, int revents, void *ud)
  * channel that waits for window tries again here. */
 static void service(void)
 {
+    check_backlog();
     for (struct chan *c = g_chans; c; c = c->next) {
         if (!c->done && c->fd >= 0) {
             if (c->plen)
@@ -817,8 +833,11 @@ int main(int argc, char **argv)
         ssh_event_add_fd(g_ev, SSH_FD_CTL, POLLIN, on_ctl, NULL) != SSH_OK)
         die("event setup failed");
     ssh_set_blocking(g_sess, 0);
+    socklen_t sl = sizeof g_sndbuf;
+    if (getsockopt(SSH_FD_CLIENT, SOL_SOCKET, SO_SNDBUF, &g_sndbuf, &sl) < 0)
+        g_sndbuf = 0;
     for (;;) {
-        int r = ssh_event_dopoll(g_ev, 1000);
+        int r = ssh_event_dopoll(g_ev, g_backlogged ? 100 : 1000); /* nothing wakes us when the kernel drains */
         service();
         reap();
         if (r == SSH_ERROR || !ssh_is_connected(g_sess)) {
