@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 
 all: $(BUILD)/build.ninja dashboard
 	ninja -C $(BUILD)
-	@ln -sf src/daemon/hutchd $(BUILD)/hutchd; ln -sf src/cli/hutch $(BUILD)/hutch; ln -sf src/init/hutch-init $(BUILD)/hutch-init; ln -sf src/proxy/hutch-proxy $(BUILD)/hutch-proxy; ln -sf src/ingress/hutch-ingress $(BUILD)/hutch-ingress
+	@ln -sf src/daemon/hutchd $(BUILD)/hutchd; ln -sf src/cli/hutch $(BUILD)/hutch; ln -sf src/init/hutch-init $(BUILD)/hutch-init; ln -sf src/proxy/hutch-proxy $(BUILD)/hutch-proxy; ln -sf src/ingress/hutch-ingress $(BUILD)/hutch-ingress; ln -sf src/ssh/hutch-ssh $(BUILD)/hutch-ssh
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD)
@@ -66,7 +66,7 @@ bench: deps all image
 install: deps all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/hutch $(DESTDIR)/etc/systemd/system
 	install -m 0755 $(BUILD)/hutchd $(BUILD)/hutch $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(BUILD)/hutch-init $(BUILD)/hutch-proxy $(DESTDIR)$(PREFIX)/libexec/hutch/
+	install -m 0755 $(BUILD)/hutch-init $(BUILD)/hutch-proxy $(BUILD)/hutch-ssh $(DESTDIR)$(PREFIX)/libexec/hutch/
 	install -m 0644 scripts/hutchd.service $(DESTDIR)/etc/systemd/system/hutchd.service
 	install -d $(DESTDIR)$(PREFIX)/share/hutch/dashboard
 	install -m 0644 $(BUILD)/dashboard/* $(DESTDIR)$(PREFIX)/share/hutch/dashboard/

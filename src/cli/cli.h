@@ -61,6 +61,7 @@ int cmd_extend(struct cli *cli, int argc, char **argv);
 int cmd_expose(struct cli *cli, int argc, char **argv);
 int cmd_vscode(struct cli *cli, int argc, char **argv);
 int cmd_shell(struct cli *cli, int argc, char **argv);
+int cmd_ssh(struct cli *cli, int argc, char **argv);
 int cmd_token(struct cli *cli, int argc, char **argv);
 int cmd_net(struct cli *cli, int argc, char **argv);
 int cmd_cp(struct cli *cli, int argc, char **argv);

@@ -21,6 +21,7 @@ static const char usage[] =
     "  expose ID PORT               publish PORT inside the sandbox at an https URL (prints it)\n"
     "  vscode ID [PATH]             start VS Code in the sandbox on PATH; prints its https URL\n"
     "  shell ID [-- CMD...]         an interactive shell in a sandbox on a pseudo-terminal\n"
+    "  ssh ID [-- CMD...]           the system ssh into a sandbox (exposes it over SSH)\n"
     "  net ID                       a sandbox's network: addresses, bytes per destination, audit log\n"
     "  cp SRC DST                   copy files and trees: LOCAL, ID:PATH or - (tar) on each side\n"
     "  volume create|ls|rm|snapshot volumes: file systems that outlive sandboxes\n"
@@ -47,7 +48,7 @@ static const struct {
 } verbs[] = {
     { "create", cmd_create }, { "ls", cmd_ls },         { "list", cmd_ls },     { "exec", cmd_exec },
     { "sh", cmd_sh },         { "kill", cmd_kill },     { "rm", cmd_kill },     { "extend", cmd_extend },
-    { "expose", cmd_expose }, { "vscode", cmd_vscode }, { "shell", cmd_shell },
+    { "expose", cmd_expose }, { "vscode", cmd_vscode }, { "shell", cmd_shell }, { "ssh", cmd_ssh },
     { "token", cmd_token },   { "net", cmd_net },
     { "cp", cmd_cp },         { "usage", cmd_usage },
     { "volume", cmd_volume }, { "snapshot", cmd_snapshot },

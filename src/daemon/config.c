@@ -73,7 +73,10 @@ static const char usage[] =
     "  --log-format FMT      text (as written) or json (one object per line) [text]\n"
     "  --app-build-timeout S   an app's install and build commands may take this long [600]\n"
     "  --app-idle S            an app with no requests this long stops its sandboxes (0: never) [900]\n"
-    "  --app-volume-size MIB   a revision's files and build output may take this much [512]\n";
+    "  --app-volume-size MIB   a revision's files and build output may take this much [512]\n"
+    "  --ssh-addr IP         where the SSH port listens (exposeSsh, hutch ssh) [127.0.0.1]\n"
+    "  --ssh-port N          the SSH port, 0 = no SSH [2222]\n"
+    "  --ssh-host NAME       the host name exposeSsh hands out [the --ssh-addr]\n";
 
 static int parse_u32(const char *s, uint32_t *out, const char *what, struct hx_err *e)
 {
@@ -144,6 +147,8 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->app_build_timeout_s = 600;  /* apps (docs/apps.md) */
     cfg->app_idle_s = 900;
     cfg->app_volume_mb = 512;
+    cfg->ssh_addr = "127.0.0.1";
+    cfg->ssh_port = 2222;
 
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -180,6 +185,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_STATSN,
            O_LOGFMT,
            O_APPBUILDTO, O_APPIDLE, O_APPVOL,
+           O_SSHADDR, O_SSHPORT, O_SSHHOST,
     };
     static const struct option opts[] = {
         {"state-dir", required_argument, 0, O_STATE}, {"listen", required_argument, 0, O_LISTEN},
@@ -224,6 +230,9 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"app-build-timeout", required_argument, 0, O_APPBUILDTO},
         {"app-idle", required_argument, 0, O_APPIDLE},
         {"app-volume-size", required_argument, 0, O_APPVOL},
+        {"ssh-addr", required_argument, 0, O_SSHADDR},
+        {"ssh-port", required_argument, 0, O_SSHPORT},
+        {"ssh-host", required_argument, 0, O_SSHHOST},
         {0, 0, 0, 0}};
     int c, r;
     optind = 1;
@@ -371,6 +380,19 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_APPVOL:
             if ((r = parse_u32(optarg, &cfg->app_volume_mb, "--app-volume-size", e)) < 0) return r;
             if (cfg->app_volume_mb < 32) return hx_fail(e, EINVAL, "--app-volume-size: at least 32 (MiB)");
+            break;
+        case O_SSHADDR: cfg->ssh_addr = optarg; break; /* ssh: checked in sshd_start */
+        case O_SSHPORT: {
+            uint32_t v;
+            if ((r = parse_u32(optarg, &v, "--ssh-port", e)) < 0 || v > 65535)
+                return r < 0 ? r : hx_fail(e, EINVAL, "--ssh-port out of range");
+            cfg->ssh_port = (int)v;
+            break;
+        }
+        case O_SSHHOST:
+            if (!*optarg || strlen(optarg) > 253 || strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != strlen(optarg))
+                return hx_fail(e, EINVAL, "--ssh-host wants a host name or address, got \"%.100s\"", optarg);
+            cfg->ssh_host = optarg;
             break;
         default: return hx_fail(e, EINVAL, "unknown option (see hutchd --help)");
         }

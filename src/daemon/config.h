@@ -67,6 +67,10 @@ struct config {
     uint32_t app_build_timeout_s; /* install + build time limit [600] */
     uint32_t app_idle_s;       /* no requests this long: the app's sandboxes stop (0 = never) [900] */
     uint32_t app_volume_mb;    /* a revision's image [512] */
+    /* ssh: hutch-ssh (docs/ssh.md) */
+    const char *ssh_addr;      /* where the SSH port listens [127.0.0.1] */
+    int ssh_port;              /* [2222]; 0 = SSH off (expose/ssh answers 503) */
+    const char *ssh_host;      /* the host name exposeSsh returns [ssh_addr] */
 };
 
 /* Parses argv into cfg (defaults first). Returns 1 when --help was printed. */

@@ -19,6 +19,7 @@
 #include "daemon/core/restore.h"
 #include "daemon/net/net.h"
 #include "daemon/ingress/ingress.h"
+#include "daemon/ssh/sshd.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
@@ -252,6 +253,7 @@ int main(int argc, char **argv)
     net_fini_keep(restore_left_running()); /* our table goes when hutchd goes, unless sandboxes stay */
     views_stop(); /* lxcfs and its mount go too */
     ingress_fini();
+    sshd_fini();
     if (!g_daemon.sandboxes && !restore_left_running())
         cgroup_fini();
     store_close(g_daemon.store);

@@ -63,11 +63,12 @@ struct dial {
     uv_timer_t timer;
     int fd, family, port, closing;
     bool polling;
-    uint32_t req;
+    uint64_t req;
+    expose_dial_cb done;
     char sandbox[32];
 };
 
-static void dial(struct sandbox *sb, int family, int port, uint32_t req);
+static void dial(struct sandbox *sb, int family, int port, uint64_t req, expose_dial_cb done);
 static unsigned n_dials;
 
 static void on_dial_closed(uv_handle_t *h)
@@ -95,7 +96,7 @@ static void dial_end(struct dial *d, int err)
     uv_timer_stop(&d->timer);
     if (err && d->fd >= 0)
         close(d->fd);
-    ingress_connected(d->req, err ? -1 : d->fd, err);
+    d->done(d->req, err ? -1 : d->fd, err);
     d->fd = -1;
     dial_free(d);
 }
@@ -118,9 +119,9 @@ static void on_dial_ready(uv_poll_t *p, int status, int events)
         close(d->fd);
         struct sandbox *sb = sandbox_find(d->sandbox);
         if (sb && sb->state == SB_RUNNING)
-            dial(sb, AF_INET6, d->port, d->req);
+            dial(sb, AF_INET6, d->port, d->req, d->done);
         else
-            ingress_connected(d->req, -1, ENOENT);
+            d->done(d->req, -1, ENOENT);
         return dial_free(d);
     }
     dial_end(d, err);
@@ -128,12 +129,12 @@ static void on_dial_ready(uv_poll_t *p, int status, int events)
 
 /* A socket in the sandbox's netns, connected to loopback:port there. Not
  * on 127.0.0.1? Then ::1 (a server bound to "localhost" in Node 18+). */
-static void dial(struct sandbox *sb, int family, int port, uint32_t req)
+static void dial(struct sandbox *sb, int family, int port, uint64_t req, expose_dial_cb done)
 {
     struct hx_err e = {0};
     int fd = net_sandbox_socket(sb, family, SOCK_STREAM, &e);
     if (fd < 0)
-        return ingress_connected(req, -1, e.code ? e.code : EIO);
+        return done(req, -1, e.code ? e.code : EIO);
     struct sockaddr_storage ss = {0};
     socklen_t sl;
     if (family == AF_INET) {
@@ -153,24 +154,25 @@ static void dial(struct sandbox *sb, int family, int port, uint32_t req)
     int err = r < 0 ? errno : 0;
     if (err == ECONNREFUSED && family == AF_INET) {
         close(fd);
-        return dial(sb, AF_INET6, port, req);
+        return dial(sb, AF_INET6, port, req, done);
     }
     if (err && err != EINPROGRESS) {
         close(fd);
-        return ingress_connected(req, -1, err == EADDRNOTAVAIL || err == ENETUNREACH ? ECONNREFUSED : err);
+        return done(req, -1, err == EADDRNOTAVAIL || err == ENETUNREACH ? ECONNREFUSED : err);
     }
     if (!err)
-        return ingress_connected(req, fd, 0);
+        return done(req, fd, 0);
     struct dial *d = n_dials < DIALS_MAX ? calloc(1, sizeof *d) : NULL;
     if (!d) {
         close(fd);
-        return ingress_connected(req, -1, n_dials < DIALS_MAX ? ENOMEM : EAGAIN);
+        return done(req, -1, n_dials < DIALS_MAX ? ENOMEM : EAGAIN);
     }
     n_dials++;
     d->fd = fd;
     d->family = family;
     d->port = port;
     d->req = req;
+    d->done = done;
     snprintf(d->sandbox, sizeof d->sandbox, "%s", sb->id);
     uv_timer_init(g_daemon.loop, &d->timer);
     d->timer.data = d;
@@ -179,6 +181,16 @@ static void dial(struct sandbox *sb, int family, int port, uint32_t req)
     d->polling = true;
     uv_poll_start(&d->poll, UV_WRITABLE, on_dial_ready);
     uv_timer_start(&d->timer, on_dial_timeout, CONNECT_TIMEOUT_MS, 0);
+}
+
+void expose_dial_tagged(struct sandbox *sb, int port, uint64_t tag, expose_dial_cb done)
+{
+    dial(sb, AF_INET, port, tag, done);
+}
+
+static void ingress_dialed(uint64_t req, int fd, int err)
+{
+    ingress_connected((uint32_t)req, fd, err);
 }
 
 static expose_app_connect_fn app_connect;
@@ -199,7 +211,7 @@ static void on_ingress_connect(const char *name, uint32_t req)
         port = expose_pid_port(sb, x->target_pid);
     if (port <= 0)
         return ingress_connected(req, -1, ECONNREFUSED);
-    dial(sb, AF_INET, port, req);
+    dial(sb, AF_INET, port, req, ingress_dialed);
 }
 
 static void resend_all(void)
@@ -221,7 +233,7 @@ void expose_dial(struct sandbox *sb, int port, uint32_t req)
 {
     if (!sb || sb->state != SB_RUNNING || port <= 0)
         return ingress_connected(req, -1, sb ? ECONNREFUSED : ENOENT);
-    dial(sb, AF_INET, port, req);
+    dial(sb, AF_INET, port, req, ingress_dialed);
 }
 
 void expose_refuse(uint32_t req, int err)
@@ -336,7 +348,7 @@ void expose_handle_rest(struct http_conn *c, const struct http_request *req, str
     if (strcmp(rest, "/http") == 0 || strcmp(rest, "/vscode") == 0)
         return expose_http(c, sb);
     if (strcmp(rest, "/ssh") == 0)
-        return http_respond_error(c, 501, "UNSUPPORTED", "expose%s is not supported by this hutch version yet", rest);
+        return expose_ssh(c, sb);
     http_respond_error(c, 404, "NOT_FOUND", "no route POST /expose%.100s", rest);
 }
 
@@ -414,6 +426,7 @@ static void on_sweep(uv_timer_t *t)
 
 void expose_sandbox_stopped(struct sandbox *sb)
 {
+    expose_ssh_sandbox_stopped(sb); /* its SSH login name and connections end too */
     bool any = false;
     for (struct exposure *x = exposures; x; x = x->next) {
         if (strcmp(x->sandbox, sb->id) != 0 || x->gone_at || x->app_key[0])

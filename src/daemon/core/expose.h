@@ -39,3 +39,14 @@ int expose_app_route(char name[27], const char *key, const char *label, char *do
 void expose_app_unroute(const char *name);
 void expose_dial(struct sandbox *sb, int port, uint32_t req);
 void expose_refuse(uint32_t req, int err);
+
+/* A socket inside the sandbox's network namespace connected to
+ * 127.0.0.1:port there (then [::1]:port): done gets tag and the fd (owned)
+ * or -1 and an errno; it runs now or later, exactly once. */
+typedef void (*expose_dial_cb)(uint64_t tag, int fd, int err);
+void expose_dial_tagged(struct sandbox *sb, int port, uint64_t tag, expose_dial_cb done);
+
+/* expose_ssh.c: POST /expose/ssh → {hostname, username, port, hostKey}. */
+void expose_ssh(struct http_conn *c, struct sandbox *sb);
+/* The sandbox stopped: its SSH login name and connections end. */
+void expose_ssh_sandbox_stopped(struct sandbox *sb);

@@ -113,6 +113,8 @@ void rpc_session_closed_by_sandbox(struct session *s, const char *reason)
 {
     /* Its fetches point at the sandbox, which goes before the session does. */
     rpc_net_session_closed(s);
+    if (s->sink)
+        return s->sink->closed_by_sandbox(s);
     /* The sandbox is gone; the client learns it from the close frame. */
     if (s->ws)
         ws_close(s->ws, 1000, reason);

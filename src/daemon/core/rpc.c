@@ -28,6 +28,12 @@ struct held_chunk {
 
 void rpc_send_json(struct session *s, json_t *msg /* stolen */)
 {
+    if (s->sink) {
+        if (msg)
+            s->sink->message(s, msg);
+        json_decref(msg);
+        return;
+    }
     char *text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text && s->ws)
@@ -186,6 +192,19 @@ struct deferred_credit {
     uint32_t chan, bytes;
 };
 
+static void defer_credit(struct session *s, struct sandbox *sb, uint32_t chan, uint32_t len)
+{
+    struct deferred_credit *d = malloc(sizeof *d);
+    if (!d) {
+        agent_credit(sb, chan, len);
+        return;
+    }
+    d->chan = chan;
+    d->bytes = len;
+    d->next = (struct deferred_credit *)s->deferred;
+    s->deferred = d;
+}
+
 void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len)
 {
     struct session *s = p->owner;
@@ -200,6 +219,21 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
         p->sink->on_output(p->sink_ud, fd, data, len);
         if (len == 0)
             proc_maybe_remove(sb, p);
+        return;
+    }
+    if (s && s->sink) { /* SSH (expose_ssh.c): raw bytes; it credits them itself once handed on */
+        if (!p->stream_id[fd]) {
+            if (len)
+                agent_credit(sb, chan, (uint32_t)len);
+        } else {
+            s->sink->output(s, p->pid, fd, data, len);
+        }
+        if (len == 0)
+            proc_maybe_remove(sb, p);
+        else if (p->stream_id[fd] && s->sink->queued(s) < WS_HIGH_WATER)
+            agent_credit(sb, chan, (uint32_t)len);
+        else if (p->stream_id[fd])
+            defer_credit(s, sb, chan, (uint32_t)len);
         return;
     }
     if (len == 0) {
@@ -237,19 +271,10 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
         free(msg);
     }
     free(enc);
-    if (ws_queued_bytes(s->ws) < WS_HIGH_WATER) {
+    if (ws_queued_bytes(s->ws) < WS_HIGH_WATER)
         agent_credit(sb, chan, (uint32_t)len);
-    } else {
-        struct deferred_credit *d = malloc(sizeof *d);
-        if (!d) {
-            agent_credit(sb, chan, (uint32_t)len);
-            return;
-        }
-        d->chan = chan;
-        d->bytes = (uint32_t)len;
-        d->next = (struct deferred_credit *)s->deferred;
-        s->deferred = d;
-    }
+    else
+        defer_credit(s, sb, chan, (uint32_t)len);
 }
 
 static void flush_deferred(struct session *s, bool send)
@@ -315,12 +340,15 @@ static size_t session_held(struct session *s)
 
 static void update_reading(struct session *s)
 {
-    if (!s->ws || !s->sb)
+    if ((!s->ws && !s->sink) || !s->sb)
         return;
     bool over = s->sb->stdin_inflight > STDIN_INFLIGHT_MAX || session_held(s) > INBOUND_HOLD_MAX;
     if (over != s->paused) {
         s->paused = over;
-        ws_set_reading(s->ws, !over);
+        if (s->sink)
+            s->sink->set_reading(s, !over);
+        else
+            ws_set_reading(s->ws, !over);
     }
 }
 
@@ -383,6 +411,8 @@ bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan)
     return true;
 }
 
+static void stream_input(struct session *s, struct inbound *in, const uint8_t *buf, size_t n);
+
 /* $sandbox.stream.enqueue: data (base64, dl characters) for the client's stream id. */
 static void stream_enqueue(struct session *s, int64_t id, const char *data, size_t dl)
 {
@@ -395,6 +425,19 @@ static void stream_enqueue(struct session *s, int64_t id, const char *data, size
         free(buf);
         return;
     }
+    stream_input(s, in, buf, n);
+    free(buf);
+}
+
+void rpc_session_input(struct session *s, int64_t id, const uint8_t *data, size_t n)
+{
+    struct inbound *in = s->sb ? inbound_get(s, id, true) : NULL;
+    if (in && !in->ended)
+        stream_input(s, in, data, n);
+}
+
+static void stream_input(struct session *s, struct inbound *in, const uint8_t *buf, size_t n)
+{
     if (in->pid) {
         if (!in->bound_closed)
             stdin_send(s, in, buf, n);
@@ -409,7 +452,6 @@ static void stream_enqueue(struct session *s, int64_t id, const char *data, size
             in->held_len += n;
         }
     }
-    free(buf);
     update_reading(s);
 }
 

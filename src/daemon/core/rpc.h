@@ -8,6 +8,9 @@ void rpc_on_drain(struct session *s);
 /* Detaches from the sandbox and frees the session (the ws is gone). */
 void rpc_session_free(struct session *s);
 int rpc_signal_number(const char *name);
+/* Bytes for the session's inbound stream id (as $sandbox.stream.enqueue
+ * carries them, without the base64): a sink session's stdin. */
+void rpc_session_input(struct session *s, int64_t stream_id, const uint8_t *data, size_t n);
 
 /* A JSON-RPC method: params is an object (never NULL); the handler answers
  * exactly once, now or later, with rpc_reply_* below. */

@@ -74,10 +74,23 @@ struct inbound {
     struct held_chunk *held, **held_tail;
 };
 
+/* A session without a WebSocket (SSH's channels, core/expose_ssh.c): rpc.c
+ * hands it what it would have sent to a client. */
+struct session_sink {
+    void (*message)(struct session *s, json_t *msg);   /* a reply or notification (borrowed) */
+    /* bytes of a process it spawned (fd 0 stdout, 1 stderr); len 0: that output ended */
+    void (*output)(struct session *s, uint32_t pid, unsigned fd, const uint8_t *data, size_t len);
+    size_t (*queued)(struct session *s);                /* output bytes not yet handed on (credit waits) */
+    void (*set_reading)(struct session *s, bool on);   /* stdin back-pressure */
+    void (*closed_by_sandbox)(struct session *s);      /* the sandbox stopped; s is unlinked (s->sb NULL) */
+};
+
 struct session {
     struct session *next;         /* in sb->sessions */
     struct sandbox *sb;
     struct ws_conn *ws;
+    const struct session_sink *sink; /* instead of ws; sink_ud is its owner's */
+    void *sink_ud;
     struct inbound *inbound;
     bool paused;                  /* not reading the client: too much stdin in flight */
     void *deferred;               /* output credit held while the client socket is backed up */
