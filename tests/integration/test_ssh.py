@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from expose_util import start_server
+from expose_util import Ingress, start_server
 from hutchlib import Hutchd, free_port
 
 
@@ -392,3 +392,46 @@ def test_hutch_ssh_is_confined_and_one_per_connection(d, sb, tmp_path):
     while pid in _children(d.pid, "hutch-ssh") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pid not in _children(d.pid, "hutch-ssh")
+
+
+def _metric(d, name, outcome):
+    from prometheus_client.parser import text_string_to_metric_families
+    r = d.http("GET", "/metrics")
+    assert r.status == 200, r
+    for fam in text_string_to_metric_families(r.body.decode()):
+        for s in fam.samples:
+            if s.name == name and s.labels.get("outcome") == outcome:
+                return s.value
+    raise AssertionError(f"{name}{{outcome={outcome}}} not in /metrics")
+
+
+def test_exposing_is_audited_and_logins_and_upstreams_are_counted(d, sb, tmp_path):
+    r = d.http("POST", "/hutch/v1/tokens", body={"org": "default", "name": "exposer"})
+    assert r.status == 201, r
+    tok, tok_id = r.json()["token"], r.json()["id"]
+    ok0, bad0 = _metric(d, "hutch_ssh_logins_total", "accepted"), _metric(d, "hutch_ssh_logins_total", "refused")
+    up0 = _metric(d, "hutch_ingress_upstream_connections_total", "ok")
+    # SSH and HTTP exposures made with this token
+    r = d.http("POST", f"/api/v3/sandbox/{sb.id}/expose/ssh", body=b"{}", token=tok,
+               headers={"Content-Type": "application/json"})
+    assert r.status == 200, r
+    info = r.json()
+    r = d.http("POST", f"/api/v3/sandbox/{sb.id}/expose/http", body=b"{}", token=tok,
+               headers={"Content-Type": "application/json"})
+    assert r.status == 200, r
+    domain = r.json()["domain"]
+    start_server(sb, 8001, "A")
+    assert sb.call("exposeHttp", {"domain": domain, "port": 8001}) is None
+    status, _, body = Ingress(d).get("https://" + domain)
+    assert status == 200 and b"hello from A" in body, (status, body)
+    # one accepted login, one refused (a wrong name of the right length)
+    assert ssh(tmp_path, info, "exit 0", more=("-b", "127.0.0.5")).returncode == 0
+    assert ssh(tmp_path, info, "true", more=("-b", "127.0.0.5"), user="b" * 26).returncode == 255
+    assert _metric(d, "hutch_ssh_logins_total", "accepted") >= ok0 + 1
+    assert _metric(d, "hutch_ssh_logins_total", "refused") >= bad0 + 1
+    assert _metric(d, "hutch_ingress_upstream_connections_total", "ok") >= up0 + 1
+    r = d.http("GET", "/api/v2/audit?limit=1000")
+    assert r.status == 200, r
+    mine = [e for e in r.json()["entries"] if e["target"] == sb.id and e["action"] == "expose"]
+    assert any(e["tokenId"] == tok_id and e["detail"] == "ssh" for e in mine), mine
+    assert any(e["detail"].startswith("http, ingress port") for e in mine), mine

@@ -5,6 +5,8 @@
  * the sandbox's network namespace and connects it to 127.0.0.1 (then ::1)
  * at the exposed port: the only place an exposure can lead. */
 #include "daemon/core/expose.h"
+#include "daemon/core/metering.h"
+#include "daemon/core/metrics.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -188,9 +190,16 @@ void expose_dial_tagged(struct sandbox *sb, int port, uint64_t tag, expose_dial_
     dial(sb, AF_INET, port, tag, done);
 }
 
+/* Every answer to hutch-ingress's connect requests goes through here (metrics). */
+static void answer(uint32_t req, int fd, int err)
+{
+    metrics_ingress_upstream(fd >= 0 ? 0 : err ? err : EIO);
+    ingress_connected(req, fd, err);
+}
+
 static void ingress_dialed(uint64_t req, int fd, int err)
 {
-    ingress_connected((uint32_t)req, fd, err);
+    answer((uint32_t)req, fd, err);
 }
 
 static expose_app_connect_fn app_connect;
@@ -200,17 +209,17 @@ static void on_ingress_connect(const char *name, uint32_t req)
     struct exposure *x = by_name(name);
     if (x && x->app_key[0]) { /* apps: the route's sandbox may change, or be woken */
         if (!app_connect)
-            return ingress_connected(req, -1, ENOENT);
+            return answer(req, -1, ENOENT);
         return app_connect(x->app_key, req);
     }
     struct sandbox *sb = x && !x->gone_at ? sandbox_find(x->sandbox) : NULL;
     if (!sb || sb->state != SB_RUNNING)
-        return ingress_connected(req, -1, ENOENT);
+        return answer(req, -1, ENOENT);
     int port = x->target_port;
     if (port <= 0 && x->target_pid > 0)
         port = expose_pid_port(sb, x->target_pid);
     if (port <= 0)
-        return ingress_connected(req, -1, ECONNREFUSED);
+        return answer(req, -1, ECONNREFUSED);
     dial(sb, AF_INET, port, req, ingress_dialed);
 }
 
@@ -232,13 +241,13 @@ void expose_app_set_connect(expose_app_connect_fn fn)
 void expose_dial(struct sandbox *sb, int port, uint32_t req)
 {
     if (!sb || sb->state != SB_RUNNING || port <= 0)
-        return ingress_connected(req, -1, sb ? ECONNREFUSED : ENOENT);
+        return answer(req, -1, sb ? ECONNREFUSED : ENOENT);
     dial(sb, AF_INET, port, req, ingress_dialed);
 }
 
 void expose_refuse(uint32_t req, int err)
 {
-    ingress_connected(req, -1, err);
+    answer(req, -1, err);
 }
 
 static void new_name(char out[IG_NAME_LEN + 1]);
@@ -310,7 +319,7 @@ static void new_name(char out[IG_NAME_LEN + 1])
     out[o] = 0;
 }
 
-static void expose_http(struct http_conn *c, struct sandbox *sb)
+static void expose_http(struct http_conn *c, struct sandbox *sb, const char *kind, const char *token_id)
 {
     struct hx_err e = {0};
     unsigned n = 0;
@@ -336,19 +345,21 @@ static void expose_http(struct http_conn *c, struct sandbox *sb)
     push(x, true); /* answers 502 until exposeHttp names a target */
     restore_exposures_changed(sb); /* restore: kept for the next hutchd */
     fprintf(stderr, "hutchd: %s: exposure on ingress port %u\n", sb->id, x->port);
+    audit_log(sb->org, token_id, "expose", sb->id, "%s, ingress port %u", kind, x->port); /* audit: */
     http_respond_json(c, 200, json_pack("{s:s}", "domain", x->domain));
 }
 
-void expose_handle_rest(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *rest)
+void expose_handle_rest(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *rest,
+                        const char *token_id)
 {
     if (strcmp(req->method, "POST") != 0)
         return http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "use POST");
     /* /vscode is an exposure like any other: the SDK then names the port
      * the `vscode` RPC answered (vscode.c) with exposeHttp. */
     if (strcmp(rest, "/http") == 0 || strcmp(rest, "/vscode") == 0)
-        return expose_http(c, sb);
+        return expose_http(c, sb, rest + 1, token_id);
     if (strcmp(rest, "/ssh") == 0)
-        return expose_ssh(c, sb);
+        return expose_ssh(c, sb, token_id);
     http_respond_error(c, 404, "NOT_FOUND", "no route POST /expose%.100s", rest);
 }
 

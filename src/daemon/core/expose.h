@@ -8,7 +8,9 @@ struct http_conn;
 struct http_request;
 
 /* POST /api/v3/sandbox/{id}/expose/{http,ssh,vscode}; rest is what follows "/expose". */
-void expose_handle_rest(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *rest);
+/* token_id: who asked (the audit log's "who"). */
+void expose_handle_rest(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *rest,
+                        const char *token_id);
 /* GET /hutch/v1/ingress/ca.crt: the ingress CA (PEM) for clients to trust. */
 void expose_handle_ca(struct http_conn *c);
 /* exposeHttp, NULL-terminated */
@@ -47,6 +49,6 @@ typedef void (*expose_dial_cb)(uint64_t tag, int fd, int err);
 void expose_dial_tagged(struct sandbox *sb, int port, uint64_t tag, expose_dial_cb done);
 
 /* expose_ssh.c: POST /expose/ssh → {hostname, username, port, hostKey}. */
-void expose_ssh(struct http_conn *c, struct sandbox *sb);
+void expose_ssh(struct http_conn *c, struct sandbox *sb, const char *token_id);
 /* The sandbox stopped: its SSH login name and connections end. */
 void expose_ssh_sandbox_stopped(struct sandbox *sb);

@@ -15,6 +15,8 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/expose.h"
+#include "daemon/core/metering.h"
+#include "daemon/core/metrics.h"
 #include "daemon/core/rpc.h"
 #include "daemon/ssh/sshd.h"
 #include "lib/wire.h"
@@ -41,15 +43,16 @@ static struct login *login_of(const char *sandbox)
 
 static int on_auth(const char *user, char sandbox[32])
 {
-    if (strlen(user) != SSH_USER_LEN)
+    if (strlen(user) != SSH_USER_LEN) {
+        metrics_ssh_login(false);
         return -ENOENT;
+    }
     struct login *hit = NULL;
     for (struct login *l = logins; l; l = l->next) /* no early exit on a match: no timing hint */
         if (CRYPTO_memcmp(l->user, user, SSH_USER_LEN) == 0)
             hit = l;
-    if (!hit)
-        return -ENOENT;
-    struct sandbox *sb = sandbox_find(hit->sandbox);
+    struct sandbox *sb = hit ? sandbox_find(hit->sandbox) : NULL;
+    metrics_ssh_login(sb && sb->state == SB_RUNNING);
     if (!sb || sb->state != SB_RUNNING)
         return -ENOENT;
     snprintf(sandbox, 32, "%s", hit->sandbox);
@@ -455,7 +458,7 @@ static void new_user(char out[SSH_USER_LEN + 1])
     explicit_bzero(r, sizeof r);
 }
 
-void expose_ssh(struct http_conn *c, struct sandbox *sb)
+void expose_ssh(struct http_conn *c, struct sandbox *sb, const char *token_id)
 {
     struct hx_err e = {0};
     if (sshd_start(&ops, &e) < 0)
@@ -470,6 +473,7 @@ void expose_ssh(struct http_conn *c, struct sandbox *sb)
         l->next = logins;
         logins = l;
         fprintf(stderr, "hutchd: %s: exposed over SSH\n", sb->id);
+        audit_log(sb->org, token_id, "expose", sb->id, "%s", "ssh"); /* audit: when its login name is made (later calls return the same one) */
     }
     http_respond_json(c, 200, json_pack("{s:s, s:s, s:i, s:s}", "hostname", sshd_host_name(), "username", l->user,
                                         "port", sshd_port(), "hostKey", sshd_host_key()));

@@ -2,6 +2,7 @@
  * lists them). Counters live here and are bumped by one-line hooks; what
  * other layers count (WebSocket bytes, hutch-proxy's reports) is read from
  * them at scrape time. Label values are fixed strings, never client input. */
+#include <errno.h>
 #include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,9 +26,21 @@ static struct {
     uint64_t create_count;
     double create_sum;
     uint64_t agent_in, agent_out;
+    uint64_t ingress[3];               /* upstream connections: made, no such sandbox, refused */
+    uint64_t ssh_logins[2];            /* refused, accepted */
     struct { const char *method; uint64_t n[RPC_OUTCOMES]; } rpc[RPC_SERIES_MAX];
     size_t n_rpc;
 } m;
+
+void metrics_ingress_upstream(int err)
+{
+    m.ingress[err == 0 ? 0 : err == ENOENT ? 1 : 2]++;
+}
+
+void metrics_ssh_login(bool ok)
+{
+    m.ssh_logins[ok]++;
+}
 
 void metrics_create_done(uint64_t t0_ns, bool ok)
 {
@@ -191,6 +204,14 @@ char *metrics_render(size_t *len)
     family(&o, "hutch_secret_substitutions_total", "counter", "Secret placeholders hutch-proxy replaced.");
     put(&o, "hutch_secret_substitutions_total %llu\n", (unsigned long long)nc.substitutions);
 
+    family(&o, "hutch_ingress_upstream_connections_total", "counter",
+           "Connections hutch-ingress asked hutchd to open to exposed ports and apps, by outcome.");
+    put(&o, "hutch_ingress_upstream_connections_total{outcome=\"ok\"} %llu\n", (unsigned long long)m.ingress[0]);
+    put(&o, "hutch_ingress_upstream_connections_total{outcome=\"no_sandbox\"} %llu\n", (unsigned long long)m.ingress[1]);
+    put(&o, "hutch_ingress_upstream_connections_total{outcome=\"refused\"} %llu\n", (unsigned long long)m.ingress[2]);
+    family(&o, "hutch_ssh_logins_total", "counter", "SSH login names presented to hutch-ssh, by outcome.");
+    put(&o, "hutch_ssh_logins_total{outcome=\"accepted\"} %llu\n", (unsigned long long)m.ssh_logins[1]);
+    put(&o, "hutch_ssh_logins_total{outcome=\"refused\"} %llu\n", (unsigned long long)m.ssh_logins[0]);
     family(&o, "process_resident_memory_bytes", "gauge", "hutchd's resident memory.");
     put(&o, "process_resident_memory_bytes %llu\n", (unsigned long long)resident_bytes());
     family(&o, "process_open_fds", "gauge", "hutchd's open file descriptors.");

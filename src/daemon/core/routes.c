@@ -539,7 +539,7 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         if (*rest == 0 && strcmp(req->method, "PATCH") == 0)
             return handle_extend(c, req, sb, &who);
         if (strncmp(rest, "/expose/", 8) == 0)
-            return expose_handle_rest(c, req, sb, rest + 7);
+            return expose_handle_rest(c, req, sb, rest + 7, who.token_id);
         return http_respond_error(c, 404, "NOT_FOUND", "no route %s %s", req->method, path);
     }
     if (strcmp(path, "/api/v2/sandboxes") == 0 && strcmp(req->method, "GET") == 0)
