@@ -355,8 +355,8 @@ static int build_root(const struct setup_cfg *c, struct hx_err *e)
 }
 
 /* The vscode layer (code-server and its Node.js, built once per machine by
- * scripts/build-vscode-layer.sh): a read-only bind at INIT_VSCODE_DIR, one
- * mount (microseconds), so only the `vscode` RPC pays for what is in it.
+ * scripts/build-vscode-layer.sh): read-only at INIT_VSCODE_DIR, two mounts
+ * (microseconds), so only the `vscode` RPC pays for what is in it.
  * nosuid,nodev; its files belong to host root, unmapped here, so nobody in
  * the sandbox can write them whatever the mode says. A writable root volume
  * gets no layer: the mount point would be written into the user's volume. */
@@ -384,15 +384,25 @@ static int bind_vscode_layer(const struct setup_cfg *c, struct hx_err *e)
         if (made && fchownat(dir, "", c->uid_base, c->uid_base, AT_EMPTY_PATH) < 0)
             return hx_fail(e, errno, "chown %s: %m", parts[i]);
     }
+    /* Not a bind at the mount point: a bind's root field in mountinfo would
+     * show the host path of the layer to the sandbox. The layer goes to
+     * "vsc" in this scratch dir (detached with the old root) and a read-only
+     * overlay of it (with an empty second lower: overlayfs wants two lowers
+     * without an upper) is what the sandbox sees, named by relative paths
+     * only, as the root overlay is. */
     autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, c->vscode_layer, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
     if (tree < 0)
         return hx_fail(e, errno, "open_tree %s: %m", c->vscode_layer);
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
     if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
         return hx_fail(e, errno, "read-only vscode layer: %m");
-    if (syscall(SYS_move_mount, tree, "", dir, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+    if ((mkdir("vsc", 0700) < 0 && errno != EEXIST) || (mkdir("vsc-empty", 0700) < 0 && errno != EEXIST))
+        return hx_fail(e, errno, "mkdir vsc: %m");
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "vsc", MOVE_MOUNT_F_EMPTY_PATH) < 0)
         return hx_fail(e, errno, "move_mount vscode layer: %m");
-    return 0;
+    char target[64];
+    snprintf(target, sizeof target, "/proc/self/fd/%d", dir);
+    return mountx("overlay", target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=vsc:vsc-empty", e);
 }
 
 /* Step 2: /dev (while the host's /dev is still reachable). */

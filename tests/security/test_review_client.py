@@ -435,7 +435,7 @@ HOSTILE_HTTP = {
 # case is about the token), so that a 401 cannot hide what the parser did.
 HOSTILE_HTTP_STATUS = {"te-huge-chunk": 400, "cl-negative": 400, "cl-duplicate": 400, "cl-and-te": 400,
                        "cl-2^64": 400, "nul-in-header": 400, "no-colon-header": 400, "long-url": 431,
-                       "http-0.9": 401, "bad-version": 404, "ws-upgrade-post": 405, "bearer-nul": 400,
+                       "http-0.9": 505, "bad-version": 505, "ws-upgrade-post": 405, "bearer-nul": 400,
                        "bearer-huge": 401, "path-traversal": 404}
 
 

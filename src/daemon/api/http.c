@@ -280,6 +280,7 @@ static const char *status_text(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     case 507: return "Insufficient Storage";
     default:  return "Status";
     }
@@ -671,6 +672,11 @@ static void fail_request(struct http_conn *c, int status, const char *code, cons
 static void dispatch(struct http_conn *c)
 {
     struct http_request *r = &c->req;
+    /* HTTP/0.9 ("GET /" with no version) and made-up versions never reach a
+     * route: the public dashboard at / must not answer them as if they were
+     * HTTP/1.x requests. */
+    if (c->parser.http_major != 1)
+        return fail_request(c, 505, "HTTP_VERSION_NOT_SUPPORTED", "this server speaks HTTP versions 1.0 and 1.1 only");
     r->method = http_method_str((enum http_method)c->parser.method);
     char *url = c->head;
     char *q = strchr(url, '?');
