@@ -199,7 +199,8 @@ def test_cancel_stops_a_build(d):
     assert api(d, "GET", f"/api/v2/revisions/{rid}")[1]["status"] == "building"
     time.sleep(2)
     st, rev = api(d, "POST", f"/api/v2/revisions/{rid}/cancel")
-    assert st == 200 and rev["cancellation_requested_at"], rev
+    assert st == 200 and rev["cancellation_requested_at"], (rev, api(d, "GET", f"/api/v2/revisions/{rid}")[1],
+                                                            d.log_tail(40))
     rev, _ = wait_done(d, rid)
     assert (rev["status"], rev["failure_reason"]) == ("failed", "cancelled"), rev
     st, again = api(d, "POST", f"/api/v2/revisions/{rid}/cancel")

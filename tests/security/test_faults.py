@@ -216,9 +216,11 @@ def test_proxy_kill9_under_load_is_restarted_with_rules_kept():
                 base = rss_kib(d.pid)
                 old = wait_until(lambda: proxy_pid(d), 10)
                 assert old, "no hutch-proxy child of hutchd"
-                # a connection open through the proxy while it dies
-                slow = netted.call("spawn", {"command": "curl", "args": ["-sS", "--limit-rate", "100k", "-o",
-                                             "/tmp/slow.out", "http://example.test/big/50000000"],
+                # a connection open through the proxy while it dies (1 MB/s: what the proxy had already
+                # pushed into curl's receive buffer, a few MB, drains in seconds before curl sees the
+                # connection end; 200 MB would take minutes if it did not end)
+                slow = netted.call("spawn", {"command": "curl", "args": ["-sS", "--limit-rate", "1M", "-o",
+                                             "/tmp/slow.out", "http://example.test/big/200000000"],
                                              "stdout": "null", "stderr": "null"})
                 # its bytes are flowing through the old proxy before it dies (under load a fixed sleep
                 # let curl connect only after the restart, to the new proxy, and run for minutes)
