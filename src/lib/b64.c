@@ -1,6 +1,10 @@
 /* Base64 encode/decode (RFC 4648) with a strict, table-driven decoder.
  * See b64.h for the accepted forms. */
 #include "lib/b64.h"
+#include <sys/types.h>
+#include <sys/random.h>
+#include <string.h>
+#include <stdlib.h>
 #include <errno.h>
 
 static const char enc_tab[64] =
@@ -112,4 +116,26 @@ int hx_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen)
     }
     *outlen = (size_t)(o - out);
     return 0;
+}
+
+void hx_random_name(char out[HX_RANDOM_NAME_LEN + 1])
+{
+    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+    uint8_t r[16];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        abort(); /* never a guessable name */
+    uint32_t acc = 0;
+    int bits = 0, o = 0;
+    for (size_t i = 0; i < sizeof r; i++) {
+        acc = acc << 8 | r[i];
+        bits += 8;
+        while (bits >= 5) {
+            out[o++] = b32[(acc >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    if (bits)
+        out[o++] = b32[(acc << (5 - bits)) & 31];
+    out[o] = 0;
+    explicit_bzero(r, sizeof r);
 }

@@ -20,3 +20,10 @@ void hx_b64_encode(const uint8_t *in, size_t n, char *out);
  * zero (so every byte string has exactly one accepted encoding).
  * Returns 0 or -EINVAL; on error out may hold partial output. */
 int hx_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen);
+
+/* An unguessable name: 128 bits from getrandom as lowercase base32
+ * (a-z, 2-7), HX_RANDOM_NAME_LEN characters and a NUL. Used where a name is
+ * the credential (exposed URLs, SSH login names). Aborts rather than return
+ * a guessable name if the kernel has no randomness to give. */
+#define HX_RANDOM_NAME_LEN 26
+void hx_random_name(char out[HX_RANDOM_NAME_LEN + 1]);

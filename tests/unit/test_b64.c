@@ -120,9 +120,22 @@ static void test_decode_never_writes_past_declared_room(void **state)
         assert_int_equal(out[i], 0xAA);
 }
 
+/* Names that are credentials: 26 base32 characters, never the same twice. */
+static void test_random_names_are_26_base32_chars_and_differ(void **state)
+{
+    (void)state;
+    char a[HX_RANDOM_NAME_LEN + 1], b[HX_RANDOM_NAME_LEN + 1];
+    hx_random_name(a);
+    hx_random_name(b);
+    assert_int_equal(strlen(a), 26);
+    assert_int_equal(strspn(a, "abcdefghijklmnopqrstuvwxyz234567"), 26);
+    assert_string_not_equal(a, b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_names_are_26_base32_chars_and_differ),
         cmocka_unit_test(test_rfc4648_vectors_encode_and_decode),
         cmocka_unit_test(test_every_length_0_to_64_round_trips),
         cmocka_unit_test(test_all_byte_values_round_trip),

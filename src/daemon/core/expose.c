@@ -5,6 +5,7 @@
  * the sandbox's network namespace and connects it to 127.0.0.1 (then ::1)
  * at the exposed port: the only place an exposure can lead. */
 #include "daemon/core/expose.h"
+#include "lib/b64.h"
 #include "daemon/core/metering.h"
 #include "daemon/core/metrics.h"
 #include <arpa/inet.h>
@@ -298,25 +299,10 @@ void expose_app_unroute(const char *name)
 
 /* ---- REST ---- */
 
+_Static_assert(IG_NAME_LEN == HX_RANDOM_NAME_LEN, "names are hx_random_name()s");
 static void new_name(char out[IG_NAME_LEN + 1])
 {
-    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
-    uint8_t r[16];
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
-        abort(); /* never a guessable name */
-    uint32_t acc = 0;
-    int bits = 0, o = 0;
-    for (size_t i = 0; i < sizeof r; i++) {
-        acc = acc << 8 | r[i];
-        bits += 8;
-        while (bits >= 5) {
-            out[o++] = b32[(acc >> (bits - 5)) & 31];
-            bits -= 5;
-        }
-    }
-    if (bits)
-        out[o++] = b32[(acc << (5 - bits)) & 31];
-    out[o] = 0;
+    hx_random_name(out);
 }
 
 static void expose_http(struct http_conn *c, struct sandbox *sb, const char *kind, const char *token_id)

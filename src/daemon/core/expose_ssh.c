@@ -15,6 +15,7 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/expose.h"
+#include "lib/b64.h"
 #include "daemon/core/metering.h"
 #include "daemon/core/metrics.h"
 #include "daemon/core/rpc.h"
@@ -436,26 +437,10 @@ static const struct sshd_ops ops = {on_auth, on_open, on_forward};
 
 /* ---- REST ---- */
 
+_Static_assert(SSH_USER_LEN == HX_RANDOM_NAME_LEN, "names are hx_random_name()s");
 static void new_user(char out[SSH_USER_LEN + 1])
 {
-    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
-    uint8_t r[16];
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
-        abort(); /* never a guessable name */
-    uint32_t acc = 0;
-    int bits = 0, o = 0;
-    for (size_t i = 0; i < sizeof r; i++) {
-        acc = acc << 8 | r[i];
-        bits += 8;
-        while (bits >= 5) {
-            out[o++] = b32[(acc >> (bits - 5)) & 31];
-            bits -= 5;
-        }
-    }
-    if (bits)
-        out[o++] = b32[(acc << (5 - bits)) & 31];
-    out[o] = 0;
-    explicit_bzero(r, sizeof r);
+    hx_random_name(out);
 }
 
 void expose_ssh(struct http_conn *c, struct sandbox *sb, const char *token_id)
