@@ -368,10 +368,13 @@ static int on_curl_timer(CURLM *m, long ms, void *userp)
 {
     (void)m;
     (void)userp;
+    /* 0 becomes 1: libuv (1.44) runs a timer re-armed with 0 from its own
+     * callback again in the same turn, and libcurl asks for 0 while data is
+     * pending: that would starve every other socket (the client's abort). */
     if (ms < 0)
         uv_timer_stop(&g_mtimer);
     else
-        uv_timer_start(&g_mtimer, on_mtimer, (uint64_t)ms, 0);
+        uv_timer_start(&g_mtimer, on_mtimer, ms ? (uint64_t)ms : 1, 0);
     return 0;
 }
 
@@ -742,7 +745,8 @@ static void on_timer(uv_timer_t *t)
     if (f->dead)
         return;
     if (f->recv_paused && f->easy) {
-        if (!f->s || !f->s->ws || ws_queued_bytes(f->s->ws) <= WS_HIGH_WATER / 2) {
+        /* below WS_LOW_WATER, where the session reads the client again (its abort) */
+        if (!f->s || !f->s->ws || ws_queued_bytes(f->s->ws) < WS_LOW_WATER) {
             f->recv_paused = false;
             uv_timer_start(&f->timer, on_timer, DEADLINE_MS, DEADLINE_MS);
             easy_repause(f); /* libcurl hands the kept bytes to on_write again */
@@ -1286,9 +1290,13 @@ static void m_fetch(struct session *s, json_t *id, json_t *params)
 
 /* ---- hooks ------------------------------------------------------------ */
 
+/* The client's socket drained (below WS_LOW_WATER): paused fetches go on
+ * from the loop's next turn (not from inside the WebSocket's pump). */
 void rpc_net_on_drain(struct session *s)
 {
-    (void)s; /* a paused fetch's timer notices within POLL_MS */
+    for (struct fetch *f = g_fetches; f; f = f->next)
+        if (f->s == s && !f->dead && f->recv_paused)
+            uv_timer_start(&f->timer, on_timer, 1, 0);
 }
 
 void rpc_net_stream_cancel(struct session *s, int64_t stream_id)
