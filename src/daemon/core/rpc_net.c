@@ -914,7 +914,10 @@ static void fetch_begin(struct fetch *f, const char *ip, uint16_t port)
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(c, CURLOPT_CAINFO, NULL);       /* the trust is tls_store's, set in on_ssl_ctx */
     curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
-    curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+    if (curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK) {
+        fetch_fail(f, "NotSupported", "this libcurl is not built with OpenSSL: the sandbox's trust cannot be set");
+        return;
+    }
     curl_easy_setopt(c, CURLOPT_BUFFERSIZE, BUF_SIZE);
     curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, BUF_SIZE);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, f->errbuf);
