@@ -36,6 +36,8 @@ class H(http.server.BaseHTTPRequestHandler):
         data = self._body()
         if self.path.startswith("/redir/"):
             return self._send(int(self.path[7:10]), b"", [("Location", "/echo")])
+        if self.path == "/fold":  # an obs-fold continuation line (RFC 9112 5.2)
+            return self._send(200, b"ok", [("X-Fold", "a\r\n  b"), ("X-After", "c")])
         if self.path.startswith("/hdrs/"):  # a head with that many header lines
             return self._send(200, b"ok", [(f"X-H{i}", "v") for i in range(int(self.path[6:]))])
         if self.path.startswith("/big/"):
@@ -314,3 +316,10 @@ def test_fetch_bounds_the_response_head(sbx):
     assert ei.value.error["code"] == "InvalidData" and "too many header lines" in ei.value.error["message"], ei.value
     res, data = fetch(sb, "http://fetch.test/big/10")  # the session goes on
     assert data == b"y" * 10
+
+
+def test_fetch_unfolds_a_folded_response_header(sbx):
+    sb = sbx()
+    res, data = fetch(sb, "http://fetch.test/fold")
+    assert res["status"] == 200 and data == b"ok"
+    assert ["x-fold", "a b"] in res["headers"] and ["x-after", "c"] in res["headers"], res["headers"]

@@ -656,6 +656,28 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
         }
         return n;
     }
+    if ((p[0] == ' ' || p[0] == '\t') && json_array_size(f->rh)) { /* obs-fold: more of the last value */
+        json_t *last = json_array_get(f->rh, json_array_size(f->rh) - 1);
+        json_t *jv = json_array_get(last, 1);
+        size_t a = 0;
+        while (a < l && (p[a] == ' ' || p[a] == '\t'))
+            a++;
+        size_t ol = json_string_length(jv);
+        if (ol + 1 + (l - a) > FIELD_MAX) {
+            set_fail(f, "InvalidData", "bad HTTP response from %s: header value too long", f->host);
+            return 0;
+        }
+        char val[FIELD_MAX + 1];
+        memcpy(val, json_string_value(jv), ol);
+        val[ol] = ' ';
+        memcpy(val + ol + 1, p + a, l - a);
+        size_t vl = ol + 1 + (l - a);
+        for (size_t i = ol + 1; i < vl; i++)
+            if ((unsigned char)val[i] >= 0x80)
+                val[i] = '?';
+        json_array_set_new(last, 1, json_stringn(val, vl));
+        return n;
+    }
     const char *colon = memchr(p, ':', l);
     if (!colon || colon == p || (size_t)(colon - p) > FIELD_MAX || p[0] == ' ' || p[0] == '\t') {
         set_fail(f, "InvalidData", "bad HTTP response from %s: invalid header line", f->host);
