@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libuv1-dev libjansson-dev libsqlite3-dev libseccomp-dev
       libssl-dev libhttp-parser-dev libwslay-dev libcmocka-dev libnftables-dev libc-ares-dev libarchive-dev libldns-dev debootstrap iproute2 procps util-linux nftables openssl e2fsprogs xfsprogs time
-      python3 python3-pytest python3-prometheus-client nodejs npm bubblewrap lxcfs chromium libnss3-tools wrk tmux curl libc6-dev libssh-dev openssh-client  # prometheus-client: /metrics parsed in tests
+      python3 python3-pytest python3-prometheus-client nodejs npm bubblewrap lxcfs chromium libnss3-tools wrk tmux curl libc6-dev libssh-dev openssh-client libcurl4-openssl-dev  # prometheus-client: /metrics parsed in tests
       clang libfuzzer-14-dev  # clang + libFuzzer: tests/fuzz (docs/fuzzing.md)
       g++ make libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev ripgrep)  # the vscode layer: code-server's native modules; rg for @vscode/ripgrep
 missing=()

@@ -36,6 +36,10 @@ class H(http.server.BaseHTTPRequestHandler):
         data = self._body()
         if self.path.startswith("/redir/"):
             return self._send(int(self.path[7:10]), b"", [("Location", "/echo")])
+        if self.path == "/fold":  # an obs-fold continuation line (RFC 9112 5.2)
+            return self._send(200, b"ok", [("X-Fold", "a\r\n  b"), ("X-After", "c")])
+        if self.path.startswith("/hdrs/"):  # a head with that many header lines
+            return self._send(200, b"ok", [(f"X-H{i}", "v") for i in range(int(self.path[6:]))])
         if self.path.startswith("/big/"):
             return self._send(200, b"y" * int(self.path[5:]))
         if self.path == "/slow":  # answers after 30 s: long past any abort
@@ -282,3 +286,40 @@ def test_abort_of_nothing_is_no_error_and_a_bad_id_is_refused(sbx):
     assert sb.call("abort", {"abortId": 999}) is None  # finished long ago, or never: the signal may fire late
     r = sb.request("abort", {"abortId": "x"})
     assert r["error"]["code"] == -32602 and "abortId" in r["error"]["message"], r
+
+
+def test_fetch_sends_the_clients_headers_and_none_of_the_clients_library_defaults(sbx):
+    import json
+    sb = sbx()
+    res, data = fetch(sb, "http://fetch.test/echo", method="POST", body=b"abc",
+                      headers=[("x-a", "1"), ("x-empty", ""), ("content-length", "999"), ("host", "evil.test")])
+    got = json.loads(data)
+    assert got["method"] == "POST" and got["len"] == 3
+    h = {k.lower(): v for k, v in got["headers"].items()}
+    assert h["x-a"] == "1" and h["x-empty"] == "" and h["host"] == "fetch.test"
+    assert h["transfer-encoding"] == "chunked" and "content-length" not in h  # framing is hutch's
+    # no Accept, User-Agent, Expect or form Content-Type the caller did not ask for
+    for k in ("accept", "user-agent", "expect", "content-type"):
+        assert k not in h, (k, h)
+    res, data = fetch(sb, "http://fetch.test/echo", method="PUT")
+    got = json.loads(data)
+    assert got["method"] == "PUT" and got["headers"].get("Content-Length") == "0"
+
+
+def test_fetch_bounds_the_response_head(sbx):
+    sb = sbx()
+    res, data = fetch(sb, "http://fetch.test/hdrs/200")  # positive control: 200 lines are fine
+    assert res["status"] == 200 and data == b"ok"
+    assert ["x-h199", "v"] in res["headers"]
+    with pytest.raises(RpcFailure) as ei:
+        fetch(sb, "http://fetch.test/hdrs/300")
+    assert ei.value.error["code"] == "InvalidData" and "too many header lines" in ei.value.error["message"], ei.value
+    res, data = fetch(sb, "http://fetch.test/big/10")  # the session goes on
+    assert data == b"y" * 10
+
+
+def test_fetch_unfolds_a_folded_response_header(sbx):
+    sb = sbx()
+    res, data = fetch(sb, "http://fetch.test/fold")
+    assert res["status"] == 200 and data == b"ok"
+    assert ["x-fold", "a b"] in res["headers"] and ["x-after", "c"] in res["headers"], res["headers"]
