@@ -258,7 +258,7 @@ static int start_sandbox(const char *init, const char *image, const char *workdi
     }
     g_uid_base = 1000000000u + 65536u * (uint32_t)(getpid() % 1000);
     struct launch_spec spec = {.id = "sbx_tst_driver", .uid_base = g_uid_base, .uid_count = 65536,
-                               .init_memfd = memfd};
+                               .init_memfd = memfd, .restore_fd = -1, .root_tree_fd = -1};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (sandbox_launch(&spec, &g_fd, pid, pidfd, &e) < 0) {
@@ -588,7 +588,8 @@ static void bad_setup(const char *init, const char *workdir)
     int pidfd;
     struct hx_err e = {0};
     int memfd = sandbox_init_memfd(init, &e);
-    struct launch_spec spec = {.id = "sbx_tst_bad", .uid_base = g_uid_base, .uid_count = 65536, .init_memfd = memfd};
+    struct launch_spec spec = {.id = "sbx_tst_bad", .uid_base = g_uid_base, .uid_count = 65536, .init_memfd = memfd,
+                               .restore_fd = -1, .root_tree_fd = -1};
     if (memfd < 0 || sandbox_launch(&spec, &g_fd, &pid, &pidfd, &e) < 0) {
         check(false, "launch for bad setup: %s", e.msg);
         return;
