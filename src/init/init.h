@@ -10,6 +10,7 @@
 #define INIT_AGENT_FD 3   /* socket to hutchd */
 #define INIT_USERNS_FD 4  /* the sandbox's user namespace (closed after setup) */
 #define INIT_RESTORE_FD 6 /* live restore: a bound unix socket a returning hutchd connects to (optional) */
+#define INIT_ROOT_FD 7    /* a snapshot root: a detached clone of hutchd's shared mount of it (optional) */
 #define INIT_APP_UID 1000u
 
 /* HX_SETUP, validated (setup.c). Strings point into the JSON object. */
@@ -24,8 +25,9 @@ struct setup_cfg {
     /* storage: volumes (ext4 on loop devices) and a root other than the image */
     struct setup_vol { const char *dev, *path; } vols[8];
     unsigned n_vols;
-    const char *root_dev;    /* NULL: the image; else a snapshot (read-only lower layer) or a volume */
-    bool root_writable;      /* root_dev is a volume: it is the root itself, written in place */
+    const char *root_dev;    /* a bootable volume on a loop device: the root itself, written in place */
+    bool root_writable;      /* root_dev is set (a volume); false with root_tree */
+    bool root_tree;          /* a snapshot: the read-only lower layer is the mount at INIT_ROOT_FD */
     const char *vscode_layer; /* host dir bound read-only at INIT_VSCODE_DIR, or NULL (docs/expose.md) */
 };
 #define INIT_VSCODE_DIR "/opt/hutch/vscode"
@@ -39,9 +41,9 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e);
 
 /* volumes.c (storage): "volumes" and "root" of HX_SETUP, validated. */
 int setup_volumes_parse(json_t *root, struct setup_cfg *c, struct hx_err *e);
-/* In workdir (the cwd), before the overlay: mounts root_dev on "base" for
- * the lower layer (*image then names it) or, writable, as "root" itself
- * (*done set: no overlay). */
+/* In workdir (the cwd), before the overlay: puts a snapshot's mount
+ * (INIT_ROOT_FD) on "base" for the lower layer (*image then names it), or
+ * mounts a volume (root_dev) as "root" itself (*done set: no overlay). */
 int volumes_root(const struct setup_cfg *c, const char **image, bool *done, struct hx_err *e);
 /* After the root is built: each volume at its path inside root/. */
 int volumes_mount(const struct setup_cfg *c, struct hx_err *e);

@@ -83,6 +83,7 @@ int main(void)
     int restore_fd = -1;
     if (fcntl(INIT_RESTORE_FD, F_SETFD, FD_CLOEXEC) == 0 && listen(INIT_RESTORE_FD, 4) == 0)
         restore_fd = INIT_RESTORE_FD;
+    fcntl(INIT_ROOT_FD, F_SETFD, FD_CLOEXEC); /* a snapshot root's mount, when hutchd passed one */
 
     /* The first frame must be HX_SETUP. Read exactly one frame, so that
      * whatever follows is left for the agent loop. */

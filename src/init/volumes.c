@@ -71,12 +71,19 @@ int setup_volumes_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     }
     json_t *r = json_object_get(root, "root");
     if (r && !json_is_null(r)) {
+        /* a bootable volume: {"dev": "/dev/loopN", "writable": true}; a
+         * snapshot: {"fd": 7, "writable": false}, the mount hutchd passed */
         const char *dev = json_string_value(json_object_get(r, "dev"));
-        json_t *w = json_object_get(r, "writable");
-        if (!loop_dev_ok(dev) || !json_is_boolean(w))
+        json_t *w = json_object_get(r, "writable"), *fd = json_object_get(r, "fd");
+        if (json_is_true(w) && loop_dev_ok(dev) && !fd) {
+            c->root_dev = dev;
+            c->root_writable = true;
+        } else if (json_is_false(w) && !dev && json_is_integer(fd) && json_integer_value(fd) == INIT_ROOT_FD &&
+                   fcntl(INIT_ROOT_FD, F_GETFD) >= 0) {
+            c->root_tree = true;
+        } else {
             return hx_fail(e, EINVAL, "setup: bad root");
-        c->root_dev = dev;
-        c->root_writable = json_is_true(w);
+        }
     }
     return 0;
 }
@@ -102,18 +109,24 @@ static int idmapped_clone(const char *path, bool readonly, struct hx_err *e)
 int volumes_root(const struct setup_cfg *c, const char **image, bool *done, struct hx_err *e)
 {
     *done = false;
-    if (!c->root_dev)
+    if (!c->root_dev && !c->root_tree)
         return 0;
     if (mkdir("base", 0700) < 0 && errno != EEXIST)
         return hx_fail(e, errno, "mkdir base: %m");
-    unsigned long fl = MS_NODEV | MS_NOATIME | (c->root_writable ? 0 : MS_RDONLY);
-    /* noload: a snapshot is read-only; its journal is never replayed */
-    if (mount(c->root_dev, "base", "ext4", fl, c->root_writable ? "" : "noload") < 0)
-        return hx_fail(e, errno, "mount root %s: %m", c->root_dev);
-    if (!c->root_writable) {
+    if (c->root_tree) {
+        /* hutchd's clone of the snapshot's one shared mount (ext4 ro,
+         * noload, nodev: never written, its journal never replayed) */
+        int r = 0;
+        if (syscall(SYS_move_mount, INIT_ROOT_FD, "", AT_FDCWD, "base", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            r = hx_fail(e, errno, "move_mount snapshot root: %m");
+        close(INIT_ROOT_FD);
+        if (r < 0)
+            return r;
         *image = "base"; /* the lower layer, idmapped and read-only like the image */
         return 0;
     }
+    if (mount(c->root_dev, "base", "ext4", MS_NODEV | MS_NOATIME, "") < 0)
+        return hx_fail(e, errno, "mount root %s: %m", c->root_dev);
     int tree = idmapped_clone("base", false, e);
     if (tree < 0)
         return tree;

@@ -258,7 +258,7 @@ static int start_sandbox(const char *init, const char *image, const char *workdi
     }
     g_uid_base = 1000000000u + 65536u * (uint32_t)(getpid() % 1000);
     struct launch_spec spec = {.id = "sbx_tst_driver", .uid_base = g_uid_base, .uid_count = 65536,
-                               .init_memfd = memfd};
+                               .init_memfd = memfd, .restore_fd = -1, .root_tree_fd = -1};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (sandbox_launch(&spec, &g_fd, pid, pidfd, &e) < 0) {
@@ -579,8 +579,10 @@ static void cleanup_and_check(pid_t pid, int pidfd, const char *workdir)
     check(rmdir(workdir) == 0, "workdir is empty and removable");
 }
 
-/* A setup that cannot work must answer HX_READY with an error and exit 1. */
-static void bad_setup(const char *init, const char *workdir)
+/* A setup that cannot work must answer HX_READY with an error and exit 1.
+ * root: a "root" member to add (then the error must be "setup: bad root",
+ * given before the image is looked at), or NULL: a missing image. */
+static void bad_setup(const char *init, const char *workdir, json_t *root)
 {
     if (mkdir(workdir, 0700) < 0)
         return;
@@ -588,20 +590,27 @@ static void bad_setup(const char *init, const char *workdir)
     int pidfd;
     struct hx_err e = {0};
     int memfd = sandbox_init_memfd(init, &e);
-    struct launch_spec spec = {.id = "sbx_tst_bad", .uid_base = g_uid_base, .uid_count = 65536, .init_memfd = memfd};
+    struct launch_spec spec = {.id = "sbx_tst_bad", .uid_base = g_uid_base, .uid_count = 65536, .init_memfd = memfd,
+                               .restore_fd = -1, .root_tree_fd = -1};
     if (memfd < 0 || sandbox_launch(&spec, &g_fd, &pid, &pidfd, &e) < 0) {
         check(false, "launch for bad setup: %s", e.msg);
         return;
     }
     close(memfd);
-    send_json(HX_SETUP, 0,
-              json_pack("{s:s,s:s,s:s,s:s,s:I,s:i,s:i}", "id", "sbx_tst_bad", "hostname", "bad", "image",
-                        "/nonexistent/rootfs", "workdir", workdir, "uid_base", (json_int_t)g_uid_base, "uid_count",
-                        65536, "disk_mb", 16));
+    json_t *setup = json_pack("{s:s,s:s,s:s,s:s,s:I,s:i,s:i}", "id", "sbx_tst_bad", "hostname", "bad", "image",
+                              "/nonexistent/rootfs", "workdir", workdir, "uid_base", (json_int_t)g_uid_base,
+                              "uid_count", 65536, "disk_mb", 16);
+    if (root)
+        json_object_set_new(setup, "root", root);
+    send_json(HX_SETUP, 0, setup);
     struct frame f = {0};
     bool got = read_frame(&f, 10000) && f.type == HX_READY;
-    check(got && strstr((char *)f.data, "\"ENOENT\"") && strstr((char *)f.data, "/nonexistent/rootfs"),
-          "bad image: HX_READY error (%s)", got ? (char *)f.data : "none");
+    if (root)
+        check(got && strstr((char *)f.data, "setup: bad root"), "bad root: HX_READY error (%s)",
+              got ? (char *)f.data : "none");
+    else
+        check(got && strstr((char *)f.data, "\"ENOENT\"") && strstr((char *)f.data, "/nonexistent/rootfs"),
+              "bad image: HX_READY error (%s)", got ? (char *)f.data : "none");
     free(f.data);
     int st = 0;
     waitpid(pid, &st, 0);
@@ -653,8 +662,14 @@ int main(int argc, char **argv)
         selftest();
     }
     cleanup_and_check(pid, pidfd, workdir);
-    if (!script)
-        bad_setup(argv[1], workdir);
+    if (!script) {
+        bad_setup(argv[1], workdir, NULL);
+        /* a snapshot root names fd 7, which this launch did not pass; a
+         * read-only root by loop device is the old form, no longer taken */
+        bad_setup(argv[1], workdir, json_pack("{s:i,s:b}", "fd", 7, "writable", false));
+        bad_setup(argv[1], workdir, json_pack("{s:s,s:b}", "dev", "/dev/loop0", "writable", false));
+        bad_setup(argv[1], workdir, json_pack("{s:i,s:b}", "fd", 5, "writable", false));
+    }
     if (!script)
         printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

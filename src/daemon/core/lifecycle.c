@@ -400,7 +400,8 @@ static void launch_work(uv_work_t *req)
         }
     }
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
-                             .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd};
+                             .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd,
+                             .root_tree_fd = sb_storage_root_tree(sb->storage)};
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
 }
 

@@ -12,6 +12,7 @@
 #include "daemon/sandbox/disk.h"
 #include "daemon/storage/names.h"
 #include "daemon/storage/pool.h"
+#include "daemon/storage/share.h"
 #include "daemon/store/store.h"
 
 #define LIST_DEFAULT 100
@@ -102,6 +103,10 @@ static void job_work(uv_work_t *w)
             storage_image_sizes(j->src, &j->src_ex, &j->src_flat);
         break;
     case JOB_DELETE:
+        /* a snapshot root's shared mount, lingering or held by a sandbox
+         * that is stopping, holds the image's lock: let it go first */
+        for (int waited = 0; storage_share_drop(j->rec.id) == -EBUSY && waited < 5000; waited += 10)
+            usleep(10000);
         j->rc = storage_image_remove(j->rec.id, &j->e);
         return;
     }

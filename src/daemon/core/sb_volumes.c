@@ -5,6 +5,7 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
 #include "daemon/storage/pool.h"
+#include "daemon/storage/share.h"
 #include "daemon/store/store.h"
 
 #define SB_VOL_MAX 8
@@ -12,6 +13,9 @@
 /* A volume that the previous sandbox still holds while it stops: wait for
  * it this long on the launch thread before refusing. */
 #define ATTACH_WAIT_MS 5000
+/* A snapshot root's shared mount outlives its last sandbox this long: the
+ * next sandbox booting it right after reuses the mount (and its page cache). */
+#define SHARE_LINGER_MS 3000
 
 struct sb_vol {
     char id[32];
@@ -26,6 +30,8 @@ struct sb_storage {
     struct sb_vol v[SB_VOL_MAX];
     bool has_root;
     struct sb_vol root;       /* a snapshot: read-only lower layer; a volume: the writable root itself */
+    struct storage_share *share; /* a snapshot root: the mount every sandbox booting it shares */
+    int root_tree;            /* this sandbox's clone of it, for hutch-init's fd INIT_ROOT_FD; -1 */
 };
 
 /* Mount points: absolute, at most VOL_PATH_MAX bytes, components of
@@ -129,6 +135,7 @@ int sb_storage_parse(json_t *conf, const char *org, struct sb_storage **out, int
     /* Not 0s: a zeroed attach names fd 0, and closing it let the next open
      * anywhere in hutchd become fd 0 (mkfs.ext4 then read /dev/null). */
     st->root = (struct sb_vol){.a = STORAGE_ATTACH_INIT};
+    st->root_tree = -1;
     int r = 0;
     /* gather (path, name) pairs from either shape */
     const char *paths[SB_VOL_MAX], *names[SB_VOL_MAX];
@@ -242,9 +249,22 @@ int sb_storage_attach(struct sb_storage *st, struct hx_err *e)
     for (unsigned i = 0; i < st->n; i++)
         if ((r = storage_image_attach(st->v[i].id, false, ATTACH_WAIT_MS, &st->v[i].a, e)) < 0)
             return r;
-    if (st->has_root && (r = storage_image_attach(st->root.id, st->root.readonly, ATTACH_WAIT_MS, &st->root.a, e)) < 0)
+    if (!st->has_root)
+        return 0;
+    if (!st->root.readonly)
+        return storage_image_attach(st->root.id, false, ATTACH_WAIT_MS, &st->root.a, e);
+    /* a snapshot: one loop device and one mount for every sandbox booting it */
+    if ((r = storage_share_get(st->root.id, ATTACH_WAIT_MS, &st->share, e)) < 0)
         return r;
+    if ((r = storage_share_tree(st->share, e)) < 0)
+        return r;
+    st->root_tree = r;
     return 0;
+}
+
+int sb_storage_root_tree(const struct sb_storage *st)
+{
+    return st ? st->root_tree : -1;
 }
 
 void sb_storage_setup(const struct sb_storage *st, json_t *setup)
@@ -257,7 +277,9 @@ void sb_storage_setup(const struct sb_storage *st, json_t *setup)
             json_array_append_new(arr, json_pack("{s:s, s:s}", "dev", st->v[i].a.dev, "path", st->v[i].path));
         json_object_set_new(setup, "volumes", arr);
     }
-    if (st->has_root)
+    if (st->has_root && st->share) /* the mount comes as fd 7 (sandbox_launch), cloned from the shared one */
+        json_object_set_new(setup, "root", json_pack("{s:i, s:b}", "fd", 7, "writable", false));
+    else if (st->has_root)
         json_object_set_new(setup, "root", json_pack("{s:s, s:b}", "dev", st->root.a.dev, "writable", !st->root.readonly));
 }
 
@@ -270,6 +292,30 @@ void sb_storage_mounted(struct sb_storage *st)
             close(st->v[i].a.dev_fd), st->v[i].a.dev_fd = -1;
     if (st->has_root && st->root.a.dev_fd >= 0)
         close(st->root.a.dev_fd), st->root.a.dev_fd = -1;
+    if (st->root_tree >= 0) /* hutch-init has moved its copy into place */
+        close(st->root_tree), st->root_tree = -1;
+}
+
+/* Releases shares idle for SHARE_LINGER_MS; runs while any is idle. */
+static uv_timer_t linger_timer;
+static bool linger_ready;
+
+static void on_linger(uv_timer_t *t)
+{
+    if (storage_share_reap(SHARE_LINGER_MS, uv_now(g_daemon.loop)) > 0)
+        uv_timer_start(t, on_linger, SHARE_LINGER_MS / 4, 0);
+}
+
+static void share_release(struct storage_share *s)
+{
+    storage_share_put(s, uv_now(g_daemon.loop));
+    if (!linger_ready) {
+        uv_timer_init(g_daemon.loop, &linger_timer);
+        uv_unref((uv_handle_t *)&linger_timer); /* never keeps hutchd's loop alive at exit */
+        linger_ready = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&linger_timer))
+        uv_timer_start(&linger_timer, on_linger, SHARE_LINGER_MS + 10, 0);
 }
 
 /* A volume's sizes as the sandbox left them ("estimated" in the SDK). */
@@ -296,5 +342,9 @@ void sb_storage_free(struct sb_storage *st)
         record_sizes(&st->root);
         storage_attach_close(&st->root.a);
     }
+    if (st->root_tree >= 0)
+        close(st->root_tree);
+    if (st->share)
+        share_release(st->share);
     free(st);
 }

@@ -27,6 +27,9 @@ int sb_storage_parse(json_t *conf, const char *org, struct sb_storage **out, int
                      struct hx_err *e);
 /* Worker thread (launch): attaches every image to a loop device. */
 int sb_storage_attach(struct sb_storage *st, struct hx_err *e);
+/* A snapshot root: this sandbox's clone of the snapshot's shared mount,
+ * handed to hutch-init at launch; -1 otherwise (NULL is fine). */
+int sb_storage_root_tree(const struct sb_storage *st);
 /* Adds "volumes" and "root" to the HX_SETUP message. */
 void sb_storage_setup(const struct sb_storage *st, json_t *setup);
 /* hutch-init mounted everything: the mounts hold the loop devices now. */

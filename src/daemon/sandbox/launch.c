@@ -123,7 +123,7 @@ static int make_userns(const struct launch_spec *s, struct hx_err *e)
 
 /* Runs in the clone3 child (a copy of a possibly multi-threaded daemon):
  * async-signal-safe calls only, never returns. */
-static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore)
+static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore, int tree)
 {
     /* Move everything above the target numbers first so dup2 cannot
      * clobber a source that happens to be 3, 4 or 5. */
@@ -132,7 +132,8 @@ static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, in
     int m = fcntl(memfd, F_DUPFD_CLOEXEC, 10);
     int n = fcntl(devnull, F_DUPFD_CLOEXEC, 10);
     int rs = restore >= 0 ? fcntl(restore, F_DUPFD_CLOEXEC, 10) : -1;
-    if (s < 0 || u < 0 || m < 0 || n < 0 || (restore >= 0 && rs < 0))
+    int t = tree >= 0 ? fcntl(tree, F_DUPFD_CLOEXEC, 10) : -1;
+    if (s < 0 || u < 0 || m < 0 || n < 0 || (restore >= 0 && rs < 0) || (tree >= 0 && t < 0))
         _exit(126);
     /* stdio is /dev/null: PID 1 reports through HX_LOG, never onto a
      * daemon terminal a compromised agent could inject into. */
@@ -141,7 +142,10 @@ static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, in
         _exit(126);
     if (rs >= 0 && dup2(rs, 6) < 0) /* kept across exec; hutch-init sets CLOEXEC itself */
         _exit(126);
-    if (close_range(rs >= 0 ? 7 : 6, ~0U, 0) < 0)
+    if (t >= 0 && dup2(t, 7) < 0) /* likewise */
+        _exit(126);
+    if ((rs < 0 && close(6) < 0 && errno != EBADF) || (t < 0 && close(7) < 0 && errno != EBADF) ||
+        close_range(8, ~0U, 0) < 0)
         _exit(126);
 
     sigset_t all;
@@ -185,7 +189,7 @@ int sandbox_launch(const struct launch_spec *s, int *agent_fd, pid_t *pid, int *
     if (child < 0)
         return hx_fail(e, errno, "sandbox %s: clone3: %m", s->id ? s->id : "?");
     if (child == 0)
-        exec_init(theirs, userns, s->init_memfd, devnull, s->restore_fd);
+        exec_init(theirs, userns, s->init_memfd, devnull, s->restore_fd, s->root_tree_fd);
 
     *agent_fd = hx_steal_fd(&ours);
     *pid = child;

@@ -11,6 +11,7 @@ struct launch_spec {
     uint32_t uid_count;    /* size of the range (65536) */
     int init_memfd;        /* from sandbox_init_memfd(), shared by every launch */
     int restore_fd;        /* live restore: a bound unix socket, fd 6 of hutch-init (it listens); -1 = none */
+    int root_tree_fd;      /* a snapshot root: a detached mount, fd 7 of hutch-init (it moves it into place); -1 = none */
 };
 
 /* Copies the hutch-init binary into a sealed, executable memfd (once, at
