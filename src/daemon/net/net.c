@@ -909,14 +909,16 @@ int net_allow_validate(json_t *allow, struct hx_err *e)
     return 0;
 }
 
-int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
+/* The sandbox's net state, made and listed (attach and adopt alike): 1 and
+ * *out when it has a veth, 0 when it needs none (networking off, or
+ * allowNet []: loopback only, which needs neither the proxy nor the
+ * firewall, so it starts even where they cannot), or -errno. */
+static int net_sb_new(struct sandbox *sb, struct net_sb **out, struct hx_err *e)
 {
-    *setup_net = NULL;
+    *out = NULL;
     if (disabled && !(sb->allow_net && json_is_array(sb->allow_net) && json_array_size(sb->allow_net) > 0))
-        return 0; /* networking off: loopback only, as allowNet [] */
+        return 0;
     json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
-    /* allowNet []: loopback only, no veth at all; it needs neither the
-     * proxy nor the firewall, so it starts even where they cannot */
     if (allow && json_array_size(allow) == 0)
         return 0;
     if (!g.on && net_start(false, e) < 0)
@@ -934,6 +936,17 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
     n->next = g_attached;
     g_attached = n;
     sb->net = n;
+    *out = n;
+    return 1;
+}
+
+int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
+{
+    *setup_net = NULL;
+    struct net_sb *n;
+    int made = net_sb_new(sb, &n, e);
+    if (made <= 0)
+        return made;
 
     int r, nl = -1, snl = -1, idx, sidx;
     if ((nl = nl_open(-1, e)) < 0)
@@ -973,26 +986,10 @@ out:
 
 int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e)
 {
-    if (disabled && !(sb->allow_net && json_is_array(sb->allow_net) && json_array_size(sb->allow_net) > 0))
-        return 0;
-    json_t *allow = sb->allow_net && !json_is_null(sb->allow_net) ? sb->allow_net : NULL;
-    if (allow && json_array_size(allow) == 0)
-        return 0; /* loopback only: it never had a veth */
-    if (!g.on && net_start(false, e) < 0)
-        return hx_wrap(e, "sandbox networking is not available");
-    struct net_sb *n = calloc(1, sizeof *n);
-    if (!n)
-        return hx_fail(e, ENOMEM, "out of memory");
-    n->allow = allow ? json_incref(allow) : NULL;
-    n->audit = json_array();
-    n->dests = json_object();
-    hx_tb_init(&n->log_tb, LOG_BURST, LOG_PER_SEC);
-    snprintf(n->ifname, sizeof n->ifname, "hxs%u", sb->slot);
-    slot_addrs(sb->slot, n);
-    snprintf(n->id, sizeof n->id, "%s", sb->id);
-    n->next = g_attached;
-    g_attached = n;
-    sb->net = n;
+    struct net_sb *n;
+    int made = net_sb_new(sb, &n, e);
+    if (made <= 0)
+        return made;
     /* The veth lives on in our namespace (its peer is in the sandbox's, which
      * the sandbox cannot change); its addresses are put back if missing. */
     int r, idx, nl = nl_open(-1, e);
