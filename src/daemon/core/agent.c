@@ -89,7 +89,21 @@ int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_rep
     }
     c->next = sb->calls;
     sb->calls = c;
+    if (s) {
+        s->calls++;
+        rpc_session_calls_changed(s);
+    }
     return 0;
+}
+
+/* A call is answered: its session may read its client again (before the
+ * callback, which may end the session). */
+static void call_done(struct pending_call *c)
+{
+    if (c->s && c->s->calls) {
+        c->s->calls--;
+        rpc_session_calls_changed(c->s);
+    }
 }
 
 struct proc *sandbox_proc(struct sandbox *sb, uint32_t pid)
@@ -253,6 +267,7 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
         }
         if (!c)
             return; /* a reply nobody asked for */
+        call_done(c);
         if (c->raw_data_ok && c->s && c->s->ws && reply_is_plain_data(f->payload, f->len)) {
             forward_raw_result(c->s, c->rpc_id, f->payload, f->len);
             json_decref(c->rpc_id);

@@ -14,6 +14,7 @@
 
 #define INBOUND_HOLD_MAX (1u << 20)        /* stdin bytes held before their spawn, per session */
 #define STDIN_INFLIGHT_MAX (4u << 20)      /* stdin bytes sent to the agent, per sandbox */
+#define SESSION_CALLS_MAX 256               /* agent calls one client may have waiting; then it is not read */
 #define MAX_INBOUND_STREAMS 256
 #define MAX_LIVE_PROCS 2048
 #define MAX_EXITED_KEPT 1024
@@ -342,7 +343,10 @@ static void update_reading(struct session *s)
 {
     if ((!s->ws && !s->sink) || !s->sb)
         return;
-    bool over = s->sb->stdin_inflight > STDIN_INFLIGHT_MAX || session_held(s) > INBOUND_HOLD_MAX;
+    /* Calls in flight count too: replies come later, so the output queue
+     * alone let a client that never reads queue 1,024 large replies. */
+    bool over = s->sb->stdin_inflight > STDIN_INFLIGHT_MAX || session_held(s) > INBOUND_HOLD_MAX ||
+                s->calls >= SESSION_CALLS_MAX;
     if (over != s->paused) {
         s->paused = over;
         if (s->sink)
@@ -350,6 +354,11 @@ static void update_reading(struct session *s)
         else
             ws_set_reading(s->ws, !over);
     }
+}
+
+void rpc_session_calls_changed(struct session *s)
+{
+    update_reading(s);
 }
 
 void rpc_on_stdin_ack(struct sandbox *sb)

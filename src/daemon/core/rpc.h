@@ -106,3 +106,7 @@ void rpc_net_on_drain(struct session *s);
 void rpc_net_stream_cancel(struct session *s, int64_t stream_id);
 void rpc_net_session_closed(struct session *s);
 bool rpc_net_abort(struct session *s, int64_t abort_id);           /* `abort`: true if it was a fetch */
+
+/* agent.c: a session's count of calls waiting for the agent changed (it may
+ * stop or start reading its client). */
+void rpc_session_calls_changed(struct session *s);

@@ -92,7 +92,8 @@ struct session {
     const struct session_sink *sink; /* instead of ws; sink_ud is its owner's */
     void *sink_ud;
     struct inbound *inbound;
-    bool paused;                  /* not reading the client: too much stdin in flight */
+    bool paused;                  /* not reading the client: too much stdin, or too many calls, in flight */
+    unsigned calls;               /* agent calls it waits for (agent.c); at SESSION_CALLS_MAX its client is not read */
     void *deferred;               /* output credit held while the client socket is backed up */
     char token_id[32];            /* the token it was opened with ("" on the unix socket) */
 };
