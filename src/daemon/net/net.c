@@ -40,6 +40,7 @@ struct net_sb {
     char ifname[16];
     uint8_t host4[4], sb4[4], host6[16], sb6[16];
     json_t *allow;             /* the policy as given, or NULL (unrestricted) */
+    const struct secret_set *secrets; /* the sandbox's, borrowed: the core frees them only after detach */
     json_t *audit;             /* array, newest last */
     json_t *dests;             /* "host ip port" -> {host, ip, port, up, down, connections} */
     uint64_t up, down, dropped_audit;
@@ -280,14 +281,13 @@ static void send_ca(void)
     free(t);
 }
 
-static void send_policy(struct sandbox *sb)
+static void send_policy(const struct net_sb *n)
 {
-    struct net_sb *n = sb->net;
     char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];
     inet_ntop(AF_INET, n->sb4, a4, sizeof a4);
     inet_ntop(AF_INET6, n->sb6, a6, sizeof a6);
-    json_t *sec = secrets_for_proxy(sb->secrets); /* secrets: */
-    ctl_send_json_secret(PX_POLICY, json_pack("{s:s, s:s, s:s, s:O?, s:O}", "id", sb->id, "ip4", a4, "ip6", a6,
+    json_t *sec = secrets_for_proxy(n->secrets); /* secrets: */
+    ctl_send_json_secret(PX_POLICY, json_pack("{s:s, s:s, s:s, s:O?, s:O}", "id", n->id, "ip4", a4, "ip6", a6,
                                               "allow", n->allow, "secrets", sec), sec);
     json_decref(sec);
 }
@@ -299,7 +299,8 @@ int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err 
         return hx_fail(e, ENETDOWN, "sandbox %s has no network interface", sb->id);
     json_decref(n->allow);
     n->allow = allow_net && !json_is_null(allow_net) ? json_incref(allow_net) : NULL;
-    send_policy(sb);
+    n->secrets = sb->secrets; /* a pooled sandbox gets them at hand-over, with its policy */
+    send_policy(n);
     return 0;
 }
 
@@ -645,9 +646,10 @@ static void proxy_start(void)
     uv_read_start((uv_stream_t *)&g.ctl, on_ctl_alloc, on_ctl_read);
     send_config();
     send_ca(); /* secrets: */
-    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
-        if (sb->net && sb->state < SB_STOPPING)
-            send_policy(sb);
+    /* net's own list, not the core's registry: everything attached and not
+     * yet detached (a stopping sandbox's policy is forgotten at its detach) */
+    for (const struct net_sb *n = g_attached; n; n = n->next)
+        send_policy(n);
 }
 
 static int listen_sock(int family, int type, uint16_t port, struct hx_err *e)
@@ -927,6 +929,7 @@ static int net_sb_new(struct sandbox *sb, struct net_sb **out, struct hx_err *e)
     if (!n)
         return hx_fail(e, ENOMEM, "out of memory");
     n->allow = allow ? json_incref(allow) : NULL;
+    n->secrets = sb->secrets;
     n->audit = json_array();
     n->dests = json_object();
     hx_tb_init(&n->log_tb, LOG_BURST, LOG_PER_SEC);
@@ -966,7 +969,7 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
         (r = nl_route_default(snl, sidx, AF_INET, n->host4, e)) < 0 ||
         (r = nl_route_default(snl, sidx, AF_INET6, n->host6, e)) < 0)
         goto out;
-    send_policy(sb);
+    send_policy(n);
     char h4[INET_ADDRSTRLEN], h6[INET6_ADDRSTRLEN];
     inet_ntop(AF_INET, n->host4, h4, sizeof h4);
     inet_ntop(AF_INET6, n->host6, h6, sizeof h6);
@@ -1011,39 +1014,46 @@ int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e)
         return hx_wrap(e, "sandbox %s network", sb->id);
     /* no send_config(): the veth and its addresses were there when the
      * proxy started, so its list of our own addresses has them already */
-    send_policy(sb);
+    send_policy(n);
     return 0;
 }
 
-void net_sandbox_forget(struct sandbox *sb)
+/* Off net's list and off the sandbox; the caller frees it (net_sb_free). */
+static struct net_sb *net_sb_unlist(struct sandbox *sb)
 {
     struct net_sb *n = sb->net;
     if (!n)
-        return;
+        return NULL;
     for (struct net_sb **pp = &g_attached; *pp; pp = &(*pp)->next)
         if (*pp == n) {
             *pp = n->next;
             break;
         }
     sb->net = NULL;
+    return n;
+}
+
+static void net_sb_free(struct net_sb *n)
+{
     json_decref(n->allow);
     json_decref(n->audit);
     json_decref(n->dests);
     free(n);
 }
 
+void net_sandbox_forget(struct sandbox *sb)
+{
+    struct net_sb *n = net_sb_unlist(sb);
+    if (n)
+        net_sb_free(n);
+}
+
 void net_sandbox_detach(struct sandbox *sb)
 {
-    struct net_sb *n = sb->net;
+    struct net_sb *n = net_sb_unlist(sb);
     if (!n)
         return;
     log_flush_suppressed(n);
-    for (struct net_sb **pp = &g_attached; *pp; pp = &(*pp)->next)
-        if (*pp == n) {
-            *pp = n->next;
-            break;
-        }
-    sb->net = NULL;
     ctl_send(PX_FORGET, 0, sb->id, strlen(sb->id));
     struct hx_err e = {0};
     int nl = nl_open(-1, &e);
@@ -1053,10 +1063,7 @@ void net_sandbox_detach(struct sandbox *sb)
             fprintf(stderr, "hutchd: %s: %s\n", sb->id, e.msg);
         close(nl);
     }
-    json_decref(n->allow);
-    json_decref(n->audit);
-    json_decref(n->dests);
-    free(n);
+    net_sb_free(n);
 }
 
 json_t *net_sandbox_report(struct sandbox *sb)
