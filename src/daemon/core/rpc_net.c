@@ -637,7 +637,11 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
         head_reset(f);
         const char *sp = memchr(p, ' ', l);
         if (sp) {
-            f->status = (unsigned)strtoul(sp + 1, NULL, 10);
+            /* three digits, read within the line (not NUL-terminated: no strtoul) */
+            size_t at = (size_t)(sp + 1 - p);
+            f->status = 0;
+            for (size_t i = at; i < l && i < at + 3 && p[i] >= '0' && p[i] <= '9'; i++)
+                f->status = f->status * 10 + (unsigned)(p[i] - '0');
             const char *sp2 = memchr(sp + 1, ' ', l - (size_t)(sp + 1 - p));
             if (sp2) {
                 size_t tl = l - (size_t)(sp2 + 1 - p);
