@@ -643,8 +643,6 @@ struct spawn_ctx {
     bool out[2];            /* a stream to the client */
     bool pipe[2];           /* piped at the agent (to the client, or read by hutchd itself) */
     struct rpc_spawn_hooks hooks;
-    rpc_spawned_cb done;    /* rpc_spawn_as: who answers the client instead */
-    void *done_ud;
 };
 
 static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -655,15 +653,17 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     if (!reply || !json_is_integer(jpid) || json_integer_value(jpid) <= 0 ||
         json_integer_value(jpid) > 0x7fffffff) {
         json_t *r = rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL);
-        if (ctx->hooks.failed)
-            ctx->hooks.failed(ctx->hooks.ud);
         json_decref(ctx->hooks.extra);
-        if (ctx->done)
-            ctx->done(sb, s, rpc_id, r, 0, ctx->done_ud);
-        else if (s)
-            rpc_reply_result(s, rpc_id, r);
-        else
-            json_decref(r);
+        if (ctx->hooks.answer) {
+            ctx->hooks.answer(sb, s, rpc_id, r, 0, ctx->hooks.ud);
+        } else {
+            if (ctx->hooks.failed)
+                ctx->hooks.failed(ctx->hooks.ud);
+            if (s)
+                rpc_reply_result(s, rpc_id, r);
+            else
+                json_decref(r);
+        }
         free(ctx);
         return;
     }
@@ -673,11 +673,18 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         proc_remove(sb, p);
     p = calloc(1, sizeof *p);
     if (!p) {
-        if (ctx->hooks.failed)
-            ctx->hooks.failed(ctx->hooks.ud);
         json_decref(ctx->hooks.extra);
-        if (ctx->done)
-            ctx->done(sb, s, rpc_id, rpc_app_error("ENOMEM", "out of memory"), 0, ctx->done_ud);
+        json_t *r = rpc_app_error("ENOMEM", "out of memory");
+        if (ctx->hooks.answer) {
+            ctx->hooks.answer(sb, s, rpc_id, r, 0, ctx->hooks.ud);
+        } else {
+            if (ctx->hooks.failed)
+                ctx->hooks.failed(ctx->hooks.ud);
+            if (s)
+                rpc_reply_result(s, rpc_id, r);
+            else
+                json_decref(r);
+        }
         free(ctx);
         return;
     }
@@ -701,15 +708,15 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     /* before the reply: a hook may watch the output that follows it */
     if (ctx->hooks.started)
         ctx->hooks.started(sb, p, ctx->hooks.ud);
-    if (s || ctx->done) {
+    if (s || ctx->hooks.answer) {
         json_t *res = json_pack("{s:I, s:o, s:o}", "pid", (json_int_t)pid, "stdoutStreamId", ids[0], "stderrStreamId", ids[1]);
         if (ctx->hooks.extra)
             json_object_update(res, ctx->hooks.extra);
-        if (ctx->done)
-            ctx->done(sb, s, rpc_id, json_pack("{s:o}", "ok", res), pid, ctx->done_ud);
+        if (ctx->hooks.answer)
+            ctx->hooks.answer(sb, s, rpc_id, json_pack("{s:o}", "ok", res), pid, ctx->hooks.ud);
         else
             rpc_reply_result(s, rpc_id, json_pack("{s:o}", "ok", res));
-        if (ctx->stdin_stream >= 0) {
+        if (s && ctx->stdin_stream >= 0) {
             struct inbound *in = inbound_get(s, ctx->stdin_stream, true);
             if (in)
                 inbound_bind(s, in, pid);
@@ -886,32 +893,6 @@ static void m_spawn(struct session *s, json_t *id, json_t *params)
         json_object_set_new(ap, "pty", json_pack("{s:I, s:I}", "rows", json_integer_value(json_object_get(pty, "rows")),
                                                  "cols", json_integer_value(json_object_get(pty, "cols"))));
     rpc_spawn_start(s, id, ap, &r, NULL);
-}
-
-int rpc_spawn_as(struct session *s, json_t *id, json_t *ap, const bool out[2], rpc_spawned_cb done, void *ud)
-{
-    unsigned live = 0;
-    for (struct proc *p = s->sb->procs; p; p = p->next)
-        live += !p->exited;
-    if (live >= MAX_LIVE_PROCS) {
-        json_decref(ap);
-        return -EAGAIN;
-    }
-    struct spawn_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx || !ap) {
-        free(ctx);
-        json_decref(ap);
-        return -ENOMEM;
-    }
-    ctx->stdin_stream = -1;
-    ctx->out[0] = ctx->pipe[0] = out[0];
-    ctx->out[1] = ctx->pipe[1] = out[1];
-    ctx->done = done;
-    ctx->done_ud = ud;
-    int r = agent_call(s->sb, "spawn", ap, on_spawn_reply, s, id, ctx);
-    if (r < 0)
-        free(ctx);
-    return r;
 }
 
 static bool get_pid(struct session *s, json_t *id, json_t *params, uint32_t *pid)

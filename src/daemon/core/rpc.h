@@ -33,26 +33,25 @@ struct rpc_spawn_req {
 /* Validates env, clearEnv, cwd, stdinStreamId, stdout, stderr; answers the
  * request with the error and returns false when one is bad. */
 bool rpc_spawn_parse(struct session *s, json_t *id, json_t *params, const char *what, struct rpc_spawn_req *r);
+/* Answers the client itself with what spawn would have sent
+ * ({"ok": {pid, stdoutStreamId, stderrStreamId}} or {"error": ...}; result is
+ * its to free, pid 0 on error; s NULL if the client left). */
+typedef void (*rpc_spawned_cb)(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *result, uint32_t pid,
+                               void *ud);
 struct rpc_spawn_hooks {
     json_t *extra;                /* stolen: members added to the {pid, stdoutStreamId, stderrStreamId} answer */
     /* the process exists (before the client hears of it) */
     void (*started)(struct sandbox *sb, struct proc *p, void *ud);
-    void (*failed)(void *ud);     /* no process: the request was answered with the error */
+    /* no process, and the request was answered with the error: before the
+     * agent was asked (always), or by the agent when there is no answer hook */
+    void (*failed)(void *ud);
+    rpc_spawned_cb answer;        /* NULL: the client gets spawn's answer (vscode.c answers later itself) */
     void *ud;
 };
 /* Asks the agent to spawn (ap: its "spawn" params, stolen) and answers the
  * request as the SDK's spawn does. hooks may be NULL. */
 void rpc_spawn_start(struct session *s, json_t *id, json_t *ap, const struct rpc_spawn_req *r,
                      const struct rpc_spawn_hooks *hooks);
-/* A spawn on behalf of another module (vscode.c): ap is the agent's spawn
- * request (stolen), out says which of stdout/stderr are piped. When the
- * agent answers, done gets what m_spawn would have sent the client
- * ({"ok": {pid, stdoutStreamId, stderrStreamId}} or {"error": ...}; result
- * is done's to free, pid 0 on error; s NULL if the client left) and answers
- * the client itself. -errno (nothing sent) when it cannot start. */
-typedef void (*rpc_spawned_cb)(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *result, uint32_t pid,
-                               void *ud);
-int rpc_spawn_as(struct session *s, json_t *id, json_t *ap, const bool out[2], rpc_spawned_cb done, void *ud);
 
 /* VS Code (vscode.c): the `vscode` method and the hooks rpc.c calls. */
 extern const struct rpc_method vscode_rpc_methods[];                        /* NULL-terminated */

@@ -202,6 +202,13 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* Refused before the agent was asked (too many processes, no agent): the
+ * client already has the error. */
+static void on_spawn_refused(void *ud)
+{
+    start_free(ud);
+}
+
 static void on_spawned(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *result, uint32_t pid, void *ud)
 {
     (void)rpc_id;
@@ -479,10 +486,10 @@ static void m_vscode(struct session *s, json_t *id, json_t *params)
     vs->timer.data = vs;
     vs->next = starts;
     starts = vs;
-    const bool out[2] = {true, true};
-    int r = rpc_spawn_as(s, id, ap, out, on_spawned, vs);
-    if (r < 0)
-        fail(vs, rpc_app_error("EAGAIN", "vscode: cannot start it: %s", strerror(-r)));
+    /* the shared spawn path; on_spawned answers the client once code-server listens */
+    const struct rpc_spawn_req req = {.stdin_stream = -1, .out = {true, true}, .pipe = {true, true}};
+    const struct rpc_spawn_hooks h = {.answer = on_spawned, .failed = on_spawn_refused, .ud = vs};
+    rpc_spawn_start(s, id, ap, &req, &h);
 }
 
 const struct rpc_method vscode_rpc_methods[] = {
