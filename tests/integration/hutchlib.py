@@ -346,10 +346,23 @@ class Hutchd:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                where = self._stacks()
                 self.kill_hard()
                 raise HutchdError(f"hutchd did not exit within {timeout}s of SIGTERM:\n"
-                                  + self.log_tail())
+                                  + self.log_tail() + "\n--- where its threads were:\n" + where)
         return self.proc.returncode
+
+    def _stacks(self):
+        """The stack of every thread of a hutchd that hangs (gdb, when the
+        machine has it), so that a CI log says where it was stuck."""
+        if not shutil.which("gdb"):
+            return "(no gdb)"
+        try:
+            out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-nx", "-ex", "thread apply all bt 30"],
+                                 capture_output=True, timeout=60, text=True)
+            return "\n".join(x for x in out.stdout.splitlines() if x.startswith(("#", "Thread")))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"(gdb: {e})"
 
     def kill_hard(self):
         if self.proc is not None and self.proc.poll() is None:

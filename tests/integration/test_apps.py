@@ -193,20 +193,6 @@ def test_a_log_flood_is_bounded(d):
     assert d.http("GET", "/healthz").status == 200
 
 
-def test_cancel_stops_a_build(d):
-    app = new_app(d)
-    rid = deploy(d, app, {"main.ts": GOOD}, rt("sleep 600"))["id"]
-    assert api(d, "GET", f"/api/v2/revisions/{rid}")[1]["status"] == "building"
-    time.sleep(2)
-    st, rev = api(d, "POST", f"/api/v2/revisions/{rid}/cancel")
-    assert st == 200 and rev["cancellation_requested_at"], (rev, api(d, "GET", f"/api/v2/revisions/{rid}")[1],
-                                                            d.log_tail(40))
-    rev, _ = wait_done(d, rid)
-    assert (rev["status"], rev["failure_reason"]) == ("failed", "cancelled"), rev
-    st, again = api(d, "POST", f"/api/v2/revisions/{rid}/cancel")
-    assert (st, again["code"]) == (409, "REVISION_NOT_BUILDING")
-
-
 def test_refusals_slug_taken_and_asset_paths(d):
     app = new_app(d)
     st, body = api(d, "POST", "/api/v2/apps", {"slug": app["slug"]})

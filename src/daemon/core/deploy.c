@@ -205,7 +205,7 @@ static void on_drop(uv_timer_t *t)
 {
     struct drop *d = t->data;
     struct hx_err e = {0};
-    int r = storage_image_remove(d->id, &e);
+    int r = storage_image_remove(d->id, 0, &e); /* on the loop: never wait, the timer retries */
     if (r == -EBUSY && ++d->tries < DROP_TRIES)
         return; /* its loop device goes with the sandbox's last mount */
     if (r < 0 && r != -ENOENT)
@@ -773,7 +773,7 @@ static void snapshot_build(struct job *j)
             return job_finish(j, "error", "recording the revision's snapshot: %s", e.msg);
         snprintf(j->snap_id, sizeof j->snap_id, "%s", id);
     }
-    int r = storage_image_clone(j->vol_id, j->snap_id, 0, &e);
+    int r = storage_image_clone(j->vol_id, j->snap_id, 0, 0, &e); /* on the loop: on_clone_retry waits */
     if (r == -EBUSY && ++j->clone_tries < DROP_TRIES) { /* the build sandbox's mount is going away */
         uv_timer_start(&j->timer, on_clone_retry, 250, 0);
         j->timer_on = true;
@@ -1168,7 +1168,7 @@ static void on_inst_work(uv_work_t *w)
     const char *snap = in->cmd_desc; /* the snapshot id travels in cmd_desc until the clone is made */
     if ((in->wrc = storage_pool_open(cfg->state_dir, cfg->storage_size, false, &in->werr)) < 0)
         return;
-    in->wrc = storage_image_clone(snap, in->vol_id, 0, &in->werr);
+    in->wrc = storage_image_clone(snap, in->vol_id, 0, STORAGE_RELEASE_WAIT_MS, &in->werr);
 }
 
 static void on_inst_work_done(uv_work_t *w, int status)

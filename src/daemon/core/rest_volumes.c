@@ -98,7 +98,7 @@ static void job_work(uv_work_t *w)
         break;
     case JOB_CLONE:
     case JOB_SNAPSHOT:
-        j->rc = storage_image_clone(j->src, j->rec.id, j->rec.capacity, &j->e);
+        j->rc = storage_image_clone(j->src, j->rec.id, j->rec.capacity, STORAGE_RELEASE_WAIT_MS, &j->e);
         if (j->op == JOB_SNAPSHOT && j->rc == 0)
             storage_image_sizes(j->src, &j->src_ex, &j->src_flat);
         break;
@@ -107,7 +107,7 @@ static void job_work(uv_work_t *w)
          * that is stopping, holds the image's lock: let it go first */
         for (int waited = 0; storage_share_drop(j->rec.id) == -EBUSY && waited < 5000; waited += 10)
             usleep(10000);
-        j->rc = storage_image_remove(j->rec.id, &j->e);
+        j->rc = storage_image_remove(j->rec.id, STORAGE_RELEASE_WAIT_MS, &j->e);
         return;
     }
     if (j->rc == 0)

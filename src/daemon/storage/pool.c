@@ -21,11 +21,6 @@
 
 extern char **environ;
 
-/* The core lets a job start only when no live sandbox holds the image; one
- * that is stopping lets go of its loop device within milliseconds of its
- * init's exit. Wait that long, on a worker thread, before refusing. */
-#define STORAGE_RELEASE_WAIT_MS 5000
-
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static int pool_mnt = -1;   /* the detached XFS mount; every image path is relative to it */
 static int pool_file = -1;  /* pool.img, holding its exclusive lock */
@@ -275,14 +270,14 @@ fail:;
     return r;
 }
 
-int storage_image_clone(const char *src, const char *dst, uint64_t grow_to, struct hx_err *e)
+int storage_image_clone(const char *src, const char *dst, uint64_t grow_to, int wait_ms, struct hx_err *e)
 {
     autoclose int s = open_image(src, O_RDONLY, e);
     if (s < 0)
         return s;
     /* A shared lock: no loop device may hold it read-write while we copy
      * (a mounted file system's image is not consistent). */
-    if (lock_file(s, true, STORAGE_RELEASE_WAIT_MS) < 0)
+    if (lock_file(s, true, wait_ms) < 0)
         return hx_fail(e, EBUSY, "%s is attached to a sandbox", src);
     autoclose int d = open_image(dst, O_RDWR | O_CREAT | O_EXCL, e);
     if (d < 0)
@@ -311,12 +306,12 @@ int storage_image_clone(const char *src, const char *dst, uint64_t grow_to, stru
     return r;
 }
 
-int storage_image_remove(const char *id, struct hx_err *e)
+int storage_image_remove(const char *id, int wait_ms, struct hx_err *e)
 {
     autoclose int fd = open_image(id, O_RDWR, e);
     if (fd < 0)
         return fd == -ENOENT ? 0 : fd;
-    if (lock_file(fd, false, STORAGE_RELEASE_WAIT_MS) < 0)
+    if (lock_file(fd, false, wait_ms) < 0)
         return hx_fail(e, EBUSY, "%s is still attached to a sandbox that is stopping", id);
     char p[64];
     image_path(id, p);

@@ -24,11 +24,17 @@ void storage_pool_space(uint64_t *total_bytes, uint64_t *reserve_bytes);
  * copy that tree into it (a bootable volume from an image), else empty.
  * -ENOSPC when the tree does not fit. Any thread. */
 int storage_image_create(const char *id, uint64_t bytes, const char *populate_dir, struct hx_err *e);
+/* A sandbox that is stopping lets go of its loop device within milliseconds
+ * of its init's exit: a worker thread waits this long before refusing. The
+ * event loop never waits (wait_ms 0) and retries on a timer instead. */
+#define STORAGE_RELEASE_WAIT_MS 5000
 /* dst = a reflink copy of src (shares every block), grown to grow_to bytes
- * when larger. src must not be attached read-write (-EBUSY). Any thread. */
-int storage_image_clone(const char *src, const char *dst, uint64_t grow_to, struct hx_err *e);
-/* Removes an image; -EBUSY while a loop device still holds it. Any thread. */
-int storage_image_remove(const char *id, struct hx_err *e);
+ * when larger. src must not be attached read-write: waits up to wait_ms for
+ * a holder that is going away, -EBUSY then. Any thread. */
+int storage_image_clone(const char *src, const char *dst, uint64_t grow_to, int wait_ms, struct hx_err *e);
+/* Removes an image; -EBUSY while a loop device still holds it after
+ * wait_ms. Any thread. */
+int storage_image_remove(const char *id, int wait_ms, struct hx_err *e);
 /* Allocated bytes only this image holds, and all its allocated bytes
  * (counting blocks shared with snapshots). 0 when unknown. Any thread. */
 void storage_image_sizes(const char *id, uint64_t *exclusive, uint64_t *flattened);
