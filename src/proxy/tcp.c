@@ -24,6 +24,7 @@
 
 #define PEEK_MAX (SNI_HELLO_MAX + 4096)  /* client bytes held before a decision */
 #define PEEK_WAIT_MS 300                  /* server-speaks-first protocols: decide without bytes */
+#define PEEK_WAIT_WEB_MS 10000            /* ports 80 and 443: the client speaks first (TLS, HTTP) */
 #define READ_CHUNK (256 * 1024)           /* relay reads (one static buffer): fewer syscalls per MB */
 #define PEEK_READ (64 * 1024)             /* reads while client bytes are held: PEEK_CAP bounds them */
 #define PEEK_CAP (PEEK_MAX + PEEK_READ)
@@ -1276,7 +1277,12 @@ static void on_accept(uv_stream_t *lis, int status)
     }
     c->st = P_PEEK;
     uv_tcp_nodelay(&c->cli, 1);
-    uv_timer_start(&c->timer, on_timer, PEEK_WAIT_MS, 0);
+    /* On the web's ports nobody speaks first but the client: a hello that is
+     * late (a loaded sandbox, a client that connects early) must still be
+     * read, or the connection would be spliced as raw TCP and a secret
+     * bound to the host never substituted. */
+    bool web = c->dport == 443 || c->dport == 80;
+    uv_timer_start(&c->timer, on_timer, web ? PEEK_WAIT_WEB_MS : PEEK_WAIT_MS, 0);
     uv_read_start((uv_stream_t *)&c->cli, on_alloc, on_cli_read);
 }
 

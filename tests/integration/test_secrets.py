@@ -182,6 +182,30 @@ def test_https_to_an_approved_host_gets_the_real_value_and_the_echo_is_masked(en
     assert SECRET not in json.dumps(rep)
 
 
+def test_a_client_hello_sent_late_is_still_intercepted(env, sbx):
+    """A client that connects to port 443 and says nothing for 1.5 s (a
+    loaded sandbox, a pool that connects early) still gets its secret
+    substituted: on the web's ports the proxy waits for the client's first
+    bytes instead of splicing raw TCP after 300 ms. The same script sending
+    at once is the control."""
+    sb = sbx()
+    script = ("import os, socket, ssl, sys, time\n"
+              "s = socket.create_connection(('api.secret.test', 443))\n"
+              "time.sleep(float(sys.argv[1]))\n"
+              "t = ssl.create_default_context().wrap_socket(s, server_hostname='api.secret.test')\n"
+              "t.sendall(b'GET /late HTTP/1.1\\r\\nHost: api.secret.test\\r\\nAuthorization: Bearer '"
+              " + os.environ['API_KEY'].encode() + b'\\r\\nConnection: close\\r\\n\\r\\n')\n"
+              "print(t.recv(100).decode().split()[1])\n")
+    assert sb.sh("cat > /tmp/late.py <<'EOF'\n" + script + "EOF")["code"] == 0
+    for delay in ("0", "1.5"):
+        pos = log_pos(env)
+        r = sb.sh("python3 /tmp/late.py " + delay)
+        assert r["code"] == 0 and out(r).strip() == "200", (delay, out(r), r)
+        got = _wait_echoed(env, pos)
+        assert got and got[-1]["path"] == "/late" and got[-1]["tls"], (delay, got)
+        assert _header(got[-1], "authorization") == "Bearer " + SECRET, (delay, got)
+
+
 def test_basic_auth_keep_alive_and_chunked_bodies(env, sbx):
     sb = sbx()
     pos = log_pos(env)

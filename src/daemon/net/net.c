@@ -403,9 +403,8 @@ static void on_log_flush(uv_timer_t *t)
  * lookups a second): its lines pass a token bucket, the rest are counted
  * and the count is logged with its next line, a second later at most (or
  * when it goes). */
-static bool log_line_ok(struct sandbox *sb)
+static bool log_line_ok(struct net_sb *n)
 {
-    struct net_sb *n = sb->net;
     if (!hx_tb_take(&n->log_tb, (int64_t)uv_now(g_daemon.loop))) {
         n->log_suppressed++;
         n->log_suppressed_total++;
@@ -419,6 +418,16 @@ static bool log_line_ok(struct sandbox *sb)
 
 static struct net_counts g_counts;
 
+/* The attached sandbox a proxy report names (net's own list: the core's
+ * registry is not ours to walk). */
+static struct net_sb *net_sb_find(const char *id)
+{
+    for (struct net_sb *n = g_attached; n; n = n->next)
+        if (strcmp(n->id, id) == 0)
+            return n;
+    return NULL;
+}
+
 void net_counts(struct net_counts *out)
 {
     *out = g_counts;
@@ -427,10 +436,9 @@ void net_counts(struct net_counts *out)
 static void on_audit(json_t *o)
 {
     const char *id = jstr(o, "sandbox", 40);
-    struct sandbox *sb = id ? sandbox_find(id) : NULL;
-    if (!sb || !sb->net)
+    struct net_sb *n = id ? net_sb_find(id) : NULL;
+    if (!n)
         return;
-    struct net_sb *n = sb->net;
     const char *host = jstr(o, "host", 260), *ip = jstr(o, "ip", 64), *verdict = jstr(o, "verdict", 16);
     const char *reason = jstr(o, "reason", 512), *proto = jstr(o, "proto", 8);
     json_t *port = json_object_get(o, "port");
@@ -441,18 +449,17 @@ static void on_audit(json_t *o)
                json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s}", "time_ms", (json_int_t)now_ms(), "proto", proto, "host",
                          host, "ip", ip, "port", json_integer_value(port), "verdict",
                          strcmp(verdict, "allowed") == 0 ? "allowed" : "blocked", "reason", reason));
-    if (log_line_ok(sb))
-        fprintf(stderr, "hutchd: %s: net %s %s %s [%s]:%" JSON_INTEGER_FORMAT " (%s)\n", sb->id, verdict, proto,
+    if (log_line_ok(n))
+        fprintf(stderr, "hutchd: %s: net %s %s %s [%s]:%" JSON_INTEGER_FORMAT " (%s)\n", n->id, verdict, proto,
             host, ip, json_integer_value(port), reason);
 }
 
 static void on_bytes(json_t *o)
 {
     const char *id = jstr(o, "sandbox", 40);
-    struct sandbox *sb = id ? sandbox_find(id) : NULL;
-    if (!sb || !sb->net)
+    struct net_sb *n = id ? net_sb_find(id) : NULL;
+    if (!n)
         return;
-    struct net_sb *n = sb->net;
     const char *host = jstr(o, "host", 260), *ip = jstr(o, "ip", 64);
     json_t *port = json_object_get(o, "port"), *up = json_object_get(o, "up"), *down = json_object_get(o, "down");
     if (!host || !ip || !json_is_integer(port) || !json_is_integer(up) || !json_is_integer(down) ||
@@ -486,14 +493,13 @@ static void on_bytes(json_t *o)
 static void on_subst(json_t *o)
 {
     const char *id = jstr(o, "sandbox", 40);
-    struct sandbox *sb = id ? sandbox_find(id) : NULL;
-    if (!sb || !sb->net)
+    struct net_sb *n = id ? net_sb_find(id) : NULL;
+    if (!n)
         return;
-    struct net_sb *n = sb->net;
     const char *secret = jstr(o, "secret", 128), *host = jstr(o, "host", 260), *method = jstr(o, "method", 16);
     const char *path = jstr(o, "path", 200);
     json_t *port = json_object_get(o, "port");
-    if (!secret || !host || !method || !path || !json_is_integer(port) || !secrets_has(sb->secrets, secret))
+    if (!secret || !host || !method || !path || !json_is_integer(port) || !secrets_has(n->secrets, secret))
         return audit_keep(n, o, NULL);
     char reason[512];
     g_counts.substitutions++; /* metrics: */
@@ -502,8 +508,8 @@ static void on_subst(json_t *o)
                             "proto", "https", "host", host, "ip", "", "port", json_integer_value(port), "verdict",
                             "substituted", "reason", reason, "secret", secret, "method", method, "path", path);
     audit_keep(n, o, rec);
-    if (log_line_ok(sb))
-        fprintf(stderr, "hutchd: %s: net secret %s substituted for %s:%" JSON_INTEGER_FORMAT " (%s %s)\n", sb->id,
+    if (log_line_ok(n))
+        fprintf(stderr, "hutchd: %s: net secret %s substituted for %s:%" JSON_INTEGER_FORMAT " (%s %s)\n", n->id,
             secret, host, json_integer_value(port), method, path);
 }
 
