@@ -446,8 +446,14 @@ stop_sdk_daemon_and_check() {
   now=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
   left=$(comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | while read -r p; do
     [[ -n $p ]] || continue
-    if grep -q "/$D_CG/" "/proc/$p/cgroup" 2>/dev/null ||
-       ! grep -q sbx_ "/proc/$p/cgroup" 2>/dev/null; then
+    if grep -q "/$D_CG/" "/proc/$p/cgroup" 2>/dev/null; then
+      echo "$p"
+    elif [[ -e /proc/$p ]] && ! grep -q sbx_ "/proc/$p/cgroup" 2>/dev/null; then
+      # not in a sandbox cgroup yet and a child of another live hutchd: that
+      # daemon's create in progress (ours was re-parented when ours exited)
+      local pp
+      pp=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $2}')
+      [[ -n $pp && $pp != 1 ]] && tr '\0' '\n' <"/proc/$pp/cmdline" 2>/dev/null | head -1 | grep -q hutchd && continue
       [[ -e /proc/$p ]] && echo "$p"
     fi
   done)

@@ -401,6 +401,13 @@ class Hutchd:
                             st = f.read().rsplit(")", 1)[1].split()
                         if st[0] == "Z" and int(st[1]) not in (os.getpid(), self.pid):
                             continue
+                        # Not in a sandbox cgroup yet and a child of another
+                        # live hutchd: that daemon's create in progress (ours
+                        # would have been re-parented when our hutchd exited).
+                        if "sbx_" not in cg and int(st[1]) not in (1, os.getpid(), self.pid):
+                            with open(f"/proc/{st[1]}/cmdline", "rb") as f:
+                                if b"hutchd" in f.read().split(b"\0")[0]:
+                                    continue
                     out[p] = u
             return out
 
