@@ -428,6 +428,11 @@ HOSTILE_HTTP = {
     "bearer-nul": b"GET /api/v2/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ddo_\x00\r\n\r\n",
     "bearer-huge": b"GET /api/v2/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"A" * 15000 + b"\r\n\r\n",
     "path-traversal": b"GET /api/v3/sandbox/../../hutch/v1/tokens HTTP/1.1\r\nHost: x\r\n\r\n",
+    # an empty value ended by a bare CR: http-parser's lenient build ends the
+    # head at the next CRLF and reads what follows as body (docs/network.md)
+    "bare-cr-empty-value": b"GET /healthz HTTP/1.1\r\nX-A: \r\r\nHost: x\r\n\r\n"
+                           b"GET /api/v2/sandboxes HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bare-cr-in-value": b"GET /healthz HTTP/1.1\r\nX-A: a\rGET /api/v2/sandboxes HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 
@@ -436,7 +441,8 @@ HOSTILE_HTTP = {
 HOSTILE_HTTP_STATUS = {"te-huge-chunk": 400, "cl-negative": 400, "cl-duplicate": 400, "cl-and-te": 400,
                        "cl-2^64": 400, "nul-in-header": 400, "no-colon-header": 400, "long-url": 431,
                        "http-0.9": 505, "bad-version": 505, "ws-upgrade-post": 405, "bearer-nul": 400,
-                       "bearer-huge": 401, "path-traversal": 404}
+                       "bearer-huge": 401, "path-traversal": 404,
+                       "bare-cr-empty-value": 400, "bare-cr-in-value": 400}
 
 
 def read_until_close(port, data, timeout=3):
@@ -461,6 +467,26 @@ def test_pipelined_requests_get_every_response(hutchd):
                             b"GET /api/v2/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                             + hutchd.token.encode() + b"\r\nConnection: close\r\n\r\n")
     assert data.count(b"HTTP/1.1 200 OK") == 2, data[:600]
+
+
+@pytest.mark.parametrize("second,status", [(b"\nHost: x\r\n\r\n", 200), (b"Host: x\r\n\r\n", 400)])
+def test_a_cr_that_ends_one_read_must_be_followed_by_lf_in_the_next(hutchd, second, status):
+    """The head arrives in two writes cut right after a CR: with LF next it is
+    an ordinary line end (200, the control); with anything else it is a bare
+    CR, refused with hutchd's 400 and its message."""
+    s = socket.create_connection(("127.0.0.1", hutchd.port), timeout=5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\nX-A: a\r")
+    time.sleep(0.3)
+    s.sendall(second)
+    got = b""
+    with contextlib.suppress(socket.timeout, ConnectionResetError):
+        while (c := s.recv(65536)):
+            got += c
+    s.close()
+    assert got.startswith(b"HTTP/1.1 %d " % status), got[:300]
+    if status == 400:
+        assert b"bare CR in the request head" in got, got
+    alive_and_serving(hutchd)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_HTTP))

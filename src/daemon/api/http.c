@@ -74,6 +74,7 @@ struct http_conn {
     bool streaming;    /* http_stream_begin sent the head */
     bool counted;      /* holds a slot of srv->lim.max_conns */
     bool got_bytes;    /* part of the current request has arrived */
+    bool cr_last;      /* the head so far ends in CR: the next byte must be LF */
     int fail_status;   /* set by a parser callback that refuses the request */
     uint64_t deadline; /* uv_now() in ms after which the sweep closes the conn; 0: none */
     size_t wq_mark;
@@ -603,6 +604,7 @@ static void reset_request(struct http_conn *c)
         c->body_cap = 0;
     }
     c->msg_done = false;
+    c->cr_last = false;
     c->got_bytes = false;
     c->fail_status = 0;
     c->on_abort = NULL;
@@ -705,7 +707,45 @@ static void dispatch(struct http_conn *c)
     c->srv->cb(c, r, c->srv->ud);
 }
 
+static void conn_parse(struct http_conn *c, const uint8_t *p, size_t n);
+
+/* Where the first bare CR (one not followed by LF) of p is; n if none. A CR
+ * that ends p is settled by the next read (c->cr_last). */
+static size_t bare_cr(const struct http_conn *c, const uint8_t *p, size_t n)
+{
+    if (c->cr_last && p[0] != '\n')
+        return 0;
+    for (const uint8_t *q = p; (q = memchr(q, '\r', (size_t)(p + n - q))) != NULL; q++)
+        if (q + 1 < p + n && q[1] != '\n')
+            return (size_t)(q - p);
+    return n;
+}
+
+/* RFC 9112 §2.2: a bare CR in a request head is refused. Debian's lenient
+ * http-parser would end the head at the next CRLF after an empty value
+ * ended by a bare CR (`X-A: \r\r\nHost: ...`) and read what follows as the
+ * body or the next request: framing no strict parser in front of hutchd
+ * would agree with (docs/network.md). Body bytes are not looked at. */
 static void conn_feed(struct http_conn *c, const uint8_t *p, size_t n)
+{
+    if (c->state != C_READ || n == 0 || c->hstate == H_DONE)
+        return conn_parse(c, p, n);
+    size_t k = bare_cr(c, p, n);
+    if (k == n) {
+        conn_parse(c, p, n);
+        c->cr_last = c->state == C_READ && c->hstate != H_DONE && !c->closing && p[n - 1] == '\r';
+        return;
+    }
+    if (k)
+        conn_parse(c, p, k);
+    if (c->closing)
+        return;
+    if (c->state != C_READ || c->hstate == H_DONE) /* the head ended before it: body or the next request */
+        return conn_feed(c, p + k, n - k);
+    fail_request(c, 400, "BAD_REQUEST", "bare CR in the request head (RFC 9112: lines end in CRLF)");
+}
+
+static void conn_parse(struct http_conn *c, const uint8_t *p, size_t n)
 {
     if (c->state != C_READ || n == 0) {
         if (n)
