@@ -449,17 +449,31 @@ stop_sdk_daemon_and_check() {
     if grep -q "/$D_CG/" "/proc/$p/cgroup" 2>/dev/null; then
       echo "$p"
     elif [[ -e /proc/$p ]] && ! grep -q sbx_ "/proc/$p/cgroup" 2>/dev/null; then
-      # not in a sandbox cgroup yet and a child of another live hutchd: that
-      # daemon's create in progress (ours was re-parented when ours exited)
-      local pp
-      pp=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $2}')
-      [[ -n $pp && $pp != 1 ]] && tr '\0' '\n' <"/proc/$pp/cmdline" 2>/dev/null | head -1 | grep -q hutchd && continue
-      [[ -e /proc/$p ]] && echo "$p"
+      # not in a sandbox cgroup yet, below another live hutchd: that
+      # daemon's create in progress (ours were re-parented when ours exited)
+      another_daemons "$p" || { [[ -e /proc/$p ]] && echo "$p"; }
     fi
   done)
   [[ -n $left ]] && { echo "LEAK CHECK: sandbox-uid processes left:"; ps -o pid,uid,cmd -p "$(paste -sd, <<<"$left")"; rc=1; }
   ((rc == 0)) && echo "LEAK CHECK: hutchd (SDK) left nothing behind"
   return $rc
+}
+
+# Whether pid's parent or an ancestor is a live hutchd, or sits in another
+# daemon's sandbox cgroup (pid itself is in none).
+another_daemons() {
+  local pid i
+  pid=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $2}')
+  for ((i = 0; i < 16; i++)); do
+    [[ -z $pid || $pid == 0 || $pid == 1 || $pid == "$$" ]] && return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1 | grep -q hutchd && return 0
+    if grep -q sbx_ "/proc/$pid/cgroup" 2>/dev/null; then
+      grep -q "/$D_CG/" "/proc/$pid/cgroup" && return 1
+      return 0
+    fi
+    pid=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $2}')
+  done
+  return 1
 }
 
 run_sdk() {

@@ -377,6 +377,26 @@ class Hutchd:
         """What this hutchd left behind (empty list = nothing)."""
         problems = []
 
+        def another_daemons(pid):
+            """pid or one of its ancestors is another live hutchd, or sits in
+            another daemon's sandbox cgroup."""
+            for _ in range(16):
+                if pid in (0, 1, os.getpid(), self.pid):
+                    return False
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if b"hutchd" in f.read().split(b"\0")[0]:
+                            return True
+                    with open(f"/proc/{pid}/cgroup") as f:
+                        cg = f.read()
+                    if "sbx_" in cg:
+                        return f"/{self.cgroup_name}/" not in cg
+                    with open(f"/proc/{pid}/stat") as f:
+                        pid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    return False
+            return False
+
         def our_uid_pids():
             reap_orphans()
             # Other hutchd instances on this machine use the same uid ranges:
@@ -401,13 +421,11 @@ class Hutchd:
                             st = f.read().rsplit(")", 1)[1].split()
                         if st[0] == "Z" and int(st[1]) not in (os.getpid(), self.pid):
                             continue
-                        # Not in a sandbox cgroup yet and a child of another
-                        # live hutchd: that daemon's create in progress (ours
-                        # would have been re-parented when our hutchd exited).
-                        if "sbx_" not in cg and int(st[1]) not in (1, os.getpid(), self.pid):
-                            with open(f"/proc/{st[1]}/cmdline", "rb") as f:
-                                if b"hutchd" in f.read().split(b"\0")[0]:
-                                    continue
+                        # Not in a sandbox cgroup yet, below another live
+                        # hutchd: that daemon's create in progress (ours were
+                        # re-parented when our hutchd exited).
+                        if "sbx_" not in cg and another_daemons(int(st[1])):
+                            continue
                     out[p] = u
             return out
 
