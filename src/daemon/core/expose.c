@@ -498,7 +498,16 @@ void expose_sandbox_restore(struct sandbox *sb, json_t *saved)
         x->target_port = (int)tport;
         x->target_pid = (int)tpid;
         x->listen_fd = -1;
-        if (!host_mode && (x->listen_fd = ingress_listen_at(x->port, &e)) < 0) {
+        if (!host_mode && (x->listen_fd = ingress_listen_at(x->port, &e)) < 0 && e.code == EADDRINUSE) {
+            /* Another program took the port while hutchd was away: the
+             * exposure lives on at a new port (its URL changes with it;
+             * the name, its secret, stays). The row is rewritten after. */
+            uint16_t was = x->port;
+            if ((x->listen_fd = ingress_listen(&x->port, &e)) >= 0)
+                fprintf(stderr, "hutchd: %s: exposure moved from ingress port %u (taken meanwhile) to port %u\n",
+                        sb->id, was, x->port);
+        }
+        if (!host_mode && x->listen_fd < 0) {
             fprintf(stderr, "hutchd: %s: exposure on ingress port %u not restored: %s\n", sb->id, x->port, e.msg);
             free(x);
             continue;
