@@ -179,9 +179,9 @@ def test_snapshot_and_volume_roots_are_readopted_on_the_same_devices(d):
 
 def test_a_kept_device_that_no_longer_holds_the_volume_is_not_believed(d):
     """The row says which loop device held the volume; the kernel decides.
-    One row is pointed at another loop device (the sandbox's own writable
-    layer's): that sandbox is not adopted and is removed, its volume freed;
-    the other, untouched, is adopted (positive control)."""
+    One row is pointed at another real loop device (the one holding the
+    other sandbox's volume): that sandbox is not adopted and is removed, its
+    volume freed; the other, untouched, is adopted (positive control)."""
     for slug in ("lr-lie", "lr-true"):
         ok(d.http("POST", "/api/v2/volumes", body={"slug": slug, "region": "loc", "capacity": "32MiB"}))
     stop_at = now_ms() + 600000
