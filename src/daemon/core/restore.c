@@ -151,7 +151,7 @@ void restore_keep(struct sandbox *sb)
             secrets_kept = false;
         }
     }
-    sb->restore.restorable = secrets_kept;
+    sb->restore.restorable = secrets_kept && !sb->restore.no_adopt;
     sb->restore.init_start = start;
     write_row(sb);
 }
