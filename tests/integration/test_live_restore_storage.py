@@ -64,7 +64,9 @@ def restart(d, how):
     else:
         assert d.terminate() == 0, d.log_tail()
     mark = len(d._log_text())
+    t0 = time.monotonic()
     d.start()
+    print(f"restart after {how}: hutchd listening {time.monotonic() - t0:.2f} s after its start")
     return mark
 
 
@@ -93,6 +95,8 @@ def test_sandbox_with_a_volume_is_readopted_and_the_volume_is_never_attached_twi
     log = log_after(d, mark)
     assert f"{a.id} re-adopted" in log, log[-3000:]
     assert "cannot be taken back" not in log, log[-3000:]
+    # the pool is the previous one's file system, not a second mount of its image
+    assert "mounted the previous hutchd's pool again" in log, log[-3000:]
     assert d.sandbox_status(a.id) == "running"
     assert pid_alive(pid1) and init_pid(d, a.id) == pid1
     assert loops_of_image(vol["id"]) == loops, "the volume's loop device changed"
