@@ -181,48 +181,61 @@ def test_snapshot_and_volume_roots_are_readopted_on_the_same_devices(d):
     assert wait_until(lambda: d.http("DELETE", "/api/v2/volumes/lr-boot").status == 200, 20)
 
 
-def test_a_kept_device_that_no_longer_holds_the_volume_is_not_believed(d):
-    """The row says which loop device held the volume; the kernel decides.
+def test_kept_volumes_the_kernel_does_not_confirm_are_not_believed(d):
+    """The row says which loop device held which volume; the kernel decides.
     One row is pointed at another real loop device (the one holding the
-    other sandbox's volume): that sandbox is not adopted and is removed, its
-    volume freed; the other, untouched, is adopted (positive control)."""
-    for slug in ("lr-lie", "lr-true"):
+    honest sandbox's volume): the device is not bound to its image. Another
+    claims the honest sandbox's very volume and device: both right, but not
+    mounted in that sandbox. Neither is adopted; each is removed and its own
+    volume freed; the honest one, untouched, is adopted with its volume
+    (positive control)."""
+    for slug in ("lr-dev", "lr-claim", "lr-true"):
         ok(d.http("POST", "/api/v2/volumes", body={"slug": slug, "region": "loc", "capacity": "32MiB"}))
     stop_at = now_ms() + 600000
-    liar = d.create_sandbox({"volumes": [{"volume": "lr-lie", "path": "/data"}], "stop_at_ms": stop_at})
+    liars = {slug: d.create_sandbox({"volumes": [{"volume": slug, "path": "/data"}], "stop_at_ms": stop_at})
+             for slug in ("lr-dev", "lr-claim")}
     honest = d.create_sandbox({"volumes": [{"volume": "lr-true", "path": "/data"}], "stop_at_ms": stop_at})
     run_ok(honest, "echo kept > /data/f && sync")
-    pids = sandbox_cgroup_pids(d.cgroup_name, liar.id)
-    lie_id = d.http("GET", "/api/v2/volumes/lr-lie").json()["id"]
+    pids = {slug: sandbox_cgroup_pids(d.cgroup_name, s.id) for slug, s in liars.items()}
+    ids = {slug: d.http("GET", f"/api/v2/volumes/{slug}").json()["id"] for slug in ("lr-dev", "lr-claim")}
     true_id = d.http("GET", "/api/v2/volumes/lr-true").json()["id"]
+    true_dev = "/dev/" + loops_of_image(true_id)[0]
     d.kill_hard()
-    close(liar)
-    close(honest)
+    for s in [*liars.values(), honest]:
+        close(s)
     db = sqlite3.connect(os.path.join(d.state_dir, "hutch.db"))
     try:
-        row = db.execute("SELECT restore FROM sandboxes WHERE id = ?", (liar.id,)).fetchone()
-        kept = json.loads(row[0])
-        assert kept["storage"]["volumes"][0]["id"] == lie_id, kept
-        other = "/dev/" + loops_of_image(true_id)[0]  # a real loop device, holding another volume
-        kept["storage"]["volumes"][0]["dev"] = other
-        db.execute("UPDATE sandboxes SET restore = ? WHERE id = ?", (json.dumps(kept), liar.id))
+        for slug, s in liars.items():
+            kept = json.loads(db.execute("SELECT restore FROM sandboxes WHERE id = ?", (s.id,)).fetchone()[0])
+            assert kept["storage"]["volumes"][0]["id"] == ids[slug], kept
+            kept["storage"]["volumes"][0]["dev"] = true_dev
+            if slug == "lr-claim":
+                kept["storage"]["volumes"][0]["id"] = true_id
+            db.execute("UPDATE sandboxes SET restore = ? WHERE id = ?", (json.dumps(kept), s.id))
         db.commit()
     finally:
         db.close()
     mark = len(d._log_text())
     d.start()
     log = log_after(d, mark)
-    assert f"sandbox {liar.id}: its volumes cannot be taken back" in log, log[-3000:]
-    assert_gone(d, liar.id, pids)
+    assert f"sandbox {liars['lr-dev'].id}: its volumes cannot be taken back ({true_dev} holds another file now)" \
+        in log, log[-3000:]
+    assert f"sandbox {liars['lr-claim'].id}: its volumes cannot be taken back ({true_dev} ({true_id}) is not " \
+           "mounted in this sandbox)" in log, log[-3000:]
+    for slug, s in liars.items():
+        assert_gone(d, s.id, pids[slug])
     assert f"{honest.id} re-adopted" in log, log[-3000:]
     with d.connect_sandbox(honest.id) as c:
         assert run_ok(c, "cat /data/f") == "kept\n"
-    # the liar's volume is free: a new sandbox gets it
-    n = d.create_sandbox({"volumes": [{"volume": "lr-lie", "path": "/data"}]})
-    try:
-        run_ok(n, "touch /data/x")
-    finally:
-        n.ws.close()
+    status, code, msg = refused(d, {"volumes": [{"volume": "lr-true", "path": "/data"}]})
+    assert (status, code) == (409, "VOLUME_IN_USE") and honest.id in msg, msg
+    # the liars' volumes are free: new sandboxes get them
+    for slug in liars:
+        n = d.create_sandbox({"volumes": [{"volume": slug, "path": "/data"}]})
+        try:
+            run_ok(n, "touch /data/x")
+        finally:
+            n.ws.close()
     assert d.http("DELETE", f"/api/v3/sandbox/{honest.id}").status < 300
-    for slug in ("lr-lie", "lr-true"):
+    for slug in ("lr-dev", "lr-claim", "lr-true"):
         assert wait_until(lambda: d.http("DELETE", f"/api/v2/volumes/{slug}").status == 200, 20)

@@ -303,7 +303,7 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
     /* Its volumes: each loop device must still hold its image, locked as
      * the attach locked it, before anyone is told the sandbox holds it. */
     struct sb_storage *storage = NULL;
-    if (sb_storage_adopt(json_object_get(rj, "storage"), &storage, &e) < 0) {
+    if (sb_storage_adopt(json_object_get(rj, "storage"), rec->init_pid, &storage, &e) < 0) {
         secrets_free(secrets);
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
         close(pidfd);

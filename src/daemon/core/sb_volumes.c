@@ -1,6 +1,8 @@
 /* What a sandbox does with volumes and snapshots (volumes.h): the create
  * config, the images on loop devices, the setup message, teardown. */
 #include <stdio.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <string.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
@@ -374,10 +376,36 @@ json_t *sb_storage_saved(const struct sb_storage *st)
     return json_pack("{s:o, s:o}", "volumes", vols, "root", root);
 }
 
+/* Whether block device rdev backs a mount in the mount namespace of pid
+ * (/proc/PID/mountinfo, field 3 "major:minor"). The sandbox cannot mount
+ * anything itself (its mount namespace belongs to the host's user
+ * namespace), so the list is hutch-init's own few mounts. */
+static bool mounted_in(pid_t pid, dev_t rdev)
+{
+    char path[64], want[40];
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", (int)pid);
+    snprintf(want, sizeof want, "%u:%u", major(rdev), minor(rdev));
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    char line[4096];
+    bool hit = false;
+    for (int n = 0; !hit && n < 4096 && fgets(line, sizeof line, f); n++) {
+        char *p = strchr(line, ' ');          /* after the mount id */
+        p = p ? strchr(p + 1, ' ') : NULL;    /* after the parent id */
+        if (p) {
+            size_t l = strcspn(p + 1, " ");
+            hit = l == strlen(want) && strncmp(p + 1, want, l) == 0;
+        }
+    }
+    fclose(f);
+    return hit;
+}
+
 /* One kept {id, dev}: checked against the kernel (the device still holds
- * that image, with the attach's lock) before the sandbox is believed to
- * hold it. */
-static int adopt_vol(json_t *j, const char *kind, struct sb_vol *v, struct hx_err *e)
+ * that image, with the attach's lock, and is mounted in this sandbox's own
+ * mount namespace) before the sandbox is believed to hold it. */
+static int adopt_vol(json_t *j, const char *kind, pid_t pid, struct sb_vol *v, struct hx_err *e)
 {
     const char *id = json_string_value(json_object_get(j, "id"));
     const char *dev = json_string_value(json_object_get(j, "dev"));
@@ -391,15 +419,17 @@ static int adopt_vol(json_t *j, const char *kind, struct sb_vol *v, struct hx_er
     v->readonly = strcmp(kind, "snapshot") == 0;
     if (v->readonly)
         return 0; /* a snapshot root: its share is checked */
-    int fd = storage_image_held(id, dev, false, e);
+    autoclose int fd = storage_image_held(id, dev, false, e);
     if (fd < 0)
         return fd;
-    close(fd);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !mounted_in(pid, st.st_rdev))
+        return hx_fail(e, ESTALE, "%s (%s) is not mounted in this sandbox", dev, id);
     v->held = true;
     return 0;
 }
 
-int sb_storage_adopt(json_t *saved, struct sb_storage **out, struct hx_err *e)
+int sb_storage_adopt(json_t *saved, pid_t init_pid, struct sb_storage **out, struct hx_err *e)
 {
     *out = NULL;
     if (!saved || json_is_null(saved))
@@ -420,7 +450,7 @@ int sb_storage_adopt(json_t *saved, struct sb_storage **out, struct hx_err *e)
     json_t *v;
     json_array_foreach(vols, i, v) {
         const char *path = json_string_value(json_object_get(v, "path"));
-        if ((r = path_check(path, e)) < 0 || (r = adopt_vol(v, "volume", &st->v[st->n], e)) < 0)
+        if ((r = path_check(path, e)) < 0 || (r = adopt_vol(v, "volume", init_pid, &st->v[st->n], e)) < 0)
             goto fail;
         snprintf(st->v[st->n].path, sizeof st->v[st->n].path, "%s", path);
         st->n++;
@@ -431,7 +461,7 @@ int sb_storage_adopt(json_t *saved, struct sb_storage **out, struct hx_err *e)
             r = hx_fail(e, EINVAL, "its kept root is malformed");
             goto fail;
         }
-        if ((r = adopt_vol(root, kind, &st->root, e)) < 0)
+        if ((r = adopt_vol(root, kind, init_pid, &st->root, e)) < 0)
             goto fail;
         st->has_root = true;
         if (st->root.readonly && (r = storage_share_adopt(st->root.id, st->root.a.dev, &st->share, e)) < 0)

@@ -4,6 +4,7 @@
 #pragma once
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include "lib/err.h"
 
 struct http_conn;
@@ -44,9 +45,10 @@ bool sb_storage_in_use(const char *id, char holder[32]);
  * kind, dev} | null}; new reference; NULL when it has none), kept in its
  * row; and, for a sandbox a previous hutchd left running, the same taken
  * back: each device checked to still hold its image with the attach's lock
- * (storage_image_held), a snapshot root's share mounted again from its
+ * (storage_image_held) and to be mounted in the mount namespace of the
+ * sandbox's PID 1 (init_pid, checked by the caller), a snapshot root's share mounted again from its
  * device (storage_share_adopt). *out stays NULL when saved is null. */
 json_t *sb_storage_saved(const struct sb_storage *st);
-int sb_storage_adopt(json_t *saved, struct sb_storage **out, struct hx_err *e);
+int sb_storage_adopt(json_t *saved, pid_t init_pid, struct sb_storage **out, struct hx_err *e);
 /* An adoption that did not happen: lets go without recording sizes. */
 void sb_storage_forget(struct sb_storage *st);
