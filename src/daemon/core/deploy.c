@@ -1197,7 +1197,11 @@ static void on_inst_work_done(uv_work_t *w, int status)
     json_t *conf = json_pack("{s:[{s:s, s:s}]}", "volumes", "volume", in->vol_id, "path", APP_DIR);
     json_t *labels = json_pack("{s:s, s:s, s:s}", "hutch.app", in->app_slug, "hutch.revision", in->rev_id,
                                "hutch.role", "app");
-    struct sandbox_params p = {.org = in->org, .memory_mb = g_daemon.cfg->memory_default_mb, .labels = labels};
+    /* no_adopt: the instance registry lives in this hutchd only; the next one
+     * starts fresh instances (and removes this one's volume), so this sandbox
+     * is not left running for it (live restore). */
+    struct sandbox_params p = {.org = in->org, .memory_mb = g_daemon.cfg->memory_default_mb, .labels = labels,
+                               .no_adopt = true};
     int st = 0;
     const char *code = NULL;
     int r = sb_storage_parse(conf, sorg, &p.storage, &st, &code, &e);

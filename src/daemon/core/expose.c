@@ -5,6 +5,7 @@
  * the sandbox's network namespace and connects it to 127.0.0.1 (then ::1)
  * at the exposed port: the only place an exposure can lead. */
 #include "daemon/core/expose.h"
+#include <time.h>
 #include "lib/b64.h"
 #include "daemon/core/metering.h"
 #include "daemon/core/metrics.h"
@@ -465,6 +466,28 @@ static bool name_ok(const char *n)
     return true;
 }
 
+/* The previous hutch-ingress still holds the ports it was handed until it
+ * sees hutchd gone: a restart right after a kill -9 waits for it, at most
+ * PORT_WAIT_MS in all (at start-up, before the API opens), before a port
+ * counts as taken by someone else. */
+#define PORT_WAIT_MS 2000
+static int listen_again(uint16_t port, struct hx_err *e)
+{
+    static uint64_t give_up_ns;
+    for (;;) {
+        int fd = ingress_listen_at(port, e);
+        if (fd >= 0 || e->code != EADDRINUSE)
+            return fd;
+        uint64_t now = uv_hrtime();
+        if (!give_up_ns)
+            give_up_ns = now + (uint64_t)PORT_WAIT_MS * 1000000u;
+        if (now >= give_up_ns)
+            return fd;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 void expose_sandbox_restore(struct sandbox *sb, json_t *saved)
 {
     if (!json_is_array(saved) || json_array_size(saved) == 0)
@@ -498,7 +521,18 @@ void expose_sandbox_restore(struct sandbox *sb, json_t *saved)
         x->target_port = (int)tport;
         x->target_pid = (int)tpid;
         x->listen_fd = -1;
-        if (!host_mode && (x->listen_fd = ingress_listen_at(x->port, &e)) < 0) {
+        if (!host_mode)
+            x->listen_fd = listen_again(x->port, &e);
+        if (!host_mode && x->listen_fd < 0 && e.code == EADDRINUSE) {
+            /* Another program took the port while hutchd was away: the
+             * exposure lives on at a new port (its URL changes with it;
+             * the name, its secret, stays). The row is rewritten after. */
+            uint16_t was = x->port;
+            if ((x->listen_fd = ingress_listen(&x->port, &e)) >= 0)
+                fprintf(stderr, "hutchd: %s: exposure moved from ingress port %u (taken meanwhile) to port %u\n",
+                        sb->id, was, x->port);
+        }
+        if (!host_mode && x->listen_fd < 0) {
             fprintf(stderr, "hutchd: %s: exposure on ingress port %u not restored: %s\n", sb->id, x->port, e.msg);
             free(x);
             continue;

@@ -52,3 +52,8 @@ void expose_dial_tagged(struct sandbox *sb, int port, uint64_t tag, expose_dial_
 void expose_ssh(struct http_conn *c, struct sandbox *sb, const char *token_id);
 /* The sandbox stopped: its SSH login name and connections end. */
 void expose_ssh_sandbox_stopped(struct sandbox *sb);
+/* Live restore: the sandbox's login name (NULL: none), kept in its row; and
+ * the same name given back to an adopted sandbox (validated; the SSH port is
+ * opened as at the first expose/ssh; logged and skipped when it cannot be). */
+const char *expose_ssh_login(const char *sandbox_id);
+void expose_ssh_restore(struct sandbox *sb, const char *user);

@@ -15,6 +15,7 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/core/expose.h"
+#include "daemon/core/restore.h"
 #include "lib/b64.h"
 #include "daemon/core/metering.h"
 #include "daemon/core/metrics.h"
@@ -457,11 +458,55 @@ void expose_ssh(struct http_conn *c, struct sandbox *sb, const char *token_id)
         snprintf(l->sandbox, sizeof l->sandbox, "%s", sb->id);
         l->next = logins;
         logins = l;
+        restore_exposures_changed(sb); /* restore: the same name works after a restart */
         fprintf(stderr, "hutchd: %s: exposed over SSH\n", sb->id);
         audit_log(sb->org, token_id, "expose", sb->id, "%s", "ssh"); /* audit: when its login name is made (later calls return the same one) */
     }
     http_respond_json(c, 200, json_pack("{s:s, s:s, s:i, s:s}", "hostname", sshd_host_name(), "username", l->user,
                                         "port", sshd_port(), "hostKey", sshd_host_key()));
+}
+
+/* ---- live restore ---- */
+
+const char *expose_ssh_login(const char *sandbox_id)
+{
+    struct login *l = login_of(sandbox_id);
+    return l ? l->user : NULL;
+}
+
+static bool user_ok(const char *u)
+{
+    if (!u || strlen(u) != SSH_USER_LEN)
+        return false;
+    for (const char *p = u; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '2' && *p <= '7')))
+            return false;
+    return true;
+}
+
+void expose_ssh_restore(struct sandbox *sb, const char *user)
+{
+    struct hx_err e = {0};
+    bool taken = false;
+    for (struct login *l = logins; l && user_ok(user); l = l->next)
+        taken |= CRYPTO_memcmp(l->user, user, SSH_USER_LEN) == 0;
+    if (!user_ok(user) || taken || login_of(sb->id)) {
+        fprintf(stderr, "hutchd: %s: its kept SSH login name is malformed; not restored\n", sb->id);
+        return;
+    }
+    /* The port opens as at the first expose/ssh: a login is useless without it */
+    if (sshd_start(&ops, &e) < 0) {
+        fprintf(stderr, "hutchd: %s: SSH login not restored: %s\n", sb->id, e.msg);
+        return;
+    }
+    struct login *l = calloc(1, sizeof *l);
+    if (!l)
+        return;
+    snprintf(l->user, sizeof l->user, "%s", user);
+    snprintf(l->sandbox, sizeof l->sandbox, "%s", sb->id);
+    l->next = logins;
+    logins = l;
+    printf("hutchd: %s: SSH login restored (port %d)\n", sb->id, sshd_port());
 }
 
 void expose_ssh_sandbox_stopped(struct sandbox *sb)

@@ -616,6 +616,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
      * streams. The worker touches only sb's launch fields. */
     sb->secrets = p->secrets; /* secrets: moved (the caller forgets them on success) */
     sb->storage = p->storage; /* storage: moved likewise */
+    sb->restore.no_adopt = p->no_adopt;
     sb->launching = true;
     sb->launch_req.data = sb;
     uv_queue_work(g_daemon.loop, &sb->launch_req, launch_work, launch_done);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/core/expose.h"
+#include "daemon/core/volumes.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -117,11 +118,13 @@ static int proc_start_time(pid_t pid, uint64_t *out)
 static void write_row(struct sandbox *sb)
 {
     struct hx_err e = {0};
-    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o, s:I, s:O?}", "adoptable", sb->restore.restorable,
-                          "slot", (json_int_t)sb->slot, "allow_net", sb->allow_net, "secrets", sb->secrets != NULL,
-                          "disk_mb", (json_int_t)sb->disk.promised_mb, "disk_on_loop", sb->disk.on_loop, "exposures",
-                          expose_sandbox_saved(sb->id), "cpu_base_ns", (json_int_t)(sb->cpu_base_ns & INT64_MAX),
-                          "views_cpus", sb->views_cpus);
+    const char *ssh = expose_ssh_login(sb->id);
+    json_t *j = json_pack("{s:b, s:I, s:O?, s:b, s:I, s:b, s:o, s:I, s:O?, s:o?, s:s?}", "adoptable",
+                          sb->restore.restorable, "slot", (json_int_t)sb->slot, "allow_net", sb->allow_net, "secrets",
+                          sb->secrets != NULL, "disk_mb", (json_int_t)sb->disk.promised_mb, "disk_on_loop",
+                          sb->disk.on_loop, "exposures", expose_sandbox_saved(sb->id), "cpu_base_ns",
+                          (json_int_t)(sb->cpu_base_ns & INT64_MAX), "views_cpus", sb->views_cpus, "storage",
+                          sb_storage_saved(sb->storage), "ssh", ssh);
     if (!j || store_sandbox_set_restore(g_daemon.store, sb->id, sb->restore.init_start, j, &e) < 0) {
         fprintf(stderr, "hutchd: %s: live restore: %s\n", sb->id, j ? e.msg : "out of memory");
         sb->restore.restorable = false;
@@ -148,9 +151,7 @@ void restore_keep(struct sandbox *sb)
             secrets_kept = false;
         }
     }
-    /* Sandboxes with volumes are not adopted yet: the volume layer keeps
-     * who holds a volume in memory only, and a second writer would corrupt it. */
-    sb->restore.restorable = secrets_kept && !sb->storage;
+    sb->restore.restorable = secrets_kept && !sb->restore.no_adopt;
     sb->restore.init_start = start;
     write_row(sb);
 }
@@ -268,7 +269,7 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
         store_sandbox_get_restore(g_daemon.store, rec->id, &start, &rj, &e) < 0 || !rj || !start)
         goto no; /* not made for live restore: the sweep removes it */
     if (!json_is_true(json_object_get(rj, "adoptable"))) {
-        fprintf(stderr, "hutchd: sandbox %s cannot be adopted (volumes or secrets not kept); removing it\n", rec->id);
+        fprintf(stderr, "hutchd: sandbox %s cannot be adopted (its secrets were not kept); removing it\n", rec->id);
         goto no;
     }
     json_int_t slot = json_integer_value(json_object_get(rj, "slot"));
@@ -299,8 +300,19 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
         fprintf(stderr, "hutchd: sandbox %s ended while hutchd was away; removing it\n", rec->id);
         goto no;
     }
+    /* Its volumes: each loop device must still hold its image, locked as
+     * the attach locked it, before anyone is told the sandbox holds it. */
+    struct sb_storage *storage = NULL;
+    if (sb_storage_adopt(json_object_get(rj, "storage"), rec->init_pid, &storage, &e) < 0) {
+        secrets_free(secrets);
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        close(pidfd);
+        fprintf(stderr, "hutchd: sandbox %s: its volumes cannot be taken back (%s); removing it\n", rec->id, e.msg);
+        goto no;
+    }
     struct sandbox *sb = sandbox_adopt(rec, (uint32_t)slot, pidfd, &e);
     if (!sb) {
+        sb_storage_forget(storage);
         secrets_free(secrets);
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
         close(pidfd);
@@ -310,6 +322,7 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
     sb->restore.init_start = start;
     sb->restore.restorable = true;
     sb->secrets = secrets;
+    sb->storage = storage; /* storage: its volumes are held again (a second create is refused as before) */
     sb->allow_net = allow && !json_is_null(allow) ? json_deep_copy(allow) : NULL;
     json_int_t dmb = json_integer_value(json_object_get(rj, "disk_mb"));
     sb->disk.promised_mb = dmb > 0 && dmb <= UINT32_MAX ? (uint32_t)dmb : 0; /* counted in full: its image is unlinked */
@@ -334,7 +347,12 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
     /* Same names, same ports: its URLs work again once it is running
      * (until then the ingress answers for a sandbox not running). */
     expose_sandbox_restore(sb, json_object_get(rj, "exposures"));
+    /* ssh: the same login name (it is the credential the user was given) */
+    json_t *ssh = json_object_get(rj, "ssh");
+    if (ssh && !json_is_null(ssh))
+        expose_ssh_restore(sb, json_string_value(ssh));
     json_decref(rj);
+    write_row(sb); /* what changed on the way back (an exposure moved to another port) */
     printf("hutchd: %s adopted from the previous hutchd (init pid %d)\n", sb->id, (int)sb->pid);
     return 0;
 no:

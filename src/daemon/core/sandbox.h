@@ -117,6 +117,7 @@ struct sb_restore {
     uint64_t init_start;          /* PID 1's start time (clock ticks): a reused pid has another */
     bool restorable;              /* the store (and keyring) hold what an adoption needs */
     bool adopting;                /* taken over from a previous hutchd, waiting for its agent's hello */
+    bool no_adopt;                /* its creator asked that it end with this hutchd (sandbox_params) */
 };
 
 typedef void (*sandbox_ready_cb)(struct sandbox *sb, const struct hx_err *err, void *ud);
@@ -206,6 +207,7 @@ struct sandbox_params {
     struct secret_set *secrets;   /* secrets: moved into the sandbox when create or the pool takes it (then NULL) */
     bool pooled;                  /* pool: started ahead of demand, nobody's yet */
     struct sb_storage *storage;   /* storage: moved into the sandbox by sandbox_create (then NULL) */
+    bool no_adopt;                /* restore: never left running for the next hutchd (its owner does not outlive us) */
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);

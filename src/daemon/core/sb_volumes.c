@@ -1,9 +1,12 @@
 /* What a sandbox does with volumes and snapshots (volumes.h): the create
  * config, the images on loop devices, the setup message, teardown. */
 #include <stdio.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <string.h>
 #include "daemon/core/sandbox.h"
 #include "daemon/core/volumes.h"
+#include "daemon/storage/names.h"
 #include "daemon/storage/pool.h"
 #include "daemon/storage/share.h"
 #include "daemon/store/store.h"
@@ -22,7 +25,8 @@ struct sb_vol {
     char kind[12];            /* "volume" | "snapshot" */
     char path[VOL_PATH_MAX + 1];
     bool readonly;
-    struct storage_attach a;
+    bool held;                /* attached by us, or adopted from a previous hutchd: its sizes are recorded at the end */
+    struct storage_attach a;  /* adopted: no fds, only dev */
 };
 
 struct sb_storage {
@@ -246,13 +250,19 @@ fail:
 int sb_storage_attach(struct sb_storage *st, struct hx_err *e)
 {
     int r;
-    for (unsigned i = 0; i < st->n; i++)
+    for (unsigned i = 0; i < st->n; i++) {
         if ((r = storage_image_attach(st->v[i].id, false, ATTACH_WAIT_MS, &st->v[i].a, e)) < 0)
             return r;
+        st->v[i].held = true;
+    }
     if (!st->has_root)
         return 0;
-    if (!st->root.readonly)
-        return storage_image_attach(st->root.id, false, ATTACH_WAIT_MS, &st->root.a, e);
+    if (!st->root.readonly) {
+        if ((r = storage_image_attach(st->root.id, false, ATTACH_WAIT_MS, &st->root.a, e)) < 0)
+            return r;
+        st->root.held = true;
+        return 0;
+    }
     /* a snapshot: one loop device and one mount for every sandbox booting it */
     if ((r = storage_share_get(st->root.id, ATTACH_WAIT_MS, &st->share, e)) < 0)
         return r;
@@ -321,7 +331,7 @@ static void share_release(struct storage_share *s)
 /* A volume's sizes as the sandbox left them ("estimated" in the SDK). */
 static void record_sizes(const struct sb_vol *v)
 {
-    if (v->readonly || v->a.file_fd < 0)
+    if (v->readonly || !v->held)
         return;
     uint64_t ex, flat;
     storage_image_sizes(v->id, &ex, &flat);
@@ -344,6 +354,130 @@ void sb_storage_free(struct sb_storage *st)
     }
     if (st->root_tree >= 0)
         close(st->root_tree);
+    if (st->share)
+        share_release(st->share);
+    free(st);
+}
+
+/* ---- live restore ---- */
+
+json_t *sb_storage_saved(const struct sb_storage *st)
+{
+    if (!st)
+        return NULL;
+    json_t *vols = json_array();
+    for (unsigned i = 0; i < st->n; i++)
+        json_array_append_new(vols, json_pack("{s:s, s:s, s:s}", "id", st->v[i].id, "path", st->v[i].path, "dev",
+                                              st->v[i].a.dev));
+    json_t *root = json_null();
+    if (st->has_root)
+        root = json_pack("{s:s, s:s, s:s}", "id", st->root.id, "kind", st->root.kind, "dev",
+                         st->share ? storage_share_dev(st->share) : st->root.a.dev);
+    return json_pack("{s:o, s:o}", "volumes", vols, "root", root);
+}
+
+/* Whether block device rdev backs a mount in the mount namespace of pid
+ * (/proc/PID/mountinfo, field 3 "major:minor"). The sandbox cannot mount
+ * anything itself (its mount namespace belongs to the host's user
+ * namespace), so the list is hutch-init's own few mounts. */
+static bool mounted_in(pid_t pid, dev_t rdev)
+{
+    char path[64], want[40];
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", (int)pid);
+    snprintf(want, sizeof want, "%u:%u", major(rdev), minor(rdev));
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    char line[4096];
+    bool hit = false;
+    for (int n = 0; !hit && n < 4096 && fgets(line, sizeof line, f); n++) {
+        char *p = strchr(line, ' ');          /* after the mount id */
+        p = p ? strchr(p + 1, ' ') : NULL;    /* after the parent id */
+        if (p) {
+            size_t l = strcspn(p + 1, " ");
+            hit = l == strlen(want) && strncmp(p + 1, want, l) == 0;
+        }
+    }
+    fclose(f);
+    return hit;
+}
+
+/* One kept {id, dev}: checked against the kernel (the device still holds
+ * that image, with the attach's lock, and is mounted in this sandbox's own
+ * mount namespace) before the sandbox is believed to hold it. */
+static int adopt_vol(json_t *j, const char *kind, pid_t pid, struct sb_vol *v, struct hx_err *e)
+{
+    const char *id = json_string_value(json_object_get(j, "id"));
+    const char *dev = json_string_value(json_object_get(j, "dev"));
+    if (!id || !vol_id_valid(id) || strncmp(id, strcmp(kind, "volume") == 0 ? "vol_" : "snp_", 4) != 0 || !dev ||
+        strlen(dev) >= sizeof v->a.dev)
+        return hx_fail(e, EINVAL, "a kept %s is malformed", kind);
+    *v = (struct sb_vol){.a = STORAGE_ATTACH_INIT};
+    snprintf(v->id, sizeof v->id, "%s", id);
+    snprintf(v->kind, sizeof v->kind, "%s", kind);
+    snprintf(v->a.dev, sizeof v->a.dev, "%s", dev);
+    v->readonly = strcmp(kind, "snapshot") == 0;
+    if (v->readonly)
+        return 0; /* a snapshot root: its share is checked */
+    autoclose int fd = storage_image_held(id, dev, false, e);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !mounted_in(pid, st.st_rdev))
+        return hx_fail(e, ESTALE, "%s (%s) is not mounted in this sandbox", dev, id);
+    v->held = true;
+    return 0;
+}
+
+int sb_storage_adopt(json_t *saved, pid_t init_pid, struct sb_storage **out, struct hx_err *e)
+{
+    *out = NULL;
+    if (!saved || json_is_null(saved))
+        return 0;
+    json_t *vols = json_object_get(saved, "volumes"), *root = json_object_get(saved, "root");
+    if (!json_is_object(saved) || !json_is_array(vols) || json_array_size(vols) > SB_VOL_MAX ||
+        (root && !json_is_null(root) && !json_is_object(root)))
+        return hx_fail(e, EINVAL, "its kept volumes are malformed");
+    int r = pool_ready(e);
+    if (r < 0)
+        return r;
+    struct sb_storage *st = calloc(1, sizeof *st);
+    if (!st)
+        return hx_fail(e, ENOMEM, "out of memory");
+    st->root = (struct sb_vol){.a = STORAGE_ATTACH_INIT};
+    st->root_tree = -1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(vols, i, v) {
+        const char *path = json_string_value(json_object_get(v, "path"));
+        if ((r = path_check(path, e)) < 0 || (r = adopt_vol(v, "volume", init_pid, &st->v[st->n], e)) < 0)
+            goto fail;
+        snprintf(st->v[st->n].path, sizeof st->v[st->n].path, "%s", path);
+        st->n++;
+    }
+    if (root && !json_is_null(root)) {
+        const char *kind = json_string_value(json_object_get(root, "kind"));
+        if (!kind || (strcmp(kind, "volume") != 0 && strcmp(kind, "snapshot") != 0)) {
+            r = hx_fail(e, EINVAL, "its kept root is malformed");
+            goto fail;
+        }
+        if ((r = adopt_vol(root, kind, init_pid, &st->root, e)) < 0)
+            goto fail;
+        st->has_root = true;
+        if (st->root.readonly && (r = storage_share_adopt(st->root.id, st->root.a.dev, &st->share, e)) < 0)
+            goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    sb_storage_forget(st);
+    return r;
+}
+
+void sb_storage_forget(struct sb_storage *st)
+{
+    if (!st)
+        return;
     if (st->share)
         share_release(st->share);
     free(st);

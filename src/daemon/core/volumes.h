@@ -4,6 +4,7 @@
 #pragma once
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include "lib/err.h"
 
 struct http_conn;
@@ -38,3 +39,16 @@ void sb_storage_mounted(struct sb_storage *st);
 void sb_storage_free(struct sb_storage *st);
 /* Whether a live sandbox (starting or running) uses id; its id in holder. */
 bool sb_storage_in_use(const char *id, char holder[32]);
+
+/* Live restore (core/restore.c, docs/restore.md): which images the sandbox
+ * holds on which loop devices ({"volumes": [{id, path, dev}], "root": {id,
+ * kind, dev} | null}; new reference; NULL when it has none), kept in its
+ * row; and, for a sandbox a previous hutchd left running, the same taken
+ * back: each device checked to still hold its image with the attach's lock
+ * (storage_image_held) and to be mounted in the mount namespace of the
+ * sandbox's PID 1 (init_pid, checked by the caller), a snapshot root's share mounted again from its
+ * device (storage_share_adopt). *out stays NULL when saved is null. */
+json_t *sb_storage_saved(const struct sb_storage *st);
+int sb_storage_adopt(json_t *saved, pid_t init_pid, struct sb_storage **out, struct hx_err *e);
+/* An adoption that did not happen: lets go without recording sizes. */
+void sb_storage_forget(struct sb_storage *st);

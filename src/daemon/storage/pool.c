@@ -12,7 +12,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <dirent.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -122,12 +125,11 @@ static int create_pool_image(const char *path, uint64_t size, struct hx_err *e)
     return 0;
 }
 
-static int mount_pool(int file, struct hx_err *e)
+/* The pool's XFS on dev, mounted detached. When dev is already mounted (a
+ * previous hutchd's pool that its sandboxes still hold), the kernel hands
+ * back that very superblock: one file system, never two on one image. */
+static int mount_pool_dev(const char *dev, struct hx_err *e)
 {
-    char dev[32];
-    autoclose int dfd = loop_attach(file, false, dev, e);
-    if (dfd < 0)
-        return dfd;
     autoclose int fs = (int)syscall(SYS_fsopen, "xfs", FSOPEN_CLOEXEC);
     if (fs < 0)
         return hx_fail(e, errno, "fsopen xfs: %m");
@@ -142,7 +144,86 @@ static int mount_pool(int file, struct hx_err *e)
         close(m);
         return r;
     }
-    return m; /* the mount holds the loop device now; closing dfd lets autoclear work */
+    return m;
+}
+
+static int mount_pool(int file, struct hx_err *e)
+{
+    char dev[32];
+    autoclose int dfd = loop_attach(file, false, dev, e);
+    if (dfd < 0)
+        return dfd;
+    return mount_pool_dev(dev, e); /* the mount holds the loop device now; closing dfd lets autoclear work */
+}
+
+/* ---- live restore: loop devices a previous hutchd left ---- */
+
+static bool loop_name_ok(const char *dev)
+{
+    size_t n = strnlen(dev, 32);
+    return n > 9 && n < 20 && strncmp(dev, "/dev/loop", 9) == 0 && strspn(dev + 9, "0123456789") == n - 9;
+}
+
+/* Opens dev and checks, through the device itself (LOOP_GET_STATUS64), that
+ * it is bound to the file st describes, read-only or not as asked. The fd
+ * returned holds the device: an autoclear device is not cleared, nor bound
+ * to another file, while it is open. -ESTALE when it holds something else. */
+static int loop_open_backing(const char *dev, const struct stat *st, bool readonly, struct hx_err *e)
+{
+    if (!loop_name_ok(dev))
+        return hx_fail(e, EINVAL, "bad loop device name");
+    autoclose int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return hx_fail(e, errno == ENOENT || errno == ENXIO ? ESTALE : errno, "open %s: %m", dev);
+    struct loop_info64 li;
+    if (ioctl(fd, LOOP_GET_STATUS64, &li) < 0)
+        return hx_fail(e, errno == ENXIO ? ESTALE : errno, "%s is not bound to a file any more", dev);
+    /* lo_device is the kernel's new_encode_dev() of the file's device */
+    unsigned maj = (unsigned)((li.lo_device & 0xfff00) >> 8);
+    unsigned min = (unsigned)((li.lo_device & 0xff) | ((li.lo_device >> 12) & 0xfff00));
+    if (maj != major(st->st_dev) || min != minor(st->st_dev) || li.lo_inode != st->st_ino)
+        return hx_fail(e, ESTALE, "%s holds another file now", dev);
+    if (!!(li.lo_flags & LO_FLAGS_READ_ONLY) != readonly)
+        return hx_fail(e, ESTALE, "%s is %s", dev, readonly ? "writable" : "read-only");
+    return hx_steal_fd(&fd);
+}
+
+/* The previous pool's loop device: its sysfs backing_file names pool.img
+ * (the host's path), and the device itself says it is that very file. */
+static int adopt_pool(const char *path, int file, struct hx_err *e)
+{
+    struct stat st;
+    char real[4300];
+    if (fstat(file, &st) < 0 || !realpath(path, real))
+        return hx_fail(e, errno, "stat %s: %m", path);
+    DIR *d = opendir("/sys/block");
+    if (!d)
+        return hx_fail(e, errno, "open /sys/block: %m");
+    int r = hx_fail(e, ENOENT, "no loop device holds %s", path);
+    for (struct dirent *de; (de = readdir(d));) {
+        if (strncmp(de->d_name, "loop", 4) != 0 || strlen(de->d_name) > 16)
+            continue;
+        char sys[64], back[4300];
+        snprintf(sys, sizeof sys, "/sys/block/%s/loop/backing_file", de->d_name);
+        autoclose int bf = open(sys, O_RDONLY | O_CLOEXEC);
+        ssize_t n = bf >= 0 ? read(bf, back, sizeof back - 1) : -1;
+        if (n <= 0)
+            continue;
+        back[n] = 0;
+        back[strcspn(back, "\n")] = 0;
+        if (strcmp(back, real) != 0)
+            continue;
+        char dev[32];
+        snprintf(dev, sizeof dev, "/dev/%s", de->d_name);
+        struct hx_err le = {0};
+        autoclose int dfd = loop_open_backing(dev, &st, false, &le);
+        if (dfd < 0)
+            continue;
+        r = mount_pool_dev(dev, e);
+        break;
+    }
+    closedir(d);
+    return r;
 }
 
 int storage_pool_open(const char *state_dir, uint64_t size_bytes, bool create, struct hx_err *e)
@@ -171,19 +252,28 @@ int storage_pool_open(const char *state_dir, uint64_t size_bytes, bool create, s
         r = hx_fail(e, errno, "open %s: %m", path);
         goto out;
     }
-    /* A previous hutchd's pool (killed, its last sandboxes still dying)
-     * holds the lock until its loop device goes: never mount it twice. */
+    /* A previous hutchd's pool holds the lock until its loop device goes:
+     * never mount the image twice. While that device is there (sandboxes
+     * left running with volumes: live restore), mount it again: the same
+     * superblock. Else (its last sandboxes still dying) wait for it. */
+    struct hx_err ae = {0};
+    int m = -1;
+    if (lock_file(f, false, 0) < 0 && (m = adopt_pool(path, f, &ae)) >= 0) {
+        printf("hutchd: storage pool: mounted the previous hutchd's pool again (its sandboxes still use it)\n");
+        goto mounted;
+    }
     if ((r = lock_file(f, false, 10000)) < 0) {
         close(f);
         r = hx_fail(e, -r, "the storage pool %s is still in use by another mount (a previous hutchd?)", path);
         goto out;
     }
-    int m = mount_pool(f, e);
+    m = mount_pool(f, e);
     if (m < 0) {
         close(f);
         r = m;
         goto out;
     }
+mounted:
     pool_file = f;
     pool_mnt = m;
 out:
@@ -376,4 +466,22 @@ void storage_attach_close(struct storage_attach *a)
     if (a->file_fd >= 0)
         close(a->file_fd);
     a->dev_fd = a->file_fd = -1;
+}
+
+int storage_image_held(const char *id, const char *dev, bool readonly, struct hx_err *e)
+{
+    autoclose int fd = open_image(id, O_RDONLY, e);
+    if (fd < 0)
+        return fd == -ENOENT ? hx_fail(e, ESTALE, "image %s is gone", id) : fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return hx_fail(e, errno, "stat image %s: %m", id);
+    /* The attach's lock lives with the loop device's file description: a
+     * conflicting lock of the attach's kind says a device still holds it. */
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return hx_fail(e, errno, "lock state of image %s: %m", id);
+    if (fl.l_type != (readonly ? F_RDLCK : F_WRLCK))
+        return hx_fail(e, ESTALE, "image %s is not attached %s any more", id, readonly ? "read-only" : "read-write");
+    return loop_open_backing(dev, &st, readonly, e);
 }

@@ -11,9 +11,11 @@
 
 /* Opens the pool, creating it (fallocate of size_bytes, mkfs.xfs) when it
  * does not exist and create is set; -ENOENT when it does not and create is
- * not. Idempotent (later calls return 0 at once). Waits up to 10 s for a
- * previous hutchd's pool to let go of the image (kill -9, then a restart).
- * Any thread. */
+ * not. Idempotent (later calls return 0 at once). A previous hutchd's pool
+ * whose loop device is still there (sandboxes left running with volumes:
+ * live restore) is mounted again through that device (the same superblock);
+ * else waits up to 10 s for it to let go of the image (kill -9, then a
+ * restart). Any thread. */
 int storage_pool_open(const char *state_dir, uint64_t size_bytes, bool create, struct hx_err *e);
 bool storage_pool_is_open(void);
 /* Size of the pool's file system and what it keeps for its own metadata. */
@@ -53,3 +55,12 @@ struct storage_attach {
  * that is going away; -EBUSY then. Any thread. */
 int storage_image_attach(const char *id, bool readonly, int wait_ms, struct storage_attach *a, struct hx_err *e);
 void storage_attach_close(struct storage_attach *a);
+/* Live restore: whether loop device dev (as a previous hutchd recorded it)
+ * still holds image id as an attach made it: bound to that very file
+ * (LOOP_GET_STATUS64), read-only or not, and the attach's lock (exclusive,
+ * or shared when read-only) still held through it. Returns an fd holding
+ * the device (while it is open, the device is neither cleared nor bound to
+ * another file), or a negative errno: -ESTALE when it no longer holds it.
+ * storage_pool_open likewise mounts the previous pool's device again when
+ * one is left. Any thread. */
+int storage_image_held(const char *id, const char *dev, bool readonly, struct hx_err *e);

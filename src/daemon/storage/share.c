@@ -89,6 +89,50 @@ out:
     return r;
 }
 
+int storage_share_adopt(const char *id, const char *dev, struct storage_share **out, struct hx_err *e)
+{
+    *out = NULL;
+    if (!id || strlen(id) >= sizeof((struct storage_share *)0)->id || !dev ||
+        strlen(dev) >= sizeof((struct storage_attach *)0)->dev)
+        return hx_fail(e, EINVAL, "bad snapshot id or device");
+    pthread_mutex_lock(&share_mu);
+    struct storage_share *s;
+    for (s = shares; s; s = s->next)
+        if (strcmp(s->id, id) == 0 && strcmp(s->a.dev, dev) == 0)
+            break;
+    int r = 0;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            r = hx_fail(e, ENOMEM, "out of memory");
+            goto out;
+        }
+        snprintf(s->id, sizeof s->id, "%s", id);
+        snprintf(s->a.dev, sizeof s->a.dev, "%s", dev);
+        s->a.file_fd = -1; /* the lock stays with the device's own file description */
+        s->mnt = -1;
+        /* held: the device cannot go or change file while we mount it, and
+         * the mount reuses the superblock the sandboxes' clones are on */
+        if ((r = storage_image_held(id, dev, true, e)) < 0) {
+            free(s);
+            goto out;
+        }
+        s->a.dev_fd = r;
+        r = 0;
+        if ((r = share_mount(s, e)) < 0) {
+            share_close(s);
+            goto out;
+        }
+        s->next = shares;
+        shares = s;
+    }
+    s->refs++;
+    *out = s;
+out:
+    pthread_mutex_unlock(&share_mu);
+    return r;
+}
+
 int storage_share_tree(struct storage_share *s, struct hx_err *e)
 {
     /* s->mnt stays open while s is referenced: no lock needed */

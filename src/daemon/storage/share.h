@@ -18,6 +18,14 @@ struct storage_share;
  * put on a read-only loop device and mounted (ext4, ro, noload, nodev,
  * noatime), detached. wait_ms: how long to wait for the lock. */
 int storage_share_get(const char *id, int wait_ms, struct storage_share **out, struct hx_err *e);
+/* Live restore: a reference on the share a previous hutchd made for
+ * snapshot id on loop device dev, which the adopted sandboxes booting it
+ * still use. Checked (storage_image_held: that device, that image,
+ * read-only, shared-locked) and mounted again from that device, so the
+ * kernel hands back the superblock their clones are on: one page cache as
+ * before, and sandboxes booting it later join it. -ESTALE when the device
+ * no longer holds the snapshot. */
+int storage_share_adopt(const char *id, const char *dev, struct storage_share **out, struct hx_err *e);
 /* A detached clone of the share's mount for one sandbox (O_CLOEXEC fd). */
 int storage_share_tree(struct storage_share *s, struct hx_err *e);
 /* "/dev/loopN" the share is on. */
