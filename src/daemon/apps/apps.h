@@ -65,6 +65,7 @@ struct app_preset {
     bool is_static;         /* runtime static at target, else dynamic with entrypoint target */
     const char *target;
     const char *args[3];    /* a dynamic runtime's args, NULL-terminated */
+    bool serve;             /* the entrypoint is a module with `export default {fetch}`: `deno serve` */
 };
 const struct app_preset *app_preset_find(const char *name);
 /* "astro, fresh, ..." for messages. */

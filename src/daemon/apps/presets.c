@@ -10,7 +10,7 @@
  * finished site (static). */
 static const struct app_preset presets[] = {
     {"astro", "deno install", "deno task build", true, "dist", {NULL}},
-    {"fresh", "deno install", "deno task build", false, "_fresh/server.js", {NULL}},
+    {"fresh", "deno install", "deno task build", false, "_fresh/server.js", {NULL}, true},
     {"lume", "deno install", "deno task build", true, "_site", {NULL}},
     {"nextjs", "deno install", "deno task build", false, "node_modules/next/dist/bin/next", {"start", NULL}},
     {"nuxt", "deno install", "deno task build", false, ".output/server/index.mjs", {NULL}},

@@ -651,6 +651,11 @@ static void after_stage(struct job *j)
         static char text[256 * 1024]; /* the loop thread only */
         if (ep && app_stage_read(j->stage, ep, text, sizeof text) > 0 && strstr(text, "export default"))
             json_object_set_new(j->rev, "_serve", json_true());
+        /* a preset's entrypoint, made by the build, is known to be one */
+        const struct app_preset *fp =
+            app_preset_find(json_string_value(json_object_get(json_object_get(j->rev, "config"), "framework")));
+        if (ep && fp && fp->serve && strcmp(ep, fp->target) == 0)
+            json_object_set_new(j->rev, "_serve", json_true());
     }
     char id[32];
     if (vol_id_new(j->has_commands ? "vol" : "snp", NULL, g_daemon.cfg->node, id) < 0 ||
