@@ -223,12 +223,16 @@ def test_two_instances_share_requests_survive_a_crash_scale_to_zero_and_wake_one
     # one crashes: every request meanwhile is answered by the other
     st, _, crashed = ingress.get(url, "/crash")
     assert st == 200
-    time.sleep(0.5)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
+
+    def noted(q):
+        st, body = api(d, "GET", f"/api/v2/apps/{app['id']}/logs?start={since}&query={q}")
+        return [l["message"] for l in body["logs"]]
+    # once hutchd saw the exit, it waits out its backoff: every request meanwhile goes to the other one
+    assert wait_until(lambda: noted("exited%20with%20code%203"), 30), d.log_tail(20)
     answers = [ingress.get(url, "/") for _ in range(6)]
     assert all(a[0] == 200 for a in answers), answers
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
-    st, body = api(d, "GET", f"/api/v2/apps/{app['id']}/logs?start={since}&query=restarting")
-    assert any(l["message"].startswith("restarting in 500 ms") for l in body["logs"]), body
+    assert any(m.startswith("restarting in 500 ms") for m in noted("restarting")), noted("restarting")
     # the crashed one comes back (a new process in the same sandbox): three ids seen in all
     assert wait_until(lambda: two_ids() and len(seen) >= 3, 60), seen
     assert crashed in seen and len(running()) == 2
