@@ -7,6 +7,8 @@
 // script fetches the build's data.json from the app and writes it into the
 // DOM. A screenshot is kept as an artifact. buildDirectory overrides the
 // preset's directory; an unknown preset is refused before anything runs.
+// The "fresh" preset (dynamic) serves the module its build writes with
+// `deno serve`; an explicit entrypoint and installCommand replace its own.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -130,6 +132,44 @@ test("deploy-static: a lume preset build is served as a static site and Chromium
         (e) => /400/.test(e.message) && /INVALID_CONFIG/.test(e.message) && /unknown framework preset/.test(e.message));
       await assert.rejects(sb.deploy(s, { build: { mode: "local", frameworkPreset: "lume", buildDirectory: "../etc" } }),
         (e) => /400/.test(e.message) && /INVALID_BODY/.test(e.message) && /buildDirectory/.test(e.message));
+    });
+  } finally {
+    await client.apps.delete(s);
+  }
+});
+
+test("deploy-preset: the fresh preset serves the module its build writes; an explicit entrypoint and installCommand win", { timeout: 600000 }, async () => {
+  requireEnv();
+  const client = new Client();
+  const s = slug("fresh");
+  const ca = path.join(await browserHome(), "ca.crt");
+  try {
+    await withSandbox({}, async (sb) => {
+      await sb.fs.mkdir("/home/app/f", { recursive: true });
+      await sb.fs.writeTextFile("/home/app/f/deno.json",
+        JSON.stringify({ tasks: { build: "mkdir -p _fresh && cp server.src _fresh/server.js" } }));
+      await sb.fs.writeTextFile("/home/app/f/server.src",
+        "export default { fetch: (req) => new Response('fresh ' + new URL(req.url).pathname) };\n");
+      await sb.fs.writeTextFile("/home/app/f/alt.ts", "Deno.serve({ port: 8000 }, () => new Response('alt entry'));\n");
+      const b = await sb.deploy(s, { path: "/home/app/f", build: { mode: "local", frameworkPreset: "fresh" } });
+      const rev = await b.done;
+      assert.equal(rev.status, "succeeded", JSON.stringify(rev));
+      assert.deepEqual([rev.config.install, rev.config.build, rev.config.runtime],
+        ["deno install", "deno task build", { type: "dynamic", entrypoint: "_fresh/server.js", args: [] }]);
+      const url = `https://${rev.timelines[0].domains[0].domain}`;
+      assert.deepEqual(nodeFetch(ca, `${url}/x`), { status: 200, body: "fresh /x" });
+      // explicit options: the entrypoint replaces the preset's, installCommand replaces `deno install`
+      const b2 = await sb.deploy(s, { path: "/home/app/f",
+        build: { mode: "local", frameworkPreset: "fresh", entrypoint: "alt.ts", installCommand: "echo own install" } });
+      const rev2 = await b2.done;
+      assert.equal(rev2.status, "succeeded", JSON.stringify(rev2));
+      assert.equal(rev2.config.install, "echo own install");
+      assert.equal(rev2.config.build, "deno task build");
+      assert.equal(rev2.config.runtime.entrypoint, "alt.ts");
+      const logs = [];
+      for await (const l of client.revisions.buildLogs(b2.id)) logs.push(l.message);
+      assert.ok(logs.includes("own install") && !logs.includes("$ deno install"), JSON.stringify(logs));
+      assert.deepEqual(nodeFetch(ca, `${url}/`), { status: 200, body: "alt entry" });
     });
   } finally {
     await client.apps.delete(s);
