@@ -74,6 +74,8 @@ try {
   out.cold_request = stats(cold);
   // a static site (runtime {type: "static"}, hutch's static file server), deployed
   // as assets with no build: deploy -> first request, warm, and scaled to zero
+  // the dynamic apps go first: each holds a snapshot promised in full in the storage pool
+  for (const a of apps.splice(0)) await client.apps.delete(a).catch(() => {});
   const sd = [], sw = [], sc = [];
   const page = "<!doctype html><p>static hello</p>\n";
   for (let i = 0; i < RUNS; i++) {
@@ -87,7 +89,11 @@ try {
     });
     for await (const _ of client.revisions.progress(rev.id)); // to its end, as Build.done does
     const done = await client.revisions.get(rev.id);
-    if (done.status !== "succeeded") throw new Error(`static deploy failed: ${JSON.stringify(done)}`);
+    if (done.status !== "succeeded") {
+      const logs = [];
+      for await (const l of client.revisions.buildLogs(rev.id)) logs.push(l.message);
+      throw new Error(`static deploy failed: ${JSON.stringify(done)} ${JSON.stringify(logs)}`);
+    }
     const tl = await client.revisions.timelines(rev.id);
     const url = `https://${tl[0].domains[0].domain}/`;
     const r = await get(url);
@@ -108,6 +114,7 @@ try {
     const c = await get(url);
     if (c.status !== 200) throw new Error(`cold static request: ${c.status}`);
     sc.push(ms(t2));
+    await client.apps.delete(slug).catch(() => {});
   }
   out.static_deploy_to_first_request = stats(sd);
   out.static_warm_request = stats(sw);
