@@ -72,6 +72,53 @@ try {
   out.deploy_to_first_request = stats(deploys);
   out.warm_request = stats(warm);
   out.cold_request = stats(cold);
+  // a static site (runtime {type: "static"}, hutch's static file server), deployed
+  // as assets with no build: deploy -> first request, warm, and scaled to zero
+  // the dynamic apps go first: each holds a snapshot promised in full in the storage pool
+  for (const a of apps.splice(0)) await client.apps.delete(a).catch(() => {});
+  const sd = [], sw = [], sc = [];
+  const page = "<!doctype html><p>static hello</p>\n";
+  for (let i = 0; i < RUNS; i++) {
+    const slug = `bench-st-${process.pid}-${i}`;
+    apps.push(slug);
+    await client.apps.create({ slug });
+    const t0 = now();
+    const rev = await client.apps.deploy(slug, {
+      assets: { "site/index.html": { content: page } },
+      config: { runtime: { type: "static", cwd: "site" } },
+    });
+    for await (const _ of client.revisions.progress(rev.id)); // to its end, as Build.done does
+    const done = await client.revisions.get(rev.id);
+    if (done.status !== "succeeded") {
+      const logs = [];
+      for await (const l of client.revisions.buildLogs(rev.id)) logs.push(l.message);
+      throw new Error(`static deploy failed: ${JSON.stringify(done)} ${JSON.stringify(logs)}`);
+    }
+    const tl = await client.revisions.timelines(rev.id);
+    const url = `https://${tl[0].domains[0].domain}/`;
+    const r = await get(url);
+    if (r.status !== 200 || r.body !== page) throw new Error(`bad static answer ${r.status} ${r.body}`);
+    sd.push(ms(t0));
+    const t1 = now();
+    await get(url);
+    sw.push(ms(t1));
+    const running = async () => (await client.sandboxes.list({ labels: { "hutch.revision": rev.id } }))
+      .filter((s) => s.status === "running").length;
+    const end = Date.now() + IDLE_MS + 30000;
+    await sleep(IDLE_MS);
+    while ((await running()) > 0) {
+      if (Date.now() > end) throw new Error("the static app never scaled to zero (is --app-idle set?)");
+      await sleep(200);
+    }
+    const t2 = now();
+    const c = await get(url);
+    if (c.status !== 200) throw new Error(`cold static request: ${c.status}`);
+    sc.push(ms(t2));
+    await client.apps.delete(slug).catch(() => {});
+  }
+  out.static_deploy_to_first_request = stats(sd);
+  out.static_warm_request = stats(sw);
+  out.static_cold_request = stats(sc);
 } finally {
   await sb.close().catch(() => {});
   for (const a of apps) await client.apps.delete(a).catch(() => {});

@@ -73,6 +73,15 @@ def main(d):
                      "peer for the next line: new TLS connection through the ingress"))
         rows.append(("request to an app scaled to zero (cold)", ms(cr, "p50_ms"), ms(cr, "p99_ms"), cr and cr.get("n"),
                      "wakes a sandbox from the snapshot; vs warm " + ratio(cr and cr["p50_ms"], wr and wr["p50_ms"])))
+        sd, sw, sc = apps.get("static_deploy_to_first_request"), apps.get("static_warm_request"), apps.get("static_cold_request")
+        if sd:
+            rows.append(("apps.deploy() static site -> first served request", ms(sd, "p50_ms"), ms(sd, "p99_ms"),
+                         sd.get("n"), "assets, no build; hutch's static file server; vs dynamic " +
+                         ratio(sd["p50_ms"], dp and dp["p50_ms"])))
+            rows.append(("request to a static site (warm)", ms(sw, "p50_ms"), ms(sw, "p99_ms"), sw and sw.get("n"),
+                         "vs a dynamic app " + ratio(sw and sw["p50_ms"], wr and wr["p50_ms"])))
+            rows.append(("request to a static site scaled to zero (cold)", ms(sc, "p50_ms"), ms(sc, "p99_ms"),
+                         sc and sc.get("n"), "vs warm " + ratio(sc and sc["p50_ms"], sw and sw["p50_ms"])))
     vsc, bind = load(f"{d}/vscode.json"), load(f"{d}/bind.json")
     if bind:
         rows.append(("vscode layer bind (per create, in hutch-init)", us_as_ms(bind, "p50_us"), us_as_ms(bind, "p99_us"),

@@ -139,7 +139,10 @@ static void test_configs(void **state)
     (void)state;
     struct hx_err e = {0};
     const char *good[] = {"{}", "{\"install\":\"deno install\",\"build\":null,\"crons\":true}",
-                          "{\"runtime\":{\"type\":\"dynamic\",\"entrypoint\":\"main.ts\",\"args\":[\"--x\"]}}"};
+                          "{\"runtime\":{\"type\":\"dynamic\",\"entrypoint\":\"main.ts\",\"args\":[\"--x\"]}}",
+                          "{\"runtime\":{\"type\":\"static\",\"cwd\":\"dist\",\"spa\":true}}",
+                          "{\"runtime\":{\"type\":\"static\",\"cwd\":\".\"}}", "{\"framework\":\"lume\"}",
+                          "{\"framework\":\"\",\"runtime\":{\"type\":\"dynamic\"}}"};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         json_t *j = json_loads(good[i], 0, NULL);
         assert_int_equal(app_config_check(j, &e), 0);
@@ -147,12 +150,77 @@ static void test_configs(void **state)
     }
     const char *bad[] = {"[]", "{\"install\":5}", "{\"runtime\":{\"type\":\"other\"}}",
                          "{\"runtime\":{\"type\":\"dynamic\",\"entrypoint\":\"../x.ts\"}}",
-                         "{\"runtime\":{\"type\":\"dynamic\",\"args\":[1]}}", "{\"runtime\":{\"type\":\"static\"}}"};
+                         "{\"runtime\":{\"type\":\"dynamic\",\"args\":[1]}}", "{\"runtime\":{\"type\":\"static\"}}",
+                         "{\"runtime\":{\"type\":\"static\",\"cwd\":\"../out\"}}",
+                         "{\"runtime\":{\"type\":\"static\",\"cwd\":\"/etc\"}}",
+                         "{\"runtime\":{\"type\":\"static\",\"cwd\":\"dist\",\"spa\":\"yes\"}}",
+                         "{\"runtime\":{\"type\":\"static\",\"cwd\":\"dist\",\"entrypoint\":\"x.ts\"}}",
+                         "{\"runtime\":{\"type\":\"dynamic\",\"spa\":true}}", "{\"framework\":\"rails\"}",
+                         "{\"framework\":\"lume\",\"runtime\":{\"type\":\"dynamic\"}}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         json_t *j = json_loads(bad[i], 0, NULL);
         assert_true(app_config_check(j, &e) < 0);
         json_decref(j);
     }
+}
+
+/* A preset fills what the config leaves out; explicit values (also null) win. */
+static void test_presets(void **state)
+{
+    (void)state;
+    struct hx_err e = {0};
+    json_t *c = json_loads("{\"framework\":\"lume\"}", 0, NULL);
+    assert_int_equal(app_config_resolve(c, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(c, "build")), "deno task build");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "runtime"), "type")), "static");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "runtime"), "cwd")), "_site");
+    assert_int_equal(app_revision_config_check(c, &e), 0);
+    assert_true(app_config_check(c, &e) < 0); /* as an AppConfig: framework and runtime are exclusive */
+    json_decref(c);
+    c = json_loads("{\"framework\":\"fresh\",\"install\":null,\"build\":\"make\"}", 0, NULL);
+    assert_int_equal(app_config_resolve(c, &e), 0);
+    assert_true(json_is_null(json_object_get(c, "install")));
+    assert_string_equal(json_string_value(json_object_get(c, "build")), "make");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "runtime"), "entrypoint")),
+                        "_fresh/server.js");
+    json_decref(c);
+    c = json_loads("{\"framework\":\"rails\"}", 0, NULL);
+    assert_int_equal(app_config_resolve(c, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "unknown framework preset"));
+    json_decref(c);
+    c = json_loads("{}", 0, NULL);
+    assert_int_equal(app_config_resolve(c, &e), 0);
+    assert_int_equal(json_object_size(c), 0);
+    json_decref(c);
+    const char *names[] = {"astro", "fresh", "lume", "nextjs", "nuxt", "remix", "solidstart", "sveltekit",
+                           "tanstackstart"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const struct app_preset *p = app_preset_find(names[i]);
+        assert_non_null(p);
+        json_t *rt = app_preset_runtime(p);
+        json_t *cfg = json_pack("{s:o}", "runtime", rt);
+        assert_int_equal(app_revision_config_check(cfg, &e), 0);
+        json_decref(cfg);
+    }
+}
+
+static void test_instances_label(void **state)
+{
+    (void)state;
+    struct hx_err e = {0};
+    json_t *l = json_pack("{s:s}", "hutch.instances", "3");
+    assert_int_equal(app_labels_check(l, &e), 0);
+    assert_int_equal(app_instances(l), 3);
+    json_decref(l);
+    const char *bad[] = {"0", "9", "12", "", "x", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        l = json_pack("{s:s}", "hutch.instances", bad[i]);
+        assert_true(app_labels_check(l, &e) < 0);
+        json_decref(l);
+    }
+    l = json_object();
+    assert_int_equal(app_instances(l), 1);
+    json_decref(l);
 }
 
 static void test_iso8601(void **state)
@@ -179,6 +247,8 @@ int main(void)
         cmocka_unit_test(test_env_updates_and_secrets),
         cmocka_unit_test(test_merge_order_and_contexts),
         cmocka_unit_test(test_configs),
+        cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_instances_label),
         cmocka_unit_test(test_iso8601),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -41,12 +41,41 @@ json_t *app_env_public(json_t *vars);
  * "preview"). */
 bool app_env_applies(json_t *var, const char *context);
 
-/* Labels: at most 5 (the SDK's rule), keys and values as sandbox labels. */
+/* Labels: at most 5 (the SDK's rule), keys and values as sandbox labels;
+ * hutch's own label APP_INSTANCES_LABEL, when there, a number 1..APP_INSTANCES_MAX. */
 int app_labels_check(json_t *labels, struct hx_err *e);
+#define APP_INSTANCES_LABEL "hutch.instances"
+#define APP_INSTANCES_MAX 8
+/* How many instances a revision of an app with these labels runs (1 when
+ * the label is absent). */
+int app_instances(json_t *labels);
 /* An AppConfig / DeployConfig: object with install, build, predeploy
- * (string|null), crons (bool), framework (string) or runtime ({type
- * dynamic: entrypoint, args} | {type static: cwd, spa}). */
+ * (string|null), crons (bool), framework (a preset name or "") or runtime
+ * ({type dynamic: entrypoint, args} | {type static: cwd, spa}), not both
+ * (the SDK: mutually exclusive). */
 int app_config_check(json_t *config, struct hx_err *e);
+/* The same for a revision's config after app_config_resolve (framework and
+ * runtime may both be there). */
+int app_revision_config_check(json_t *config, struct hx_err *e);
+
+/* Framework presets (presets.c, docs/apps.md): defaults for the install
+ * and build commands and the runtime. */
+struct app_preset {
+    const char *name, *install, *build;
+    bool is_static;         /* runtime static at target, else dynamic with entrypoint target */
+    const char *target;
+    const char *args[3];    /* a dynamic runtime's args, NULL-terminated */
+    bool serve;             /* the entrypoint is a module with `export default {fetch}`: `deno serve` */
+};
+const struct app_preset *app_preset_find(const char *name);
+/* "astro, fresh, ..." for messages. */
+const char *app_preset_names(void);
+/* The preset's runtime config (a new object). */
+json_t *app_preset_runtime(const struct app_preset *p);
+/* Fills a config's absent install, build and runtime from its framework's
+ * preset, in place (explicit values, also null, win). -EINVAL for an
+ * unknown preset. */
+int app_config_resolve(json_t *config, struct hx_err *e);
 
 /* A relative path inside the app directory: no absolute path, no "..",
  * no empty or "." component, no NUL, at most APP_ASSET_PATH_MAX bytes. */

@@ -202,7 +202,24 @@ int app_labels_check(json_t *labels, struct hx_err *e)
         return 0;
     if (json_is_object(labels) && json_object_size(labels) > 5)
         return hx_fail(e, EINVAL, "at most 5 labels");
-    return hx_labels_validate(labels, e);
+    int r = hx_labels_validate(labels, e);
+    if (r < 0)
+        return r;
+    json_t *n = json_object_get(labels, APP_INSTANCES_LABEL);
+    if (n && app_instances(labels) == 0)
+        return hx_fail(e, EINVAL, "label %s must be a number of instances from 1 to %d", APP_INSTANCES_LABEL,
+                       APP_INSTANCES_MAX);
+    return 0;
+}
+
+int app_instances(json_t *labels)
+{
+    const char *s = json_string_value(json_object_get(labels, APP_INSTANCES_LABEL));
+    if (!json_object_get(labels, APP_INSTANCES_LABEL))
+        return 1;
+    if (!s || strlen(s) != 1 || s[0] < '1' || s[0] > '0' + APP_INSTANCES_MAX)
+        return 0;
+    return s[0] - '0';
 }
 
 static int opt_cmd(json_t *c, const char *k, struct hx_err *e)
@@ -215,7 +232,7 @@ static int opt_cmd(json_t *c, const char *k, struct hx_err *e)
     return 0;
 }
 
-int app_config_check(json_t *config, struct hx_err *e)
+static int config_check(json_t *config, bool resolved, struct hx_err *e)
 {
     if (!config || json_is_null(config))
         return 0;
@@ -229,20 +246,38 @@ int app_config_check(json_t *config, struct hx_err *e)
     if (crons && !json_is_boolean(crons))
         return hx_fail(e, EINVAL, "config.crons must be a boolean");
     json_t *fw = json_object_get(config, "framework");
-    if (fw && !json_is_null(fw) && (!json_is_string(fw) || json_string_length(fw) > 32))
-        return hx_fail(e, EINVAL, "config.framework must be a framework name");
+    if (fw && !json_is_null(fw) && !json_is_string(fw))
+        return hx_fail(e, EINVAL, "config.framework must be a framework preset name");
+    const char *fws = json_string_value(fw);
+    if (fws && *fws && !app_preset_find(fws))
+        return hx_fail(e, EINVAL, "config.framework: unknown framework preset \"%.32s\" (known: %s)", fws,
+                       app_preset_names());
     json_t *rt = json_object_get(config, "runtime");
     if (!rt || json_is_null(rt))
         return 0;
+    if (fws && *fws && !resolved)
+        return hx_fail(e, EINVAL, "config.framework and config.runtime are mutually exclusive");
     const char *type = json_string_value(json_object_get(rt, "type"));
     if (!json_is_object(rt) || !type || (strcmp(type, "dynamic") && strcmp(type, "static")))
         return hx_fail(e, EINVAL, "config.runtime must be {type: \"dynamic\" | \"static\", ...}");
-    if (strcmp(type, "static") == 0)
-        return hx_fail(e, EOPNOTSUPP, "config.runtime type \"static\" is not supported by this hutch version");
-    json_t *ep = json_object_get(rt, "entrypoint");
+    json_t *ep = json_object_get(rt, "entrypoint"), *args = json_object_get(rt, "args");
+    json_t *cwd = json_object_get(rt, "cwd"), *spa = json_object_get(rt, "spa");
+    if (strcmp(type, "static") == 0) {
+        if ((ep && !json_is_null(ep)) || (args && !json_is_null(args)))
+            return hx_fail(e, EINVAL, "config.runtime: entrypoint and args are for type \"dynamic\"");
+        const char *c = json_string_value(cwd);
+        if (!c)
+            return hx_fail(e, EINVAL, "config.runtime.cwd (the directory to serve) is required for type \"static\"");
+        if (strcmp(c, ".") && app_rel_path_check(c, e) < 0)
+            return hx_fail(e, EINVAL, "config.runtime.cwd must be \".\" or a relative path inside the app: %s", e->msg);
+        if (spa && !json_is_null(spa) && !json_is_boolean(spa))
+            return hx_fail(e, EINVAL, "config.runtime.spa must be a boolean");
+        return 0;
+    }
+    if ((cwd && !json_is_null(cwd)) || (spa && !json_is_null(spa)))
+        return hx_fail(e, EINVAL, "config.runtime: cwd and spa are for type \"static\"");
     if (ep && !json_is_null(ep) && (!json_is_string(ep) || app_rel_path_check(json_string_value(ep), e) < 0))
         return hx_fail(e, EINVAL, "config.runtime.entrypoint must be a relative path inside the app");
-    json_t *args = json_object_get(rt, "args");
     if (args && !json_is_null(args)) {
         if (!json_is_array(args) || json_array_size(args) > APP_ARGS_MAX)
             return hx_fail(e, EINVAL, "config.runtime.args must be an array of at most %d strings", APP_ARGS_MAX);
@@ -253,6 +288,16 @@ int app_config_check(json_t *config, struct hx_err *e)
             e, EINVAL, "config.runtime.args[%zu] must be a string without NUL", i);
     }
     return 0;
+}
+
+int app_config_check(json_t *config, struct hx_err *e)
+{
+    return config_check(config, false, e);
+}
+
+int app_revision_config_check(json_t *config, struct hx_err *e)
+{
+    return config_check(config, true, e);
 }
 
 int app_rel_path_check(const char *p, struct hx_err *e)

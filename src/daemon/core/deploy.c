@@ -19,7 +19,9 @@
 #include "daemon/storage/names.h"
 #include "daemon/storage/pool.h"
 #include "daemon/store/store.h"
+#include "lib/b64.h"
 #include "lib/strparse.h"
+#include "static_server_js.h" /* generated (src/daemon/meson.build) from static_server.js: static_server_js[] */
 
 #define APP_DIR "/app/src"            /* where a revision's files are inside its sandboxes */
 #define LOG_LINE_MAX 4096             /* bytes of one log line; longer lines are cut */
@@ -102,6 +104,7 @@ struct instance {
     uint32_t pid;
     int port;
     int restarts;
+    int want;                    /* instances its revision runs (the app's hutch.instances label) */
     int64_t up_ms, last_req_ms, start_deadline;
     uv_timer_t timer;
     bool stopping;               /* we stopped its sandbox on purpose */
@@ -129,6 +132,7 @@ struct route {
     char org[64];
     char app_id[32];
     char rev_id[32];             /* what it serves now; "" = nothing yet */
+    unsigned rr;                 /* round robin over its revision's ready instances */
     char name[27];
     char domain[300];
 };
@@ -647,6 +651,11 @@ static void after_stage(struct job *j)
         static char text[256 * 1024]; /* the loop thread only */
         if (ep && app_stage_read(j->stage, ep, text, sizeof text) > 0 && strstr(text, "export default"))
             json_object_set_new(j->rev, "_serve", json_true());
+        /* a preset's entrypoint, made by the build, is known to be one */
+        const struct app_preset *fp =
+            app_preset_find(json_string_value(json_object_get(json_object_get(j->rev, "config"), "framework")));
+        if (ep && fp && fp->serve && strcmp(ep, fp->target) == 0)
+            json_object_set_new(j->rev, "_serve", json_true());
     }
     char id[32];
     if (vol_id_new(j->has_commands ? "vol" : "snp", NULL, g_daemon.cfg->node, id) < 0 ||
@@ -924,12 +933,14 @@ static void inst_free(struct instance *in)
     uv_close((uv_handle_t *)&in->timer, on_inst_closed);
 }
 
-static struct instance *inst_find_rev(const char *rev_id)
+/* Stops every instance of rev_id. */
+static void inst_stop_rev(const char *rev_id, const char *why)
 {
-    for (struct instance *in = instances; in; in = in->next)
+    for (struct instance *in = instances, *nx; in; in = nx) {
+        nx = in->next;
         if (strcmp(in->rev_id, rev_id) == 0)
-            return in;
-    return NULL;
+            inst_stop(in, why);
+    }
 }
 
 static void inst_refuse_all(struct instance *in, int err)
@@ -1226,16 +1237,40 @@ static void on_inst_work_done(uv_work_t *w, int status)
     }
 }
 
+/* A static runtime's deno arguments: hutch's static file server
+ * (static_server.js) as a data: URL, reading only the app directory,
+ * listening only on its port; ROOT = APP_DIR/cwd. */
+static json_t *static_args(const char *cwd, bool spa, const char *port)
+{
+    static const char prefix[] = "data:application/javascript;base64,";
+    size_t n = sizeof static_server_js - 1;
+    char *url = malloc(sizeof prefix + hx_b64_encoded_len(n));
+    if (!url)
+        return NULL;
+    memcpy(url, prefix, sizeof prefix - 1);
+    hx_b64_encode((const uint8_t *)static_server_js, n, url + sizeof prefix - 1);
+    char root[APP_ASSET_PATH_MAX + 16], net[32];
+    snprintf(root, sizeof root, "%s%s%s", APP_DIR, strcmp(cwd, ".") ? "/" : "", strcmp(cwd, ".") ? cwd : "");
+    snprintf(net, sizeof net, "--allow-net=0.0.0.0:%s", port);
+    json_t *args = json_pack("[s, s, s, s, s, s, s, s]", "run", "--allow-read=" APP_DIR, net, url, root, APP_DIR, port,
+                             spa ? "spa" : "");
+    free(url);
+    return args;
+}
+
 /* Boots an instance of rev: a volume cloned from its snapshot at APP_DIR
- * in a fresh sandbox, then deno with its entrypoint. */
+ * in a fresh sandbox, then deno with its entrypoint (or hutch's static
+ * file server). */
 static struct instance *inst_new(const char *org, json_t *app, json_t *rev, const char *context, struct hx_err *e)
 {
     const char *snap = json_string_value(json_object_get(rev, "_snapshot"));
     json_t *cfgj = json_object_get(rev, "config");
     json_t *rt = json_object_get(cfgj, "runtime");
     const char *entry = json_string_value(json_object_get(rt, "entrypoint"));
-    if (!snap || !entry) {
-        hx_fail(e, ENOENT, "the revision has no files or no entrypoint");
+    const char *cwd = json_string_value(json_object_get(rt, "cwd"));
+    bool is_static = strcmp(json_string_value(json_object_get(rt, "type")) ?: "", "static") == 0;
+    if (!snap || (is_static ? !cwd : !entry)) {
+        hx_fail(e, ENOENT, "the revision has no files or no %s", is_static ? "static directory" : "entrypoint");
         return NULL;
     }
     uint64_t cap = (uint64_t)json_integer_value(json_object_get(rev, "_capacity"));
@@ -1265,14 +1300,28 @@ static struct instance *inst_new(const char *org, json_t *app, json_t *rev, cons
     snprintf(port, sizeof port, "%d", SERVE_PORT);
     json_object_set_new(in->env, "PORT", json_string(port));
     json_object_set_new(in->env, "DENO_DEPLOYMENT_ID", json_string(in->rev_id));
-    /* `deno serve` for a module whose default export has fetch(), else `deno run` (Deno.serve) */
-    bool serve = json_is_true(json_object_get(rev, "_serve"));
-    in->args = serve ? json_pack("[s, s, s, s]", "serve", "--allow-all", "--port", port)
-                     : json_pack("[s, s]", "run", "--allow-all");
-    json_array_append_new(in->args, json_string(entry));
-    size_t i;
-    json_t *a;
-    json_array_foreach(json_object_get(rt, "args"), i, a) json_array_append(in->args, a);
+    in->want = app_instances(json_object_get(app, "labels"));
+    if (in->want < 1)
+        in->want = 1;
+    if (is_static) {
+        in->args = static_args(cwd, json_is_true(json_object_get(rt, "spa")), port);
+    } else {
+        /* `deno serve` for a module whose default export has fetch(), else `deno run` (Deno.serve) */
+        bool serve = json_is_true(json_object_get(rev, "_serve"));
+        in->args = serve ? json_pack("[s, s, s, s]", "serve", "--allow-all", "--port", port)
+                         : json_pack("[s, s]", "run", "--allow-all");
+        json_array_append_new(in->args, json_string(entry));
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(rt, "args"), i, a) json_array_append(in->args, a);
+    }
+    if (!in->args) {
+        json_decref(in->env);
+        free(in);
+        image_drop_later(vol);
+        hx_fail(e, ENOMEM, "out of memory");
+        return NULL;
+    }
     uv_timer_init(g_daemon.loop, &in->timer);
     in->timer.data = in;
     in->last_req_ms = now_ms();
@@ -1330,26 +1379,63 @@ void deploy_sandbox_stopped(struct sandbox *sb)
         }
 }
 
+/* Starts one more instance of route r's revision (a wake-up, or topping
+ * up to the app's instance count); NULL and e filled when it cannot. */
+static struct instance *inst_wake(struct route *r, struct hx_err *e)
+{
+    json_t *app = load_app(r->org, r->app_id), *rev = NULL;
+    store_obj_get(g_daemon.store, "revision", r->org, r->rev_id, &rev, e);
+    struct instance *in = NULL;
+    if (app && rev)
+        in = inst_new(r->org, app, rev, r->key[0] == 'p' ? "production" : "preview", e);
+    else if (!e->msg[0])
+        hx_fail(e, ENOENT, "the app is gone");
+    json_decref(app);
+    json_decref(rev);
+    return in;
+}
+
+/* A new connection to route key: dialed to one of its revision's ready
+ * instances, in turn; held by a starting (or restarting) one when none is
+ * ready; or it wakes one. While fewer than the app's instance count run
+ * and none is starting, one more starts. */
 static void on_app_connect(const char *key, uint32_t req)
 {
     struct route *r = route_find(key);
     if (!r || !r->rev_id[0])
         return expose_refuse(req, ENOENT);
-    struct instance *in = inst_find_rev(r->rev_id);
-    if (in && in->state == I_STOPPED)
-        in = NULL;
-    if (in && in->state == I_READY) {
+    struct instance *ready[APP_INSTANCES_MAX * 2], *starting = NULL, *waiting = NULL;
+    unsigned nready = 0, live = 0;
+    int want = 1;
+    for (struct instance *in = instances; in; in = in->next) {
+        if (in->state == I_STOPPED || strcmp(in->rev_id, r->rev_id))
+            continue;
+        live++;
+        if (in->want > want)
+            want = in->want;
+        if (in->state == I_READY && nready < HX_ARRAY_LEN(ready))
+            ready[nready++] = in;
+        else if (in->state == I_BOOTING || in->state == I_STARTING)
+            starting = in;
+        else
+            waiting = in;
+    }
+    struct hx_err e = {0};
+    if (live && live < (unsigned)want && !starting) {
+        starting = inst_wake(r, &e);
+        if (!starting)
+            fprintf(stderr, "hutchd: apps: one more instance of %s: %s\n", r->rev_id, e.msg);
+        else
+            fprintf(stderr, "hutchd: apps: starting instance %u of %d of %s\n", live + 1, want, r->rev_id);
+    }
+    if (nready) {
+        struct instance *in = ready[r->rr++ % nready];
         in->last_req_ms = now_ms();
         return expose_dial(sandbox_find(in->sb_id), in->port, req);
     }
+    struct instance *in = starting ? starting : waiting;
     if (!in) { /* scaled to zero (or never started since hutchd started): wake one */
-        struct hx_err e = {0};
-        json_t *app = load_app(r->org, r->app_id), *rev = NULL;
-        store_obj_get(g_daemon.store, "revision", r->org, r->rev_id, &rev, &e);
-        if (app && rev)
-            in = inst_new(r->org, app, rev, key[0] == 'p' ? "production" : "preview", &e);
-        json_decref(app);
-        json_decref(rev);
+        in = inst_wake(r, &e);
         if (!in) {
             fprintf(stderr, "hutchd: apps: waking %s: %s\n", r->rev_id, e.msg);
             return expose_refuse(req, ECONNREFUSED);
@@ -1376,9 +1462,14 @@ static void deploy_serve(struct job *j)
         stage_set(dep, "running");
         stage_set(tl, "running");
         progress(j, "warmup", "running");
-        build_logf(j, "info", "starting the app: deno %s %s", json_is_true(json_object_get(j->rev, "_serve")) ? "serve" : "run",
-                   json_string_value(json_object_get(json_object_get(json_object_get(j->rev, "config"), "runtime"),
-                                                     "entrypoint")));
+        json_t *rt = json_object_get(json_object_get(j->rev, "config"), "runtime");
+        if (strcmp(json_string_value(json_object_get(rt, "type")) ?: "", "static") == 0)
+            build_logf(j, "info", "serving %s/%s as a static site%s", APP_DIR, json_string_value(json_object_get(rt, "cwd")),
+                       json_is_true(json_object_get(rt, "spa")) ? " (single-page app: index.html for unknown paths)" : "");
+        else
+            build_logf(j, "info", "starting the app: deno %s %s",
+                       json_is_true(json_object_get(j->rev, "_serve")) ? "serve" : "run",
+                       json_string_value(json_object_get(rt, "entrypoint")));
         json_t *app = load_app(j->org, j->app_id);
         bool prod = json_is_true(json_object_get(j->rev, "_production"));
         struct instance *in = app ? inst_new(j->org, app, j->rev, prod ? "production" : "preview", &e) : NULL;
@@ -1413,9 +1504,7 @@ static void deploy_serve(struct job *j)
         build_logf(j, "info", "production: https://%s", r->domain);
         /* the revision it replaced stops serving (unless a preview URL still names it) */
         if (old_rev[0] && strcmp(old_rev, j->rev_id) && !rev_routed(old_rev)) {
-            struct instance *oi = inst_find_rev(old_rev);
-            if (oi)
-                inst_stop(oi, "production moved to a newer revision");
+            inst_stop_rev(old_rev, "production moved to a newer revision");
         }
     }
     if (json_is_true(json_object_get(j->rev, "_preview"))) {
@@ -1429,7 +1518,19 @@ static void deploy_serve(struct job *j)
         json_object_set_new(j->rev, "_route", json_string(name));
         build_logf(j, "info", "preview: https://%s", r->domain);
     }
+    int want = app_instances(json_object_get(app, "labels"));
     json_decref(app);
+    /* the app's other instances start now; the first one already serves */
+    if (json_is_true(json_object_get(j->rev, "_production")))
+        snprintf(key, sizeof key, "p:%s", j->app_id);
+    struct route *rt = route_find(key);
+    for (int n = 1; rt && n < want; n++) {
+        if (!inst_wake(rt, &e)) {
+            build_logf(j, "error", "starting instance %d of %d: %s", n + 1, want, e.msg);
+            break;
+        }
+        build_logf(j, "info", "starting instance %d of %d", n + 1, want);
+    }
     stage_set(json_object_get(tl, "routing"), "succeeded");
     stage_set(tl, "succeeded");
     stage_set(dep, "succeeded");
@@ -1681,9 +1782,7 @@ void deploy_revision_deleted(json_t *rev)
     char key[48];
     snprintf(key, sizeof key, "r:%s", rid);
     route_remove(key);
-    struct instance *in = inst_find_rev(rid);
-    if (in)
-        inst_stop(in, "its revision was deleted");
+    inst_stop_rev(rid, "its revision was deleted");
     const char *snap = json_string_value(json_object_get(rev, "_snapshot"));
     if (snap)
         image_drop_later(snap);

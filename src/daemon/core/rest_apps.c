@@ -534,10 +534,14 @@ static void app_deploy_assets(struct http_conn *c, const struct http_request *re
         !(layers = resolve_layers(c, org, json_object_get(b, "layers"), NULL)))
         goto out;
     cfg = json_deep_copy(config ? config : json_object());
+    if (app_config_resolve(cfg, &e) < 0) { /* a framework preset fills what the config leaves out */
+        http_respond_error(c, 400, "INVALID_CONFIG", "%s", e.msg);
+        goto out;
+    }
     if (!json_object_get(cfg, "runtime"))
         json_object_set_new(cfg, "runtime", json_pack("{s:s, s:s}", "type", "dynamic", "entrypoint", "main.ts"));
     json_t *rt = json_object_get(cfg, "runtime");
-    if (!json_object_get(rt, "entrypoint"))
+    if (!json_object_get(rt, "entrypoint") && strcmp(json_string_value(json_object_get(rt, "type")), "dynamic") == 0)
         json_object_set_new(rt, "entrypoint", json_string("main.ts"));
     rev = rev_new(org, app, cfg, layers, json_object_get(b, "env_vars"), json_object_get(b, "labels"), production, preview);
     audit_log(org, token_id, "deploy", json_string_value(json_object_get(rev, "id")), "app %s, %zu asset bytes",
@@ -894,9 +898,19 @@ static void sandbox_deploy(struct http_conn *c, const struct http_request *req, 
         http_respond_error(c, 400, "INVALID_BODY", "mode must be \"none\" or \"local\"");
         goto out;
     }
-    if (preset && *preset) {
-        http_respond_error(c, 400, "UNSUPPORTED", "framework presets are not supported by this hutch version: give "
-                                                  "installCommand, buildCommand and the entrypoint instead");
+    const struct app_preset *fp = NULL;
+    json_t *jfp = json_object_get(b, "frameworkPreset");
+    if (jfp && !json_is_null(jfp) && !json_is_string(jfp)) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "frameworkPreset must be a string (\"\" or a preset name)");
+        goto out;
+    }
+    if (preset && *preset && !(fp = app_preset_find(preset))) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "frameworkPreset: unknown framework preset \"%.32s\" (known: %s)",
+                           preset, app_preset_names());
+        goto out;
+    }
+    if ((ic && !json_is_null(ic) && !json_is_string(ic)) || (bc && !json_is_null(bc) && !json_is_string(bc))) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "installCommand and buildCommand must be strings");
         goto out;
     }
     if (!path || !*path)
@@ -906,21 +920,42 @@ static void sandbox_deploy(struct http_conn *c, const struct http_request *req, 
         goto out;
     }
     snprintf(full, sizeof full, "%s%s", path[0] == '/' ? "" : "/home/app/", path);
-    snprintf(ep, sizeof ep, "%s", entry);
+    const char *bds = NULL;
     if (bd && !json_is_null(bd)) {
-        if (!json_is_string(bd) || app_rel_path_check(json_string_value(bd), &e) < 0) {
+        if (!json_is_string(bd) ||
+            (strcmp(json_string_value(bd), ".") && app_rel_path_check(json_string_value(bd), &e) < 0)) {
             http_respond_error(c, 400, "INVALID_BODY", "buildDirectory: %s", e.msg[0] ? e.msg : "must be a string");
             goto out;
         }
-        snprintf(ep, sizeof ep, "%s/%s", json_string_value(bd), entry);
+        bds = json_string_value(bd);
     }
-    cfg = json_pack("{s:s, s:O, s:O, s:{s:s, s:s}}", "framework", "", "install", ic && json_is_string(ic) ? ic : json_null(),
-                    "build", bc && json_is_string(bc) ? bc : json_null(), "runtime", "type", "dynamic", "entrypoint", ep);
-    if (args && !json_is_null(args))
-        json_object_set(json_object_get(cfg, "runtime"), "args", args);
-    if ((ic && !json_is_null(ic) && !json_is_string(ic)) || (bc && !json_is_null(bc) && !json_is_string(bc)) ||
-        app_config_check(cfg, &e) < 0) {
-        http_respond_error(c, 400, "INVALID_CONFIG", "%s", e.msg[0] ? e.msg : "commands must be strings");
+    /* Explicit options win over the preset's defaults (docs/apps.md): the
+     * commands when given, buildDirectory as the static root (or the
+     * directory a dynamic entrypoint is in), an entrypoint other than the
+     * SDK's default "main.ts" and args as the dynamic runtime's. */
+    cfg = json_pack("{s:s}", "framework", fp ? fp->name : "");
+    if (json_is_string(ic) || !fp)
+        json_object_set(cfg, "install", json_is_string(ic) ? ic : json_null());
+    if (json_is_string(bc) || !fp)
+        json_object_set(cfg, "build", json_is_string(bc) ? bc : json_null());
+    json_t *rt = fp ? app_preset_runtime(fp) : json_pack("{s:s, s:s}", "type", "dynamic", "entrypoint", "main.ts");
+    json_object_set_new(cfg, "runtime", rt);
+    if (app_config_resolve(cfg, &e) < 0) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "%s", e.msg);
+        goto out;
+    }
+    if (fp && fp->is_static) {
+        if (bds)
+            json_object_set_new(rt, "cwd", json_string(bds));
+    } else {
+        const char *base = fp && strcmp(entry, "main.ts") == 0 ? fp->target : entry;
+        snprintf(ep, sizeof ep, "%s%s%s", bds && strcmp(bds, ".") ? bds : "", bds && strcmp(bds, ".") ? "/" : "", base);
+        json_object_set_new(rt, "entrypoint", json_string(ep));
+        if (args && !json_is_null(args))
+            json_object_set(rt, "args", args);
+    }
+    if (app_revision_config_check(cfg, &e) < 0) {
+        http_respond_error(c, 400, "INVALID_CONFIG", "%s", e.msg);
         goto out;
     }
     if (!flags(c, b, &production, &preview))
