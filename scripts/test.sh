@@ -442,9 +442,24 @@ stop_sdk_daemon_and_check() {
   [[ -n $left ]] && { echo "LEAK CHECK: sandbox veths left in hutchd's netns:" $left; rc=1; }
   # New sandbox-uid processes in our cgroups or in no sandbox cgroup at all
   # (other hutchd instances on this machine use the same uid ranges).
+  # A leak stays; another daemon's process in transit does not: counted are
+  # only the pids found in two looks 2 s apart and alive after the second.
+  left=$(uid_leftovers)
+  if [[ -n $left ]]; then
+    sleep 2
+    left=$(comm -12 <(echo "$left") <(uid_leftovers) | while read -r p; do [[ -e /proc/$p ]] && echo "$p"; done)
+  fi
+  [[ -n $left ]] && { echo "LEAK CHECK: sandbox-uid processes left:"; ps -o pid,uid,cmd -p "$(paste -sd, <<<"$left")"; rc=1; }
+  ((rc == 0)) && echo "LEAK CHECK: hutchd (SDK) left nothing behind"
+  return $rc
+}
+
+# Sandbox-uid processes that were not there before the run, in our cgroups
+# or in no sandbox cgroup at all and not below another daemon; sorted.
+uid_leftovers() {
   local now p
   now=$(ps -eo pid=,uid= | awk '$2 >= 1000000000 {print $1}' | sort)
-  left=$(comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | while read -r p; do
+  comm -13 <(echo "$UID_PIDS_BEFORE") <(echo "$now") | while read -r p; do
     [[ -n $p ]] || continue
     if grep -q "/$D_CG/" "/proc/$p/cgroup" 2>/dev/null; then
       echo "$p"
@@ -453,10 +468,7 @@ stop_sdk_daemon_and_check() {
       # daemon's create in progress (ours were re-parented when ours exited)
       another_daemons "$p" || { [[ -e /proc/$p ]] && echo "$p"; }
     fi
-  done)
-  [[ -n $left ]] && { echo "LEAK CHECK: sandbox-uid processes left:"; ps -o pid,uid,cmd -p "$(paste -sd, <<<"$left")"; rc=1; }
-  ((rc == 0)) && echo "LEAK CHECK: hutchd (SDK) left nothing behind"
-  return $rc
+  done | sort
 }
 
 # Whether pid's parent or an ancestor is a live hutchd, or sits in another

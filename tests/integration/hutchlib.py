@@ -432,9 +432,25 @@ class Hutchd:
         left = wait_until(lambda: not cgroup_dirs_for(self.cgroup_name), settle)
         if not left:
             problems.append(f"cgroup dirs left: {cgroup_dirs_for(self.cgroup_name)}")
-        if not wait_until(lambda: not our_uid_pids(), settle):
+        # A leak stays; another daemon's process in transit does not: a pid
+        # counts only when two looks 1 s apart both find it.
+        seen = {}
+
+        def lasting_uid_pids():
+            first = our_uid_pids()
+            if not first:
+                return {}
+            time.sleep(1)
+            return {p: u for p, u in our_uid_pids().items() if p in first}
+
+        def none_lasting():
+            seen.clear()
+            seen.update(lasting_uid_pids())
+            return not seen
+
+        if not wait_until(none_lasting, settle):
             procs = []
-            for p, u in our_uid_pids().items():
+            for p, u in seen.items():
                 with contextlib.suppress(OSError):
                     with open(f"/proc/{p}/cmdline", "rb") as f:
                         cmd = f.read().replace(b"\0", b" ")[:80]
