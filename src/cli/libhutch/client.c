@@ -253,6 +253,7 @@ struct resp_parser {
     bool overflow; /* current header longer than we keep: ignored */
     char sandbox_id[128];
     char ws_accept[64];
+    bool streams_binary; /* x-hutch-streams: binary (docs/protocol.md "Binary streams") */
     char link_next[512]; /* the Link header's rel="next" URL, as sent */
     char *body;
     size_t body_len, body_cap;
@@ -298,6 +299,8 @@ static void commit_header(struct resp_parser *rp)
             snprintf(rp->sandbox_id, sizeof(rp->sandbox_id), "%s", rp->value);
         else if (strcasecmp(rp->field, "sec-websocket-accept") == 0)
             snprintf(rp->ws_accept, sizeof(rp->ws_accept), "%s", rp->value);
+        else if (strcasecmp(rp->field, "x-hutch-streams") == 0)
+            rp->streams_binary = strcmp(rp->value, "binary") == 0;
         else if (strcasecmp(rp->field, "link") == 0)
             link_next_parse(rp->value, rp->link_next, sizeof(rp->link_next));
     }
@@ -669,6 +672,7 @@ struct hutch_conn {
     json_t *responses; /* "id" -> response message, until taken */
     hutch_stream_cb scb;
     void *sud;
+    bool binary;       /* stream bytes travel as binary messages, both ways */
     bool eof;          /* the peer closed the TCP connection */
     bool closed;       /* we received a close frame */
     uint16_t close_code;
@@ -792,9 +796,34 @@ static void dispatch_stream(struct hutch_conn *c, const char *method, json_t *pa
             return;
         }
         rc = c->scb(c->sud, HUTCH_STREAM_DATA, json_integer_value(sid), buf, cap, &e);
+    } else if (kinds[k].ev == HUTCH_STREAM_ERROR) {
+        /* the error's message, for whoever reports it */
+        json_t *m = json_object_get(json_object_get(params, "error"), "message");
+        const char *msg = json_is_string(m) ? json_string_value(m) : "";
+        rc = c->scb(c->sud, HUTCH_STREAM_ERROR, json_integer_value(sid), (const uint8_t *)msg, strlen(msg), &e);
     } else {
         rc = c->scb(c->sud, kinds[k].ev, json_integer_value(sid), NULL, 0, &e);
     }
+    if (rc < 0)
+        conn_set_error(c, rc, &e);
+}
+
+/* hutch's binary stream message: an 8-byte big-endian stream id, then the bytes. */
+static void handle_binary(struct hutch_conn *c, const uint8_t *msg, size_t len)
+{
+    struct hx_err e = { 0 };
+    if (!c->binary || len < 8) {
+        hx_fail(&e, EPROTO, "%s", !c->binary ? "a binary message the server was not asked for"
+                                             : "a binary message shorter than its stream id");
+        conn_set_error(c, -EPROTO, &e);
+        return;
+    }
+    uint64_t sid = 0;
+    for (int i = 0; i < 8; i++)
+        sid = sid << 8 | msg[i];
+    if (sid >= (1ull << 53) || !c->scb)
+        return;
+    int rc = c->scb(c->sud, HUTCH_STREAM_DATA, (int64_t)sid, msg + 8, len - 8, &e);
     if (rc < 0)
         conn_set_error(c, rc, &e);
 }
@@ -828,8 +857,10 @@ static void handle_text(struct hutch_conn *c, const uint8_t *msg, size_t len)
 static void ws_on_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud)
 {
     struct hutch_conn *c = ud;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
         handle_text(c, arg->msg, arg->msg_length);
+    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
+        handle_binary(c, arg->msg, arg->msg_length);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         c->closed = true;
         c->close_code = arg->status_code;
@@ -884,7 +915,7 @@ static int ws_open(const struct hutch_target *t, const char *path, json_t *confi
     autofree char *hdrs = NULL;
     if (!key || (config && !cfg_b64) ||
         asprintf(&hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                        "Sec-WebSocket-Version: 13\r\n%s%s%s", key, cfg_b64 ? "x-deno-sandbox-config: " : "",
+                        "Sec-WebSocket-Version: 13\r\nx-hutch-streams: binary\r\n%s%s%s", key, cfg_b64 ? "x-deno-sandbox-config: " : "",
                  cfg_b64 ? cfg_b64 : "", cfg_b64 ? "\r\n" : "") < 0) {
         hdrs = NULL;
         return hx_fail(e, ENOMEM, "out of memory");
@@ -932,6 +963,7 @@ static int ws_open(const struct hutch_target *t, const char *path, json_t *confi
     }
     c->extra = extra;
     c->extra_len = extra_len;
+    c->binary = rp.streams_binary;
     snprintf(c->desc, sizeof(c->desc), "%s", desc);
     if (header_safe(rp.sandbox_id))
         snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", rp.sandbox_id);
@@ -995,12 +1027,12 @@ static int conn_broken(struct hutch_conn *c, struct hx_err *e)
     return 0;
 }
 
-static int queue_text(struct hutch_conn *c, const char *text, size_t len, struct hx_err *e)
+static int queue_msg(struct hutch_conn *c, uint8_t opcode, const uint8_t *msg, size_t len, struct hx_err *e)
 {
     int rc = conn_broken(c, e);
     if (rc < 0)
         return rc;
-    struct wslay_event_msg m = { .opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)text, .msg_length = len };
+    struct wslay_event_msg m = { .opcode = opcode, .msg = msg, .msg_length = len };
     if (wslay_event_queue_msg(c->ws, &m) != 0)
         return hx_fail(e, ECONNRESET, "connection to %s is closing", c->desc);
     /* Push out what the socket takes now; the rest goes in hutch_pump. */
@@ -1016,7 +1048,7 @@ static int queue_json(struct hutch_conn *c, json_t *msg, struct hx_err *e)
     json_decref(msg);
     if (!text)
         return hx_fail(e, ENOMEM, "out of memory");
-    return queue_text(c, text, strlen(text), e);
+    return queue_msg(c, WSLAY_TEXT_FRAME, (const uint8_t *)text, strlen(text), e);
 }
 
 int hutch_send_request(struct hutch_conn *c, const char *method, json_t *params, int64_t *id, struct hx_err *e)
@@ -1123,6 +1155,15 @@ int hutch_stream_end(struct hutch_conn *c, int64_t sid, struct hx_err *e)
 
 int hutch_stream_write(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e)
 {
+    if (c->binary) {
+        autofree uint8_t *msg = malloc(8 + n);
+        if (!msg)
+            return hx_fail(e, ENOMEM, "out of memory");
+        for (int i = 0; i < 8; i++)
+            msg[i] = (uint8_t)((uint64_t)sid >> (56 - 8 * i));
+        memcpy(msg + 8, data, n);
+        return queue_msg(c, WSLAY_BINARY_FRAME, msg, 8 + n, e);
+    }
     /* Built by hand: the base64 needs no escaping, and this path carries all of stdin. */
     autofree char *b64 = hutch_b64_encode(data, n);
     if (!b64)
@@ -1134,7 +1175,7 @@ int hutch_stream_write(struct hutch_conn *c, int64_t sid, const void *data, size
         text = NULL;
         return hx_fail(e, ENOMEM, "out of memory");
     }
-    return queue_text(c, text, (size_t)len, e);
+    return queue_msg(c, WSLAY_TEXT_FRAME, (const uint8_t *)text, (size_t)len, e);
 }
 
 static void maybe_ping(struct hutch_conn *c)

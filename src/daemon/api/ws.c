@@ -221,7 +221,10 @@ static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_o
     if (w->closing || http_conn_closing(w->c))
         return;
     if (arg->opcode == WSLAY_BINARY_FRAME) {
-        begin_close(w, WSLAY_CODE_UNSUPPORTED_DATA, "binary messages are not supported");
+        if (w->h.on_binary)
+            w->h.on_binary(w, arg->msg ? arg->msg : (const uint8_t *)"", arg->msg_length, w->ud);
+        else
+            begin_close(w, WSLAY_CODE_UNSUPPORTED_DATA, "binary messages are not supported");
         return;
     }
     if (arg->opcode != WSLAY_TEXT_FRAME)
@@ -302,11 +305,11 @@ static void ws_pump(struct ws_conn *w)
     }
 }
 
-int ws_send_text(struct ws_conn *w, const char *data, size_t len)
+static int ws_queue(struct ws_conn *w, uint8_t opcode, const uint8_t *data, size_t len)
 {
     if (!w || w->closing || http_conn_closing(w->c))
         return -EPIPE;
-    struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)data, len };
+    struct wslay_event_msg m = { opcode, data, len };
     int r = wslay_event_queue_msg(w->ctx, &m);  /* copies */
     if (r == WSLAY_ERR_NOMEM)
         return -ENOMEM;
@@ -316,6 +319,26 @@ int ws_send_text(struct ws_conn *w, const char *data, size_t len)
         w->above_high = true;
     ws_pump(w);
     return 0;
+}
+
+int ws_send_text(struct ws_conn *w, const char *data, size_t len)
+{
+    return ws_queue(w, WSLAY_TEXT_FRAME, (const uint8_t *)data, len);
+}
+
+int ws_send_binary(struct ws_conn *w, const uint8_t *head, size_t hl, const uint8_t *data, size_t len)
+{
+    if (!w || w->closing || http_conn_closing(w->c))
+        return -EPIPE;
+    uint8_t *buf = malloc(hl + len ? hl + len : 1);
+    if (!buf)
+        return -ENOMEM;
+    memcpy(buf, head, hl);
+    if (len)
+        memcpy(buf + hl, data, len);
+    int r = ws_queue(w, WSLAY_BINARY_FRAME, buf, hl + len);
+    free(buf);
+    return r;
 }
 
 void ws_close(struct ws_conn *w, uint16_t code, const char *reason)
