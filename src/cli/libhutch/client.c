@@ -673,6 +673,10 @@ struct hutch_conn {
     hutch_stream_cb scb;
     void *sud;
     bool binary;       /* stream bytes travel as binary messages, both ways */
+    /* Binary frames we build ourselves (whole frames, masked, in order), sent before anything
+     * wslay queues after them: wslay masks into a 4 KiB buffer, one send() per 4 KiB. */
+    uint8_t *raw;
+    size_t raw_len, raw_off, raw_cap;
     bool eof;          /* the peer closed the TCP connection */
     bool closed;       /* we received a close frame */
     uint16_t close_code;
@@ -1008,7 +1012,98 @@ void hutch_conn_on_stream(struct hutch_conn *c, hutch_stream_cb cb, void *ud)
 
 size_t hutch_conn_queued(const struct hutch_conn *c)
 {
-    return wslay_event_get_queued_msg_length(c->ws);
+    return wslay_event_get_queued_msg_length(c->ws) + (c->raw_len - c->raw_off);
+}
+
+static bool want_write(const struct hutch_conn *c)
+{
+    return c->raw_off < c->raw_len || wslay_event_want_write(c->ws);
+}
+
+/* Our own frames first, then wslay's queue. Nonzero only when the connection broke. */
+static int flush_out(struct hutch_conn *c)
+{
+    while (c->raw_off < c->raw_len) {
+        ssize_t n = send(c->fd, c->raw + c->raw_off, c->raw_len - c->raw_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n < 0) {
+            c->eof = true;
+            return -1;
+        }
+        c->raw_off += (size_t)n;
+    }
+    c->raw_off = c->raw_len = 0;
+    return wslay_event_want_write(c->ws) ? wslay_event_send(c->ws) : 0;
+}
+
+/* RFC 6455 5.3 masking, a word at a time: key4 repeated, starting at payload offset 0. */
+static void mask_copy(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4[4], size_t phase)
+{
+    uint8_t k8[8];
+    for (int i = 0; i < 8; i++)
+        k8[i] = key4[(phase + (size_t)i) & 3];
+    uint64_t k;
+    memcpy(&k, k8, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, in + i, 8);
+        v ^= k;
+        memcpy(out + i, &v, 8);
+    }
+    for (; i < n; i++)
+        out[i] = in[i] ^ k8[i & 7];
+}
+
+/* One binary message [8-byte stream id][data] as a frame we mask and send ourselves. Only
+ * while wslay holds nothing (a frame of its own half sent, or queued before this one). */
+static int queue_raw_binary(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e)
+{
+    if (c->raw_off) { /* what went out is not kept */
+        memmove(c->raw, c->raw + c->raw_off, c->raw_len - c->raw_off);
+        c->raw_len -= c->raw_off;
+        c->raw_off = 0;
+    }
+    size_t plen = 8 + n, hl = plen < 126 ? 2 : plen < 65536 ? 4 : 10;
+    size_t need = c->raw_len + hl + 4 + plen;
+    if (need > c->raw_cap) {
+        size_t cap = c->raw_cap ? c->raw_cap : 1 << 20;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *nb = realloc(c->raw, cap);
+        if (!nb)
+            return hx_fail(e, ENOMEM, "out of memory");
+        c->raw = nb;
+        c->raw_cap = cap;
+    }
+    uint8_t *f = c->raw + c->raw_len;
+    f[0] = 0x80 | WSLAY_BINARY_FRAME; /* FIN */
+    if (hl == 2) {
+        f[1] = (uint8_t)(0x80 | plen);
+    } else if (hl == 4) {
+        f[1] = 0x80 | 126;
+        f[2] = (uint8_t)(plen >> 8);
+        f[3] = (uint8_t)plen;
+    } else {
+        f[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            f[2 + i] = (uint8_t)((uint64_t)plen >> (56 - 8 * i));
+    }
+    uint8_t *key = f + hl;
+    if (ws_genmask_cb(c->ws, key, 4, c) != 0) /* RFC 6455 10.3: unpredictable keys, as wslay's */
+        return hx_fail(e, EIO, "getrandom: %m");
+    uint8_t head[8];
+    for (int i = 0; i < 8; i++)
+        head[i] = (uint8_t)((uint64_t)sid >> (56 - 8 * i));
+    mask_copy(key + 4, head, 8, key, 0);
+    mask_copy(key + 12, data, n, key, 8);
+    c->raw_len = need;
+    if (flush_out(c) != 0 && c->eof)
+        return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
+    return 0;
 }
 
 static int conn_broken(struct hutch_conn *c, struct hx_err *e)
@@ -1036,7 +1131,7 @@ static int queue_msg(struct hutch_conn *c, uint8_t opcode, const uint8_t *msg, s
     if (wslay_event_queue_msg(c->ws, &m) != 0)
         return hx_fail(e, ECONNRESET, "connection to %s is closing", c->desc);
     /* Push out what the socket takes now; the rest goes in hutch_pump. */
-    if (wslay_event_send(c->ws) != 0 && c->eof)
+    if (flush_out(c) != 0 && c->eof)
         return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     return 0;
 }
@@ -1155,6 +1250,10 @@ int hutch_stream_end(struct hutch_conn *c, int64_t sid, struct hx_err *e)
 
 int hutch_stream_write(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e)
 {
+    if (c->binary && !wslay_event_want_write(c->ws)) {
+        int rc = conn_broken(c, e);
+        return rc < 0 ? rc : queue_raw_binary(c, sid, data, n, e);
+    }
     if (c->binary) {
         autofree uint8_t *msg = malloc(8 + n);
         if (!msg)
@@ -1195,7 +1294,7 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
     if (rc < 0)
         return rc;
     maybe_ping(c);
-    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+    if (want_write(c) && flush_out(c) != 0) {
         rc = conn_broken(c, e);
         return rc < 0 ? rc : hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     }
@@ -1207,7 +1306,7 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
         if (nextra > 8)
             return hx_fail(e, EINVAL, "too many fds to poll");
         pfd[0] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-        if (wslay_event_want_write(c->ws))
+        if (want_write(c))
             pfd[0].events |= POLLOUT;
         for (nfds_t i = 0; i < nextra; i++)
             pfd[1 + i] = extra[i];
@@ -1225,7 +1324,7 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
         for (nfds_t i = 0; i < nextra; i++)
             extra[i].revents = pfd[1 + i].revents;
         ready = pfd[0].revents & (POLLIN | POLLHUP | POLLERR);
-        if ((pfd[0].revents & POLLOUT) && wslay_event_send(c->ws) != 0 && c->eof)
+        if ((pfd[0].revents & POLLOUT) && flush_out(c) != 0 && c->eof)
             return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     }
     if (ready && wslay_event_recv(c->ws) != 0) {
@@ -1247,13 +1346,13 @@ void hutch_conn_close(struct hutch_conn *c)
         (void)wslay_event_queue_close(c->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
         int64_t deadline = now_ms() + CLOSE_WAIT_MS;
         /* Flush our close frame and wait for the server's, so it sees a clean close. */
-        while (!c->eof && (wslay_event_want_write(c->ws) || wslay_event_want_read(c->ws)) && remaining(deadline) > 0) {
+        while (!c->eof && (want_write(c) || wslay_event_want_read(c->ws)) && remaining(deadline) > 0) {
             struct pollfd p = { .fd = c->fd, .events = POLLIN };
-            if (wslay_event_want_write(c->ws))
+            if (want_write(c))
                 p.events |= POLLOUT;
             if (poll(&p, 1, remaining(deadline)) <= 0)
                 break;
-            if ((p.revents & POLLOUT) && wslay_event_send(c->ws) != 0)
+            if ((p.revents & POLLOUT) && flush_out(c) != 0)
                 break;
             if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(c->ws) != 0)
                 break;
@@ -1263,5 +1362,6 @@ void hutch_conn_close(struct hutch_conn *c)
     close(c->fd);
     json_decref(c->responses);
     free(c->extra);
+    free(c->raw);
     free(c);
 }
