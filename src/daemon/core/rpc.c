@@ -208,6 +208,15 @@ static void defer_credit(struct session *s, struct sandbox *sb, uint32_t chan, u
 
 int rpc_send_stream_data(struct session *s, uint64_t stream_id, const uint8_t *data, size_t len)
 {
+    if (!s->ws && s->sink) { /* a session without a WebSocket gets the notification as JSON */
+        char *enc = malloc(hx_b64_encoded_len(len) + 1);
+        if (!enc)
+            return -ENOMEM;
+        hx_b64_encode(data, len, enc);
+        rpc_notify(s, "$sandbox.stream.enqueue", json_pack("{s:I, s:s}", "streamId", (json_int_t)stream_id, "data", enc));
+        free(enc);
+        return 0;
+    }
     if (!s->ws)
         return -EPIPE;
     if (s->binary) {
