@@ -27,6 +27,7 @@
 #define WS_MSG_MAX           (64u << 20) /* bytes of one inbound message */
 #define PING_INTERVAL_MS     2000
 #define CLOSE_WAIT_MS        1000
+#define PUMP_READ_MAX        (4u << 20) /* bytes read per hutch_pump: responses are taken between pumps */
 #define WS_GUID              "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 static int64_t now_ms(void)
@@ -684,6 +685,7 @@ struct hutch_conn {
     int cb_err;        /* sticky error raised inside a wslay callback */
     struct hx_err cb_e;
     int64_t last_ping;
+    size_t recv_budget; /* bytes one hutch_pump may still read (callers take responses between pumps) */
 };
 
 static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
@@ -697,10 +699,18 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
         c->extra_off += n;
         return (ssize_t)n;
     }
+    if (c->recv_budget == 0) { /* back to the caller, who may be waiting for a response read already */
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (len > c->recv_budget)
+        len = c->recv_budget;
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
-        if (n > 0)
+        if (n > 0) {
+            c->recv_budget -= (size_t)n;
             return n;
+        }
         if (n == 0) {
             c->eof = true;
             wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
@@ -1327,6 +1337,7 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
         if ((pfd[0].revents & POLLOUT) && flush_out(c) != 0 && c->eof)
             return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     }
+    c->recv_budget = PUMP_READ_MAX;
     if (ready && wslay_event_recv(c->ws) != 0) {
         rc = conn_broken(c, e);
         return rc < 0 ? rc : hx_fail(e, EPROTO, "WebSocket protocol error from %s", c->desc);
@@ -1354,6 +1365,7 @@ void hutch_conn_close(struct hutch_conn *c)
                 break;
             if ((p.revents & POLLOUT) && flush_out(c) != 0)
                 break;
+            c->recv_budget = PUMP_READ_MAX;
             if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(c->ws) != 0)
                 break;
         }
