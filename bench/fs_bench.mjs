@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 
 const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
@@ -31,12 +31,19 @@ const out = { size_mb: MB };
 const sb = await Sandbox.create();
 const cliEnv = { ...process.env, HUTCH_ENDPOINT: process.env.DENO_SANDBOX_ENDPOINT,
                  HUTCH_TOKEN: process.env.DENO_DEPLOY_TOKEN };
-function cli(args, opts = {}) {
-  const t0 = now();
-  const r = spawnSync(process.env.HUTCH_CLI, args, { env: cliEnv, stdio: ["ignore", "ignore", "pipe"], ...opts });
-  if (r.status !== 0) throw new Error(`hutch ${args.join(" ")}: ${r.status} ${r.stderr}`);
-  return secs(t0);
+// Asynchronous, so that the SDK's connection keeps pinging while a slow copy
+// runs (a silent connection is closed after 60 s, and the sandbox with it).
+function run(cmd, args, opts) {
+  return new Promise((resolve, reject) => {
+    const t0 = now();
+    const p = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], ...opts });
+    let err = "";
+    p.stderr.on("data", (d) => { err += d; });
+    p.on("error", reject);
+    p.on("close", (code) => code === 0 ? resolve(secs(t0)) : reject(new Error(`${cmd} ${args.join(" ")}: ${code} ${err}`)));
+  });
 }
+const cli = (args) => run(process.env.HUTCH_CLI, args, { env: cliEnv });
 try {
   // local cp (the target): fresh destination, file already in the page cache
   {
@@ -64,9 +71,9 @@ try {
   }
   if (process.env.HUTCH_CLI) {
     const id = sb.id;
-    out.exec_cat_mbs = rate(cli(["exec", id, "--", "cat", "/tmp/big.bin"]));
-    out.cp_up_mbs = rate(cli(["cp", "-q", src, `${id}:/tmp/up.bin`]));
-    out.cp_down_mbs = rate(cli(["cp", "-q", `${id}:/tmp/big.bin`, path.join(dir, "down.bin")]));
+    out.exec_cat_mbs = rate(await cli(["exec", id, "--", "cat", "/tmp/big.bin"]));
+    out.cp_up_mbs = rate(await cli(["cp", "-q", src, `${id}:/tmp/up.bin`]));
+    out.cp_down_mbs = rate(await cli(["cp", "-q", `${id}:/tmp/big.bin`, path.join(dir, "down.bin")]));
     if (fs.statSync(path.join(dir, "down.bin")).size !== size) throw new Error("hutch cp download: wrong size");
     fs.rmSync(path.join(dir, "down.bin"));
     // A tree of the same size (10 directories of 1 MB files), copied as a tree
@@ -78,17 +85,11 @@ try {
       fs.writeFileSync(path.join(tree, `d${i % 10}`, `f${i}.bin`), block.subarray(0, Math.min(left, block.length)));
       block[0]++; // every file different
     }
-    const shell = (cmd) => {
-      const t0 = now();
-      const r = spawnSync("sh", ["-c", cmd], { env: { ...cliEnv, H: process.env.HUTCH_CLI, ID: id, D: dir },
-                                              stdio: ["ignore", "ignore", "pipe"] });
-      if (r.status !== 0) throw new Error(`${cmd}: ${r.status} ${r.stderr}`);
-      return secs(t0);
-    };
-    out.cp_tree_up_mbs = rate(cli(["cp", "-q", tree, `${id}:/tmp/tree`]));
-    out.cp_tree_down_mbs = rate(cli(["cp", "-q", `${id}:/tmp/tree`, path.join(dir, "tree.down")]));
-    out.tar_tree_up_mbs = rate(shell(`tar -C "$D" -cf - tree | "$H" cp -q - "$ID:/tmp/untar"`));
-    out.tar_tree_down_mbs = rate(shell(`mkdir "$D/untar" && "$H" cp -q "$ID:/tmp/tree" - | tar -C "$D/untar" -xf -`));
+    const shell = (cmd) => run("sh", ["-c", cmd], { env: { ...cliEnv, H: process.env.HUTCH_CLI, ID: id, D: dir } });
+    out.cp_tree_up_mbs = rate(await cli(["cp", "-q", tree, `${id}:/tmp/tree`]));
+    out.cp_tree_down_mbs = rate(await cli(["cp", "-q", `${id}:/tmp/tree`, path.join(dir, "tree.down")]));
+    out.tar_tree_up_mbs = rate(await shell(`tar -C "$D" -cf - tree | "$H" cp -q - "$ID:/tmp/untar"`));
+    out.tar_tree_down_mbs = rate(await shell(`mkdir "$D/untar" && "$H" cp -q "$ID:/tmp/tree" - | tar -C "$D/untar" -xf -`));
     const du = (p) => spawnSync("du", ["-sb", p]).stdout.toString().split("\t")[0];
     if (du(path.join(dir, "untar", "tree")) !== du(tree)) throw new Error("hutch cp ID:tree - | tar -x: wrong size");
   }

@@ -602,9 +602,106 @@ static int local_walk(int dfd, const char *name, const char *rel, struct sink *k
 
 /* -- sandbox tree */
 
+/* A download as one server stream (hutch's readFileStream, docs/protocol.md "Binary streams"):
+ * hutchd sends $sandbox.stream.start before its answer, and the bytes after it, possibly in
+ * the same read; the first start after the request is ours, and the answer must confirm it. */
+struct dl {
+    struct sink *k;
+    const char *rel;
+    uint32_t mode;
+    uint64_t size;
+    int64_t sid;           /* -1 until the stream starts */
+    bool begun;            /* the sink has the file (only once bytes or the end came: not on an error) */
+    bool ended, failed;
+    char msg[256];
+};
+
+static int dl_begin(struct dl *d, struct hx_err *e)
+{
+    if (d->begun)
+        return 0;
+    int rc = sink_file_begin(d->k, d->rel, d->mode, d->size, e);
+    d->begun = rc == 0;
+    return rc;
+}
+
+static int dl_stream(void *ud, enum hutch_stream_event ev, int64_t sid, const uint8_t *data, size_t n,
+                     struct hx_err *e)
+{
+    struct dl *d = ud;
+    if (ev == HUTCH_STREAM_START && d->sid < 0) {
+        d->sid = sid;
+        return 0;
+    }
+    if (sid != d->sid || d->ended)
+        return 0;
+    int rc;
+    switch (ev) {
+    case HUTCH_STREAM_DATA: return (rc = dl_begin(d, e)) < 0 ? rc : sink_file_data(d->k, data, n, e);
+    case HUTCH_STREAM_END: d->ended = true; return dl_begin(d, e);
+    case HUTCH_STREAM_ERROR:
+        d->ended = d->failed = true;
+        snprintf(d->msg, sizeof d->msg, "%.*s", (int)(n < 250 ? n : 250), (const char *)data);
+        return 0;
+    default: return 0;
+    }
+}
+
+/* 1: the file was copied (or failed: rc in *out), 0: the server has no readFileStream. */
+static int remote_read_stream(struct hutch_conn *c, const char *path, const char *rel, uint32_t mode, uint64_t size,
+                              struct sink *k, int *out, struct hx_err *e)
+{
+    struct dl d = { .k = k, .rel = rel, .mode = mode, .size = size, .sid = -1 };
+    int64_t req;
+    int rc = hutch_send_request(c, "readFileStream", json_pack("{s:s}", "path", path), &req, e);
+    hutch_conn_on_stream(c, dl_stream, &d);
+    json_t *ok = NULL;
+    bool answered = false;
+    while (rc >= 0 && (!answered || !d.ended)) {
+        if (!answered) {
+            autofree char *code = NULL;
+            rc = hutch_take_response(c, req, &ok, &code, e);
+            if (rc < 0 && !code && strncmp(e->msg, "RPC error -32601:", 17) == 0) {
+                hutch_conn_on_stream(c, NULL, NULL);
+                return 0; /* an older hutchd: fileRead it is */
+            }
+            if (rc < 0)
+                break;
+            if (rc > 0) {
+                answered = true;
+                json_int_t sid = json_integer_value(json_object_get(ok, "streamId"));
+                json_decref(ok);
+                if (sid != d.sid)
+                    rc = hx_fail(e, EPROTO, "readFileStream %s: the server's stream id does not match", path);
+                continue;
+            }
+        }
+        rc = hutch_pump(c, NULL, 0, -1, e);
+        if (rc == -EINTR)
+            rc = 0;
+    }
+    hutch_conn_on_stream(c, NULL, NULL);
+    if (rc >= 0 && d.failed)
+        rc = hx_fail(e, EREMOTEIO, "%s", d.msg[0] ? d.msg : "the download failed");
+    if (d.begun) {
+        int rc2 = sink_file_end(k, mode, rc >= 0, e);
+        if (rc >= 0)
+            rc = rc2;
+    }
+    *out = rc < 0 ? rc : 0;
+    return 1;
+}
+
 static int remote_read_file(struct hutch_conn *c, const char *path, const char *rel, uint32_t mode, uint64_t size,
                             struct sink *k, struct hx_err *e)
 {
+    static bool no_stream; /* the server lacks readFileStream */
+    int src;
+    if (!no_stream) {
+        if (remote_read_stream(c, path, rel, mode, size, k, &src, e))
+            return src;
+        no_stream = true;
+    }
     json_t *ok = NULL;
     int rc = hutch_call(c, "open", json_pack("{s:s, s:{s:b}}", "path", path, "options", "read", 1), &ok, NULL, e);
     if (rc < 0)

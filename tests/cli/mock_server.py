@@ -56,6 +56,7 @@ class MockConn:
         self.wlock = threading.Lock()
         self.inbound = {}  # client stream id -> queue of bytes (None = end)
         self.procs = {}
+        self.handles = {}  # fileHandleId -> [bytes, offset]
         self.closed = False
 
     # -- frames
@@ -264,6 +265,24 @@ class MockConn:
                 proc.done.wait()
                 ok(proc.status)
             threading.Thread(target=waiter, daemon=True).start()
+        elif method in ("stat", "lstat") and params.get("path") in sb.get("files", {}):
+            # a hutchd of the SDK's protocol only (no readFileStream): one flat file system
+            data = sb["files"][params["path"]]
+            ok({"isFile": True, "isDirectory": False, "isSymlink": False, "size": len(data), "mode": 0o100644})
+        elif method in ("stat", "lstat"):
+            fail("NotFound", "No such file or directory (os error 2)", "ENOENT")
+        elif method == "open" and params.get("path") in sb.get("files", {}):
+            self.mock.pid += 1
+            self.handles[self.mock.pid] = [sb["files"][params["path"]], 0]
+            ok({"fileHandleId": self.mock.pid})
+        elif method == "fileRead" and params.get("fileHandleId") in self.handles:
+            h = self.handles[params["fileHandleId"]]
+            chunk = h[0][h[1]:h[1] + min(int(params.get("length", 65536)), 147456)]
+            h[1] += len(chunk)
+            ok({"data": base64.b64encode(chunk).decode() if chunk else None})
+        elif method == "fileClose":
+            self.handles.pop(params.get("fileHandleId"), None)
+            ok(None)
         elif method == "processKill":
             proc = self.procs.get(params.get("pid"))
             self.mock.kills.append(params.get("signal"))

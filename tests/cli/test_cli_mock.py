@@ -561,3 +561,23 @@ def test_search_is_url_encoded(hutch, mock):
     mock.pages = {}
     assert hutch("volume", "ls", "--search", "a b&c").returncode == 0
     assert mock.requests[-1]["target"] == "/api/v2/volumes?search=a+b%26c"
+
+
+# ---------------------------------------------------------------- cp against an SDK-only server
+
+def test_cp_download_falls_back_to_file_read_without_binary_streams(hutch, mock, tmp_path):
+    """A server that neither grants x-hutch-streams nor knows readFileStream
+    (-32601) still gets a byte-exact download through open + fileRead."""
+    sid = mock.add_sandbox()
+    data = os.urandom(700_000) + b"\x00end"  # several 144 KiB reads
+    mock.sandboxes[sid]["files"] = {"/data/f.bin": data}
+    dst = tmp_path / "f.bin"
+    r = hutch("cp", "-q", f"{sid}:/data/f.bin", str(dst))
+    assert r.returncode == 0, err(r)
+    assert dst.read_bytes() == data
+    methods = [m for m, _ in mock.calls]
+    assert "readFileStream" in methods and "fileRead" in methods, methods
+    assert methods.index("readFileStream") < methods.index("open"), methods
+    # a missing file is the server's error, and nothing is created here
+    r = hutch("cp", "-q", f"{sid}:/data/none", str(tmp_path / "none"))
+    assert r.returncode != 0 and "No such file" in err(r) and not (tmp_path / "none").exists()

@@ -27,6 +27,7 @@
 #define WS_MSG_MAX           (64u << 20) /* bytes of one inbound message */
 #define PING_INTERVAL_MS     2000
 #define CLOSE_WAIT_MS        1000
+#define PUMP_READ_MAX        (4u << 20) /* bytes read per hutch_pump: responses are taken between pumps */
 #define WS_GUID              "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 static int64_t now_ms(void)
@@ -253,6 +254,7 @@ struct resp_parser {
     bool overflow; /* current header longer than we keep: ignored */
     char sandbox_id[128];
     char ws_accept[64];
+    bool streams_binary; /* x-hutch-streams: binary (docs/protocol.md "Binary streams") */
     char link_next[512]; /* the Link header's rel="next" URL, as sent */
     char *body;
     size_t body_len, body_cap;
@@ -298,6 +300,8 @@ static void commit_header(struct resp_parser *rp)
             snprintf(rp->sandbox_id, sizeof(rp->sandbox_id), "%s", rp->value);
         else if (strcasecmp(rp->field, "sec-websocket-accept") == 0)
             snprintf(rp->ws_accept, sizeof(rp->ws_accept), "%s", rp->value);
+        else if (strcasecmp(rp->field, "x-hutch-streams") == 0)
+            rp->streams_binary = strcmp(rp->value, "binary") == 0;
         else if (strcasecmp(rp->field, "link") == 0)
             link_next_parse(rp->value, rp->link_next, sizeof(rp->link_next));
     }
@@ -669,6 +673,11 @@ struct hutch_conn {
     json_t *responses; /* "id" -> response message, until taken */
     hutch_stream_cb scb;
     void *sud;
+    bool binary;       /* stream bytes travel as binary messages, both ways */
+    /* Binary frames we build ourselves (whole frames, masked, in order), sent before anything
+     * wslay queues after them: wslay masks into a 4 KiB buffer, one send() per 4 KiB. */
+    uint8_t *raw;
+    size_t raw_len, raw_off, raw_cap;
     bool eof;          /* the peer closed the TCP connection */
     bool closed;       /* we received a close frame */
     uint16_t close_code;
@@ -676,6 +685,7 @@ struct hutch_conn {
     int cb_err;        /* sticky error raised inside a wslay callback */
     struct hx_err cb_e;
     int64_t last_ping;
+    size_t recv_budget; /* bytes one hutch_pump may still read (callers take responses between pumps) */
 };
 
 static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
@@ -689,10 +699,18 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
         c->extra_off += n;
         return (ssize_t)n;
     }
+    if (c->recv_budget == 0) { /* back to the caller, who may be waiting for a response read already */
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (len > c->recv_budget)
+        len = c->recv_budget;
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
-        if (n > 0)
+        if (n > 0) {
+            c->recv_budget -= (size_t)n;
             return n;
+        }
         if (n == 0) {
             c->eof = true;
             wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
@@ -792,9 +810,34 @@ static void dispatch_stream(struct hutch_conn *c, const char *method, json_t *pa
             return;
         }
         rc = c->scb(c->sud, HUTCH_STREAM_DATA, json_integer_value(sid), buf, cap, &e);
+    } else if (kinds[k].ev == HUTCH_STREAM_ERROR) {
+        /* the error's message, for whoever reports it */
+        json_t *m = json_object_get(json_object_get(params, "error"), "message");
+        const char *msg = json_is_string(m) ? json_string_value(m) : "";
+        rc = c->scb(c->sud, HUTCH_STREAM_ERROR, json_integer_value(sid), (const uint8_t *)msg, strlen(msg), &e);
     } else {
         rc = c->scb(c->sud, kinds[k].ev, json_integer_value(sid), NULL, 0, &e);
     }
+    if (rc < 0)
+        conn_set_error(c, rc, &e);
+}
+
+/* hutch's binary stream message: an 8-byte big-endian stream id, then the bytes. */
+static void handle_binary(struct hutch_conn *c, const uint8_t *msg, size_t len)
+{
+    struct hx_err e = { 0 };
+    if (!c->binary || len < 8) {
+        hx_fail(&e, EPROTO, "%s", !c->binary ? "a binary message the server was not asked for"
+                                             : "a binary message shorter than its stream id");
+        conn_set_error(c, -EPROTO, &e);
+        return;
+    }
+    uint64_t sid = 0;
+    for (int i = 0; i < 8; i++)
+        sid = sid << 8 | msg[i];
+    if (sid >= (1ull << 53) || !c->scb)
+        return;
+    int rc = c->scb(c->sud, HUTCH_STREAM_DATA, (int64_t)sid, msg + 8, len - 8, &e);
     if (rc < 0)
         conn_set_error(c, rc, &e);
 }
@@ -828,8 +871,10 @@ static void handle_text(struct hutch_conn *c, const uint8_t *msg, size_t len)
 static void ws_on_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud)
 {
     struct hutch_conn *c = ud;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
         handle_text(c, arg->msg, arg->msg_length);
+    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
+        handle_binary(c, arg->msg, arg->msg_length);
     } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         c->closed = true;
         c->close_code = arg->status_code;
@@ -884,7 +929,7 @@ static int ws_open(const struct hutch_target *t, const char *path, json_t *confi
     autofree char *hdrs = NULL;
     if (!key || (config && !cfg_b64) ||
         asprintf(&hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                        "Sec-WebSocket-Version: 13\r\n%s%s%s", key, cfg_b64 ? "x-deno-sandbox-config: " : "",
+                        "Sec-WebSocket-Version: 13\r\nx-hutch-streams: binary\r\n%s%s%s", key, cfg_b64 ? "x-deno-sandbox-config: " : "",
                  cfg_b64 ? cfg_b64 : "", cfg_b64 ? "\r\n" : "") < 0) {
         hdrs = NULL;
         return hx_fail(e, ENOMEM, "out of memory");
@@ -932,6 +977,7 @@ static int ws_open(const struct hutch_target *t, const char *path, json_t *confi
     }
     c->extra = extra;
     c->extra_len = extra_len;
+    c->binary = rp.streams_binary;
     snprintf(c->desc, sizeof(c->desc), "%s", desc);
     if (header_safe(rp.sandbox_id))
         snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", rp.sandbox_id);
@@ -976,7 +1022,98 @@ void hutch_conn_on_stream(struct hutch_conn *c, hutch_stream_cb cb, void *ud)
 
 size_t hutch_conn_queued(const struct hutch_conn *c)
 {
-    return wslay_event_get_queued_msg_length(c->ws);
+    return wslay_event_get_queued_msg_length(c->ws) + (c->raw_len - c->raw_off);
+}
+
+static bool want_write(const struct hutch_conn *c)
+{
+    return c->raw_off < c->raw_len || wslay_event_want_write(c->ws);
+}
+
+/* Our own frames first, then wslay's queue. Nonzero only when the connection broke. */
+static int flush_out(struct hutch_conn *c)
+{
+    while (c->raw_off < c->raw_len) {
+        ssize_t n = send(c->fd, c->raw + c->raw_off, c->raw_len - c->raw_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n < 0) {
+            c->eof = true;
+            return -1;
+        }
+        c->raw_off += (size_t)n;
+    }
+    c->raw_off = c->raw_len = 0;
+    return wslay_event_want_write(c->ws) ? wslay_event_send(c->ws) : 0;
+}
+
+/* RFC 6455 5.3 masking, a word at a time: key4 repeated, starting at payload offset 0. */
+static void mask_copy(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4[4], size_t phase)
+{
+    uint8_t k8[8];
+    for (int i = 0; i < 8; i++)
+        k8[i] = key4[(phase + (size_t)i) & 3];
+    uint64_t k;
+    memcpy(&k, k8, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, in + i, 8);
+        v ^= k;
+        memcpy(out + i, &v, 8);
+    }
+    for (; i < n; i++)
+        out[i] = in[i] ^ k8[i & 7];
+}
+
+/* One binary message [8-byte stream id][data] as a frame we mask and send ourselves. Only
+ * while wslay holds nothing (a frame of its own half sent, or queued before this one). */
+static int queue_raw_binary(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e)
+{
+    if (c->raw_off) { /* what went out is not kept */
+        memmove(c->raw, c->raw + c->raw_off, c->raw_len - c->raw_off);
+        c->raw_len -= c->raw_off;
+        c->raw_off = 0;
+    }
+    size_t plen = 8 + n, hl = plen < 126 ? 2 : plen < 65536 ? 4 : 10;
+    size_t need = c->raw_len + hl + 4 + plen;
+    if (need > c->raw_cap) {
+        size_t cap = c->raw_cap ? c->raw_cap : 1 << 20;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *nb = realloc(c->raw, cap);
+        if (!nb)
+            return hx_fail(e, ENOMEM, "out of memory");
+        c->raw = nb;
+        c->raw_cap = cap;
+    }
+    uint8_t *f = c->raw + c->raw_len;
+    f[0] = 0x80 | WSLAY_BINARY_FRAME; /* FIN */
+    if (hl == 2) {
+        f[1] = (uint8_t)(0x80 | plen);
+    } else if (hl == 4) {
+        f[1] = 0x80 | 126;
+        f[2] = (uint8_t)(plen >> 8);
+        f[3] = (uint8_t)plen;
+    } else {
+        f[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            f[2 + i] = (uint8_t)((uint64_t)plen >> (56 - 8 * i));
+    }
+    uint8_t *key = f + hl;
+    if (ws_genmask_cb(c->ws, key, 4, c) != 0) /* RFC 6455 10.3: unpredictable keys, as wslay's */
+        return hx_fail(e, EIO, "getrandom: %m");
+    uint8_t head[8];
+    for (int i = 0; i < 8; i++)
+        head[i] = (uint8_t)((uint64_t)sid >> (56 - 8 * i));
+    mask_copy(key + 4, head, 8, key, 0);
+    mask_copy(key + 12, data, n, key, 8);
+    c->raw_len = need;
+    if (flush_out(c) != 0 && c->eof)
+        return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
+    return 0;
 }
 
 static int conn_broken(struct hutch_conn *c, struct hx_err *e)
@@ -995,16 +1132,16 @@ static int conn_broken(struct hutch_conn *c, struct hx_err *e)
     return 0;
 }
 
-static int queue_text(struct hutch_conn *c, const char *text, size_t len, struct hx_err *e)
+static int queue_msg(struct hutch_conn *c, uint8_t opcode, const uint8_t *msg, size_t len, struct hx_err *e)
 {
     int rc = conn_broken(c, e);
     if (rc < 0)
         return rc;
-    struct wslay_event_msg m = { .opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)text, .msg_length = len };
+    struct wslay_event_msg m = { .opcode = opcode, .msg = msg, .msg_length = len };
     if (wslay_event_queue_msg(c->ws, &m) != 0)
         return hx_fail(e, ECONNRESET, "connection to %s is closing", c->desc);
     /* Push out what the socket takes now; the rest goes in hutch_pump. */
-    if (wslay_event_send(c->ws) != 0 && c->eof)
+    if (flush_out(c) != 0 && c->eof)
         return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     return 0;
 }
@@ -1016,7 +1153,7 @@ static int queue_json(struct hutch_conn *c, json_t *msg, struct hx_err *e)
     json_decref(msg);
     if (!text)
         return hx_fail(e, ENOMEM, "out of memory");
-    return queue_text(c, text, strlen(text), e);
+    return queue_msg(c, WSLAY_TEXT_FRAME, (const uint8_t *)text, strlen(text), e);
 }
 
 int hutch_send_request(struct hutch_conn *c, const char *method, json_t *params, int64_t *id, struct hx_err *e)
@@ -1123,6 +1260,19 @@ int hutch_stream_end(struct hutch_conn *c, int64_t sid, struct hx_err *e)
 
 int hutch_stream_write(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e)
 {
+    if (c->binary && !wslay_event_want_write(c->ws)) {
+        int rc = conn_broken(c, e);
+        return rc < 0 ? rc : queue_raw_binary(c, sid, data, n, e);
+    }
+    if (c->binary) {
+        autofree uint8_t *msg = malloc(8 + n);
+        if (!msg)
+            return hx_fail(e, ENOMEM, "out of memory");
+        for (int i = 0; i < 8; i++)
+            msg[i] = (uint8_t)((uint64_t)sid >> (56 - 8 * i));
+        memcpy(msg + 8, data, n);
+        return queue_msg(c, WSLAY_BINARY_FRAME, msg, 8 + n, e);
+    }
     /* Built by hand: the base64 needs no escaping, and this path carries all of stdin. */
     autofree char *b64 = hutch_b64_encode(data, n);
     if (!b64)
@@ -1134,7 +1284,7 @@ int hutch_stream_write(struct hutch_conn *c, int64_t sid, const void *data, size
         text = NULL;
         return hx_fail(e, ENOMEM, "out of memory");
     }
-    return queue_text(c, text, (size_t)len, e);
+    return queue_msg(c, WSLAY_TEXT_FRAME, (const uint8_t *)text, (size_t)len, e);
 }
 
 static void maybe_ping(struct hutch_conn *c)
@@ -1154,7 +1304,7 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
     if (rc < 0)
         return rc;
     maybe_ping(c);
-    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+    if (want_write(c) && flush_out(c) != 0) {
         rc = conn_broken(c, e);
         return rc < 0 ? rc : hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     }
@@ -1166,7 +1316,7 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
         if (nextra > 8)
             return hx_fail(e, EINVAL, "too many fds to poll");
         pfd[0] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-        if (wslay_event_want_write(c->ws))
+        if (want_write(c))
             pfd[0].events |= POLLOUT;
         for (nfds_t i = 0; i < nextra; i++)
             pfd[1 + i] = extra[i];
@@ -1184,9 +1334,10 @@ int hutch_pump(struct hutch_conn *c, struct pollfd *extra, nfds_t nextra, int ti
         for (nfds_t i = 0; i < nextra; i++)
             extra[i].revents = pfd[1 + i].revents;
         ready = pfd[0].revents & (POLLIN | POLLHUP | POLLERR);
-        if ((pfd[0].revents & POLLOUT) && wslay_event_send(c->ws) != 0 && c->eof)
+        if ((pfd[0].revents & POLLOUT) && flush_out(c) != 0 && c->eof)
             return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);
     }
+    c->recv_budget = PUMP_READ_MAX;
     if (ready && wslay_event_recv(c->ws) != 0) {
         rc = conn_broken(c, e);
         return rc < 0 ? rc : hx_fail(e, EPROTO, "WebSocket protocol error from %s", c->desc);
@@ -1206,14 +1357,15 @@ void hutch_conn_close(struct hutch_conn *c)
         (void)wslay_event_queue_close(c->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
         int64_t deadline = now_ms() + CLOSE_WAIT_MS;
         /* Flush our close frame and wait for the server's, so it sees a clean close. */
-        while (!c->eof && (wslay_event_want_write(c->ws) || wslay_event_want_read(c->ws)) && remaining(deadline) > 0) {
+        while (!c->eof && (want_write(c) || wslay_event_want_read(c->ws)) && remaining(deadline) > 0) {
             struct pollfd p = { .fd = c->fd, .events = POLLIN };
-            if (wslay_event_want_write(c->ws))
+            if (want_write(c))
                 p.events |= POLLOUT;
             if (poll(&p, 1, remaining(deadline)) <= 0)
                 break;
-            if ((p.revents & POLLOUT) && wslay_event_send(c->ws) != 0)
+            if ((p.revents & POLLOUT) && flush_out(c) != 0)
                 break;
+            c->recv_budget = PUMP_READ_MAX;
             if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(c->ws) != 0)
                 break;
         }
@@ -1222,5 +1374,6 @@ void hutch_conn_close(struct hutch_conn *c)
     close(c->fd);
     json_decref(c->responses);
     free(c->extra);
+    free(c->raw);
     free(c);
 }

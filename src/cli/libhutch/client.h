@@ -82,7 +82,8 @@ int hutch_call(struct hutch_conn *c, const char *method, json_t *params, json_t 
 /* Lower level: what hutch_run is built on. */
 enum hutch_stream_event { HUTCH_STREAM_START, HUTCH_STREAM_DATA, HUTCH_STREAM_END, HUTCH_STREAM_ERROR,
                           HUTCH_STREAM_CANCEL };
-/* Called for every $sandbox.stream.* notification; data only for DATA. A
+/* Called for every $sandbox.stream.* notification and binary stream message; data for DATA,
+ * and for ERROR the error's message (not NUL-terminated, may be empty). A
  * negative return aborts hutch_pump with that value (fill e first). */
 typedef int (*hutch_stream_cb)(void *ud, enum hutch_stream_event ev, int64_t stream_id, const uint8_t *data,
                                size_t n, struct hx_err *e);

@@ -17,6 +17,9 @@ struct ws_handlers {
     void (*on_text)(struct ws_conn *w, const char *data, size_t len, void *ud);
     void (*on_close)(struct ws_conn *w, void *ud);  /* peer closed or error; w is freed right after this returns */
     void (*on_drain)(struct ws_conn *w, void *ud);  /* queued output fell below WS_LOW_WATER */
+    /* A complete binary message (hutch's own stream frames, docs/protocol.md "Binary streams"), valid
+     * during the call; NULL: binary messages close the connection with 1003. */
+    void (*on_binary)(struct ws_conn *w, const uint8_t *data, size_t len, void *ud);
 };
 
 /* Completes the handshake (101) with extra response headers (e.g. "x-deno-sandbox-id: sbx_...\r\n").
@@ -25,6 +28,8 @@ struct ws_handlers {
 struct ws_conn *http_upgrade_websocket(struct http_conn *c, const char *extra_headers,
                                        const struct ws_handlers *h, void *ud);
 int ws_send_text(struct ws_conn *w, const char *data, size_t len);
+/* One binary message: head (hl bytes) then data (len bytes), copied; -EPIPE if closing. */
+int ws_send_binary(struct ws_conn *w, const uint8_t *head, size_t hl, const uint8_t *data, size_t len);
 /* Closes connections silent this long (0: never); default WS_IDLE_MS. */
 void ws_set_idle_timeout(uint64_t ms);  /* copies; -EPIPE if closing */
 size_t ws_queued_bytes(const struct ws_conn *w);   /* bytes accepted but not yet written to the socket */

@@ -107,7 +107,12 @@ static void on_ws_drain(struct ws_conn *w, void *ud)
     rpc_on_drain(ud);
 }
 
-static const struct ws_handlers session_handlers = {on_ws_text, on_ws_close, on_ws_drain};
+static void on_ws_binary(struct ws_conn *w, const uint8_t *data, size_t len, void *ud)
+{
+    rpc_on_binary(ud, data, len);
+}
+
+static const struct ws_handlers session_handlers = {on_ws_text, on_ws_close, on_ws_drain, on_ws_binary};
 
 void rpc_session_closed_by_sandbox(struct session *s, const char *reason)
 {
@@ -128,12 +133,16 @@ static bool attach_session(struct http_conn *c, struct sandbox *sb, const char *
         return false;
     }
     snprintf(s->token_id, sizeof s->token_id, "%s", token_id);
-    char hdr[160], tok[128];
+    char hdr[200], tok[128];
     const struct http_request *req = http_conn_request(c);
     bool sub = req && !http_header_get(req, "authorization") && ws_subprotocol_token(req, tok, sizeof tok);
     explicit_bzero(tok, sizeof tok);
-    snprintf(hdr, sizeof hdr, "x-deno-sandbox-id: %s\r\n%s", sb->id,
-             sub ? "Sec-WebSocket-Protocol: " WS_SUBPROTOCOL "\r\n" : ""); /* dashboard: */
+    /* hutch's own clients ask for stream bytes as binary messages (docs/protocol.md) */
+    const char *streams = req ? http_header_get(req, RPC_STREAMS_HEADER) : NULL;
+    s->binary = streams && strcmp(streams, "binary") == 0;
+    snprintf(hdr, sizeof hdr, "x-deno-sandbox-id: %s\r\n%s%s", sb->id,
+             sub ? "Sec-WebSocket-Protocol: " WS_SUBPROTOCOL "\r\n" : "", /* dashboard: */
+             s->binary ? RPC_STREAMS_HEADER ": binary\r\n" : "");
     sandbox_session_attach(sb, s);
     s->ws = http_upgrade_websocket(c, hdr, &session_handlers, s);
     if (!s->ws) {

@@ -206,6 +206,43 @@ static void defer_credit(struct session *s, struct sandbox *sb, uint32_t chan, u
     s->deferred = d;
 }
 
+int rpc_send_stream_data(struct session *s, uint64_t stream_id, const uint8_t *data, size_t len)
+{
+    if (!s->ws && s->sink) { /* a session without a WebSocket gets the notification as JSON */
+        char *enc = malloc(hx_b64_encoded_len(len) + 1);
+        if (!enc)
+            return -ENOMEM;
+        hx_b64_encode(data, len, enc);
+        rpc_notify(s, "$sandbox.stream.enqueue", json_pack("{s:I, s:s}", "streamId", (json_int_t)stream_id, "data", enc));
+        free(enc);
+        return 0;
+    }
+    if (!s->ws)
+        return -EPIPE;
+    if (s->binary) {
+        uint8_t head[RPC_BIN_HEAD];
+        for (unsigned i = 0; i < RPC_BIN_HEAD; i++)
+            head[i] = (uint8_t)(stream_id >> (56 - 8 * i));
+        return ws_send_binary(s->ws, head, sizeof head, data, len);
+    }
+    /* Built by hand: jansson would copy the (large) base64 string twice. */
+    char head[112];
+    int hl = snprintf(head, sizeof head,
+                      "{\"jsonrpc\":\"2.0\",\"method\":\"$sandbox.stream.enqueue\",\"params\":{\"streamId\":%llu,\"data\":\"",
+                      (unsigned long long)stream_id);
+    size_t elen = hx_b64_encoded_len(len);
+    size_t total = (size_t)hl + elen + 3;
+    char *msg = malloc(total + 1);
+    if (!msg)
+        return -ENOMEM;
+    memcpy(msg, head, (size_t)hl);
+    hx_b64_encode(data, len, msg + hl);
+    memcpy(msg + hl + elen, "\"}}", 4);
+    int r = ws_send_text(s->ws, msg, total);
+    free(msg);
+    return r;
+}
+
 void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len)
 {
     struct session *s = p->owner;
@@ -247,31 +284,7 @@ void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_
         agent_credit(sb, chan, (uint32_t)len);
         return;
     }
-    json_t *sid = json_integer((json_int_t)p->stream_id[fd]);
-    size_t elen = hx_b64_encoded_len(len);
-    char *enc = malloc(elen + 1);
-    if (!enc) {
-        json_decref(sid);
-        agent_credit(sb, chan, (uint32_t)len);
-        return;
-    }
-    hx_b64_encode(data, len, enc);
-    /* Built by hand: jansson would copy the (large) base64 string twice. */
-    char head[96];
-    int hl = snprintf(head, sizeof head,
-                      "{\"jsonrpc\":\"2.0\",\"method\":\"$sandbox.stream.enqueue\",\"params\":{\"streamId\":%lld,\"data\":\"",
-                      (long long)json_integer_value(sid));
-    json_decref(sid);
-    size_t total = (size_t)hl + elen + 3;
-    char *msg = malloc(total + 1);
-    if (msg) {
-        memcpy(msg, head, (size_t)hl);
-        memcpy(msg + hl, enc, elen);
-        memcpy(msg + hl + elen, "\"}}", 4);
-        ws_send_text(s->ws, msg, total);
-        free(msg);
-    }
-    free(enc);
+    rpc_send_stream_data(s, p->stream_id[fd], data, len);
     if (ws_queued_bytes(s->ws) < WS_HIGH_WATER)
         agent_credit(sb, chan, (uint32_t)len);
     else
@@ -436,6 +449,22 @@ static void stream_enqueue(struct session *s, int64_t id, const char *data, size
     }
     stream_input(s, in, buf, n);
     free(buf);
+}
+
+void rpc_on_binary(struct session *s, const uint8_t *data, size_t len)
+{
+    if (!s->ws)
+        return;
+    if (!s->binary)
+        return ws_close(s->ws, 1003, "binary messages need x-hutch-streams: binary at the upgrade");
+    if (len < RPC_BIN_HEAD)
+        return ws_close(s->ws, 1002, "a binary message starts with an 8-byte stream id");
+    uint64_t id = 0;
+    for (unsigned i = 0; i < RPC_BIN_HEAD; i++)
+        id = id << 8 | data[i];
+    if (id >= (1ull << 53)) /* stream ids are JSON numbers elsewhere: the same range */
+        return ws_close(s->ws, 1002, "a binary message's stream id is 2^53 or more");
+    rpc_session_input(s, (int64_t)id, data + RPC_BIN_HEAD, len - RPC_BIN_HEAD);
 }
 
 void rpc_session_input(struct session *s, int64_t id, const uint8_t *data, size_t n)

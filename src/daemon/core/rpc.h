@@ -4,6 +4,15 @@
 #include "daemon/core/sandbox.h"
 
 void rpc_on_text(struct session *s, const char *data, size_t len);
+/* hutch's binary stream messages (docs/protocol.md "Binary streams"): a client that sends
+ * `x-hutch-streams: binary` with its upgrade gets it back, and then stream bytes travel as
+ * binary WebSocket messages of an 8-byte big-endian stream id followed by the bytes. */
+#define RPC_STREAMS_HEADER "x-hutch-streams"
+#define RPC_BIN_HEAD 8u
+void rpc_on_binary(struct session *s, const uint8_t *data, size_t len);
+/* Stream bytes to the client: a binary message when negotiated, else $sandbox.stream.enqueue
+ * with base64. -EPIPE when the client is gone. */
+int rpc_send_stream_data(struct session *s, uint64_t stream_id, const uint8_t *data, size_t len);
 void rpc_on_drain(struct session *s);
 /* Detaches from the sandbox and frees the session (the ws is gone). */
 void rpc_session_free(struct session *s);

@@ -19,7 +19,7 @@
 #define FS_FILEWRITE_CHARS 196608        /* base64 chars of fileWrite forwarded per call (144 KiB) */
 #define FS_ENTRY_MAX (40u * 1024u)       /* one walk/readDir line */
 
-enum fs_kind { FS_READ_BYTES, FS_READ_TEXT, FS_READ_DIR, FS_STREAM, FS_WRITE };
+enum fs_kind { FS_READ_BYTES, FS_READ_TEXT, FS_READ_DIR, FS_STREAM, FS_DOWNLOAD, FS_WRITE };
 
 /* One transfer between the client and the fs worker, keyed by its agent
  * channel; it lives exactly as long as the agent call behind it. */
@@ -34,9 +34,9 @@ struct fs_op {
     uint8_t carry[4];             /* bytes not yet encoded (base64: <3, UTF-8: <4) */
     size_t ncarry;
     json_t *entries;              /* READ_DIR */
-    uint64_t stream_id;           /* STREAM: the client's stream id */
-    bool stream_live;             /* STREAM: not cancelled by the client */
-    uint32_t owed;                /* STREAM: credit held while the client's socket is backed up */
+    uint64_t stream_id;           /* STREAM, DOWNLOAD: the client's stream id */
+    bool stream_live;             /* STREAM, DOWNLOAD: not cancelled by the client */
+    uint32_t owed;                /* STREAM, DOWNLOAD: credit held while the client's socket is backed up */
     int failed;                   /* an errno when we gave up on the transfer */
     int64_t abort_id;             /* the client's abortId, or -1 */
     json_t *abort_rpc_id;         /* the request to answer when aborted */
@@ -624,6 +624,11 @@ void rpc_fs_on_data(struct sandbox *sb, uint32_t chan, const uint8_t *p, size_t 
             return op_cancel(op, ENOMEM);
         agent_credit(sb, chan, (uint32_t)n);
         return;
+    case FS_DOWNLOAD:
+        /* The file's bytes as they are: no parsing, no re-encoding on a binary session. */
+        if (op->s && op->stream_live && rpc_send_stream_data(op->s, op->stream_id, p, n) == -ENOMEM)
+            return op_cancel(op, ENOMEM);
+        return stream_credit(op, (uint32_t)n);
     case FS_READ_DIR:
     case FS_STREAM:
         break;
@@ -649,13 +654,7 @@ void rpc_fs_on_data(struct sandbox *sb, uint32_t chan, const uint8_t *p, size_t 
             json_decref(e);
             if (op->s && op->stream_live) {
                 /* The SDK parses each chunk as one JSON value: one entry per enqueue. */
-                char *enc = malloc(hx_b64_encoded_len(l) + 1);
-                if (enc) {
-                    hx_b64_encode(p + off, l, enc);
-                    rpc_notify(op->s, "$sandbox.stream.enqueue",
-                               json_pack("{s:I, s:s}", "streamId", (json_int_t)op->stream_id, "data", enc));
-                    free(enc);
-                }
+                rpc_send_stream_data(op->s, op->stream_id, p + off, l);
             }
         }
         off += l + 1;
@@ -675,7 +674,10 @@ static void on_stream_done(struct sandbox *sb, struct session *s, json_t *rpc_id
         if (reply && !json_object_get(reply, "error") && !op->failed) {
             rpc_notify(s, "$sandbox.stream.end", json_pack("{s:o}", "streamId", sid));
         } else {
-            json_t *r = op->failed ? fs_error("EIO", "EIO: the sandbox sent a malformed listing") : fs_translate(reply);
+            json_t *r = op->failed == ENOMEM ? fs_error("ENOMEM", "ENOMEM: out of memory")
+                        : op->failed && op->kind == FS_DOWNLOAD ? fs_error("EIO", "EIO: the transfer was cut short")
+                        : op->failed ? fs_error("EIO", "EIO: the sandbox sent a malformed listing")
+                        : fs_translate(reply);
             json_t *err = json_object_get(r, "error");
             rpc_notify(s, "$sandbox.stream.error", json_pack("{s:o, s:O}", "streamId", sid, "error", err));
             json_decref(r);
@@ -706,6 +708,26 @@ static void m_listing(struct session *s, json_t *id, json_t *params, const char 
     rpc_reply_result(s, id, json_pack("{s:{s:I}}", "ok", "streamId", (json_int_t)op->stream_id));
 }
 static void m_walk(struct session *s, json_t *id, json_t *params) { m_listing(s, id, params, "walk", "path"); }
+
+/* hutch's own (docs/protocol.md "Binary streams"): a file of any size as a server stream
+ * under credit, for `hutch cp`; readFile answers in one message and stops at ~74 MiB. */
+static void m_readstream(struct session *s, json_t *id, json_t *params)
+{
+    if (!paths_ok(s, id, params, PATHS("path")))
+        return;
+    struct fs_op *op = op_new(s, FS_DOWNLOAD);
+    if (!op)
+        return rpc_reply_result(s, id, fs_error("ENOMEM", "ENOMEM: out of memory"));
+    op->stream_id = ++g_daemon.next_stream_id;
+    op->stream_live = true;
+    json_t *ap = json_pack("{s:O, s:I}", "path", json_object_get(params, "path"), "chan", (json_int_t)op->chan);
+    if (agent_call(s->sb, "readFile", ap, on_stream_done, NULL, NULL, op) < 0) {
+        op_free(op);
+        return rpc_reply_result(s, id, fs_error("EIO", "EIO: cannot reach the sandbox's agent"));
+    }
+    rpc_notify(s, "$sandbox.stream.start", json_pack("{s:I}", "streamId", (json_int_t)op->stream_id));
+    rpc_reply_result(s, id, json_pack("{s:{s:I}}", "ok", "streamId", (json_int_t)op->stream_id));
+}
 static void m_glob(struct session *s, json_t *id, json_t *params) { m_listing(s, id, params, "expandGlob", "glob"); }
 
 /* ---- uploads ---------------------------------------------------------- */
@@ -812,7 +834,8 @@ void rpc_fs_on_drain(struct session *s)
 void rpc_fs_stream_cancel(struct session *s, int64_t stream_id)
 {
     for (struct fs_op *op = g_ops; op; op = op->next)
-        if (op->s == s && op->kind == FS_STREAM && op->stream_id == (uint64_t)stream_id && op->stream_live) {
+        if (op->s == s && (op->kind == FS_STREAM || op->kind == FS_DOWNLOAD) && op->stream_id == (uint64_t)stream_id &&
+            op->stream_live) {
             op->stream_live = false;
             op_cancel(op, ECANCELED);
         }
@@ -857,7 +880,8 @@ const struct rpc_method rpc_fs_methods[] = {
     {"fileSeek", m_fseek},         {"fileStat", m_fstat},          {"fileSync", m_fsync},
     {"fileSyncData", m_fsyncdata}, {"fileTruncate", m_ftruncate},  {"fileUnlock", m_funlock},
     {"fileUtime", m_futime},       {"fileWrite", m_fwrite},        {"walk", m_walk},
-    {"expandGlob", m_glob},        {NULL, NULL},
+    {"expandGlob", m_glob},        {"readFileStream", m_readstream}, /* hutch's own */
+    {NULL, NULL},
 };
 
 /* ---- hutchd's own files ------------------------------------------------ */

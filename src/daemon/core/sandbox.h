@@ -93,6 +93,7 @@ struct session {
     void *sink_ud;
     struct inbound *inbound;
     bool paused;                  /* not reading the client: too much stdin, or too many calls, in flight */
+    bool binary;                  /* hutch's binary stream messages negotiated (docs/protocol.md) */
     unsigned calls;               /* agent calls it waits for (agent.c); at SESSION_CALLS_MAX its client is not read */
     void *deferred;               /* output credit held while the client socket is backed up */
     char token_id[32];            /* the token it was opened with ("" on the unix socket) */
