@@ -24,6 +24,7 @@
 #define RHEADERS_MAX 200
 #define HIGH_WATER (1u << 20)  /* bytes queued towards one side before the other side stops being read */
 #define LOW_WATER (256u << 10)
+#define REC_MAX 16384          /* plaintext bytes of a full TLS record */
 
 enum { HOLD_UPQ = 1, HOLD_WAIT = 2, HOLD_CLOSING = 4 };
 #define LEFT_MAX 65536         /* client bytes buffered while a response is in flight, then it is not read */
@@ -73,6 +74,7 @@ struct ig_conn {
     bool up_wanted;
     uint32_t up_req;
     struct sbuf pend; /* for the upstream: until it is connected, or the end of this batch */
+    struct sbuf cpend; /* plaintext for the client not sealed yet: at most one TLS record (REC_MAX) */
     struct sbuf left; /* client bytes not parsed yet (a request in flight) */
 };
 
@@ -193,8 +195,20 @@ static int stream_send(struct ig_conn *c, uv_stream_t *s, const char *p, size_t 
 
 static char tls_out[65536]; /* one TLS flush at a time (one loop, one thread) */
 
+/* Seals what cli_send gathered into one TLS record. */
+static int seal(struct ig_conn *c, const char *p, size_t n)
+{
+    return SSL_write(c->ssl, p, (int)n) > 0 ? 0 : -1;
+}
+
 static void flush_tls(struct ig_conn *c)
 {
+    if (!c->closing && c->cpend.len > 0) {
+        int r = seal(c, c->cpend.p, c->cpend.len);
+        c->cpend.len = 0;
+        if (r < 0)
+            return conn_close(c);
+    }
     while (!c->closing && BIO_ctrl_pending(c->wbio) > 0) {
         int got = BIO_read(c->wbio, tls_out, (int)sizeof tls_out);
         if (got <= 0)
@@ -208,13 +222,38 @@ static void flush_tls(struct ig_conn *c)
     }
 }
 
-static void cli_send(struct ig_conn *c, const void *p, size_t n)
+/* Plaintext for the client. The pieces of one batch (a response head and
+ * its body, a re-chunked piece's size line, data and CRLF) share TLS
+ * records: each SSL_write is a record of its own, with its own header, tag
+ * and AES-GCM set-up here and its own decryption (and, for OpenSSL clients
+ * without read-ahead, two read calls) at the client. Whole records of a
+ * large piece are sealed straight from the caller's buffer; only the rest
+ * waits in c->cpend, which never holds more than one record. */
+static void cli_send(struct ig_conn *c, const void *data, size_t n)
 {
-    if (c->closing || n == 0)
-        return;
-    if (SSL_write(c->ssl, p, (int)n) <= 0)
-        return conn_close(c);
-    if (!c->batching) /* else the caller flushes: one write for a response's pieces */
+    const char *p = data;
+    while (!c->closing && n > 0) {
+        if (c->cpend.len == 0 && n >= REC_MAX) {
+            size_t k = n - n % REC_MAX;
+            if (seal(c, p, k) < 0)
+                return conn_close(c);
+            p += k;
+            n -= k;
+            continue;
+        }
+        size_t k = REC_MAX - c->cpend.len < n ? REC_MAX - c->cpend.len : n;
+        if (sbuf_add(&c->cpend, p, k) < 0)
+            return conn_close(c);
+        p += k;
+        n -= k;
+        if (c->cpend.len == REC_MAX) {
+            int r = seal(c, c->cpend.p, REC_MAX);
+            c->cpend.len = 0;
+            if (r < 0)
+                return conn_close(c);
+        }
+    }
+    if (!c->closing && !c->batching) /* else the caller flushes: one write for a response's pieces */
         flush_tls(c);
 }
 
@@ -306,6 +345,7 @@ static void on_handle_closed(uv_handle_t *h)
     free(c->sh);
     n_conns--;
     free(c->pend.p);
+    free(c->cpend.p);
     free(c->left.p);
     free(c);
 }
@@ -376,8 +416,11 @@ static void reply(struct ig_conn *c, int status, const char *title, const char *
     c->hold |= HOLD_CLOSING;
     update_reading(c);
     timer_set(c, T_NONE, 0);
+    bool batching = c->batching;
+    c->batching = true; /* head and page in one record */
     cli_send(c, head, (size_t)hl);
     cli_send(c, body, (size_t)bl);
+    c->batching = batching;
     if (!c->closing)
         flush_tls(c);
     c->close_after_flush = true;
