@@ -4,6 +4,8 @@
 #   direct HTTP   wrk in the sandbox's network namespace, plain HTTP to 127.0.0.1 (the "direct")
 #   direct HTTPS  the same server with TLS (P-256 key, as the ingress): like for like, both terminate TLS
 #   ingress       wrk to the exposed URL: TLS + hutch-ingress + the upstream hop
+#   relay         wrk in the sandbox -> bench/tiny_relay.c -> the server: a second hop and nothing else (no
+#                 TLS, no HTTP, no netfilter), the ceiling of any reverse proxy in a process of its own
 # Each at 16 keep-alive connections (requests per second, p50) and at 1
 # connection (p50 with no queueing: the latency the hop itself adds). Also
 # the CPU time per request of each process on each way (wrk, the server,
@@ -90,6 +92,7 @@ def build(tmp):
     src = os.path.join(HERE, "tiny_http.c")
     plain, tls = os.path.join(tmp, "tiny_http"), os.path.join(tmp, "tiny_https")
     subprocess.run(["cc", "-O2", "-o", plain, src], check=True)
+    subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "tiny_relay"), os.path.join(HERE, "tiny_relay.c")], check=True)
     subprocess.run(["cc", "-O2", "-DTINY_TLS", "-o", tls, src, "-lssl", "-lcrypto"], check=True)
     key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -105,16 +108,19 @@ def use_ingress(d, bindir, binary, old_pid, url, ing):
     shutil.copy2(binary, tmp)
     os.replace(tmp, os.path.join(bindir, "hutch-ingress"))
     os.kill(old_pid, signal.SIGKILL)  # our own hutchd's child
+    why = "no new process"
     for _ in range(200):
         time.sleep(0.05)
         pid = ingress_pid(d)
         if pid and pid != old_pid:
             try:
-                if ing.get(url, "/")[0] == 200:
+                st = ing.get(url, "/")[0]
+                if st == 200:
                     return pid
-            except OSError:
-                pass
-    raise AssertionError("hutch-ingress did not come back on " + binary)
+                why = f"status {st}"
+            except OSError as e:
+                why = repr(e)
+    raise AssertionError(f"hutch-ingress did not come back on {binary}: {why}")
 
 
 def run():
@@ -139,12 +145,14 @@ def run():
     try:
         sb = d.create_sandbox()
         for path, dst in ((plain, "/tmp/tiny_http"), (tls, "/tmp/tiny_https"), (cert, "/tmp/cert.pem"),
-                          (key, "/tmp/key.pem")):
+                          (key, "/tmp/key.pem"), (os.path.join(tmp, "tiny_relay"), "/tmp/tiny_relay")):
             r = sb.run("bash", ["-c", f"cat > {dst} && chmod 755 {dst}"], stdin=open(path, "rb").read())
             assert r["code"] == 0, r
         sb.call("spawn", {"command": "/tmp/tiny_http", "args": ["9000"], "stdout": "null", "stderr": "null"})
         sb.call("spawn", {"command": "/tmp/tiny_https", "args": ["9443", "/tmp/cert.pem", "/tmp/key.pem"],
                           "stdout": "null", "stderr": "null"})
+        sb.call("spawn", {"command": "/tmp/tiny_relay", "args": ["9100", "9000"], "stdout": "null",
+                          "stderr": "null"})
         time.sleep(0.5)
         url = expose(d, sb, 9000) + "/"
         ing = Ingress(d)
@@ -152,33 +160,38 @@ def run():
         pids = sorted(sandbox_cgroup_pids(d.cgroup_name, sb.id))
         netns = f"/proc/{pids[0]}/ns/net"
         servers = {"http": pid_by_comm(pids, "tiny_http"), "https": pid_by_comm(pids, "tiny_https")}
+        relay = pid_by_comm(pids, "tiny_relay")
         ipid = ingress_pid(d)
         ways = {"direct_http": ("http://127.0.0.1:9000/", netns, "http"),
-                "direct_https": ("https://127.0.0.1:9443/", netns, "https"), "ingress": (url, None, "http")}
+                "direct_https": ("https://127.0.0.1:9443/", netns, "https"), "ingress": (url, None, "http"),
+                "relay": ("http://127.0.0.1:9100/", netns, "http")}
         if baseline:
             ways["ingress_base"] = (url, None, "http")
         res = {k: {"rps": [], "p50": [], "p50_1": []} for k in ways}
-        cpu = {k: {"reqs": 0, "wrk": [0.0, 0.0], "server": [0, 0], "ingress": [0, 0]} for k in ways}
+        cpu = {k: {"reqs": 0, "wrk": [0.0, 0.0], "server": [0, 0], "front": [0, 0]} for k in ways}
         for rnd in range(ROUNDS):  # interleaved: load from other tenants falls on every way alike
             order = list(ways)
             if baseline and rnd % 2 == 1:  # old and new take turns going first
-                order = ["direct_http", "ingress_base", "direct_https", "ingress"]
+                order = ["direct_http", "ingress_base", "direct_https", "ingress", "relay"]
             elif baseline:
-                order = ["direct_http", "ingress", "direct_https", "ingress_base"]
+                order = ["direct_http", "ingress", "direct_https", "ingress_base", "relay"]
             for k in order:
                 u, ns, srv = ways[k]
+                sb.run("true", [])  # reads the session's pings: a silent session ends its sandbox after a minute
                 if baseline and k.startswith("ingress"):
                     ipid = use_ingress(d, bindir, baseline if k == "ingress_base" else current, ipid, url, ing)
-                t0, s0, w0 = cpu_ticks(ipid), cpu_ticks(servers[srv]), children_cpu()
+                    subprocess.run(["wrk", "-t1", f"-c{CONNS}", "-d1s", u], capture_output=True, timeout=60)  # warm
+                front = relay if k == "relay" else ipid
+                t0, s0, w0 = cpu_ticks(front), cpu_ticks(servers[srv]), children_cpu()
                 rps, p50, n = wrk(u, CONNS, ns)
-                t1, s1, w1 = cpu_ticks(ipid), cpu_ticks(servers[srv]), children_cpu()
+                t1, s1, w1 = cpu_ticks(front), cpu_ticks(servers[srv]), children_cpu()
                 acc = cpu[k]
                 acc["reqs"] += n
                 for i in range(2):
                     acc["wrk"][i] += w1[i] - w0[i]
                     acc["server"][i] += s1[i] - s0[i]
-                    if k.startswith("ingress"):
-                        acc["ingress"][i] += t1[i] - t0[i]
+                    if k.startswith("ingress") or k == "relay":
+                        acc["front"][i] += t1[i] - t0[i]
                 res[k]["rps"].append(rps)
                 res[k]["p50"].append(p50)
                 res[k]["p50_1"].append(wrk(u, 1, ns)[1])
@@ -193,15 +206,16 @@ def run():
     tick = 1e6 / os.sysconf("SC_CLK_TCK")
     ic = cpu["ingress"]
     out = {"conns": int(CONNS), "secs": float(SECS), "rounds": ROUNDS,
-           "ingress_cpu_us_per_req": sum(ic["ingress"]) * tick / max(ic["reqs"], 1)}
+           "ingress_cpu_us_per_req": sum(ic["front"]) * tick / max(ic["reqs"], 1)}
     for k, v in res.items():
         out[k] = {m: statistics.median(x) for m, x in v.items()}
+        out[k]["rps_all"] = v["rps"]
         c, n = cpu[k], max(cpu[k]["reqs"], 1)
         # CPU microseconds per request: [user, kernel] of each process
         out[k]["cpu_us"] = {"wrk": [round(x * 1e6 / n, 1) for x in c["wrk"]],
                             "server": [round(x * tick / n, 1) for x in c["server"]]}
-        if k.startswith("ingress"):
-            out[k]["cpu_us"]["ingress"] = [round(x * tick / n, 1) for x in c["ingress"]]
+        if k.startswith("ingress") or k == "relay":  # hutch-ingress, or tiny_relay
+            out[k]["cpu_us"]["front"] = [round(x * tick / n, 1) for x in c["front"]]
     if leak:  # the numbers stand; the leak still fails the bench
         print(json.dumps(out))
         raise leak

@@ -105,18 +105,14 @@ static int sbuf_add(struct sbuf *b, const void *p, size_t n)
     return 0;
 }
 
-static int sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sbuf_printf(struct sbuf *b, const char *fmt, ...)
+static int sbuf_str(struct sbuf *b, const char *s)
 {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return -1;
-    return sbuf_add(b, tmp, (size_t)n);
+    return sbuf_add(b, s, strlen(s));
 }
+
+/* The heads the ingress writes are built here, one at a time (one loop, and
+ * nothing re-enters while a head is built): no allocation per request. */
+static struct sbuf head_out;
 
 /* ---- writing ---- */
 
@@ -597,8 +593,10 @@ static int rq_headers_done(http_parser *p)
     c->req_chunked = (p->flags & F_CHUNKED) != 0;
     c->req_head = p->method == HTTP_HEAD;
     c->keep_alive = http_should_keep_alive(p) && p->http_major == 1 && p->http_minor >= 1;
-    struct sbuf out = {0};
-    int r = sbuf_printf(&out, "%s ", http_method_str(p->method));
+    struct sbuf out = head_out;
+    out.len = 0;
+    int r = sbuf_str(&out, http_method_str(p->method));
+    r |= sbuf_add(&out, " ", 1);
     r |= sbuf_add(&out, path, strlen(path));
     r |= sbuf_add(&out, " HTTP/1.1\r\n", 11);
     char *cookie = NULL;
@@ -625,7 +623,9 @@ static int rq_headers_done(http_parser *p)
         r |= sbuf_add(&out, "\r\n", 2);
     }
     free(cookie);
-    r |= sbuf_printf(&out, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\n", c->peer);
+    r |= sbuf_add(&out, "X-Forwarded-For: ", 17);
+    r |= sbuf_str(&out, c->peer);
+    r |= sbuf_add(&out, "\r\nX-Forwarded-Proto: https\r\n", 29);
     if (host) {
         r |= sbuf_add(&out, "X-Forwarded-Host: ", 18);
         r |= sbuf_add(&out, host, hostlen);
@@ -643,9 +643,9 @@ static int rq_headers_done(http_parser *p)
         c->req_upgrade = false;
         r |= sbuf_add(&out, "Connection: keep-alive\r\n\r\n", 26);
     }
+    head_out = out; /* keeps what it grew to */
     if (r == 0)
         up_send(c, out.p, out.len);
-    free(out.p);
     if (r != 0) {
         c->reject = 500;
         return -1;
@@ -829,8 +829,19 @@ static int rs_headers_done(http_parser *p)
         else
             c->resp_raw = true;     /* HTTP/1.0 client: the body ends when we close */
     }
-    struct sbuf out = {0};
-    int r = sbuf_printf(&out, "HTTP/1.1 %u %s\r\n", st, c->reason);
+    struct sbuf out = head_out;
+    out.len = 0;
+    char code[16] = "HTTP/1.1 "; /* http_parser: at most three digits */
+    size_t cl = 9;
+    if (st >= 100)
+        code[cl++] = (char)('0' + st / 100);
+    if (st >= 10)
+        code[cl++] = (char)('0' + st / 10 % 10);
+    code[cl++] = (char)('0' + st % 10);
+    code[cl++] = ' ';
+    int r = sbuf_add(&out, code, cl);
+    r |= sbuf_str(&out, c->reason);
+    r |= sbuf_add(&out, "\r\n", 2);
     for (unsigned i = 0; i < h->n && r == 0; i++) {
         const char *f = h->buf + h->f_off[i], *v = h->buf + h->v_off[i];
         size_t fl = h->f_len[i], vl = h->v_len[i];
@@ -844,8 +855,13 @@ static int rs_headers_done(http_parser *p)
         r |= sbuf_add(&out, "\r\n", 2);
     }
     if (c->via_path && !interim && st != 101)
-        r |= sbuf_printf(&out, "Set-Cookie: %s=%s; Path=/; Secure; HttpOnly; SameSite=Lax\r\n", c->rt->cookie,
-                         c->rt->name);
+    {
+        r |= sbuf_add(&out, "Set-Cookie: ", 12);
+        r |= sbuf_str(&out, c->rt->cookie);
+        r |= sbuf_add(&out, "=", 1);
+        r |= sbuf_str(&out, c->rt->name);
+        r |= sbuf_str(&out, "; Path=/; Secure; HttpOnly; SameSite=Lax\r\n");
+    }
     if (st == 101) {
         size_t ul = 0;
         const char *upg = hget(h, "upgrade", &ul);
@@ -858,15 +874,15 @@ static int rs_headers_done(http_parser *p)
     } else if (!interim) {
         if (c->resp_chunked)
             r |= sbuf_add(&out, "Transfer-Encoding: chunked\r\n", 28);
-        r |= sbuf_printf(&out, "Connection: %s\r\n", c->keep_alive ? "keep-alive" : "close");
+        r |= sbuf_str(&out, c->keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     }
     r |= sbuf_add(&out, "\r\n", 2);
+    head_out = out; /* keeps what it grew to */
     if (r == 0) {
         if (!interim)
             c->resp_started = true;
         cli_send(c, out.p, out.len);
     }
-    free(out.p);
     if (r != 0)
         return -1;
     return c->req_head && !interim && st != 101 ? 1 : 0;
@@ -1096,13 +1112,18 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     for (;;) {
         if (c->closing)
             return;
-        int n = SSL_read(c->ssl, plain, sizeof plain);
+        int n = SSL_read(c->ssl, plain, sizeof plain), err = SSL_ERROR_WANT_READ;
         if (n > 0) {
             cli_plain(c, plain, (size_t)n);
-            continue;
+            if (c->closing)
+                return;
+            if (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->rbio) > 0)
+                continue;
+            /* every byte read is taken: no SSL_read (and error queue) just to hear WANT_READ */
+        } else {
+            err = SSL_get_error(c->ssl, n);
+            ERR_clear_error();
         }
-        int err = SSL_get_error(c->ssl, n);
-        ERR_clear_error();
         c->batching = false;
         flush_up(c);
         flush_tls(c);
