@@ -623,9 +623,9 @@ static int rq_headers_done(http_parser *p)
         r |= sbuf_add(&out, "\r\n", 2);
     }
     free(cookie);
-    r |= sbuf_add(&out, "X-Forwarded-For: ", 17);
+    r |= sbuf_str(&out, "X-Forwarded-For: ");
     r |= sbuf_str(&out, c->peer);
-    r |= sbuf_add(&out, "\r\nX-Forwarded-Proto: https\r\n", 29);
+    r |= sbuf_str(&out, "\r\nX-Forwarded-Proto: https\r\n");
     if (host) {
         r |= sbuf_add(&out, "X-Forwarded-Host: ", 18);
         r |= sbuf_add(&out, host, hostlen);
@@ -856,7 +856,7 @@ static int rs_headers_done(http_parser *p)
     }
     if (c->via_path && !interim && st != 101)
     {
-        r |= sbuf_add(&out, "Set-Cookie: ", 12);
+        r |= sbuf_str(&out, "Set-Cookie: ");
         r |= sbuf_str(&out, c->rt->cookie);
         r |= sbuf_add(&out, "=", 1);
         r |= sbuf_str(&out, c->rt->name);
