@@ -30,7 +30,7 @@ enum { HOLD_UPQ = 1, HOLD_WAIT = 2, HOLD_CLOSING = 4 };
 #define LEFT_MAX 65536         /* client bytes buffered while a response is in flight, then it is not read */
 enum { T_NONE, T_HEAD, T_BODY, T_UPSTREAM };
 
-#define CONNS_MAX 1024         /* client connections at once (each holds up to ~90 KiB of buffers) */
+#define CONNS_MAX 1024         /* client connections at once (each holds up to ~110 KiB of buffers) */
 
 struct hdrs {
     char *buf;
