@@ -854,8 +854,7 @@ static int rs_headers_done(http_parser *p)
         r |= sbuf_add(&out, v, vl);
         r |= sbuf_add(&out, "\r\n", 2);
     }
-    if (c->via_path && !interim && st != 101)
-    {
+    if (c->via_path && !interim && st != 101) {
         r |= sbuf_str(&out, "Set-Cookie: ");
         r |= sbuf_str(&out, c->rt->cookie);
         r |= sbuf_add(&out, "=", 1);
