@@ -131,6 +131,18 @@ def main(d):
                      f"vs direct HTTPS {i['p50_1'] - t['p50_1']:+.3f}"))
         rows.append(("hutch-ingress CPU per request (us)", f"{ig['ingress_cpu_us_per_req']:.1f}", "", "-",
                      "user+system, at 16 conns"))
+        r = ig.get("relay")
+        if r:
+            rows.append(("plain TCP relay in the sandbox req/s", f"{r['rps']:.0f}", "", n,
+                         f"{r['rps'] / h['rps'] * 100:.0f}% of direct HTTP: a second hop and nothing else, the "
+                         f"ceiling of any front door; the ingress made {i['rps'] / r['rps'] * 100:.0f}% of it"))
+
+        def cpu(w):
+            return sum(sum(v) for v in ig[w].get("cpu_us", {}).values())
+        if "cpu_us" in i:
+            ways = [w for w in ("direct_http", "direct_https", "relay", "ingress", "ingress_base") if w in ig]
+            rows.append(("CPU per request, all processes (us)", f"{cpu('ingress'):.1f}", "", "-",
+                         "; ".join(f"{w} {cpu(w):.1f}" for w in ways) + " (wrk + server + front door)"))
     w = max(len(x[0]) for x in rows)
     print(f"{'measurement':<{w}}  {'p50 ms':>9}  {'p99 ms':>9}  {'runs':>5}  notes")
     print("-" * (w + 40))

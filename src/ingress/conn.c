@@ -24,12 +24,13 @@
 #define RHEADERS_MAX 200
 #define HIGH_WATER (1u << 20)  /* bytes queued towards one side before the other side stops being read */
 #define LOW_WATER (256u << 10)
+#define REC_MAX 16384          /* plaintext bytes of a full TLS record */
 
 enum { HOLD_UPQ = 1, HOLD_WAIT = 2, HOLD_CLOSING = 4 };
 #define LEFT_MAX 65536         /* client bytes buffered while a response is in flight, then it is not read */
 enum { T_NONE, T_HEAD, T_BODY, T_UPSTREAM };
 
-#define CONNS_MAX 1024         /* client connections at once (each holds up to ~90 KiB of buffers) */
+#define CONNS_MAX 1024         /* client connections at once (each holds up to ~110 KiB of buffers) */
 
 struct hdrs {
     char *buf;
@@ -73,6 +74,7 @@ struct ig_conn {
     bool up_wanted;
     uint32_t up_req;
     struct sbuf pend; /* for the upstream: until it is connected, or the end of this batch */
+    struct sbuf cpend; /* plaintext for the client not sealed yet: at most one TLS record (REC_MAX) */
     struct sbuf left; /* client bytes not parsed yet (a request in flight) */
 };
 
@@ -103,18 +105,14 @@ static int sbuf_add(struct sbuf *b, const void *p, size_t n)
     return 0;
 }
 
-static int sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sbuf_printf(struct sbuf *b, const char *fmt, ...)
+static int sbuf_str(struct sbuf *b, const char *s)
 {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return -1;
-    return sbuf_add(b, tmp, (size_t)n);
+    return sbuf_add(b, s, strlen(s));
 }
+
+/* The heads the ingress writes are built here, one at a time (one loop, and
+ * nothing re-enters while a head is built): no allocation per request. */
+static struct sbuf head_out;
 
 /* ---- writing ---- */
 
@@ -193,8 +191,20 @@ static int stream_send(struct ig_conn *c, uv_stream_t *s, const char *p, size_t 
 
 static char tls_out[65536]; /* one TLS flush at a time (one loop, one thread) */
 
+/* Seals what cli_send gathered into one TLS record. */
+static int seal(struct ig_conn *c, const char *p, size_t n)
+{
+    return SSL_write(c->ssl, p, (int)n) > 0 ? 0 : -1;
+}
+
 static void flush_tls(struct ig_conn *c)
 {
+    if (!c->closing && c->cpend.len > 0) {
+        int r = seal(c, c->cpend.p, c->cpend.len);
+        c->cpend.len = 0;
+        if (r < 0)
+            return conn_close(c);
+    }
     while (!c->closing && BIO_ctrl_pending(c->wbio) > 0) {
         int got = BIO_read(c->wbio, tls_out, (int)sizeof tls_out);
         if (got <= 0)
@@ -208,13 +218,38 @@ static void flush_tls(struct ig_conn *c)
     }
 }
 
-static void cli_send(struct ig_conn *c, const void *p, size_t n)
+/* Plaintext for the client. The pieces of one batch (a response head and
+ * its body, a re-chunked piece's size line, data and CRLF) share TLS
+ * records: each SSL_write is a record of its own, with its own header, tag
+ * and AES-GCM set-up here and its own decryption (and, for OpenSSL clients
+ * without read-ahead, two read calls) at the client. Whole records of a
+ * large piece are sealed straight from the caller's buffer; only the rest
+ * waits in c->cpend, which never holds more than one record. */
+static void cli_send(struct ig_conn *c, const void *data, size_t n)
 {
-    if (c->closing || n == 0)
-        return;
-    if (SSL_write(c->ssl, p, (int)n) <= 0)
-        return conn_close(c);
-    if (!c->batching) /* else the caller flushes: one write for a response's pieces */
+    const char *p = data;
+    while (!c->closing && n > 0) {
+        if (c->cpend.len == 0 && n >= REC_MAX) {
+            size_t k = n - n % REC_MAX;
+            if (seal(c, p, k) < 0)
+                return conn_close(c);
+            p += k;
+            n -= k;
+            continue;
+        }
+        size_t k = REC_MAX - c->cpend.len < n ? REC_MAX - c->cpend.len : n;
+        if (sbuf_add(&c->cpend, p, k) < 0)
+            return conn_close(c);
+        p += k;
+        n -= k;
+        if (c->cpend.len == REC_MAX) {
+            int r = seal(c, c->cpend.p, REC_MAX);
+            c->cpend.len = 0;
+            if (r < 0)
+                return conn_close(c);
+        }
+    }
+    if (!c->closing && !c->batching) /* else the caller flushes: one write for a response's pieces */
         flush_tls(c);
 }
 
@@ -306,6 +341,7 @@ static void on_handle_closed(uv_handle_t *h)
     free(c->sh);
     n_conns--;
     free(c->pend.p);
+    free(c->cpend.p);
     free(c->left.p);
     free(c);
 }
@@ -376,8 +412,11 @@ static void reply(struct ig_conn *c, int status, const char *title, const char *
     c->hold |= HOLD_CLOSING;
     update_reading(c);
     timer_set(c, T_NONE, 0);
+    bool batching = c->batching;
+    c->batching = true; /* head and page in one record */
     cli_send(c, head, (size_t)hl);
     cli_send(c, body, (size_t)bl);
+    c->batching = batching;
     if (!c->closing)
         flush_tls(c);
     c->close_after_flush = true;
@@ -554,8 +593,10 @@ static int rq_headers_done(http_parser *p)
     c->req_chunked = (p->flags & F_CHUNKED) != 0;
     c->req_head = p->method == HTTP_HEAD;
     c->keep_alive = http_should_keep_alive(p) && p->http_major == 1 && p->http_minor >= 1;
-    struct sbuf out = {0};
-    int r = sbuf_printf(&out, "%s ", http_method_str(p->method));
+    struct sbuf out = head_out;
+    out.len = 0;
+    int r = sbuf_str(&out, http_method_str(p->method));
+    r |= sbuf_add(&out, " ", 1);
     r |= sbuf_add(&out, path, strlen(path));
     r |= sbuf_add(&out, " HTTP/1.1\r\n", 11);
     char *cookie = NULL;
@@ -582,7 +623,9 @@ static int rq_headers_done(http_parser *p)
         r |= sbuf_add(&out, "\r\n", 2);
     }
     free(cookie);
-    r |= sbuf_printf(&out, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\n", c->peer);
+    r |= sbuf_str(&out, "X-Forwarded-For: ");
+    r |= sbuf_str(&out, c->peer);
+    r |= sbuf_str(&out, "\r\nX-Forwarded-Proto: https\r\n");
     if (host) {
         r |= sbuf_add(&out, "X-Forwarded-Host: ", 18);
         r |= sbuf_add(&out, host, hostlen);
@@ -600,9 +643,9 @@ static int rq_headers_done(http_parser *p)
         c->req_upgrade = false;
         r |= sbuf_add(&out, "Connection: keep-alive\r\n\r\n", 26);
     }
+    head_out = out; /* keeps what it grew to */
     if (r == 0)
         up_send(c, out.p, out.len);
-    free(out.p);
     if (r != 0) {
         c->reject = 500;
         return -1;
@@ -786,8 +829,19 @@ static int rs_headers_done(http_parser *p)
         else
             c->resp_raw = true;     /* HTTP/1.0 client: the body ends when we close */
     }
-    struct sbuf out = {0};
-    int r = sbuf_printf(&out, "HTTP/1.1 %u %s\r\n", st, c->reason);
+    struct sbuf out = head_out;
+    out.len = 0;
+    char code[16] = "HTTP/1.1 "; /* http_parser: at most three digits */
+    size_t cl = 9;
+    if (st >= 100)
+        code[cl++] = (char)('0' + st / 100);
+    if (st >= 10)
+        code[cl++] = (char)('0' + st / 10 % 10);
+    code[cl++] = (char)('0' + st % 10);
+    code[cl++] = ' ';
+    int r = sbuf_add(&out, code, cl);
+    r |= sbuf_str(&out, c->reason);
+    r |= sbuf_add(&out, "\r\n", 2);
     for (unsigned i = 0; i < h->n && r == 0; i++) {
         const char *f = h->buf + h->f_off[i], *v = h->buf + h->v_off[i];
         size_t fl = h->f_len[i], vl = h->v_len[i];
@@ -800,9 +854,13 @@ static int rs_headers_done(http_parser *p)
         r |= sbuf_add(&out, v, vl);
         r |= sbuf_add(&out, "\r\n", 2);
     }
-    if (c->via_path && !interim && st != 101)
-        r |= sbuf_printf(&out, "Set-Cookie: %s=%s; Path=/; Secure; HttpOnly; SameSite=Lax\r\n", c->rt->cookie,
-                         c->rt->name);
+    if (c->via_path && !interim && st != 101) {
+        r |= sbuf_str(&out, "Set-Cookie: ");
+        r |= sbuf_str(&out, c->rt->cookie);
+        r |= sbuf_add(&out, "=", 1);
+        r |= sbuf_str(&out, c->rt->name);
+        r |= sbuf_str(&out, "; Path=/; Secure; HttpOnly; SameSite=Lax\r\n");
+    }
     if (st == 101) {
         size_t ul = 0;
         const char *upg = hget(h, "upgrade", &ul);
@@ -815,15 +873,15 @@ static int rs_headers_done(http_parser *p)
     } else if (!interim) {
         if (c->resp_chunked)
             r |= sbuf_add(&out, "Transfer-Encoding: chunked\r\n", 28);
-        r |= sbuf_printf(&out, "Connection: %s\r\n", c->keep_alive ? "keep-alive" : "close");
+        r |= sbuf_str(&out, c->keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     }
     r |= sbuf_add(&out, "\r\n", 2);
+    head_out = out; /* keeps what it grew to */
     if (r == 0) {
         if (!interim)
             c->resp_started = true;
         cli_send(c, out.p, out.len);
     }
-    free(out.p);
     if (r != 0)
         return -1;
     return c->req_head && !interim && st != 101 ? 1 : 0;
@@ -1053,13 +1111,18 @@ static void on_cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     for (;;) {
         if (c->closing)
             return;
-        int n = SSL_read(c->ssl, plain, sizeof plain);
+        int n = SSL_read(c->ssl, plain, sizeof plain), err = SSL_ERROR_WANT_READ;
         if (n > 0) {
             cli_plain(c, plain, (size_t)n);
-            continue;
+            if (c->closing)
+                return;
+            if (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->rbio) > 0)
+                continue;
+            /* every byte read is taken: no SSL_read (and error queue) just to hear WANT_READ */
+        } else {
+            err = SSL_get_error(c->ssl, n);
+            ERR_clear_error();
         }
-        int err = SSL_get_error(c->ssl, n);
-        ERR_clear_error();
         c->batching = false;
         flush_up(c);
         flush_tls(c);

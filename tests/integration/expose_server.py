@@ -6,6 +6,8 @@
 #   GET /ws          WebSocket echo (RFC 6455, text and binary)
 #   GET /setcookie   tries to set hutch's own cookie (and one of its own)
 #   GET /big?mb=N    N MiB of "x"
+#   GET /chunks?seed=S  a chunked body in pieces of awkward sizes (expose_util.chunk_plan), each
+#                    written as three writes (size line, data, CRLF)
 #   GET /go          creates /tmp/sse-go-PORT     GET /page  a page that uses all of the above
 #                    from a browser (absolute paths: the cookie, not the URL, carries the secret)
 # Every request line is appended to LOG (default /tmp/requests-PORT.log).
@@ -16,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 PORT, MARKER = int(sys.argv[1]), sys.argv[2]
 LOG = sys.argv[3] if len(sys.argv) > 3 else f"/tmp/requests-{PORT}.log"
+# around the 16 KiB of a TLS record and the 64 KiB the ingress reads at once (expose_util.CHUNK_SIZES)
+CHUNK_SIZES = [1, 2, 16383, 16384, 16385, 5, 65536, 100000, 7, 32768, 49155, 131072, 3]
 
 
 PAGE = """<!doctype html><html><head><title>loading</title></head><body><pre id="out">waiting</pre><script>
@@ -113,6 +117,18 @@ class H(BaseHTTPRequestHandler):
             block = b"x" * (1 << 16)
             for _ in range(n >> 16):
                 self.wfile.write(block)
+            return
+        if self.path.startswith("/chunks?seed="):  # the same plan as expose_util.chunk_plan
+            seed = self.path.split("=")[1]
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i, n in enumerate(CHUNK_SIZES):
+                data = (hashlib.sha256(f"{seed}:{i}".encode()).digest() * (n // 32 + 1))[:n]
+                self.wfile.write(b"%x\r\n" % n)
+                self.wfile.write(data)
+                self.wfile.write(b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
             return
         if self.path == "/hang":
             time.sleep(3600)

@@ -1,12 +1,23 @@
 # Helpers for tests of exposed ports (tests/security/test_expose.py,
 # tests/integration): start expose_server.py in a sandbox, expose a port, and
 # talk to the ingress over TLS with the install's ingress CA.
+import hashlib
 import json
 import os
 import socket
 import ssl
 import time
 import urllib.parse
+
+# expose_server.py's GET /chunks?seed=S: these sizes, each piece from this seed
+CHUNK_SIZES = [1, 2, 16383, 16384, 16385, 5, 65536, 100000, 7, 32768, 49155, 131072, 3]
+
+
+def chunk_plan(seed):
+    """The body GET /chunks?seed=S sends."""
+    return b"".join((hashlib.sha256(f"{seed}:{i}".encode()).digest() * (n // 32 + 1))[:n]
+                    for i, n in enumerate(CHUNK_SIZES))
+
 
 SERVER_SRC = open(os.path.join(os.path.dirname(__file__), "expose_server.py"), "rb").read()
 

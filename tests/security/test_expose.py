@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from hutchlib import Hutchd  # noqa: E402
-from expose_util import Ingress, expose, json_body, parse_response, server_log, start_server  # noqa: E402
+from expose_util import (Ingress, chunk_plan, expose, json_body, parse_response, server_log,  # noqa: E402
+                         start_server)
 
 HEAD_TIMEOUT_MS = 2000
 UPSTREAM_TIMEOUT_MS = 3000
@@ -397,6 +398,39 @@ def test_keep_alive_pipelining_head_and_half_close(two):
         assert parse_response(out)[2] == b"hello from A-8001\n", out
     finally:
         s.close()
+
+
+def test_a_chunked_download_in_awkward_pieces_arrives_byte_exact(two):
+    """The ingress packs what it sends into TLS records of up to 16 KiB: pieces
+    of 1 byte to 128 KiB, each written by the server as size line, data and
+    CRLF, arrive intact and in order, re-chunked on a keep-alive connection
+    (the next request on it is still answered) and until close for HTTP/1.0."""
+    a, ua, b, ub, ing = two
+    host, port, prefix = ing.split(ua)
+    want = chunk_plan("k1")
+    s = ing.connect(ua, timeout=60)
+    try:
+        s.sendall(f"GET {prefix}/chunks?seed=k1 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+                  f"GET {prefix}/ HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    first, sep, second = got.partition(b"0\r\n\r\n" + b"HTTP/1.1 ")
+    assert sep, got[-300:]
+    st, hdrs, body = parse_response(first + b"0\r\n\r\n")
+    assert st == 200 and hdrs["transfer-encoding"] == ["chunked"]
+    assert len(body) == len(want) and body == want
+    assert parse_response(b"HTTP/1.1 " + second)[2] == b"hello from A-8001\n"
+    # HTTP/1.0: no chunking towards the client, the body ends when the ingress closes
+    raw = ing.exchange(ua, f"GET {prefix}/chunks?seed=k2 HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode(), 60)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower() and b"Connection: close" in head
+    assert body == chunk_plan("k2")
 
 
 def test_a_stalled_request_body_times_out(two):
