@@ -132,12 +132,12 @@ struct sandbox {
     uv_poll_t pidfd_poll;
     uv_pipe_t agent;
     bool agent_open;
-    uint8_t *rbuf;                /* agent read buffer, HX_FRAME_HDR + HX_FRAME_MAX bytes */
+    uint8_t *rbuf;                /* a frame the agent sent in part (agent.c), rcap its size; NULL when none */
     bool agent_overrun;           /* its socket's write queue passed the bound */
     double log_tokens;            /* HX_LOG rate limit */
     int64_t log_last_ms;
     unsigned log_suppressed;
-    size_t rlen;
+    size_t rlen, rcap;
     uint32_t next_req;
     struct pending_call *calls;
     struct proc *procs;
