@@ -356,10 +356,45 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
 /* Reading: one loop, one thread, so every agent reads into one scratch
  * buffer and its frames are handled from there before the next read. A
  * sandbox holds memory of its own only for a frame that arrived in part (a
- * buffer of that frame's size, read into until it is whole, then freed): an
- * idle sandbox holds none, where a buffer of the largest frame each cost
- * 256 KiB of heap, touched more and more by a busy loop (issue 15). */
+ * buffer of that frame's size, read into until it is whole), kept while
+ * large frames keep coming (no allocation per frame) and freed once the
+ * sandbox sent none for AGENT_RBUF_IDLE_MS: an idle sandbox holds none, where
+ * a buffer of the largest frame each cost 256 KiB of heap, touched more and
+ * more by a busy loop (issue 15). */
+#define AGENT_RBUF_IDLE_MS 2000
 static uint8_t g_agent_scratch[AGENT_RBUF];
+static uv_timer_t g_rbuf_sweep;
+static bool g_rbuf_sweep_init;
+
+static void on_rbuf_sweep(uv_timer_t *t)
+{
+    uint64_t now = uv_now(g_daemon.loop);
+    bool held = false;
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next) {
+        if (!sb->rbuf)
+            continue;
+        if (sb->rlen == 0 && now - sb->rbuf_used_ms >= AGENT_RBUF_IDLE_MS) {
+            free(sb->rbuf);
+            sb->rbuf = NULL;
+            sb->rcap = 0;
+        } else {
+            held = true;
+        }
+    }
+    if (!held)
+        uv_timer_stop(t);
+}
+
+static void rbuf_sweep_start(void)
+{
+    if (!g_rbuf_sweep_init) {
+        uv_timer_init(g_daemon.loop, &g_rbuf_sweep);
+        uv_unref((uv_handle_t *)&g_rbuf_sweep); /* never what keeps the loop running */
+        g_rbuf_sweep_init = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&g_rbuf_sweep))
+        uv_timer_start(&g_rbuf_sweep, on_rbuf_sweep, AGENT_RBUF_IDLE_MS, AGENT_RBUF_IDLE_MS);
+}
 
 static void on_agent_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -368,7 +403,7 @@ static void on_agent_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     if (sb->rlen == 0)
         *buf = uv_buf_init((char *)g_agent_scratch, sizeof g_agent_scratch);
     else  /* the rest of the partial frame, never more: the buffer holds one frame */
-        *buf = uv_buf_init((char *)sb->rbuf + sb->rlen, (unsigned)(sb->rcap - sb->rlen));
+        *buf = uv_buf_init((char *)sb->rbuf + sb->rlen, (unsigned)(sb->rneed - sb->rlen));
 }
 
 /* Keeps p[0..n), the start of a frame (n < its size), in a buffer of the
@@ -376,26 +411,25 @@ static void on_agent_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static int agent_hold(struct sandbox *sb, const uint8_t *p, size_t n)
 {
     size_t need = n < HX_FRAME_HDR ? HX_FRAME_HDR : HX_FRAME_HDR + hx_get_u32(p);
-    if (need > sb->rcap || need < sb->rcap / 2) {
-        uint8_t *nb = malloc(need);
+    if (need > sb->rcap) {
+        /* the largest frame yet: a new buffer of at least 64 KiB, so that a
+         * stream of growing frames does not allocate for each */
+        size_t cap = need < (64u << 10) ? (64u << 10) : need;
+        uint8_t *nb = malloc(cap);
         if (!nb)
             return -ENOMEM;
         memcpy(nb, p, n);
         free(sb->rbuf);
         sb->rbuf = nb;
-        sb->rcap = need;
+        sb->rcap = cap;
+        rbuf_sweep_start();
     } else if (p != sb->rbuf) {
         memmove(sb->rbuf, p, n);
     }
     sb->rlen = n;
+    sb->rneed = need;
+    sb->rbuf_used_ms = uv_now(g_daemon.loop);
     return 0;
-}
-
-static void agent_release(struct sandbox *sb)
-{
-    free(sb->rbuf);
-    sb->rbuf = NULL;
-    sb->rlen = sb->rcap = 0;
 }
 
 static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -413,7 +447,7 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     size_t len;
     if (sb->rlen) {  /* more of the held frame: it grows to the header's size once that is whole */
         sb->rlen += (size_t)n;
-        if (sb->rlen == sb->rcap && sb->rlen == HX_FRAME_HDR) {
+        if (sb->rlen == sb->rneed && sb->rlen == HX_FRAME_HDR) {
             if (hx_get_u32(sb->rbuf) > HX_FRAME_MAX)
                 return agent_broken(sb, "bad frame header");
             if (hx_get_u32(sb->rbuf) > 0) {
@@ -422,7 +456,7 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
                 return;
             }
         }
-        if (sb->rlen < sb->rcap)
+        if (sb->rlen < sb->rneed)
             return;
         p = sb->rbuf;
         len = sb->rlen;
@@ -448,7 +482,7 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (sb->agent_overrun)
         return agent_broken(sb, "it does not read its socket");
     if (off == len)
-        agent_release(sb);
+        sb->rlen = 0; /* the buffer stays for the next partial frame; the sweep frees it when idle */
     else if (agent_hold(sb, p + off, len - off) < 0)
         agent_broken(sb, "out of memory for its frame");
 }
