@@ -448,7 +448,8 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (sb->rlen) {  /* more of the held frame: it grows to the header's size once that is whole */
         sb->rlen += (size_t)n;
         if (sb->rlen == sb->rneed && sb->rlen == HX_FRAME_HDR) {
-            if (hx_get_u32(sb->rbuf) > HX_FRAME_MAX)
+            struct hx_frame hf;
+            if (hx_frame_decode(sb->rbuf, HX_FRAME_HDR, &hf) < 0) /* length, type and flags, as below */
                 return agent_broken(sb, "bad frame header");
             if (hx_get_u32(sb->rbuf) > 0) {
                 if (agent_hold(sb, sb->rbuf, sb->rlen) < 0)
