@@ -155,6 +155,32 @@ def main(d):
         if "cgroup_kib_per_sandbox" in rss:
             print(f"each idle sandbox's own cgroup memory (hutch-init and its files): "
                   f"{rss['cgroup_kib_per_sandbox']:.0f} KiB")
+    mem = load(f"{d}/mem.json")
+    if mem:
+        print(f"\nmemory (issue 15; docs/performance.md \"Memory: per client and per sandbox\")")
+        ic, st, idl = mem.get("idle_client"), mem.get("streaming"), mem.get("idle_sandbox")
+        if ic:
+            print(f"  hutchd per connected SDK client, {mem['clients']} on one sandbox: "
+                  f"{ic['per_client_kib']:.1f} KiB ({ic['before_kib']} -> {ic['after_kib']} KiB RSS; target <= 64)")
+        if st:
+            print(f"  hutchd per client with its own sandbox streaming a line/s, {mem['sandboxes']} at once: "
+                  f"{st['per_client_kib']:.1f} KiB ({st['before_kib']} -> {st['after_kib']} KiB RSS; "
+                  f"{st['streams_delivering']} streams delivering; {st['hutchd_fds_per_sandbox']:.1f} hutchd fds each)")
+        if idl:
+            parts = ", ".join(f"{k.replace('_kib', '').replace('_', ' ')} {idl[k]:.0f}" for k in (
+                "process_rss_kib_per_sandbox", "cgroup_kib_per_sandbox", "hutchd_kib_per_sandbox",
+                "slab_unreclaimable_kib", "slab_reclaimable_kib", "page_tables_kib", "kernel_stack_kib",
+                "shmem_kib", "percpu_kib", "buffers_kib", "cached_kib") if idl.get(k) is not None)
+            if "charged_kib_per_sandbox" in idl:
+                print(f"  host per idle sandbox, {mem['sandboxes']} alive, charged to memory cgroups "
+                      f"(the sandbox's + hutchd's growth): {idl['charged_kib_per_sandbox']:.0f} KiB "
+                      f"(target <= 1536) = anon {idl['charged_anon_kib']:.0f} + kernel {idl['charged_kernel_kib']:.0f}"
+                      f" + page cache {idl['charged_file_kib']:.0f}; without the page cache "
+                      f"{idl['charged_without_cache_kib']:.0f} KiB")
+            print(f"  host per idle sandbox, {mem['sandboxes']} alive: MemAvailable drop "
+                  f"{idl['memavailable_drop_per_sandbox_kib']:.0f} KiB (the whole machine's, other work included), "
+                  f"{idl['processes_per_sandbox']} processes each")
+            print(f"    its parts, KiB per sandbox: {parts}")
     fsb = load(f"{d}/fs.json")
     if fsb:
         loc = fsb.get("local_cp_mbs")
@@ -174,7 +200,7 @@ def main(d):
         print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
         print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
               f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
-    if not (hutch or vol or fsb or net or ig or vsc):
+    if not (hutch or vol or fsb or net or ig or vsc or mem):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

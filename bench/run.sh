@@ -2,7 +2,7 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress,vscode
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -22,15 +22,19 @@ INIT=$(bin hutch-init init)
 
 TMP=$(mktemp -d /tmp/hutch-bench.XXXXXX)
 HPID=
+stop_hutchd() {
+  [[ -n $HPID ]] || return 0
+  kill -TERM "$HPID" 2>/dev/null
+  for _ in $(seq 150); do kill -0 "$HPID" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$HPID" 2>/dev/null
+  wait "$HPID" 2>/dev/null
+  HPID=
+}
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n $HPID ]] && kill -0 "$HPID" 2>/dev/null; then
-    kill -TERM "$HPID"
-    for _ in $(seq 100); do kill -0 "$HPID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$HPID" 2>/dev/null
-  fi
+  stop_hutchd
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
   find /sys/fs/cgroup -maxdepth 2 -type d -name "hutch-bench-$RUN" 2>/dev/null | while read -r cg; do
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
@@ -38,6 +42,7 @@ cleanup() {
   for p in $(ip netns pids "$NS-ig" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
   ip netns del "$NS" 2>/dev/null
   ip netns del "$NS-ig" 2>/dev/null
+  [[ -n ${DAEMON_CG:-} ]] && rmdir "$DAEMON_CG" 2>/dev/null
   [[ -n ${BENCH_KEEP_LOG:-} ]] && cp "$TMP/hutchd.log" "$BENCH_KEEP_LOG"
   rm -rf --one-file-system "$TMP"
   exit "$rc"
@@ -61,24 +66,34 @@ echo "bench: peers (fork+exec and bwrap, ${BENCH_RUNS} runs of bwrap, 1000 of fo
   echo "bench: bwrap failed (is bubblewrap installed?)" >&2
 
 PORT=17070
-args=(--state-dir "$TMP/state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN"
-  --storage-size 6GiB --disk 1024 --app-idle 2)
+# start_hutchd STATE_DIR EXTRA_ARGS...: hutchd in the bench's namespace; HPID is its pid.
+start_hutchd() {
+  local state=$1
+  shift
+  local args=(--state-dir "$state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN" "$@")
+  [[ -x $INIT ]] && args+=(--init "$INIT")
+  [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
+  # nsenter execs hutchd (through sh when it joins DAEMON_CG first): $! is hutchd itself
+  if [[ -n ${DAEMON_CG:-} ]]; then
+    nsenter --net="/run/netns/$NS" -- sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$DAEMON_CG" "$HUTCHD" "${args[@]}" \
+      </dev/null >>"$TMP/hutchd.log" 2>&1 &
+  else
+    nsenter --net="/run/netns/$NS" -- "$HUTCHD" "${args[@]}" </dev/null >>"$TMP/hutchd.log" 2>&1 &
+  fi
+  HPID=$!
+  for _ in $(seq 300); do
+    kill -0 "$HPID" 2>/dev/null || break
+    grep -q 'hutchd: listening on http://' "$TMP/hutchd.log" && [[ -s $state/admin.token ]] && break
+    sleep 0.1
+  done
+  if [[ ! -s $state/admin.token ]]; then
+    echo "bench: hutchd did not start:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; exit 1
+  fi
+}
 # --app-idle 2: the apps part measures the first request to an app scaled to zero.
 # --disk 1024: the RSS part holds 20 idle sandboxes, each promised its whole
 # writable layer; at the default 4 GiB they need 80 GiB free on /tmp.
-[[ -x $INIT ]] && args+=(--init "$INIT")
-[[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
-# nsenter execs hutchd: $! is hutchd itself (a function here would add a subshell)
-nsenter --net="/run/netns/$NS" -- "$HUTCHD" "${args[@]}" </dev/null >"$TMP/hutchd.log" 2>&1 &
-HPID=$!
-for _ in $(seq 300); do
-  kill -0 "$HPID" 2>/dev/null || break
-  grep -q 'hutchd: listening on http://' "$TMP/hutchd.log" && [[ -s $TMP/state/admin.token ]] && break
-  sleep 0.1
-done
-if [[ ! -s $TMP/state/admin.token ]]; then
-  echo "bench: hutchd did not start:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; exit 1
-fi
+start_hutchd "$TMP/state" --storage-size 6GiB --disk 1024 --app-idle 2
 
 rc=0
 if want sdk; then
@@ -142,6 +157,25 @@ else
   echo "bench: cannot make the ingress bench's network namespace" >&2; rc=1
 fi
 ip netns del "$NS-ig" 2>/dev/null
+fi
+
+if want mem; then
+# its own hutchd (the same namespace, after the first one stopped): MEM_SANDBOXES
+# sandboxes alive at once, each promised a small writable layer, no warm pool
+# (pooled sandboxes would count as the clients' memory)
+MEM_SANDBOXES=${MEM_SANDBOXES:-200}
+echo "bench: memory (hutchd per connected SDK client; host per idle sandbox, $MEM_SANDBOXES alive)..." >&2
+stop_hutchd
+# hutchd alone in a memory cgroup of its own: what it (and the kernel objects it
+# makes for sandboxes: namespaces, mounts, loop devices, veths) holds is charged there
+DAEMON_CG=/sys/fs/cgroup/memory/hutch-bench-$RUN-daemon
+[[ -f /sys/fs/cgroup/cgroup.controllers ]] && DAEMON_CG=/sys/fs/cgroup/hutch-bench-$RUN-daemon
+mkdir "$DAEMON_CG" || DAEMON_CG=
+start_hutchd "$TMP/state-mem" --disk 64 --warm 0 --max-sandboxes $((MEM_SANDBOXES + 20)) --storage-size 1GiB
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state-mem/admin.token")" HUTCHD_PID="$HPID" HUTCH_CGROUP_NAME="hutch-bench-$RUN" \
+  MEM_DAEMON_CG="${DAEMON_CG:-}" MEM_SANDBOXES="$MEM_SANDBOXES" timeout 900 node --expose-gc bench/mem_bench.mjs >"$TMP/mem.json" ||
+  { echo "bench: memory benchmark failed; hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; rc=1; }
 fi
 
 echo

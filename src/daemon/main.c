@@ -172,11 +172,30 @@ int main(int argc, char **argv)
         return 1;
     }
     umask(022);
-    /* One fd per client connection and a few per sandbox. */
+    /* One fd per client connection and a few per sandbox (agent socket, pidfd,
+     * disk image: 4 with its client's socket). A hard limit below what
+     * --max-sandboxes needs is raised (root may, up to fs.nr_open): 5,000
+     * sandboxes with their clients need 20,000 fds where shells often give 20,000
+     * in all. */
     struct rlimit nofile;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+        rlim_t want = (rlim_t)(cfg.max_sandboxes + cfg.warm) * 8 + 4096;
+        unsigned long nr_open = 0;
+        FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+        if (f) {
+            if (fscanf(f, "%lu", &nr_open) != 1)
+                nr_open = 0;
+            fclose(f);
+        }
+        if (nr_open && want > nr_open)
+            want = nr_open;
+        if (nofile.rlim_max < want)
+            nofile.rlim_max = want;
         nofile.rlim_cur = nofile.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &nofile);
+        if (setrlimit(RLIMIT_NOFILE, &nofile) < 0 && getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+            nofile.rlim_cur = nofile.rlim_max; /* the old way: the soft limit up to the hard one */
+            setrlimit(RLIMIT_NOFILE, &nofile);
+        }
     }
     g_daemon.loop = uv_default_loop();
     log_start(g_daemon.loop);

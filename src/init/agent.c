@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdarg.h>
+#include <malloc.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -13,6 +15,12 @@
 #include "lib/wire.h"
 
 #define RBUF_CAP (HX_FRAME_HDR + HX_FRAME_MAX)
+/* An idle sandbox's agent keeps this much of its read buffer resident; a
+ * burst of large frames (file writes, stdin) touches the rest, which is handed
+ * back to the kernel once the socket was quiet for RBUF_TRIM_MS (issue 15:
+ * host memory per idle sandbox). */
+#define RBUF_KEEP (16u * 1024u)
+#define RBUF_TRIM_MS 2000
 #define OUT_CHUNK (64u * 1024u)
 #define SPAWN_MAX_ARGS 65536
 #define SPAWN_MAX_ARGBYTES (2u * 1024u * 1024u)
@@ -83,7 +91,9 @@ static struct {
 static uv_loop_t *g_loop;
 static uv_pipe_t *g_sock;
 static uv_signal_t g_sigchld;
-static uint8_t *g_rbuf;
+static uint8_t *g_rbuf;         /* RBUF_CAP bytes, its own mapping (see RBUF_KEEP) */
+static size_t g_rhigh;          /* bytes of g_rbuf touched since it was last trimmed */
+static uv_timer_t g_rtrim;
 static size_t g_rlen;
 static struct proc *g_procs;
 
@@ -777,6 +787,20 @@ static void dispatch(const struct hx_frame *f)
     }
 }
 
+/* Quiet for a while: the read buffer beyond RBUF_KEEP and the heap's free
+ * pages go back to the kernel. The sandbox's memory limit counts them, and so
+ * does the host for every idle sandbox. */
+static void on_rbuf_trim(uv_timer_t *t)
+{
+    if (g_rlen) /* a frame is still arriving: later */
+        return (void)uv_timer_start(t, on_rbuf_trim, RBUF_TRIM_MS, 0);
+    if (g_rhigh > RBUF_KEEP) {
+        madvise(g_rbuf + RBUF_KEEP, RBUF_CAP - RBUF_KEEP, MADV_DONTNEED);
+        g_rhigh = RBUF_KEEP;
+    }
+    malloc_trim(0);
+}
+
 static void sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     *buf = uv_buf_init((char *)g_rbuf + g_rlen, (unsigned)(RBUF_CAP - g_rlen));
@@ -789,6 +813,11 @@ static void on_sock_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     g_rlen += (size_t)nread;
+    if (g_rlen > g_rhigh) {
+        g_rhigh = g_rlen;
+        if (g_rhigh > RBUF_KEEP)
+            uv_timer_start(&g_rtrim, on_rbuf_trim, RBUF_TRIM_MS, 0);
+    }
     size_t off = 0;
     for (;;) {
         struct hx_frame f;
@@ -926,16 +955,22 @@ int agent_run(int fd, int restore_fd, uint64_t wait_ms)
 {
     signal(SIGPIPE, SIG_IGN);
     g_loop = uv_default_loop();
-    g_rbuf = malloc(RBUF_CAP);
+    /* RBUF_KEEP is a multiple of the page size: the trim starts on a page */
+    void *rb = mmap(NULL, RBUF_CAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_rbuf = rb == MAP_FAILED ? NULL : rb;
     g_sock = malloc(sizeof *g_sock);
     if (!g_rbuf || !g_sock)
         return -ENOMEM;
+    /* setup's buffers (the spec, the CA bundle, the seccomp program) are
+     * freed: their pages need not stay with every idle sandbox */
+    malloc_trim(0);
     g_relink.listen_fd = restore_fd;
     g_relink.wait_ms = wait_ms;
     g_relink.tail = &g_relink.head;
     int r;
-    if ((r = uv_timer_init(g_loop, &g_relink.orphan)) < 0)
+    if ((r = uv_timer_init(g_loop, &g_relink.orphan)) < 0 || (r = uv_timer_init(g_loop, &g_rtrim)) < 0)
         return r;
+    uv_unref((uv_handle_t *)&g_rtrim);
     if ((r = uv_pipe_init(g_loop, g_sock, 0)) < 0 || (r = uv_pipe_open(g_sock, fd)) < 0)
         return r;
     if ((r = uv_signal_init(g_loop, &g_sigchld)) < 0 || (r = uv_signal_start(&g_sigchld, on_sigchld, SIGCHLD)) < 0)

@@ -324,6 +324,39 @@ static void test_keep_alive_serves_two_requests_on_one_connection(void **state)
     close(fd);
 }
 
+/* The request head and a large body are let go once each response is out
+ * (an idle conn holds neither): the next requests on the conn parse into
+ * fresh ones and see only their own bytes. */
+static void test_keep_alive_requests_after_a_large_body_see_only_their_own(void **state)
+{
+    int fd = client_connect();
+    static char buf[65536];
+    bool eof;
+    static char big[20000 + 128];
+    int n = snprintf(big, sizeof(big), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n");
+    memset(big + n, 'a', 20000);
+    send_all(fd, big, (size_t)n + 20000);
+    size_t got = recv_response(fd, buf, sizeof(buf), &eof);
+    assert_non_null(strstr(buf, "Content-Length: 20000\r\n"));
+    char *body = strstr(buf, "\r\n\r\n") + 4;
+    assert_int_equal(got - (size_t)(body - buf), 20000);
+    assert_int_equal(strspn(body, "a"), 20000);
+    memset(buf, 0, sizeof(buf));
+    const char *r2 = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz";
+    send_all(fd, r2, strlen(r2));
+    got = recv_response(fd, buf, sizeof(buf), &eof);
+    assert_non_null(strstr(buf, "Content-Length: 3\r\n"));
+    assert_string_equal(strstr(buf, "\r\n\r\n") + 4, "xyz");
+    memset(buf, 0, sizeof(buf));
+    const char *r3 = "GET /json?v=after HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, r3, strlen(r3));
+    recv_response(fd, buf, sizeof(buf), &eof);
+    assert_non_null(strstr(buf, "{\"v\":\"after\"}"));
+    assert_false(eof);
+    assert_int_equal(fx->requests, 3);
+    close(fd);
+}
+
 static void test_pipelined_requests_are_answered_in_order(void **state)
 {
     int fd = client_connect();
@@ -624,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_accept_key_matches_rfc6455_example),
         cmocka_unit_test(test_websocket_request_needs_all_handshake_headers),
         cmocka_unit_test_setup_teardown(test_keep_alive_serves_two_requests_on_one_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive_requests_after_a_large_body_see_only_their_own, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_requests_are_answered_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_request_gets_400_json_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_length_with_chunked_is_refused, setup, teardown),

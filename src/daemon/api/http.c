@@ -81,13 +81,13 @@ struct http_conn {
     http_parser parser;
     uv_shutdown_t shut;
 
-    /* The request being parsed: every string lives in head[], NUL-terminated. */
-    char head[HTTP_MAX_HEAD + 2 * HTTP_MAX_HEADERS + 8];
+    /* The request being parsed: every string lives in rq->head, NUL-terminated. rq exists from a
+     * request's first byte until its response is out: an idle keep-alive conn and a WebSocket hold
+     * none of its ~19 KiB (issue 15: memory per connected client). */
+    struct http_reqbuf *rq;
     size_t head_len;
     int hstate;
-    struct { uint32_t name, value; } hoff[HTTP_MAX_HEADERS];
     size_t n_headers;
-    struct http_header hdrs[HTTP_MAX_HEADERS];
     uint8_t *body;
     size_t body_len, body_cap;
     struct http_request req;
@@ -98,6 +98,12 @@ struct http_conn {
     void (*on_abort)(struct http_conn *c, void *ud);
     void *abort_ud;
     struct ws_conn *ws;
+};
+
+struct http_reqbuf {
+    char head[HTTP_MAX_HEAD + 2 * HTTP_MAX_HEADERS + 8];
+    struct { uint32_t name, value; } hoff[HTTP_MAX_HEADERS];
+    struct http_header hdrs[HTTP_MAX_HEADERS];
 };
 
 struct http_wreq {
@@ -296,21 +302,21 @@ static int head_append(struct http_conn *c, const char *at, size_t len)
         c->fail_status = 431;
         return -1;
     }
-    memcpy(c->head + c->head_len, at, len);
+    memcpy(c->rq->head + c->head_len, at, len);
     c->head_len += len;
     return 0;
 }
 
 static void head_end_string(struct http_conn *c)
 {
-    c->head[c->head_len++] = '\0';
+    c->rq->head[c->head_len++] = '\0';
 }
 
 static void head_end_value(struct http_conn *c)
 {
     /* http-parser skips leading blanks; trailing ones are ours to drop. */
-    size_t start = c->hoff[c->n_headers].value;
-    while (c->head_len > start && (c->head[c->head_len - 1] == ' ' || c->head[c->head_len - 1] == '\t'))
+    size_t start = c->rq->hoff[c->n_headers].value;
+    while (c->head_len > start && (c->rq->head[c->head_len - 1] == ' ' || c->rq->head[c->head_len - 1] == '\t'))
         c->head_len--;
     head_end_string(c);
     c->n_headers++;
@@ -333,7 +339,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
             c->fail_status = 431;
             return -1;
         }
-        c->hoff[c->n_headers].name = (uint32_t)c->head_len;
+        c->rq->hoff[c->n_headers].name = (uint32_t)c->head_len;
         c->hstate = H_FIELD;
     }
     return head_append(c, at, len);
@@ -344,7 +350,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     if (c->hstate != H_VALUE) {
         head_end_string(c);
-        c->hoff[c->n_headers].value = (uint32_t)c->head_len;
+        c->rq->hoff[c->n_headers].value = (uint32_t)c->head_len;
         c->hstate = H_VALUE;
     }
     return head_append(c, at, len);
@@ -365,8 +371,8 @@ static int on_headers_complete(http_parser *p)
         return -1;
     }
     for (size_t i = 0; i < c->n_headers; i++) {
-        if (strcasecmp(c->head + c->hoff[i].name, "expect") == 0 &&
-            strcasecmp(c->head + c->hoff[i].value, "100-continue") == 0 && !p->upgrade) {
+        if (strcasecmp(c->rq->head + c->rq->hoff[i].name, "expect") == 0 &&
+            strcasecmp(c->rq->head + c->rq->hoff[i].value, "100-continue") == 0 && !p->upgrade) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             conn_write_raw(c, cont, sizeof(cont) - 1, false);
         }
@@ -542,11 +548,26 @@ void http_conn_close(struct http_conn *c)
     conn_close(c);
 }
 
+/* The request was answered: its head and its body go. */
+static void conn_request_done(struct http_conn *c)
+{
+    free(c->rq);
+    c->rq = NULL;
+    memset(&c->req, 0, sizeof(c->req));
+    if (c->body_cap > 4096) {  /* do not keep an upload's buffer on an idle conn */
+        free(c->body);
+        c->body = NULL;
+        c->body_cap = 0;
+    }
+    c->body_len = 0;
+}
+
 static void conn_free(struct http_conn *c)
 {
     struct http_server *s = c->srv;
     link_del(&c->node);
     s->n_conns--;
+    free(c->rq);
     free(c->body);
     free(c->pending);
     free(c);
@@ -597,19 +618,13 @@ static void reset_request(struct http_conn *c)
     c->head_len = 0;
     c->hstate = H_URL;
     c->n_headers = 0;
-    c->body_len = 0;
-    if (c->body_cap > 64 * 1024) {  /* do not keep a big upload's buffer on an idle conn */
-        free(c->body);
-        c->body = NULL;
-        c->body_cap = 0;
-    }
+    conn_request_done(c);
     c->msg_done = false;
     c->cr_last = false;
     c->got_bytes = false;
     c->fail_status = 0;
     c->on_abort = NULL;
     c->abort_ud = NULL;
-    memset(&c->req, 0, sizeof(c->req));
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -680,7 +695,7 @@ static void dispatch(struct http_conn *c)
     if (c->parser.http_major != 1)
         return fail_request(c, 505, "HTTP_VERSION_NOT_SUPPORTED", "this server speaks HTTP versions 1.0 and 1.1 only");
     r->method = http_method_str((enum http_method)c->parser.method);
-    char *url = c->head;
+    char *url = c->rq->head;
     char *q = strchr(url, '?');
     if (q) {
         *q = '\0';
@@ -690,10 +705,10 @@ static void dispatch(struct http_conn *c)
     }
     r->path = url;
     for (size_t i = 0; i < c->n_headers; i++) {
-        c->hdrs[i].name = c->head + c->hoff[i].name;
-        c->hdrs[i].value = c->head + c->hoff[i].value;
+        c->rq->hdrs[i].name = c->rq->head + c->rq->hoff[i].name;
+        c->rq->hdrs[i].value = c->rq->head + c->rq->hoff[i].value;
     }
-    r->headers = c->hdrs;
+    r->headers = c->rq->hdrs;
     r->n_headers = c->n_headers;
     r->body = c->body ? c->body : (const uint8_t *)"";
     r->body_len = c->body_len;
@@ -753,6 +768,11 @@ static void conn_parse(struct http_conn *c, const uint8_t *p, size_t n)
         return;
     }
     c->got_bytes = true;
+    if (!c->rq && !(c->rq = malloc(sizeof *c->rq))) {
+        c->keep_alive = false;
+        fail_request(c, 503, "OUT_OF_MEMORY", "out of memory");
+        return;
+    }
     size_t done = http_parser_execute(&c->parser, &parser_settings, (const char *)p, n);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (c->msg_done) {
@@ -911,6 +931,7 @@ void http_respond(struct http_conn *c, int status, const char *content_type, con
     http_conn_set_deadline(c, conn_wait_ms(c));
     conn_write_raw(c, out, off, true);
     free(out);
+    conn_request_done(c);  /* after the write: body and extra_headers may point into the request */
 }
 
 /* A streamed response (server-sent events): the head now, then chunks as they
@@ -956,6 +977,7 @@ void http_stream_end(struct http_conn *c)
         return;
     c->state = C_WRITE;
     c->keep_alive = false;
+    conn_request_done(c);
     if (c->closing)
         return;
     http_conn_set_deadline(c, conn_wait_ms(c));
@@ -1016,6 +1038,7 @@ bool http_conn_start_ws(struct http_conn *c, struct ws_conn *w, const char *head
     c->ws = w;
     c->deadline = 0;
     conn_write_raw(c, head, len, false);
+    conn_request_done(c);  /* after the write: head may be built from the request */
     if (!c->closing)
         http_conn_resume(c);
     return true;

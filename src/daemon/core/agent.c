@@ -353,11 +353,83 @@ static void handle_frame(struct sandbox *sb, const struct hx_frame *f)
     }
 }
 
+/* Reading: one loop, one thread, so every agent reads into one scratch
+ * buffer and its frames are handled from there before the next read. A
+ * sandbox holds memory of its own only for a frame that arrived in part (a
+ * buffer of that frame's size, read into until it is whole), kept while
+ * large frames keep coming (no allocation per frame) and freed once the
+ * sandbox sent none for AGENT_RBUF_IDLE_MS: an idle sandbox holds none, where
+ * a buffer of the largest frame each cost 256 KiB of heap, touched more and
+ * more by a busy loop (issue 15). */
+#define AGENT_RBUF_IDLE_MS 2000
+static uint8_t g_agent_scratch[AGENT_RBUF];
+static uv_timer_t g_rbuf_sweep;
+static bool g_rbuf_sweep_init;
+
+static void on_rbuf_sweep(uv_timer_t *t)
+{
+    uint64_t now = uv_now(g_daemon.loop);
+    bool held = false;
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next) {
+        if (!sb->rbuf)
+            continue;
+        if (sb->rlen == 0 && now - sb->rbuf_used_ms >= AGENT_RBUF_IDLE_MS) {
+            free(sb->rbuf);
+            sb->rbuf = NULL;
+            sb->rcap = 0;
+        } else {
+            held = true;
+        }
+    }
+    if (!held)
+        uv_timer_stop(t);
+}
+
+static void rbuf_sweep_start(void)
+{
+    if (!g_rbuf_sweep_init) {
+        uv_timer_init(g_daemon.loop, &g_rbuf_sweep);
+        uv_unref((uv_handle_t *)&g_rbuf_sweep); /* never what keeps the loop running */
+        g_rbuf_sweep_init = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&g_rbuf_sweep))
+        uv_timer_start(&g_rbuf_sweep, on_rbuf_sweep, AGENT_RBUF_IDLE_MS, AGENT_RBUF_IDLE_MS);
+}
+
 static void on_agent_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct sandbox *sb = h->data;
-    buf->base = (char *)sb->rbuf + sb->rlen;
-    buf->len = AGENT_RBUF - sb->rlen;
+    (void)hint;
+    if (sb->rlen == 0)
+        *buf = uv_buf_init((char *)g_agent_scratch, sizeof g_agent_scratch);
+    else  /* the rest of the partial frame, never more: the buffer holds one frame */
+        *buf = uv_buf_init((char *)sb->rbuf + sb->rlen, (unsigned)(sb->rneed - sb->rlen));
+}
+
+/* Keeps p[0..n), the start of a frame (n < its size), in a buffer of the
+ * frame's size (of the header's while the header is not whole). */
+static int agent_hold(struct sandbox *sb, const uint8_t *p, size_t n)
+{
+    size_t need = n < HX_FRAME_HDR ? HX_FRAME_HDR : HX_FRAME_HDR + hx_get_u32(p);
+    if (need > sb->rcap) {
+        /* the largest frame yet: a new buffer of at least 64 KiB, so that a
+         * stream of growing frames does not allocate for each */
+        size_t cap = need < (64u << 10) ? (64u << 10) : need;
+        uint8_t *nb = malloc(cap);
+        if (!nb)
+            return -ENOMEM;
+        memcpy(nb, p, n);
+        free(sb->rbuf);
+        sb->rbuf = nb;
+        sb->rcap = cap;
+        rbuf_sweep_start();
+    } else if (p != sb->rbuf) {
+        memmove(sb->rbuf, p, n);
+    }
+    sb->rlen = n;
+    sb->rneed = need;
+    sb->rbuf_used_ms = uv_now(g_daemon.loop);
+    return 0;
 }
 
 static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -368,12 +440,35 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             sandbox_stop(sb, n == UV_EOF ? "the sandbox's agent exited" : "lost the sandbox's agent");
         return;
     }
-    sb->rlen += (size_t)n;
+    if (n == 0)
+        return;
     metrics_agent_bytes(true, (size_t)n); /* metrics: */
+    const uint8_t *p;
+    size_t len;
+    if (sb->rlen) {  /* more of the held frame: it grows to the header's size once that is whole */
+        sb->rlen += (size_t)n;
+        if (sb->rlen == sb->rneed && sb->rlen == HX_FRAME_HDR) {
+            struct hx_frame hf;
+            if (hx_frame_decode(sb->rbuf, HX_FRAME_HDR, &hf) < 0) /* length, type and flags, as below */
+                return agent_broken(sb, "bad frame header");
+            if (hx_get_u32(sb->rbuf) > 0) {
+                if (agent_hold(sb, sb->rbuf, sb->rlen) < 0)
+                    return agent_broken(sb, "out of memory for its frame");
+                return;
+            }
+        }
+        if (sb->rlen < sb->rneed)
+            return;
+        p = sb->rbuf;
+        len = sb->rlen;
+    } else {
+        p = (const uint8_t *)buf->base;
+        len = (size_t)n;
+    }
     size_t off = 0;
     while (sb->state < SB_STOPPING) {
         struct hx_frame f;
-        int r = hx_frame_decode(sb->rbuf + off, sb->rlen - off, &f);
+        int r = hx_frame_decode(p + off, len - off, &f);
         if (r == 0)
             break;
         if (r < 0) {
@@ -387,17 +482,14 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     if (sb->agent_overrun)
         return agent_broken(sb, "it does not read its socket");
-    memmove(sb->rbuf, sb->rbuf + off, sb->rlen - off);
-    sb->rlen -= off;
+    if (off == len)
+        sb->rlen = 0; /* the buffer stays for the next partial frame; the sweep frees it when idle */
+    else if (agent_hold(sb, p + off, len - off) < 0)
+        agent_broken(sb, "out of memory for its frame");
 }
 
 int agent_start(struct sandbox *sb, int fd, struct hx_err *e)
 {
-    sb->rbuf = malloc(AGENT_RBUF);
-    if (!sb->rbuf) {
-        close(fd);
-        return hx_fail(e, ENOMEM, "out of memory");
-    }
     uv_pipe_init(g_daemon.loop, &sb->agent, 0);
     sb->agent.data = sb;
     sb->open_handles++;
@@ -442,10 +534,8 @@ static void on_agent_connected(uv_connect_t *req, int status)
 
 int agent_reconnect(struct sandbox *sb, const char *path, struct hx_err *e)
 {
-    sb->rbuf = malloc(AGENT_RBUF);
     uv_connect_t *req = malloc(sizeof *req);
-    if (!sb->rbuf || !req) {
-        free(req);
+    if (!req) {
         return hx_fail(e, ENOMEM, "out of memory");
     }
     uv_pipe_init(g_daemon.loop, &sb->agent, 0);

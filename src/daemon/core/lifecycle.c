@@ -368,6 +368,7 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
     }
     uv_timer_stop(&sb->aux_timer);
     sandbox_disk_release(sb); /* mounted now: the mount holds the loop device */
+    disk_drop_file_cache(&sb->disk);
     sb_storage_mounted(sb->storage); /* storage: likewise for volumes */
     sb->state = SB_RUNNING;
     sandbox_views_sync(sb); /* views: lxcfs died or came back during its setup */

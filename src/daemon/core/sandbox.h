@@ -134,7 +134,9 @@ struct sandbox {
     uv_poll_t pidfd_poll;
     uv_pipe_t agent;
     bool agent_open;
-    uint8_t *rbuf;                /* agent read buffer, HX_FRAME_HDR + HX_FRAME_MAX bytes */
+    uint8_t *rbuf;                /* a frame the agent sent in part (agent.c): rlen of its rneed bytes are in; */
+    size_t rneed, rcap;           /* rcap: the buffer's size; NULL once unused for a while */
+    uint64_t rbuf_used_ms;        /* uv_now() when rbuf last held a frame */
     bool agent_overrun;           /* its socket's write queue passed the bound */
     double log_tokens;            /* HX_LOG rate limit */
     int64_t log_last_ms;

@@ -68,6 +68,12 @@ int disk_prepare(const char *dir, const char *id, uint32_t disk_mb, struct disk_
     return 0;
 }
 
+void disk_drop_file_cache(const struct disk_layer *l)
+{
+    if (l->file_fd >= 0)
+        (void)posix_fadvise(l->file_fd, 0, 0, POSIX_FADV_DONTNEED); /* advice: nothing to fail */
+}
+
 void disk_layer_close(struct disk_layer *l)
 {
     if (l->dev_fd >= 0)
