@@ -36,6 +36,7 @@ struct http_server {
     bool closing;
     int open_handles;        /* the server is freed when these and all conns are gone */
     struct link conns, kicks;
+    struct link spent;       /* conns whose answered request's head and body go at the next idle turn */
     size_t n_conns;          /* allocated conns, closing ones included */
     struct http_limits lim;
     size_t n_open;           /* conns that hold a slot of lim.max_conns: accepted and not closing */
@@ -59,7 +60,7 @@ enum { H_URL, H_FIELD, H_VALUE, H_DONE };
 struct http_conn {
     union stream_handle h;
     struct http_server *srv;
-    struct link node, kick_node;
+    struct link node, kick_node, spent_node;
     struct link untrusted_node, peer_node;  /* on srv->untrusted and peer->conns while untrusted */
     struct peer *peer;
     enum conn_state state;
@@ -74,6 +75,7 @@ struct http_conn {
     bool streaming;    /* http_stream_begin sent the head */
     bool counted;      /* holds a slot of srv->lim.max_conns */
     bool got_bytes;    /* part of the current request has arrived */
+    bool spent;        /* on srv->spent: the answered request's head and body go soon */
     bool cr_last;      /* the head so far ends in CR: the next byte must be LF */
     int fail_status;   /* set by a parser callback that refuses the request */
     uint64_t deadline; /* uv_now() in ms after which the sweep closes the conn; 0: none */
@@ -548,24 +550,42 @@ void http_conn_close(struct http_conn *c)
     conn_close(c);
 }
 
-/* The request was answered: its head and its body go. */
+/* The request was answered: its head and its body go, but not now. The app
+ * may still be inside its handler, reading a header it answered from (a
+ * secret scrubbed after the response); they go at the next idle turn of the
+ * loop, unless a new request has begun with them by then. */
 static void conn_request_done(struct http_conn *c)
 {
+    memset(&c->req, 0, sizeof(c->req));
+    c->body_len = 0;
+    if (c->spent || (!c->rq && c->body_cap <= 4096))
+        return;
+    c->spent = true;
+    link_add(&c->srv->spent, &c->spent_node);
+    uv_idle_start(&c->srv->kick, on_kick);
+}
+
+static void conn_spent_free(struct http_conn *c)
+{
+    link_del(&c->spent_node);
+    c->spent = false;
+    if (c->state == C_READ && c->got_bytes)
+        return; /* a new request uses them */
     free(c->rq);
     c->rq = NULL;
-    memset(&c->req, 0, sizeof(c->req));
     if (c->body_cap > 4096) {  /* do not keep an upload's buffer on an idle conn */
         free(c->body);
         c->body = NULL;
         c->body_cap = 0;
     }
-    c->body_len = 0;
 }
 
 static void conn_free(struct http_conn *c)
 {
     struct http_server *s = c->srv;
     link_del(&c->node);
+    if (c->spent)
+        link_del(&c->spent_node);
     s->n_conns--;
     free(c->rq);
     free(c->body);
@@ -838,6 +858,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_kick(uv_idle_t *h)
 {
     struct http_server *s = container_of(h, struct http_server, kick);
+    while (!link_empty(&s->spent))
+        conn_spent_free(container_of(s->spent.next, struct http_conn, spent_node));
     struct link todo;
     link_init(&todo);
     /* Move the list aside: processing may kick again, which is then for the next turn. */
@@ -872,7 +894,7 @@ static void on_kick(uv_idle_t *h)
         }
         free(p);
     }
-    if (link_empty(&s->kicks))
+    if (link_empty(&s->kicks) && link_empty(&s->spent))
         uv_idle_stop(&s->kick);
 }
 
@@ -1251,6 +1273,7 @@ static struct http_server *server_new(uv_loop_t *loop, http_request_cb cb, void 
     s->ud = ud;
     link_init(&s->conns);
     link_init(&s->kicks);
+    link_init(&s->spent);
     link_init(&s->untrusted);
     s->lim = (struct http_limits){ HTTP_MAX_CONNS, HTTP_MAX_CONNS_PER_IP, HTTP_REQUEST_TIMEOUT_MS };
     uv_timer_init(loop, &s->sweep);
