@@ -52,6 +52,38 @@ def test_disk_limit_is_enospc_and_sandbox_survives(make_hutchd):
         sb.ws.close()
 
 
+def test_each_layer_is_a_fresh_file_system_of_its_own(make_hutchd):
+    """Writable layers are copies of one file system made once (disk.c's
+    template): what a sandbox writes is in its own layer only, a layer made
+    after another was written starts empty, and each is its own ext4 (its
+    own free space) on its own loop device."""
+    d = make_hutchd(extra_args=["--disk", "64", "--warm", "0"])
+    df = "df -B1M --output=used,size / | tail -1"
+    a = d.create_sandbox()
+    try:
+        used0, size0 = map(int, a.sh(df)["stdout"].split())
+        r = a.sh("head -c 20M /dev/urandom > /home/app/blob && echo secret-a > /home/app/mark && sync; " + df)
+        used_a, size_a = map(int, r["stdout"].split())
+        assert size_a == size0 and used_a >= used0 + 19, (used0, used_a, r)  # positive control: df sees A's writes
+        b = d.create_sandbox()
+        try:
+            r = b.sh("cat /home/app/mark; ls /home/app; " + df)
+            assert b"No such file" in r["stderr"], r
+            assert b"blob" not in r["stdout"], r
+            used_b, size_b = map(int, r["stdout"].split()[-2:])
+            assert size_b == size0 and used_b < used0 + 5, (used0, used_b, r)
+            assert b.sh("echo secret-b > /home/app/mark && cat /home/app/mark")["stdout"] == b"secret-b\n"
+            assert a.sh("cat /home/app/mark")["stdout"] == b"secret-a\n"
+            # their layers are different loop devices (the host sees both attached)
+            loops = [ln for ln in subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True,
+                                                 text=True).stdout.splitlines() if f"{d.state_dir}/" in ln]
+            assert len(loops) == 2 and loops[0].split()[0] != loops[1].split()[0], loops
+        finally:
+            b.ws.close()
+    finally:
+        a.ws.close()
+
+
 def test_create_kill_cycles_leak_nothing(make_hutchd):
     """200 create/kill cycles (session close and REST kill alternating): the
     daemon's fds, the mounts, the links of its netns and its RSS come back."""
