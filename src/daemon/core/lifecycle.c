@@ -38,10 +38,9 @@ struct daemon_ctx g_daemon;
 /* HUTCH_CREATE_TRACE=1: one line per started sandbox with the time each
  * step of its start took (docs/performance.md, "Create: where the time
  * goes"). Off by default: a clock read per step, nothing else. */
-enum { TR_CREATE, TR_CGROUP, TR_WORK, TR_DISK, TR_LAUNCH, TR_ATTACH, TR_NET, TR_DONE, TR_RECORD, TR_SETUP,
-       TR_READY, TR_N };
-static const char *const tr_names[TR_N] = {"create", "cgroup", "queue", "disk", "launch", "attach", "net",
-                                            "back", "record", "setup", "init"};
+enum { TR_CREATE, TR_CGROUP, TR_WORK, TR_DISK, TR_LAUNCH, TR_DONE, TR_SETUP, TR_ATTACH, TR_NET, TR_READY, TR_N };
+static const char *const tr_names[TR_N] = {"create", "cgroup", "queue", "disk", "launch", "back", "setup",
+                                            "attach", "net", "init"};
 static int trace_on = -1;
 
 static void trace(struct sandbox *sb, int step)
@@ -60,7 +59,7 @@ static void trace_print(struct sandbox *sb)
     if (trace_on <= 0)
         return;
     char line[400];
-    size_t n = (size_t)snprintf(line, sizeof line, "create-trace %s%s:", sb->id, sb->pooled ? " (pool)" : "");
+    size_t n = (size_t)snprintf(line, sizeof line, "create-trace %s%s (attach and net overlap init):", sb->id, sb->pooled ? " (pool)" : "");
     for (int i = 1; i < TR_N && n < sizeof line; i++)
         n += (size_t)snprintf(line + n, sizeof line - n, " %s=%" PRIu64, tr_names[i],
                               sb->trace_ns[i] && sb->trace_ns[i - 1] ? (sb->trace_ns[i] - sb->trace_ns[i - 1]) / 1000 : 0);
@@ -274,9 +273,21 @@ static void reap_init(struct sandbox *sb)
 
 static void watch_init(struct sandbox *sb);
 
+static void init_exited(struct sandbox *sb);
+
 static void on_init_exit(uv_poll_t *h, int status, int events)
 {
     struct sandbox *sb = h->data;
+    if (sb->plumbing) { /* its worker still uses the pidfd and sb: plumb_done finishes this */
+        uv_poll_stop(&sb->pidfd_poll);
+        sb->exit_seen = true;
+        return;
+    }
+    init_exited(sb);
+}
+
+static void init_exited(struct sandbox *sb)
+{
     if (sb->state < SB_STOPPING)
         sandbox_stop(sb, "the sandbox's init process exited");
     reap_init(sb);
@@ -442,14 +453,21 @@ static void launch_work(uv_work_t *req)
                              .root_tree_fd = sb_storage_root_tree(sb->storage)};
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
     trace(sb, TR_LAUNCH);
-    if (sb->launch_rc < 0)
-        return;
-    /* PID 1 exists and waits for HX_SETUP: into its cgroups, shielded from
-     * the OOM killer, its veth; still on this thread, so that the loop never
-     * waits for the cgroup writes (each may wait for an RCU grace period on
-     * v1) or the netlink round trips. A failure here is launch_done's to
-     * act on (the process exists: it is killed and reaped). */
-    if ((sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->launch_err)) < 0)
+}
+
+/* On a worker thread, while hutch-init builds its root (HX_SETUP said
+ * "hold"): its pid into its cgroups, the OOM shield, its veth. hutch-init
+ * waits for HX_GO before it enters its cgroup namespace and says ready, so
+ * nothing of the sandbox's runs outside its cgroups or before its network.
+ * The cgroup attach may wait ~10 ms for an RCU grace period on v1
+ * (docs/performance.md); overlapped with hutch-init's own set-up, a create
+ * no longer waits for it and for the netlink round trips in turn. Touches
+ * sb's plumb fields and reads what nobody changes meanwhile (id, pid,
+ * pidfd, net: on_init_exit waits for plumb_done). */
+static void plumb_work(uv_work_t *req)
+{
+    struct sandbox *sb = req->data;
+    if ((sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->plumb_err)) < 0)
         return;
     /* The OOM killer takes the sandbox's processes, never its agent (spawn
      * puts its children back to 0). */
@@ -467,11 +485,30 @@ static void launch_work(uv_work_t *req)
     }
     trace(sb, TR_ATTACH);
     if (sb->net) /* net: veth + addresses + routes, before the sandbox runs anything */
-        sb->plumb_rc = net_sandbox_plumb(sb->net, sb->pid, sb->pidfd, &sb->launch_err);
+        sb->plumb_rc = net_sandbox_plumb(sb->net, sb->pid, sb->pidfd, &sb->plumb_err);
     trace(sb, TR_NET);
 }
 
-/* Back on the loop: the record, the agent, the policy, then HX_SETUP. */
+static void plumb_done(uv_work_t *req, int status)
+{
+    struct sandbox *sb = req->data;
+    sb->plumbing = false;
+    if (sb->exit_seen) { /* PID 1 is gone: what on_init_exit put off */
+        init_exited(sb);
+        return;
+    }
+    if (sb->state >= SB_STOPPING)
+        return; /* killed already: on_init_exit tears down */
+    if (sb->plumb_rc < 0 || status < 0) {
+        sandbox_stop(sb, sb->plumb_rc < 0 ? sb->plumb_err.msg : "could not attach its cgroups");
+        return;
+    }
+    if (agent_send(sb, HX_GO, 0, NULL, 0) < 0)
+        sandbox_stop(sb, "could not send the go-ahead");
+}
+
+/* Back on the loop: the record, the agent, the policy, HX_SETUP, then the
+ * cgroups and the veth on a worker (plumb_work) while hutch-init sets up. */
 static void launch_done(uv_work_t *req, int status)
 {
     struct sandbox *sb = req->data;
@@ -500,14 +537,8 @@ static void launch_done(uv_work_t *req, int status)
         return;
     }
     int r;
-    if (sb->plumb_rc < 0) { /* its cgroups or its veth (launch_work) */
-        close(sb->launch_fd);
-        sandbox_stop(sb, sb->launch_err.msg);
-        return;
-    }
     if (!sb->pooled)
         sandbox_record(sb);
-    trace(sb, TR_RECORD);
     if ((r = agent_start(sb, sb->launch_fd, &e)) < 0) {
         sandbox_stop(sb, e.msg);
         return;
@@ -517,7 +548,7 @@ static void launch_done(uv_work_t *req, int status)
     uint64_t nofile_max = 65536;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_max < nofile_max)
         nofile_max = nofile.rlim_max;
-    /* net: the policy to the proxy (the veth is up: launch_work) */
+    /* net: the policy to the proxy (the veth comes with plumb_work) */
     json_t *setup_net = NULL;
     if ((r = net_sandbox_attach(sb, &setup_net, &e)) < 0) {
         sandbox_stop(sb, e.msg);
@@ -542,6 +573,7 @@ static void launch_done(uv_work_t *req, int status)
     json_t *rs = restore_setup();
     if (rs)
         json_object_set_new(setup, "restore", rs); /* restore: wait for a returning hutchd */
+    json_object_set_new(setup, "hold", json_true()); /* wait for HX_GO (plumb_done) before entering the cgroup ns */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -552,6 +584,9 @@ static void launch_done(uv_work_t *req, int status)
     }
     trace(sb, TR_SETUP);
     uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
+    sb->plumbing = true;
+    sb->plumb_req.data = sb;
+    uv_queue_work(g_daemon.loop, &sb->plumb_req, plumb_work, plumb_done);
 }
 
 /* On a host without loop devices the writable layer is a tmpfs whose pages
@@ -674,9 +709,9 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
     /* The clone of a new pid+net+mount namespace, its cgroup attach and its
-     * veth take milliseconds of kernel time; done on a worker thread, they
-     * stall no other sandbox's streams. The worker writes only sb's launch
-     * fields and reads what nobody changes while it runs (id, slot, net). */
+     * veth take milliseconds of kernel time; done on worker threads
+     * (launch_work, then plumb_work), they stall no other sandbox's
+     * streams. The workers write only sb's launch and plumb fields. */
     sb->secrets = p->secrets; /* secrets: moved (the caller forgets them on success) */
     sb->storage = p->storage; /* storage: moved likewise */
     sb->launching = true;
