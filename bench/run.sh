@@ -105,6 +105,14 @@ rc=$?
 ((rc == 0)) || { echo "bench: SDK benchmark failed ($rc); hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; }
 fi
 
+# BENCH_ONLY=create: creates per second (bench/create_bench.mjs)
+if want create; then
+echo "bench: creates (200 creates, 10 in flight; create -> first output with the pool drained)..." >&2
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
+  timeout 900 node bench/create_bench.mjs >"$TMP/create.json" || { echo "bench: create benchmark failed" >&2; rc=1; }
+fi
+
 if want fs; then
 echo "bench: file throughput (200 MB: SDK writeFile/read, hutch cp, hutch exec cat, local cp)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \

@@ -29,6 +29,7 @@ struct setup_cfg {
     bool root_writable;      /* root_dev is set (a volume); false with root_tree */
     bool root_tree;          /* a snapshot: the read-only lower layer is the mount at INIT_ROOT_FD */
     const char *vscode_layer; /* host dir bound read-only at INIT_VSCODE_DIR, or NULL (docs/expose.md) */
+    bool hold;               /* wait for HX_GO (cgroups and veth done) before the cgroup ns and HX_READY */
 };
 #define INIT_VSCODE_DIR "/opt/hutch/vscode"
 

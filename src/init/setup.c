@@ -34,6 +34,7 @@
  *    re-exec after setns. */
 #include "init/init.h"
 #include "init/views.h"
+#include "lib/wire.h"
 #include <fcntl.h>
 #include <grp.h>
 #include <arpa/inet.h>
@@ -127,6 +128,10 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     int vr = views_parse(root, e); /* views: lxcfs and the CPU affinity (views.c) */
     if (vr < 0)
         return vr;
+    json_t *hold = json_object_get(root, "hold");
+    if (hold && !json_is_boolean(hold))
+        return hx_fail(e, EINVAL, "setup: hold must be a boolean");
+    c->hold = json_is_true(hold);
     c->vscode_layer = str_member(root, "vscode_layer");
     if (c->vscode_layer && !path_ok(c->vscode_layer))
         return hx_fail(e, EINVAL, "setup: vscode_layer must be an absolute path without ..");
@@ -514,6 +519,28 @@ static int loopback_up(struct hx_err *e)
     return 0;
 }
 
+/* hutchd puts PID 1 in its cgroups and makes its veth while we build the
+ * root; the cgroup namespace below must be made from those cgroups, and
+ * nothing of the sandbox's may run before both: wait for HX_GO. Any other
+ * frame, or the socket closing, fails the setup. */
+static int wait_go(struct hx_err *e)
+{
+    uint8_t hdr[HX_FRAME_HDR];
+    size_t got = 0;
+    while (got < sizeof hdr) {
+        ssize_t n = read(INIT_AGENT_FD, hdr + got, sizeof hdr - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return hx_fail(e, n < 0 ? errno : EPIPE, "waiting for HX_GO: %s", n < 0 ? strerror(errno) : "socket closed");
+        got += (size_t)n;
+    }
+    struct hx_frame f;
+    if (hx_frame_decode(hdr, sizeof hdr, &f) != HX_FRAME_HDR || f.type != HX_GO || f.len != 0)
+        return hx_fail(e, EPROTO, "expected HX_GO after HX_SETUP");
+    return 0;
+}
+
 /* Step 5: the last privileged steps, then become sandbox root. */
 static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
 {
@@ -572,6 +599,8 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
         (r = views_attach(e)) < 0)
         return r;
     if ((r = seccomp_build(e)) < 0)
+        return r;
+    if (c->hold && (r = wait_go(e)) < 0)
         return r;
     return enter_userns(c, e);
 }

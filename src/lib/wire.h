@@ -35,6 +35,7 @@ enum hx_msg {
     HX_CALL   = 2,  /* chan = request id; JSON {"method": str, "params": obj} */
     HX_STDIN  = 3,  /* chan = pid; bytes for the process's stdin; len 0 = close stdin */
     HX_CREDIT = 4,  /* chan = stream id; payload u32 LE bytes the daemon consumed */
+    HX_GO     = 5,  /* chan 0; empty: PID 1 is in its cgroups and has its veth (after HX_SETUP with "hold") */
 
     /* hutch-init -> hutchd */
     HX_READY  = 16, /* chan 0; JSON {"pid": host-visible nothing, "ok": true} after setup */

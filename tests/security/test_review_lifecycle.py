@@ -18,13 +18,19 @@ def fd_count(pid):
 
 
 def links():
+    """The links of hutchd's netns: the other ones by name, the sandbox veths
+    by number (the warm pool refills during a burst, so its sandboxes may end
+    up in other slots, i.e. other hxsN names, than before it)."""
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return sorted(ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines())
+    names = [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines()]
+    return sorted(n for n in names if not n.startswith("hxs")), sum(n.startswith("hxs") for n in names)
 
 
-def mounts_count():
+def mounts_count(under):
+    """Mounts in this (the host's) namespace that name the daemon's state dir:
+    the host's own count moves with other engineers' namespaces and daemons."""
     with open("/proc/self/mountinfo") as f:
-        return sum(1 for _ in f)
+        return sum(1 for ln in f if under in ln)
 
 
 def future(ms):
@@ -46,6 +52,38 @@ def test_disk_limit_is_enospc_and_sandbox_survives(make_hutchd):
         sb.ws.close()
 
 
+def test_each_layer_is_a_fresh_file_system_of_its_own(make_hutchd):
+    """Writable layers are copies of one file system made once (disk.c's
+    template): what a sandbox writes is in its own layer only, a layer made
+    after another was written starts empty, and each is its own ext4 (its
+    own free space) on its own loop device."""
+    d = make_hutchd(extra_args=["--disk", "64", "--warm", "0"])
+    df = "df -B1M --output=used,size / | tail -1"
+    a = d.create_sandbox()
+    try:
+        used0, size0 = map(int, a.sh(df)["stdout"].split())
+        r = a.sh("head -c 20M /dev/urandom > /home/app/blob && echo secret-a > /home/app/mark && sync; " + df)
+        used_a, size_a = map(int, r["stdout"].split())
+        assert size_a == size0 and used_a >= used0 + 19, (used0, used_a, r)  # positive control: df sees A's writes
+        b = d.create_sandbox()
+        try:
+            r = b.sh("cat /home/app/mark; ls /home/app; " + df)
+            assert b"No such file" in r["stderr"], r
+            assert b"blob" not in r["stdout"], r
+            used_b, size_b = map(int, r["stdout"].split()[-2:])
+            assert size_b == size0 and used_b < used0 + 5, (used0, used_b, r)
+            assert b.sh("echo secret-b > /home/app/mark && cat /home/app/mark")["stdout"] == b"secret-b\n"
+            assert a.sh("cat /home/app/mark")["stdout"] == b"secret-a\n"
+            # their layers are different loop devices (the host sees both attached)
+            loops = [ln for ln in subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True,
+                                                 text=True).stdout.splitlines() if f"{d.state_dir}/" in ln]
+            assert len(loops) == 2 and loops[0].split()[0] != loops[1].split()[0], loops
+        finally:
+            b.ws.close()
+    finally:
+        a.ws.close()
+
+
 def test_create_kill_cycles_leak_nothing(make_hutchd):
     """200 create/kill cycles (session close and REST kill alternating): the
     daemon's fds, the mounts, the links of its netns and its RSS come back."""
@@ -53,7 +91,7 @@ def test_create_kill_cycles_leak_nothing(make_hutchd):
     warm = d.create_sandbox()
     warm.ws.close()
     time.sleep(1)
-    fd0, links0, m0 = fd_count(d.pid), links(), mounts_count()
+    fd0, links0, m0 = fd_count(d.pid), links(), mounts_count(d.state_dir)
     for i in range(200):
         sb = d.create_sandbox({"stop_at_ms": future(60000)} if i % 2 else None)
         if i % 10 == 0:
@@ -62,9 +100,9 @@ def test_create_kill_cycles_leak_nothing(make_hutchd):
             r = d.http("DELETE", f"/api/v3/sandbox/{sb.id}")
             assert r.status == 200, r
         sb.ws.close()
-    settled = wait_until(lambda: fd_count(d.pid) <= fd0 + 2 and links() == links0 and mounts_count() <= m0, 30, 0.5)
+    settled = wait_until(lambda: fd_count(d.pid) <= fd0 + 2 and links() == links0 and mounts_count(d.state_dir) <= m0, 30, 0.5)
     assert settled, (f"after 200 cycles: fds {fd0} -> {fd_count(d.pid)}, links {links0} -> {links()}, "
-                     f"mounts {m0} -> {mounts_count()}")
+                     f"mounts {m0} -> {mounts_count(d.state_dir)}")
     assert wait_until(lambda: d.http("GET", "/healthz", token=None).json()["sandboxes"] <= 2, 20), \
         d.http("GET", "/healthz", token=None).json()
 

@@ -35,6 +35,39 @@ struct daemon_ctx g_daemon;
 #define UID_COUNT 65536u
 #define STARTUP_DEADLINE_MS 15000
 
+/* HUTCH_CREATE_TRACE=1: one line per started sandbox with the time each
+ * step of its start took (docs/performance.md, "Create: where the time
+ * goes"). Off by default: a clock read per step, nothing else. */
+enum { TR_CREATE, TR_CGROUP, TR_WORK, TR_DISK, TR_LAUNCH, TR_DONE, TR_SETUP, TR_ATTACH, TR_NET, TR_READY, TR_N };
+static const char *const tr_names[TR_N] = {"create", "cgroup", "queue", "disk", "launch", "back", "setup",
+                                            "attach", "net", "init"};
+static int trace_on = -1;
+
+static void trace(struct sandbox *sb, int step)
+{
+    if (trace_on < 0)
+        trace_on = getenv("HUTCH_CREATE_TRACE") != NULL;
+    if (!trace_on)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sb->trace_ns[step] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void trace_print(struct sandbox *sb)
+{
+    if (trace_on <= 0)
+        return;
+    char line[400];
+    size_t n = (size_t)snprintf(line, sizeof line, "create-trace %s%s (attach and net overlap init):", sb->id, sb->pooled ? " (pool)" : "");
+    for (int i = 1; i < TR_N && n < sizeof line; i++)
+        n += (size_t)snprintf(line + n, sizeof line - n, " %s=%" PRIu64, tr_names[i],
+                              sb->trace_ns[i] && sb->trace_ns[i - 1] ? (sb->trace_ns[i] - sb->trace_ns[i - 1]) / 1000 : 0);
+    if (n < sizeof line)
+        snprintf(line + n, sizeof line - n, " total=%" PRIu64 "us\n", (sb->trace_ns[TR_READY] - sb->trace_ns[TR_CREATE]) / 1000);
+    fputs(line, stderr);
+}
+
 int64_t now_ms(void)
 {
     struct timespec ts;
@@ -240,9 +273,21 @@ static void reap_init(struct sandbox *sb)
 
 static void watch_init(struct sandbox *sb);
 
+static void init_exited(struct sandbox *sb);
+
 static void on_init_exit(uv_poll_t *h, int status, int events)
 {
     struct sandbox *sb = h->data;
+    if (sb->plumbing) { /* its worker still uses the pidfd and sb: plumb_done finishes this */
+        uv_poll_stop(&sb->pidfd_poll);
+        sb->exit_seen = true;
+        return;
+    }
+    init_exited(sb);
+}
+
+static void init_exited(struct sandbox *sb)
+{
     if (sb->state < SB_STOPPING)
         sandbox_stop(sb, "the sandbox's init process exited");
     reap_init(sb);
@@ -367,6 +412,8 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
         return;
     }
     uv_timer_stop(&sb->aux_timer);
+    trace(sb, TR_READY);
+    trace_print(sb);
     sandbox_disk_release(sb); /* mounted now: the mount holds the loop device */
     disk_drop_file_cache(&sb->disk);
     sb_storage_mounted(sb->storage); /* storage: likewise for volumes */
@@ -384,6 +431,7 @@ void sandbox_on_ready(struct sandbox *sb, json_t *msg)
 static void launch_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
+    trace(sb, TR_WORK);
     if (sb->storage && (sb->launch_rc = sb_storage_attach(sb->storage, &sb->launch_err)) < 0)
         return; /* storage: volumes on loop devices */
     if (sb->disk.promised_mb) {
@@ -400,18 +448,74 @@ static void launch_work(uv_work_t *req)
             return;
         }
     }
+    trace(sb, TR_DISK);
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
                              .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd,
                              .root_tree_fd = sb_storage_root_tree(sb->storage)};
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
+    trace(sb, TR_LAUNCH);
 }
 
-/* Back on the loop: cgroups, the agent, the network, then HX_SETUP. */
+/* On a worker thread, while hutch-init builds its root (HX_SETUP said
+ * "hold"): its pid into its cgroups, the OOM shield, its veth. hutch-init
+ * waits for HX_GO before it enters its cgroup namespace and says ready, so
+ * nothing of the sandbox's runs outside its cgroups or before its network.
+ * The cgroup attach may wait ~10 ms for an RCU grace period on v1
+ * (docs/performance.md); overlapped with hutch-init's own set-up, a create
+ * no longer waits for it and for the netlink round trips in turn. Touches
+ * sb's plumb fields and reads what nobody changes meanwhile (id, pid,
+ * pidfd, net: on_init_exit waits for plumb_done). */
+static void plumb_work(uv_work_t *req)
+{
+    struct sandbox *sb = req->data;
+    if ((sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->plumb_err)) < 0)
+        return;
+    /* The OOM killer takes the sandbox's processes, never its agent (spawn
+     * puts its children back to 0). */
+    char oom[64];
+    snprintf(oom, sizeof oom, "/proc/%d/oom_score_adj", (int)sb->pid);
+    int ofd = open(oom, O_WRONLY | O_CLOEXEC);
+    if (ofd >= 0) {
+        static _Atomic bool warned; /* needs CAP_SYS_RESOURCE, which some hosts withhold */
+        if (write(ofd, "-1000", 5) != 5 && !warned) {
+            warned = true;
+            fprintf(stderr, "hutchd: cannot shield hutch-init from the OOM killer (oom_score_adj: %s)\n",
+                    strerror(errno));
+        }
+        close(ofd);
+    }
+    trace(sb, TR_ATTACH);
+    if (sb->net) /* net: veth + addresses + routes, before the sandbox runs anything */
+        sb->plumb_rc = net_sandbox_plumb(sb->net, sb->pid, sb->pidfd, &sb->plumb_err);
+    trace(sb, TR_NET);
+}
+
+static void plumb_done(uv_work_t *req, int status)
+{
+    struct sandbox *sb = req->data;
+    sb->plumbing = false;
+    if (sb->exit_seen) { /* PID 1 is gone: what on_init_exit put off */
+        init_exited(sb);
+        return;
+    }
+    if (sb->state >= SB_STOPPING)
+        return; /* killed already: on_init_exit tears down */
+    if (sb->plumb_rc < 0 || status < 0) {
+        sandbox_stop(sb, sb->plumb_rc < 0 ? sb->plumb_err.msg : "could not attach its cgroups");
+        return;
+    }
+    if (agent_send(sb, HX_GO, 0, NULL, 0) < 0)
+        sandbox_stop(sb, "could not send the go-ahead");
+}
+
+/* Back on the loop: the record, the agent, the policy, HX_SETUP, then the
+ * cgroups and the veth on a worker (plumb_work) while hutch-init sets up. */
 static void launch_done(uv_work_t *req, int status)
 {
     struct sandbox *sb = req->data;
     struct config *cfg = g_daemon.cfg;
     struct hx_err e = {0};
+    trace(sb, TR_DONE);
     sb->launching = false;
     if (sb->restore.launch_fd >= 0) { /* restore: hutch-init has its own copy */
         close(sb->restore.launch_fd);
@@ -434,25 +538,6 @@ static void launch_done(uv_work_t *req, int status)
         return;
     }
     int r;
-    if ((r = cgroup_attach(sb->id, sb->pid, &e)) < 0) {
-        close(sb->launch_fd);
-        sandbox_stop(sb, e.msg);
-        return;
-    }
-    /* The OOM killer takes the sandbox's processes, never its agent (spawn
-     * puts its children back to 0). */
-    char oom[64];
-    snprintf(oom, sizeof oom, "/proc/%d/oom_score_adj", (int)sb->pid);
-    int ofd = open(oom, O_WRONLY | O_CLOEXEC);
-    if (ofd >= 0) {
-        static bool warned; /* needs CAP_SYS_RESOURCE, which some hosts withhold */
-        if (write(ofd, "-1000", 5) != 5 && !warned) {
-            fprintf(stderr, "hutchd: cannot shield hutch-init from the OOM killer (oom_score_adj: %s)\n",
-                    strerror(errno));
-            warned = true;
-        }
-        close(ofd);
-    }
     if (!sb->pooled)
         sandbox_record(sb);
     if ((r = agent_start(sb, sb->launch_fd, &e)) < 0) {
@@ -464,7 +549,7 @@ static void launch_done(uv_work_t *req, int status)
     uint64_t nofile_max = 65536;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_max < nofile_max)
         nofile_max = nofile.rlim_max;
-    /* net: veth + addresses + routes + policy, before the sandbox runs anything */
+    /* net: the policy to the proxy (the veth comes with plumb_work) */
     json_t *setup_net = NULL;
     if ((r = net_sandbox_attach(sb, &setup_net, &e)) < 0) {
         sandbox_stop(sb, e.msg);
@@ -489,6 +574,7 @@ static void launch_done(uv_work_t *req, int status)
     json_t *rs = restore_setup();
     if (rs)
         json_object_set_new(setup, "restore", rs); /* restore: wait for a returning hutchd */
+    json_object_set_new(setup, "hold", json_true()); /* wait for HX_GO (plumb_done) before entering the cgroup ns */
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;
@@ -497,7 +583,11 @@ static void launch_done(uv_work_t *req, int status)
         sandbox_stop(sb, "could not send the setup message");
         return;
     }
+    trace(sb, TR_SETUP);
     uv_timer_start(&sb->aux_timer, on_startup_deadline, STARTUP_DEADLINE_MS, 0);
+    sb->plumbing = true;
+    sb->plumb_req.data = sb;
+    uv_queue_work(g_daemon.loop, &sb->plumb_req, plumb_work, plumb_done);
 }
 
 /* On a host without loop devices the writable layer is a tmpfs whose pages
@@ -583,6 +673,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->ready_ud = ud;
     sb->next_req = 1;
     sb->state = SB_STARTING;
+    trace(sb, TR_CREATE);
     uv_timer_init(g_daemon.loop, &sb->stop_timer);
     uv_timer_init(g_daemon.loop, &sb->aux_timer);
     sb->stop_timer.data = sb->aux_timer.data = sb;
@@ -609,12 +700,19 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
         goto fail_early;
     }
     sb->restore.launch_fd = rfd;
+    sb->secrets = p->secrets; /* secrets: the net state borrows them; moved below */
+    if ((r = net_sandbox_prepare(sb, e)) < 0) { /* net: whether it gets a veth (made by launch_work) */
+        sb->secrets = NULL; /* still the caller's */
+        goto fail_early;
+    }
+    trace(sb, TR_CGROUP);
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
-    /* The clone of a new pid+net+mount namespace takes milliseconds of
-     * kernel time; done on a worker thread, it stalls no other sandbox's
-     * streams. The worker touches only sb's launch fields. */
+    /* The clone of a new pid+net+mount namespace, its cgroup attach and its
+     * veth take milliseconds of kernel time; done on worker threads
+     * (launch_work, then plumb_work), they stall no other sandbox's
+     * streams. The workers write only sb's launch and plumb fields. */
     sb->secrets = p->secrets; /* secrets: moved (the caller forgets them on success) */
     sb->storage = p->storage; /* storage: moved likewise */
     sb->restore.no_adopt = p->no_adopt;
@@ -624,6 +722,9 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     return 0;
 
 fail_early:
+    net_sandbox_forget(sb); /* net: nothing made yet but its state */
+    if (sb->restore.launch_fd >= 0)
+        close(sb->restore.launch_fd);
     restore_forget(sb->id);
     for (int i = 0; i < 100 && cgroup_destroy(sb->id, NULL) == -EBUSY; i++)
         usleep(1000);

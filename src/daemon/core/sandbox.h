@@ -173,6 +173,11 @@ struct sandbox {
     bool poll_init;               /* pidfd_poll initialised */
     uv_work_t launch_req;
     int launch_rc, launch_fd;     /* written by the worker thread */
+    bool plumbing;                /* a worker thread attaches its cgroups and makes its veth (plumb_req) */
+    bool exit_seen;               /* PID 1 exited while plumbing: on_init_exit's work waits for plumb_done */
+    uv_work_t plumb_req;
+    int plumb_rc;                 /* written by that worker */
+    struct hx_err plumb_err;
     struct hx_err launch_err;
     struct disk_layer disk;       /* its writable layer (daemon/sandbox/disk.h) */
     struct sb_storage *storage;   /* storage: its volumes and root (core/volumes.h); owned, may be NULL */
@@ -182,6 +187,7 @@ struct sandbox {
     struct sb_samples *samples;   /* dashboard: its CPU and memory samples (sbstats.c); owned, may be NULL */
     struct sb_restore restore;    /* live restore (core/restore.c) */
     struct deno_sb *deno;         /* deno: its REPL control listener (rpc_deno.c); owned, may be NULL */
+    uint64_t trace_ns[16];        /* HUTCH_CREATE_TRACE: when each step of its start ended (lifecycle.c) */
 };
 
 struct daemon_ctx {

@@ -949,39 +949,36 @@ static int net_sb_new(struct sandbox *sb, struct net_sb **out, struct hx_err *e)
     return 1;
 }
 
-int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
+int net_sandbox_prepare(struct sandbox *sb, struct hx_err *e)
 {
-    *setup_net = NULL;
     struct net_sb *n;
-    int made = net_sb_new(sb, &n, e);
-    if (made <= 0)
-        return made;
+    return net_sb_new(sb, &n, e);
+}
 
+/* Runs on a worker thread (lifecycle.c launch_work): reads only the
+ * net_sb's name and addresses, which no one changes once it is listed, and
+ * talks netlink on sockets of its own. ~10 round trips and a veth pair:
+ * milliseconds of kernel time the event loop no longer waits for. */
+int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_err *e)
+{
     int r, nl = -1, snl = -1, idx, sidx;
     if ((nl = nl_open(-1, e)) < 0)
         return nl;
     nl_link_del(nl, n->ifname, NULL); /* a leftover of a crashed hutchd with the same slot */
-    if ((r = nl_veth_create(nl, n->ifname, "eth0", sb->pid, e)) < 0)
+    if ((r = nl_veth_create(nl, n->ifname, "eth0", pid, e)) < 0)
         goto out;
     if ((r = idx = nl_link_index(nl, n->ifname, e)) < 0 ||
         (r = nl_addr_add(nl, idx, AF_INET, n->host4, 30, e)) < 0 ||
         (r = nl_addr_add(nl, idx, AF_INET6, n->host6, 64, e)) < 0 || (r = nl_link_up(nl, idx, e)) < 0)
         goto out;
     /* inside: a socket born in the sandbox's netns (entered through its pidfd) */
-    if ((r = snl = nl_open(sb->pidfd, e)) < 0)
+    if ((r = snl = nl_open(pidfd, e)) < 0)
         goto out;
     if ((r = sidx = nl_link_index(snl, "eth0", e)) < 0 || (r = nl_addr_add(snl, sidx, AF_INET, n->sb4, 30, e)) < 0 ||
         (r = nl_addr_add(snl, sidx, AF_INET6, n->sb6, 64, e)) < 0 || (r = nl_link_up(snl, sidx, e)) < 0 ||
         (r = nl_route_default(snl, sidx, AF_INET, n->host4, e)) < 0 ||
         (r = nl_route_default(snl, sidx, AF_INET6, n->host6, e)) < 0)
         goto out;
-    send_policy(n);
-    char h4[INET_ADDRSTRLEN], h6[INET6_ADDRSTRLEN];
-    inet_ntop(AF_INET, n->host4, h4, sizeof h4);
-    inet_ntop(AF_INET6, n->host6, h6, sizeof h6);
-    *setup_net = json_pack("{s:s, s:s}", "dns4", h4, "dns6", h6);
-    if (*setup_net && ca_cert_pem()) /* secrets: the sandbox trusts the interception CA */
-        json_object_set_new(*setup_net, "ca", json_string(ca_cert_pem()));
     r = 0;
 out:
     if (nl >= 0)
@@ -989,8 +986,25 @@ out:
     if (snl >= 0)
         close(snl);
     if (r < 0)
-        hx_wrap(e, "sandbox %s network", sb->id);
+        hx_wrap(e, "sandbox %s network", n->id);
     return r;
+}
+
+int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
+{
+    (void)e;
+    *setup_net = NULL;
+    struct net_sb *n = sb->net;
+    if (!n)
+        return 0;
+    send_policy(n);
+    char h4[INET_ADDRSTRLEN], h6[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET, n->host4, h4, sizeof h4);
+    inet_ntop(AF_INET6, n->host6, h6, sizeof h6);
+    *setup_net = json_pack("{s:s, s:s}", "dns4", h4, "dns6", h6);
+    if (*setup_net && ca_cert_pem()) /* secrets: the sandbox trusts the interception CA */
+        json_object_set_new(*setup_net, "ca", json_string(ca_cert_pem()));
+    return 0;
 }
 
 int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e)

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "lib/err.h"
 
 struct sandbox;
@@ -18,10 +19,18 @@ void net_fini(void);
 /* Validates an SDK allowNet value (absent/null, or an array of strings). */
 int net_allow_validate(json_t *allow_net, struct hx_err *e);
 
-/* After the sandbox's PID 1 exists, before HX_SETUP: creates its veth (peer
- * "eth0" inside), addresses and routes on both ends, and hands the policy to
- * the proxy. *setup_net gets the object for the HX_SETUP "net" member (NULL
- * when allowNet is [] : then the sandbox has loopback only). */
+/* A create's network, in three steps. On the loop, before the launch:
+ * decides whether the sandbox gets a veth (1, sb->net set), none (0:
+ * networking off, or allowNet []: loopback only) or fails (-errno); a
+ * sandbox with sb->net is detached at teardown whatever happens next. */
+int net_sandbox_prepare(struct sandbox *sb, struct hx_err *e);
+/* On the launch's worker thread, once PID 1 exists: its veth (peer "eth0"
+ * inside), addresses and routes on both ends. Touches nothing of the loop's. */
+struct net_sb;
+int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_err *e);
+/* Back on the loop, before HX_SETUP: hands the policy to the proxy;
+ * *setup_net gets the object for the HX_SETUP "net" member (NULL without
+ * a veth). */
 int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e);
 /* Live restore: takes over the veth a previous hutchd made for the sandbox
  * (same slot, same addresses) and hands its policy to the proxy. */

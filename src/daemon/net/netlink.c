@@ -55,7 +55,7 @@ static void nl_nest_end(struct nlbuf *m, struct rtattr *a)
 
 static int nl_talk(int nl, struct nlbuf *m, const char *what, struct hx_err *e)
 {
-    static uint32_t seq;
+    static _Thread_local uint32_t seq; /* launches run on several worker threads */
     nl_hdr(m)->nlmsg_seq = ++seq;
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
     if (sendto(nl, m->b, m->len, 0, (struct sockaddr *)&sa, sizeof sa) < 0)
@@ -145,7 +145,7 @@ int nl_link_index(int nl, const char *ifname, struct hx_err *e)
     nl_init(&m, RTM_GETLINK, 0, &ifi, sizeof ifi);
     nl_hdr(&m)->nlmsg_flags = NLM_F_REQUEST;
     nl_attr(&m, IFLA_IFNAME, ifname, strlen(ifname) + 1);
-    static uint32_t seq = 1u << 30;
+    static _Thread_local uint32_t seq = 1u << 30;
     nl_hdr(&m)->nlmsg_seq = ++seq;
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
     if (sendto(nl, m.b, m.len, 0, (struct sockaddr *)&sa, sizeof sa) < 0)

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/loop.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,17 +45,136 @@ static int make_ext4(const char *path, struct hx_err *e)
     return 0;
 }
 
+/* The file system every layer starts from: mkfs.ext4 runs once per
+ * directory and size (a fork, an exec and ~4 MiB of writes: 15-50 ms of a
+ * create on 2 cores), its image is kept open and unlinked, and each layer
+ * is a copy of its few allocated extents (0.2 MiB for 16 MiB, 0.7 MiB for
+ * 1 GiB: copy_file_range, in the kernel). The copies are byte for byte what
+ * mkfs.ext4 made, UUID included: each is mounted only in its own sandbox's
+ * mount namespace, where nothing tells two layers apart by it. */
+#define TEMPLATE_EXTENTS 512
+#define TEMPLATE_DATA_MAX (64u << 20) /* more: no holes on this file system; mkfs each time */
+struct extent {
+    off_t off, len;
+};
+static struct {
+    pthread_mutex_t mu;
+    int fd;                   /* the template, unlinked; -1 until made */
+    bool tried;               /* made or given up for (dir, mb): later sizes or dirs run mkfs */
+    char dir[4096];
+    uint32_t mb;
+    struct extent ext[TEMPLATE_EXTENTS];
+    size_t n_ext;
+} tpl = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+static int template_extents(int fd, off_t size)
+{
+    off_t pos = 0, total = 0;
+    tpl.n_ext = 0;
+    while (pos < size) {
+        off_t d = lseek(fd, pos, SEEK_DATA);
+        if (d < 0)
+            return errno == ENXIO ? 0 : -errno;
+        off_t h = lseek(fd, d, SEEK_HOLE);
+        if (h < 0)
+            return -errno;
+        if (tpl.n_ext == TEMPLATE_EXTENTS || (total += h - d) > (off_t)TEMPLATE_DATA_MAX)
+            return -E2BIG;
+        tpl.ext[tpl.n_ext++] = (struct extent){d, h - d};
+        pos = h;
+    }
+    return 0;
+}
+
+/* Makes the template for (dir, disk_mb) once; 1: use it, 0: run mkfs.ext4
+ * for this layer (another size or dir, or a file system without holes),
+ * -errno: mkfs.ext4 failed (the caller's fallback codes apply). */
+static int template_get(const char *dir, uint32_t disk_mb, struct hx_err *e)
+{
+    pthread_mutex_lock(&tpl.mu);
+    int r;
+    if (tpl.tried) {
+        r = tpl.fd >= 0 && disk_mb == tpl.mb && strcmp(dir, tpl.dir) == 0;
+        pthread_mutex_unlock(&tpl.mu);
+        return r; /* made once and never written again: copies need no lock */
+    }
+    /* Nameless (O_TMPFILE), so a crash leaves nothing; mkfs.ext4 opens it
+     * through our /proc fd link. Else a name, unlinked once made. */
+    char path[4200];
+    bool named = false;
+    int fd = open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getpid(), fd);
+    } else {
+        snprintf(path, sizeof path, "%s/.hutch-template-%d.disk", dir, (int)getpid());
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        named = true;
+    }
+    if (fd < 0) {
+        r = hx_fail(e, errno, "create %s: %m", path);
+    } else if (ftruncate(fd, (off_t)disk_mb << 20) < 0) {
+        r = hx_fail(e, errno, "size %s: %m", path);
+    } else {
+        r = make_ext4(path, e);
+    }
+    if (named)
+        unlink(path);
+    if (r == 0 && template_extents(fd, (off_t)disk_mb << 20) < 0)
+        r = 1; /* no usable holes: mkfs per layer, as before */
+    if (r != 0 && fd >= 0)
+        close(fd);
+    if (r == 0 || r == 1) {
+        tpl.tried = true;
+        tpl.fd = r == 0 ? fd : -1;
+        tpl.mb = disk_mb;
+        snprintf(tpl.dir, sizeof tpl.dir, "%s", dir);
+    }
+    pthread_mutex_unlock(&tpl.mu);
+    return r < 0 ? r : r == 0;
+}
+
+static int template_copy(int dst, struct hx_err *e)
+{
+    for (size_t i = 0; i < tpl.n_ext; i++) {
+        loff_t in = tpl.ext[i].off, out = tpl.ext[i].off;
+        off_t left = tpl.ext[i].len;
+        while (left > 0) {
+            ssize_t n = copy_file_range(tpl.fd, &in, dst, &out, (size_t)left, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) {
+                char buf[65536]; /* no in-kernel copy here: through user space */
+                size_t want = left < (off_t)sizeof buf ? (size_t)left : sizeof buf;
+                n = pread(tpl.fd, buf, want, in);
+                if (n > 0 && pwrite(dst, buf, (size_t)n, out) != n)
+                    n = -1;
+                if (n > 0) {
+                    in += n;
+                    out += n;
+                }
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return hx_fail(e, n < 0 ? errno : EIO, "copy the layer's file system: %m");
+            left -= n;
+        }
+    }
+    return 0;
+}
+
 int disk_prepare(const char *dir, const char *id, uint32_t disk_mb, struct disk_layer *l, struct hx_err *e)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s.disk", dir, id);
+    int t = template_get(dir, disk_mb, e);
+    if (t < 0)
+        return t;
     int file = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (file < 0)
         return hx_fail(e, errno, "create %s: %m", path);
     int r;
     if (ftruncate(file, (off_t)disk_mb << 20) < 0)
         r = hx_fail(e, errno, "size %s: %m", path);
-    else if ((r = make_ext4(path, e)) == 0)
+    else if ((r = t ? template_copy(file, e) : make_ext4(path, e)) == 0)
         r = loop_attach(file, false, l->dev, e);
     /* The loop device holds the file now: its name can go at once, so a
      * crash leaves no image behind. */

@@ -3,6 +3,7 @@
 #include "daemon/sandbox/launch.h"
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,20 +19,24 @@
 #define MFD_EXEC 0x0010U
 #endif
 
-/* The kernel's struct clone_args (v0 layout, 64 bytes); spelled out here so
- * that <linux/sched.h> and glibc's <sched.h> need not be mixed. */
-struct hx_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
-};
+/* Both children of a launch share hutchd's memory (CLONE_VM) instead of
+ * copying its page tables: a fork of hutchd copied every mapping and then
+ * took copy-on-write faults on both sides, a fifth of hutchd's CPU time in
+ * a burst of creates (docs/performance.md). Each child runs on a stack of
+ * its caller's frame, which outlives it: the holder is reaped, and the init
+ * child has exec'd (CLONE_VFORK), before the caller returns. */
+#define CHILD_STACK 16384
 
-static pid_t clone3_fork(uint64_t flags, uint64_t exit_signal, int *pidfd)
+static int hold_userns(void *arg)
 {
-    struct hx_clone_args a = {
-        .flags = flags,
-        .pidfd = (uint64_t)(uintptr_t)pidfd,
-        .exit_signal = exit_signal,
-    };
-    return (pid_t)syscall(SYS_clone3, &a, sizeof a);
+    (void)arg;
+    /* Holds the namespace until the parent kills it. It shares hutchd's fd
+     * table (CLONE_FILES): it has no fd of its own to leak into a
+     * sibling's child, and must close none. Only raw syscalls: errno and
+     * every other thread-local of the caller are the caller's. */
+    for (;;)
+        syscall(SYS_pause);
+    return 0;
 }
 
 int sandbox_init_memfd(const char *init_path, struct hx_err *e)
@@ -77,19 +82,12 @@ int sandbox_init_memfd(const char *init_path, struct hx_err *e)
 static int make_userns(const struct launch_spec *s, struct hx_err *e)
 {
     /* exit_signal 0: a generic SIGCHLD reaper in the daemon (waitpid(-1)
-     * without __WALL) never steals this child from us. */
-    pid_t child = clone3_fork(CLONE_NEWUSER, 0, NULL);
+     * without __WALL) never steals this child from us. No pipe to wait on:
+     * launches run on several threads. */
+    _Alignas(16) char stack[CHILD_STACK];
+    pid_t child = clone(hold_userns, stack + sizeof stack, CLONE_NEWUSER | CLONE_VM | CLONE_FILES, NULL);
     if (child < 0)
-        return hx_fail(e, errno, "clone3(CLONE_NEWUSER): %m");
-    if (child == 0) {
-        /* Holds the namespace alive until the parent kills it. No pipe to
-         * wait on: launches run on several threads, and a pipe's write end
-         * would leak into a sibling's child (it never execs, so CLOEXEC
-         * never closes it), leaving both waiting forever. */
-        close_range(0, ~0U, 0);
-        for (;;)
-            pause();
-    }
+        return hx_fail(e, errno, "clone(CLONE_NEWUSER): %m");
 
     int ret = 0, nsfd = -1;
     char path[64], map[64];
@@ -121,8 +119,21 @@ static int make_userns(const struct launch_spec *s, struct hx_err *e)
     return ret < 0 ? ret : nsfd;
 }
 
-/* Runs in the clone3 child (a copy of a possibly multi-threaded daemon):
- * async-signal-safe calls only, never returns. */
+/* Runs in the init child, in hutchd's memory while its caller waits
+ * (CLONE_VM|CLONE_VFORK), with every signal blocked: async-signal-safe
+ * calls only, nothing that allocates or locks, never returns. */
+struct init_fds {
+    int sock, userns, memfd, devnull, restore, tree;
+};
+
+static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore, int tree);
+
+static int init_child(void *arg)
+{
+    const struct init_fds *f = arg;
+    exec_init(f->sock, f->userns, f->memfd, f->devnull, f->restore, f->tree);
+}
+
 static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore, int tree)
 {
     /* Move everything above the target numbers first so dup2 cannot
@@ -181,15 +192,25 @@ int sandbox_launch(const struct launch_spec *s, int *agent_fd, pid_t *pid, int *
         return hx_fail(e, errno, "open /dev/null: %m");
 
     int pfd = -1;
+    struct init_fds f = {theirs, userns, s->init_memfd, devnull, s->restore_fd, s->root_tree_fd};
+    _Alignas(16) char stack[CHILD_STACK];
+    /* The child starts with every signal blocked: no handler of hutchd's may
+     * run in it (it shares our memory); exec_init resets them to default. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     /* Real root creates (and so owns) every namespace but the user one:
      * sandbox root can never reconfigure mounts, network, hostname or pids. */
-    pid_t child = clone3_fork(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                                  CLONE_PIDFD,
-                              SIGCHLD, &pfd);
-    if (child < 0)
-        return hx_fail(e, errno, "sandbox %s: clone3: %m", s->id ? s->id : "?");
-    if (child == 0)
-        exec_init(theirs, userns, s->init_memfd, devnull, s->restore_fd, s->root_tree_fd);
+    pid_t child = clone(init_child, stack + sizeof stack,
+                        CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
+                            CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD,
+                        &f, &pfd);
+    int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (child < 0) {
+        errno = err;
+        return hx_fail(e, err, "sandbox %s: clone: %m", s->id ? s->id : "?");
+    }
 
     *agent_fd = hx_steal_fd(&ours);
     *pid = child;
