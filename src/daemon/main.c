@@ -94,6 +94,7 @@ static void on_signal(uv_signal_t *h, int signum)
     fprintf(stderr, "hutchd: %s: %s, then exiting\n", strsignal(signum),
             live ? "leaving sandboxes running for the next hutchd (live restore)" : "stopping every sandbox");
     g_daemon.shutting_down = true;
+    net_stopping();
     if (tcp_server)
         http_server_close(tcp_server);
     if (unix_server)
@@ -226,7 +227,7 @@ int main(int argc, char **argv)
     views_start(g_daemon.loop, cfg.lxcfs_path, views_mnt, sandbox_views_changed, NULL);
     /* Replaces a stale nftables table of ours and starts hutch-proxy
      * (retried at the first sandbox if it fails here). */
-    if (net_init(&e) < 0)
+    if (net_init(&cfg, g_daemon.loop, &e) < 0)
         fprintf(stderr, "hutchd: sandbox network: %s\n", e.msg);
     restore_connect_all(); /* restore: their agents, before the API opens */
     pool_start();

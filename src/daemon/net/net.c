@@ -55,6 +55,9 @@ struct static_ent {
 };
 
 static struct {
+    const struct config *cfg; /* given by net_init: net reads no core state */
+    uv_loop_t *loop;
+    bool stopping;            /* net_stopping: a proxy that exits now is not restarted */
     bool on;
     char table[80];
     uint8_t pool4[4], pool6[16];
@@ -227,8 +230,8 @@ static void send_config(void)
     inet_ntop(AF_INET6, g.pool6, a, sizeof a);
     snprintf(p6, sizeof p6, "%s/%d", a, g.pool6_len);
     json_t *open = json_array(); /* --allow-range, checked in net_init */
-    for (unsigned i = 0; i < g_daemon.cfg->n_allow_range; i++)
-        json_array_append_new(open, json_string(g_daemon.cfg->allow_range[i]));
+    for (unsigned i = 0; i < g.cfg->n_allow_range; i++)
+        json_array_append_new(open, json_string(g.cfg->allow_range[i]));
     json_t *local = local_addrs();
     json_decref(g.sent_local);
     g.sent_local = json_incref(local);
@@ -405,7 +408,7 @@ static void on_log_flush(uv_timer_t *t)
  * when it goes). */
 static bool log_line_ok(struct net_sb *n)
 {
-    if (!hx_tb_take(&n->log_tb, (int64_t)uv_now(g_daemon.loop))) {
+    if (!hx_tb_take(&n->log_tb, (int64_t)uv_now(g.loop))) {
         n->log_suppressed++;
         n->log_suppressed_total++;
         if (!uv_is_active((uv_handle_t *)&g.log_flush))
@@ -588,14 +591,14 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 static void on_restart(uv_timer_t *t)
 {
-    if (!g_daemon.shutting_down && g.on)
+    if (!g.stopping && g.on)
         proxy_start();
 }
 
 static void on_proc_closed(uv_handle_t *h)
 {
     /* a crash: start again (rate-limited), with every running sandbox's policy */
-    if (!g_daemon.shutting_down && g.on)
+    if (!g.stopping && g.on)
         uv_timer_start(&g.restart, on_restart, now_ms() - g.last_start < 5000 ? 1000 : 10, 0);
 }
 
@@ -627,16 +630,16 @@ static void proxy_start(void)
         stdio[4 + i].data.fd = g.fds[i];
     }
     char *args[] = {g.proxy_path, "--root", g.proxy_root, NULL, NULL, NULL};
-    if (g_daemon.cfg->upstream_ca) { /* secrets: read by the proxy before it confines itself */
+    if (g.cfg->upstream_ca) { /* secrets: read by the proxy before it confines itself */
         args[3] = "--upstream-ca";
-        args[4] = (char *)g_daemon.cfg->upstream_ca;
+        args[4] = (char *)g.cfg->upstream_ca;
     }
     static char *env[] = {"PATH=/usr/bin:/bin", NULL};
     uv_process_options_t o = {.exit_cb = on_proxy_exit, .file = g.proxy_path, .args = args, .env = env,
                               .stdio_count = 10, .stdio = stdio};
     g.last_start = now_ms();
     g.proxy_ready = false;
-    int r = uv_spawn(g_daemon.loop, &g.proc, &o);
+    int r = uv_spawn(g.loop, &g.proc, &o);
     close(sv[1]);
     if (r < 0) {
         fprintf(stderr, "hutchd: start %s: %s\n", g.proxy_path, uv_strerror(r));
@@ -645,7 +648,7 @@ static void proxy_start(void)
         return;
     }
     g.proc_alive = true;
-    uv_pipe_init(g_daemon.loop, &g.ctl, 0);
+    uv_pipe_init(g.loop, &g.ctl, 0);
     uv_pipe_open(&g.ctl, sv[0]);
     g.ctl_open = true;
     g.rlen = 0;
@@ -723,9 +726,16 @@ static bool in_named_netns(void)
 
 static int net_start(bool wait_ready, struct hx_err *e);
 
-int net_init(struct hx_err *e)
+int net_init(const struct config *cfg, uv_loop_t *loop, struct hx_err *e)
 {
+    g.cfg = cfg;
+    g.loop = loop;
     return net_start(true, e);
+}
+
+void net_stopping(void)
+{
+    g.stopping = true;
 }
 
 /* wait_ready: at start-up only. A retry from a sandbox's attach must not
@@ -733,7 +743,7 @@ int net_init(struct hx_err *e)
  * free the very sandbox being attached. */
 static int net_start(bool wait_ready, struct hx_err *e)
 {
-    struct config *cfg = g_daemon.cfg;
+    const struct config *cfg = g.cfg;
     int r;
     if (g.on)
         return 0;
@@ -786,7 +796,7 @@ static int net_start(bool wait_ready, struct hx_err *e)
             return hx_fail(e, EINVAL, "--allow-range wants an address or a CIDR with no bits after the prefix "
                                       "(192.168.1.0/24, fd00:ec2::254), got \"%.100s\"", cfg->allow_range[i]);
     }
-    if ((r = resolver_init(g_daemon.loop, cfg->dns_upstream, e)) < 0)
+    if ((r = resolver_init(g.loop, cfg->dns_upstream, e)) < 0)
         return r;
 
     /* our own table: "hutch" for the default instance, "hutch_<cgroup-name>" otherwise */
@@ -834,11 +844,11 @@ static int net_start(bool wait_ready, struct hx_err *e)
         return hx_fail(e, ENOMEM, "out of memory");
     static bool timer_ready;
     if (!timer_ready) {
-        uv_timer_init(g_daemon.loop, &g.restart);
+        uv_timer_init(g.loop, &g.restart);
         uv_unref((uv_handle_t *)&g.restart);
-        uv_timer_init(g_daemon.loop, &g.log_flush);
+        uv_timer_init(g.loop, &g.log_flush);
         uv_unref((uv_handle_t *)&g.log_flush);
-        uv_timer_init(g_daemon.loop, &g.local_refresh);
+        uv_timer_init(g.loop, &g.local_refresh);
         uv_unref((uv_handle_t *)&g.local_refresh);
         uv_timer_start(&g.local_refresh, on_local_refresh, LOCAL_REFRESH_MS, LOCAL_REFRESH_MS);
         timer_ready = true;
@@ -856,13 +866,13 @@ static int net_start(bool wait_ready, struct hx_err *e)
      * the proxy serves, so the first sandbox's first lookup is answered. */
     uv_timer_t deadline;
     bool late = false;
-    uv_timer_init(g_daemon.loop, &deadline);
+    uv_timer_init(g.loop, &deadline);
     deadline.data = &late;
     uv_timer_start(&deadline, on_ready_deadline, 10000, 0);
     while (!g.proxy_ready && g.proc_alive && !late)
-        uv_run(g_daemon.loop, UV_RUN_ONCE);
+        uv_run(g.loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&deadline, NULL);
-    uv_run(g_daemon.loop, UV_RUN_NOWAIT); /* lets the close finish: deadline lives on this stack */
+    uv_run(g.loop, UV_RUN_NOWAIT); /* lets the close finish: deadline lives on this stack */
     if (!g.proxy_ready)
         fprintf(stderr, "hutchd: hutch-proxy is slow to start; sandbox networking may lag\n");
     return 0;

@@ -10,9 +10,15 @@
 
 struct sandbox;
 
+struct config;
+typedef struct uv_loop_s uv_loop_t;
+
 /* At daemon start (after the config is parsed): loads --resolve and
- * --hosts-file, sets up our nftables table, starts hutch-proxy. */
-int net_init(struct hx_err *e);
+ * --hosts-file, sets up our nftables table, starts hutch-proxy. cfg and
+ * loop stay the caller's and outlive net. */
+int net_init(const struct config *cfg, uv_loop_t *loop, struct hx_err *e);
+/* hutchd is shutting down: a proxy that exits is no longer restarted. */
+void net_stopping(void);
 /* At exit: stops the proxy, deletes our table. */
 void net_fini(void);
 
