@@ -674,6 +674,24 @@ struct spawn_ctx {
     struct rpc_spawn_hooks hooks;
 };
 
+/* A spawn that did not start: its answer r (taken) goes to the answer hook,
+ * else to the client after the failed hook; the context goes. */
+static void spawn_failed(struct spawn_ctx *ctx, struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *r)
+{
+    json_decref(ctx->hooks.extra);
+    if (ctx->hooks.answer) {
+        ctx->hooks.answer(sb, s, rpc_id, r, 0, ctx->hooks.ud);
+    } else {
+        if (ctx->hooks.failed)
+            ctx->hooks.failed(ctx->hooks.ud);
+        if (s)
+            rpc_reply_result(s, rpc_id, r);
+        else
+            json_decref(r);
+    }
+    free(ctx);
+}
+
 static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
 {
     struct spawn_ctx *ctx = ud;
@@ -681,20 +699,8 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
     json_t *jpid = json_object_get(ok, "pid");
     if (!reply || !json_is_integer(jpid) || json_integer_value(jpid) <= 0 ||
         json_integer_value(jpid) > 0x7fffffff) {
-        json_t *r = rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL);
-        json_decref(ctx->hooks.extra);
-        if (ctx->hooks.answer) {
-            ctx->hooks.answer(sb, s, rpc_id, r, 0, ctx->hooks.ud);
-        } else {
-            if (ctx->hooks.failed)
-                ctx->hooks.failed(ctx->hooks.ud);
-            if (s)
-                rpc_reply_result(s, rpc_id, r);
-            else
-                json_decref(r);
-        }
-        free(ctx);
-        return;
+        return spawn_failed(ctx, sb, s, rpc_id,
+                            rpc_translate_reply(reply && json_object_get(reply, "error") ? reply : NULL));
     }
     uint32_t pid = (uint32_t)json_integer_value(jpid);
     struct proc *p = sandbox_proc(sb, pid);
@@ -702,20 +708,7 @@ static void on_spawn_reply(struct sandbox *sb, struct session *s, json_t *rpc_id
         proc_remove(sb, p);
     p = calloc(1, sizeof *p);
     if (!p) {
-        json_decref(ctx->hooks.extra);
-        json_t *r = rpc_app_error("ENOMEM", "out of memory");
-        if (ctx->hooks.answer) {
-            ctx->hooks.answer(sb, s, rpc_id, r, 0, ctx->hooks.ud);
-        } else {
-            if (ctx->hooks.failed)
-                ctx->hooks.failed(ctx->hooks.ud);
-            if (s)
-                rpc_reply_result(s, rpc_id, r);
-            else
-                json_decref(r);
-        }
-        free(ctx);
-        return;
+        return spawn_failed(ctx, sb, s, rpc_id, rpc_app_error("ENOMEM", "out of memory"));
     }
     p->pid = pid;
     p->owner = s;
