@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { requireEnv, waitFor, withSandbox } from "./helpers.mjs";
+import { gotoRetry, requireEnv, waitFor, withSandbox } from "./helpers.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SERVER = readFileSync(path.join(here, "..", "integration", "expose_server.py"), "utf8");
@@ -44,7 +44,7 @@ test("Chromium loads a sandbox's page through its URL: fetch, server-sent events
     });
     try {
       const page = await browser.newPage();
-      const resp = await page.goto(`${url}/page`);
+      const resp = await gotoRetry(page, `${url}/page`);
       assert.equal(resp.status(), 200);
       const sec = await resp.securityDetails();
       assert.match(sec?.issuer ?? "", /^hutch ingress CA/, JSON.stringify(sec));

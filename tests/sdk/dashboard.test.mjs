@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { Sandbox } from "@deno/sandbox";
-import { requireEnv, runTag, statusOf, waitFor } from "./helpers.mjs";
+import { gotoRetry, requireEnv, runTag, statusOf, waitFor } from "./helpers.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const XSS = `<img src=x onerror="window.__xss=1">`;
@@ -63,7 +63,7 @@ test("dashboard: sign in, list, plots, a terminal running echo hi, labels as tex
     page.on("pageerror", (e) => pageErrors.push(e.message));
     page.on("request", (r) => requests.push(r.url()));
     page.on("dialog", (d) => d.accept());
-    const resp = await page.goto(base + "/");
+    const resp = await gotoRetry(page, base + "/");
     assert.equal(resp.status(), 200);
     assert.match(resp.headers()["content-security-policy"], /script-src 'self';/);
 

@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { Client } from "@deno/sandbox";
-import { requireEnv, withSandbox } from "./helpers.mjs";
+import { gotoRetry, requireEnv, withSandbox } from "./helpers.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const slug = (s) => `${s}-${process.pid % 100000}-${Math.floor(Math.random() * 1e6)}`.slice(0, 32);
@@ -96,7 +96,7 @@ test("deploy-static: a lume preset build is served as a static site and Chromium
         const page = await browser.newPage();
         const seen = [];
         page.on("response", (r) => seen.push(`${r.status()} ${r.headers()["content-type"]} ${new URL(r.url()).pathname.split("/").pop()}`));
-        const resp = await page.goto(`${url}/`);
+        const resp = await gotoRetry(page, `${url}/`);
         assert.equal(resp.status(), 200);
         assert.match((await resp.securityDetails())?.issuer ?? "", /^hutch ingress CA/);
         await page.waitForFunction(() => document.title !== "loading", null, { timeout: 30000 });

@@ -52,3 +52,17 @@ export async function readAll(stream) {
 }
 
 export const runTag = `sdk-${process.pid}-${Date.now()}`;
+
+// Chromium aborts a navigation with ERR_NETWORK_CHANGED when an interface
+// appears in its network namespace (each new sandbox adds a veth to
+// hutchd's): every browser test goes through this, which tries again then.
+export async function gotoRetry(page, url) {
+  for (let i = 0; ; i++) {
+    try {
+      return await page.goto(url);
+    } catch (e) {
+      if (i === 4 || !String(e.message).includes("ERR_NETWORK_CHANGED")) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}

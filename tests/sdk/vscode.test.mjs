@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { requireEnv, waitFor, withSandbox } from "./helpers.mjs";
+import { gotoRetry, requireEnv, waitFor, withSandbox } from "./helpers.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -44,20 +44,6 @@ function get(ca, url) {
 
 const settle = (p, ms) => Promise.race([p.then(() => "exited", () => "exited"),
   new Promise((r) => setTimeout(() => r("running"), ms))]);
-
-// Chromium aborts a navigation with ERR_NETWORK_CHANGED when an interface
-// appears in its network namespace (each new sandbox adds a veth to
-// hutchd's): try again then.
-async function gotoRetry(page, url) {
-  for (let i = 0; ; i++) {
-    try {
-      return await page.goto(url);
-    } catch (e) {
-      if (i === 4 || !String(e.message).includes("ERR_NETWORK_CHANGED")) throw e;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-}
 
 async function codeServerPids(sb) {
   const out = await sb.sh`ps -eo pid=,args= | grep '[c]ode-server/out/node/entry.js' || true`.text();
