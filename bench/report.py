@@ -62,6 +62,20 @@ def main(d):
                  bwrap and bwrap.get("n"), "peer"))
     rows.append(("bare fork+exec /bin/true", us_as_ms(bare, "p50_us"), us_as_ms(bare, "p99_us"),
                  bare and bare.get("n"), "peer"))
+    fair = (load(f"{d}/fair.json") or {}).get("fair")
+    if fair:
+        for kind, name in (("echo", "sh`echo` in a quiet sandbox"), ("spawn_true", "spawn /bin/true in a quiet sandbox")):
+            off, on = fair["hog_off"][kind], fair["hog_on"][kind]
+            key = "echo" if kind == "echo" else "spawn"
+            rows.append((f"{name}, CPU hog stopped", ms(off, "p50_ms"), ms(off, "p99_ms"), off["n"],
+                         "peer for the next line: the same blocks alternated"))
+            rows.append((f"{name}, CPU hog running", ms(on, "p50_ms"), ms(on, "p99_ms"), on["n"],
+                         f"{fair['loops']} busy loops in another sandbox; running/stopped p50 "
+                         f"{fair['ratio'][key + '_p50']}x, p99 {fair['ratio'][key + '_p99']}x (target <= 2x)"))
+        w_on, w_off = fair["hog_on"]["wait_ms_per_trip"], fair["hog_off"]["wait_ms_per_trip"]
+        rows.append(("CPU wait per round trip, hog running (ms)", "", "", "-",
+                     "; ".join(f"{k} {w_on[k]:.3f} (stopped {w_off[k]:.3f})" for k in w_on) +
+                     " (/proc/PID/schedstat run_delay)"))
     vol = load(f"{d}/volumes.json")
     if vol:
         bi, bs = vol.get("boot_image"), vol.get("boot_snapshot")
@@ -208,7 +222,7 @@ def main(d):
         print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
         print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
               f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
-    if not (hutch or vol or fsb or net or ig or vsc or mem):
+    if not (hutch or vol or fsb or net or ig or vsc or mem or fair):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

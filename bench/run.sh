@@ -2,7 +2,8 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress,vscode,mem
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE, BENCH_HUTCHD_ARGS (more hutchd
+# options, e.g. "--control-slice-us 0" for a before/after pair); BENCH_ONLY=sdk,create,fair,fs,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -36,7 +37,8 @@ cleanup() {
   set +e
   stop_hutchd
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  find /sys/fs/cgroup -maxdepth 2 -type d -name "hutch-bench-$RUN" 2>/dev/null | while read -r cg; do
+  find /sys/fs/cgroup -maxdepth 2 -type d \( -name "hutch-bench-$RUN" -o -name "hutch-bench-$RUN-agents" \) 2>/dev/null |
+  while read -r cg; do
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
   for p in $(ip netns pids "$NS-ig" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
@@ -72,6 +74,8 @@ start_hutchd() {
   shift
   local args=(--state-dir "$state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN" "$@")
   [[ -x $INIT ]] && args+=(--init "$INIT")
+  # shellcheck disable=SC2206  # options split on blanks, as on a command line
+  [[ -n ${BENCH_HUTCHD_ARGS:-} ]] && args+=($BENCH_HUTCHD_ARGS)
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   # nsenter execs hutchd (through sh when it joins DAEMON_CG first): $! is hutchd itself
   if [[ -n ${DAEMON_CG:-} ]]; then
@@ -111,6 +115,15 @@ echo "bench: creates (200 creates, 10 in flight; create -> first output with the
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
   timeout 900 node bench/create_bench.mjs >"$TMP/create.json" || { echo "bench: create benchmark failed" >&2; rc=1; }
+fi
+
+# BENCH_ONLY=fair: a quiet sandbox's command latency with a CPU-bound sandbox beside it,
+# hog running and stopped in alternating blocks (bench/fair_bench.mjs)
+if want fair; then
+echo "bench: CPU fairness (a quiet sandbox's round trips, a busy sandbox running and stopped in turns)..." >&2
+in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" HUTCH_CGROUP_NAME="hutch-bench-$RUN" \
+  timeout 900 node bench/fair_bench.mjs >"$TMP/fair.json" || { echo "bench: fairness benchmark failed" >&2; rc=1; }
 fi
 
 if want fs; then

@@ -54,6 +54,9 @@ static const char usage[] =
     "                        adopts them; each waits at most SECS for it (docs/restore.md) [0 = off]\n"
     "  --cpu-millis N        CPU quota per sandbox in thousandths of a CPU; its affinity and its\n"
     "                        /proc/cpuinfo show as many CPUs, rounded up [2000]\n"
+    "  --control-slice-us N  EEVDF slice (Linux >= 6.12) of hutchd's event loop and every sandbox's\n"
+    "                        agent, so their wake-ups run ahead of busy sandboxes; never inherited\n"
+    "                        by sandbox processes (docs/performance.md) [100; 0 = the kernel's]\n"
     "  --lxcfs PATH          lxcfs binary for sandboxes' own /proc/meminfo, cpuinfo, stat, uptime,\n"
     "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n"
     "  --price-cpu-hour USD  metering: price of a CPU-hour [0.05]\n"
@@ -129,6 +132,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->volume_min = 16ull << 20; /* below this an ext4 with a journal is mostly metadata */
     cfg->pids_max = 1024;
     cfg->cpu_millis = 2000;
+    cfg->control_slice_us = 100;
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
     cfg->ws_idle_ms = 60000;
@@ -168,7 +172,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_REQTIMEOUT,
            O_DNSUP,
            O_STORSIZE, O_VOLMAX, O_REGIONS,
-           O_CPUMILLIS,
+           O_CPUMILLIS, O_CTLSLICE,
            O_LXCFS,
            O_PRICECPU,
            O_PRICEMEM,
@@ -212,6 +216,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"volume-max", required_argument, 0, O_VOLMAX},
         {"regions", required_argument, 0, O_REGIONS},
         {"cpu-millis", required_argument, 0, O_CPUMILLIS},
+        {"control-slice-us", required_argument, 0, O_CTLSLICE},
         {"lxcfs", required_argument, 0, O_LXCFS},
         {"price-cpu-hour", required_argument, 0, O_PRICECPU},
         {"price-memory-gib-hour", required_argument, 0, O_PRICEMEM},
@@ -335,6 +340,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
                 return r;
             if (cfg->cpu_millis < 10 || cfg->cpu_millis > 1024000)
                 return hx_fail(e, EINVAL, "--cpu-millis must be 10..1024000");
+            break;
+        case O_CTLSLICE: /* the kernel's bounds: 0.1 ms .. 100 ms */
+            if ((r = parse_u32(optarg, &cfg->control_slice_us, "--control-slice-us", e)) < 0)
+                return r;
+            if (cfg->control_slice_us && (cfg->control_slice_us < 100 || cfg->control_slice_us > 100000))
+                return hx_fail(e, EINVAL, "--control-slice-us must be 0 or 100..100000");
             break;
         case O_LXCFS: cfg->lxcfs_path = optarg; break;
         case O_PRICECPU: if ((r = meter_parse_price(optarg, &cfg->prices.cpu_hour, e)) < 0) return hx_wrap(e, "--price-cpu-hour"); break;

@@ -22,6 +22,7 @@ struct config {
     char disk_dir_buf[4200];
     uint32_t pids_max;
     uint32_t cpu_millis;       /* CPU quota in thousandths of a CPU (2000 = 2 vCPU) */
+    uint32_t control_slice_us; /* EEVDF slice of hutchd's loop and the agents, µs (0 = the kernel's) */
     uint32_t max_sandboxes;
     uint32_t warm;             /* sandboxes kept started ahead of demand */
     uint32_t ws_idle_ms;       /* a silent client connection is closed after this */

@@ -11,6 +11,7 @@
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
 #include "daemon/config.h"
+#include "daemon/sandbox/sched.h"
 #include "daemon/log.h"
 #include "daemon/api/static.h"
 #include "daemon/core/sbstats.h"
@@ -173,6 +174,11 @@ int main(int argc, char **argv)
         return 1;
     }
     umask(022);
+    /* The event loop's thread only: every thread and process hutchd starts
+     * afterwards (libuv's workers, hutch-init, helpers) begins at the
+     * kernel's default slice. */
+    if (cfg.control_slice_us && sched_control_slice(0, cfg.control_slice_us, &e) < 0)
+        fprintf(stderr, "hutchd: the event loop keeps the kernel's default slice: %s\n", e.msg);
     /* One fd per client connection and a few per sandbox (agent socket, pidfd,
      * disk image: 4 with its client's socket). A hard limit below what
      * --max-sandboxes needs is raised (root may, up to fs.nr_open): 5,000

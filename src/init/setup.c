@@ -59,6 +59,7 @@
 #define CA_BUNDLE_MAX (4u << 20)
 #define CA_PEM_MAX 8192
 static const char *g_ca_pem; /* points into the setup message, which outlives setup */
+static int g_cpu_agent_fd = -1; /* the agents' cpu cgroup.procs until PID 1 has joined it */
 
 static const char *str_member(json_t *o, const char *k)
 {
@@ -87,6 +88,13 @@ static bool path_ok(const char *p)
         if ((s == p || s[-1] == '/') && (s[2] == '/' || s[2] == '\0'))
             return false;
     return true;
+}
+
+static bool cgroup_procs_ok(const char *p)
+{
+    static const char tail[] = "/cgroup.procs";
+    size_t n = p ? strlen(p) : 0, t = sizeof tail - 1;
+    return path_ok(p) && n > t && strcmp(p + n - t, tail) == 0;
 }
 
 static bool hostname_ok(const char *h)
@@ -135,6 +143,13 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     c->vscode_layer = str_member(root, "vscode_layer");
     if (c->vscode_layer && !path_ok(c->vscode_layer))
         return hx_fail(e, EINVAL, "setup: vscode_layer must be an absolute path without ..");
+    json_t *cg = json_object_get(root, "cpu_cgroup");
+    if (cg && !json_is_null(cg)) {
+        c->cpu_agent = str_member(cg, "agent");
+        c->cpu_user = str_member(cg, "user");
+        if (!json_is_object(cg) || !cgroup_procs_ok(c->cpu_agent) || !cgroup_procs_ok(c->cpu_user))
+            return hx_fail(e, EINVAL, "setup: cpu_cgroup needs agent and user, absolute cgroup.procs paths without ..");
+    }
     c->disk_dev = str_member(root, "disk_dev");
     if (c->disk_dev && (strncmp(c->disk_dev, "/dev/loop", 9) != 0 || !c->disk_dev[9] ||
                         strspn(c->disk_dev + 9, "0123456789") != strlen(c->disk_dev + 9) || strlen(c->disk_dev) > 20))
@@ -561,6 +576,15 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     /* The daemon put us in our cgroups before HX_SETUP: that becomes "/". */
     if (unshare(CLONE_NEWCGROUP) < 0)
         return hx_fail(e, errno, "unshare cgroup ns: %m");
+    /* Then PID 1 alone moves to the agents' cpu cgroup (hutch's weight for
+     * the control path); the namespace's root stays the sandbox's, and
+     * every child goes back there (spawn_set_cpu_cgroup). */
+    if (g_cpu_agent_fd >= 0) {
+        if (write(g_cpu_agent_fd, "0", 1) != 1)
+            return hx_fail(e, errno ? errno : EIO, "join the agents' cpu cgroup: %m");
+        close(g_cpu_agent_fd);
+        g_cpu_agent_fd = -1;
+    }
     if (setns(INIT_USERNS_FD, CLONE_NEWUSER) < 0)
         return hx_fail(e, errno, "setns user ns: %m");
     if (setgroups(0, NULL) < 0)
@@ -576,9 +600,29 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     return 0;
 }
 
+/* Both cgroup.procs files are opened now, as real root and while the
+ * host's cgroup mounts are still in our mount namespace (copied from
+ * hutchd's): written through these fds after the cgroup ns, the user ns
+ * and pivot_root. */
+static int open_cpu_cgroups(const struct setup_cfg *c, struct hx_err *e)
+{
+    if (!c->cpu_agent)
+        return 0;
+    g_cpu_agent_fd = open(c->cpu_agent, O_WRONLY | O_CLOEXEC);
+    if (g_cpu_agent_fd < 0)
+        return hx_fail(e, errno, "open %s: %m", c->cpu_agent);
+    int user = open(c->cpu_user, O_WRONLY | O_CLOEXEC);
+    if (user < 0)
+        return hx_fail(e, errno, "open %s: %m", c->cpu_user);
+    spawn_set_cpu_cgroup(user); /* held for the agent's lifetime */
+    return 0;
+}
+
 int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
 {
     int r;
+    if ((r = open_cpu_cgroups(c, e)) < 0)
+        return r;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hx_fail(e, errno, "make / private: %m");
     if ((r = build_root(c, e)) < 0)

@@ -31,6 +31,13 @@ void spawn_set_nofile(uint64_t nofile)
     g_nofile = nofile;
 }
 
+static int g_cpu_cgroup_fd = -1;
+
+void spawn_set_cpu_cgroup(int fd)
+{
+    g_cpu_cgroup_fd = fd;
+}
+
 static bool cap_kept(int cap)
 {
     for (size_t i = 0; i < HX_ARRAY_LEN(keep_caps); i++)
@@ -130,6 +137,13 @@ static _Noreturn void child_main(const struct spawn_req *r, int stdio[3], int re
     /* After dropping to the user: it may only enter what it may read. */
     if (chdir(r->cwd) < 0)
         child_fail(report, STAGE_CHDIR, errno);
+    /* Out of the agents' cpu cgroup (hutch's weight, for the control path:
+     * everything above is hutch's code) into the sandbox's, with its quota,
+     * right before the sandbox's own code runs; "0" is the writer itself.
+     * The kernel checks the opener's credentials (real root), so the user
+     * may write it. No way to stay behind: a failure fails the spawn. */
+    if (g_cpu_cgroup_fd >= 0 && write(g_cpu_cgroup_fd, "0", 1) != 1)
+        child_fail(report, STAGE_CONFINE, errno ? errno : EIO);
     /* execvpe searches the PATH of environ, so make it the spawn's. */
     environ = r->envp;
     execvpe(r->command, (char *const *)r->argv, r->envp);

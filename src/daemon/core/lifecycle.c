@@ -25,6 +25,7 @@
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "daemon/sandbox/launch.h"
+#include "daemon/sandbox/sched.h"
 #include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
 #include "lib/strparse.h"
@@ -484,6 +485,17 @@ static void plumb_work(uv_work_t *req)
         }
         close(ofd);
     }
+    /* The agent's wake-ups (a command arriving, a child's output or exit)
+     * run ahead of other sandboxes' busy loops; its children, the
+     * sandbox's own code, start at the kernel's default (reset on fork). */
+    if (g_daemon.cfg->control_slice_us) {
+        struct hx_err se = {0};
+        static _Atomic bool slice_warned;
+        if (sched_control_slice(sb->pid, g_daemon.cfg->control_slice_us, &se) < 0 && !slice_warned) {
+            slice_warned = true;
+            fprintf(stderr, "hutchd: agents keep the kernel's default slice: %s\n", se.msg);
+        }
+    }
     trace(sb, TR_ATTACH);
     if (sb->net) /* net: veth + addresses + routes, before the sandbox runs anything */
         sb->plumb_rc = net_sandbox_plumb(sb->net, sb->pid, sb->pidfd, &sb->plumb_err);
@@ -575,6 +587,11 @@ static void launch_done(uv_work_t *req, int status)
     if (rs)
         json_object_set_new(setup, "restore", rs); /* restore: wait for a returning hutchd */
     json_object_set_new(setup, "hold", json_true()); /* wait for HX_GO (plumb_done) before entering the cgroup ns */
+    char cg_agent[700], cg_user[700];
+    if (cgroup_agent_cpu_paths(sb->id, cg_agent, sizeof cg_agent, cg_user, sizeof cg_user) == 0)
+        /* hutch-init moves itself to the agents' cpu cgroup once its cgroup
+         * ns is made, and each child it spawns back to the sandbox's */
+        json_object_set_new(setup, "cpu_cgroup", json_pack("{s:s, s:s}", "agent", cg_agent, "user", cg_user));
     char *text = json_dumps(setup, JSON_COMPACT);
     json_decref(setup);
     r = text ? agent_send(sb, HX_SETUP, 0, text, strlen(text)) : -ENOMEM;

@@ -188,6 +188,42 @@ static int cpuset_inherit(const char *parent, const char *dir)
     return 0;
 }
 
+/* v1: every sandbox's agent (hutch-init) runs in one cpu cgroup of its
+ * own, NAME-agents beside NAME (not below it), weighted as
+ * AGENTS_CPU_SHARES sandboxes. Under EEVDF a waking entity preempts the
+ * running one at once only when it is eligible and its virtual deadline
+ * (slice / weight) comes first: an agent in its sandbox's cgroup, as heavy
+ * as a hog's and below NAME, which the hog keeps busy, waited a tick
+ * (4 ms here) or more per wake-up behind another sandbox's busy loops
+ * (docs/performance.md, "CPU fairness"). The sandbox's own processes stay
+ * in NAME/ID with its quota: hutch-init moves each child there before it
+ * execs. */
+#define AGENTS_CPU_SHARES 10240
+static char agents_cg[520];
+
+static void agents_cgroup_init(void)
+{
+    char p[600], v[32];
+    snprintf(p, sizeof p, "%s-agents", ctrl_root[C_CPU]);
+    if (mkdir(p, 0755) < 0 && errno != EEXIST)
+        return;
+    snprintf(v, sizeof v, "%d", AGENTS_CPU_SHARES);
+    snprintf(p, sizeof p, "%s-agents/cpu.shares", ctrl_root[C_CPU]);
+    if (write_file(p, v, NULL) == 0)
+        snprintf(agents_cg, sizeof agents_cg, "%s-agents", ctrl_root[C_CPU]);
+}
+
+int cgroup_agent_cpu_paths(const char *id, char *agent, size_t acap, char *user, size_t ucap)
+{
+    if (v2 || !agents_cg[0])
+        return -ENOTSUP;
+    int a = snprintf(agent, acap, "%s/cgroup.procs", agents_cg);
+    int u = snprintf(user, ucap, "%s/%s/cgroup.procs", ctrl_root[C_CPU], id);
+    if (a < 0 || (size_t)a >= acap || u < 0 || (size_t)u >= ucap)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
 int cgroup_init(const char *name, struct hx_err *e)
 {
     if (!any_cgroup_mounted())
@@ -220,6 +256,7 @@ int cgroup_init(const char *name, struct hx_err *e)
         if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
             ctrl_root[c][0] = 0; /* views: CPU views then follow the host's CPUs */
     }
+    agents_cgroup_init();
     limit_all_sandboxes();
     return 0;
 }
@@ -416,6 +453,8 @@ int cgroup_each(void (*cb)(const char *id, void *ud), void *ud)
 
 void cgroup_fini(void)
 {
+    if (agents_cg[0])
+        rmdir(agents_cg); /* fails harmlessly while agents remain */
     for (int c = 0; c < C_N; c++)
         if (ctrl_root[c][0])
             rmdir(ctrl_root[c]); /* fails harmlessly while sandboxes remain */
