@@ -30,7 +30,7 @@ struct setup_cfg {
     bool root_tree;          /* a snapshot: the read-only lower layer is the mount at INIT_ROOT_FD */
     const char *vscode_layer; /* host dir bound read-only at INIT_VSCODE_DIR, or NULL (docs/expose.md) */
     bool hold;               /* wait for HX_GO (cgroups and veth done) before the cgroup ns and HX_READY */
-    /* v1: cgroup.procs of the agents' cpu cgroup (PID 1 joins it after its
+    /* v1: `tasks` of the agents' cpu cgroup (PID 1 joins it after its
      * cgroup ns is made) and of the sandbox's (its children), or NULL */
     const char *cpu_agent, *cpu_user;
 };
@@ -87,8 +87,8 @@ struct spawn_res {
     int in_fd, out_fd, err_fd; /* parent ends, -1 when not piped (O_CLOEXEC); a pty: in_fd and out_fd are the master */
 };
 void spawn_set_nofile(uint64_t nofile);
-/* FD (O_WRONLY, opened as real root): the cgroup.procs of the sandbox's cpu
- * cgroup; each child writes itself there before anything of the sandbox's
+/* FD (O_WRONLY, opened as real root): the `tasks` file of the sandbox's cpu
+ * cgroup (v1; a thread's move, which skips the threadgroup lock's RCU wait); each child writes itself there before anything of the sandbox's
  * runs, so none stays in the agents' cgroup. -1 = stay where PID 1 is. */
 void spawn_set_cpu_cgroup(int fd);
 int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e);

@@ -59,7 +59,7 @@
 #define CA_BUNDLE_MAX (4u << 20)
 #define CA_PEM_MAX 8192
 static const char *g_ca_pem; /* points into the setup message, which outlives setup */
-static int g_cpu_agent_fd = -1; /* the agents' cpu cgroup.procs until PID 1 has joined it */
+static int g_cpu_agent_fd = -1; /* the agents' cpu cgroup's tasks file until PID 1 has joined it */
 
 static const char *str_member(json_t *o, const char *k)
 {
@@ -90,9 +90,9 @@ static bool path_ok(const char *p)
     return true;
 }
 
-static bool cgroup_procs_ok(const char *p)
+static bool cgroup_tasks_ok(const char *p)
 {
-    static const char tail[] = "/cgroup.procs";
+    static const char tail[] = "/tasks";
     size_t n = p ? strlen(p) : 0, t = sizeof tail - 1;
     return path_ok(p) && n > t && strcmp(p + n - t, tail) == 0;
 }
@@ -147,8 +147,8 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
     if (cg && !json_is_null(cg)) {
         c->cpu_agent = str_member(cg, "agent");
         c->cpu_user = str_member(cg, "user");
-        if (!json_is_object(cg) || !cgroup_procs_ok(c->cpu_agent) || !cgroup_procs_ok(c->cpu_user))
-            return hx_fail(e, EINVAL, "setup: cpu_cgroup needs agent and user, absolute cgroup.procs paths without ..");
+        if (!json_is_object(cg) || !cgroup_tasks_ok(c->cpu_agent) || !cgroup_tasks_ok(c->cpu_user))
+            return hx_fail(e, EINVAL, "setup: cpu_cgroup needs agent and user, absolute paths of tasks files without ..");
     }
     c->disk_dev = str_member(root, "disk_dev");
     if (c->disk_dev && (strncmp(c->disk_dev, "/dev/loop", 9) != 0 || !c->disk_dev[9] ||
@@ -600,7 +600,7 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     return 0;
 }
 
-/* Both cgroup.procs files are opened now, as real root and while the
+/* Both `tasks` files are opened now, as real root and while the
  * host's cgroup mounts are still in our mount namespace (copied from
  * hutchd's): written through these fds after the cgroup ns, the user ns
  * and pivot_root. */

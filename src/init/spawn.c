@@ -139,7 +139,9 @@ static _Noreturn void child_main(const struct spawn_req *r, int stdio[3], int re
         child_fail(report, STAGE_CHDIR, errno);
     /* Out of the agents' cpu cgroup (hutch's weight, for the control path:
      * everything above is hutch's code) into the sandbox's, with its quota,
-     * right before the sandbox's own code runs; "0" is the writer itself.
+     * right before the sandbox's own code runs; "0" is the writer itself
+     * (one thread, and this child has no other: its children and threads
+     * follow it).
      * The kernel checks the opener's credentials (real root), so the user
      * may write it. No way to stay behind: a failure fails the spawn. */
     if (g_cpu_cgroup_fd >= 0 && write(g_cpu_cgroup_fd, "0", 1) != 1)

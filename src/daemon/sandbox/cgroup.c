@@ -197,7 +197,9 @@ static int cpuset_inherit(const char *parent, const char *dir)
  * (4 ms here) or more per wake-up behind another sandbox's busy loops
  * (docs/performance.md, "CPU fairness"). The sandbox's own processes stay
  * in NAME/ID with its quota: hutch-init moves each child there before it
- * execs. */
+ * execs, through the `tasks` file: a single thread's move skips the
+ * threadgroup lock whose RCU grace period made a cgroup.procs write take
+ * 5-20 ms after a pause. */
 #define AGENTS_CPU_SHARES 10240
 static char agents_cg[520];
 
@@ -217,8 +219,8 @@ int cgroup_agent_cpu_paths(const char *id, char *agent, size_t acap, char *user,
 {
     if (v2 || !agents_cg[0])
         return -ENOTSUP;
-    int a = snprintf(agent, acap, "%s/cgroup.procs", agents_cg);
-    int u = snprintf(user, ucap, "%s/%s/cgroup.procs", ctrl_root[C_CPU], id);
+    int a = snprintf(agent, acap, "%s/tasks", agents_cg);
+    int u = snprintf(user, ucap, "%s/%s/tasks", ctrl_root[C_CPU], id);
     if (a < 0 || (size_t)a >= acap || u < 0 || (size_t)u >= ucap)
         return -ENAMETOOLONG;
     return 0;

@@ -19,7 +19,7 @@ int cgroup_init(const char *name, struct hx_err *e);
 bool cgroup_is_v2(void);
 int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *e);
 int cgroup_attach(const char *id, pid_t pid, struct hx_err *e);
-/* v1: the cgroup.procs files of the agents' cpu cgroup (NAME-agents) and
+/* v1: the `tasks` files of the agents' cpu cgroup (NAME-agents) and
  * of sandbox ID's (where its processes run); -ENOTSUP on v2 (the agent then
  * stays in its sandbox's cgroup). */
 int cgroup_agent_cpu_paths(const char *id, char *agent, size_t acap, char *user, size_t ucap);
