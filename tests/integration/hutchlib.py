@@ -118,6 +118,8 @@ def cgroup_parents(name):
         p = os.path.join(CGROUP_ROOT, ctrl, name)
         paths.append(p)
     paths.append(os.path.join(CGROUP_ROOT, name))
+    # v1: the agents' cpu cgroup beside it (src/daemon/sandbox/cgroup.c); no sandbox cgroups below
+    paths.append(os.path.join(CGROUP_ROOT, "cpu", name + "-agents"))
     return paths
 
 
