@@ -49,9 +49,8 @@ int volumes_root(const struct setup_cfg *c, const char **image, bool *done, stru
 /* After the root is built: each volume at its path inside root/. */
 int volumes_mount(const struct setup_cfg *c, struct hx_err *e);
 
-/* seccomp.c: the filter is compiled once; applying it is async-signal-safe
+/* seccomp.c: loads the filter generated at build time; async-signal-safe
  * (used between fork and exec). */
-int seccomp_build(struct hx_err *e);
 int seccomp_apply(void); /* returns 0 or -errno */
 
 /* envs.c: the sandbox environment (ordered map of strings). */

@@ -598,8 +598,6 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
         (r = build_proc(e)) < 0 ||
         (r = views_attach(e)) < 0)
         return r;
-    if ((r = seccomp_build(e)) < 0)
-        return r;
     if (c->hold && (r = wait_go(e)) < 0)
         return r;
     return enter_userns(c, e);
