@@ -109,7 +109,7 @@ fi
 if want create; then
 echo "bench: creates (200 creates, 10 in flight; create -> first output with the pool drained)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
-  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" \
   timeout 900 node bench/create_bench.mjs >"$TMP/create.json" || { echo "bench: create benchmark failed" >&2; rc=1; }
 fi
 
