@@ -83,6 +83,10 @@ struct spawn_res {
     int in_fd, out_fd, err_fd; /* parent ends, -1 when not piped (O_CLOEXEC); a pty: in_fd and out_fd are the master */
 };
 void spawn_set_nofile(uint64_t nofile);
+/* Once, as sandbox root after the user namespace is entered: the bounding
+ * set cut to Docker's capabilities, the ambient and inheritable sets
+ * emptied (every spawned process inherits them), the children's stack. */
+int spawn_prepare(struct hx_err *e);
 int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e);
 
 /* agent.c */

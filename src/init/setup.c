@@ -573,7 +573,7 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return hx_fail(e, errno, "PR_SET_DUMPABLE: %m");
     close(INIT_USERNS_FD);
-    return 0;
+    return spawn_prepare(e);
 }
 
 int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
