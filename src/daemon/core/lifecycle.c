@@ -91,7 +91,7 @@ static void workdir_path(const char *id, char *out, size_t cap)
 static int slot_alloc(uint32_t *slot)
 {
     /* Capacity: the sandboxes users hold (--max-sandboxes) plus the warm pool. */
-    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes + g_daemon.cfg->warm; i++) {
+    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes + g_daemon.cfg->warm_max; i++) {
         if (!g_daemon.slots[i]) {
             g_daemon.slots[i] = 1;
             *slot = i;
@@ -202,7 +202,7 @@ static _Atomic bool disk_loop_off;
  * every layer and hutchd's database: a layer is made only while the free
  * space covers it and all that live layers may still grow by. Reads the
  * free space afresh, so space taken by others on that file system counts. */
-static int disk_promise(uint32_t *promised_mb, struct hx_err *e)
+static int disk_promise(uint32_t *promised_mb, bool headroom, struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
     *promised_mb = 0;
@@ -212,8 +212,9 @@ static int disk_promise(uint32_t *promised_mb, struct hx_err *e)
     int r = disk_fs_space(cfg->disk_dir, &avail, &total, e);
     if (r < 0)
         return r;
-    if ((r = disk_budget_check(avail, (uint64_t)cfg->disk_reserve_mb, disk_outstanding_mb(), cfg->disk_mb,
-                               cfg->disk_dir, e)) < 0)
+    /* headroom: a pooled sandbox beyond --warm leaves room for one more */
+    if ((r = disk_budget_check(avail, (uint64_t)cfg->disk_reserve_mb, disk_outstanding_mb(),
+                               headroom ? cfg->disk_mb * 2 : cfg->disk_mb, cfg->disk_dir, e)) < 0)
         return r;
     *promised_mb = cfg->disk_mb;
     return 0;
@@ -633,7 +634,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     if (!p->pooled && g_daemon.n_claimed >= cfg->max_sandboxes)
         return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
     uint32_t disk_mb;
-    int r = disk_promise(&disk_mb, e);
+    int r = disk_promise(&disk_mb, p->pooled && p->pool_extra, e);
     if (r < 0)
         return r;
     if (slot_alloc(&slot) < 0)
