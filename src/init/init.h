@@ -22,6 +22,7 @@ struct setup_cfg {
     uint64_t pids_max, nofile;
     json_t *env; /* object of strings, or NULL */
     const char *dns4, *dns6; /* net: the host end of the veth (our DNS), NULL = no network */
+    const char *ca_layer;    /* secrets: hutchd's tree holding the CA bundle, laid over the image, or NULL */
     /* storage: volumes (ext4 on loop devices) and a root other than the image */
     struct setup_vol { const char *dev, *path; } vols[8];
     unsigned n_vols;

@@ -20,6 +20,7 @@
 #include "daemon/core/restore.h"
 #include "daemon/core/deploy.h"
 #include "daemon/core/vscode.h"
+#include "daemon/net/ca_layer.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -555,6 +556,18 @@ static void launch_done(uv_work_t *req, int status)
     if ((r = net_sandbox_attach(sb, &setup_net, &e)) < 0) {
         sandbox_stop(sb, e.msg);
         return;
+    }
+    const char *ca = json_string_value(json_object_get(setup_net, "ca"));
+    if (ca) { /* secrets: the bundle as a shared layer, not a copy per sandbox (ca_layer.h) */
+        static bool told;
+        struct hx_err ce = {0};
+        const char *layer = ca_layer_get(cfg->state_dir, g_daemon.image_root, ca, &ce);
+        if (layer)
+            json_object_set_new(setup_net, "ca_layer", json_string(layer));
+        else if (!told) {
+            told = true;
+            fprintf(stderr, "hutchd: %s; sandboxes get a copy of the CA bundle instead\n", ce.msg);
+        }
     }
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
