@@ -2,7 +2,7 @@
 # `make bench`: hutch's latency and memory numbers beside peers measured in
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
-# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress,vscode,mem
+# Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE, BENCH_HUTCHD_ARGS; BENCH_ONLY=sdk,fs,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -93,7 +93,9 @@ start_hutchd() {
 # --app-idle 2: the apps part measures the first request to an app scaled to zero.
 # --disk 1024: the RSS part holds 20 idle sandboxes, each promised its whole
 # writable layer; at the default 4 GiB they need 80 GiB free on /tmp.
-start_hutchd "$TMP/state" --storage-size 6GiB --disk 1024 --app-idle 2
+# BENCH_HUTCHD_ARGS: more flags for this hutchd (e.g. "--warm-memory 0" to compare pool sizes)
+# shellcheck disable=SC2086
+start_hutchd "$TMP/state" --storage-size 6GiB --disk 1024 --app-idle 2 ${BENCH_HUTCHD_ARGS:-}
 
 rc=0
 if want sdk; then
@@ -109,7 +111,7 @@ fi
 if want create; then
 echo "bench: creates (200 creates, 10 in flight; create -> first output with the pool drained)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
-  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" \
   timeout 900 node bench/create_bench.mjs >"$TMP/create.json" || { echo "bench: create benchmark failed" >&2; rc=1; }
 fi
 
