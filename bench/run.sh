@@ -74,8 +74,6 @@ start_hutchd() {
   shift
   local args=(--state-dir "$state" --listen "127.0.0.1:$PORT" --socket "$TMP/hutchd.sock" --cgroup-name "hutch-bench-$RUN" "$@")
   [[ -x $INIT ]] && args+=(--init "$INIT")
-  # shellcheck disable=SC2206  # options split on blanks, as on a command line
-  [[ -n ${BENCH_HUTCHD_ARGS:-} ]] && args+=($BENCH_HUTCHD_ARGS)
   [[ -n ${HUTCH_IMAGE_CACHE:-} ]] && args+=(--image-cache "$HUTCH_IMAGE_CACHE")
   # nsenter execs hutchd (through sh when it joins DAEMON_CG first): $! is hutchd itself
   if [[ -n ${DAEMON_CG:-} ]]; then
@@ -97,7 +95,9 @@ start_hutchd() {
 # --app-idle 2: the apps part measures the first request to an app scaled to zero.
 # --disk 1024: the RSS part holds 20 idle sandboxes, each promised its whole
 # writable layer; at the default 4 GiB they need 80 GiB free on /tmp.
-start_hutchd "$TMP/state" --storage-size 6GiB --disk 1024 --app-idle 2
+# BENCH_HUTCHD_ARGS: more flags for this hutchd (e.g. "--warm-memory 0" to compare pool sizes)
+# shellcheck disable=SC2086
+start_hutchd "$TMP/state" --storage-size 6GiB --disk 1024 --app-idle 2 ${BENCH_HUTCHD_ARGS:-}
 
 rc=0
 if want sdk; then
@@ -113,7 +113,7 @@ fi
 if want create; then
 echo "bench: creates (200 creates, 10 in flight; create -> first output with the pool drained)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
-  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" \
+  DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" \
   timeout 900 node bench/create_bench.mjs >"$TMP/create.json" || { echo "bench: create benchmark failed" >&2; rc=1; }
 fi
 

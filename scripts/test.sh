@@ -417,8 +417,8 @@ stop_sdk_daemon_and_check() {
     SDK_PID=
   fi
   sleep 0.5
-  if grep -qE 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$D_DIR/hutchd.log"; then
-    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|Sanitizer: CHECK failed|runtime error:' "$D_DIR/hutchd.log" | head -60
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|LeakSanitizer has encountered a fatal error|Sanitizer: CHECK failed|runtime error:' "$D_DIR/hutchd.log"; then
+    echo "SANITIZER: hutchd reported errors:"; grep -E -A20 'ERROR: (Address|Leak)Sanitizer|LeakSanitizer has encountered a fatal error|Sanitizer: CHECK failed|runtime error:' "$D_DIR/hutchd.log" | head -60
     rc=1
   fi
   local left

@@ -30,6 +30,9 @@ static const char usage[] =
     "  --pids-max N          processes per sandbox [1024]\n"
     "  --max-sandboxes N     [256]\n"
     "  --warm N              sandboxes kept started ahead of demand, so create is a hand-over [2]\n"
+    "  --warm-memory MIB     host memory the warm pool may hold while a burst of creates drains it: it\n"
+    "                        grows to MIB / 1.25 (an idle sandbox's cost), at most 64, and shrinks back\n"
+    "                        to --warm 10 s after the burst [32]\n"
     "  --ws-idle-timeout MS  close a client connection silent this long (clients ping every 2 s) [60000]\n"
     "  --deno-call-timeout MS  a Deno REPL eval or call unanswered this long fails with ETIMEDOUT [600000]\n"
     "  --max-conns N         API connections at once over TCP; when full, a new one displaces the\n"
@@ -135,6 +138,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->control_slice_us = 100;
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
+    cfg->warm_memory_mb = 32;
     cfg->ws_idle_ms = 60000;
     cfg->deno_call_timeout_ms = 600000;
     cfg->max_conns = 4096;
@@ -162,7 +166,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     }
 
     enum { O_STATE = 1, O_LISTEN, O_SOCKET, O_IMAGES, O_VSCODE, O_INIT, O_CGROUP, O_NODE, O_MEMMIN, O_MEMMAX,
-           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WSIDLE, O_DENOCALL,
+           O_MEMDEF, O_DISK, O_PIDS, O_MAXSB, O_HELP, O_RESOLVE, O_HOSTS, O_POOL4, O_POOL6, O_HOSTNS, O_WARM, O_WARMMEM, O_WSIDLE, O_DENOCALL,
            O_UPCA, O_ROTCA, O_LIVERESTORE,
            O_DISKDIR,
            O_DISKRES,
@@ -199,7 +203,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"node", required_argument, 0, O_NODE}, {"memory-min", required_argument, 0, O_MEMMIN},
         {"memory-max", required_argument, 0, O_MEMMAX}, {"memory-default", required_argument, 0, O_MEMDEF},
         {"disk", required_argument, 0, O_DISK}, {"pids-max", required_argument, 0, O_PIDS},
-        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"ws-idle-timeout", required_argument, 0, O_WSIDLE}, {"deno-call-timeout", required_argument, 0, O_DENOCALL}, {"help", no_argument, 0, O_HELP},
+        {"max-sandboxes", required_argument, 0, O_MAXSB}, {"warm", required_argument, 0, O_WARM}, {"warm-memory", required_argument, 0, O_WARMMEM}, {"ws-idle-timeout", required_argument, 0, O_WSIDLE}, {"deno-call-timeout", required_argument, 0, O_DENOCALL}, {"help", no_argument, 0, O_HELP},
         {"resolve", required_argument, 0, O_RESOLVE}, {"hosts-file", required_argument, 0, O_HOSTS},
         {"net-pool4", required_argument, 0, O_POOL4}, {"net-pool6", required_argument, 0, O_POOL6},
         {"net-host-ns", no_argument, 0, O_HOSTNS}, {"upstream-ca", required_argument, 0, O_UPCA},
@@ -300,6 +304,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         case O_PIDS: if ((r = parse_u32(optarg, &cfg->pids_max, "--pids-max", e)) < 0) return r; break;
         case O_MAXSB: if ((r = parse_u32(optarg, &cfg->max_sandboxes, "--max-sandboxes", e)) < 0) return r; break;
         case O_WARM: if ((r = parse_u32(optarg, &cfg->warm, "--warm", e)) < 0) return r; break;
+        case O_WARMMEM: if ((r = parse_u32(optarg, &cfg->warm_memory_mb, "--warm-memory", e)) < 0) return r; break;
         case O_WSIDLE: if ((r = parse_u32(optarg, &cfg->ws_idle_ms, "--ws-idle-timeout", e)) < 0) return r; break;
         case O_DENOCALL: if ((r = parse_u32(optarg, &cfg->deno_call_timeout_ms, "--deno-call-timeout", e)) < 0) return r; break;
         case O_HELP: case 'h': fputs(usage, stdout); return 1;
@@ -426,7 +431,14 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         return hx_fail(e, EINVAL, "--ingress-cert and --ingress-key go together, with --ingress-domain");
     if (cfg->warm > 64)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
-    if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm > 50000)
+    if (cfg->warm_memory_mb > 1048576)
+        return hx_fail(e, EINVAL, "--warm-memory must be 0..1048576 MiB");
+    /* An idle pooled sandbox holds ~1.1 MiB of host memory (docs/performance.md,
+     * "Memory": its cgroup plus what hutchd's grew by); 1.25 MiB leaves room.
+     * No pool at all with --warm 0. */
+    uint64_t by_memory = (uint64_t)cfg->warm_memory_mb * 4 / 5;
+    cfg->warm_max = cfg->warm == 0 ? 0 : by_memory > 64 ? 64 : by_memory < cfg->warm ? cfg->warm : (uint32_t)by_memory;
+    if (cfg->max_sandboxes == 0 || cfg->max_sandboxes + cfg->warm_max > 50000)
         return hx_fail(e, EINVAL, "--max-sandboxes must be 1..50000");
     if (cfg->max_conns == 0 || cfg->max_conns > 1000000 || cfg->max_conns_per_ip == 0)
         return hx_fail(e, EINVAL, "--max-conns must be 1..1000000 and --max-conns-per-ip at least 1");

@@ -25,6 +25,8 @@ struct config {
     uint32_t control_slice_us; /* EEVDF slice of hutchd's loop and the agents, µs (0 = the kernel's) */
     uint32_t max_sandboxes;
     uint32_t warm;             /* sandboxes kept started ahead of demand */
+    uint32_t warm_memory_mb;   /* host memory the warm pool may hold during a burst (--warm-memory) */
+    uint32_t warm_max;         /* the pool's bound during a burst: from warm_memory_mb, at least warm */
     uint32_t ws_idle_ms;       /* a silent client connection is closed after this */
     uint32_t max_conns;        /* API connections at once (TCP; the unix socket has its own) */
     uint32_t max_conns_per_ip; /* unauthenticated ones from one address */

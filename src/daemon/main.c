@@ -186,7 +186,7 @@ int main(int argc, char **argv)
      * in all. */
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
-        rlim_t want = (rlim_t)(cfg.max_sandboxes + cfg.warm) * 8 + 4096;
+        rlim_t want = (rlim_t)(cfg.max_sandboxes + cfg.warm_max) * 8 + 4096;
         unsigned long nr_open = 0;
         FILE *f = fopen("/proc/sys/fs/nr_open", "re");
         if (f) {
@@ -208,7 +208,7 @@ int main(int argc, char **argv)
     log_start(g_daemon.loop);
     g_daemon.cfg = &cfg;
     g_daemon.init_memfd = -1;
-    g_daemon.slots = calloc(cfg.max_sandboxes + cfg.warm, 1);
+    g_daemon.slots = calloc(cfg.max_sandboxes + cfg.warm_max, 1);
     char sbdir[4200];
     snprintf(sbdir, sizeof sbdir, "%s/sandboxes", cfg.state_dir);
     snprintf(g_daemon.image_root, sizeof g_daemon.image_root, "%s/debian-13/rootfs", cfg.image_cache);

@@ -66,7 +66,7 @@ struct ig_conn {
     size_t url_len;
     char reason[128];
     int reject;
-    bool scan_done, scan_lf;  /* obs-fold scan of the request head */
+    bool scan_done, scan_lf, scan_cr; /* the scan of the request head (head_fault) */
     unsigned scan_line, scan_len;
     bool any_bytes, req_chunked, req_done, req_upgrade, req_head, keep_alive, via_path, req_sent;
     bool resp_started, resp_chunked, resp_done, resp_raw, up_keep, tunnel;
@@ -741,15 +741,22 @@ static void parse_req(struct ig_conn *c, const char *p, size_t n)
     }
 }
 
-/* A header line continued on the next (obs-fold, RFC 9112 5.2) is refused
- * rather than joined: peers that join and peers that split disagree about
- * where headers end. Scans the head only: it stops at the empty line. */
-static bool obs_fold(struct ig_conn *c, const char *p, size_t n)
+/* What the head scan refuses before http-parser sees it, where peers would
+ * disagree about where headers end (RFC 9112): a header line continued on
+ * the next (obs-fold, 5.2) rather than joined, and a bare CR, one not
+ * followed by LF (2.2), which Debian's lenient http-parser takes as a line
+ * end in some places and not in others. Scans the head only: it stops at
+ * the empty line; the state carries across reads. NULL if the head is fine
+ * so far, else what is wrong. */
+static const char *head_fault(struct ig_conn *c, const char *p, size_t n)
 {
     for (size_t i = 0; i < n && !c->scan_done; i++) {
         char ch = p[i];
+        if (c->scan_cr && ch != '\n')
+            return "a bare CR in the head (lines end in CRLF)";
+        c->scan_cr = ch == '\r';
         if (c->scan_lf && c->scan_line > 0 && (ch == ' ' || ch == '\t'))
-            return true;
+            return "a folded header line (obs-fold)";
         if (ch == '\n') {
             if (c->scan_len == 0 && c->scan_line > 0)
                 c->scan_done = true;
@@ -762,7 +769,7 @@ static bool obs_fold(struct ig_conn *c, const char *p, size_t n)
             c->scan_lf = false;
         }
     }
-    return false;
+    return NULL;
 }
 
 static void cli_plain(struct ig_conn *c, const char *p, size_t n)
@@ -771,8 +778,9 @@ static void cli_plain(struct ig_conn *c, const char *p, size_t n)
         return up_send(c, p, n);
     if (c->req_done || c->req_upgrade)
         return left_add(c, p, n);
-    if (obs_fold(c, p, n))
-        return reply(c, 400, "Bad Request", "Malformed request: a folded header line (obs-fold).");
+    const char *fault = head_fault(c, p, n);
+    if (fault)
+        return reply(c, 400, "Bad Request", "Malformed request: %s.", fault);
     parse_req(c, p, n);
 }
 
@@ -932,7 +940,7 @@ static void exchange_reset(struct ig_conn *c)
     http_parser_init(&c->rs, HTTP_RESPONSE);
     c->rq.data = c->rs.data = c;
     c->reject = 0;
-    c->scan_done = c->scan_lf = false;
+    c->scan_done = c->scan_lf = c->scan_cr = false;
     c->scan_line = c->scan_len = 0;
     c->any_bytes = c->req_chunked = c->req_done = c->req_upgrade = c->req_head = c->via_path = false;
     c->req_sent = c->resp_started = c->resp_chunked = c->resp_done = c->resp_raw = c->up_keep = false;

@@ -961,7 +961,7 @@ int agent_run(int fd, int restore_fd, uint64_t wait_ms)
     g_sock = malloc(sizeof *g_sock);
     if (!g_rbuf || !g_sock)
         return -ENOMEM;
-    /* setup's buffers (the spec, the CA bundle, the seccomp program) are
+    /* setup's buffers (the spec, the CA bundle) are
      * freed: their pages need not stay with every idle sandbox */
     malloc_trim(0);
     g_relink.listen_fd = restore_fd;

@@ -22,6 +22,7 @@ struct setup_cfg {
     uint64_t pids_max, nofile;
     json_t *env; /* object of strings, or NULL */
     const char *dns4, *dns6; /* net: the host end of the veth (our DNS), NULL = no network */
+    const char *ca_layer;    /* secrets: hutchd's tree holding the CA bundle, laid over the image, or NULL */
     /* storage: volumes (ext4 on loop devices) and a root other than the image */
     struct setup_vol { const char *dev, *path; } vols[8];
     unsigned n_vols;
@@ -52,9 +53,8 @@ int volumes_root(const struct setup_cfg *c, const char **image, bool *done, stru
 /* After the root is built: each volume at its path inside root/. */
 int volumes_mount(const struct setup_cfg *c, struct hx_err *e);
 
-/* seccomp.c: the filter is compiled once; applying it is async-signal-safe
+/* seccomp.c: loads the filter generated at build time; async-signal-safe
  * (used between fork and exec). */
-int seccomp_build(struct hx_err *e);
 int seccomp_apply(void); /* returns 0 or -errno */
 
 /* envs.c: the sandbox environment (ordered map of strings). */
@@ -88,9 +88,14 @@ struct spawn_res {
 };
 void spawn_set_nofile(uint64_t nofile);
 /* FD (O_WRONLY, opened as real root): the `tasks` file of the sandbox's cpu
- * cgroup (v1; a thread's move, which skips the threadgroup lock's RCU wait); each child writes itself there before anything of the sandbox's
+ * cgroup (v1; a thread's move, which skips the threadgroup lock's RCU
+ * wait); each child writes itself there before anything of the sandbox's
  * runs, so none stays in the agents' cgroup. -1 = stay where PID 1 is. */
 void spawn_set_cpu_cgroup(int fd);
+/* Once, as sandbox root after the user namespace is entered: the bounding
+ * set cut to Docker's capabilities, the ambient and inheritable sets
+ * emptied (every spawned process inherits them), the children's stack. */
+int spawn_prepare(struct hx_err *e);
 int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e);
 
 /* agent.c */

@@ -59,6 +59,7 @@
 #define CA_BUNDLE_MAX (4u << 20)
 #define CA_PEM_MAX 8192
 static const char *g_ca_pem; /* points into the setup message, which outlives setup */
+static bool g_ca_layered;    /* the bundle came with hutchd's layer: nothing to write */
 static int g_cpu_agent_fd = -1; /* the agents' cpu cgroup's tasks file until PID 1 has joined it */
 
 static const char *str_member(json_t *o, const char *k)
@@ -192,6 +193,10 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
                 strstr(ca, "PRIVATE"))
                 return hx_fail(e, EINVAL, "setup: bad ca");
             g_ca_pem = ca;
+            /* the same bundle, written once by hutchd (ca_layer.c): an overlay lower instead of a copy */
+            c->ca_layer = str_member(net, "ca_layer");
+            if (c->ca_layer && !path_ok(c->ca_layer))
+                return hx_fail(e, EINVAL, "setup: ca_layer must be an absolute path without ..");
             if (!c->env) {
                 json_object_set_new(root, "env", json_object());
                 c->env = json_object_get(root, "env");
@@ -237,7 +242,7 @@ static int write_resolv_conf(const struct setup_cfg *c, struct hx_err *e)
  * sandbox exists: the upper layer holds nothing a sandbox made. */
 static int add_ca_bundle(const struct setup_cfg *c, struct hx_err *e)
 {
-    if (!g_ca_pem)
+    if (!g_ca_pem || g_ca_layered)
         return 0;
     static const char *const dirs[] = {"root/etc", "root/etc/ssl", "root/etc/ssl/certs"};
     for (size_t i = 0; i < HX_ARRAY_LEN(dirs); i++) {
@@ -307,25 +312,41 @@ static int bind_ro(const char *p, struct hx_err *e)
     return mountx(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e);
 }
 
-/* The image (or a snapshot) idmapped read-only under the writable layer. */
-static int overlay_root(const char *image, struct hx_err *e)
+/* A host tree idmapped read-only (image files owned by host root look
+ * root-owned inside) and moved onto `at` in the cwd. */
+static int idmapped_lower(const char *src, const char *at, struct hx_err *e)
 {
-    int r;
-    autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, image,
+    autoclose int tree = (int)syscall(SYS_open_tree, AT_FDCWD, src,
                                       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
     if (tree < 0)
-        return hx_fail(e, errno, "open_tree %s: %m", image);
+        return hx_fail(e, errno, "open_tree %s: %m", src);
     struct mount_attr attr = {
         .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
         .userns_fd = INIT_USERNS_FD,
     };
     if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
-        return hx_fail(e, errno, "idmap image %s: %m", image);
-    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "lower", MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        return hx_fail(e, errno, "move_mount image to lower: %m");
+        return hx_fail(e, errno, "idmap %s: %m", src);
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return hx_fail(e, errno, "move_mount %s to %s: %m", src, at);
+    return 0;
+}
 
-    if ((r = mountx("overlay", "root", "overlay", MS_NODEV,
-                    "lowerdir=lower,upperdir=upper,workdir=work", e)) < 0)
+/* The image (or a snapshot) idmapped read-only under the writable layer;
+ * over the builtin image, hutchd's CA layer when it sent one (the bundle
+ * without a 220 KB copy into every writable layer). If that layer cannot
+ * be mounted, add_ca_bundle writes the copy as before. */
+static int overlay_root(const char *image, const char *ca_layer, struct hx_err *e)
+{
+    int r;
+    if ((r = idmapped_lower(image, "lower", e)) < 0)
+        return r;
+    const char *opts = "lowerdir=lower,upperdir=upper,workdir=work";
+    struct hx_err ce = {0};
+    if (ca_layer && mkdir_p1("calower", 0755, &ce) == 0 && idmapped_lower(ca_layer, "calower", &ce) == 0) {
+        opts = "lowerdir=calower:lower,upperdir=upper,workdir=work";
+        g_ca_layered = true;
+    }
+    if ((r = mountx("overlay", "root", "overlay", MS_NODEV, opts, e)) < 0)
         return r;
     return 0;
 }
@@ -363,7 +384,8 @@ static int build_root(const struct setup_cfg *c, struct hx_err *e)
     bool root_done = false;
     if ((r = volumes_root(c, &image, &root_done, e)) < 0)
         return r;
-    if (!root_done && (r = overlay_root(image, e)) < 0)
+    /* the CA layer goes over the builtin image only: a snapshot's bundle is its own */
+    if (!root_done && (r = overlay_root(image, image == c->image ? c->ca_layer : NULL, e)) < 0)
         return r;
     /* The image is expected to have /tmp; make sure it is world-writable
      * and sticky whatever the image says. */
@@ -597,7 +619,7 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return hx_fail(e, errno, "PR_SET_DUMPABLE: %m");
     close(INIT_USERNS_FD);
-    return 0;
+    return spawn_prepare(e);
 }
 
 /* Both `tasks` files are opened now, as real root and while the
@@ -641,8 +663,6 @@ int setup_sandbox(const struct setup_cfg *c, struct hx_err *e)
         (r = enter_root(e)) < 0 ||
         (r = build_proc(e)) < 0 ||
         (r = views_attach(e)) < 0)
-        return r;
-    if ((r = seccomp_build(e)) < 0)
         return r;
     if (c->hold && (r = wait_go(e)) < 0)
         return r;

@@ -1,19 +1,36 @@
-/* Starting a user process: fork, confine (capabilities, seccomp, ids) and
- * exec, reporting a failed exec back to the caller through a CLOEXEC pipe. */
+/* Starting a user process: clone, confine (capabilities, seccomp, ids) and
+ * exec, reporting a failed step back to the caller.
+ *
+ * The child is clone(CLONE_VM | CLONE_VFORK), as posix_spawn does: it runs
+ * on a stack of its own inside hutch-init's memory and hutch-init's thread
+ * waits until it has exec'd or exited, so no page table is copied and no
+ * page is copied on write. What that asks of the child (child_main):
+ *  - system calls only, no malloc, no lock, no write to hutch-init's data
+ *    except its own struct spawn_child; ids are changed with raw syscalls
+ *    (glibc's setresuid would ask every thread of hutch-init to change too);
+ *  - every signal is blocked in hutch-init's thread from before the clone
+ *    until after it (the child inherits that mask), and the child sets
+ *    the signals hutch-init handles or ignores back to SIG_DFL before it
+ *    unblocks them, so none of hutch-init's handlers runs in the child;
+ *  - PATH is searched here (exec_search) from the spawn's own environment:
+ *    execvpe reads the global environ, which the child must not change.
+ * What the bounding set, the ambient set and the inheritable set hold does
+ * not depend on the spawn: hutch-init empties them of everything but
+ * Docker's set once (spawn_prepare), and each child inherits that. */
 #include "init/init.h"
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/capability.h>
+#include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 /* Docker's default capability set: meaningful only in the sandbox's own
  * user namespace, which owns no other namespace. */
@@ -22,9 +39,21 @@ static const int keep_caps[] = {
     CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SETFCAP, CAP_AUDIT_WRITE,
 };
 
-enum spawn_stage { STAGE_EXEC = 0, STAGE_CHDIR = 1, STAGE_CONFINE = 2, STAGE_STDIO = 3 };
+enum spawn_stage { STAGE_NONE = 0, STAGE_EXEC, STAGE_CHDIR, STAGE_CONFINE, STAGE_STDIO };
 
 static uint64_t g_nofile = 65536;
+
+/* The child's stack: one, reused (only the loop thread spawns, and it waits
+ * for each child to exec). Its pages are touched by one call chain of
+ * system call wrappers and a PATH_MAX buffer. */
+#define CHILD_STACK (128u * 1024u)
+static void *g_stack;
+
+/* The signals hutch-init does not leave at SIG_DFL (SIGPIPE ignored, libuv's
+ * SIGCHLD handler), read once at the first spawn, when the agent loop has
+ * installed its handlers. A handler installed later must be added here. */
+static sigset_t g_sig_changed;
+static bool g_sig_known;
 
 void spawn_set_nofile(uint64_t nofile)
 {
@@ -46,17 +75,7 @@ static bool cap_kept(int cap)
     return false;
 }
 
-/* Child side, between fork and exec: writes {stage, errno} to report fd and
- * exits on failure. Everything here is async-signal-safe. */
-static _Noreturn void child_fail(int report, int stage, int err)
-{
-    int msg[2] = {stage, err};
-    ssize_t n = write(report, msg, sizeof msg);
-    (void)n;
-    _exit(127);
-}
-
-static int confine(uid_t uid)
+int spawn_prepare(struct hx_err *e)
 {
     for (int cap = 0; cap <= 63; cap++) {
         if (cap_kept(cap))
@@ -64,18 +83,46 @@ static int confine(uid_t uid)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
             if (errno == EINVAL)
                 break; /* past the kernel's last capability */
-            return -errno;
+            return hx_fail(e, errno, "drop capability %d from the bounding set: %m", cap);
         }
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        return -errno;
+        return hx_fail(e, errno, "clear the ambient capabilities: %m");
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
     if (syscall(SYS_capget, &hdr, data) < 0)
-        return -errno;
+        return hx_fail(e, errno, "capget: %m");
     data[0].inheritable = data[1].inheritable = 0;
     if (syscall(SYS_capset, &hdr, data) < 0)
-        return -errno;
+        return hx_fail(e, errno, "clear the inheritable capabilities: %m");
+    g_stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (g_stack == MAP_FAILED) {
+        g_stack = NULL;
+        return hx_fail(e, errno, "mmap the spawn stack: %m");
+    }
+    return 0;
+}
+
+/* What the child reads (the request, its stdio) and writes (how it failed). */
+struct spawn_child {
+    const struct spawn_req *r;
+    const int *stdio;
+    const char *path;      /* the PATH to search, from the spawn's environment */
+    const char **sh_argv;  /* {"/bin/sh", NULL (the file), argv[1..], NULL}: a script without #! */
+    int stage, err;        /* written by the child when a step fails */
+};
+
+static _Noreturn void child_fail(struct spawn_child *c, int stage, int err)
+{
+    c->err = err > 0 ? err : EIO;
+    c->stage = stage;
+    _exit(127);
+}
+
+/* Capabilities (the bounding, ambient and inheritable sets are hutch-init's,
+ * see spawn_prepare), Landlock, seccomp and ids. */
+static int confine(uid_t uid)
+{
     int r = landlock_apply();
     if (r < 0)
         return r;
@@ -85,37 +132,96 @@ static int confine(uid_t uid)
     if (r < 0)
         return r;
     gid_t gid = (gid_t)uid; /* app is 1000:1000, root 0:0 */
-    if (setgroups(0, NULL) < 0)
+    if (syscall(SYS_setgroups, 0, NULL) < 0)
         return -errno;
-    if (setresgid(gid, gid, gid) < 0)
+    if (syscall(SYS_setresgid, gid, gid, gid) < 0)
         return -errno;
     /* Leaving uid 0 clears the permitted/effective sets too. */
-    if (setresuid(uid, uid, uid) < 0)
+    if (syscall(SYS_setresuid, uid, uid, uid) < 0)
         return -errno;
     return 0;
 }
 
-static _Noreturn void child_main(const struct spawn_req *r, int stdio[3], int report)
+/* execve, and a file the kernel does not know how to run (no #!) through
+ * /bin/sh, as execvpe does. Returns the errno. */
+static int exec_one(struct spawn_child *c, const char *file)
 {
-    if (setsid() < 0)
-        child_fail(report, STAGE_STDIO, errno);
-    /* the new session's controlling terminal: ^C, ^Z and SIGWINCH reach its foreground group */
-    if (r->pty && ioctl(stdio[0], TIOCSCTTY, 0) < 0)
-        child_fail(report, STAGE_STDIO, errno);
-    for (int i = 0; i < 3; i++)
-        if (dup2(stdio[i], i) < 0)
-            child_fail(report, STAGE_STDIO, errno);
-    /* Everything else is closed at exec; report closes there too, which
-     * tells the parent the exec succeeded. */
-    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        child_fail(report, STAGE_STDIO, errno);
+    execve(file, (char *const *)c->r->argv, c->r->envp);
+    if (errno == ENOEXEC) {
+        c->sh_argv[1] = file;
+        execve("/bin/sh", (char *const *)c->sh_argv, c->r->envp);
+        errno = ENOEXEC;
+    }
+    return errno;
+}
 
+/* execvpe's search, over the spawn's PATH: a name with a slash is run as
+ * it is; otherwise each PATH entry in turn (empty = the current directory),
+ * going on past ENOENT, ENOTDIR, EACCES and the like, and answering EACCES
+ * if any entry said so. */
+static int exec_search(struct spawn_child *c)
+{
+    const char *file = c->r->command;
+    if (strchr(file, '/'))
+        return exec_one(c, file);
+    size_t flen = strlen(file);
+    if (flen > NAME_MAX)
+        return ENAMETOOLONG;
+    char buf[PATH_MAX];
+    bool eacces = false;
+    int err = ENOENT;
+    for (const char *p = c->path;; p++) {
+        const char *end = strchrnul(p, ':');
+        size_t dlen = (size_t)(end - p);
+        if (dlen + 1 + flen + 1 <= sizeof buf) {
+            memcpy(buf, p, dlen);
+            size_t n = dlen;
+            if (n > 0)
+                buf[n++] = '/';
+            memcpy(buf + n, file, flen + 1);
+            err = exec_one(c, buf);
+            switch (err) {
+            case EACCES:
+                eacces = true;
+                break;
+            case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: case ENAMETOOLONG:
+                break;
+            default:
+                return err;
+            }
+        }
+        if (!*end)
+            break;
+        p = end;
+    }
+    return eacces ? EACCES : err;
+}
+
+static int child_main(void *arg)
+{
+    struct spawn_child *c = arg;
+    const struct spawn_req *r = c->r;
+    /* hutch-init's handlers and ignored signals back to the default, while
+     * every signal is still blocked (inherited from the parent's thread) */
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &dfl, NULL); /* PID 1 ignores SIGPIPE; its children must not */
+        if (sigismember(&g_sig_changed, sig) == 1)
+            sigaction(sig, &dfl, NULL); /* PID 1 ignores SIGPIPE; its children must not */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+
+    if (setsid() < 0)
+        child_fail(c, STAGE_STDIO, errno);
+    /* the new session's controlling terminal: ^C, ^Z and SIGWINCH reach its foreground group */
+    if (r->pty && ioctl(c->stdio[0], TIOCSCTTY, 0) < 0)
+        child_fail(c, STAGE_STDIO, errno);
+    for (int i = 0; i < 3; i++)
+        if (dup2(c->stdio[i], i) < 0)
+            child_fail(c, STAGE_STDIO, errno);
+    /* Everything else is closed at exec. */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        child_fail(c, STAGE_STDIO, errno);
 
     /* hutch-init runs at -1000 so the OOM killer spares it; its children
      * must be fair game again (raising the score needs no privilege). */
@@ -129,37 +235,70 @@ static _Noreturn void child_main(const struct spawn_req *r, int stdio[3], int re
     struct rlimit nofile = {.rlim_cur = g_nofile, .rlim_max = g_nofile};
     struct rlimit core = {0, 0};
     if (setrlimit(RLIMIT_NOFILE, &nofile) < 0 || setrlimit(RLIMIT_CORE, &core) < 0)
-        child_fail(report, STAGE_CONFINE, errno);
+        child_fail(c, STAGE_CONFINE, errno);
 
-    int c = confine(r->uid);
-    if (c < 0)
-        child_fail(report, STAGE_CONFINE, -c);
+    int k = confine(r->uid);
+    if (k < 0)
+        child_fail(c, STAGE_CONFINE, -k);
     /* After dropping to the user: it may only enter what it may read. */
     if (chdir(r->cwd) < 0)
-        child_fail(report, STAGE_CHDIR, errno);
+        child_fail(c, STAGE_CHDIR, errno);
     /* Out of the agents' cpu cgroup (hutch's weight, for the control path:
      * everything above is hutch's code) into the sandbox's, with its quota,
      * right before the sandbox's own code runs; "0" is the writer itself
      * (one thread, and this child has no other: its children and threads
-     * follow it).
-     * The kernel checks the opener's credentials (real root), so the user
-     * may write it. No way to stay behind: a failure fails the spawn. */
+     * follow it). The kernel checks the opener's credentials (real root),
+     * so the user may write it. No way to stay behind: a failure fails the
+     * spawn. */
     if (g_cpu_cgroup_fd >= 0 && write(g_cpu_cgroup_fd, "0", 1) != 1)
-        child_fail(report, STAGE_CONFINE, errno ? errno : EIO);
-    /* execvpe searches the PATH of environ, so make it the spawn's. */
-    environ = r->envp;
-    execvpe(r->command, (char *const *)r->argv, r->envp);
-    child_fail(report, STAGE_EXEC, errno);
+        child_fail(c, STAGE_CONFINE, errno ? errno : EIO);
+    child_fail(c, STAGE_EXEC, exec_search(c));
+}
+
+/* glibc's default when the environment has no PATH (confstr _CS_PATH) */
+static const char *spawn_path(char **envp)
+{
+    for (char **p = envp; p && *p; p++)
+        if (strncmp(*p, "PATH=", 5) == 0)
+            return *p + 5;
+    return "/bin:/usr/bin";
+}
+
+static void learn_signals(void)
+{
+    sigemptyset(&g_sig_changed);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL)
+            sigaddset(&g_sig_changed, sig);
+    }
+    sigaddset(&g_sig_changed, SIGPIPE);
+    g_sig_known = true;
 }
 
 int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_err *e)
 {
     int ret = 0;
-    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, report[2] = {-1, -1};
+    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     int ptm = -1, pts = -1;
     autoclose int devnull = -1;
+    autofree const char **sh_argv = NULL;
     out->pid = -1;
     out->in_fd = out->out_fd = out->err_fd = -1;
+    if (!g_stack)
+        return hx_fail(e, EINVAL, "spawn %s: the sandbox is not set up", r->command);
+    if (!g_sig_known)
+        learn_signals();
+
+    size_t argc = 0;
+    while (r->argv[argc])
+        argc++;
+    sh_argv = calloc(argc + 2, sizeof *sh_argv);
+    if (!sh_argv)
+        return hx_fail(e, ENOMEM, "out of memory");
+    sh_argv[0] = "/bin/sh";
+    for (size_t i = 1; i < argc; i++)
+        sh_argv[i + 1] = r->argv[i];
 
     if (!r->pty && (!r->pipe_in || !r->pipe_out || !r->pipe_err)) {
         devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -168,7 +307,7 @@ int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_er
     }
     bool pipes = !r->pty;
     if ((pipes && r->pipe_in && pipe2(pin, O_CLOEXEC) < 0) || (pipes && r->pipe_out && pipe2(pout, O_CLOEXEC) < 0) ||
-        (pipes && r->pipe_err && pipe2(perr, O_CLOEXEC) < 0) || pipe2(report, O_CLOEXEC) < 0) {
+        (pipes && r->pipe_err && pipe2(perr, O_CLOEXEC) < 0)) {
         ret = hx_fail(e, errno, "pipe: %m");
         goto out;
     }
@@ -193,38 +332,31 @@ int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_er
         stdio[0] = stdio[1] = stdio[2] = pts;
     }
 
-    pid_t pid = fork();
+    struct spawn_child c = {.r = r, .stdio = stdio, .path = spawn_path(r->envp), .sh_argv = sh_argv};
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* Returns once the child has exec'd or exited (CLONE_VFORK). */
+    pid_t pid = clone(child_main, (char *)g_stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+    int clone_err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
-        ret = hx_fail(e, errno, "spawn %s: fork: %m", r->command);
+        ret = hx_fail(e, clone_err, "spawn %s: clone: %s", r->command, strerror(clone_err));
         goto out;
     }
-    if (pid == 0) {
-        close(report[0]);
-        child_main(r, stdio, report[1]);
-    }
-    close(report[1]);
-    report[1] = -1;
-
-    /* Blocks only until the child has exec'd (or failed to): a few ms. */
-    int msg[2];
-    ssize_t n;
-    do
-        n = read(report[0], msg, sizeof msg);
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof msg) {
+    if (c.stage != STAGE_NONE) {
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
         }
-        int err = msg[1] > 0 ? msg[1] : EIO;
-        switch (msg[0]) {
+        switch (c.stage) {
         case STAGE_CHDIR:
-            ret = hx_fail(e, err, "spawn %s: chdir %s: %s", r->command, r->cwd, strerror(err));
+            ret = hx_fail(e, c.err, "spawn %s: chdir %s: %s", r->command, r->cwd, strerror(c.err));
             break;
         case STAGE_EXEC:
-            ret = hx_fail(e, err, "spawn %s: %s", r->command, strerror(err));
+            ret = hx_fail(e, c.err, "spawn %s: %s", r->command, strerror(c.err));
             break;
         default:
-            ret = hx_fail(e, err, "spawn %s: confining the process: %s", r->command, strerror(err));
+            ret = hx_fail(e, c.err, "spawn %s: confining the process: %s", r->command, strerror(c.err));
             break;
         }
         goto out;
@@ -246,7 +378,6 @@ out:
         hx_closep(&pin[i]);
         hx_closep(&pout[i]);
         hx_closep(&perr[i]);
-        hx_closep(&report[i]);
     }
     return ret;
 }

@@ -485,7 +485,8 @@ class Hutchd:
         with contextlib.suppress(OSError):
             with open(self.log_path, "rb") as f:
                 log = f.read().decode(errors="replace")
-            for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "Sanitizer: CHECK failed"):
+            for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "LeakSanitizer has encountered a fatal error",
+                         "runtime error:", "Sanitizer: CHECK failed"):
                 i = log.find(mark)
                 if i >= 0:
                     problems.append("sanitizer report in hutchd's log:\n" + log[i:i + 3000])

@@ -16,7 +16,7 @@ from hutchlib import sandbox_cgroup_pids, wait_until
 SYS_SCHED_GETATTR = 315  # x86_64
 SCHED_FLAG_RESET_ON_FORK = 0x01
 SLICE_NS = 100_000  # hutchd's default --control-slice-us 100
-AGENTS_SHARES = 10240
+AGENTS_SHARES = 2048
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -138,7 +138,7 @@ def test_agent_runs_in_the_agents_cpu_cgroup_and_user_processes_in_the_sandboxs(
         assert cpu_cgroup(p["agent"]) == agents
         for k in ("app", "sudo", "sudo_child", "grandchild"):
             assert cpu_cgroup(p[k]) == f"/{d.cgroup_name}/{sb.id}", (k, cpu_cgroup(p[k]))
-        # the agents weigh ten sandboxes; each sandbox the kernel's default
+        # the agents weigh two sandboxes; each sandbox the kernel's default
         with open(f"{v1}{agents}/cpu.shares") as f:
             assert int(f.read()) == AGENTS_SHARES
         with open(f"{v1}/{d.cgroup_name}/{sb.id}/cpu.shares") as f:

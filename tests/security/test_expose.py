@@ -151,13 +151,18 @@ def test_smuggling_and_floods_are_refused(two):
         "te+cl": (base + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n" + smuggle, 400),
         "two lengths": (base + "Content-Length: 0\r\nContent-Length: 40\r\n\r\n" + smuggle, 400),
         "obs-fold": (base + "X-A: 1\r\n b\r\nContent-Length: 0\r\n\r\n", 400),
+        # a bare CR: Debian's http-parser would end this head at "\r\r\n" and read the rest as the next request
+        "bare CR": (base + "X-A: \r\rContent-Length: 0\r\n\r\n" + smuggle, 400),
+        "bare CR in a value": (base + "X-A: a\rb\r\nContent-Length: 0\r\n\r\n", 400),
         "header flood": (base + "".join(f"X-{i}: v\r\n" for i in range(200)) + "\r\n", 431),
         "huge header": (base + "X-Big: " + "a" * 20000 + "\r\n\r\n", 431),
         "huge url": (f"GET {prefix}/{'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     }
     for name, (raw, want) in cases.items():
-        st, h, _ = parse_response(ing.exchange(ua, raw.encode()))
+        st, h, body = parse_response(ing.exchange(ua, raw.encode()))
         assert st == want and h.get("x-hutch-ingress") == [str(want)], (name, st)
+        if name.startswith("bare CR"):
+            assert b"bare CR" in body, (name, body)
     assert "/smuggled" not in server_log(a, 8001)
     # positive control: the same upload, well framed, answers
     st, _, body = ing.get(ua, "/upload", method="POST", body=b"abcd")

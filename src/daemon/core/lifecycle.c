@@ -20,6 +20,7 @@
 #include "daemon/core/restore.h"
 #include "daemon/core/deploy.h"
 #include "daemon/core/vscode.h"
+#include "daemon/net/ca_layer.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
 #include "daemon/sandbox/cgroup.h"
@@ -92,7 +93,7 @@ static void workdir_path(const char *id, char *out, size_t cap)
 static int slot_alloc(uint32_t *slot)
 {
     /* Capacity: the sandboxes users hold (--max-sandboxes) plus the warm pool. */
-    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes + g_daemon.cfg->warm; i++) {
+    for (uint32_t i = 0; i < g_daemon.cfg->max_sandboxes + g_daemon.cfg->warm_max; i++) {
         if (!g_daemon.slots[i]) {
             g_daemon.slots[i] = 1;
             *slot = i;
@@ -203,7 +204,7 @@ static _Atomic bool disk_loop_off;
  * every layer and hutchd's database: a layer is made only while the free
  * space covers it and all that live layers may still grow by. Reads the
  * free space afresh, so space taken by others on that file system counts. */
-static int disk_promise(uint32_t *promised_mb, struct hx_err *e)
+static int disk_promise(uint32_t *promised_mb, bool headroom, struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
     *promised_mb = 0;
@@ -213,8 +214,9 @@ static int disk_promise(uint32_t *promised_mb, struct hx_err *e)
     int r = disk_fs_space(cfg->disk_dir, &avail, &total, e);
     if (r < 0)
         return r;
-    if ((r = disk_budget_check(avail, (uint64_t)cfg->disk_reserve_mb, disk_outstanding_mb(), cfg->disk_mb,
-                               cfg->disk_dir, e)) < 0)
+    /* headroom: a pooled sandbox beyond --warm leaves room for one more */
+    if ((r = disk_budget_check(avail, (uint64_t)cfg->disk_reserve_mb, disk_outstanding_mb(),
+                               headroom ? cfg->disk_mb * 2 : cfg->disk_mb, cfg->disk_dir, e)) < 0)
         return r;
     *promised_mb = cfg->disk_mb;
     return 0;
@@ -567,6 +569,18 @@ static void launch_done(uv_work_t *req, int status)
         sandbox_stop(sb, e.msg);
         return;
     }
+    const char *ca = json_string_value(json_object_get(setup_net, "ca"));
+    if (ca) { /* secrets: the bundle as a shared layer, not a copy per sandbox (ca_layer.h) */
+        static bool told;
+        struct hx_err ce = {0};
+        const char *layer = ca_layer_get(cfg->state_dir, g_daemon.image_root, ca, &ce);
+        if (layer)
+            json_object_set_new(setup_net, "ca_layer", json_string(layer));
+        else if (!told) {
+            told = true;
+            fprintf(stderr, "hutchd: %s; sandboxes get a copy of the CA bundle instead\n", ce.msg);
+        }
+    }
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     json_t *setup = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
@@ -650,7 +664,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     if (!p->pooled && g_daemon.n_claimed >= cfg->max_sandboxes)
         return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
     uint32_t disk_mb;
-    int r = disk_promise(&disk_mb, e);
+    int r = disk_promise(&disk_mb, p->pooled && p->pool_extra, e);
     if (r < 0)
         return r;
     if (slot_alloc(&slot) < 0)

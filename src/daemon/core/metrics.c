@@ -157,8 +157,8 @@ char *metrics_render(size_t *len)
         put(&o, "hutch_sandboxes{state=\"%s\"} %u\n", state_names[i], st[i]);
     family(&o, "hutch_pool_sandboxes", "gauge", "Warm-pool sandboxes ready to be handed over.");
     put(&o, "hutch_pool_sandboxes %u\n", pooled);
-    family(&o, "hutch_pool_target", "gauge", "Warm-pool size hutchd keeps (--warm).");
-    put(&o, "hutch_pool_target %u\n", g_daemon.cfg->warm);
+    family(&o, "hutch_pool_target", "gauge", "Warm-pool size hutchd keeps now (--warm; up to --warm-memory during a burst).");
+    put(&o, "hutch_pool_target %u\n", pool_target());
 
     family(&o, "hutch_sandbox_creates_total", "counter", "Sandbox creates answered, by outcome.");
     put(&o, "hutch_sandbox_creates_total{outcome=\"ok\"} %llu\n", (unsigned long long)m.creates_ok);

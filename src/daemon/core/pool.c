@@ -1,8 +1,15 @@
-/* The warm pool: a few sandboxes started ahead of demand (namespaces,
- * overlay root, veth, agent ready), so that creating one is a hand-over:
- * set its limits, owner, labels, environment and network policy. Pooled
- * sandboxes belong to nobody, are not listed, and count against their own
- * slots (--warm), not against --max-sandboxes. */
+/* The warm pool: sandboxes started ahead of demand (namespaces, overlay
+ * root, veth, agent ready), so that creating one is a hand-over: set its
+ * limits, owner, labels, environment and network policy. Pooled sandboxes
+ * belong to nobody, are not listed, and count against their own slots, not
+ * against --max-sandboxes.
+ *
+ * Its size: --warm while creates come one at a time. A burst (a create that
+ * found the pool empty, or hand-overs less than POOL_BURST_MS apart) doubles
+ * the target, up to cfg->warm_max (what --warm-memory holds at ~1.25 MiB per
+ * idle sandbox); POOL_SHRINK_MS after the last such create it is --warm
+ * again and the sandboxes above it are stopped. Refills run as many at once
+ * as the machine has CPUs, each next one as soon as one is ready. */
 #include <stdio.h>
 #include <string.h>
 #include "daemon/core/sandbox.h"
@@ -21,18 +28,33 @@
  * creates must not keep the pool empty for as long as it lasts (a refill
  * that waited for 150 ms of quiet never ran during one). */
 #define POOL_DELAY_MS 20
+#define POOL_BURST_MS 1000   /* hand-overs closer than this are a burst */
+#define POOL_SHRINK_MS 10000 /* back to --warm this long after the burst */
 
-static uv_timer_t refill_timer;
+static uv_timer_t refill_timer, shrink_timer;
 static bool started;
 static int64_t failed_at;
+static unsigned target;     /* what the pool is kept at now: cfg->warm .. cfg->warm_max */
+static int64_t last_demand; /* the last hand-over or miss */
 
-static unsigned pooled_count(void)
+static unsigned pooled_count(unsigned *starting)
 {
-    unsigned n = 0;
-    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next)
+    unsigned n = 0, s = 0;
+    for (struct sandbox *sb = g_daemon.sandboxes; sb; sb = sb->next) {
         n += sb->pooled && sb->state <= SB_RUNNING;
+        s += sb->pooled && sb->state < SB_RUNNING;
+    }
+    if (starting)
+        *starting = s;
     return n;
 }
+
+unsigned pool_target(void)
+{
+    return started ? target : g_daemon.cfg->warm;
+}
+
+static void on_refill(uv_timer_t *t);
 
 static void on_pooled_ready(struct sandbox *sb, const struct hx_err *err, void *ud)
 {
@@ -40,24 +62,29 @@ static void on_pooled_ready(struct sandbox *sb, const struct hx_err *err, void *
         fprintf(stderr, "hutchd: warm pool: %s\n", err->msg);
         failed_at = now_ms();
     }
-    pool_kick();
+    /* the next start at once: a refill runs as fast as the machine allows */
+    if (!uv_is_active((uv_handle_t *)&refill_timer))
+        on_refill(&refill_timer);
 }
 
-/* As many at once as the pool lacks: a start's kernel work runs on a
- * worker thread (lifecycle.c launch_work), so the loop spends well under a
- * millisecond on each, and a create never waits for another's refill. */
+/* Up to the target, at most as many starting at once as there are CPUs: a
+ * start's kernel work runs on a worker thread (lifecycle.c launch_work),
+ * and a create that found the pool empty must not queue behind a dozen
+ * refills for those threads. */
 static void on_refill(uv_timer_t *t)
 {
-    if (g_daemon.shutting_down || pooled_count() >= g_daemon.cfg->warm)
+    unsigned starting, n = pooled_count(&starting);
+    if (g_daemon.shutting_down || n >= target)
         return;
     if (failed_at && now_ms() - failed_at < POOL_RETRY_MS) {
         uv_timer_start(&refill_timer, on_refill, POOL_RETRY_MS, 0);
         return;
     }
+    unsigned parallel = uv_available_parallelism();
     struct sandbox_params p = {.org = "", .memory_mb = g_daemon.cfg->memory_default_mb, .pooled = true};
-    /* pooled_count counts those starting too: start what is missing */
-    for (unsigned n = pooled_count(); n < g_daemon.cfg->warm; n++) {
+    for (; n < target && starting < parallel; n++, starting++) {
         struct hx_err e = {0};
+        p.pool_extra = n >= g_daemon.cfg->warm;
         if (sandbox_create(&p, on_pooled_ready, NULL, &e) < 0) {
             if (e.code != EAGAIN && e.code != ENOSPC) { /* a full node is not an error worth a line */
                 fprintf(stderr, "hutchd: warm pool: %s\n", e.msg);
@@ -68,10 +95,48 @@ static void on_refill(uv_timer_t *t)
     }
 }
 
+/* The burst is over: back to --warm, the ready sandboxes above it stopped
+ * (those still starting are stopped once ready, by the next shrink). */
+static void on_shrink(uv_timer_t *t)
+{
+    if (g_daemon.shutting_down)
+        return;
+    int64_t quiet = now_ms() - last_demand;
+    if (quiet < POOL_SHRINK_MS) {
+        uv_timer_start(&shrink_timer, on_shrink, (uint64_t)(POOL_SHRINK_MS - quiet), 0);
+        return;
+    }
+    target = g_daemon.cfg->warm;
+    unsigned n = pooled_count(NULL);
+    for (struct sandbox *sb = g_daemon.sandboxes, *next; sb && n > target; sb = next) {
+        next = sb->next;
+        if (sb->pooled && sb->state == SB_RUNNING && !sb->sessions) {
+            sandbox_stop(sb, "warm pool: the burst is over");
+            n--;
+        }
+    }
+    if (n > target)
+        uv_timer_start(&shrink_timer, on_shrink, POOL_SHRINK_MS, 0);
+}
+
+/* A create took a pooled sandbox (miss: found none ready). */
+static void pool_demand(bool miss)
+{
+    int64_t now = now_ms();
+    bool burst = miss || (last_demand && now - last_demand < POOL_BURST_MS);
+    last_demand = now;
+    if (burst && target < g_daemon.cfg->warm_max) {
+        target = target * 2 > g_daemon.cfg->warm_max ? g_daemon.cfg->warm_max : target * 2;
+        if (!uv_is_active((uv_handle_t *)&shrink_timer))
+            uv_timer_start(&shrink_timer, on_shrink, POOL_SHRINK_MS, 0);
+    }
+    pool_kick();
+}
+
 void pool_kick(void)
 {
     /* an armed timer stays as it is: later kicks do not put the refill off */
-    if (started && !g_daemon.shutting_down && g_daemon.cfg->warm > 0 && !uv_is_active((uv_handle_t *)&refill_timer))
+    if (started && !g_daemon.shutting_down && target > 0 && !uv_is_active((uv_handle_t *)&refill_timer))
         uv_timer_start(&refill_timer, on_refill, POOL_DELAY_MS, 0);
 }
 
@@ -79,8 +144,11 @@ void pool_start(void)
 {
     uv_timer_init(g_daemon.loop, &refill_timer);
     uv_unref((uv_handle_t *)&refill_timer);
+    uv_timer_init(g_daemon.loop, &shrink_timer);
+    uv_unref((uv_handle_t *)&shrink_timer);
+    target = g_daemon.cfg->warm;
     started = true;
-    if (g_daemon.cfg->warm > 0)
+    if (target > 0)
         uv_timer_start(&refill_timer, on_refill, 0, 0);
 }
 
@@ -103,8 +171,11 @@ struct sandbox *pool_take(const struct sandbox_params *p)
     for (struct sandbox *x = g_daemon.sandboxes; x && !sb; x = x->next)
         if (x->pooled && x->state == SB_RUNNING && !x->sessions)
             sb = x;
-    if (!sb)
+    if (!sb) {
+        if (g_daemon.cfg->warm > 0)
+            pool_demand(true); /* the pool ran dry: a burst */
         return NULL;
+    }
     /* A memory-backed writable layer was sized for the default memory. */
     if (!sb->disk.on_loop && p->memory_mb != sb->memory_mb)
         return NULL;
@@ -151,6 +222,6 @@ struct sandbox *pool_take(const struct sandbox_params *p)
     sb->cpu_base_ns = usage_cpu_ns(sb); /* metering: its boot in the pool is nobody's */
     sandbox_set_stop_at(sb, p->stop_at_ms);
     sandbox_record(sb);
-    pool_kick();
+    pool_demand(false);
     return sb;
 }

@@ -273,7 +273,7 @@ static int adopt_one(const struct sandbox_rec *rec, void *ud)
         goto no;
     }
     json_int_t slot = json_integer_value(json_object_get(rj, "slot"));
-    uint32_t cap = cfg->max_sandboxes + cfg->warm;
+    uint32_t cap = cfg->max_sandboxes + cfg->warm_max;
     if (rec->uid_base < UID_BASE0 || (rec->uid_base - UID_BASE0) % UID_COUNT != 0 || slot < 0 || slot >= cap ||
         (rec->uid_base - UID_BASE0) / UID_COUNT != (uint32_t)slot || g_daemon.slots[slot] ||
         g_daemon.n_claimed >= cfg->max_sandboxes) {

@@ -215,6 +215,8 @@ struct sandbox_params {
     json_t *allow_net;            /* net: borrowed, validated; NULL = unrestricted */
     struct secret_set *secrets;   /* secrets: moved into the sandbox when create or the pool takes it (then NULL) */
     bool pooled;                  /* pool: started ahead of demand, nobody's yet */
+    bool pool_extra;              /* pool: beyond --warm (a burst): started only while the disk has room
+                                   * for one more layer besides its own, which a create may need */
     struct sb_storage *storage;   /* storage: moved into the sandbox by sandbox_create (then NULL) */
     bool no_adopt;                /* restore: never left running for the next hutchd (its owner does not outlive us) */
 };
@@ -228,6 +230,7 @@ void sandbox_disk_release(struct sandbox *sb);
  * create only has to hand one over. */
 void pool_start(void);
 void pool_kick(void);
+unsigned pool_target(void); /* the size the pool is kept at now (--warm, more during a burst) */
 /* Hands a ready pooled sandbox over to p's owner, or returns NULL (then
  * create one). */
 struct sandbox *pool_take(const struct sandbox_params *p);

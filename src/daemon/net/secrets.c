@@ -2,12 +2,36 @@
 #include "daemon/net/secrets.h"
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "lib/sanitizer.h"
 #include "proxy/policy.h"
 #include "proxy/subst.h"
+
+#ifdef HX_LEAK_CHECKED
+/* LeakSanitizer checks at exit from a thread that ptraces the process, which
+ * fails on a process that is not dumpable ("LeakSanitizer has encountered a
+ * fatal error"), so a sanitizer build's hutchd that ever held a secret was
+ * never leak-checked. Registered after the sanitizer's own exit hook, this
+ * runs before it. Sanitizer builds only: a release hutchd stays undumpable. */
+static void dumpable_for_leak_check(void)
+{
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+#endif
+
+static void hold_secrets_undumpable(void)
+{
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#ifdef HX_LEAK_CHECKED
+    static int registered;
+    if (!registered++)
+        atexit(dumpable_for_leak_check);
+#endif
+}
 
 static int name_ok(const char *k)
 {
@@ -105,7 +129,7 @@ int secrets_parse(json_t *conf, json_t *env, struct secret_set **out, struct hx_
         return hx_fail(e, ENOMEM, "out of memory");
     }
     /* hutchd now holds secret values: no core dump of it may carry them */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    hold_secrets_undumpable();
     json_object_foreach(conf, k, v) {
         json_t *val = json_object_get(v, "value");
         struct secret *s = &set->s[set->n++];

@@ -189,8 +189,9 @@ static int cpuset_inherit(const char *parent, const char *dir)
 }
 
 /* v1: every sandbox's agent (hutch-init) runs in one cpu cgroup of its
- * own, NAME-agents beside NAME (not below it), weighted as
- * AGENTS_CPU_SHARES sandboxes. Under EEVDF a waking entity preempts the
+ * own, NAME-agents beside NAME (not below it), weighted as two sandboxes
+ * (AGENTS_CPU_SHARES: four times a hog's weight on each of two CPUs, at
+ * most twice hutchd's autogroup when many agents are busy). Under EEVDF a waking entity preempts the
  * running one at once only when it is eligible and its virtual deadline
  * (slice / weight) comes first: an agent in its sandbox's cgroup, as heavy
  * as a hog's and below NAME, which the hog keeps busy, waited a tick
@@ -200,7 +201,7 @@ static int cpuset_inherit(const char *parent, const char *dir)
  * execs, through the `tasks` file: a single thread's move skips the
  * threadgroup lock whose RCU grace period made a cgroup.procs write take
  * 5-20 ms after a pause. */
-#define AGENTS_CPU_SHARES 10240
+#define AGENTS_CPU_SHARES 2048
 static char agents_cg[520];
 
 static void agents_cgroup_init(void)
