@@ -191,9 +191,9 @@ static int cpuset_inherit(const char *parent, const char *dir)
 /* v1: every sandbox's agent (hutch-init) runs in one cpu cgroup of its
  * own, NAME-agents beside NAME (not below it), weighted as two sandboxes
  * (AGENTS_CPU_SHARES: four times a hog's weight on each of two CPUs, at
- * most twice hutchd's autogroup when many agents are busy). Under EEVDF a waking entity preempts the
- * running one at once only when it is eligible and its virtual deadline
- * (slice / weight) comes first: an agent in its sandbox's cgroup, as heavy
+ * most twice hutchd's autogroup when many agents are busy). Under EEVDF a
+ * waking entity preempts the running one at once only when it is eligible
+ * and its virtual deadline (slice / weight) comes first: an agent in its sandbox's cgroup, as heavy
  * as a hog's and below NAME, which the hog keeps busy, waited a tick
  * (4 ms here) or more per wake-up behind another sandbox's busy loops
  * (docs/performance.md, "CPU fairness"). The sandbox's own processes stay
