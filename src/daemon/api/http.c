@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "daemon/api/link.h"
@@ -32,6 +33,7 @@ struct http_server {
     uv_idle_t kick;          /* processes stashed input outside of the app's calls */
     http_request_cb cb;
     void *ud;
+    bool (*raw_want)(const char *method, const char *url);
     bool unix_peer;
     bool closing;
     int open_handles;        /* the server is freed when these and all conns are gone */
@@ -77,6 +79,9 @@ struct http_conn {
     bool got_bytes;    /* part of the current request has arrived */
     bool spent;        /* on srv->spent: the answered request's head and body go soon */
     bool cr_last;      /* the head so far ends in CR: the next byte must be LF */
+    bool raw_body;     /* the body is left to the app (http_server_set_raw_body) */
+    bool detached;     /* http_conn_detach: the app reads and writes the socket */
+    uint64_t raw_len;
     int fail_status;   /* set by a parser callback that refuses the request */
     uint64_t deadline; /* uv_now() in ms after which the sweep closes the conn; 0: none */
     size_t wq_mark;
@@ -368,6 +373,22 @@ static int on_headers_complete(http_parser *p)
     else if (c->hstate == H_VALUE)
         head_end_value(c);
     c->hstate = H_DONE;
+    if (c->srv->raw_want && c->srv->raw_want(http_method_str((enum http_method)p->method), c->rq->head)) {
+        if (!(p->flags & F_CONTENTLENGTH) || (p->flags & F_CHUNKED) || p->upgrade) {
+            c->fail_status = 411;
+            return -1;
+        }
+        c->raw_body = true;
+        c->raw_len = p->content_length;
+        /* 1: "no body" to the parser, which ends the message here; what follows is stashed as pending */
+        for (size_t i = 0; i < c->n_headers; i++)
+            if (strcasecmp(c->rq->head + c->rq->hoff[i].name, "expect") == 0 &&
+                strcasecmp(c->rq->head + c->rq->hoff[i].value, "100-continue") == 0) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                conn_write_raw(c, cont, sizeof(cont) - 1, false);
+            }
+        return 1;
+    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > HTTP_MAX_BODY) {
         c->fail_status = 413;  /* refuse before reading any of it */
         return -1;
@@ -643,6 +664,8 @@ static void reset_request(struct http_conn *c)
     c->cr_last = false;
     c->got_bytes = false;
     c->fail_status = 0;
+    c->raw_body = false;
+    c->raw_len = 0;
     c->on_abort = NULL;
     c->abort_ud = NULL;
 }
@@ -734,8 +757,10 @@ static void dispatch(struct http_conn *c)
     r->body_len = c->body_len;
     r->unix_peer = c->srv->unix_peer;
     r->websocket = c->parser.http_major == 1 && c->parser.http_minor >= 1 && ws_request_valid(r);
-    c->keep_alive = http_should_keep_alive(&c->parser);
+    c->keep_alive = http_should_keep_alive(&c->parser) && !c->raw_body; /* an unread body ends the conn */
     c->upgrade = c->parser.upgrade;
+    r->raw_body = c->raw_body;
+    r->content_length = c->raw_len;
     c->state = C_APP;
     c->deadline = 0;
     /* Keep reading while the app works: that is how a disconnect is noticed (input is stashed). */
@@ -808,6 +833,9 @@ static void conn_parse(struct http_conn *c, const uint8_t *p, size_t n)
             break;
         case 431:
             fail_request(c, 431, "HEADERS_TOO_LARGE", "request head exceeds 16 KiB or 100 headers");
+            break;
+        case 411:
+            fail_request(c, 411, "LENGTH_REQUIRED", "this endpoint needs a Content-Length (no chunked bodies)");
             break;
         case 503:
             fail_request(c, 503, "OUT_OF_MEMORY", "out of memory");
@@ -1041,6 +1069,38 @@ void http_conn_on_abort(struct http_conn *c, void (*cb)(struct http_conn *c, voi
 {
     c->on_abort = cb;
     c->abort_ud = ud;
+}
+
+void http_server_set_raw_body(struct http_server *s, bool (*want)(const char *method, const char *url))
+{
+    s->raw_want = want;
+}
+
+int http_conn_detach(struct http_conn *c, uint8_t **pending, size_t *pending_len)
+{
+    *pending = NULL;
+    *pending_len = 0;
+    if (c->state != C_APP || c->closing || c->detached || c->streaming)
+        return -EINVAL;
+    uv_os_fd_t fd;
+    if (uv_fileno(&c->h.handle, &fd) < 0)
+        return -EBADF;
+    /* A duplicate: libuv keeps its handle on the original, the app polls its own. */
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0)
+        return -errno;
+    http_conn_read(c, false);
+    c->detached = true;
+    c->keep_alive = false;
+    *pending = c->pending;
+    *pending_len = c->pending_len;
+    c->pending = NULL;
+    c->pending_len = 0;
+    if (c->kicked) {
+        link_del(&c->kick_node);
+        c->kicked = false;
+    }
+    return dup;
 }
 
 const struct http_request *http_conn_request(struct http_conn *c)
