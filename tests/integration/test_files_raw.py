@@ -27,6 +27,7 @@ def _create(hutchd):
 @pytest.fixture(scope="module")
 def sbid(hutchd):
     sid = _create(hutchd)
+    sh(hutchd, sid, "echo here > /tmp/raw-here")  # the positive controls read it
     yield sid
     hutchd.cli("kill", sid)
 
@@ -150,7 +151,7 @@ def test_cli_cp_single_file_takes_the_raw_channel_both_ways(hutchd, sbid, big, t
 # ---------------------------------------------------------------- refusals
 
 def test_missing_file_is_404_and_a_directory_is_409(hutchd, sbid):
-    sh(hutchd, sbid, "echo here > /tmp/raw-here; mkdir -p /tmp/raw-dir")
+    sh(hutchd, sbid, "mkdir -p /tmp/raw-dir")
     assert get(hutchd, sbid, "/tmp/raw-here").body == b"here\n"  # positive control
     r = get(hutchd, sbid, "/tmp/raw-nothing")
     assert r.status == 404 and r.json()["code"] == "ENOENT", r
@@ -180,7 +181,7 @@ def test_paths_resolve_inside_the_sandbox_as_app(hutchd, sbid):
 
 
 def test_bad_requests_get_a_clear_4xx(hutchd, sbid):
-    assert get(hutchd, sbid, "/tmp/raw-here").status == 200  # positive control (written above)
+    assert get(hutchd, sbid, "/tmp/raw-here").status == 200  # positive control
     base = f"/hutch/v1/sandboxes/{sbid}/files"
     r = hutchd.http("GET", base)
     assert r.status == 400 and r.json()["code"] == "EINVAL" and "path" in r.json()["message"], r

@@ -79,6 +79,7 @@ struct http_conn {
     bool got_bytes;    /* part of the current request has arrived */
     bool spent;        /* on srv->spent: the answered request's head and body go soon */
     bool cr_last;      /* the head so far ends in CR: the next byte must be LF */
+    uint8_t eoh;       /* bytes of the blank line's "\r\n\r\n" the head so far ends with */
     bool raw_body;     /* the body is left to the app (http_server_set_raw_body) */
     bool detached;     /* http_conn_detach: the app reads and writes the socket */
     uint64_t raw_len;
@@ -504,6 +505,10 @@ int http_conn_stash(struct http_conn *c, const uint8_t *p, size_t n)
 {
     if (n == 0)
         return 0;
+    if (c->detached) { /* the app took the input over: bytes kept here would be lost to it */
+        conn_close(c);
+        return -EPIPE;
+    }
     uint8_t *np = realloc(c->pending, c->pending_len + n);
     if (!np) {
         conn_close(c);
@@ -662,6 +667,7 @@ static void reset_request(struct http_conn *c)
     conn_request_done(c);
     c->msg_done = false;
     c->cr_last = false;
+    c->eoh = 0;
     c->got_bytes = false;
     c->fail_status = 0;
     c->raw_body = false;
@@ -781,6 +787,25 @@ static size_t bare_cr(const struct http_conn *c, const uint8_t *p, size_t n)
     return n;
 }
 
+/* Where the head ends in p: just past its blank line (which may have begun
+ * in an earlier read), or n when it goes on; c->eoh follows it across reads.
+ * What lies beyond is a body, or the next request, never looked at here. */
+static size_t head_end(struct http_conn *c, const uint8_t *p, size_t n)
+{
+    static const char blank[] = "\r\n\r\n";
+    unsigned m = c->eoh;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == (uint8_t)blank[m]) {
+            if (++m == 4)
+                return i + 1;
+        } else {
+            m = p[i] == '\r' ? 1 : 0;
+        }
+    }
+    c->eoh = (uint8_t)m;
+    return n;
+}
+
 /* RFC 9112 §2.2: a bare CR in a request head is refused. Debian's lenient
  * http-parser would end the head at the next CRLF after an empty value
  * ended by a bare CR (`X-A: \r\r\nHost: ...`) and read what follows as the
@@ -790,8 +815,11 @@ static void conn_feed(struct http_conn *c, const uint8_t *p, size_t n)
 {
     if (c->state != C_READ || n == 0 || c->hstate == H_DONE)
         return conn_parse(c, p, n);
-    size_t k = bare_cr(c, p, n);
-    if (k == n) {
+    /* only the head's bytes: a body in the same read (binary, any CR) is the
+     * parser's, and after a raw body's head the app's (http_conn_detach) */
+    size_t lim = head_end(c, p, n);
+    size_t k = bare_cr(c, p, lim);
+    if (k == lim) {
         conn_parse(c, p, n);
         c->cr_last = c->state == C_READ && c->hstate != H_DONE && !c->closing && p[n - 1] == '\r';
         return;
