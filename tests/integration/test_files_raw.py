@@ -80,6 +80,20 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def pool_full(hutchd):
+    """The warm pool is whole and nothing starts: a refill adds a sandbox's
+    socket, pidfd and disk to hutchd's descriptors, which are not the transfer's."""
+    m = hutchd.http("GET", "/metrics").body.decode()
+    n = lambda name: int(re.search(rf"^{name} (\d+)$", m, re.M).group(1))
+    starting = re.search(r'^hutch_sandboxes\{state="starting"\} (\d+)$', m, re.M)
+    return n("hutch_pool_sandboxes") == n("hutch_pool_target") and (not starting or starting.group(1) == "0")
+
+
+def fd_baseline(hutchd):
+    assert wait_until(lambda: pool_full(hutchd), 60)
+    return fd_count(hutchd.pid)
+
+
 def raw_conn(hutchd, head):
     s = socket.create_connection(("127.0.0.1", hutchd.port), timeout=60)
     s.sendall(head.encode())
@@ -225,7 +239,7 @@ def test_client_leaving_mid_upload_leaves_the_target_as_it_was(hutchd, sbid, sbi
     path, _ = big
     sh(hutchd, sbid, "echo old > /tmp/raw-cut")
     assert get(hutchd, sbid, "/tmp/raw-here").status == 200  # warm the worker: its fds are not ours to count
-    before = fd_count(hutchd.pid)
+    before = fd_baseline(hutchd)
     down_failed = metric(hutchd, "upload", "failed")
     s = raw_conn(hutchd, f"PUT {url(sbid, '/tmp/raw-cut')} HTTP/1.1\r\nHost: x\r\n"
                          f"Authorization: Bearer {hutchd.token}\r\nContent-Length: {BIG}\r\n\r\n")
@@ -244,7 +258,7 @@ def test_client_leaving_mid_upload_leaves_the_target_as_it_was(hutchd, sbid, sbi
 def test_client_leaving_mid_download_frees_everything(hutchd, sbid, big):
     path, _ = big
     assert put(hutchd, sbid, "/tmp/raw-dl", path.read_bytes()).status == 200
-    before = fd_count(hutchd.pid)
+    before = fd_baseline(hutchd)
     s = raw_conn(hutchd, f"GET {url(sbid, '/tmp/raw-dl')} HTTP/1.1\r\nHost: x\r\n"
                          f"Authorization: Bearer {hutchd.token}\r\n\r\n")
     h, rest = read_head(s)
