@@ -38,7 +38,6 @@ struct xfer {
     struct http_conn *c;              /* NULL once the response was given */
     int refs;                         /* the conn, the agent call, each poll handle closing */
     bool up;                          /* PUT */
-    bool called;                      /* the agent call is pending */
     bool relaying, relayed;           /* bytes are moving / all of them moved */
     int us;                           /* our end of the socketpair */
     int tcp;                          /* the client's socket (a duplicate, http_conn_detach) */
@@ -313,7 +312,6 @@ static int relay_start(struct xfer *x)
 static void on_reply(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
 {
     struct xfer *x = ud;
-    x->called = false;
     if (!x->c) /* the client left first */
         return xfer_unref(x);
     json_t *ok = reply ? json_object_get(reply, "ok") : NULL;
@@ -469,7 +467,6 @@ void rest_files_handle(struct http_conn *c, const struct http_request *req, stru
     if (r < 0)
         return respond_error(x, r == -EAGAIN || r == -ENOBUFS ? 503 : 502, "SANDBOX_BUSY",
                              "cannot reach the sandbox's agent");
-    x->called = true;
     x->refs++;
     http_conn_on_abort(c, on_conn_abort, x);
     /* an upload's bytes start now: the worker reads them once it has the call */
