@@ -16,6 +16,7 @@
 #include "daemon/api/static.h"
 #include "daemon/core/sbstats.h"
 #include "daemon/core/routes.h"
+#include "daemon/core/rest_files.h"
 #include "daemon/core/sandbox.h"
 #include "daemon/core/restore.h"
 #include "daemon/net/net.h"
@@ -254,6 +255,8 @@ int main(int argc, char **argv)
         return 1;
     }
     ws_set_idle_timeout(cfg.ws_idle_ms);
+    http_server_set_raw_body(tcp_server, rest_files_raw_body); /* raw file channel: uploads stream */
+    http_server_set_raw_body(unix_server, rest_files_raw_body);
     dashboard_load(&cfg); /* dashboard: */
     sbstats_start(g_daemon.loop, cfg.stats_interval_ms, cfg.stats_samples);
     /* The unix socket keeps the default budget, its own: a TCP flood never reaches it. */

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <uv.h>
+#include "lib/uvframe.h"
 #include "lib/wire.h"
 
 #define RBUF_CAP (HX_FRAME_HDR + HX_FRAME_MAX)
@@ -190,6 +191,13 @@ static void send_json(uint16_t type, uint32_t chan, json_t *v)
     }
     send_bytes(type, chan, s, n);
     free(s);
+}
+
+/* For the fs relay (fs_relay.c): the oldest descriptor hutchd sent (it
+ * arrives with the first byte of its call, so before the call is whole). */
+uv_pipe_t *agent_take_fd(void)
+{
+    return g_sock ? hx_uv_take_fd(g_sock) : NULL;
 }
 
 /* For the fs relay (fs_relay.c): frames it passes on from the fs worker. */
@@ -835,6 +843,11 @@ static void on_sock_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         memmove(g_rbuf, g_rbuf + off, g_rlen - off);
         g_rlen -= off;
     }
+    /* A descriptor comes with its call's first byte: with no call left in
+     * part, one still here was not claimed by its call (a call refused
+     * before the fs relay saw it). Never let it pair with a later call. */
+    if (g_rlen == 0 && g_sock)
+        hx_uv_drop_fds(g_sock);
 }
 
 /* ---- live restore: losing hutchd and getting one back ------------------ */
@@ -868,7 +881,7 @@ static void on_reconnect(uv_stream_t *server, int status)
     if (status < 0)
         return;
     uv_pipe_t *c = malloc(sizeof *c);
-    if (!c || uv_pipe_init(g_loop, c, 0) < 0) {
+    if (!c || uv_pipe_init(g_loop, c, 1) < 0) { /* ipc: as in agent_run */
         free(c);
         return;
     }
@@ -971,7 +984,8 @@ int agent_run(int fd, int restore_fd, uint64_t wait_ms)
     if ((r = uv_timer_init(g_loop, &g_relink.orphan)) < 0 || (r = uv_timer_init(g_loop, &g_rtrim)) < 0)
         return r;
     uv_unref((uv_handle_t *)&g_rtrim);
-    if ((r = uv_pipe_init(g_loop, g_sock, 0)) < 0 || (r = uv_pipe_open(g_sock, fd)) < 0)
+    /* ipc: hutchd passes a socket with spliceFile calls (agent_take_fd) */
+    if ((r = uv_pipe_init(g_loop, g_sock, 1)) < 0 || (r = uv_pipe_open(g_sock, fd)) < 0)
         return r;
     if ((r = uv_signal_init(g_loop, &g_sigchld)) < 0 || (r = uv_signal_start(&g_sigchld, on_sigchld, SIGCHLD)) < 0)
         return r;

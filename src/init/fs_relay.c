@@ -18,7 +18,7 @@ static const char *const fs_methods[] = {
     "lstat", "chmod", "chown", "copyFile", "link", "symlink", "readLink", "realPath", "truncate", "umask", "utime",
     "makeTempDir", "makeTempFile", "open", "create", "fileClose", "fileLock", "fileRead", "fileSeek", "fileStat",
     "fileSync", "fileSyncData", "fileTruncate", "fileUnlock", "fileUtime", "fileWrite", "walk", "expandGlob",
-    "fsCancel",
+    "fsCancel", "spliceFile",
 };
 
 static uv_pipe_t g_wpipe;
@@ -102,6 +102,8 @@ static void on_worker_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
 {
     if (n < 0)
         return worker_lost("EIO: the fs worker exited");
+    if (hx_uv_drop_fds(&g_wpipe)) /* descriptors go to the worker, never from it */
+        return worker_lost("EIO: the fs worker sent a file descriptor");
     g_wlen += (size_t)n;
     size_t off = 0;
     while (g_up) {
@@ -153,7 +155,7 @@ static int worker_start(struct hx_err *e)
         fs_worker_main(3);
     }
     close(sv[1]);
-    int r = uv_pipe_init(uv_default_loop(), &g_wpipe, 0);
+    int r = uv_pipe_init(uv_default_loop(), &g_wpipe, 1); /* ipc: spliceFile's socket goes along */
     if (r == 0)
         r = uv_pipe_open(&g_wpipe, sv[0]);
     if (r < 0) {
@@ -178,6 +180,11 @@ static int forward(uint16_t type, uint32_t chan, const uint8_t *p, uint32_t len)
     return hx_uv_send_frame((uv_stream_t *)&g_wpipe, type, chan, p, len, false, on_relay_failed);
 }
 
+static void on_fdh_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uint32_t len)
 {
     bool fs = false;
@@ -185,17 +192,32 @@ bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uin
         fs = strcmp(fs_methods[i], method) == 0;
     if (!fs)
         return false;
+    /* hutch's raw file channel: the socket hutchd sent with this call, taken
+     * before anything can refuse the call, so that it never pairs with
+     * another one */
+    uv_pipe_t *fdh = NULL;
+    if (strcmp(method, "spliceFile") == 0 && !(fdh = agent_take_fd())) {
+        send_error(chan, EBADF, "EBADF: spliceFile came without its socket");
+        return true;
+    }
     struct hx_err e = {0};
+    int code = 0;
+    const char *why = NULL;
     if (g_ncalls >= RELAY_MAX_CALLS) {
-        send_error(chan, EAGAIN, "EAGAIN: too many file operations in flight");
-        return true;
+        code = EAGAIN, why = "EAGAIN: too many file operations in flight";
+    } else if (worker_start(&e) < 0) {
+        code = e.code, why = "EIO: cannot start the fs worker";
+    } else {
+        int r = fdh ? hx_uv_send_frame_fd((uv_stream_t *)&g_wpipe, HX_CALL, chan, payload, len, fdh, on_relay_failed)
+                    : forward(HX_CALL, chan, payload, len);
+        fdh = NULL; /* hx_uv_send_frame_fd owns it, also when it fails */
+        if (r < 0)
+            code = ENOMEM, why = "ENOMEM: out of memory";
     }
-    if (worker_start(&e) < 0) {
-        send_error(chan, e.code, "EIO: cannot start the fs worker");
-        return true;
-    }
-    if (forward(HX_CALL, chan, payload, len) < 0) {
-        send_error(chan, ENOMEM, "ENOMEM: out of memory");
+    if (fdh)
+        uv_close((uv_handle_t *)fdh, on_fdh_closed);
+    if (why) {
+        send_error(chan, code, why);
         return true;
     }
     g_calls[g_ncalls++] = chan;

@@ -39,3 +39,19 @@ struct fsw_job *fsw_walk_job(json_t *params, struct hx_err *e);
 struct fsw_job *fsw_glob_job(json_t *params, struct hx_err *e);
 /* fs_walk.c, exposed for unit tests: glob segment matching with ** (globstar). */
 bool fsw_glob_match(const char *pattern, const char *path, bool globstar, bool extended, bool casefold);
+
+/* fsops.c: answers call req with {"ok": ok} (stolen; NULL: null) or, when e
+ * is not NULL, with its error. */
+void fsw_reply(uint32_t req, json_t *ok, const struct hx_err *e);
+
+/* fs_splice.c: hutch's raw file channel (spliceFile). sock, the socket
+ * hutchd sent with the call, is consumed. Returns the answer to send now,
+ * or NULL with *later (the answer comes when the upload ends) or e filled. */
+struct pollfd;
+json_t *fsw_splice_call(uint32_t req, json_t *params, int sock, bool *later, struct hx_err *e);
+/* The loop's share: what the transfers wait for, moving their bytes once
+ * poll said so, and a first turn for new ones. */
+int fsw_splice_pollfds(struct pollfd *p, int max);
+void fsw_splice_pump(const struct pollfd *p, int n);
+void fsw_splice_kick(void);
+#define FSW_SPLICE_MAX 64

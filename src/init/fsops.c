@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/sysmacros.h>
@@ -107,6 +108,72 @@ static void reply_ok(uint32_t req, json_t *v)
 static void reply_err(uint32_t req, const struct hx_err *e)
 {
     send_json(req, json_pack("{s:{s:s,s:s}}", "error", "code", errno_name(e->code ? e->code : EIO), "message", e->msg));
+}
+
+void fsw_reply(uint32_t req, json_t *ok, const struct hx_err *e)
+{
+    if (e) {
+        json_decref(ok);
+        reply_err(req, e);
+    } else {
+        reply_ok(req, ok);
+    }
+}
+
+/* ---- descriptors from hutchd (spliceFile's socket) ---------------------- */
+
+#define FSW_FDS_MAX 16
+static int g_fds[FSW_FDS_MAX];        /* received, oldest first, not yet claimed by their call */
+static unsigned g_nfds;
+
+static void fds_push(int fd)
+{
+    if (g_nfds >= FSW_FDS_MAX) {
+        close(fd);
+        return;
+    }
+    g_fds[g_nfds++] = fd;
+}
+
+static int fds_pop(void)
+{
+    if (!g_nfds)
+        return -1;
+    int fd = g_fds[0];
+    memmove(g_fds, g_fds + 1, --g_nfds * sizeof g_fds[0]);
+    return fd;
+}
+
+static void fds_drop(void)
+{
+    while (g_nfds)
+        close(g_fds[--g_nfds]);
+}
+
+/* read(2) that keeps the descriptors sent along (they come with their
+ * call's first byte). */
+static ssize_t recv_fds(int sock, uint8_t *buf, size_t n)
+{
+    union {
+        char space[CMSG_SPACE(8 * sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = {buf, n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.space, .msg_controllen = sizeof cm.space};
+    ssize_t r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (r < 0)
+        return r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            fds_push(fd);
+        }
+    }
+    return r;
 }
 
 /* Node's message shape, which SDK users match on:
@@ -1169,6 +1236,8 @@ static void on_call(uint32_t req, const uint8_t *payload, uint32_t len)
     json_t *res = NULL;
     bool later = false;
     if (!m || !json_is_object(params)) {
+        if (m && strcmp(m, "spliceFile") == 0 && g_nfds)
+            close(fds_pop()); /* its socket, so that it never pairs with a later call */
         hx_fail(&e, EINVAL, "EINVAL: call: expected {\"method\": str, \"params\": obj}");
     } else if (strcmp(m, "writeFile") == 0) {
         later = op_write_file(req, params, &e);
@@ -1177,6 +1246,12 @@ static void on_call(uint32_t req, const uint8_t *payload, uint32_t len)
         later = start_job(req, m, params, &e);
     } else if (strcmp(m, "fsCancel") == 0) {
         res = op_cancel(params, &e);
+    } else if (strcmp(m, "spliceFile") == 0) {
+        int sock = fds_pop();
+        if (sock < 0)
+            hx_fail(&e, EBADF, "EBADF: spliceFile came without its socket");
+        else
+            res = fsw_splice_call(req, params, sock, &later, &e);
     } else if (strcmp(m, "open") == 0 || strcmp(m, "create") == 0) {
         res = op_open(params, m[0] == 'c', &e);
     } else if (strncmp(m, "file", 4) == 0) {
@@ -1259,12 +1334,14 @@ _Noreturn void fs_worker_main(int sock)
     size_t rlen = 0;
     bool more = false;
     for (;;) {
-        struct pollfd pfd = {.fd = sock, .events = POLLIN};
-        int pr = poll(&pfd, 1, more ? 0 : -1);
+        struct pollfd pfd[1 + FSW_SPLICE_MAX];
+        pfd[0] = (struct pollfd){.fd = sock, .events = POLLIN};
+        int np = 1 + fsw_splice_pollfds(pfd + 1, FSW_SPLICE_MAX);
+        int pr = poll(pfd, (nfds_t)np, more ? 0 : -1);
         if (pr < 0 && errno != EINTR)
             _exit(1);
-        if (pr > 0) {
-            ssize_t n = read(sock, rbuf + rlen, FSW_RBUF - rlen);
+        if (pr > 0 && pfd[0].revents) {
+            ssize_t n = recv_fds(sock, rbuf + rlen, FSW_RBUF - rlen);
             if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
                 worker_exit();
             if (n > 0) {
@@ -1282,8 +1359,13 @@ _Noreturn void fs_worker_main(int sock)
                 }
                 memmove(rbuf, rbuf + off, rlen - off);
                 rlen -= off;
+                if (rlen == 0) /* no call left in part: nothing still here is any call's */
+                    fds_drop();
             }
         }
+        if (pr > 0)
+            fsw_splice_pump(pfd + 1, np - 1);
+        fsw_splice_kick();
         more = pump_jobs();
     }
 }

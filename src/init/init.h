@@ -108,6 +108,7 @@ const char *errno_name(int code);
 
 /* ---- files (fs_relay.c, fsops.c, fs_walk.c; docs/agent-protocol.md "Files") ---- */
 /* agent.c: one frame to hutchd (used by the fs relay). */
+struct uv_pipe_s *agent_take_fd(void);
 void agent_send_frame(uint16_t type, uint32_t chan, const void *p, size_t len);
 /* fs_relay.c: true when the call is a file method (then it was forwarded to
  * the fs worker or answered with an error). */

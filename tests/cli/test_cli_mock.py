@@ -578,6 +578,9 @@ def test_cp_download_falls_back_to_file_read_without_binary_streams(hutch, mock,
     methods = [m for m, _ in mock.calls]
     assert "readFileStream" in methods and "fileRead" in methods, methods
     assert methods.index("readFileStream") < methods.index("open"), methods
+    # the raw file channel was asked first, once, and its "no route" is what sent cp to the fs RPCs
+    raw = [q["target"] for q in mock.requests if q["target"].startswith("/hutch/v1/sandboxes/")]
+    assert raw == [f"/hutch/v1/sandboxes/{sid}/files?path=/data/f.bin"], raw
     # a missing file is the server's error, and nothing is created here
     r = hutch("cp", "-q", f"{sid}:/data/none", str(tmp_path / "none"))
     assert r.returncode != 0 and "No such file" in err(r) and not (tmp_path / "none").exists()

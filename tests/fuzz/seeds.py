@@ -119,6 +119,11 @@ put("http", "list_keepalive", b"GET /api/v3/sandboxes?labels%5Bapp%5D=web&limit=
     b"Authorization: Bearer t\r\n\r\n" + SEP + b"GET /api/v3/sandbox/sbx_ord_x HTTP/1.1\r\nHost: x\r\n"
     b"Connection: close\r\n\r\n")
 put("http", "chunked", b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n")
+# hutch's raw file channel: a body left to the app (fuzz_http detaches /raw PUTs), binary with bare CRs in
+# the same read as the head, then more of it in later reads; and the refusals (chunked, no length)
+put("http", "raw_put", b"PUT /raw?path=/tmp/f HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nab\rcd\r\r" + SEP + b"efgh\r")
+put("http", "raw_put_chunked", b"PUT /raw HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+put("http", "raw_put_nolength", b"PUT /raw HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
 print("seeds written under", os.path.join(HERE, "corpus"))
 
 # ---- hutchd's JSON-RPC + agent side: 'A' parts are agent bytes, others client messages

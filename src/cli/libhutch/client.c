@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <http_parser.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/random.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -582,6 +584,276 @@ int hutch_rest(const struct hutch_target *t, const char *method, const char *pat
         }
     }
     hutch_http_resp_free(&r);
+    return rc;
+}
+
+/* ------------------------------------------- raw file channel (hutch's) */
+
+static bool id_safe(const char *id);
+
+#define FILE_IDLE_MS 60000  /* no byte moved for this long: the transfer failed */
+
+/* path, percent-encoded for a query value ('/' kept) */
+static char *query_escape(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(3 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~/", *p))
+            *o++ = (char)*p;
+        else
+            o += sprintf(o, "%%%02X", *p);
+    }
+    *o = 0;
+    return out;
+}
+
+static char *file_url(const char *id, const char *path, int mode)
+{
+    autofree char *q = query_escape(path);
+    char *url = NULL;
+    if (!q || !id_safe(id))
+        return NULL;
+    if (mode >= 0 ? asprintf(&url, "/hutch/v1/sandboxes/%s/files?path=%s&mode=%o", id, q, (unsigned)mode) < 0
+                  : asprintf(&url, "/hutch/v1/sandboxes/%s/files?path=%s", id, q) < 0)
+        return NULL;
+    return url;
+}
+
+/* A non-2xx answer: -ENOSYS when the server has no such route (an older
+ * hutchd: the caller falls back), else the server's message. */
+static int file_fail(int status, const char *body, size_t len, struct hx_err *e)
+{
+    json_t *j = json_loadb(body, len, 0, NULL);
+    const char *code = json_string_value(json_object_get(j, "code"));
+    bool no_route = (status == 404 && code && strcmp(code, "NOT_FOUND") == 0) || status == 405;
+    json_decref(j);
+    if (no_route)
+        return hx_fail(e, ENOSYS, "the server has no raw file channel");
+    return fail_http_status(status, body, len, e);
+}
+
+static int on_file_head(http_parser *p)
+{
+    return 1; /* no body: only the head is parsed here */
+}
+
+int hutch_file_get(const struct hutch_target *t, const char *id, const char *path, int out,
+                   void (*progress)(void *ud, size_t n), void *ud, uint64_t *size, struct hx_err *e)
+{
+    char desc[300];
+    target_desc(t, desc, sizeof(desc));
+    autofree char *url = file_url(id, path, -1);
+    if (!url)
+        return hx_fail(e, EINVAL, "bad sandbox id or out of memory");
+    autoclose int fd = connect_target(t, e);
+    if (fd < 0)
+        return fd;
+    autofree char *req = build_request(t, "GET", url, "Connection: close\r\n", NULL);
+    if (!req)
+        return hx_fail(e, ENOMEM, "out of memory");
+    int rc = write_all(fd, req, strlen(req), now_ms() + REST_TIMEOUT_MS, e);
+    if (rc < 0)
+        return rc;
+    /* the head, up to its blank line; what came after it is the body's start */
+    char head[16384];
+    size_t hl = 0;
+    char *end = NULL;
+    int64_t deadline = now_ms() + REST_TIMEOUT_MS;
+    while (!end) {
+        if (hl == sizeof head - 1)
+            return hx_fail(e, EPROTO, "%s: response head too large", desc);
+        ssize_t n = recv(fd, head + hl, sizeof head - 1 - hl, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            if ((rc = wait_fd(fd, POLLIN, deadline, "waiting for the response", e)) < 0)
+                return rc;
+            continue;
+        }
+        if (n <= 0)
+            return hx_fail(e, n < 0 ? errno : ECONNRESET, "%s: connection closed before a response", desc);
+        hl += (size_t)n;
+        head[hl] = 0;
+        end = strstr(head, "\r\n\r\n");
+    }
+    size_t body_at = (size_t)(end + 4 - head);
+    http_parser hp;
+    http_parser_init(&hp, HTTP_RESPONSE);
+    static const http_parser_settings hs = {.on_headers_complete = on_file_head};
+    http_parser_execute(&hp, &hs, head, body_at);
+    if (HTTP_PARSER_ERRNO(&hp) != HPE_OK)
+        return hx_fail(e, EPROTO, "%s: bad HTTP response: %s", desc, http_errno_description(HTTP_PARSER_ERRNO(&hp)));
+    if (hp.status_code != 200) {
+        /* an error's body is small JSON: the rest of it through the ordinary reader */
+        struct resp_parser rp = {0};
+        http_parser_init(&rp.p, HTTP_RESPONSE);
+        rp.p.data = &rp;
+        http_parser_execute(&rp.p, &resp_settings, head, hl);
+        while (!rp.complete && HTTP_PARSER_ERRNO(&rp.p) == HPE_OK) {
+            char buf[4096];
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+                if (errno == EAGAIN && (rc = wait_fd(fd, POLLIN, deadline, "reading the error", e)) < 0)
+                    break;
+                continue;
+            }
+            http_parser_execute(&rp.p, &resp_settings, buf, n > 0 ? (size_t)n : 0);
+            if (n <= 0)
+                break;
+        }
+        rc = file_fail(hp.status_code, rp.body ? rp.body : "", rp.body_len, e);
+        free(rp.body);
+        return rc;
+    }
+    if (!(hp.flags & F_CONTENTLENGTH) || hp.content_length == ULLONG_MAX)
+        return hx_fail(e, EPROTO, "%s: the download has no Content-Length", desc);
+    uint64_t total = hp.content_length, got = 0;
+    *size = total;
+    size_t early = hl - body_at;
+    if (early > total)
+        early = (size_t)total;
+    if (early) {
+        for (size_t off = 0; off < early;) {
+            ssize_t w = write(out, head + body_at + off, early - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return hx_fail(e, errno, "write: %m");
+            off += (size_t)w;
+        }
+        got = early;
+        if (progress)
+            progress(ud, early);
+    }
+    /* the rest: socket → pipe → file with splice (no copy here), or read/write where out cannot splice */
+    int p[2] = {-1, -1};
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return hx_fail(e, errno, "pipe: %m");
+    (void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    bool copy = false;
+    autofree uint8_t *buf = NULL;
+    rc = 0;
+    while (got < total && rc == 0) {
+        size_t want = total - got > (1u << 20) ? (1u << 20) : (size_t)(total - got);
+        ssize_t n;
+        if (!copy) {
+            n = splice(fd, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n < 0 && errno == EINVAL) {
+                copy = true;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(1u << 20))) {
+                rc = hx_fail(e, ENOMEM, "out of memory");
+                break;
+            }
+            n = recv(fd, buf, want, 0);
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            rc = wait_fd(fd, POLLIN, now_ms() + FILE_IDLE_MS, "receiving the file", e);
+            continue;
+        }
+        if (n <= 0) {
+            rc = hx_fail(e, n < 0 ? errno : ECONNRESET, "%s: the download of %s ended after %" PRIu64 " of %" PRIu64
+                         " bytes (the file changed or the sandbox stopped)", desc, path, got, total);
+            break;
+        }
+        for (size_t left = (size_t)n; left > 0 && rc == 0;) {
+            ssize_t w = copy ? write(out, buf + ((size_t)n - left), left) : splice(p[0], NULL, out, NULL, left, SPLICE_F_MOVE);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno == EINVAL && !copy) {
+                /* out cannot take a splice: drain the pipe through a buffer */
+                uint8_t tmp[65536];
+                ssize_t r = read(p[0], tmp, left < sizeof tmp ? left : sizeof tmp);
+                if (r > 0)
+                    for (ssize_t o = 0; o < r && rc == 0;) {
+                        ssize_t ww = write(out, tmp + o, (size_t)(r - o));
+                        if (ww < 0 && errno == EINTR)
+                            continue;
+                        if (ww <= 0)
+                            rc = hx_fail(e, errno, "write: %m");
+                        else
+                            o += ww;
+                    }
+                w = r;
+            }
+            if (w <= 0 && rc == 0)
+                rc = hx_fail(e, w < 0 ? errno : EIO, "write: %m");
+            if (w > 0)
+                left -= (size_t)w;
+        }
+        got += (uint64_t)n;
+        if (progress)
+            progress(ud, (size_t)n);
+    }
+    close(p[0]);
+    close(p[1]);
+    return rc;
+}
+
+int hutch_file_put(const struct hutch_target *t, const char *id, const char *path, int in, uint64_t size, int mode,
+                   void (*progress)(void *ud, size_t n), void *ud, struct hx_err *e)
+{
+    char desc[300];
+    target_desc(t, desc, sizeof(desc));
+    autofree char *url = file_url(id, path, mode);
+    if (!url)
+        return hx_fail(e, EINVAL, "bad sandbox id or out of memory");
+    autoclose int fd = connect_target(t, e);
+    if (fd < 0)
+        return fd;
+    char extra[160];
+    snprintf(extra, sizeof extra, "Content-Type: application/octet-stream\r\nContent-Length: %" PRIu64
+             "\r\nConnection: close\r\n", size);
+    autofree char *req = build_request(t, "PUT", url, extra, NULL);
+    if (!req)
+        return hx_fail(e, ENOMEM, "out of memory");
+    /* build_request adds "Content-Length: 0" to a PUT without a body: take ours only */
+    char *dup = strstr(req, "Content-Length: 0\r\n");
+    if (dup)
+        memmove(dup, dup + 19, strlen(dup + 19) + 1);
+    int rc = write_all(fd, req, strlen(req), now_ms() + REST_TIMEOUT_MS, e);
+    if (rc < 0)
+        return rc;
+    /* the body with sendfile; an answer that comes first (an error) stops it */
+    uint64_t sent = 0;
+    off_t off = 0;
+    while (sent < size) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT | POLLIN};
+        int pr = poll(&pf, 1, FILE_IDLE_MS);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0)
+            return hx_fail(e, ETIMEDOUT, "%s: the upload of %s stalled", desc, path);
+        if (pf.revents & POLLIN)
+            break; /* the server answered early */
+        size_t want = size - sent > (8u << 20) ? (8u << 20) : (size_t)(size - sent);
+        ssize_t n = sendfile(fd, in, &off, want);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+            break; /* the answer may say why */
+        if (n < 0)
+            return hx_fail(e, errno, "sendfile: %m");
+        if (n == 0)
+            return hx_fail(e, EIO, "%s shrank while it was sent", path);
+        sent += (uint64_t)n;
+        if (progress)
+            progress(ud, (size_t)n);
+    }
+    struct resp_parser rp = {0};
+    rc = read_response(fd, &rp, now_ms() + REST_TIMEOUT_MS, desc, NULL, NULL, e);
+    if (rc == 0 && rp.p.status_code != 200)
+        rc = file_fail(rp.p.status_code, rp.body ? rp.body : "", rp.body_len, e);
+    else if (rc == 0 && sent < size)
+        rc = hx_fail(e, EPROTO, "%s: the server answered before the upload ended", desc);
+    free(rp.body);
     return rc;
 }
 

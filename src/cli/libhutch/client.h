@@ -58,6 +58,19 @@ int hutch_rest(const struct hutch_target *t, const char *method, const char *pat
  * already fetched, or more than 10000 pages, fails. */
 int hutch_rest_list(const struct hutch_target *t, const char *path, json_t **out, struct hx_err *e);
 
+/* ---- hutch's raw file channel (docs/protocol.md "Raw file transfers") ---- */
+
+/* Downloads the regular file path of sandbox id into out (the bytes come by
+ * splice where out allows it); *size receives its size. Uploads size bytes
+ * of in (from offset 0, by sendfile) to path, which is replaced whole once
+ * they are all in (mode: octal permission bits, or -1 to keep the target's;
+ * a new file gets 0644). progress (may be NULL) hears of every chunk moved.
+ * -ENOSYS: the server has no raw channel (an older hutchd); fall back. */
+int hutch_file_get(const struct hutch_target *t, const char *id, const char *path, int out,
+                   void (*progress)(void *ud, size_t n), void *ud, uint64_t *size, struct hx_err *e);
+int hutch_file_put(const struct hutch_target *t, const char *id, const char *path, int in, uint64_t size, int mode,
+                   void (*progress)(void *ud, size_t n), void *ud, struct hx_err *e);
+
 /* ---- WebSocket JSON-RPC ---- */
 
 struct hutch_conn;

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "daemon/api/link.h"
@@ -32,6 +33,7 @@ struct http_server {
     uv_idle_t kick;          /* processes stashed input outside of the app's calls */
     http_request_cb cb;
     void *ud;
+    bool (*raw_want)(const char *method, const char *url);
     bool unix_peer;
     bool closing;
     int open_handles;        /* the server is freed when these and all conns are gone */
@@ -77,6 +79,10 @@ struct http_conn {
     bool got_bytes;    /* part of the current request has arrived */
     bool spent;        /* on srv->spent: the answered request's head and body go soon */
     bool cr_last;      /* the head so far ends in CR: the next byte must be LF */
+    uint8_t eoh;       /* bytes of the blank line's "\r\n\r\n" the head so far ends with */
+    bool raw_body;     /* the body is left to the app (http_server_set_raw_body) */
+    bool detached;     /* http_conn_detach: the app reads and writes the socket */
+    uint64_t raw_len;
     int fail_status;   /* set by a parser callback that refuses the request */
     uint64_t deadline; /* uv_now() in ms after which the sweep closes the conn; 0: none */
     size_t wq_mark;
@@ -368,6 +374,22 @@ static int on_headers_complete(http_parser *p)
     else if (c->hstate == H_VALUE)
         head_end_value(c);
     c->hstate = H_DONE;
+    if (c->srv->raw_want && c->srv->raw_want(http_method_str((enum http_method)p->method), c->rq->head)) {
+        if (!(p->flags & F_CONTENTLENGTH) || (p->flags & F_CHUNKED) || p->upgrade) {
+            c->fail_status = 411;
+            return -1;
+        }
+        c->raw_body = true;
+        c->raw_len = p->content_length;
+        /* 1: "no body" to the parser, which ends the message here; what follows is stashed as pending */
+        for (size_t i = 0; i < c->n_headers; i++)
+            if (strcasecmp(c->rq->head + c->rq->hoff[i].name, "expect") == 0 &&
+                strcasecmp(c->rq->head + c->rq->hoff[i].value, "100-continue") == 0) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                conn_write_raw(c, cont, sizeof(cont) - 1, false);
+            }
+        return 1;
+    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > HTTP_MAX_BODY) {
         c->fail_status = 413;  /* refuse before reading any of it */
         return -1;
@@ -483,6 +505,10 @@ int http_conn_stash(struct http_conn *c, const uint8_t *p, size_t n)
 {
     if (n == 0)
         return 0;
+    if (c->detached) { /* the app took the input over: bytes kept here would be lost to it */
+        conn_close(c);
+        return -EPIPE;
+    }
     uint8_t *np = realloc(c->pending, c->pending_len + n);
     if (!np) {
         conn_close(c);
@@ -641,8 +667,11 @@ static void reset_request(struct http_conn *c)
     conn_request_done(c);
     c->msg_done = false;
     c->cr_last = false;
+    c->eoh = 0;
     c->got_bytes = false;
     c->fail_status = 0;
+    c->raw_body = false;
+    c->raw_len = 0;
     c->on_abort = NULL;
     c->abort_ud = NULL;
 }
@@ -734,8 +763,10 @@ static void dispatch(struct http_conn *c)
     r->body_len = c->body_len;
     r->unix_peer = c->srv->unix_peer;
     r->websocket = c->parser.http_major == 1 && c->parser.http_minor >= 1 && ws_request_valid(r);
-    c->keep_alive = http_should_keep_alive(&c->parser);
+    c->keep_alive = http_should_keep_alive(&c->parser) && !c->raw_body; /* an unread body ends the conn */
     c->upgrade = c->parser.upgrade;
+    r->raw_body = c->raw_body;
+    r->content_length = c->raw_len;
     c->state = C_APP;
     c->deadline = 0;
     /* Keep reading while the app works: that is how a disconnect is noticed (input is stashed). */
@@ -756,6 +787,25 @@ static size_t bare_cr(const struct http_conn *c, const uint8_t *p, size_t n)
     return n;
 }
 
+/* Where the head ends in p: just past its blank line (which may have begun
+ * in an earlier read), or n when it goes on; c->eoh follows it across reads.
+ * What lies beyond is a body, or the next request, never looked at here. */
+static size_t head_end(struct http_conn *c, const uint8_t *p, size_t n)
+{
+    static const char blank[] = "\r\n\r\n";
+    unsigned m = c->eoh;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == (uint8_t)blank[m]) {
+            if (++m == 4)
+                return i + 1;
+        } else {
+            m = p[i] == '\r' ? 1 : 0;
+        }
+    }
+    c->eoh = (uint8_t)m;
+    return n;
+}
+
 /* RFC 9112 §2.2: a bare CR in a request head is refused. Debian's lenient
  * http-parser would end the head at the next CRLF after an empty value
  * ended by a bare CR (`X-A: \r\r\nHost: ...`) and read what follows as the
@@ -765,8 +815,11 @@ static void conn_feed(struct http_conn *c, const uint8_t *p, size_t n)
 {
     if (c->state != C_READ || n == 0 || c->hstate == H_DONE)
         return conn_parse(c, p, n);
-    size_t k = bare_cr(c, p, n);
-    if (k == n) {
+    /* only the head's bytes: a body in the same read (binary, any CR) is the
+     * parser's, and after a raw body's head the app's (http_conn_detach) */
+    size_t lim = head_end(c, p, n);
+    size_t k = bare_cr(c, p, lim);
+    if (k == lim) {
         conn_parse(c, p, n);
         c->cr_last = c->state == C_READ && c->hstate != H_DONE && !c->closing && p[n - 1] == '\r';
         return;
@@ -808,6 +861,9 @@ static void conn_parse(struct http_conn *c, const uint8_t *p, size_t n)
             break;
         case 431:
             fail_request(c, 431, "HEADERS_TOO_LARGE", "request head exceeds 16 KiB or 100 headers");
+            break;
+        case 411:
+            fail_request(c, 411, "LENGTH_REQUIRED", "this endpoint needs a Content-Length (no chunked bodies)");
             break;
         case 503:
             fail_request(c, 503, "OUT_OF_MEMORY", "out of memory");
@@ -1041,6 +1097,38 @@ void http_conn_on_abort(struct http_conn *c, void (*cb)(struct http_conn *c, voi
 {
     c->on_abort = cb;
     c->abort_ud = ud;
+}
+
+void http_server_set_raw_body(struct http_server *s, bool (*want)(const char *method, const char *url))
+{
+    s->raw_want = want;
+}
+
+int http_conn_detach(struct http_conn *c, uint8_t **pending, size_t *pending_len)
+{
+    *pending = NULL;
+    *pending_len = 0;
+    if (c->state != C_APP || c->closing || c->detached || c->streaming)
+        return -EINVAL;
+    uv_os_fd_t fd;
+    if (uv_fileno(&c->h.handle, &fd) < 0)
+        return -EBADF;
+    /* A duplicate: libuv keeps its handle on the original, the app polls its own. */
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0)
+        return -errno;
+    http_conn_read(c, false);
+    c->detached = true;
+    c->keep_alive = false;
+    *pending = c->pending;
+    *pending_len = c->pending_len;
+    c->pending = NULL;
+    c->pending_len = 0;
+    if (c->kicked) {
+        link_del(&c->kick_node);
+        c->kicked = false;
+    }
+    return dup;
 }
 
 const struct http_request *http_conn_request(struct http_conn *c)

@@ -39,6 +39,10 @@ struct http_request {
     bool websocket;              /* a valid Upgrade: websocket request (GET, HTTP/1.1, Connection: upgrade,
                                     a 16-byte key, version 13) */
     bool unix_peer;              /* arrived on the root-only unix socket */
+    bool raw_body;               /* the body was left unread (http_server_set_raw_body): content_length bytes
+                                    are the app's to take with http_conn_detach; the conn closes after the
+                                    response */
+    uint64_t content_length;     /* with raw_body */
 };
 
 /* Case-insensitive; the first match, NULL if absent. */
@@ -77,6 +81,10 @@ struct http_limits {
     uint32_t request_timeout_ms;
 };
 void http_server_set_limits(struct http_server *s, const struct http_limits *l);  /* copies */
+/* Raw bodies (hutch's file channel, core/rest_files.c): a request for which want(method, url) is
+ * true at the end of its head reaches the app then, its body unread (req->raw_body). It must have
+ * a Content-Length (411 otherwise: no chunked bodies) and may have any size. */
+void http_server_set_raw_body(struct http_server *s, bool (*want)(const char *method, const char *url));
 /* Stops listening and closes every connection (WebSockets get on_close, pending requests on_abort).
  * Memory is released once the loop has run the close callbacks and every pending request was
  * answered. */
@@ -106,6 +114,15 @@ void http_respond_error(struct http_conn *c, int status, const char *code, const
 void http_conn_mark_trusted(struct http_conn *c);
 /* Called (once, from the loop) when the client disconnects before the response was given. */
 void http_conn_on_abort(struct http_conn *c, void (*cb)(struct http_conn *c, void *ud), void *ud);
+
+/* Takes the socket of a conn awaiting its response over, for a body that the app moves itself
+ * (splice): http.c stops reading it; *pending (malloc'd, the caller frees; may be NULL) receives the
+ * bytes read past the request's head, and the result is a duplicate of the socket's descriptor
+ * (O_CLOEXEC, non-blocking; the caller closes it), or a negative errno. The response is still
+ * owed: http_respond* (nothing was sent on the descriptor) or http_stream_end (after what the app
+ * sent itself, as the whole response); the conn closes after it, and its deadline (see
+ * http_conn_set_deadline) still applies. */
+int http_conn_detach(struct http_conn *c, uint8_t **pending, size_t *pending_len);
 
 /* ---- between http.c and ws.c only: the connection as a byte pipe ---- */
 uv_stream_t *http_conn_stream(struct http_conn *c);

@@ -12,6 +12,7 @@
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/core/restore.h"
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define AGENT_RBUF (HX_FRAME_HDR + HX_FRAME_MAX)
 #define MAX_PENDING_CALLS 1024
@@ -48,30 +49,26 @@ void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes)
     agent_send(sb, HX_CREDIT, chan, v, 4);
 }
 
-int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,
-               struct session *s, json_t *rpc_id, void *ud)
+/* fd >= 0 goes with the call (SCM_RIGHTS, hx_uv_send_frame_fd) and is
+ * consumed, also on failure. */
+static int agent_call_with(struct sandbox *sb, const char *method, json_t *params, int fd, agent_reply_cb cb,
+                           struct session *s, json_t *rpc_id, void *ud)
 {
     int n = 0;
     for (struct pending_call *c = sb->calls; c; c = c->next)
         n++;
-    if (n >= MAX_PENDING_CALLS) {
+    json_t *msg = n < MAX_PENDING_CALLS ? json_pack("{s:s, s:o}", "method", method, "params", params) : NULL;
+    if (n >= MAX_PENDING_CALLS)
         json_decref(params);
-        return -EAGAIN;
-    }
-    json_t *msg = json_pack("{s:s, s:o}", "method", method, "params", params);
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
-    if (!text)
-        return -ENOMEM;
-    size_t len = strlen(text);
-    if (len > HX_FRAME_MAX) {
-        free(text);
-        return -EMSGSIZE;
-    }
-    struct pending_call *c = calloc(1, sizeof *c);
+    size_t len = text ? strlen(text) : 0;
+    struct pending_call *c = text && len <= HX_FRAME_MAX ? calloc(1, sizeof *c) : NULL;
     if (!c) {
         free(text);
-        return -ENOMEM;
+        if (fd >= 0)
+            close(fd);
+        return n >= MAX_PENDING_CALLS ? -EAGAIN : len > HX_FRAME_MAX ? -EMSGSIZE : -ENOMEM;
     }
     c->req = sb->next_req++;
     if (sb->next_req == 0)
@@ -80,7 +77,17 @@ int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_rep
     c->s = s;
     c->rpc_id = json_incref(rpc_id);
     c->ud = ud;
-    int r = agent_send(sb, HX_CALL, c->req, text, len);
+    int r;
+    if (fd < 0) {
+        r = agent_send(sb, HX_CALL, c->req, text, len);
+    } else if (!sb->agent_open || sb->agent.write_queue_size > AGENT_WRITE_QUEUE_MAX) {
+        close(fd);
+        r = sb->agent_open ? -ENOBUFS : -EPIPE;
+    } else {
+        uv_pipe_t *fdh = hx_uv_fd_handle(g_daemon.loop, fd);
+        metrics_agent_bytes(false, HX_FRAME_HDR + len); /* metrics: */
+        r = fdh ? hx_uv_send_frame_fd((uv_stream_t *)&sb->agent, HX_CALL, c->req, text, len, fdh, NULL) : -ENOMEM;
+    }
     free(text);
     if (r < 0) {
         json_decref(c->rpc_id);
@@ -94,6 +101,17 @@ int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_rep
         rpc_session_calls_changed(s);
     }
     return 0;
+}
+
+int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,
+               struct session *s, json_t *rpc_id, void *ud)
+{
+    return agent_call_with(sb, method, params, -1, cb, s, rpc_id, ud);
+}
+
+int agent_call_fd(struct sandbox *sb, const char *method, json_t *params, int fd, agent_reply_cb cb, void *ud)
+{
+    return agent_call_with(sb, method, params, fd, cb, NULL, NULL, ud);
 }
 
 /* A call is answered: its session may read its client again (before the
@@ -440,6 +458,10 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             sandbox_stop(sb, n == UV_EOF ? "the sandbox's agent exited" : "lost the sandbox's agent");
         return;
     }
+    /* hutchd passes descriptors to its agent, never the other way: one
+     * from the sandbox is closed unread (libuv queued it for us) */
+    if (hx_uv_drop_fds(&sb->agent))
+        return agent_broken(sb, "it sent a file descriptor");
     if (n == 0)
         return;
     metrics_agent_bytes(true, (size_t)n); /* metrics: */
@@ -490,7 +512,9 @@ static void on_agent_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 int agent_start(struct sandbox *sb, int fd, struct hx_err *e)
 {
-    uv_pipe_init(g_daemon.loop, &sb->agent, 0);
+    /* ipc: calls may carry a descriptor (agent_call_fd); one the agent
+     * sends is a protocol violation (on_agent_read) */
+    uv_pipe_init(g_daemon.loop, &sb->agent, 1);
     sb->agent.data = sb;
     sb->open_handles++;
     sb->agent_open = true;
@@ -538,7 +562,7 @@ int agent_reconnect(struct sandbox *sb, const char *path, struct hx_err *e)
     if (!req) {
         return hx_fail(e, ENOMEM, "out of memory");
     }
-    uv_pipe_init(g_daemon.loop, &sb->agent, 0);
+    uv_pipe_init(g_daemon.loop, &sb->agent, 1); /* ipc: as agent_start */
     sb->agent.data = sb;
     sb->open_handles++;
     sb->agent_open = true;

@@ -26,6 +26,8 @@ static struct {
     uint64_t create_count;
     double create_sum;
     uint64_t agent_in, agent_out;
+    uint64_t raw_files[2][2];          /* raw file channel: [upload][ok] transfers, raw_bytes[upload] */
+    uint64_t raw_bytes[2];
     uint64_t ingress[3];               /* upstream connections: made, no such sandbox, refused */
     uint64_t ssh_logins[2];            /* refused, accepted */
     struct { const char *method; uint64_t n[RPC_OUTCOMES]; } rpc[RPC_SERIES_MAX];
@@ -67,6 +69,12 @@ void metrics_rpc(const char *method, enum metrics_rpc_outcome outcome)
         m.rpc[m.n_rpc++].method = name;
     }
     m.rpc[i].n[outcome]++;
+}
+
+void metrics_raw_file(bool upload, bool ok, uint64_t bytes)
+{
+    m.raw_files[upload][ok]++;
+    m.raw_bytes[upload] += bytes;
 }
 
 void metrics_agent_bytes(bool in, size_t n)
@@ -186,6 +194,15 @@ char *metrics_render(size_t *len)
     family(&o, "hutch_agent_bytes_total", "counter", "Bytes between hutchd and the sandboxes' agents.");
     put(&o, "hutch_agent_bytes_total{direction=\"in\"} %llu\n", (unsigned long long)m.agent_in);
     put(&o, "hutch_agent_bytes_total{direction=\"out\"} %llu\n", (unsigned long long)m.agent_out);
+    family(&o, "hutch_raw_file_transfers_total", "counter",
+           "Transfers on hutch's raw file channel (GET/PUT /hutch/v1/sandboxes/ID/files), ended.");
+    for (int up = 0; up < 2; up++)
+        for (int ok = 0; ok < 2; ok++)
+            put(&o, "hutch_raw_file_transfers_total{direction=\"%s\",outcome=\"%s\"} %llu\n", up ? "upload" : "download",
+                ok ? "ok" : "failed", (unsigned long long)m.raw_files[up][ok]);
+    family(&o, "hutch_raw_file_bytes_total", "counter", "Bytes of completed raw file transfers.");
+    put(&o, "hutch_raw_file_bytes_total{direction=\"download\"} %llu\n", (unsigned long long)m.raw_bytes[0]);
+    put(&o, "hutch_raw_file_bytes_total{direction=\"upload\"} %llu\n", (unsigned long long)m.raw_bytes[1]);
     uint64_t wi, wo;
     ws_byte_counts(&wi, &wo);
     family(&o, "hutch_websocket_bytes_total", "counter", "WebSocket bytes (frames) from and to API clients.");

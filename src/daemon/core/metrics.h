@@ -14,6 +14,8 @@ void metrics_create_done(uint64_t t0_ns, bool ok);
 /* method: a static name from the method tables, or NULL (not one we know). */
 void metrics_rpc(const char *method, enum metrics_rpc_outcome outcome);
 void metrics_agent_bytes(bool in, size_t n);
+/* A transfer on the raw file channel (rest_files.c) ended. */
+void metrics_raw_file(bool upload, bool ok, uint64_t bytes);
 /* hutch-ingress's request for an upstream connection answered: 0 = made, else the errno it got. */
 void metrics_ingress_upstream(int err);
 void metrics_ssh_login(bool ok);

@@ -6,6 +6,7 @@
 #include "daemon/api/ws.h"
 #include "daemon/core/routes.h"
 #include "daemon/core/rest_apps.h"
+#include "daemon/core/rest_files.h"
 #include "daemon/core/expose.h"
 #include "daemon/net/net.h"
 #include "daemon/net/secrets.h"
@@ -591,6 +592,20 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
         return expose_handle_ca(c);
     if (strcmp(path, "/hutch/v1/live") == 0 && strcmp(req->method, "GET") == 0) /* dashboard: */
         return handle_live(c, &who);
+    /* hutch's raw file channel: GET/PUT /hutch/v1/sandboxes/{id}/files?path=P */
+    if (strncmp(path, "/hutch/v1/sandboxes/", 20) == 0) {
+        const char *p = path + 20;
+        size_t n = strcspn(p, "/");
+        char id[64];
+        if (n > 0 && n < sizeof id && strcmp(p + n, "/files") == 0) {
+            memcpy(id, p, n);
+            id[n] = 0;
+            struct sandbox *sb = find_own(c, id, &who);
+            if (sb)
+                rest_files_handle(c, req, sb);
+            return;
+        }
+    }
     if (strncmp(path, "/hutch/v1/tokens", 16) == 0)
         return handle_tokens(c, req, &who, path + 16);
     http_respond_error(c, 404, "NOT_FOUND", "no route %s %.200s", req->method, path);

@@ -253,6 +253,9 @@ void sandbox_views_changed(void *ud);
 /* Agent calls: params are stolen. cb runs exactly once (reply NULL if the sandbox died). */
 int agent_call(struct sandbox *sb, const char *method, json_t *params, agent_reply_cb cb,
                struct session *s, json_t *rpc_id, void *ud);
+/* The same with a descriptor passed along (SCM_RIGHTS): fd is consumed, also
+ * on failure (hutch's raw file channel, rest_files.c). No session. */
+int agent_call_fd(struct sandbox *sb, const char *method, json_t *params, int fd, agent_reply_cb cb, void *ud);
 /* apps (rpc.c): runs command as app (uid 1000) with output piped to sink.
  * env: object of strings (borrowed) or NULL; cwd may be NULL. */
 int sandbox_spawn_internal(struct sandbox *sb, const char *command, json_t *args, json_t *env, const char *cwd,
