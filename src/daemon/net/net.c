@@ -9,6 +9,8 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,6 +34,7 @@
 #define DESTS_MAX 1000         /* distinct destinations counted per sandbox */
 #define STATIC_MAX 1024        /* --resolve and --hosts-file entries */
 #define LOG_BURST 20           /* log lines per sandbox at once ... */
+#define SB_GSO4_MAX 524280     /* bytes per IPv4 packet on a sandbox's veth: BIG TCP, veth's tso_max_size */
 #define LOG_PER_SEC 2          /* ... and then a second; the audit API keeps them all */
 
 struct net_sb {
@@ -975,7 +978,19 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
     if ((nl = nl_open(-1, e)) < 0)
         return nl;
     nl_link_del(nl, n->ifname, NULL); /* a leftover of a crashed hutchd with the same slot */
-    if ((r = nl_veth_create(nl, n->ifname, "eth0", pid, e)) < 0)
+    /* BIG TCP on the sandbox's link: the sandbox's TCP sends the proxy up to
+     * 512 KiB per packet instead of 64 KiB, so both ends of the first leg
+     * handle ~8x fewer packets and acknowledgements (docs/performance.md,
+     * "The egress proxy"). A kernel that refuses it gets the plain pair,
+     * and is not asked again. */
+    static _Atomic bool big_tcp_refused;
+    uint32_t gso4 = atomic_load(&big_tcp_refused) ? 0 : SB_GSO4_MAX;
+    r = nl_veth_create(nl, n->ifname, "eth0", pid, gso4, e);
+    if (r == -EINVAL && gso4) {
+        atomic_store(&big_tcp_refused, true);
+        r = nl_veth_create(nl, n->ifname, "eth0", pid, 0, e);
+    }
+    if (r < 0)
         goto out;
     if ((r = idx = nl_link_index(nl, n->ifname, e)) < 0 ||
         (r = nl_addr_add(nl, idx, AF_INET, n->host4, 30, e)) < 0 ||

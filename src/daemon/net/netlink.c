@@ -115,12 +115,27 @@ int nl_open(int nsfd, struct hx_err *e)
     return fd;
 }
 
-int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, struct hx_err *e)
+/* Not in every uapi header yet (Linux 6.3, include/uapi/linux/if_link.h). */
+#ifndef IFLA_GSO_IPV4_MAX_SIZE
+#define IFLA_GSO_IPV4_MAX_SIZE 63
+#define IFLA_GRO_IPV4_MAX_SIZE 64
+#endif
+
+static void big_tcp4(struct nlbuf *m, uint32_t size)
+{
+    if (size) {
+        nl_attr(m, IFLA_GSO_IPV4_MAX_SIZE, &size, sizeof size);
+        nl_attr(m, IFLA_GRO_IPV4_MAX_SIZE, &size, sizeof size);
+    }
+}
+
+int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, uint32_t gso4, struct hx_err *e)
 {
     struct nlbuf m;
     struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
     nl_init(&m, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
     nl_attr(&m, IFLA_IFNAME, host_if, strlen(host_if) + 1);
+    big_tcp4(&m, gso4);
     struct rtattr *li = nl_attr(&m, IFLA_LINKINFO, NULL, 0);
     nl_attr(&m, IFLA_INFO_KIND, "veth", 4);
     struct rtattr *data = nl_attr(&m, IFLA_INFO_DATA, NULL, 0);
@@ -128,6 +143,7 @@ int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, 
     nl_attr(&m, IFLA_IFNAME, peer_if, strlen(peer_if) + 1);
     uint32_t p = (uint32_t)pid;
     nl_attr(&m, IFLA_NET_NS_PID, &p, sizeof p);
+    big_tcp4(&m, gso4);
     nl_nest_end(&m, peer);
     nl_nest_end(&m, data);
     nl_nest_end(&m, li);
