@@ -35,6 +35,12 @@
 #define STATIC_MAX 1024        /* --resolve and --hosts-file entries */
 #define LOG_BURST 20           /* log lines per sandbox at once ... */
 #define SB_GSO4_MAX 524280     /* bytes per IPv4 packet on a sandbox's veth: BIG TCP, veth's tso_max_size */
+/* The congestion control of the sandbox's own connections, which all end at
+ * hutch-proxy over the veth: a link with no queue to fill and nothing to
+ * share, where the host's default (often BBR, which paces every packet with a
+ * timer) is only cost. Reno is built into every kernel and allowed in every
+ * namespace. The proxy's upstream connections keep the host's default. */
+#define SB_LEG_CC "reno"
 #define LOG_PER_SEC 2          /* ... and then a second; the audit API keeps them all */
 
 struct net_sb {
@@ -1001,8 +1007,8 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
         goto out;
     if ((r = sidx = nl_link_index(snl, "eth0", e)) < 0 || (r = nl_addr_add(snl, sidx, AF_INET, n->sb4, 30, e)) < 0 ||
         (r = nl_addr_add(snl, sidx, AF_INET6, n->sb6, 64, e)) < 0 || (r = nl_link_up(snl, sidx, e)) < 0 ||
-        (r = nl_route_default(snl, sidx, AF_INET, n->host4, e)) < 0 ||
-        (r = nl_route_default(snl, sidx, AF_INET6, n->host6, e)) < 0)
+        (r = nl_route_default(snl, sidx, AF_INET, n->host4, SB_LEG_CC, e)) < 0 ||
+        (r = nl_route_default(snl, sidx, AF_INET6, n->host6, SB_LEG_CC, e)) < 0)
         goto out;
     r = 0;
 out:

@@ -224,7 +224,7 @@ int nl_addr_add(int nl, int ifindex, int family, const uint8_t *addr, int prefix
     return nl_talk(nl, &m, "add address", e);
 }
 
-int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct hx_err *e)
+int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, const char *cc, struct hx_err *e)
 {
     struct nlbuf m;
     struct rtmsg rt = {.rtm_family = (uint8_t)family, .rtm_table = RT_TABLE_MAIN, .rtm_protocol = RTPROT_STATIC,
@@ -233,5 +233,10 @@ int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct 
     nl_attr(&m, RTA_GATEWAY, gw, family == AF_INET ? 4 : 16);
     uint32_t oif = (uint32_t)ifindex;
     nl_attr(&m, RTA_OIF, &oif, sizeof oif);
+    if (cc) { /* `ip route ... congctl CC`: the congestion control of the connections that take it */
+        struct rtattr *mx = nl_attr(&m, RTA_METRICS, NULL, 0);
+        nl_attr(&m, RTAX_CC_ALGO, cc, strlen(cc) + 1);
+        nl_nest_end(&m, mx);
+    }
     return nl_talk(nl, &m, "add default route", e);
 }

@@ -21,4 +21,6 @@ int nl_link_up(int nl, int ifindex, struct hx_err *e);
 int nl_link_del(int nl, const char *ifname, struct hx_err *e);
 /* family AF_INET/AF_INET6, addr 4/16 bytes; IPv6 without duplicate address detection. */
 int nl_addr_add(int nl, int ifindex, int family, const uint8_t *addr, int prefix, struct hx_err *e);
-int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct hx_err *e);
+/* cc: a TCP congestion control for the connections that take the route
+ * (RTAX_CC_ALGO, as `ip route ... congctl`), or NULL for the namespace's. */
+int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, const char *cc, struct hx_err *e);
