@@ -43,13 +43,13 @@ t.join()
 print(n, got, sent.hexdigest(), h.hexdigest())
 '''
 
-# Holds one connection to the echo server open for a few seconds.
+# Holds one connection to the echo server open for 8 seconds.
 HOLD = r'''
 import socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 s.sendall(b"x"); s.recv(1)
 print(s.getsockname()[0], s.getsockname()[1], flush=True)
-time.sleep(4)
+time.sleep(8)
 '''
 
 
@@ -153,7 +153,7 @@ def test_sandbox_leg_runs_reno_and_upstream_leg_the_host_default(net, sb_factory
     sp = sb.call("spawn", {"command": "python3", "args": ["-c", HOLD, UP_A, str(ECHO_PORT)],
                            "stdout": "piped", "stderr": "piped"})
     saddr = sandbox_addr(sb)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15  # the holder keeps its connection 8 s
     leg, up = None, None
     while time.monotonic() < deadline and not (leg and up):
         ss = subprocess.run(["ss", "-tniH", "state", "established"], capture_output=True, text=True).stdout
