@@ -18,6 +18,7 @@ from netenv import NetEnv, UP_A  # noqa: E402
 MB = int(os.environ.get("NET_BENCH_MB", "1000"))
 PINGS = 200
 RUNS = int(os.environ.get("NET_BENCH_RUNS", "5"))
+WAYS = os.environ.get("NET_BENCH_WAYS", "get,put,hget").split(",")  # a subset for A/B runs
 # bench/net_blast.c, built by bench/run.sh (NET_BLAST); built here when run alone
 BLAST = os.environ.get("NET_BLAST", "")
 
@@ -67,7 +68,7 @@ def measure(direct, proxied, ppid, upid):
     p50/p99 of PINGS."""
     r = {}
     tck = os.sysconf("SC_CLK_TCK")
-    for mode in ("get", "put", "hget"):
+    for mode in WAYS:
         d, p, cpu = [], [], []
         for _ in range(RUNS):
             side = {}
