@@ -993,7 +993,8 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
     uint32_t gso4 = atomic_load(&big_tcp_refused) ? 0 : SB_GSO4_MAX;
     r = nl_veth_create(nl, n->ifname, "eth0", pid, gso4, e);
     if (r == -EINVAL && gso4) {
-        atomic_store(&big_tcp_refused, true);
+        if (!atomic_exchange(&big_tcp_refused, true))
+            fprintf(stderr, "hutchd: %s; sandbox veths keep 64 KiB packets (no BIG TCP)\n", e->msg);
         r = nl_veth_create(nl, n->ifname, "eth0", pid, 0, e);
     }
     if (r < 0)
