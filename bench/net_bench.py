@@ -18,6 +18,7 @@ from netenv import NetEnv, UP_A  # noqa: E402
 MB = int(os.environ.get("NET_BENCH_MB", "1000"))
 PINGS = 200
 RUNS = int(os.environ.get("NET_BENCH_RUNS", "5"))
+WAYS = os.environ.get("NET_BENCH_WAYS", "get,put,hget").split(",")  # a subset for A/B runs
 # bench/net_blast.c, built by bench/run.sh (NET_BLAST); built here when run alone
 BLAST = os.environ.get("NET_BLAST", "")
 
@@ -50,31 +51,47 @@ def proxy_pid(hd):
     return None
 
 
-def measure(direct, proxied, ppid):
-    """direct(args), proxied(args) -> stdout of net_blast with those args.
-    Throughput: RUNS transfers each way (get, put: raw TCP, which the proxy
-    splices; hget: a download over HTTP/1.1, which goes through the proxy's
-    HTTP path), direct and proxied back to back
-    (interleaved: another tenant of 2 cores -- hutchd filling its warm pool,
-    other work on the machine -- moves single runs by 30 %, and falls on
-    both halves of a pair alike); the ratio is the median of the pairs'
-    ratios. Also hutch-proxy's own CPU time per GB moved, per way. Latency: connect +
-    5-byte request until the first response byte, p50/p99 of PINGS."""
+def measure(direct, proxied, ppid, upid):
+    """direct(args), proxied(args) -> stdout of net_blast with those args
+    (MB/s and the client's own CPU seconds). Throughput: RUNS transfers each
+    way (get, put: raw TCP, which the proxy splices; hget: a download over
+    HTTP/1.1, which goes through the proxy's HTTP path), direct and proxied
+    back to back (interleaved: another tenant of 2 cores -- hutchd filling
+    its warm pool, other work on the machine -- moves single runs by 30 %,
+    and falls on both halves of a pair alike); the ratio is the median of the
+    pairs' ratios. CPU seconds per GB moved, per side: the client (in the
+    sandbox or in hutchd's namespace), the upstream end (upid) and
+    hutch-proxy (ppid); with tick accounting each process's time includes the
+    softirq work done in its context, i.e. its share of the kernel's TCP
+    work. cpu_ratio: median over pairs of proxied/direct CPU per GB, all
+    sides. Latency: connect + 5-byte request until the first response byte,
+    p50/p99 of PINGS."""
     r = {}
-    for mode in ("get", "put", "hget"):
-        d, p = [], []
-        ticks, mb = 0, 0
+    tck = os.sysconf("SC_CLK_TCK")
+    for mode in WAYS:
+        d, p, cpu = [], [], []
         for _ in range(RUNS):
-            d.append(float(direct([mode, UP_A, str(MB)])))
-            t0 = cpu_ticks(ppid)
-            p.append(float(proxied([mode, UP_A, str(MB)])))
-            ticks += cpu_ticks(ppid) - t0
-            mb += MB
+            side = {}
+            for name, run in (("direct", direct), ("proxy", proxied)):
+                t0u, t0p = cpu_ticks(upid), cpu_ticks(ppid)
+                mbps, cli = map(float, run([mode, UP_A, str(MB)]).split())
+                gb = MB / 1024
+                side[name] = {"mbps": mbps, "client": cli / gb, "upstream": (cpu_ticks(upid) - t0u) / tck / gb,
+                              "proxy": (cpu_ticks(ppid) - t0p) / tck / gb}
+            d.append(side["direct"]["mbps"])
+            p.append(side["proxy"]["mbps"])
+            cpu.append(side)
         r["direct_" + mode + "_mbps"] = statistics.median(d)
         r["proxy_" + mode + "_mbps"] = statistics.median(p)
         r[mode + "_ratio"] = statistics.median(b / a for a, b in zip(d, p))
         r[mode + "_runs"] = [[a, b] for a, b in zip(d, p)]
-        r[mode + "_proxy_cpu_s_per_gb"] = ticks / os.sysconf("SC_CLK_TCK") / (mb / 1024)
+        r[mode + "_proxy_cpu_s_per_gb"] = statistics.median(c["proxy"]["proxy"] for c in cpu)
+        for name in ("direct", "proxy"):
+            r[f"{mode}_cpu_s_per_gb_{name}"] = {k: round(statistics.median(c[name][k] for c in cpu), 3)
+                                                for k in ("client", "upstream", "proxy")}
+        tot = [(sum(c["proxy"][k] for k in ("client", "upstream", "proxy")),
+                sum(c["direct"][k] for k in ("client", "upstream"))) for c in cpu]
+        r[mode + "_cpu_ratio"] = statistics.median(a / b for a, b in tot if b > 0)
     for side, run in (("direct", direct), ("proxy", proxied)):
         r[side + "_ping_p50_ms"], r[side + "_ping_p99_ms"] = map(float, run(["ping", UP_A, str(PINGS)]).split())
     return r
@@ -108,7 +125,7 @@ def main():
         sb.run("chmod", ["755", "/tmp/net_blast"])
         # direct: the same client from hutchd's namespace, no proxy
         res = measure(lambda a: subprocess.run([blast, *a], capture_output=True, text=True, check=True).stdout,
-                      in_sandbox, proxy_pid(hd))
+                      in_sandbox, proxy_pid(hd), sink.pid)
         res["added_ping_p50_ms"] = res["proxy_ping_p50_ms"] - res["direct_ping_p50_ms"]
         sb.ws.close()
         # 1000 concurrent connections from 10 sandboxes

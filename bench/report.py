@@ -130,10 +130,16 @@ def main(d):
                 continue
             runs = net.get(f"{way}_runs") or [[0, 0]] * 3
             cpu = net.get(f"{way}_proxy_cpu_s_per_gb")
+            dc, px = net.get(f"{way}_cpu_s_per_gb_direct"), net.get(f"{way}_cpu_s_per_gb_proxy")
+            sides = ""
+            if dc and px and net.get(f"{way}_cpu_ratio"):
+                sides = (f"; CPU s/GB direct {dc['client']:.2f}+{dc['upstream']:.2f}, proxied"
+                         f" {px['client']:.2f}+{px['upstream']:.2f}+proxy {px['proxy']:.2f}"
+                         f" (client+upstream; proxied/direct {net[f'{way}_cpu_ratio']:.2f}x)")
             rows.append((f"proxy throughput {what} (MB/s)", f"{net[f'proxy_{way}_mbps']:.0f}", "", len(runs),
                          f"direct {net[f'direct_{way}_mbps']:.0f} MB/s; proxy/direct {net[f'{way}_ratio'] * 100:.0f}%"
                          " (median of interleaved pairs; target 90%)"
-                         + (f"; hutch-proxy CPU {cpu:.2f} s/GB" if cpu is not None else "")))
+                         + (sides or (f"; hutch-proxy CPU {cpu:.2f} s/GB" if cpu is not None else ""))))
         rows.append(("first response byte via proxy (added)", f"{net['added_ping_p50_ms']:.3f}", "", 200,
                      f"direct p50 {net['direct_ping_p50_ms']:.3f} ms, proxy p50 {net['proxy_ping_p50_ms']:.3f}"
                      f" p99 {net['proxy_ping_p99_ms']:.3f} ms (target +0.3)"))

@@ -1286,9 +1286,24 @@ static void on_accept(uv_stream_t *lis, int status)
     uv_read_start((uv_stream_t *)&c->cli, on_alloc, on_cli_read);
 }
 
+/* The sandbox-side connections cross only a veth to the sandbox: set on the
+ * listener, the congestion control is inherited by every accepted socket
+ * (net/ipv4/tcp_cong.c, tcp_ca_openreq_child). Reno: no pacing timer per
+ * packet, as BBR (a common host default) has; the same choice hutchd makes
+ * for the sandbox's end (daemon/net/net.c, SB_LEG_CC). Upstream connections
+ * keep the host's default. Best effort: a refusal changes only speed. */
+static void leg_cc(int fd)
+{
+    static const char cc[] = "reno";
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, sizeof cc - 1);
+}
+
 int tcp_proxy_start(int fd4, int fd6)
 {
     int ok = 0;
+    leg_cc(fd4);
+    leg_cc(fd6);
     if (uv_tcp_init(g_loop, &lis4) == 0 && uv_tcp_open(&lis4, fd4) == 0 &&
         uv_listen((uv_stream_t *)&lis4, 4096, on_accept) == 0)
         ok++;

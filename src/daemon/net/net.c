@@ -9,6 +9,8 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,6 +34,13 @@
 #define DESTS_MAX 1000         /* distinct destinations counted per sandbox */
 #define STATIC_MAX 1024        /* --resolve and --hosts-file entries */
 #define LOG_BURST 20           /* log lines per sandbox at once ... */
+#define SB_GSO4_MAX 524280     /* bytes per IPv4 packet on a sandbox's veth: BIG TCP, veth's tso_max_size */
+/* The congestion control of the sandbox's own connections, which all end at
+ * hutch-proxy over the veth: a link with no queue to fill and nothing to
+ * share, where the host's default (often BBR, which paces every packet with a
+ * timer) is only cost. Reno is built into every kernel and allowed in every
+ * namespace. The proxy's upstream connections keep the host's default. */
+#define SB_LEG_CC "reno"
 #define LOG_PER_SEC 2          /* ... and then a second; the audit API keeps them all */
 
 struct net_sb {
@@ -975,7 +984,20 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
     if ((nl = nl_open(-1, e)) < 0)
         return nl;
     nl_link_del(nl, n->ifname, NULL); /* a leftover of a crashed hutchd with the same slot */
-    if ((r = nl_veth_create(nl, n->ifname, "eth0", pid, e)) < 0)
+    /* BIG TCP on the sandbox's link: the sandbox's TCP sends the proxy up to
+     * 512 KiB per packet instead of 64 KiB, so both ends of the first leg
+     * handle ~8x fewer packets and acknowledgements (docs/performance.md,
+     * "The egress proxy"). A kernel that refuses it gets the plain pair,
+     * and is not asked again. */
+    static _Atomic bool big_tcp_refused;
+    uint32_t gso4 = atomic_load(&big_tcp_refused) ? 0 : SB_GSO4_MAX;
+    r = nl_veth_create(nl, n->ifname, "eth0", pid, gso4, e);
+    if (r == -EINVAL && gso4) {
+        if (!atomic_exchange(&big_tcp_refused, true))
+            fprintf(stderr, "hutchd: %s; sandbox veths keep 64 KiB packets (no BIG TCP)\n", e->msg);
+        r = nl_veth_create(nl, n->ifname, "eth0", pid, 0, e);
+    }
+    if (r < 0)
         goto out;
     if ((r = idx = nl_link_index(nl, n->ifname, e)) < 0 ||
         (r = nl_addr_add(nl, idx, AF_INET, n->host4, 30, e)) < 0 ||
@@ -986,8 +1008,8 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
         goto out;
     if ((r = sidx = nl_link_index(snl, "eth0", e)) < 0 || (r = nl_addr_add(snl, sidx, AF_INET, n->sb4, 30, e)) < 0 ||
         (r = nl_addr_add(snl, sidx, AF_INET6, n->sb6, 64, e)) < 0 || (r = nl_link_up(snl, sidx, e)) < 0 ||
-        (r = nl_route_default(snl, sidx, AF_INET, n->host4, e)) < 0 ||
-        (r = nl_route_default(snl, sidx, AF_INET6, n->host6, e)) < 0)
+        (r = nl_route_default(snl, sidx, AF_INET, n->host4, SB_LEG_CC, e)) < 0 ||
+        (r = nl_route_default(snl, sidx, AF_INET6, n->host6, SB_LEG_CC, e)) < 0)
         goto out;
     r = 0;
 out:

@@ -115,12 +115,27 @@ int nl_open(int nsfd, struct hx_err *e)
     return fd;
 }
 
-int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, struct hx_err *e)
+/* Not in every uapi header yet (Linux 6.3, include/uapi/linux/if_link.h). */
+#ifndef IFLA_GSO_IPV4_MAX_SIZE
+#define IFLA_GSO_IPV4_MAX_SIZE 63
+#define IFLA_GRO_IPV4_MAX_SIZE 64
+#endif
+
+static void big_tcp4(struct nlbuf *m, uint32_t size)
+{
+    if (size) {
+        nl_attr(m, IFLA_GSO_IPV4_MAX_SIZE, &size, sizeof size);
+        nl_attr(m, IFLA_GRO_IPV4_MAX_SIZE, &size, sizeof size);
+    }
+}
+
+int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, uint32_t gso4, struct hx_err *e)
 {
     struct nlbuf m;
     struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
     nl_init(&m, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
     nl_attr(&m, IFLA_IFNAME, host_if, strlen(host_if) + 1);
+    big_tcp4(&m, gso4);
     struct rtattr *li = nl_attr(&m, IFLA_LINKINFO, NULL, 0);
     nl_attr(&m, IFLA_INFO_KIND, "veth", 4);
     struct rtattr *data = nl_attr(&m, IFLA_INFO_DATA, NULL, 0);
@@ -128,6 +143,7 @@ int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, 
     nl_attr(&m, IFLA_IFNAME, peer_if, strlen(peer_if) + 1);
     uint32_t p = (uint32_t)pid;
     nl_attr(&m, IFLA_NET_NS_PID, &p, sizeof p);
+    big_tcp4(&m, gso4);
     nl_nest_end(&m, peer);
     nl_nest_end(&m, data);
     nl_nest_end(&m, li);
@@ -208,7 +224,7 @@ int nl_addr_add(int nl, int ifindex, int family, const uint8_t *addr, int prefix
     return nl_talk(nl, &m, "add address", e);
 }
 
-int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct hx_err *e)
+int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, const char *cc, struct hx_err *e)
 {
     struct nlbuf m;
     struct rtmsg rt = {.rtm_family = (uint8_t)family, .rtm_table = RT_TABLE_MAIN, .rtm_protocol = RTPROT_STATIC,
@@ -217,5 +233,10 @@ int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct 
     nl_attr(&m, RTA_GATEWAY, gw, family == AF_INET ? 4 : 16);
     uint32_t oif = (uint32_t)ifindex;
     nl_attr(&m, RTA_OIF, &oif, sizeof oif);
+    if (cc) { /* `ip route ... congctl CC`: the congestion control of the connections that take it */
+        struct rtattr *mx = nl_attr(&m, RTA_METRICS, NULL, 0);
+        nl_attr(&m, RTAX_CC_ALGO, cc, strlen(cc) + 1);
+        nl_nest_end(&m, mx);
+    }
     return nl_talk(nl, &m, "add default route", e);
 }

@@ -11,11 +11,16 @@
 int nl_open(int nsfd, struct hx_err *e);
 
 /* Creates veth host_if <-> peer_if with the peer created directly inside the
- * network namespace of pid (IFLA_NET_NS_PID), so it never exists here. */
-int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, struct hx_err *e);
+ * network namespace of pid (IFLA_NET_NS_PID), so it never exists here.
+ * gso4 > 0: both ends take IPv4 packets of up to gso4 bytes (BIG TCP,
+ * IFLA_GSO/GRO_IPV4_MAX_SIZE; a kernel before 6.3 ignores the attributes,
+ * one whose veth cannot send that much refuses the creation with EINVAL). */
+int nl_veth_create(int nl, const char *host_if, const char *peer_if, pid_t pid, uint32_t gso4, struct hx_err *e);
 int nl_link_index(int nl, const char *ifname, struct hx_err *e);   /* >0 or -errno */
 int nl_link_up(int nl, int ifindex, struct hx_err *e);
 int nl_link_del(int nl, const char *ifname, struct hx_err *e);
 /* family AF_INET/AF_INET6, addr 4/16 bytes; IPv6 without duplicate address detection. */
 int nl_addr_add(int nl, int ifindex, int family, const uint8_t *addr, int prefix, struct hx_err *e);
-int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, struct hx_err *e);
+/* cc: a TCP congestion control for the connections that take the route
+ * (RTAX_CC_ALGO, as `ip route ... congctl`), or NULL for the namespace's. */
+int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, const char *cc, struct hx_err *e);
