@@ -478,6 +478,8 @@ static uint64_t ra_reply_bytes(const uint8_t *p, size_t n, bool *more)
 
 static void ra_drain(struct fs_handle *h);
 static void ra_undo(struct sandbox *sb, struct fs_handle *h);
+static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method,
+                        bool first);
 
 /* An agent call of read-ahead returned: the handle may be freed now. */
 static bool ra_call_back(struct fs_handle *h)
@@ -617,7 +619,7 @@ static void ra_drain(struct fs_handle *h)
         h->nparked--;
         struct session *s = h->s;
         bool closing = strcmp(q->method, "fileClose") == 0;
-        ra_file_op(s, h, q->rpc_id, q->params, q->method);
+        ra_dispatch(s, h, q->rpc_id, q->params, q->method, true);
         json_decref(q->rpc_id);
         json_decref(q->params);
         free(q);
@@ -626,17 +628,25 @@ static void ra_drain(struct fs_handle *h)
     }
 }
 
-static void ra_park(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method)
+/* front: the call was first in line already (taken from the queue by ra_drain). */
+static void ra_park(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method, bool front)
 {
-    struct fs_parked *q = h->nparked < FS_RA_PARKED_MAX ? calloc(1, sizeof *q) : NULL;
+    struct fs_parked *q = front || h->nparked < FS_RA_PARKED_MAX ? calloc(1, sizeof *q) : NULL;
     if (!q)
         return rpc_reply_result(s, id, fs_errorf("EAGAIN", "EAGAIN: %s: too many calls waiting on this file handle "
                                                  "(%d)", method, FS_RA_PARKED_MAX));
     q->method = method;
     q->rpc_id = json_incref(id);
     q->params = json_incref(params);
-    *h->parked_tail = q;
-    h->parked_tail = &q->next;
+    if (front) {
+        q->next = h->parked;
+        h->parked = q;
+        if (!q->next)
+            h->parked_tail = &q->next;
+    } else {
+        *h->parked_tail = q;
+        h->parked_tail = &q->next;
+    }
     h->nparked++;
 }
 
@@ -651,9 +661,16 @@ static bool position_free(const char *method)
 
 static void ra_file_op(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method)
 {
-    struct sandbox *sb = s->sb;
     if (h->parked || h->undoing) /* behind what already waits */
-        return ra_park(s, h, id, params, method);
+        return ra_park(s, h, id, params, method, false);
+    ra_dispatch(s, h, id, params, method, false);
+}
+
+/* A call on the handle with nothing in line before it (first: it was taken from the line). */
+static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method,
+                        bool first)
+{
+    struct sandbox *sb = s->sb;
     uint64_t len = 0;
     bool read = strcmp(method, "fileRead") == 0 && ra_read_length(params, &len);
     if (h->ra == RA_OFF || (!read && (position_free(method) || (!h->held && !h->reading))))
@@ -684,10 +701,10 @@ static void ra_file_op(struct session *s, struct fs_handle *h, json_t *id, json_
         }
         return ra_fetch(sb, h, len, id);
     }
-    if (strcmp(method, "fileClose") == 0 && !h->parked)
+    if (strcmp(method, "fileClose") == 0)
         return plain_file_op(s, h, id, params, method); /* its position no longer matters */
     /* A call that needs the position the client knows: after the held answer is given back. */
-    ra_park(s, h, id, params, method);
+    ra_park(s, h, id, params, method, first);
     if (h->held && !h->reading)
         ra_undo(sb, h);
 }
