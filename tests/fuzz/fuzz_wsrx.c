@@ -184,6 +184,8 @@ static void run_rx(const uint8_t *p, size_t n, size_t piece, struct side *s)
             }
         }
     }
+    if (!r.failed && r.in_payload && r.op == 8)
+        g_close_verdict = true; /* the input ends inside a close frame: wslay may have judged its piece */
     ws_rx_free(&r);
 }
 

@@ -146,6 +146,7 @@ static bool frame_start(struct ws_rx *r, struct ws_rx_event *ev)
         return false;
     }
     r->op = op;
+    r->ctl_utf8 = 0;
     r->fin = b0 & 0x80;
     r->plen = plen;
     r->poff = 0;
@@ -205,7 +206,7 @@ static bool frame_end(struct ws_rx *r, struct ws_rx_event *ev)
             return true;
         r->failed = true; /* nothing is read after a close frame */
         if (r->plen >= 2) {
-            if (!ws_utf8_valid(r->ctl + 2, (size_t)r->plen - 2)) {
+            if (r->ctl_utf8 != 0) { /* ends inside a character */
                 fail(r, ev, 1007, NULL);
                 return true;
             }
@@ -277,9 +278,17 @@ void ws_rx_feed(struct ws_rx *r, const uint8_t *p, size_t n, size_t *used, struc
         if (k) {
             uint8_t *dst = (r->op & 0x8) ? r->ctl + r->poff : r->msg + r->msg_len + r->poff;
             unmask_copy(dst, p + i, k, r->key, r->poff);
-            if (r->msg_op == OP_TEXT && !(r->op & 0x8)) {
-                r->utf8 = u8_run(r->utf8, dst, k);
-                if (r->utf8 == U8_BAD) {
+            /* text, and a close frame's reason (after its 2-byte code), checked as it comes */
+            uint32_t *st = NULL;
+            const uint8_t *from = dst;
+            if (r->op == OP_CLOSE) {
+                st = &r->ctl_utf8;
+                from = r->ctl + (r->poff + k > 2 ? (r->poff > 2 ? r->poff : 2) : r->poff + k);
+            } else if (r->msg_op == OP_TEXT && !(r->op & 0x8))
+                st = &r->utf8;
+            if (st) {
+                *st = u8_run(*st, from, (size_t)(dst + k - from));
+                if (*st == U8_BAD) {
                     i += k;
                     fail(r, ev, 1007, NULL);
                     break;

@@ -43,6 +43,7 @@ struct ws_rx {
     size_t msg_len, msg_cap;
     uint32_t utf8;         /* the validator's state over the text message */
     uint8_t ctl[125];      /* a control frame's payload (at most 125 bytes) */
+    uint32_t ctl_utf8;     /* the validator's state over a close frame's reason */
 };
 
 void ws_rx_init(struct ws_rx *r, size_t max_message, unsigned max_fragments);
