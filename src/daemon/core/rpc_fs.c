@@ -70,6 +70,7 @@ struct fs_handle {
     size_t held_n;
     uint64_t held_bytes;          /* file bytes in it (the position moved by them) */
     bool held_more;               /* it was data: the next chunk may be read ahead */
+    bool held_plain;              /* it is {"ok":{"data":"<base64>"}}, checked */
     bool undoing;                 /* the seek back over a discarded held answer is out */
     struct fs_parked *parked, **parked_tail;
     unsigned nparked;
@@ -437,12 +438,13 @@ static unsigned session_ra_handles(struct session *s)
     return n;
 }
 
-/* The client's answer from the worker's reply bytes (hostile: checked). */
-static void ra_answer(struct session *s, json_t *rpc_id, const uint8_t *p, size_t n)
+/* The client's answer from the worker's reply bytes (hostile: checked; plain: they were
+ * found to be {"ok":{"data":"<base64>"}}). */
+static void ra_answer(struct session *s, json_t *rpc_id, const uint8_t *p, size_t n, bool plain)
 {
     if (!s)
         return;
-    if (s->ws && p && agent_reply_is_plain_data(p, n))
+    if (s->ws && p && plain)
         return agent_forward_raw(s, rpc_id, p, n);
     json_t *m = p ? agent_reply_parse(p, n) : NULL;
     rpc_reply_result(s, rpc_id, fs_translate(m));
@@ -450,11 +452,11 @@ static void ra_answer(struct session *s, json_t *rpc_id, const uint8_t *p, size_
 }
 
 /* File bytes in a reply; *more: it was data, so there may be more to read. */
-static uint64_t ra_reply_bytes(const uint8_t *p, size_t n, bool *more)
+static uint64_t ra_reply_bytes(const uint8_t *p, size_t n, bool plain, bool *more)
 {
     *more = false;
     size_t chars;
-    if (agent_reply_is_plain_data(p, n)) {
+    if (plain) {
         chars = n - strlen("{\"ok\":{\"data\":\"\"}}");
         p += strlen("{\"ok\":{\"data\":\"");
     } else {
@@ -502,10 +504,10 @@ static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
     h->waiter = NULL;
     if (!ra_call_back(h))
         return json_decref(waiter);
-    bool more;
-    uint64_t bytes = ra_reply_bytes(p, n, &more);
+    bool more, plain = agent_reply_is_plain_data(p, n);
+    uint64_t bytes = ra_reply_bytes(p, n, plain, &more);
     if (waiter) {
-        ra_answer(h->s, waiter, p, n);
+        ra_answer(h->s, waiter, p, n, plain);
         json_decref(waiter);
         if (h->parked)
             return ra_drain(h);
@@ -524,6 +526,7 @@ static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
     h->held_n = n;
     h->held_bytes = bytes;
     h->held_more = more;
+    h->held_plain = plain;
     if (h->parked)
         ra_undo(sb, h); /* a call waits for the position the client knows */
 }
@@ -678,7 +681,7 @@ static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json
     bool fresh = h->epoch + 1 == sb->io_epoch && len == h->len;
     if (read && h->held && fresh) {
         metrics_readahead(READAHEAD_HIT);
-        ra_answer(s, id, h->held, h->held_n);
+        ra_answer(s, id, h->held, h->held_n, h->held_plain);
         bool more = h->held_more;
         free(h->held);
         h->held = NULL;
