@@ -50,6 +50,8 @@ function daemonCpu() {
 }
 const r2 = (x) => Math.round(x * 100) / 100;
 let cpuDetail = {};
+// this process's (the SDK client's) CPU seconds since u0
+const clientCpu = (u0) => { const u = process.cpuUsage(u0); return r2((u.user + u.system) / 1e6); };
 function cpuSince(c0, row) {
   if (c0 === null) return undefined;
   const c1 = daemonCpu();
@@ -92,22 +94,24 @@ try {
   }
   // SDK writeFile with a stream (1 MiB chunks, as fs.upload does with Deno.open)
   {
-    const c0 = daemonCpu();
+    const c0 = daemonCpu(), u0 = process.cpuUsage();
     const t0 = now();
     const stream = Readable.toWeb(fs.createReadStream(src, { highWaterMark: 1 << 20 }));
     await sb.fs.writeFile("/tmp/big.bin", stream);
     out.sdk_write_mbs = rate(secs(t0));
     out.sdk_write_cpu_s = cpuSince(c0, "sdk_write");
+    out.sdk_write_client_cpu_s = clientCpu(u0);
   }
   // SDK read: open + readable (readFile answers in one message and caps at ~74 MiB)
   {
-    const c0 = daemonCpu();
+    const c0 = daemonCpu(), u0 = process.cpuUsage();
     const t0 = now();
     const f = await sb.fs.open("/tmp/big.bin", { read: true });
     let n = 0;
     for await (const chunk of f.readable) n += chunk.length;
     out.sdk_read_mbs = rate(secs(t0));
     out.sdk_read_cpu_s = cpuSince(c0, "sdk_read");
+    out.sdk_read_client_cpu_s = clientCpu(u0);
     if (n !== size) throw new Error(`read ${n} bytes, wanted ${size}`);
   }
   if (process.env.HUTCH_CLI && !process.env.FS_BENCH_SDK_ONLY) {

@@ -202,7 +202,8 @@ def main(d):
             v = fsb.get(key)
             slow = f"{loc / v:.1f}x slower than local cp" if v and loc and key != "local_cp_mbs" else ""
             cpu = fsb.get(key.replace("_mbs", "_cpu_s"))
-            cpu = f"  (hutchd + hutch-init + fs worker: {cpu} CPU s)" if cpu is not None else ""
+            ccpu = fsb.get(key.replace("_mbs", "_client_cpu_s"))
+            cpu = f"  (hutchd + hutch-init + fs worker: {cpu} CPU s; client {ccpu})" if cpu is not None else ""
             print(f"  {name:<26} {v if v is not None else 'n/a':>8}  {slow}{cpu}")
             by = (fsb.get("cpu_by_process") or {}).get(key.replace("_mbs", ""))
             if by:
