@@ -112,6 +112,11 @@ try {
     out.sdk_read_mbs = rate(secs(t0));
     out.sdk_read_cpu_s = cpuSince(c0, "sdk_read");
     out.sdk_read_client_cpu_s = clientCpu(u0);
+    // how hutchd's read-ahead answered (hutch_fs_readahead_total; absent on an older hutchd)
+    const m = await fetch(`${process.env.DENO_DEPLOY_ENDPOINT}/metrics`, {
+      headers: { authorization: `Bearer ${process.env.DENO_DEPLOY_TOKEN}` } }).then((r) => r.text()).catch(() => "");
+    for (const [, k, v] of m.matchAll(/^hutch_fs_readahead_total\{outcome="(\w+)"\} (\d+)$/gm))
+      (out.readahead ??= {})[k] = Number(v);
     if (n !== size) throw new Error(`read ${n} bytes, wanted ${size}`);
   }
   if (process.env.HUTCH_CLI && !process.env.FS_BENCH_SDK_ONLY) {

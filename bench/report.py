@@ -208,6 +208,8 @@ def main(d):
             by = (fsb.get("cpu_by_process") or {}).get(key.replace("_mbs", ""))
             if by:
                 print(f"  {'':<26} {'':>8}  CPU s by process: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    if fsb and fsb.get("readahead"):
+        print("  fileRead read-ahead: " + ", ".join(f"{k} {v}" for k, v in fsb["readahead"].items()))
     wr = vol and vol.get("write")
     if wr:
         print(f"\nvolume write throughput, {wr['mb']} MB with fsync (MB/s, median of {wr['runs']})")

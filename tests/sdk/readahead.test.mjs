@@ -30,7 +30,7 @@ async function readahead() {
   assert.equal(r.status, 200);
   const t = await r.text();
   const get = (o) => Number(new RegExp(`^hutch_fs_readahead_total\\{outcome="${o}"\\} (\\d+)$`, "m").exec(t)[1]);
-  return { hit: get("hit"), undone: get("undone") };
+  return { hit: get("hit") + get("waited"), undone: get("undone") };
 }
 
 // f.read(buf) asks for buf.length bytes: the same length each time, as readable does

@@ -126,22 +126,36 @@ static bool close_code_valid(uint16_t c)
     return (c >= 1000 && c <= 1011 && c != 1004 && c != 1005 && c != 1006) || (c >= 3000 && c <= 4999);
 }
 
+static uint64_t header_length(const uint8_t *hdr)
+{
+    uint8_t len7 = hdr[1] & 0x7f;
+    if (len7 == 126)
+        return (uint64_t)hdr[2] << 8 | hdr[3];
+    if (len7 < 126)
+        return len7;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | hdr[2 + i];
+    return v;
+}
+
+/* A length in its shortest form, below 2^63 (RFC 6455 5.2). */
+static bool length_minimal(const uint8_t *hdr)
+{
+    uint8_t len7 = hdr[1] & 0x7f;
+    uint64_t v = header_length(hdr);
+    return len7 < 126 || (len7 == 126 && v >= 126) || (len7 == 127 && v >= 65536 && !(v >> 63));
+}
+
 /* The header in r->hdr is whole: checks it and readies the payload. false: *ev says why not. */
 static bool frame_start(struct ws_rx *r, struct ws_rx_event *ev)
 {
     uint8_t b0 = r->hdr[0], b1 = r->hdr[1];
     uint8_t op = b0 & 0xf, len7 = b1 & 0x7f;
     bool masked = b1 & 0x80;
-    uint64_t plen = len7;
-    if (len7 == 126)
-        plen = (uint64_t)r->hdr[2] << 8 | r->hdr[3];
-    else if (len7 == 127) {
-        plen = 0;
-        for (int i = 0; i < 8; i++)
-            plen = plen << 8 | r->hdr[2 + i];
-    }
+    uint64_t plen = header_length(r->hdr);
     size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
-    if ((len7 == 126 && plen < 126) || (len7 == 127 && (plen < 65536 || plen >> 63))) {
+    if (!length_minimal(r->hdr)) {
         fail(r, ev, 0, NULL); /* not the shortest form */
         return false;
     }
@@ -248,11 +262,15 @@ void ws_rx_feed(struct ws_rx *r, const uint8_t *p, size_t n, size_t *used, struc
     size_t i = 0;
     while (i < n && !r->failed) {
         if (!r->in_payload) {
-            /* header: 2 bytes, then the extended length and the key they announce */
-            size_t want = 2;
+            /* header: 2 bytes, then the extended length they announce, then the key; each
+             * part is checked as soon as it is in, as wslay did */
+            size_t want = 2, ext = 0;
             if (r->hlen >= 2) {
                 uint8_t len7 = r->hdr[1] & 0x7f;
-                want += (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + (r->hdr[1] & 0x80 ? 4 : 0);
+                ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+                want = 2 + ext;
+                if (r->hlen >= want)
+                    want += r->hdr[1] & 0x80 ? 4 : 0;
             }
             size_t k = want - r->hlen < n - i ? want - r->hlen : n - i;
             memcpy(r->hdr + r->hlen, p + i, k);
@@ -268,6 +286,13 @@ void ws_rx_feed(struct ws_rx *r, const uint8_t *p, size_t n, size_t *used, struc
                 }
                 if (len7 >= 126 || (r->hdr[1] & 0x80))
                     continue; /* more header to come */
+            } else if (ext && want == 2 + ext) {
+                if (!length_minimal(r->hdr)) {
+                    fail(r, ev, 0, NULL);
+                    break;
+                }
+                if (r->hdr[1] & 0x80)
+                    continue; /* the key to come */
             }
             if (!frame_start(r, ev))
                 break;

@@ -26,7 +26,7 @@ static struct {
     uint64_t create_count;
     double create_sum;
     uint64_t agent_in, agent_out;
-    uint64_t readahead[2];             /* hit, undone */
+    uint64_t readahead[3];             /* hit, waited, undone */
     uint64_t ingress[3];               /* upstream connections: made, no such sandbox, refused */
     uint64_t ssh_logins[2];            /* refused, accepted */
     struct { const char *method; uint64_t n[RPC_OUTCOMES]; } rpc[RPC_SERIES_MAX];
@@ -193,9 +193,11 @@ char *metrics_render(size_t *len)
     put(&o, "hutch_agent_bytes_total{direction=\"in\"} %llu\n", (unsigned long long)m.agent_in);
     put(&o, "hutch_agent_bytes_total{direction=\"out\"} %llu\n", (unsigned long long)m.agent_out);
     family(&o, "hutch_fs_readahead_total", "counter",
-           "fileRead calls answered by hutchd's read-ahead (hit), read-aheads given back to the file (undone).");
+           "fileRead calls answered by hutchd's read-ahead at once (hit) or once it came (waited), "
+           "read-aheads given back to the file (undone).");
     put(&o, "hutch_fs_readahead_total{outcome=\"hit\"} %llu\n", (unsigned long long)m.readahead[0]);
-    put(&o, "hutch_fs_readahead_total{outcome=\"undone\"} %llu\n", (unsigned long long)m.readahead[1]);
+    put(&o, "hutch_fs_readahead_total{outcome=\"waited\"} %llu\n", (unsigned long long)m.readahead[1]);
+    put(&o, "hutch_fs_readahead_total{outcome=\"undone\"} %llu\n", (unsigned long long)m.readahead[2]);
     uint64_t wi, wo;
     ws_byte_counts(&wi, &wo);
     family(&o, "hutch_websocket_bytes_total", "counter", "WebSocket bytes (frames) from and to API clients.");

@@ -14,8 +14,9 @@ void metrics_create_done(uint64_t t0_ns, bool ok);
 /* method: a static name from the method tables, or NULL (not one we know). */
 void metrics_rpc(const char *method, enum metrics_rpc_outcome outcome);
 void metrics_agent_bytes(bool in, size_t n);
-/* fileRead's read-ahead (rpc_fs.c): a read answered by it, or a read-ahead given back (seek). */
-enum metrics_readahead { READAHEAD_HIT, READAHEAD_UNDONE };
+/* fileRead's read-ahead (rpc_fs.c): a read answered at once by it, one that waited for the read
+ * ahead already out, or a read-ahead given back (seek). */
+enum metrics_readahead { READAHEAD_HIT, READAHEAD_WAITED, READAHEAD_UNDONE };
 void metrics_readahead(enum metrics_readahead what);
 /* hutch-ingress's request for an upstream connection answered: 0 = made, else the errno it got. */
 void metrics_ingress_upstream(int err);

@@ -691,7 +691,7 @@ static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json
         return;
     }
     if (read && h->reading && fresh && !h->waiter) {
-        metrics_readahead(READAHEAD_HIT);
+        metrics_readahead(READAHEAD_WAITED);
         h->waiter = json_incref(id);
         return;
     }
