@@ -46,9 +46,19 @@ struct fs_op {
 /* fileRead's read-ahead (the SDK reads a file with one 64 KiB fileRead after
  * another, each a round trip to the fs worker): see "read-ahead" below. */
 #define FS_RA_PER_SESSION 4       /* handles of one session reading ahead at once */
+#define FS_RA_DEPTH 4             /* answers held ahead per handle ... */
+#define FS_RA_HELD_MAX (512u * 1024) /* ... while they take less than this (the worker's answers are < 200 KiB) */
 #define FS_RA_PARKED_MAX 64       /* calls on one handle waiting behind its read-ahead */
 
 enum fs_ra_state { RA_UNKNOWN, RA_PROBING, RA_ON, RA_OFF };
+
+struct fs_ra_answer {
+    uint8_t *p;                   /* the worker's reply to a read ahead, not asked for yet */
+    size_t n;
+    uint64_t bytes;               /* file bytes in it (the position moved by them) */
+    bool more;                    /* it was data: the next chunk may be read ahead */
+    bool plain;                   /* it is {"ok":{"data":"<base64>"}}, checked */
+};
 
 struct fs_parked {
     struct fs_parked *next;
@@ -63,15 +73,14 @@ struct fs_handle {
     enum fs_ra_state ra;
     unsigned ra_calls;            /* read-ahead's agent calls out (probe, read, seek back); ud = this */
     bool reading;                 /* a read of ours is out (one at most) ... */
-    uint64_t len;                 /* ... of this length (also the held answer's) ... */
-    uint64_t epoch;               /* ... asked at this sb->io_epoch ... */
+    uint64_t len;                 /* ... of this length (also the held answers') ... */
     json_t *waiter;               /* ... for this client request, or NULL: ahead */
-    uint8_t *held;                /* the worker's reply to a read ahead, not asked for yet */
-    size_t held_n;
-    uint64_t held_bytes;          /* file bytes in it (the position moved by them) */
-    bool held_more;               /* it was data: the next chunk may be read ahead */
-    bool held_plain;              /* it is {"ok":{"data":"<base64>"}}, checked */
-    bool undoing;                 /* the seek back over a discarded held answer is out */
+    uint64_t epoch;               /* sb->io_epoch at the last fileRead read-ahead took on this handle */
+    struct fs_ra_answer held[FS_RA_DEPTH]; /* answers read ahead, oldest at held_head */
+    unsigned held_head, nheld;
+    size_t held_size;
+    bool tail_more;               /* the last answer read was data: more may follow */
+    bool undoing;                 /* the seek back over discarded answers is out */
     struct fs_parked *parked, **parked_tail;
     unsigned nparked;
 };
@@ -310,6 +319,19 @@ static void ra_drop_parked(struct fs_handle *h, const char *code, const char *ms
     h->nparked = 0;
 }
 
+/* All answers held are dropped; returns the file bytes they held. */
+static uint64_t ra_held_drop(struct fs_handle *h)
+{
+    uint64_t bytes = 0;
+    for (; h->nheld; h->nheld--, h->held_head = (h->held_head + 1) % FS_RA_DEPTH) {
+        bytes += h->held[h->held_head].bytes;
+        free(h->held[h->held_head].p);
+    }
+    h->held_head = 0;
+    h->held_size = 0;
+    return bytes;
+}
+
 /* The handle is gone for its client (closed, or the session left): what
  * read-ahead holds goes now; the struct when its last agent call returns. */
 static void handle_release(struct fs_handle *h, bool answer_parked)
@@ -317,8 +339,7 @@ static void handle_release(struct fs_handle *h, bool answer_parked)
     ra_drop_parked(h, answer_parked ? "EBADF" : NULL, "EBADF: bad file handle (not open in this session)");
     json_decref(h->waiter);
     h->waiter = NULL;
-    free(h->held);
-    h->held = NULL;
+    ra_held_drop(h);
     h->s = NULL;
     if (!h->ra_calls)
         free(h);
@@ -416,8 +437,13 @@ FILEOP(m_fwrite, "fileWrite")
  *   go on at once when nothing waits;
  * - an error or the end of the file is held like data and answers the read
  *   that would have met it; nothing is read ahead past either;
- * - at most one read out and one answer held per handle (the worker's
- *   144 KiB as base64, < 200 KiB), FS_RA_PER_SESSION handles per session.
+ * - "nothing else happened" is checked at every read: the chain of reads
+ *   read-ahead answered starts with a read it sent to the worker itself, and
+ *   each next read must come with no io_epoch bump but its own since the
+ *   last one (h->epoch); answers read ahead meanwhile are newer than that;
+ * - at most one read out and FS_RA_DEPTH answers held per handle, while
+ *   they take under FS_RA_HELD_MAX (one answer is the worker's 144 KiB as
+ *   base64 at most, < 200 KiB), FS_RA_PER_SESSION handles per session.
  * The fs worker runs one call at a time in order, so what hutchd sends on a
  * handle is what it does. */
 
@@ -479,7 +505,7 @@ static uint64_t ra_reply_bytes(const uint8_t *p, size_t n, bool plain, bool *mor
 }
 
 static void ra_drain(struct fs_handle *h);
-static void ra_undo(struct sandbox *sb, struct fs_handle *h);
+static void ra_undo(struct sandbox *sb, struct fs_handle *h, uint64_t back);
 static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method,
                         bool first);
 
@@ -496,6 +522,12 @@ static bool ra_call_back(struct fs_handle *h)
 
 static void ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter);
 
+static bool ra_room(const struct fs_handle *h)
+{
+    return h->ra == RA_ON && !h->reading && !h->parked && h->tail_more && h->nheld < FS_RA_DEPTH &&
+           h->held_size < FS_RA_HELD_MAX;
+}
+
 static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
 {
     struct fs_handle *h = ud;
@@ -506,29 +538,32 @@ static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
         return json_decref(waiter);
     bool more, plain = agent_reply_is_plain_data(p, n);
     uint64_t bytes = ra_reply_bytes(p, n, plain, &more);
+    h->tail_more = more;
     if (waiter) {
         ra_answer(h->s, waiter, p, n, plain);
         json_decref(waiter);
         if (h->parked)
             return ra_drain(h);
-        if (more && h->ra == RA_ON)
-            ra_fetch(sb, h, h->len, NULL);
-        return;
+    } else {
+        struct fs_ra_answer *a = &h->held[(h->held_head + h->nheld) % FS_RA_DEPTH];
+        a->p = malloc(n ? n : 1);
+        if (!a->p) { /* as if never read: give the bytes back with the rest */
+            h->tail_more = false;
+            uint64_t back = ra_held_drop(h) + bytes;
+            return ra_undo(sb, h, back);
+        }
+        memcpy(a->p, p, n);
+        a->n = n;
+        a->bytes = bytes;
+        a->more = more;
+        a->plain = plain;
+        h->nheld++;
+        h->held_size += n;
+        if (h->parked)
+            return ra_undo(sb, h, ra_held_drop(h)); /* a call waits for the position the client knows */
     }
-    h->held = malloc(n ? n : 1);
-    if (!h->held) { /* as if never read: give the bytes back */
-        h->held_bytes = bytes;
-        h->held_n = 0;
-        ra_undo(sb, h);
-        return;
-    }
-    memcpy(h->held, p, n);
-    h->held_n = n;
-    h->held_bytes = bytes;
-    h->held_more = more;
-    h->held_plain = plain;
-    if (h->parked)
-        ra_undo(sb, h); /* a call waits for the position the client knows */
+    if (ra_room(h))
+        ra_fetch(sb, h, h->len, NULL);
 }
 
 /* The sandbox stopped (or the call could not be sent) before the reply. */
@@ -561,8 +596,9 @@ static void ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json
     h->ra_calls++;
     h->reading = true;
     h->len = len;
-    h->epoch = sb->io_epoch;
     h->waiter = json_incref(waiter);
+    if (waiter)
+        h->epoch = sb->io_epoch; /* a chain of reads starts (again) here */
 }
 
 static void on_ra_stat(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -593,13 +629,9 @@ static void on_ra_seek(struct sandbox *sb, struct session *s, json_t *rpc_id, js
     ra_drain(h);
 }
 
-/* Drops the held answer and moves the worker's position back over it. */
-static void ra_undo(struct sandbox *sb, struct fs_handle *h)
+/* Moves the worker's position back over `back` bytes read ahead and dropped. */
+static void ra_undo(struct sandbox *sb, struct fs_handle *h, uint64_t back)
 {
-    uint64_t back = h->held_bytes;
-    free(h->held);
-    h->held = NULL;
-    h->held_n = h->held_bytes = 0;
     if (!back)
         return ra_drain(h);
     int r = agent_call(sb, "fileSeek", json_pack("{s:I, s:I, s:i}", "fileHandleId", (json_int_t)h->id, "offset",
@@ -614,7 +646,7 @@ static void ra_undo(struct sandbox *sb, struct fs_handle *h)
 /* Calls that waited, in order, until one has to wait again. */
 static void ra_drain(struct fs_handle *h)
 {
-    while (h->s && h->parked && !h->reading && !h->undoing && !h->held) {
+    while (h->s && h->parked && !h->reading && !h->undoing && !h->nheld) {
         struct fs_parked *q = h->parked;
         h->parked = q->next;
         if (!h->parked)
@@ -676,26 +708,29 @@ static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json
     struct sandbox *sb = s->sb;
     uint64_t len = 0;
     bool read = strcmp(method, "fileRead") == 0 && ra_read_length(params, &len);
-    if (h->ra == RA_OFF || (!read && (position_free(method) || (!h->held && !h->reading))))
+    if (h->ra == RA_OFF || (!read && (position_free(method) || (!h->nheld && !h->reading))))
         return plain_file_op(s, h, id, params, method);
     bool fresh = h->epoch + 1 == sb->io_epoch && len == h->len;
-    if (read && h->held && fresh) {
+    if (read && h->nheld && fresh) {
         metrics_readahead(READAHEAD_HIT);
-        ra_answer(s, id, h->held, h->held_n, h->held_plain);
-        bool more = h->held_more;
-        free(h->held);
-        h->held = NULL;
-        h->held_n = h->held_bytes = 0;
-        if (more && h->ra == RA_ON)
+        struct fs_ra_answer *a = &h->held[h->held_head];
+        ra_answer(s, id, a->p, a->n, a->plain);
+        free(a->p);
+        h->held_size -= a->n;
+        h->held_head = (h->held_head + 1) % FS_RA_DEPTH;
+        h->nheld--;
+        h->epoch = sb->io_epoch;
+        if (ra_room(h))
             ra_fetch(sb, h, len, NULL);
         return;
     }
-    if (read && h->reading && fresh && !h->waiter) {
+    if (read && !h->nheld && h->reading && fresh && !h->waiter) {
         metrics_readahead(READAHEAD_WAITED);
         h->waiter = json_incref(id);
+        h->epoch = sb->io_epoch;
         return;
     }
-    if (read && !h->held && !h->reading) {
+    if (read && !h->nheld && !h->reading) {
         if (h->ra == RA_UNKNOWN &&
             agent_call(sb, "fileStat", json_pack("{s:I}", "fileHandleId", (json_int_t)h->id), on_ra_stat, NULL,
                        NULL, h) == 0) {
@@ -708,8 +743,8 @@ static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json
         return plain_file_op(s, h, id, params, method); /* its position no longer matters */
     /* A call that needs the position the client knows: after the held answer is given back. */
     ra_park(s, h, id, params, method, first);
-    if (h->held && !h->reading)
-        ra_undo(sb, h);
+    if (h->nheld && !h->reading)
+        ra_undo(sb, h, ra_held_drop(h));
 }
 
 /* ---- transfers -------------------------------------------------------- */
