@@ -46,8 +46,7 @@ struct fs_op {
 /* fileRead's read-ahead (the SDK reads a file with one 64 KiB fileRead after
  * another, each a round trip to the fs worker): see "read-ahead" below. */
 #define FS_RA_PER_SESSION 4       /* handles of one session reading ahead at once */
-#define FS_RA_DEPTH 4             /* answers held ahead per handle ... */
-#define FS_RA_HELD_MAX (512u * 1024) /* ... while they take less than this (the worker's answers are < 200 KiB) */
+#define FS_RA_DEPTH 4             /* reads ahead out or answered and held, per handle (an answer < 200 KiB) */
 #define FS_RA_PARKED_MAX 64       /* calls on one handle waiting behind its read-ahead */
 
 enum fs_ra_state { RA_UNKNOWN, RA_PROBING, RA_ON, RA_OFF };
@@ -72,13 +71,12 @@ struct fs_handle {
     uint32_t id;                  /* the worker's id, also the client's */
     enum fs_ra_state ra;
     unsigned ra_calls;            /* read-ahead's agent calls out (probe, read, seek back); ud = this */
-    bool reading;                 /* a read of ours is out (one at most) ... */
-    uint64_t len;                 /* ... of this length (also the held answers') ... */
-    json_t *waiter;               /* ... for this client request, or NULL: ahead */
+    unsigned inflight;            /* reads of ours out (the worker answers them in order) ... */
+    uint64_t len;                 /* ... of this length (also the held answers') */
+    json_t *waiter;               /* the client's fileRead the oldest of them answers, or NULL */
     uint64_t epoch;               /* sb->io_epoch at the last fileRead read-ahead took on this handle */
     struct fs_ra_answer held[FS_RA_DEPTH]; /* answers read ahead, oldest at held_head */
     unsigned held_head, nheld;
-    size_t held_size;
     bool tail_more;               /* the last answer read was data: more may follow */
     bool undoing;                 /* the seek back over discarded answers is out */
     struct fs_parked *parked, **parked_tail;
@@ -328,7 +326,6 @@ static uint64_t ra_held_drop(struct fs_handle *h)
         free(h->held[h->held_head].p);
     }
     h->held_head = 0;
-    h->held_size = 0;
     return bytes;
 }
 
@@ -520,19 +517,21 @@ static bool ra_call_back(struct fs_handle *h)
     return false;
 }
 
-static void ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter);
+static bool ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter);
 
-static bool ra_room(const struct fs_handle *h)
+/* More reads ahead, up to FS_RA_DEPTH, until the end of the file or an error. */
+static void ra_ahead(struct sandbox *sb, struct fs_handle *h)
 {
-    return h->ra == RA_ON && !h->reading && !h->parked && h->tail_more && h->nheld < FS_RA_DEPTH &&
-           h->held_size < FS_RA_HELD_MAX;
+    while (h->ra == RA_ON && !h->parked && h->tail_more && h->nheld + h->inflight < FS_RA_DEPTH)
+        if (!ra_fetch(sb, h, h->len, NULL))
+            return;
 }
 
 static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
 {
     struct fs_handle *h = ud;
-    h->reading = false;
-    json_t *waiter = h->waiter;
+    h->inflight--;
+    json_t *waiter = h->waiter; /* waits for the oldest read out: this one */
     h->waiter = NULL;
     if (!ra_call_back(h))
         return json_decref(waiter);
@@ -542,47 +541,50 @@ static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
     if (waiter) {
         ra_answer(h->s, waiter, p, n, plain);
         json_decref(waiter);
-        if (h->parked)
-            return ra_drain(h);
     } else {
         struct fs_ra_answer *a = &h->held[(h->held_head + h->nheld) % FS_RA_DEPTH];
         a->p = malloc(n ? n : 1);
-        if (!a->p) { /* as if never read: give the bytes back with the rest */
+        if (!a->p) { /* as if never read: given back with the rest */
             h->tail_more = false;
-            uint64_t back = ra_held_drop(h) + bytes;
-            return ra_undo(sb, h, back);
-        }
-        memcpy(a->p, p, n);
+            a->p = NULL;
+        } else
+            memcpy(a->p, p, n);
         a->n = n;
         a->bytes = bytes;
         a->more = more;
         a->plain = plain;
         h->nheld++;
-        h->held_size += n;
-        if (h->parked)
-            return ra_undo(sb, h, ra_held_drop(h)); /* a call waits for the position the client knows */
+        if (!a->p && !h->parked) /* nothing may be answered past a hole: all of it goes back */
+            h->ra = RA_OFF;
     }
-    if (ra_room(h))
-        ra_fetch(sb, h, h->len, NULL);
+    if (h->parked || (h->ra == RA_OFF && h->nheld)) { /* a call waits for the position the client knows */
+        if (!h->inflight)
+            h->nheld ? ra_undo(sb, h, ra_held_drop(h)) : ra_drain(h);
+        return;
+    }
+    ra_ahead(sb, h);
 }
 
 /* The sandbox stopped (or the call could not be sent) before the reply. */
 static void on_ra_read_lost(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
 {
     struct fs_handle *h = ud;
-    h->reading = false;
+    h->inflight--;
     json_t *waiter = h->waiter;
     h->waiter = NULL;
     if (ra_call_back(h)) {
         h->ra = RA_OFF;
         if (waiter)
             rpc_reply_result(h->s, waiter, fs_error("EIO", "EIO: the sandbox stopped before answering"));
-        ra_drain(h);
+        if (!h->inflight) {
+            ra_held_drop(h);
+            ra_drain(h);
+        }
     }
     json_decref(waiter);
 }
 
-static void ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter)
+static bool ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter)
 {
     int r = agent_call(sb, "fileRead", json_pack("{s:I, s:I}", "fileHandleId", (json_int_t)h->id, "length",
                                                  (json_int_t)len), on_ra_read_lost, NULL, NULL, h);
@@ -590,15 +592,17 @@ static void ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json
         if (waiter)
             rpc_reply_result(h->s, waiter, fs_errorf("EIO", "fileRead: %s", r == -EAGAIN ? "too many calls in flight"
                                                                             : "cannot reach the sandbox's agent"));
-        return;
+        return false;
     }
     sb->calls->raw_reply = on_ra_read;
     h->ra_calls++;
-    h->reading = true;
+    h->inflight++;
     h->len = len;
-    h->waiter = json_incref(waiter);
-    if (waiter)
+    if (waiter) {
+        h->waiter = json_incref(waiter);
         h->epoch = sb->io_epoch; /* a chain of reads starts (again) here */
+    }
+    return true;
 }
 
 static void on_ra_stat(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -611,6 +615,14 @@ static void on_ra_stat(struct sandbox *sb, struct session *s, json_t *rpc_id, js
     bool on = json_is_true(json_object_get(ok, "isFile")) && json_is_integer(size) && json_integer_value(size) > 0;
     if (h->ra == RA_PROBING)
         h->ra = on && session_ra_handles(h->s) < FS_RA_PER_SESSION ? RA_ON : RA_OFF;
+}
+
+/* The probe's reply, unparsed so that it does not count as something else happening (io_epoch). */
+static void on_ra_stat_raw(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
+{
+    json_t *m = agent_reply_parse(p, n);
+    on_ra_stat(sb, NULL, NULL, m, ud);
+    json_decref(m);
 }
 
 static void on_ra_seek(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -646,7 +658,7 @@ static void ra_undo(struct sandbox *sb, struct fs_handle *h, uint64_t back)
 /* Calls that waited, in order, until one has to wait again. */
 static void ra_drain(struct fs_handle *h)
 {
-    while (h->s && h->parked && !h->reading && !h->undoing && !h->nheld) {
+    while (h->s && h->parked && !h->inflight && !h->undoing && !h->nheld) {
         struct fs_parked *q = h->parked;
         h->parked = q->next;
         if (!h->parked)
@@ -708,42 +720,43 @@ static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json
     struct sandbox *sb = s->sb;
     uint64_t len = 0;
     bool read = strcmp(method, "fileRead") == 0 && ra_read_length(params, &len);
-    if (h->ra == RA_OFF || (!read && (position_free(method) || (!h->nheld && !h->reading))))
+    if ((h->ra == RA_OFF && !h->nheld && !h->inflight) ||
+        (!read && (position_free(method) || (!h->nheld && !h->inflight))))
         return plain_file_op(s, h, id, params, method);
     bool fresh = h->epoch + 1 == sb->io_epoch && len == h->len;
-    if (read && h->nheld && fresh) {
+    if (read && h->nheld && fresh && h->held[h->held_head].p) {
         metrics_readahead(READAHEAD_HIT);
         struct fs_ra_answer *a = &h->held[h->held_head];
         ra_answer(s, id, a->p, a->n, a->plain);
         free(a->p);
-        h->held_size -= a->n;
         h->held_head = (h->held_head + 1) % FS_RA_DEPTH;
         h->nheld--;
         h->epoch = sb->io_epoch;
-        if (ra_room(h))
-            ra_fetch(sb, h, len, NULL);
+        ra_ahead(sb, h);
         return;
     }
-    if (read && !h->nheld && h->reading && fresh && !h->waiter) {
+    if (read && !h->nheld && h->inflight && fresh && !h->waiter) {
         metrics_readahead(READAHEAD_WAITED);
         h->waiter = json_incref(id);
         h->epoch = sb->io_epoch;
         return;
     }
-    if (read && !h->nheld && !h->reading) {
+    if (read && !h->nheld && !h->inflight && h->ra != RA_OFF) {
         if (h->ra == RA_UNKNOWN &&
             agent_call(sb, "fileStat", json_pack("{s:I}", "fileHandleId", (json_int_t)h->id), on_ra_stat, NULL,
                        NULL, h) == 0) {
+            sb->calls->raw_reply = on_ra_stat_raw;
             h->ra_calls++;
             h->ra = RA_PROBING;
         }
-        return ra_fetch(sb, h, len, id);
+        ra_fetch(sb, h, len, id);
+        return;
     }
     if (strcmp(method, "fileClose") == 0)
         return plain_file_op(s, h, id, params, method); /* its position no longer matters */
     /* A call that needs the position the client knows: after the held answer is given back. */
     ra_park(s, h, id, params, method, first);
-    if (h->nheld && !h->reading)
+    if (h->nheld && !h->inflight)
         ra_undo(sb, h, ra_held_drop(h));
 }
 
