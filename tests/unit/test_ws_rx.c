@@ -146,7 +146,7 @@ static void test_each_refusal_has_its_close_code(void **state)
 
 static void test_the_frame_just_inside_each_limit_passes(void **state)
 {
-    static uint8_t payload[150000];
+    static uint8_t payload[150001];
     memset(payload, 'x', sizeof payload);
     size_t n = frame(in, true, 2, payload, 150000); /* max_message exactly */
     feed(in, n, 0, &whole);
