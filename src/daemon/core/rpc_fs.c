@@ -414,35 +414,35 @@ FILEOP(m_fwrite, "fileWrite")
 /* The SDK reads a file (FsFile.readable) with one fileRead of 64 KiB after
  * another, each waiting for the last: every chunk costs a round trip to the
  * fs worker on top of the client's own. For a regular file read again and
- * again with the same length, hutchd asks the worker for the next chunk as
- * soon as it answers one, so that the client's next fileRead is answered at
- * once from what it holds.
+ * again with the same length, hutchd keeps the next chunks asked of the
+ * worker, so that the client's next fileRead is answered at once from what
+ * it holds.
  *
  * What makes it exact:
  * - only regular files of non-zero size at the first read (a fileStat asked
  *   just before it): a pipe or a device could not be given its bytes back;
- * - only a fileRead of the same length as the one read ahead, and only if
- *   nothing else happened on this sandbox since it was asked for
+ * - only a fileRead of the same length as the ones read ahead, and only if
+ *   nothing else happened on this sandbox since the handle's last read
  *   (sb->io_epoch: every client message and every agent frame but these
- *   reads' replies bumps it): a write, a command's exit or output, another
- *   file's read, any of them and the next read goes to the worker again;
+ *   reads' and the probe's replies bumps it): a write, a command's exit or
+ *   output, another file's read, any of them and the next read goes to the
+ *   worker again. The chain of reads read-ahead answers starts with a read
+ *   it sent to the worker itself, and each next read must come with no bump
+ *   but its own since the last one (h->epoch); answers read ahead meanwhile
+ *   were asked for after that, so they are newer;
  * - otherwise (fileSeek, fileWrite, fileTruncate, another length, a stale
- *   answer) the answer held is dropped and the worker's position moved back
- *   over its bytes (fileSeek -n from the current position) before the call
- *   goes on, and calls on the handle wait in order (FS_RA_PARKED_MAX) until
- *   then; position-independent calls (fileStat, fileSync, locks, fileUtime)
- *   go on at once when nothing waits;
+ *   chain) the answers held are dropped and the worker's position moved back
+ *   over their bytes (fileSeek -n from the current position, once the reads
+ *   out are back) before the call goes on, and calls on the handle wait in
+ *   order (FS_RA_PARKED_MAX) until then; position-independent calls
+ *   (fileStat, fileSync, locks, fileUtime) go on at once when nothing waits;
  * - an error or the end of the file is held like data and answers the read
- *   that would have met it; nothing is read ahead past either;
- * - "nothing else happened" is checked at every read: the chain of reads
- *   read-ahead answered starts with a read it sent to the worker itself, and
- *   each next read must come with no io_epoch bump but its own since the
- *   last one (h->epoch); answers read ahead meanwhile are newer than that;
- * - at most one read out and FS_RA_DEPTH answers held per handle, while
- *   they take under FS_RA_HELD_MAX (one answer is the worker's 144 KiB as
- *   base64 at most, < 200 KiB), FS_RA_PER_SESSION handles per session.
+ *   that would have met it; nothing more is read ahead after either;
+ * - at most FS_RA_DEPTH reads out or answers held per handle (one answer is
+ *   the worker's 144 KiB as base64 at most, < 200 KiB), FS_RA_PER_SESSION
+ *   handles per session.
  * The fs worker runs one call at a time in order, so what hutchd sends on a
- * handle is what it does. */
+ * handle is what it does, and its answers come in the order asked. */
 
 static bool ra_read_length(json_t *params, uint64_t *len)
 {
