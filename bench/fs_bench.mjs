@@ -2,7 +2,10 @@
 // `hutch cp` both ways, `cat` of the same file through `hutch exec`, and a
 // local `cp` of it, in one run. Prints one JSON object (MB/s, 1 MB = 1e6 bytes).
 // Env: DENO_* as for the SDK tests, HUTCH_CLI (the hutch binary), FS_BENCH_MB
-// (default 200), FS_BENCH_DIR (a local scratch dir, default /tmp).
+// (default 200), FS_BENCH_DIR (a local scratch dir, default /tmp), HUTCHD_PID
+// (then the SDK rows also report the CPU seconds hutchd and every process
+// under it, hutch-init and its fs worker, spent: *_cpu_s), FS_BENCH_SDK_ONLY=1
+// (only the SDK rows).
 import fs from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -19,6 +22,42 @@ const src = path.join(dir, "big.bin");
 const secs = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 const now = () => process.hrtime.bigint();
 const rate = (t) => Math.round((size / 1e6 / t) * 10) / 10;
+// CPU seconds of hutchd and all its descendants alive now (utime + stime; clock ticks of 1/100 s),
+// by process name (hutchd, hutch-init, and the fs worker's name) and in total
+function daemonCpu() {
+  const root = Number(process.env.HUTCHD_PID);
+  if (!root) return null;
+  const procs = new Map();
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
+      procs.set(Number(d), { comm, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch { /* gone meanwhile */ }
+  }
+  const by = { total: 0 };
+  for (const [pid, p] of procs) {
+    for (let q = pid, hops = 0; q && hops < 64; q = procs.get(q)?.ppid, hops++)
+      if (q === root) {
+        by.total += p.ticks / 100;
+        by[p.comm] = (by[p.comm] ?? 0) + p.ticks / 100;
+        break;
+      }
+  }
+  return by;
+}
+const r2 = (x) => Math.round(x * 100) / 100;
+let cpuDetail = {};
+// this process's (the SDK client's) CPU seconds since u0
+const clientCpu = (u0) => { const u = process.cpuUsage(u0); return r2((u.user + u.system) / 1e6); };
+function cpuSince(c0, row) {
+  if (c0 === null) return undefined;
+  const c1 = daemonCpu();
+  cpuDetail[row] = Object.fromEntries(Object.keys(c1).filter((k) => k !== "total").map((k) => [k, r2(c1[k] - (c0[k] ?? 0))]));
+  return r2(c1.total - c0.total);
+}
 
 { // random, so that nothing on the way can compress it
   const fd = fs.openSync(src, "w");
@@ -55,21 +94,32 @@ try {
   }
   // SDK writeFile with a stream (1 MiB chunks, as fs.upload does with Deno.open)
   {
+    const c0 = daemonCpu(), u0 = process.cpuUsage();
     const t0 = now();
     const stream = Readable.toWeb(fs.createReadStream(src, { highWaterMark: 1 << 20 }));
     await sb.fs.writeFile("/tmp/big.bin", stream);
     out.sdk_write_mbs = rate(secs(t0));
+    out.sdk_write_cpu_s = cpuSince(c0, "sdk_write");
+    out.sdk_write_client_cpu_s = clientCpu(u0);
   }
   // SDK read: open + readable (readFile answers in one message and caps at ~74 MiB)
   {
+    const c0 = daemonCpu(), u0 = process.cpuUsage();
     const t0 = now();
     const f = await sb.fs.open("/tmp/big.bin", { read: true });
     let n = 0;
     for await (const chunk of f.readable) n += chunk.length;
     out.sdk_read_mbs = rate(secs(t0));
+    out.sdk_read_cpu_s = cpuSince(c0, "sdk_read");
+    out.sdk_read_client_cpu_s = clientCpu(u0);
+    // how hutchd's read-ahead answered (hutch_fs_readahead_total; absent on an older hutchd)
+    const m = await fetch(`${process.env.DENO_DEPLOY_ENDPOINT}/metrics`, {
+      headers: { authorization: `Bearer ${process.env.DENO_DEPLOY_TOKEN}` } }).then((r) => r.text()).catch(() => "");
+    for (const [, k, v] of m.matchAll(/^hutch_fs_readahead_total\{outcome="(\w+)"\} (\d+)$/gm))
+      (out.readahead ??= {})[k] = Number(v);
     if (n !== size) throw new Error(`read ${n} bytes, wanted ${size}`);
   }
-  if (process.env.HUTCH_CLI) {
+  if (process.env.HUTCH_CLI && !process.env.FS_BENCH_SDK_ONLY) {
     const id = sb.id;
     out.exec_cat_mbs = rate(await cli(["exec", id, "--", "cat", "/tmp/big.bin"]));
     out.cp_up_mbs = rate(await cli(["cp", "-q", src, `${id}:/tmp/up.bin`]));
@@ -98,4 +148,5 @@ try {
   await sb.close().catch(() => {});
   fs.rmSync(dir, { recursive: true, force: true });
 }
+if (Object.keys(cpuDetail).length) out.cpu_by_process = cpuDetail;
 console.log(JSON.stringify(out));

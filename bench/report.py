@@ -222,7 +222,15 @@ def main(d):
                           ("tar_tree_down_mbs", "hutch cp ID:TREE - | tar -x")):
             v = fsb.get(key)
             slow = f"{loc / v:.1f}x slower than local cp" if v and loc and key != "local_cp_mbs" else ""
-            print(f"  {name:<26} {v if v is not None else 'n/a':>8}  {slow}")
+            cpu = fsb.get(key.replace("_mbs", "_cpu_s"))
+            ccpu = fsb.get(key.replace("_mbs", "_client_cpu_s"))
+            cpu = f"  (hutchd + hutch-init + fs worker: {cpu} CPU s; client {ccpu})" if cpu is not None else ""
+            print(f"  {name:<26} {v if v is not None else 'n/a':>8}  {slow}{cpu}")
+            by = (fsb.get("cpu_by_process") or {}).get(key.replace("_mbs", ""))
+            if by:
+                print(f"  {'':<26} {'':>8}  CPU s by process: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    if fsb and fsb.get("readahead"):
+        print("  fileRead read-ahead: " + ", ".join(f"{k} {v}" for k, v in fsb["readahead"].items()))
     wr = vol and vol.get("write")
     if wr:
         print(f"\nvolume write throughput, {wr['mb']} MB with fsync (MB/s, median of {wr['runs']})")

@@ -130,7 +130,7 @@ if want fs; then
 echo "bench: file throughput (200 MB: SDK writeFile/read, hutch cp, hutch exec cat, local cp)..." >&2
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCH_CLI="${HUTCH_CLI:-$(bin hutch cli)}" FS_BENCH_DIR="$TMP" \
-  timeout 600 node bench/fs_bench.mjs >"$TMP/fs.json" || { echo "bench: file benchmark failed" >&2; rc=1; }
+  HUTCHD_PID="$HPID" FS_BENCH_SDK_ONLY="${FS_BENCH_SDK_ONLY:-}" timeout 600 node bench/fs_bench.mjs >"$TMP/fs.json" || { echo "bench: file benchmark failed" >&2; rc=1; }
 fi
 
 if want volumes; then

@@ -4,7 +4,7 @@
  * "\n--\n"), then the client half-closes and reads until hutchd closes. The
  * request callback uses the request like routes.c does (headers, query,
  * body) and upgrades WebSocket requests; text messages are echoed, so
- * frames after a valid upgrade head reach wslay and ws.c. */
+ * frames after a valid upgrade head reach ws_rx.c and ws.c. */
 #include "fuzz.h"
 #include <errno.h>
 #include <fcntl.h>

@@ -32,6 +32,7 @@ static int g_stops;
 int64_t now_ms(void) { return 1700000000000; }
 void metrics_agent_bytes(bool in, size_t n) {}
 void metrics_rpc(const char *method, enum metrics_rpc_outcome outcome) {}
+void metrics_readahead(enum metrics_readahead what) {}
 int cgroup_oom_kills(const char *id, uint64_t *kills) { return -ENOENT; }
 void sandbox_on_ready(struct sandbox *sb, json_t *msg) { FUZZ_CHECK(json_is_object(msg)); }
 void sandbox_on_handle_closed(uv_handle_t *h) {}

@@ -113,6 +113,18 @@ rpc = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "spawn", "params": {"comm
 put("http", "sdk_ws", upgrade + SEP + wsframe(1, rpc) + wsframe(1, b"ping") + SEP + wsframe(8, b"\x03\xe8"))
 put("http", "ws_fragments", upgrade + wsframe(1, b'{"jsonrpc":', fin=False) + wsframe(9, b"p") +
     wsframe(0, b'"2.0"}') + wsframe(1, b"close"))
+# ---- ws_rx alone (fuzz_wsrx.c): byte 0 picks the piece size, then client frames
+enq = json.dumps({"jsonrpc": "2.0", "method": "$sandbox.stream.enqueue",
+                  "params": {"streamId": 0, "data": base64.b64encode(bytes(range(256)) * 40).decode()}}).encode()
+put("wsrx", "sdk_upload", b"\x00" + wsframe(1, rpc) + wsframe(1, enq) + wsframe(1, b"ping") + wsframe(8, b"\x03\xe8bye"))
+put("wsrx", "pieces_of_7", b"\x07" + wsframe(1, rpc, mask=b"\xa5\x5a\x01\xfe") + wsframe(2, bytes(300)))
+put("wsrx", "fragments_control_between", b"\x00" + wsframe(1, b'{"jsonrpc":', fin=False) + wsframe(9, b"p") +
+    wsframe(10, b"") + wsframe(0, "\"é€😀\"".encode(), fin=False) + wsframe(0, b"}"))
+put("wsrx", "utf8_split_bytewise", b"\x0f" + wsframe(1, "añ€𐍈".encode()) + wsframe(1, b"\xed\xa0\x80"))
+put("wsrx", "close_reason_utf8", b"\x03" + wsframe(8, b"\x0f\xa0" + "ça va".encode()))
+put("wsrx", "unmasked", b"\x00" + bytes([0x81, 3]) + b"abc")
+put("wsrx", "too_many_fragments", b"\x00" + wsframe(2, b"a", fin=False) + b"".join(wsframe(0, b"b", fin=False) for _ in range(9)))
+put("wsrx", "long_lengths", b"\x00" + bytes([0x82, 0xfe, 0, 125]) + b"\0\0\0\0" + bytes([0x82, 0xff]) + bytes(8))
 put("http", "create", b"POST /api/v3/sandboxes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     b"Content-Length: 36\r\n\r\n" + b'{"memory":"1.25GiB","timeout":"30s"}')
 put("http", "list_keepalive", b"GET /api/v3/sandboxes?labels%5Bapp%5D=web&limit=10 HTTP/1.1\r\nHost: x\r\n"

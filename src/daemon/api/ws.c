@@ -1,6 +1,8 @@
-/* WebSocket server side (RFC 6455) on an upgraded hutchd HTTP connection: framing by wslay,
- * the SDK's text "ping" keep-alive, close handshake, and output backpressure. */
+/* WebSocket server side (RFC 6455) on an upgraded hutchd HTTP connection: frames received by
+ * ws_rx.c and sent by wslay, the SDK's text "ping" keep-alive, close handshake, and output
+ * backpressure. */
 #include "daemon/api/ws.h"
+#include "daemon/api/ws_rx.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -12,22 +14,21 @@
 
 struct ws_conn {
     struct http_conn *c;
-    wslay_event_context_ptr ctx;
+    wslay_event_context_ptr ctx;  /* sending only */
+    struct ws_rx rx;              /* receiving */
     struct ws_handlers h;
     void *ud;
-    const uint8_t *in;     /* input being handed to wslay */
-    size_t in_len;
     bool paused;           /* the app asked us to stop reading */
     bool backlog;          /* our output to this peer passed WS_HIGH_WATER: read nothing more until it
                               drains, so a client that sends requests but never reads the answers
                               cannot grow our memory */
     bool writing;          /* one libuv write in flight at a time */
-    bool in_recv;          /* inside wslay_event_recv: do not re-enter wslay_event_send */
+    bool in_recv;          /* inside ws_conn_data: do not re-enter wslay_event_send */
     bool closing;          /* a close frame is queued: nothing more for the app */
+    bool close_received;   /* the peer's close frame came (ours answers it) */
     bool fatal;            /* protocol or I/O failure: close once the queue is flushed */
     bool above_high;
     bool deadline_set;
-    unsigned fragments;    /* data frames of the message being received */
     uint8_t more[16];      /* a frame header wslay handed apart from its payload (WSLAY_MSG_MORE) */
     size_t more_len;
 };
@@ -106,25 +107,6 @@ void ws_byte_counts(uint64_t *in, uint64_t *out)
 {
     *in = g_ws_bytes_in;
     *out = g_ws_bytes_out;
-}
-
-static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
-{
-    struct ws_conn *w = ud;
-    if (!w->backlog && ws_queued_bytes(w) > WS_HIGH_WATER) {
-        /* stop mid-input too: the rest is stashed until the peer reads */
-        w->backlog = w->above_high = true;
-    }
-    if (w->paused || w->backlog || w->in_len == 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    size_t n = len < w->in_len ? len : w->in_len;
-    memcpy(buf, w->in, n);
-    w->in += n;
-    w->in_len -= n;
-    g_ws_bytes_in += n;
-    return (ssize_t)n;
 }
 
 static void ws_pump(struct ws_conn *w);
@@ -232,56 +214,74 @@ static void begin_close(struct ws_conn *w, uint16_t code, const char *reason)
     wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, code ? rl : 0);
 }
 
-static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud)
+static const struct wslay_event_callbacks wslay_callbacks = {
+    .send_callback = on_wslay_send,
+};
+
+/* ---------- input ---------- */
+
+static void on_message(struct ws_conn *w, uint8_t opcode, const uint8_t *msg, size_t len)
 {
-    struct ws_conn *w = ud;
-    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
-        w->closing = true;  /* wslay answers with a close frame of its own */
-        return;
-    }
     if (w->closing || http_conn_closing(w->c))
         return;
-    if (arg->opcode == WSLAY_BINARY_FRAME) {
+    if (opcode == WSLAY_BINARY_FRAME) {
         if (w->h.on_binary)
-            w->h.on_binary(w, arg->msg ? arg->msg : (const uint8_t *)"", arg->msg_length, w->ud);
+            w->h.on_binary(w, msg, len, w->ud);
         else
             begin_close(w, WSLAY_CODE_UNSUPPORTED_DATA, "binary messages are not supported");
         return;
     }
-    if (arg->opcode != WSLAY_TEXT_FRAME)
-        return;  /* ping (wslay queued the pong) or pong */
-    const char *msg = arg->msg ? (const char *)arg->msg : "";
-    if (arg->msg_length == 4 && memcmp(msg, "ping", 4) == 0) {
+    if (len == 4 && memcmp(msg, "ping", 4) == 0) {
         /* The SDK's keep-alive, every 2 s: answered here, never seen by the app. */
         struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)"pong", 4 };
-        wslay_event_queue_msg(ctx, &m);
+        wslay_event_queue_msg(w->ctx, &m);
         return;
     }
     if (w->h.on_text)
-        w->h.on_text(w, msg, arg->msg_length, w->ud);
+        w->h.on_text(w, (const char *)msg, len, w->ud);
 }
 
-/* wslay keeps a heap chunk per received fragment: a message of a million
- * one-byte fragments would cost ~90 bytes of bookkeeping per byte. */
-static void on_wslay_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
-                                 void *ud)
+/* Frames from the peer until the input is used up, the app pauses, our output backs up, or
+ * reading stops for good (a close frame, a protocol error). Returns the bytes used. */
+static size_t ws_receive(struct ws_conn *w, const uint8_t *p, size_t n)
 {
-    struct ws_conn *w = ud;
-    if (arg->opcode & 0x8)
-        return; /* control frames may come between fragments */
-    w->fragments = arg->opcode == WSLAY_CONTINUATION_FRAME ? w->fragments + 1 : 1;
-    if (w->fragments > WS_MAX_FRAGMENTS) {
-        begin_close(w, WSLAY_CODE_MESSAGE_TOO_BIG, "too many fragments in one message");
-        wslay_event_shutdown_read(ctx);
+    size_t done = 0;
+    while (done < n && !w->rx.failed && !http_conn_closing(w->c)) {
+        if (!w->backlog && ws_queued_bytes(w) > WS_HIGH_WATER)
+            w->backlog = w->above_high = true; /* stop mid-input too: the rest is stashed until the peer reads */
+        if (w->paused || w->backlog)
+            break;
+        size_t used;
+        struct ws_rx_event ev;
+        ws_rx_feed(&w->rx, p + done, n - done, &used, &ev);
+        done += used;
+        g_ws_bytes_in += used;
+        if (ev.kind == WS_RX_FAIL) {
+            if (ev.code == 0)
+                w->fatal = true; /* a broken frame: a close frame without a code, then the end */
+            if (!w->closing) {
+                w->closing = true;
+                wslay_event_queue_close(w->ctx, ev.code, (const uint8_t *)ev.reason, ev.reason_len);
+            }
+        } else if (ev.kind == WS_RX_MESSAGE) {
+            if (ev.opcode == WSLAY_CONNECTION_CLOSE) {
+                /* answered with the peer's code and reason (none if it gave none) */
+                w->close_received = w->closing = true;
+                wslay_event_queue_close(w->ctx, ev.code, (const uint8_t *)ev.reason, ev.reason_len);
+            } else if (ev.opcode == WSLAY_PING) {
+                struct wslay_event_msg m = { WSLAY_PONG, ev.data, ev.len };
+                int r = wslay_event_queue_msg(w->ctx, &m);
+                if (r < 0 && r != WSLAY_ERR_NO_MORE_MSG) {
+                    w->fatal = true;
+                    break;
+                }
+            } else if (ev.opcode == WSLAY_TEXT_FRAME || ev.opcode == WSLAY_BINARY_FRAME) {
+                on_message(w, ev.opcode, ev.data, ev.len);
+            }
+        }
     }
+    return done;
 }
-
-static const struct wslay_event_callbacks wslay_callbacks = {
-    .recv_callback = on_wslay_recv,
-    .send_callback = on_wslay_send,
-    .on_frame_recv_start_callback = on_wslay_frame_start,
-    .on_msg_recv_callback = on_wslay_msg,
-};
 
 /* ---------- output ---------- */
 
@@ -314,7 +314,7 @@ static void ws_pump(struct ws_conn *w)
     }
     if (w->writing || wslay_event_want_write(w->ctx))
         return;
-    if (w->fatal || (wslay_event_get_close_sent(w->ctx) && wslay_event_get_close_received(w->ctx))) {
+    if (w->fatal || (wslay_event_get_close_sent(w->ctx) && w->close_received)) {
         http_conn_close(w->c);
         return;
     }
@@ -389,29 +389,23 @@ void ws_set_reading(struct ws_conn *w, bool on)
     else if (!w->in_recv && !w->backlog)
         http_conn_resume(w->c);
     ws_touch(w);
-    /* else: ws_conn_data resumes once wslay_event_recv returns */
+    /* else: ws_conn_data resumes once its frames are handled */
 }
 
 /* ---------- from http.c ---------- */
 
 void ws_conn_data(struct ws_conn *w, const uint8_t *p, size_t n)
 {
-    w->in = p;
-    w->in_len = n;
     w->in_recv = true;
-    int r = wslay_event_recv(w->ctx);
+    size_t used = ws_receive(w, p, n);
     w->in_recv = false;
-    if (r < 0)
-        w->fatal = true;
-    /* Keep what a pause left unread, unless wslay stopped reading for good (close, 1009, error):
+    /* Keep what a pause left unread, unless reading stopped for good (close, 1009, error):
      * then it is discarded and the peer's close or our deadline ends the conn. */
-    if (w->in_len && !w->fatal && wslay_event_get_read_enabled(w->ctx) && !http_conn_closing(w->c))
-        http_conn_stash(w->c, w->in, w->in_len);
-    w->in = NULL;
-    w->in_len = 0;
+    if (used < n && !w->fatal && !w->rx.failed && !http_conn_closing(w->c))
+        http_conn_stash(w->c, p + used, n - used);
     if (http_conn_closing(w->c))
         return;
-    if (!wslay_event_get_read_enabled(w->ctx) && !w->deadline_set) {
+    if (w->rx.failed && !w->deadline_set) {
         w->deadline_set = true;  /* e.g. a 1009 close: its frame goes out, then we end */
         http_conn_set_deadline(w->c, WS_CLOSE_WAIT_MS);
     }
@@ -439,6 +433,7 @@ void ws_conn_closed(struct ws_conn *w)
     if (w->h.on_close)
         w->h.on_close(w, w->ud);
     wslay_event_context_free(w->ctx);
+    ws_rx_free(&w->rx);
     free(w);
 }
 
@@ -462,7 +457,7 @@ struct ws_conn *http_upgrade_websocket(struct http_conn *c, const char *extra_he
         http_respond_error(c, 503, "OUT_OF_MEMORY", "out of memory");
         return NULL;
     }
-    wslay_event_config_set_max_recv_msg_length(w->ctx, WS_MAX_MESSAGE);  /* beyond: close 1009 */
+    ws_rx_init(&w->rx, WS_MAX_MESSAGE, WS_MAX_FRAGMENTS);  /* beyond: close 1009 */
     w->c = c;
     w->h = *h;
     w->ud = ud;

@@ -28,6 +28,7 @@ static struct {
     uint64_t agent_in, agent_out;
     uint64_t raw_files[2][2];          /* raw file channel: [upload][ok] transfers, raw_bytes[upload] */
     uint64_t raw_bytes[2];
+    uint64_t readahead[3];             /* hit, waited, undone */
     uint64_t ingress[3];               /* upstream connections: made, no such sandbox, refused */
     uint64_t ssh_logins[2];            /* refused, accepted */
     struct { const char *method; uint64_t n[RPC_OUTCOMES]; } rpc[RPC_SERIES_MAX];
@@ -80,6 +81,11 @@ void metrics_raw_file(bool upload, bool ok, uint64_t bytes)
 void metrics_agent_bytes(bool in, size_t n)
 {
     *(in ? &m.agent_in : &m.agent_out) += n;
+}
+
+void metrics_readahead(enum metrics_readahead what)
+{
+    m.readahead[what]++;
 }
 
 struct out {
@@ -203,6 +209,12 @@ char *metrics_render(size_t *len)
     family(&o, "hutch_raw_file_bytes_total", "counter", "Bytes of completed raw file transfers.");
     put(&o, "hutch_raw_file_bytes_total{direction=\"download\"} %llu\n", (unsigned long long)m.raw_bytes[0]);
     put(&o, "hutch_raw_file_bytes_total{direction=\"upload\"} %llu\n", (unsigned long long)m.raw_bytes[1]);
+    family(&o, "hutch_fs_readahead_total", "counter",
+           "fileRead calls answered by hutchd's read-ahead at once (hit) or once it came (waited), "
+           "read-aheads given back to the file (undone).");
+    put(&o, "hutch_fs_readahead_total{outcome=\"hit\"} %llu\n", (unsigned long long)m.readahead[0]);
+    put(&o, "hutch_fs_readahead_total{outcome=\"waited\"} %llu\n", (unsigned long long)m.readahead[1]);
+    put(&o, "hutch_fs_readahead_total{outcome=\"undone\"} %llu\n", (unsigned long long)m.readahead[2]);
     uint64_t wi, wo;
     ws_byte_counts(&wi, &wo);
     family(&o, "hutch_websocket_bytes_total", "counter", "WebSocket bytes (frames) from and to API clients.");

@@ -16,6 +16,10 @@ void metrics_rpc(const char *method, enum metrics_rpc_outcome outcome);
 void metrics_agent_bytes(bool in, size_t n);
 /* A transfer on the raw file channel (rest_files.c) ended. */
 void metrics_raw_file(bool upload, bool ok, uint64_t bytes);
+/* fileRead's read-ahead (rpc_fs.c): a read answered at once by it, one that waited for the read
+ * ahead already out, or a read-ahead given back (seek). */
+enum metrics_readahead { READAHEAD_HIT, READAHEAD_WAITED, READAHEAD_UNDONE };
+void metrics_readahead(enum metrics_readahead what);
 /* hutch-ingress's request for an upstream connection answered: 0 = made, else the errno it got. */
 void metrics_ingress_upstream(int err);
 void metrics_ssh_login(bool ok);

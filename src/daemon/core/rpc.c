@@ -455,6 +455,8 @@ void rpc_on_binary(struct session *s, const uint8_t *data, size_t len)
 {
     if (!s->ws)
         return;
+    if (s->sb)
+        s->sb->io_epoch++;
     if (!s->binary)
         return ws_close(s->ws, 1003, "binary messages need x-hutch-streams: binary at the upgrade");
     if (len < RPC_BIN_HEAD)
@@ -1075,6 +1077,7 @@ void rpc_on_text(struct session *s, const char *data, size_t len)
 {
     if (!s->sb)
         return;
+    s->sb->io_epoch++; /* fileRead's read-ahead holds only while nothing else happens (rpc_fs.c) */
     if (fast_enqueue(s, data, len))
         return;
     json_error_t jerr;

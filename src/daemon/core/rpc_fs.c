@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "daemon/api/ws.h"
+#include "daemon/core/metrics.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
 #include "lib/b64.h"
@@ -42,10 +43,44 @@ struct fs_op {
     json_t *abort_rpc_id;         /* the request to answer when aborted */
 };
 
+/* fileRead's read-ahead (the SDK reads a file with one 64 KiB fileRead after
+ * another, each a round trip to the fs worker): see "read-ahead" below. */
+#define FS_RA_PER_SESSION 4       /* handles of one session reading ahead at once */
+#define FS_RA_DEPTH 4             /* reads ahead out or answered and held, per handle (an answer < 200 KiB) */
+#define FS_RA_PARKED_MAX 64       /* calls on one handle waiting behind its read-ahead */
+
+enum fs_ra_state { RA_UNKNOWN, RA_PROBING, RA_ON, RA_OFF };
+
+struct fs_ra_answer {
+    uint8_t *p;                   /* the worker's reply to a read ahead, not asked for yet */
+    size_t n;
+    uint64_t bytes;               /* file bytes in it (the position moved by them) */
+    bool more;                    /* it was data: the next chunk may be read ahead */
+    bool plain;                   /* it is {"ok":{"data":"<base64>"}}, checked */
+};
+
+struct fs_parked {
+    struct fs_parked *next;
+    const char *method;           /* a literal of FILEOP's */
+    json_t *rpc_id, *params;
+};
+
 struct fs_handle {
     struct fs_handle *next;
-    struct session *s;
+    struct session *s;            /* NULL once closed: then freed when ra_calls reaches 0 */
     uint32_t id;                  /* the worker's id, also the client's */
+    enum fs_ra_state ra;
+    unsigned ra_calls;            /* read-ahead's agent calls out (probe, read, seek back); ud = this */
+    unsigned inflight;            /* reads of ours out (the worker answers them in order) ... */
+    uint64_t len;                 /* ... of this length (also the held answers') */
+    json_t *waiter;               /* the client's fileRead the oldest of them answers, or NULL */
+    uint64_t epoch;               /* sb->io_epoch at the last fileRead read-ahead took on this handle */
+    struct fs_ra_answer held[FS_RA_DEPTH]; /* answers read ahead, oldest at held_head */
+    unsigned held_head, nheld;
+    bool tail_more;               /* the last answer read was data: more may follow */
+    bool undoing;                 /* the seek back over discarded answers is out */
+    struct fs_parked *parked, **parked_tail;
+    unsigned nparked;
 };
 
 static struct fs_op *g_ops;
@@ -235,6 +270,7 @@ static void on_opened(struct sandbox *sb, struct session *s, json_t *rpc_id, jso
     }
     h->s = s;
     h->id = (uint32_t)hid;
+    h->parked_tail = &h->parked;
     h->next = g_handles;
     g_handles = h;
     rpc_reply_result(s, rpc_id, json_pack("{s:{s:I}}", "ok", "fileHandleId", hid));
@@ -265,21 +301,70 @@ static struct fs_handle *own_handle(struct session *s, json_t *id, json_t *param
     return NULL;
 }
 
+/* Calls waiting on the handle go, each answered with code/msg unless code is NULL. */
+static void ra_drop_parked(struct fs_handle *h, const char *code, const char *msg)
+{
+    while (h->parked) {
+        struct fs_parked *q = h->parked;
+        h->parked = q->next;
+        if (code && h->s)
+            rpc_reply_result(h->s, q->rpc_id, fs_error(code, msg));
+        json_decref(q->rpc_id);
+        json_decref(q->params);
+        free(q);
+    }
+    h->parked_tail = &h->parked;
+    h->nparked = 0;
+}
+
+/* All answers held are dropped; returns the file bytes they held. */
+static uint64_t ra_held_drop(struct fs_handle *h)
+{
+    uint64_t bytes = 0;
+    for (; h->nheld; h->nheld--, h->held_head = (h->held_head + 1) % FS_RA_DEPTH) {
+        bytes += h->held[h->held_head].bytes;
+        free(h->held[h->held_head].p);
+    }
+    h->held_head = 0;
+    return bytes;
+}
+
+/* The handle is gone for its client (closed, or the session left): what
+ * read-ahead holds goes now; the struct when its last agent call returns. */
+static void handle_release(struct fs_handle *h, bool answer_parked)
+{
+    ra_drop_parked(h, answer_parked ? "EBADF" : NULL, "EBADF: bad file handle (not open in this session)");
+    json_decref(h->waiter);
+    h->waiter = NULL;
+    ra_held_drop(h);
+    h->s = NULL;
+    if (!h->ra_calls)
+        free(h);
+}
+
 static void handle_remove(struct fs_handle *target)
 {
     for (struct fs_handle **pp = &g_handles; *pp; pp = &(*pp)->next)
         if (*pp == target) {
             *pp = target->next;
-            free(target);
+            handle_release(target, true); /* fileClose: what waited behind it on the handle gets EBADF */
             return;
         }
 }
 
+static void ra_file_op(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method);
+
 static void m_file_op(struct session *s, json_t *id, json_t *params, const char *method)
 {
     struct fs_handle *h = own_handle(s, id, params);
-    if (!h)
-        return;
+    if (h)
+        ra_file_op(s, h, id, params, method);
+}
+
+/* A call on a handle as the worker is to see it, with nothing of read-ahead's
+ * out of order with it. */
+static void plain_file_op(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method)
+{
     json_t *ap = json_incref(params);
     if (strcmp(method, "fileWrite") == 0) {
         /* At most FS_FILEWRITE_CHARS per call (the SDK loops on bytesWritten);
@@ -323,6 +408,357 @@ FILEOP(m_ftruncate, "fileTruncate")
 FILEOP(m_funlock, "fileUnlock")
 FILEOP(m_futime, "fileUtime")
 FILEOP(m_fwrite, "fileWrite")
+
+/* ---- read-ahead ------------------------------------------------------- */
+
+/* The SDK reads a file (FsFile.readable) with one fileRead of 64 KiB after
+ * another, each waiting for the last: every chunk costs a round trip to the
+ * fs worker on top of the client's own. For a regular file read again and
+ * again with the same length, hutchd keeps the next chunks asked of the
+ * worker, so that the client's next fileRead is answered at once from what
+ * it holds.
+ *
+ * What makes it exact:
+ * - only regular files of non-zero size at the first read (a fileStat asked
+ *   just before it): a pipe or a device could not be given its bytes back;
+ * - only a fileRead of the same length as the ones read ahead, and only if
+ *   nothing else happened on this sandbox since the handle's last read
+ *   (sb->io_epoch: every client message and every agent frame but these
+ *   reads' and the probe's replies bumps it): a write, a command's exit or
+ *   output, another file's read, any of them and the next read goes to the
+ *   worker again. The chain of reads read-ahead answers starts with a read
+ *   it sent to the worker itself, and each next read must come with no bump
+ *   but its own since the last one (h->epoch); answers read ahead meanwhile
+ *   were asked for after that, so they are newer;
+ * - otherwise (fileSeek, fileWrite, fileTruncate, another length, a stale
+ *   chain) the answers held are dropped and the worker's position moved back
+ *   over their bytes (fileSeek -n from the current position, once the reads
+ *   out are back) before the call goes on, and calls on the handle wait in
+ *   order (FS_RA_PARKED_MAX) until then; position-independent calls
+ *   (fileStat, fileSync, locks, fileUtime) go on at once when nothing waits;
+ * - an error or the end of the file is held like data and answers the read
+ *   that would have met it; nothing more is read ahead after either;
+ * - at most FS_RA_DEPTH reads out or answers held per handle (one answer is
+ *   the worker's 144 KiB as base64 at most, < 200 KiB), FS_RA_PER_SESSION
+ *   handles per session.
+ * The fs worker runs one call at a time in order, so what hutchd sends on a
+ * handle is what it does, and its answers come in the order asked. */
+
+static bool ra_read_length(json_t *params, uint64_t *len)
+{
+    json_t *v = json_object_get(params, "length");
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_object_size(params) != 2)
+        return false;
+    *len = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+static unsigned session_ra_handles(struct session *s)
+{
+    unsigned n = 0;
+    for (struct fs_handle *h = g_handles; h; h = h->next)
+        n += h->s == s && h->ra == RA_ON;
+    return n;
+}
+
+/* The client's answer from the worker's reply bytes (hostile: checked; plain: they were
+ * found to be {"ok":{"data":"<base64>"}}). */
+static void ra_answer(struct session *s, json_t *rpc_id, const uint8_t *p, size_t n, bool plain)
+{
+    if (!s)
+        return;
+    if (s->ws && p && plain)
+        return agent_forward_raw(s, rpc_id, p, n);
+    json_t *m = p ? agent_reply_parse(p, n) : NULL;
+    rpc_reply_result(s, rpc_id, fs_translate(m));
+    json_decref(m);
+}
+
+/* File bytes in a reply; *more: it was data, so there may be more to read. */
+static uint64_t ra_reply_bytes(const uint8_t *p, size_t n, bool plain, bool *more)
+{
+    *more = false;
+    size_t chars;
+    if (plain) {
+        chars = n - strlen("{\"ok\":{\"data\":\"\"}}");
+        p += strlen("{\"ok\":{\"data\":\"");
+    } else {
+        json_t *m = agent_reply_parse(p, n);
+        json_t *d = json_object_get(json_object_get(m, "ok"), "data");
+        chars = json_is_string(d) ? json_string_length(d) : 0;
+        const char *str = json_string_value(d);
+        uint64_t b = 0;
+        if (str && chars % 4 == 0)
+            b = chars / 4 * 3 - (chars && str[chars - 1] == '=') - (chars > 1 && str[chars - 2] == '=');
+        json_decref(m);
+        *more = b > 0;
+        return b;
+    }
+    if (chars % 4)
+        return 0; /* not base64 the client could decode: an error to it, no position to give back */
+    uint64_t b = chars / 4 * 3 - (chars && p[chars - 1] == '=') - (chars > 1 && p[chars - 2] == '=');
+    *more = b > 0;
+    return b;
+}
+
+static void ra_drain(struct fs_handle *h);
+static void ra_undo(struct sandbox *sb, struct fs_handle *h, uint64_t back);
+static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method,
+                        bool first);
+
+/* An agent call of read-ahead returned: the handle may be freed now. */
+static bool ra_call_back(struct fs_handle *h)
+{
+    h->ra_calls--;
+    if (h->s)
+        return true;
+    if (!h->ra_calls)
+        free(h);
+    return false;
+}
+
+static bool ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter);
+
+/* More reads ahead, up to FS_RA_DEPTH, until the end of the file or an error. */
+static void ra_ahead(struct sandbox *sb, struct fs_handle *h)
+{
+    while (h->ra == RA_ON && !h->parked && h->tail_more && h->nheld + h->inflight < FS_RA_DEPTH)
+        if (!ra_fetch(sb, h, h->len, NULL))
+            return;
+}
+
+static void on_ra_read(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
+{
+    struct fs_handle *h = ud;
+    h->inflight--;
+    json_t *waiter = h->waiter; /* waits for the oldest read out: this one */
+    h->waiter = NULL;
+    if (!ra_call_back(h))
+        return json_decref(waiter);
+    bool more, plain = agent_reply_is_plain_data(p, n);
+    uint64_t bytes = ra_reply_bytes(p, n, plain, &more);
+    h->tail_more = more;
+    if (waiter) {
+        ra_answer(h->s, waiter, p, n, plain);
+        json_decref(waiter);
+    } else {
+        struct fs_ra_answer *a = &h->held[(h->held_head + h->nheld) % FS_RA_DEPTH];
+        a->p = malloc(n ? n : 1);
+        if (!a->p) { /* as if never read: given back with the rest */
+            h->tail_more = false;
+            a->p = NULL;
+        } else
+            memcpy(a->p, p, n);
+        a->n = n;
+        a->bytes = bytes;
+        a->more = more;
+        a->plain = plain;
+        h->nheld++;
+        if (!a->p && !h->parked) /* nothing may be answered past a hole: all of it goes back */
+            h->ra = RA_OFF;
+    }
+    if (h->parked || (h->ra == RA_OFF && h->nheld)) { /* a call waits for the position the client knows */
+        if (!h->inflight)
+            h->nheld ? ra_undo(sb, h, ra_held_drop(h)) : ra_drain(h);
+        return;
+    }
+    ra_ahead(sb, h);
+}
+
+/* The sandbox stopped (or the call could not be sent) before the reply. */
+static void on_ra_read_lost(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    struct fs_handle *h = ud;
+    h->inflight--;
+    json_t *waiter = h->waiter;
+    h->waiter = NULL;
+    if (ra_call_back(h)) {
+        h->ra = RA_OFF;
+        if (waiter)
+            rpc_reply_result(h->s, waiter, fs_error("EIO", "EIO: the sandbox stopped before answering"));
+        if (!h->inflight) {
+            ra_held_drop(h);
+            ra_drain(h);
+        }
+    }
+    json_decref(waiter);
+}
+
+static bool ra_fetch(struct sandbox *sb, struct fs_handle *h, uint64_t len, json_t *waiter)
+{
+    int r = agent_call(sb, "fileRead", json_pack("{s:I, s:I}", "fileHandleId", (json_int_t)h->id, "length",
+                                                 (json_int_t)len), on_ra_read_lost, NULL, NULL, h);
+    if (r < 0) {
+        if (waiter)
+            rpc_reply_result(h->s, waiter, fs_errorf("EIO", "fileRead: %s", r == -EAGAIN ? "too many calls in flight"
+                                                                            : "cannot reach the sandbox's agent"));
+        return false;
+    }
+    sb->calls->raw_reply = on_ra_read;
+    h->ra_calls++;
+    h->inflight++;
+    h->len = len;
+    if (waiter) {
+        h->waiter = json_incref(waiter);
+        h->epoch = sb->io_epoch; /* a chain of reads starts (again) here */
+    }
+    return true;
+}
+
+static void on_ra_stat(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    struct fs_handle *h = ud;
+    if (!ra_call_back(h))
+        return;
+    json_t *ok = json_object_get(reply, "ok");
+    json_t *size = json_object_get(ok, "size");
+    bool on = json_is_true(json_object_get(ok, "isFile")) && json_is_integer(size) && json_integer_value(size) > 0;
+    if (h->ra == RA_PROBING)
+        h->ra = on && session_ra_handles(h->s) < FS_RA_PER_SESSION ? RA_ON : RA_OFF;
+}
+
+/* The probe's reply, unparsed so that it does not count as something else happening (io_epoch). */
+static void on_ra_stat_raw(struct sandbox *sb, const uint8_t *p, size_t n, void *ud)
+{
+    json_t *m = agent_reply_parse(p, n);
+    on_ra_stat(sb, NULL, NULL, m, ud);
+    json_decref(m);
+}
+
+static void on_ra_seek(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+    struct fs_handle *h = ud;
+    h->undoing = false;
+    if (!ra_call_back(h))
+        return;
+    if (!reply || !json_object_get(reply, "ok")) {
+        /* Cannot happen to a regular file at a position past the bytes read;
+         * if it does, the position is not the client's: what waits fails. */
+        h->ra = RA_OFF;
+        ra_drop_parked(h, "EIO", "EIO: the read-ahead could not be undone");
+        return;
+    }
+    ra_drain(h);
+}
+
+/* Moves the worker's position back over `back` bytes read ahead and dropped. */
+static void ra_undo(struct sandbox *sb, struct fs_handle *h, uint64_t back)
+{
+    if (!back)
+        return ra_drain(h);
+    int r = agent_call(sb, "fileSeek", json_pack("{s:I, s:I, s:i}", "fileHandleId", (json_int_t)h->id, "offset",
+                                                 -(json_int_t)back, "whence", 1), on_ra_seek, NULL, NULL, h);
+    if (r < 0)
+        return on_ra_seek(sb, NULL, NULL, NULL, (h->ra_calls++, h));
+    h->ra_calls++;
+    h->undoing = true;
+    metrics_readahead(READAHEAD_UNDONE);
+}
+
+/* Calls that waited, in order, until one has to wait again. */
+static void ra_drain(struct fs_handle *h)
+{
+    while (h->s && h->parked && !h->inflight && !h->undoing && !h->nheld) {
+        struct fs_parked *q = h->parked;
+        h->parked = q->next;
+        if (!h->parked)
+            h->parked_tail = &h->parked;
+        h->nparked--;
+        struct session *s = h->s;
+        bool closing = strcmp(q->method, "fileClose") == 0;
+        ra_dispatch(s, h, q->rpc_id, q->params, q->method, true);
+        json_decref(q->rpc_id);
+        json_decref(q->params);
+        free(q);
+        if (closing) /* h may be gone; later calls on it get EBADF, as they would have */
+            return;
+    }
+}
+
+/* front: the call was first in line already (taken from the queue by ra_drain). */
+static void ra_park(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method, bool front)
+{
+    struct fs_parked *q = front || h->nparked < FS_RA_PARKED_MAX ? calloc(1, sizeof *q) : NULL;
+    if (!q)
+        return rpc_reply_result(s, id, fs_errorf("EAGAIN", "EAGAIN: %s: too many calls waiting on this file handle "
+                                                 "(%d)", method, FS_RA_PARKED_MAX));
+    q->method = method;
+    q->rpc_id = json_incref(id);
+    q->params = json_incref(params);
+    if (front) {
+        q->next = h->parked;
+        h->parked = q;
+        if (!q->next)
+            h->parked_tail = &q->next;
+    } else {
+        *h->parked_tail = q;
+        h->parked_tail = &q->next;
+    }
+    h->nparked++;
+}
+
+static bool position_free(const char *method)
+{
+    static const char *const m[] = {"fileStat", "fileSync", "fileSyncData", "fileLock", "fileUnlock", "fileUtime"};
+    for (size_t i = 0; i < HX_ARRAY_LEN(m); i++)
+        if (strcmp(method, m[i]) == 0)
+            return true;
+    return false;
+}
+
+static void ra_file_op(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method)
+{
+    if (h->parked || h->undoing) /* behind what already waits */
+        return ra_park(s, h, id, params, method, false);
+    ra_dispatch(s, h, id, params, method, false);
+}
+
+/* A call on the handle with nothing in line before it (first: it was taken from the line). */
+static void ra_dispatch(struct session *s, struct fs_handle *h, json_t *id, json_t *params, const char *method,
+                        bool first)
+{
+    struct sandbox *sb = s->sb;
+    uint64_t len = 0;
+    bool read = strcmp(method, "fileRead") == 0 && ra_read_length(params, &len);
+    if ((h->ra == RA_OFF && !h->nheld && !h->inflight) ||
+        (!read && (position_free(method) || (!h->nheld && !h->inflight))))
+        return plain_file_op(s, h, id, params, method);
+    bool fresh = h->epoch + 1 == sb->io_epoch && len == h->len;
+    if (read && h->nheld && fresh && h->held[h->held_head].p) {
+        metrics_readahead(READAHEAD_HIT);
+        struct fs_ra_answer *a = &h->held[h->held_head];
+        ra_answer(s, id, a->p, a->n, a->plain);
+        free(a->p);
+        h->held_head = (h->held_head + 1) % FS_RA_DEPTH;
+        h->nheld--;
+        h->epoch = sb->io_epoch;
+        ra_ahead(sb, h);
+        return;
+    }
+    if (read && !h->nheld && h->inflight && fresh && !h->waiter) {
+        metrics_readahead(READAHEAD_WAITED);
+        h->waiter = json_incref(id);
+        h->epoch = sb->io_epoch;
+        return;
+    }
+    if (read && !h->nheld && !h->inflight && h->ra != RA_OFF) {
+        if (h->ra == RA_UNKNOWN &&
+            agent_call(sb, "fileStat", json_pack("{s:I}", "fileHandleId", (json_int_t)h->id), on_ra_stat, NULL,
+                       NULL, h) == 0) {
+            sb->calls->raw_reply = on_ra_stat_raw;
+            h->ra_calls++;
+            h->ra = RA_PROBING;
+        }
+        ra_fetch(sb, h, len, id);
+        return;
+    }
+    if (strcmp(method, "fileClose") == 0)
+        return plain_file_op(s, h, id, params, method); /* its position no longer matters */
+    /* A call that needs the position the client knows: after the held answer is given back. */
+    ra_park(s, h, id, params, method, first);
+    if (h->nheld && !h->inflight)
+        ra_undo(sb, h, ra_held_drop(h));
+}
 
 /* ---- transfers -------------------------------------------------------- */
 
@@ -863,7 +1299,7 @@ void rpc_fs_session_closed(struct session *s)
         if (sb && sb->state == SB_RUNNING)
             agent_call(sb, "fileClose", json_pack("{s:I}", "fileHandleId", (json_int_t)h->id), on_close_quiet, NULL,
                        NULL, NULL);
-        free(h);
+        handle_release(h, false);
     }
 }
 

@@ -109,6 +109,9 @@ struct pending_call {
     json_t *rpc_id;
     void *ud;
     bool raw_data_ok;             /* a reply {"ok":{"data":"<base64>"}} may go to the client as it is */
+    /* Set: the reply's bytes go here unparsed (hostile: the callee checks them), not to cb;
+     * cb still gets the NULL reply if the sandbox stops first. */
+    void (*raw_reply)(struct sandbox *sb, const uint8_t *p, size_t n, void *ud);
 };
 
 /* Live restore (core/restore.c, docs/restore.md): what a sandbox needs to
@@ -143,6 +146,10 @@ struct sandbox {
     unsigned log_suppressed;
     size_t rlen;
     uint32_t next_req;
+    /* Bumped by every client message and agent frame of this sandbox except the
+     * replies of fileRead's read-ahead (rpc_fs.c): read-ahead data is used only while
+     * nothing else happened since it was asked for. */
+    uint64_t io_epoch;
     struct pending_call *calls;
     struct proc *procs;
     uint32_t n_procs;
@@ -263,6 +270,12 @@ int sandbox_spawn_internal(struct sandbox *sb, const char *command, json_t *args
 void sandbox_proc_unsink(struct sandbox *sb, void *ud);
 int agent_send(struct sandbox *sb, uint16_t type, uint32_t chan, const void *data, size_t len);
 void agent_credit(struct sandbox *sb, uint32_t chan, uint32_t bytes);
+/* A reply's bytes, checked: {"ok":..} or {"error":{..}}, else an EIO error object; NULL only
+ * when out of memory. */
+json_t *agent_reply_parse(const uint8_t *p, size_t n);
+/* {"ok":{"data":"<base64>"}} exactly: may go to the client unparsed (agent_forward_raw). */
+bool agent_reply_is_plain_data(const uint8_t *p, size_t n);
+void agent_forward_raw(struct session *s, json_t *rpc_id, const uint8_t *p, size_t n);
 struct proc *sandbox_proc(struct sandbox *sb, uint32_t pid);
 /* Hooks the agent layer calls into (implemented by the RPC layer). */
 void rpc_on_output(struct sandbox *sb, struct proc *p, unsigned fd, const uint8_t *data, size_t len);
