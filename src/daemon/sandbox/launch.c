@@ -128,6 +128,27 @@ struct init_fds {
 
 static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore, int tree);
 
+/* Every signal's disposition back to the default before hutch-init's exec:
+ * an ignored signal stays ignored across exec, so whatever hutchd's own
+ * parent ignored would reach every process of every sandbox. Through the
+ * system call, not glibc's sigaction, which refuses the signals glibc keeps
+ * for itself (32 and 33): a CI runner was seen handing hutchd signal 32
+ * ignored, and every sandboxed process had it ignored too. SIGKILL and
+ * SIGSTOP fail, harmlessly. The kernel's struct (x86-64, arm64). */
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+
+static void reset_all_signals(void)
+{
+    struct kernel_sigaction dfl = {.handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+}
+
 static int init_child(void *arg)
 {
     const struct init_fds *f = arg;
@@ -161,9 +182,7 @@ static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, in
 
     sigset_t all;
     sigemptyset(&all);
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL/SIGSTOP and glibc-internal ones */
+    reset_all_signals();
     sigprocmask(SIG_SETMASK, &all, NULL);
 
     static char *const argv[] = {"hutch-init", NULL};
