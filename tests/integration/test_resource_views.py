@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hutchlib import cgroup_dirs_for_sandbox, wait_until
+from hutchlib import HandshakeError, cgroup_dirs_for_sandbox, wait_until
 
 VIEW_FILES = ["meminfo", "cpuinfo", "stat", "uptime", "loadavg", "swaps", "diskstats"]
 
@@ -107,6 +107,39 @@ def test_default_quota_sandbox_counts_its_two_cpus(make_hutchd, host_cpus):
     with d.create_sandbox() as sb:
         r = sb.sh("nproc; grep -c ^processor /proc/cpuinfo")
         assert r["stdout"].split() == [str(min(2, host_cpus)).encode()] * 2, r
+
+
+def cgroup_cpu_quota_us(d, sandbox_id):
+    """Its CPU quota per 100 ms period, from cpu.cfs_quota_us (v1) or cpu.max (v2)."""
+    for p in cgroup_dirs_for_sandbox(d.cgroup_name, sandbox_id):
+        for name in ("cpu.cfs_quota_us", "cpu.max"):
+            f = os.path.join(p, name)
+            if os.path.exists(f):
+                with open(f) as fh:
+                    return int(fh.read().split()[0])
+    raise AssertionError(f"no cpu cgroup for {sandbox_id}")
+
+
+def test_a_sandbox_asks_for_less_cpu_with_its_label(make_hutchd, host_cpus):
+    # The SDK has no CPU option; it passes labels as they are. With the warm
+    # pool on (its sandboxes have the default quota and views): a create that
+    # asks for another quota must not be handed one of them.
+    d = make_hutchd()  # --cpu-millis 2000, --warm 2
+    assert wait_until(lambda: views_served(d), 15), d.log_tail()
+    with d.create_sandbox() as sb:  # positive control: the default
+        assert cgroup_cpu_quota_us(d, sb.id) == 200000
+        assert sb.sh("nproc")["stdout"].split() == [str(min(2, host_cpus)).encode()]
+    with d.create_sandbox({"labels": {"hutch.cpu_millis": "500"}}) as sb:
+        assert cgroup_cpu_quota_us(d, sb.id) == 50000
+        r = sb.sh("nproc; grep -c ^processor /proc/cpuinfo")
+        assert r["stdout"].split() == [b"1", b"1"], r
+        live = {x["id"]: x for x in d.http("GET", "/hutch/v1/live").json()["sandboxes"]}
+        assert live[sb.id]["cpuLimitMillis"] == 500, live[sb.id]
+    for bad in ("abc", "5", "2001", "-500", " 500", "500.5"):
+        with pytest.raises(HandshakeError) as ei:
+            d.create_sandbox({"labels": {"hutch.cpu_millis": bad}})
+        assert ei.value.status == 400 and ei.value.json()["code"] == "INVALID_CPU", (bad, ei.value)
+        assert "hutch.cpu_millis" in ei.value.json()["message"]
 
 
 def test_uptime_starts_near_zero(views_hutchd):

@@ -655,6 +655,23 @@ void sandbox_record(struct sandbox *sb)
     restore_keep(sb); /* restore: what the next hutchd needs to adopt it */
 }
 
+int sandbox_cpu_millis(const json_t *labels, uint32_t *out, struct hx_err *e)
+{
+    uint32_t max = g_daemon.cfg->cpu_millis;
+    const char *v = json_string_value(json_object_get(labels, SANDBOX_CPU_LABEL));
+    *out = max;
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!*v || *v < '0' || *v > '9' || *end || errno || n < 10 || n > max)
+        return hx_fail(e, EINVAL, "label %s must be a whole number of thousandths of a CPU, 10 to %u (this hutchd's "
+                       "--cpu-millis)", SANDBOX_CPU_LABEL, max);
+    *out = (uint32_t)n;
+    return 0;
+}
+
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
@@ -687,6 +704,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     sb->disk.dev_fd = sb->disk.file_fd = -1;
     sb->disk.promised_mb = disk_mb; /* counted from here: a concurrent create sees it */
     sb->memory_mb = p->memory_mb;
+    sb->cpu_millis = p->cpu_millis ? p->cpu_millis : cfg->cpu_millis;
     sb->stop_at_ms = p->stop_at_ms;
     sb->pooled = p->pooled;
     if (!sb->pooled)
@@ -712,9 +730,9 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
 
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
-    sb->views_cpus = views_pick_cpus(cfg->cpu_millis); /* views: as many CPUs as its quota */
+    sb->views_cpus = views_pick_cpus(sb->cpu_millis); /* views: as many CPUs as its quota */
     char *cpus = views_cpus_list(sb->views_cpus);
-    struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = cfg->cpu_millis,
+    struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = sb->cpu_millis,
                                 .pids_max = cfg->pids_max, .cpus = cpus};
     if (mkdir(wd, 0700) < 0) {
         free(cpus);
@@ -867,6 +885,9 @@ struct sandbox *sandbox_adopt(const struct sandbox_rec *rec, uint32_t slot, int 
     sb->stop_at_ms = rec->stop_at_ms;
     sb->created_ms = rec->created_ms;
     sb->labels = rec->labels ? json_deep_copy(rec->labels) : json_object();
+    struct hx_err ce = {0};
+    if (sandbox_cpu_millis(sb->labels, &sb->cpu_millis, &ce) < 0) /* what its cgroup was given at create */
+        sb->cpu_millis = g_daemon.cfg->cpu_millis;
     sb->init_env = json_object();
     sb->next_req = 1;
     sb->state = SB_STARTING;

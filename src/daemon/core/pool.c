@@ -81,7 +81,8 @@ static void on_refill(uv_timer_t *t)
         return;
     }
     unsigned parallel = uv_available_parallelism();
-    struct sandbox_params p = {.org = "", .memory_mb = g_daemon.cfg->memory_default_mb, .pooled = true};
+    struct sandbox_params p = {.org = "", .memory_mb = g_daemon.cfg->memory_default_mb,
+                               .cpu_millis = g_daemon.cfg->cpu_millis, .pooled = true};
     for (; n < target && starting < parallel; n++, starting++) {
         struct hx_err e = {0};
         p.pool_extra = n >= g_daemon.cfg->warm;
@@ -176,6 +177,9 @@ struct sandbox *pool_take(const struct sandbox_params *p)
             pool_demand(true); /* the pool ran dry: a burst */
         return NULL;
     }
+    /* Its CPU views (nproc, /proc/cpuinfo) were picked for its quota. */
+    if ((p->cpu_millis ? p->cpu_millis : g_daemon.cfg->cpu_millis) != sb->cpu_millis)
+        return NULL;
     /* A memory-backed writable layer was sized for the default memory. */
     if (!sb->disk.on_loop && p->memory_mb != sb->memory_mb)
         return NULL;
@@ -194,7 +198,7 @@ struct sandbox *pool_take(const struct sandbox_params *p)
     }
     if (p->memory_mb != sb->memory_mb) {
         struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20,
-                                    .cpu_millis = g_daemon.cfg->cpu_millis, .pids_max = g_daemon.cfg->pids_max};
+                                    .cpu_millis = sb->cpu_millis, .pids_max = g_daemon.cfg->pids_max};
         if (cgroup_create(sb->id, &lim, &e) < 0) { /* rewrites the limits of the existing cgroup */
             fprintf(stderr, "hutchd: %s: warm pool hand-over: %s\n", sb->id, e.msg);
             sb->secrets = NULL; /* secrets: still the caller's */

@@ -221,7 +221,7 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
     json_t *conf = hdr ? decode_config(c, hdr) : json_object();
     if (!conf)
         return;
-    struct sandbox_params p = {.org = who->org, .memory_mb = cfg->memory_default_mb};
+    struct sandbox_params p = {.org = who->org, .memory_mb = cfg->memory_default_mb, .cpu_millis = cfg->cpu_millis};
     json_t *mem = json_object_get(conf, "memory_mb");
     json_t *stop = json_object_get(conf, "stop_at_ms");
     json_t *labels = json_object_get(conf, "labels");
@@ -250,6 +250,10 @@ static void handle_create(struct http_conn *c, const struct http_request *req, c
     if (!absent(labels)) {
         if (hx_labels_validate(labels, &e) < 0) {
             http_respond_error(c, 400, "INVALID_LABELS", "%s", e.msg);
+            goto out;
+        }
+        if (sandbox_cpu_millis(labels, &p.cpu_millis, &e) < 0) {
+            http_respond_error(c, 400, "INVALID_CPU", "%s", e.msg);
             goto out;
         }
         p.labels = labels;
@@ -485,7 +489,7 @@ static void handle_live(struct http_conn *c, const struct caller *who)
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:O}", "id", sb->id, "state", states[sb->state],
                               "createdAt", (json_int_t)sb->created_ms, "stopAtMs", (json_int_t)sb->stop_at_ms,
                               "memoryLimitBytes", (json_int_t)sb->memory_mb << 20, "cpuLimitMillis",
-                              (json_int_t)g_daemon.cfg->cpu_millis, "labels", sb->labels ? sb->labels : json_null());
+                              (json_int_t)sb->cpu_millis, "labels", sb->labels ? sb->labels : json_null());
         json_t *last = sbstats_latest_json(sb);
         if (!o) {
             json_decref(last);

@@ -160,6 +160,7 @@ struct sandbox {
     int open_handles;
     int64_t created_ms, stop_at_ms;
     uint32_t memory_mb;
+    uint32_t cpu_millis;          /* its CPU quota: the hutch.cpu_millis label, else --cpu-millis */
     json_t *labels;
     json_t *init_env;
     uint64_t oom_seen;
@@ -216,6 +217,7 @@ extern struct daemon_ctx g_daemon;
 struct sandbox_params {
     const char *org;
     uint32_t memory_mb;
+    uint32_t cpu_millis;          /* its CPU quota (sandbox_cpu_millis) */
     int64_t stop_at_ms;           /* 0 = session */
     json_t *labels;               /* borrowed */
     json_t *env;                  /* borrowed, may be NULL */
@@ -229,6 +231,11 @@ struct sandbox_params {
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);
+/* The CPU quota a sandbox asks for with its labels: "hutch.cpu_millis" (the
+ * SDK has no CPU option; labels it passes as they are), thousandths of a CPU,
+ * 10 up to --cpu-millis, the default when absent. -EINVAL with a message. */
+#define SANDBOX_CPU_LABEL "hutch.cpu_millis"
+int sandbox_cpu_millis(const json_t *labels, uint32_t *out, struct hx_err *e);
 void sandbox_record(struct sandbox *sb);
 uint32_t sandbox_disk_mb(const struct sandbox *sb);
 void sandbox_disk_release(struct sandbox *sb);

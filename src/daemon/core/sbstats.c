@@ -131,7 +131,7 @@ json_t *sbstats_json(const struct sandbox *sb, int64_t since_ms)
     }
     return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "id", sb->id, "intervalMs", (json_int_t)g.interval_ms,
                      "capacity", (json_int_t)g.cap, "memoryLimitBytes", (json_int_t)sb->memory_mb << 20,
-                     "cpuLimitMillis", (json_int_t)g_daemon.cfg->cpu_millis, "samples", arr ? arr : json_array());
+                     "cpuLimitMillis", (json_int_t)sb->cpu_millis, "samples", arr ? arr : json_array());
 }
 
 json_t *sbstats_latest_json(const struct sandbox *sb)
