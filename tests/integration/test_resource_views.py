@@ -27,14 +27,19 @@ def sandbox_mem_total_kib(sb):
     return int(re.search(rb"^MemTotal:\s+(\d+) kB", r["stdout"], re.M).group(1))
 
 
-def cgroup_memory_limit(d, sandbox_id):
+def cgroup_value(d, sandbox_id, names):
+    """The first number in the first of names (v1, v2) in its cgroups."""
     for p in cgroup_dirs_for_sandbox(d.cgroup_name, sandbox_id):
-        for name in ("memory.limit_in_bytes", "memory.max"):
+        for name in names:
             f = os.path.join(p, name)
             if os.path.exists(f):
                 with open(f) as fh:
-                    return int(fh.read())
-    raise AssertionError(f"no memory cgroup for {sandbox_id}")
+                    return int(fh.read().split()[0])
+    raise AssertionError(f"no {names[0]} for {sandbox_id}")
+
+
+def cgroup_memory_limit(d, sandbox_id):
+    return cgroup_value(d, sandbox_id, ("memory.limit_in_bytes", "memory.max"))
 
 
 def lxcfs_pid(d):
@@ -110,14 +115,8 @@ def test_default_quota_sandbox_counts_its_two_cpus(make_hutchd, host_cpus):
 
 
 def cgroup_cpu_quota_us(d, sandbox_id):
-    """Its CPU quota per 100 ms period, from cpu.cfs_quota_us (v1) or cpu.max (v2)."""
-    for p in cgroup_dirs_for_sandbox(d.cgroup_name, sandbox_id):
-        for name in ("cpu.cfs_quota_us", "cpu.max"):
-            f = os.path.join(p, name)
-            if os.path.exists(f):
-                with open(f) as fh:
-                    return int(fh.read().split()[0])
-    raise AssertionError(f"no cpu cgroup for {sandbox_id}")
+    """Its CPU quota per 100 ms period (v1 cpu.cfs_quota_us, v2 cpu.max)."""
+    return cgroup_value(d, sandbox_id, ("cpu.cfs_quota_us", "cpu.max"))
 
 
 def test_a_sandbox_asks_for_less_cpu_with_its_label(make_hutchd, host_cpus):
