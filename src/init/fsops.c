@@ -21,6 +21,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include "lib/b64.h"
+#include "lib/fdrecv.h"
 #include "lib/wire.h"
 
 #define FSW_MAX_HANDLES 1024        /* open file handles per sandbox (the daemon limits per session) */
@@ -150,30 +151,17 @@ static void fds_drop(void)
         close(g_fds[--g_nfds]);
 }
 
+static void keep_fd(int fd, void *ud)
+{
+    (void)ud;
+    fds_push(fd);
+}
+
 /* read(2) that keeps the descriptors sent along (they come with their
  * call's first byte). */
 static ssize_t recv_fds(int sock, uint8_t *buf, size_t n)
 {
-    union {
-        char space[CMSG_SPACE(8 * sizeof(int))];
-        struct cmsghdr align;
-    } cm;
-    struct iovec iov = {buf, n};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.space, .msg_controllen = sizeof cm.space};
-    ssize_t r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    if (r < 0)
-        return r;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            fds_push(fd);
-        }
-    }
-    return r;
+    return hx_recv_fds(sock, buf, n, keep_fd, NULL);
 }
 
 /* Node's message shape, which SDK users match on:

@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "lib/confine.h"
+#include "lib/fdrecv.h"
 #include "lib/wire.h"
 #include "ssh/ctl.h"
 
@@ -118,6 +119,15 @@ static void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len)
     }
 }
 
+static void queue_fd(int fd, void *ud)
+{
+    (void)ud;
+    if (g_nfd < sizeof g_fdq / sizeof g_fdq[0])
+        g_fdq[g_nfd++] = fd;
+    else
+        close(fd);
+}
+
 /* Reads one frame (payload copied to out, NUL-terminated); an fd that came
  * with it is queued. Exits when hutchd closed the socket. */
 static void ctl_recv(struct hx_frame *f, uint8_t *out, size_t cap)
@@ -138,30 +148,11 @@ static void ctl_recv(struct hx_frame *f, uint8_t *out, size_t cap)
         }
         if (g_clen == sizeof g_cbuf)
             die("control frame too large");
-        union {
-            struct cmsghdr h;
-            char buf[CMSG_SPACE(sizeof(int) * 4)];
-        } cm;
-        struct iovec iov = {g_cbuf + g_clen, sizeof g_cbuf - g_clen};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-        ssize_t n = recvmsg(SSH_FD_CTL, &m, MSG_CMSG_CLOEXEC);
+        ssize_t n = hx_recv_fds(SSH_FD_CTL, g_cbuf + g_clen, sizeof g_cbuf - g_clen, queue_fd, NULL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             _exit(0);
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                continue;
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                if (g_nfd < 8)
-                    g_fdq[g_nfd++] = fd;
-                else
-                    close(fd);
-            }
-        }
         g_clen += (size_t)n;
     }
 }
