@@ -557,6 +557,13 @@ class Hutchd:
                 return sb.get("status")
         return None
 
+    def cli_create(self, *args):
+        """`hutch create --timeout 10m ARGS`: the new sandbox's id."""
+        r = self.cli("create", "--timeout", "10m", *args, check=True)
+        sid = r.stdout.strip()
+        assert SANDBOX_ID_RE.match(sid), r.stdout
+        return sid
+
     def cli(self, *args, token=..., timeout=60, check=False, env=None, input=None):
         e = {k: v for k, v in os.environ.items()
              if not k.startswith(("DENO_", "HUTCH_TOKEN", "HUTCH_SOCKET"))}

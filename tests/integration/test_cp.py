@@ -11,26 +11,19 @@ import tarfile
 
 import pytest
 
-from hutchlib import SANDBOX_ID_RE, hutch_cli_path
-
-
-def _create(hutchd):
-    r = hutchd.cli("create", "--timeout", "10m", check=True)
-    sid = r.stdout.strip()
-    assert SANDBOX_ID_RE.match(sid), r.stdout
-    return sid
+from hutchlib import hutch_cli_path
 
 
 @pytest.fixture(scope="module")
 def sbid(hutchd):
-    sid = _create(hutchd)
+    sid = hutchd.cli_create()
     yield sid
     hutchd.cli("kill", sid)
 
 
 @pytest.fixture(scope="module")
 def sbid2(hutchd):
-    sid = _create(hutchd)
+    sid = hutchd.cli_create()
     yield sid
     hutchd.cli("kill", sid)
 

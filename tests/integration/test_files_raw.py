@@ -12,21 +12,14 @@ import urllib.parse
 
 import pytest
 
-from hutchlib import SANDBOX_ID_RE, wait_until
+from hutchlib import wait_until
 
 BIG = 48 * 1024 * 1024 + 4097
 
 
-def _create(hutchd):
-    r = hutchd.cli("create", "--timeout", "10m", check=True)
-    sid = r.stdout.strip()
-    assert SANDBOX_ID_RE.match(sid), r.stdout
-    return sid
-
-
 @pytest.fixture(scope="module")
 def sbid(hutchd):
-    sid = _create(hutchd)
+    sid = hutchd.cli_create()
     sh(hutchd, sid, "echo here > /tmp/raw-here")  # the positive controls read it
     yield sid
     hutchd.cli("kill", sid)
@@ -34,7 +27,7 @@ def sbid(hutchd):
 
 @pytest.fixture(scope="module")
 def sbid2(hutchd):
-    sid = _create(hutchd)
+    sid = hutchd.cli_create()
     yield sid
     hutchd.cli("kill", sid)
 
@@ -275,7 +268,7 @@ def test_client_leaving_mid_download_frees_everything(hutchd, sbid, big):
 
 def test_sandbox_killed_mid_download_closes_the_connection(hutchd, big):
     path, _ = big
-    sid = _create(hutchd)
+    sid = hutchd.cli_create()
     assert put(hutchd, sid, "/tmp/raw-kill", path.read_bytes()).status == 200
     s = raw_conn(hutchd, f"GET {url(sid, '/tmp/raw-kill')} HTTP/1.1\r\nHost: x\r\n"
                          f"Authorization: Bearer {hutchd.token}\r\n\r\n")
@@ -297,7 +290,7 @@ def test_sandbox_killed_mid_download_closes_the_connection(hutchd, big):
 
 def test_sandbox_killed_mid_upload_answers_or_closes(hutchd, big):
     path, _ = big
-    sid = _create(hutchd)
+    sid = hutchd.cli_create()
     s = raw_conn(hutchd, f"PUT {url(sid, '/tmp/raw-kill-up')} HTTP/1.1\r\nHost: x\r\n"
                          f"Authorization: Bearer {hutchd.token}\r\nContent-Length: {BIG}\r\n\r\n")
     s.sendall(path.read_bytes()[:4 << 20])
