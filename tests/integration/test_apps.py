@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from apps_util import api, new_app
 from expose_util import Ingress
 from hutchlib import Hutchd, wait_until
 
@@ -29,24 +30,6 @@ def d():
 @pytest.fixture(scope="module")
 def ingress(d):
     return Ingress(d)
-
-
-def api(d, method, path, body=None):
-    r = d.http(method, path, body=body)
-    try:
-        return r.status, json.loads(r.body or b"null")
-    except ValueError:
-        return r.status, r.body
-
-
-_n = [0]
-
-
-def new_app(d, **kw):
-    _n[0] += 1
-    st, app = api(d, "POST", "/api/v2/apps", {"slug": f"t{_n[0]}-{int(time.time()) % 100000}", **kw})
-    assert st == 200, app
-    return app
 
 
 def deploy(d, app, assets, config=None, **kw):

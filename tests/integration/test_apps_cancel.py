@@ -9,8 +9,9 @@ import json
 
 import pytest
 
+from apps_util import api, new_app
 from hutchlib import Hutchd
-from test_apps import GOOD, api, deploy, new_app, rt, wait_done
+from test_apps import GOOD, deploy, rt, wait_done
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ hutchd that restarts, with no other hutchd alive in this network namespace
 import time
 
 from expose_util import Ingress
-from test_apps import GOOD, api, build_logs, deploy, domain, new_app, rt, wait_done
+from apps_util import api, new_app
+from test_apps import GOOD, build_logs, deploy, domain, rt, wait_done
 
 
 def test_after_a_restart_production_is_served_again_and_an_unfinished_build_failed(make_hutchd):

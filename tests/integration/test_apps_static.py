@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from apps_util import api, new_app
 from expose_util import Ingress
 from hutchlib import Hutchd, wait_until
 
@@ -28,24 +29,6 @@ def d():
 @pytest.fixture(scope="module")
 def ingress(d):
     return Ingress(d)
-
-
-def api(d, method, path, body=None):
-    r = d.http(method, path, body=body)
-    try:
-        return r.status, json.loads(r.body or b"null")
-    except ValueError:
-        return r.status, r.body
-
-
-_n = [0]
-
-
-def new_app(d, **kw):
-    _n[0] += 1
-    st, app = api(d, "POST", "/api/v2/apps", {"slug": f"s{_n[0]}-{int(time.time()) % 100000}", **kw})
-    assert st == 200, app
-    return app
 
 
 def assets(files):
@@ -82,7 +65,7 @@ ESCAPES = "ln -s /etc/passwd site/passwd && ln -s ../secret.txt site/up && ln -s
 
 
 def test_a_static_runtime_serves_files_with_types_index_and_404_and_never_leaves_its_directory(d, ingress):
-    app = new_app(d)
+    app = new_app(d, "s")
     rev, url, logs = deploy_ok(d, app, SITE, {"build": ESCAPES, "runtime": {"type": "static", "cwd": "site"}})
     assert "as a static site" in logs, logs
     assert rev["config"]["runtime"] == {"type": "static", "cwd": "site"}, rev["config"]
@@ -121,7 +104,7 @@ def test_a_static_runtime_serves_files_with_types_index_and_404_and_never_leaves
 
 
 def test_an_spa_answers_index_html_for_unknown_paths_but_not_for_bad_ones(d, ingress):
-    app = new_app(d)
+    app = new_app(d, "s")
     files = {"index.html": "<p>spa shell</p>\n", "main.js": "1;\n"}
     _, url, _ = deploy_ok(d, app, files, {"runtime": {"type": "static", "cwd": ".", "spa": True}})
     assert ingress.get(url, "/deep/client/route")[0:3:2] == (200, b"<p>spa shell</p>\n")
@@ -130,7 +113,7 @@ def test_an_spa_answers_index_html_for_unknown_paths_but_not_for_bad_ones(d, ing
 
 
 def test_a_static_directory_that_is_missing_or_leads_out_fails_the_deploy(d):
-    app = new_app(d)
+    app = new_app(d, "s")
     for cfg, why in [({"runtime": {"type": "static", "cwd": "dist"}}, "cannot be served"),
                      ({"build": "ln -s /etc dist", "runtime": {"type": "static", "cwd": "dist"}}, "leads out of")]:
         st, rev = api(d, "POST", f"/api/v2/apps/{app['id']}/deploy", {"assets": assets({"x.txt": "x"}), "config": cfg})
@@ -150,7 +133,7 @@ LUME = {
 
 
 def test_a_preset_fills_commands_and_runtime_with_a_real_build_and_explicit_values_win(d, ingress):
-    app = new_app(d)
+    app = new_app(d, "s")
     rev, url, logs = deploy_ok(d, app, LUME, {"framework": "lume"})
     c = rev["config"]
     assert (c["framework"], c["install"], c["build"], c["runtime"]) == (
@@ -167,13 +150,13 @@ def test_a_preset_fills_commands_and_runtime_with_a_real_build_and_explicit_valu
     # a dynamic preset (fresh): the build writes the server module the preset names
     fresh = {"deno.json": json.dumps({"tasks": {"build": "mkdir -p _fresh && cp server.src _fresh/server.js"}}),
              "server.src": "export default { fetch: () => new Response('fresh server') };\n"}
-    rev3, url3, _ = deploy_ok(d, new_app(d), fresh, {"framework": "fresh"})
+    rev3, url3, _ = deploy_ok(d, new_app(d, "s"), fresh, {"framework": "fresh"})
     assert rev3["config"]["runtime"] == {"type": "dynamic", "entrypoint": "_fresh/server.js", "args": []}
     assert ingress.get(url3, "/")[0:3:2] == (200, b"fresh server")
 
 
 def test_bad_static_preset_and_instance_settings_are_refused(d):
-    app = new_app(d)
+    app = new_app(d, "s")
     dep = lambda cfg: api(d, "POST", f"/api/v2/apps/{app['id']}/deploy", {"assets": assets({"a": "a"}), "config": cfg})
     for cfg, words in [({"framework": "rails"}, "unknown framework preset"),
                        ({"framework": "lume", "runtime": {"type": "static", "cwd": "x"}}, "mutually exclusive"),
@@ -206,7 +189,7 @@ INST = ("const id = crypto.randomUUID();\n"
 
 
 def test_two_instances_share_requests_survive_a_crash_scale_to_zero_and_wake_one(d, ingress):
-    app = new_app(d, labels={"hutch.instances": "2"})
+    app = new_app(d, "s", labels={"hutch.instances": "2"})
     rev, url, logs = deploy_ok(d, app, {"main.ts": INST}, {"runtime": {"type": "dynamic", "entrypoint": "main.ts"}})
     assert "starting instance 2 of 2" in logs, logs
     running = lambda: [s for s in d.list_sandboxes(labels={"hutch.revision": rev["id"]}) if s["status"] == "running"]
