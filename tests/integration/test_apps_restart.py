@@ -5,8 +5,8 @@ hutchd that restarts, with no other hutchd alive in this network namespace
 (two would compete for hutch-proxy's port)."""
 import time
 
-from expose_util import Ingress
 from apps_util import api, new_app
+from expose_util import Ingress
 from test_apps import GOOD, build_logs, deploy, domain, rt, wait_done
 
 
