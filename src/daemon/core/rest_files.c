@@ -30,7 +30,6 @@
 #define XFER_TURN (16u << 20)         /* bytes one transfer moves before the loop serves others */
 #define XFER_IDLE_MS 60000            /* no byte moved for this long: the transfer is cut */
 #define XFER_PER_SANDBOX 16
-#define XFER_PATH_MAX 4096
 
 struct xfer {
     struct xfer *next;
@@ -52,7 +51,7 @@ struct xfer {
     uv_poll_t pa, pb;
     bool pa_init, pb_init;
     int pa_ev, pb_ev;
-    char path[XFER_PATH_MAX + 1];
+    char path[SANDBOX_PATH_MAX + 1];
 };
 
 static struct xfer *g_xfers;
@@ -386,7 +385,7 @@ void rest_files_handle(struct http_conn *c, const struct http_request *req, stru
         return http_respond_error(c, 405, "METHOD_NOT_ALLOWED", "use GET (download) or PUT (upload)");
     if (sb->state != SB_RUNNING || sb->pooled)
         return http_respond_error(c, 409, "SANDBOX_NOT_RUNNING", "the sandbox is not running");
-    /* the fs calls' rules (rpc_fs.c check_path): non-empty, at most 4096 bytes, no NUL */
+    /* the fs calls' rules (rpc_fs.c check_path): non-empty, at most SANDBOX_PATH_MAX bytes, no NUL */
     char *path = http_query_get(req, "path");
     if (!path || !*path) {
         free(path);
@@ -394,7 +393,7 @@ void rest_files_handle(struct http_conn *c, const struct http_request *req, stru
     }
     bool nul = strstr(path, "%00") != NULL; /* http_query_get leaves "%00" undecoded */
     size_t plen = strlen(path);
-    if (nul || plen > XFER_PATH_MAX) {
+    if (nul || plen > SANDBOX_PATH_MAX) {
         free(path);
         return http_respond_error(c, 400, nul ? "EINVAL" : "ENAMETOOLONG", nul ? "EINVAL: \"path\" contains a NUL byte"
                                   : "ENAMETOOLONG: \"path\" is longer than 4096 bytes");

@@ -10,7 +10,6 @@
 #include "daemon/core/sandbox.h"
 #include "lib/b64.h"
 
-#define FS_PATH_MAX 4096
 #define FS_HANDLES_PER_SESSION 256
 /* readFile/readTextFile answer in one WebSocket message, and the SDK's `ws`
  * client refuses messages over 100 MiB (maxPayload): beyond that the answer
@@ -146,7 +145,7 @@ static const char *check_path(json_t *params, const char *key)
         return "must be a string";
     if (json_string_length(v) == 0)
         return "must not be empty";
-    if (json_string_length(v) > FS_PATH_MAX)
+    if (json_string_length(v) > SANDBOX_PATH_MAX)
         return "is longer than 4096 bytes";
     if (memchr(json_string_value(v), 0, json_string_length(v)))
         return "contains a NUL byte";

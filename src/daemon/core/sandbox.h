@@ -234,6 +234,9 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
 /* The CPU quota a sandbox asks for with its labels: "hutch.cpu_millis" (the
  * SDK has no CPU option; labels it passes as they are), thousandths of a CPU,
  * 10 up to --cpu-millis, the default when absent. -EINVAL with a message. */
+/* The longest path a file call takes (bytes): the fs RPCs (rpc_fs.c) and the
+ * raw file channel (rest_files.c) refuse longer ones alike. */
+#define SANDBOX_PATH_MAX 4096
 #define SANDBOX_CPU_LABEL "hutch.cpu_millis"
 int sandbox_cpu_millis(const json_t *labels, uint32_t *out, struct hx_err *e);
 void sandbox_record(struct sandbox *sb);
