@@ -97,6 +97,7 @@ static void on_signal(uv_signal_t *h, int signum)
             live ? "leaving sandboxes running for the next hutchd (live restore)" : "stopping every sandbox");
     g_daemon.shutting_down = true;
     net_stopping();
+    ingress_stopping();
     if (tcp_server)
         http_server_close(tcp_server);
     if (unix_server)

@@ -22,13 +22,12 @@
 #include "lib/confine.h"
 #include "lib/err.h"
 #include "lib/uvframe.h"
+#include "lib/ctlchan.h"
 #include "lib/wire.h"
 
 uv_loop_t *g_loop;
 struct ig_config g_cfg = {.head_timeout_ms = 15000, .upstream_timeout_ms = 60000};
 static uv_pipe_t ctl;
-static uint8_t *ctl_buf;
-static size_t ctl_len;
 static struct ig_route *routes;
 static uv_tcp_t *shared_listener; /* host mode */
 
@@ -227,35 +226,6 @@ static void on_ctl_frame(const struct hx_frame *f)
     explicit_bzero((void *)f->payload, f->len); /* the config carried the key */
 }
 
-static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
-{
-    *b = uv_buf_init((char *)ctl_buf + ctl_len, (unsigned)(HX_FRAME_HDR + HX_FRAME_MAX - ctl_len));
-}
-
-static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
-{
-    if (nread < 0) {
-        fprintf(stderr, "hutch-ingress: control channel closed, exiting\n");
-        exit(0);
-    }
-    ctl_len += (size_t)nread;
-    size_t off = 0;
-    for (;;) {
-        struct hx_frame f;
-        int r = hx_frame_decode(ctl_buf + off, ctl_len - off, &f);
-        if (r < 0) {
-            fprintf(stderr, "hutch-ingress: malformed control frame, exiting\n");
-            exit(1);
-        }
-        if (r == 0)
-            break;
-        on_ctl_frame(&f);
-        off += (size_t)r;
-    }
-    memmove(ctl_buf, ctl_buf + off, ctl_len - off);
-    ctl_len -= off;
-}
-
 static int confine(const char *root, uid_t uid, gid_t gid)
 {
     /* No socket, bind or connect: every socket comes from hutchd. */
@@ -282,24 +252,16 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stderr, NULL, _IOLBF, 0);
     g_loop = uv_default_loop();
-    ctl_buf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
-    if (!ctl_buf)
+    if (hx_ctl_open(g_loop, &ctl, IG_FD_CTL, true, "hutch-ingress") < 0)
         return 1;
-    fcntl(IG_FD_CTL, F_SETFD, FD_CLOEXEC);
-    if (uv_pipe_init(g_loop, &ctl, 1) < 0 || uv_pipe_open(&ctl, IG_FD_CTL) < 0) {
-        fprintf(stderr, "hutch-ingress: no control channel on fd %d\n", IG_FD_CTL);
-        return 1;
-    }
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
     SSL_CTX_free(SSL_CTX_new(TLS_server_method())); /* loads what OpenSSL loads once, before seccomp */
     json_t *warm = json_pack("{s:s}", "a", "b"); /* jansson's hash seed: before seccomp */
     json_decref(warm);
     if (confine(root, uid, gid) < 0)
         return 1;
-    uv_read_start((uv_stream_t *)&ctl, on_ctl_alloc, on_ctl_read);
-    uint8_t ready[HX_FRAME_HDR];
-    hx_frame_hdr_encode(ready, IG_READY, 0, 0);
-    if (write(IG_FD_CTL, ready, sizeof ready) != (ssize_t)sizeof ready)
+    hx_ctl_read(on_ctl_frame);
+    if (hx_ctl_ready(IG_READY) < 0)
         return 1;
     return uv_run(g_loop, UV_RUN_DEFAULT);
 }

@@ -24,8 +24,7 @@ static const char *const fs_methods[] = {
 static uv_pipe_t g_wpipe;
 static bool g_up, g_closing;
 static pid_t g_wpid = -1;
-static uint8_t *g_wbuf;
-static size_t g_wlen;
+static struct hx_frame_rd g_wrd; /* what the worker sends */
 static uint32_t g_calls[RELAY_MAX_CALLS];  /* request ids forwarded and not answered */
 static unsigned g_ncalls;
 
@@ -57,7 +56,7 @@ static void worker_lost(const char *why)
     for (unsigned i = 0; i < g_ncalls; i++)
         send_error(g_calls[i], EIO, why);
     g_ncalls = 0;
-    g_wlen = 0;
+    g_wrd.len = 0;
 }
 
 void fsrelay_reset(void)
@@ -93,9 +92,15 @@ static void worker_frame(const struct hx_frame *f)
     agent_send_frame(f->type, f->chan, f->payload, f->len);
 }
 
+static bool take_worker_frame(void *ctx, const struct hx_frame *f)
+{
+    worker_frame(f);
+    return g_up; /* worker_lost: the rest is not read */
+}
+
 static void on_worker_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    *buf = uv_buf_init((char *)g_wbuf + g_wlen, (unsigned)(RELAY_RBUF - g_wlen));
+    *buf = uv_buf_init((char *)g_wrd.buf + g_wrd.len, (unsigned)(g_wrd.cap - g_wrd.len));
 }
 
 static void on_worker_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
@@ -104,22 +109,9 @@ static void on_worker_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
         return worker_lost("EIO: the fs worker exited");
     if (hx_uv_drop_fds(&g_wpipe)) /* descriptors go to the worker, never from it */
         return worker_lost("EIO: the fs worker sent a file descriptor");
-    g_wlen += (size_t)n;
-    size_t off = 0;
-    while (g_up) {
-        struct hx_frame f;
-        int r = hx_frame_decode(g_wbuf + off, g_wlen - off, &f);
-        if (r < 0)
-            return worker_lost("EIO: the fs worker sent a malformed frame");
-        if (r == 0)
-            break;
-        off += (size_t)r;
-        worker_frame(&f);
-    }
-    if (!g_up)
-        return;
-    memmove(g_wbuf, g_wbuf + off, g_wlen - off);
-    g_wlen -= off;
+    g_wrd.len += (size_t)n;
+    if (hx_frames_take(&g_wrd, take_worker_frame, NULL) < 0)
+        worker_lost("EIO: the fs worker sent a malformed frame");
 }
 
 static int worker_start(struct hx_err *e)
@@ -128,7 +120,8 @@ static int worker_start(struct hx_err *e)
         return 0;
     if (g_closing)
         return hx_fail(e, EAGAIN, "EAGAIN: the fs worker is restarting");
-    if (!g_wbuf && !(g_wbuf = malloc(RELAY_RBUF)))
+    g_wrd.cap = RELAY_RBUF;
+    if (!g_wrd.buf && !(g_wrd.buf = malloc(g_wrd.cap)))
         return hx_fail(e, ENOMEM, "ENOMEM: out of memory");
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -165,7 +158,7 @@ static int worker_start(struct hx_err *e)
     }
     g_up = true;
     g_wpid = pid;
-    g_wlen = 0;
+    g_wrd.len = 0;
     uv_read_start((uv_stream_t *)&g_wpipe, on_worker_alloc, on_worker_read);
     return 0;
 }
@@ -208,7 +201,8 @@ bool fsrelay_call(uint32_t chan, const char *method, const uint8_t *payload, uin
     } else if (worker_start(&e) < 0) {
         code = e.code, why = "EIO: cannot start the fs worker";
     } else {
-        int r = fdh ? hx_uv_send_frame_fd((uv_stream_t *)&g_wpipe, HX_CALL, chan, payload, len, fdh, on_relay_failed)
+        int r = fdh ? hx_uv_send_frame_fd((uv_stream_t *)&g_wpipe, HX_CALL, chan, payload, len, false, fdh,
+                                          on_relay_failed)
                     : forward(HX_CALL, chan, payload, len);
         fdh = NULL; /* hx_uv_send_frame_fd owns it, also when it fails */
         if (r < 0)

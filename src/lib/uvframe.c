@@ -52,6 +52,8 @@ struct frame_write_fd {
     uv_write_t req;
     uv_pipe_t *fdh;
     void (*on_fail)(uv_stream_t *s, int status);
+    size_t n;
+    bool scrub;
     uint8_t data[];
 };
 
@@ -72,10 +74,12 @@ static void on_frame_fd_written(uv_write_t *req, int status)
     if (status < 0 && status != UV_ECANCELED && w->on_fail)
         w->on_fail(req->handle, status);
     fdh_release(w->fdh); /* our copy: the peer has its own from the write on */
+    if (w->scrub)
+        explicit_bzero(w->data, w->n);
     free(w);
 }
 
-int hx_uv_send_frame_fd(uv_stream_t *s, uint16_t type, uint32_t chan, const void *data, size_t len,
+int hx_uv_send_frame_fd(uv_stream_t *s, uint16_t type, uint32_t chan, const void *data, size_t len, bool scrub,
                         uv_pipe_t *fdh, void (*on_fail)(uv_stream_t *s, int status))
 {
     if (len > HX_FRAME_MAX) {
@@ -89,13 +93,17 @@ int hx_uv_send_frame_fd(uv_stream_t *s, uint16_t type, uint32_t chan, const void
     }
     w->fdh = fdh;
     w->on_fail = on_fail;
+    w->n = HX_FRAME_HDR + len;
+    w->scrub = scrub;
     hx_frame_hdr_encode(w->data, type, chan, (uint32_t)len);
     if (len)
         memcpy(w->data + HX_FRAME_HDR, data, len);
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)(HX_FRAME_HDR + len));
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->n);
     int r = uv_write2(&w->req, s, &b, 1, (uv_stream_t *)fdh, on_frame_fd_written);
     if (r < 0) {
         fdh_release(fdh);
+        if (scrub)
+            explicit_bzero(w->data, w->n);
         free(w);
     }
     return r;

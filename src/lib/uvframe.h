@@ -18,7 +18,7 @@ int hx_uv_send_frame(uv_stream_t *s, uint16_t type, uint32_t chan, const void *d
  * must be an ipc pipe): fdh is a malloc'd uv_pipe_t wrapping it, owned by
  * this call from now on, closed and freed once the frame is written (or
  * could not be queued). The descriptor arrives with the frame's first byte. */
-int hx_uv_send_frame_fd(uv_stream_t *s, uint16_t type, uint32_t chan, const void *data, size_t len,
+int hx_uv_send_frame_fd(uv_stream_t *s, uint16_t type, uint32_t chan, const void *data, size_t len, bool scrub,
                         uv_pipe_t *fdh, void (*on_fail)(uv_stream_t *s, int status));
 /* Wraps fd (consumed, also on failure) in a malloc'd uv_pipe_t for
  * hx_uv_send_frame_fd; NULL on failure. */

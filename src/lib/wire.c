@@ -1,6 +1,7 @@
 /* Agent frame encoding and bounded decoding (see wire.h). */
 #include "lib/wire.h"
 #include <errno.h>
+#include <string.h>
 
 void hx_frame_hdr_encode(uint8_t out[HX_FRAME_HDR], uint16_t type, uint32_t chan, uint32_t len)
 {
@@ -31,4 +32,25 @@ int hx_frame_decode(const uint8_t *p, size_t n, struct hx_frame *f)
     f->chan = hx_get_u32(p + 8);
     f->payload = p + HX_FRAME_HDR;
     return (int)(HX_FRAME_HDR + len);
+}
+
+int hx_frames_take(struct hx_frame_rd *r, bool (*on_frame)(void *ctx, const struct hx_frame *f), void *ctx)
+{
+    size_t off = 0;
+    for (;;) {
+        struct hx_frame f;
+        int n = hx_frame_decode(r->buf + off, r->len - off, &f);
+        if (n == 0 && off == 0 && r->len == r->cap)
+            n = -EMSGSIZE; /* full, and still no whole frame */
+        if (n < 0)
+            return n;
+        if (n == 0)
+            break;
+        off += (size_t)n;
+        if (!on_frame(ctx, &f))
+            return 1;
+    }
+    memmove(r->buf, r->buf + off, r->len - off);
+    r->len -= off;
+    return 0;
 }

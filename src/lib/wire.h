@@ -11,6 +11,7 @@
  * Control payloads are JSON objects; data payloads are raw bytes.
  * See docs/agent-protocol.md for the message catalogue. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,20 @@ void hx_frame_hdr_encode(uint8_t out[HX_FRAME_HDR], uint16_t type, uint32_t chan
  * and fills *f, 0 if more bytes are needed, or -EPROTO / -EMSGSIZE when the
  * input is malformed (the peer must then be treated as broken). */
 int hx_frame_decode(const uint8_t *p, size_t n, struct hx_frame *f);
+
+/* A stream's read side: bytes as they arrived, cut into frames. The owner
+ * reads into buf + len (at most cap - len bytes) and adds what came to len. */
+struct hx_frame_rd {
+    uint8_t *buf;
+    size_t cap, len;
+};
+/* Hands each whole frame in r to on_frame, in order, then moves what is
+ * left of a partial frame to the start of buf. on_frame returns false to
+ * stop (its peer is gone: r may be freed with it), and then r is left as it
+ * is. Returns 0 when every whole frame was handed on, 1 when on_frame
+ * stopped, -EPROTO or -EMSGSIZE for a malformed frame or one that cannot fit
+ * in cap (the peer is broken). */
+int hx_frames_take(struct hx_frame_rd *r, bool (*on_frame)(void *ctx, const struct hx_frame *f), void *ctx);
 
 static inline uint32_t hx_get_u32(const uint8_t *p)
 {

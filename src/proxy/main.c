@@ -17,6 +17,7 @@
 #include "lib/confine.h"
 #include "lib/err.h"
 #include "lib/uvframe.h"
+#include "lib/ctlchan.h"
 #include "lib/wire.h"
 #include "proxy/ctl.h"
 #include "proxy/mitm.h"
@@ -26,8 +27,6 @@
 
 uv_loop_t *g_loop;
 static uv_pipe_t ctl;
-static uint8_t *ctl_buf;
-static size_t ctl_len;
 static struct sbx *sandboxes;
 static struct rcache *rcache;
 static uint32_t next_req = 1;
@@ -546,37 +545,6 @@ static void on_ctl_frame(const struct hx_frame *f)
     explicit_bzero((void *)f->payload, f->len); /* secrets: our read buffer held values */
 }
 
-static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
-{
-    size_t cap = HX_FRAME_HDR + HX_FRAME_MAX;
-    *b = uv_buf_init((char *)ctl_buf + ctl_len, (unsigned)(cap - ctl_len));
-}
-
-static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
-{
-    if (nread < 0) {
-        /* hutchd went away: nothing to enforce for anymore */
-        fprintf(stderr, "hutch-proxy: control channel closed, exiting\n");
-        exit(0);
-    }
-    ctl_len += (size_t)nread;
-    size_t off = 0;
-    for (;;) {
-        struct hx_frame f;
-        int r = hx_frame_decode(ctl_buf + off, ctl_len - off, &f);
-        if (r < 0) {
-            fprintf(stderr, "hutch-proxy: malformed control frame, exiting\n");
-            exit(1);
-        }
-        if (r == 0)
-            break;
-        on_ctl_frame(&f);
-        off += (size_t)r;
-    }
-    memmove(ctl_buf, ctl_buf + off, ctl_len - off);
-    ctl_len -= off;
-}
-
 /* ---- confinement ---- */
 
 static int confine(const char *root, uid_t uid, gid_t gid)
@@ -608,15 +576,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stderr, NULL, _IOLBF, 0);
     g_loop = uv_default_loop();
-    ctl_buf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
-    if (!ctl_buf)
-        return 1;
     for (int fd = PX_FD_CTL; fd <= PX_FD_DNST6; fd++)
         fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (uv_pipe_init(g_loop, &ctl, 0) < 0 || uv_pipe_open(&ctl, PX_FD_CTL) < 0) {
-        fprintf(stderr, "hutch-proxy: no control channel on fd %d\n", PX_FD_CTL);
+    if (hx_ctl_open(g_loop, &ctl, PX_FD_CTL, false, "hutch-proxy") < 0)
         return 1;
-    }
     if (tcp_proxy_start(PX_FD_TCP4, PX_FD_TCP6) < 0 ||
         dns_server_start(PX_FD_DNSU4, PX_FD_DNSU6, PX_FD_DNST4, PX_FD_DNST6) < 0)
         return 1;
@@ -626,12 +589,10 @@ int main(int argc, char **argv)
     json_decref(warm);
     if (confine(root, uid, gid) < 0)
         return 1;
-    uv_read_start((uv_stream_t *)&ctl, on_ctl_alloc, on_ctl_read);
+    hx_ctl_read(on_ctl_frame);
     /* hutchd opens its API only after this: a sandbox's first DNS query
      * must not wait out a slow start (the trust store, sanitizers). */
-    uint8_t ready[HX_FRAME_HDR];
-    hx_frame_hdr_encode(ready, PX_READY, 0, 0);
-    if (write(PX_FD_CTL, ready, sizeof ready) != (ssize_t)sizeof ready)
+    if (hx_ctl_ready(PX_READY) < 0)
         return 1;
     return uv_run(g_loop, UV_RUN_DEFAULT);
 }

@@ -86,7 +86,8 @@ static int agent_call_with(struct sandbox *sb, const char *method, json_t *param
     } else {
         uv_pipe_t *fdh = hx_uv_fd_handle(g_daemon.loop, fd);
         metrics_agent_bytes(false, HX_FRAME_HDR + len); /* metrics: */
-        r = fdh ? hx_uv_send_frame_fd((uv_stream_t *)&sb->agent, HX_CALL, c->req, text, len, fdh, NULL) : -ENOMEM;
+        r = fdh ? hx_uv_send_frame_fd((uv_stream_t *)&sb->agent, HX_CALL, c->req, text, len, false, fdh, NULL)
+                : -ENOMEM;
     }
     free(text);
     if (r < 0) {

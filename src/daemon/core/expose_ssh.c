@@ -77,7 +77,7 @@ struct sproc {
     int code;
     char signal[16];
     size_t queued;                /* bytes written to the socket, not yet taken by the kernel */
-    size_t rlen;
+    struct hx_frame_rd rd;        /* over rbuf */
     uint8_t rbuf[HX_FRAME_HDR + SSH_PROC_FRAME_MAX];
 };
 
@@ -267,7 +267,7 @@ static size_t sink_queued(struct session *s)
 static void on_pipe_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
 {
     struct sproc *sp = h->data;
-    *b = uv_buf_init((char *)sp->rbuf + sp->rlen, (unsigned)(sizeof sp->rbuf - sp->rlen));
+    *b = uv_buf_init((char *)sp->rd.buf + sp->rd.len, (unsigned)(sp->rd.cap - sp->rd.len));
 }
 
 static bool signal_ok(const uint8_t *p, size_t n)
@@ -278,6 +278,26 @@ static bool signal_ok(const uint8_t *p, size_t n)
         if (!(p[i] >= 'A' && p[i] <= 'Z') && !(p[i] >= '0' && p[i] <= '9'))
             return false;
     return true;
+}
+
+/* One frame hutch-ssh sent on a channel: input, a resize, a signal. */
+static bool on_channel_frame(void *ctx, const struct hx_frame *f)
+{
+    struct sproc *sp = ctx;
+    if (f->type == SSP_IN && f->len)
+        rpc_session_input(sp->s, STDIN_ID, f->payload, f->len);
+    else if (f->type == SSP_IN)
+        rpc_note(sp, "$sandbox.stream.end", json_pack("{s:i}", "streamId", STDIN_ID));
+    else if (f->type == SSP_RESIZE && f->len == 8 && sp->pty)
+        rpc_call(sp, next_rpc_id++, "ptyResize", json_pack("{s:I, s:I, s:I}", "pid", (json_int_t)sp->pid, "rows",
+                                                           (json_int_t)hx_get_u32(f->payload), "cols",
+                                                           (json_int_t)hx_get_u32(f->payload + 4)));
+    else if (f->type == SSP_SIGNAL && signal_ok(f->payload, f->len)) {
+        char name[16];
+        snprintf(name, sizeof name, "SIG%.*s", (int)f->len, (const char *)f->payload);
+        rpc_call(sp, next_rpc_id++, "processKill", json_pack("{s:I, s:s}", "pid", (json_int_t)sp->pid, "signal", name));
+    }
+    return !sp->ended && sp->s->sb;
 }
 
 static void on_pipe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -291,39 +311,12 @@ static void on_pipe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
                                                                  "SIGHUP"));
         return sproc_end(sp);
     }
-    sp->rlen += (size_t)nread;
-    size_t off = 0;
-    for (;;) {
-        struct hx_frame f;
-        int r = hx_frame_decode(sp->rbuf + off, sp->rlen - off, &f);
-        if (r == 0 && off == 0 && sp->rlen == sizeof sp->rbuf)
-            r = -EMSGSIZE;
-        if (r < 0) {
-            fprintf(stderr, "hutchd: ssh: %s: a malformed channel frame from hutch-ssh; closing the channel\n",
-                    sp->sandbox);
-            return sproc_end(sp);
-        }
-        if (r == 0)
-            break;
-        off += (size_t)r;
-        if (f.type == SSP_IN && f.len)
-            rpc_session_input(sp->s, STDIN_ID, f.payload, f.len);
-        else if (f.type == SSP_IN)
-            rpc_note(sp, "$sandbox.stream.end", json_pack("{s:i}", "streamId", STDIN_ID));
-        else if (f.type == SSP_RESIZE && f.len == 8 && sp->pty)
-            rpc_call(sp, next_rpc_id++, "ptyResize", json_pack("{s:I, s:I, s:I}", "pid", (json_int_t)sp->pid, "rows",
-                                                               (json_int_t)hx_get_u32(f.payload), "cols",
-                                                               (json_int_t)hx_get_u32(f.payload + 4)));
-        else if (f.type == SSP_SIGNAL && signal_ok(f.payload, f.len)) {
-            char name[16];
-            snprintf(name, sizeof name, "SIG%.*s", (int)f.len, (const char *)f.payload);
-            rpc_call(sp, next_rpc_id++, "processKill", json_pack("{s:I, s:s}", "pid", (json_int_t)sp->pid, "signal", name));
-        }
-        if (sp->ended || !sp->s->sb)
-            return;
+    sp->rd.len += (size_t)nread;
+    if (hx_frames_take(&sp->rd, on_channel_frame, sp) < 0) {
+        fprintf(stderr, "hutchd: ssh: %s: a malformed channel frame from hutch-ssh; closing the channel\n",
+                sp->sandbox);
+        sproc_end(sp);
     }
-    memmove(sp->rbuf, sp->rbuf + off, sp->rlen - off);
-    sp->rlen -= off;
 }
 
 static void sink_set_reading(struct session *s, bool on)
@@ -388,6 +381,7 @@ static void on_open(uint64_t conn, uint32_t chan, const char *sandbox, json_t *r
     }
     sp->conn = conn;
     sp->chan = chan;
+    sp->rd = (struct hx_frame_rd){.buf = sp->rbuf, .cap = sizeof sp->rbuf};
     snprintf(sp->sandbox, sizeof sp->sandbox, "%s", sandbox);
     sp->other = sv[1];
     sp->pty = with_pty;

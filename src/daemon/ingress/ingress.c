@@ -17,20 +17,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/helper.h"
 #include "daemon/ingress/ingress_ca.h"
 #include "ingress/ctl.h"
-#include "lib/uvframe.h"
 #include "lib/wire.h"
 
 static struct {
-    bool on, proc_alive, ctl_open;
+    bool on;
     const struct ingress_ops *ops;
-    uv_process_t proc;
-    uv_pipe_t ctl;
-    uv_timer_t restart;
-    int64_t last_start;
-    uint8_t *rbuf;
-    size_t rlen;
+    struct helper h;           /* hutch-ingress */
+    char *args[4];
     char path[4200], root[4200];
     char *cert, *key;          /* the leaf (or the operator's) PEM */
     int host_fd;               /* host mode: the shared listener */
@@ -105,59 +101,10 @@ int ingress_listen_at(uint16_t port, struct hx_err *e)
 
 /* ---- control channel ---- */
 
-struct fd_write {
-    uv_write_t req;
-    uv_tcp_t tcp;
-    bool tcp_ok;
-    size_t n;
-    uint8_t data[];
-};
-
-static void on_fd_write_closed(uv_handle_t *h)
-{
-    struct fd_write *w = h->data;
-    explicit_bzero(w->data, w->n);
-    free(w);
-}
-
-static void on_fd_written(uv_write_t *req, int status)
-{
-    struct fd_write *w = (struct fd_write *)req;
-    w->tcp.data = w;
-    uv_close((uv_handle_t *)&w->tcp, on_fd_write_closed); /* our copy of the socket goes */
-}
-
 /* One frame, with fd (>= 0, owned) riding along as SCM_RIGHTS. */
 static void send_frame(uint16_t type, uint32_t chan, const void *data, size_t len, int fd)
 {
-    if (!g.ctl_open) {
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    if (fd < 0) {
-        hx_uv_send_frame((uv_stream_t *)&g.ctl, type, chan, data, len, true, NULL);
-        return;
-    }
-    struct fd_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
-    if (!w) {
-        close(fd);
-        return;
-    }
-    w->n = HX_FRAME_HDR + len;
-    hx_frame_hdr_encode(w->data, type, chan, (uint32_t)len);
-    if (len)
-        memcpy(w->data + HX_FRAME_HDR, data, len);
-    uv_tcp_init(g_daemon.loop, &w->tcp);
-    w->tcp.data = w;
-    if (uv_tcp_open(&w->tcp, fd) < 0) {
-        close(fd);
-        uv_close((uv_handle_t *)&w->tcp, on_fd_write_closed);
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->n);
-    if (uv_write2(&w->req, (uv_stream_t *)&g.ctl, &b, 1, (uv_stream_t *)&w->tcp, on_fd_written) < 0)
-        uv_close((uv_handle_t *)&w->tcp, on_fd_write_closed);
+    helper_send(&g.h, type, chan, data, len, fd);
 }
 
 static void send_json(uint16_t type, json_t *o, int fd)
@@ -219,121 +166,24 @@ static void send_config(void)
     free(t);
 }
 
-static void ingress_spawn(void);
-
-static void on_ctl_closed(uv_handle_t *h)
+/* What hutch-ingress asks for: a socket to an exposure, by name. */
+static bool on_ctl_frame(struct helper *h, const struct hx_frame *f)
 {
-}
-
-static void ctl_close(void)
-{
-    if (!g.ctl_open)
-        return;
-    g.ctl_open = false;
-    uv_close((uv_handle_t *)&g.ctl, on_ctl_closed);
-}
-
-static void kill_ingress(const char *why)
-{
-    fprintf(stderr, "hutchd: hutch-ingress %s; restarting it\n", why);
-    ctl_close();
-    if (g.proc_alive)
-        uv_process_kill(&g.proc, SIGKILL);
-}
-
-static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
-{
-    *b = uv_buf_init((char *)g.rbuf + g.rlen, (unsigned)(HX_FRAME_HDR + HX_FRAME_MAX - g.rlen));
-}
-
-static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
-{
-    if (nread < 0)
-        return ctl_close();
-    if (uv_pipe_pending_count(&g.ctl) > 0)
-        return kill_ingress("sent a file descriptor"); /* it never has a reason to */
-    g.rlen += (size_t)nread;
-    size_t off = 0;
-    for (;;) {
-        struct hx_frame f;
-        int r = hx_frame_decode(g.rbuf + off, g.rlen - off, &f);
-        if (r < 0)
-            return kill_ingress("sent a malformed frame");
-        if (r == 0)
-            break;
-        off += (size_t)r;
-        if (f.type == IG_CONNECT) {
-            char name[IG_NAME_LEN + 1];
-            if (f.len != IG_NAME_LEN) {
-                ingress_connected(f.chan, -1, ENOENT);
-                continue;
-            }
-            memcpy(name, f.payload, f.len);
-            name[f.len] = 0;
-            g.ops->connect(name, f.chan);
-            if (!g.ctl_open)
-                return;
-        }
-        /* IG_READY and anything else: nothing to do */
+    if (f->type != IG_CONNECT)
+        return true; /* IG_READY and anything else: nothing to do */
+    char name[IG_NAME_LEN + 1];
+    if (f->len != IG_NAME_LEN) {
+        ingress_connected(f->chan, -1, ENOENT);
+        return true;
     }
-    memmove(g.rbuf, g.rbuf + off, g.rlen - off);
-    g.rlen -= off;
+    memcpy(name, f->payload, f->len);
+    name[f->len] = 0;
+    g.ops->connect(name, f->chan);
+    return h->ctl_open;
 }
 
-static void on_restart(uv_timer_t *t)
+static void on_ingress_start(struct helper *h)
 {
-    if (!g_daemon.shutting_down && g.on)
-        ingress_spawn();
-}
-
-static void on_proc_closed(uv_handle_t *h)
-{
-    if (!g_daemon.shutting_down && g.on)
-        uv_timer_start(&g.restart, on_restart, now_ms() - g.last_start < 5000 ? 1000 : 10, 0);
-}
-
-static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
-{
-    fprintf(stderr, "hutchd: hutch-ingress exited (status %" PRId64 ", signal %d)\n", status, sig);
-    g.proc_alive = false;
-    ctl_close();
-    uv_close((uv_handle_t *)p, on_proc_closed);
-}
-
-static void ingress_spawn(void)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        fprintf(stderr, "hutchd: socketpair for hutch-ingress: %s\n", strerror(errno));
-        return;
-    }
-    uv_stdio_container_t stdio[4];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = log_child_fd(1); /* log: JSON mode reads it */
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = log_child_fd(2);
-    stdio[3].flags = UV_INHERIT_FD;
-    stdio[3].data.fd = sv[1];
-    char *args[] = {g.path, "--root", g.root, NULL};
-    static char *env[] = {"PATH=/usr/bin:/bin", NULL};
-    uv_process_options_t o = {.exit_cb = on_exit_cb, .file = g.path, .args = args, .env = env, .stdio_count = 4,
-                              .stdio = stdio};
-    g.last_start = now_ms();
-    int r = uv_spawn(g_daemon.loop, &g.proc, &o);
-    close(sv[1]);
-    if (r < 0) {
-        fprintf(stderr, "hutchd: start %s: %s\n", g.path, uv_strerror(r));
-        close(sv[0]);
-        uv_close((uv_handle_t *)&g.proc, on_proc_closed);
-        return;
-    }
-    g.proc_alive = true;
-    uv_pipe_init(g_daemon.loop, &g.ctl, 1);
-    uv_pipe_open(&g.ctl, sv[0]);
-    g.ctl_open = true;
-    g.rlen = 0;
-    uv_read_start((uv_stream_t *)&g.ctl, on_ctl_alloc, on_ctl_read);
     send_config();
     g.ops->resend();
 }
@@ -375,13 +225,8 @@ int ingress_start(const struct ingress_ops *ops, struct hx_err *e)
     if (!cfg->ingress_domain && memcmp(tmp, any, g.family == AF_INET ? 4 : 16) == 0)
         return hx_fail(e, EINVAL, "--ingress-addr %s cannot be in a URL: give the address clients reach "
                                   "(or --ingress-domain)", g.addr);
-    snprintf(g.path, sizeof g.path, "%s/hutch-ingress", cfg->self_dir);
-    if (access(g.path, X_OK) != 0)
-        snprintf(g.path, sizeof g.path, "%s/../ingress/hutch-ingress", cfg->self_dir);
-    if (access(g.path, X_OK) != 0)
-        snprintf(g.path, sizeof g.path, "%s/../libexec/hutch/hutch-ingress", cfg->self_dir);
-    if (access(g.path, X_OK) != 0)
-        return hx_fail(e, ENOENT, "hutch-ingress not found next to hutchd (%s)", cfg->self_dir);
+    if ((r = helper_find(cfg->self_dir, "ingress", "hutch-ingress", g.path, sizeof g.path, e)) < 0)
+        return r;
     snprintf(g.root, sizeof g.root, "%s/ingress-root", cfg->state_dir);
     if (mkdir(g.root, 0555) < 0 && errno != EEXIST)
         return hx_fail(e, errno, "mkdir %s: %m", g.root);
@@ -404,15 +249,19 @@ int ingress_start(const struct ingress_ops *ops, struct hx_err *e)
     }
     if (cfg->ingress_domain && (g.host_fd = bind_listener((uint16_t)cfg->ingress_port, NULL, e)) < 0)
         return g.host_fd;
-    g.rbuf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
-    if (!g.rbuf)
-        return hx_fail(e, ENOMEM, "out of memory");
-    uv_timer_init(g_daemon.loop, &g.restart);
-    uv_unref((uv_handle_t *)&g.restart);
+    g.args[0] = g.path;
+    g.args[1] = "--root";
+    g.args[2] = g.root;
+    g.args[3] = NULL;
+    g.h.name = "hutch-ingress";
+    g.h.loop = g_daemon.loop;
+    g.h.args = g.args;
+    g.h.ipc = true; /* it gets listeners and connections */
+    g.h.on_start = on_ingress_start;
+    g.h.on_frame = on_ctl_frame;
+    if ((r = helper_start(&g.h, e)) < 0)
+        return r;
     g.on = true;
-    ingress_spawn();
-    if (!g.proc_alive)
-        return hx_fail(e, EIO, "could not start %s", g.path);
     if (cfg->ingress_domain)
         printf("hutchd: ingress: https://NAME.%s:%d/ (certificate %s)\n", cfg->ingress_domain, cfg->ingress_port,
                cfg->ingress_cert ? cfg->ingress_cert : ingress_ca_path());
@@ -422,14 +271,17 @@ int ingress_start(const struct ingress_ops *ops, struct hx_err *e)
     return 0;
 }
 
+void ingress_stopping(void)
+{
+    helper_stopping(&g.h);
+}
+
 void ingress_fini(void)
 {
     if (!g.on)
         return;
     g.on = false;
-    ctl_close();
-    if (g.proc_alive)
-        uv_process_kill(&g.proc, SIGTERM);
+    helper_stop(&g.h);
     if (g.host_fd >= 0)
         close(g.host_fd);
     g.host_fd = -1;

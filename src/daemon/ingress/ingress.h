@@ -16,6 +16,8 @@ struct ingress_ops {
 
 /* Idempotent: the CA, the certificate, the process. */
 int ingress_start(const struct ingress_ops *ops, struct hx_err *e);
+/* hutchd is shutting down: a hutch-ingress that exits now stays down. */
+void ingress_stopping(void);
 void ingress_fini(void);
 
 /* The base domain (host mode) or NULL (port mode: a port per exposure). */

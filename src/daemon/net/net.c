@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/helper.h"
 #include "daemon/net/ca.h"
 #include "daemon/net/secrets.h"
 #include "daemon/net/netlink.h"
@@ -66,26 +67,19 @@ struct static_ent {
 static struct {
     const struct config *cfg; /* given by net_init: net reads no core state */
     uv_loop_t *loop;
-    bool stopping;            /* net_stopping: a proxy that exits now is not restarted */
     bool on;
     char table[80];
     uint8_t pool4[4], pool6[16];
     int pool4_len, pool6_len;
     struct static_ent *stat;
     size_t n_stat;
-    uv_process_t proc;
-    bool proc_alive;
-    bool proxy_ready;     /* PX_READY seen since the last start */
-    uv_pipe_t ctl;
-    bool ctl_open;
-    uint8_t *rbuf;
-    size_t rlen;
+    struct helper proxy;       /* hutch-proxy */
+    char *proxy_args[6];
+    bool proxy_ready;          /* PX_READY seen since the last start */
     int fds[7];                /* listening sockets, kept for restarts */
-    uv_timer_t restart;
     uv_timer_t log_flush;      /* says how many lines were suppressed when a sandbox goes quiet */
     uv_timer_t local_refresh;  /* re-reads hutchd's own addresses (on_local_refresh) */
     json_t *sent_local;        /* the "local" list the proxy has */
-    int64_t last_start;
     char proxy_path[4200], proxy_root[4200];
 } g;
 
@@ -218,8 +212,7 @@ static json_t *local_addrs(void)
 static void ctl_send(uint16_t type, uint32_t chan, const void *data, size_t len)
 {
     /* secrets: policies and the CA carry values; nothing stays in freed memory */
-    if (g.ctl_open)
-        hx_uv_send_frame((uv_stream_t *)&g.ctl, type, chan, data, len, true, NULL);
+    helper_send(&g.proxy, type, chan, data, len, -1);
 }
 
 static void ctl_send_json(uint16_t type, json_t *o)
@@ -255,7 +248,7 @@ static void send_config(void)
 static void on_local_refresh(uv_timer_t *t)
 {
     (void)t;
-    if (!g.ctl_open)
+    if (!g.proxy.ctl_open)
         return;
     json_t *now = local_addrs();
     if (!g.sent_local || !json_equal(now, g.sent_local))
@@ -525,16 +518,18 @@ static void on_subst(json_t *o)
             secret, host, json_integer_value(port), method, path);
 }
 
-static void on_ctl_frame(const struct hx_frame *f)
+static bool on_ctl_frame(struct helper *h, const struct hx_frame *f)
 {
     if (f->type == PX_READY) {
         g.proxy_ready = true;
-        return;
+        return true;
     }
-    if (f->type == PX_RESOLVE)
-        return on_resolve(f->chan, f->payload, f->len);
+    if (f->type == PX_RESOLVE) {
+        on_resolve(f->chan, f->payload, f->len);
+        return true;
+    }
     if (f->type != PX_AUDIT && f->type != PX_BYTES && f->type != PX_SUBST)
-        return;
+        return true;
     json_t *o = json_loadb((const char *)f->payload, f->len, 0, NULL);
     if (json_is_object(o)) {
         if (f->type == PX_AUDIT)
@@ -545,123 +540,18 @@ static void on_ctl_frame(const struct hx_frame *f)
             on_bytes(o);
     }
     json_decref(o);
+    return true;
 }
-
-static void proxy_start(void);
 
 static void on_ready_deadline(uv_timer_t *t)
 {
     *(bool *)t->data = true;
 }
 
-static void on_ctl_closed(uv_handle_t *h)
+/* A (re)start: the configuration, the CA and every running sandbox's policy. */
+static void on_proxy_start(struct helper *h)
 {
-}
-
-static void ctl_close(void)
-{
-    if (!g.ctl_open)
-        return;
-    g.ctl_open = false;
-    uv_close((uv_handle_t *)&g.ctl, on_ctl_closed);
-}
-
-static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
-{
-    *b = uv_buf_init((char *)g.rbuf + g.rlen, (unsigned)(HX_FRAME_HDR + HX_FRAME_MAX - g.rlen));
-}
-
-static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
-{
-    if (nread < 0) {
-        ctl_close();
-        return;
-    }
-    g.rlen += (size_t)nread;
-    size_t off = 0;
-    for (;;) {
-        struct hx_frame f;
-        int r = hx_frame_decode(g.rbuf + off, g.rlen - off, &f);
-        if (r < 0) {
-            fprintf(stderr, "hutchd: hutch-proxy sent a malformed frame; restarting it\n");
-            ctl_close();
-            if (g.proc_alive)
-                uv_process_kill(&g.proc, SIGKILL);
-            return;
-        }
-        if (r == 0)
-            break;
-        on_ctl_frame(&f);
-        off += (size_t)r;
-    }
-    memmove(g.rbuf, g.rbuf + off, g.rlen - off);
-    g.rlen -= off;
-}
-
-static void on_restart(uv_timer_t *t)
-{
-    if (!g.stopping && g.on)
-        proxy_start();
-}
-
-static void on_proc_closed(uv_handle_t *h)
-{
-    /* a crash: start again (rate-limited), with every running sandbox's policy */
-    if (!g.stopping && g.on)
-        uv_timer_start(&g.restart, on_restart, now_ms() - g.last_start < 5000 ? 1000 : 10, 0);
-}
-
-static void on_proxy_exit(uv_process_t *p, int64_t status, int sig)
-{
-    fprintf(stderr, "hutchd: hutch-proxy exited (status %" PRId64 ", signal %d)\n", status, sig);
-    g.proc_alive = false;
-    ctl_close();
-    uv_close((uv_handle_t *)p, on_proc_closed);
-}
-
-static void proxy_start(void)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        fprintf(stderr, "hutchd: socketpair for hutch-proxy: %s\n", strerror(errno));
-        return;
-    }
-    uv_stdio_container_t stdio[10];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = log_child_fd(1); /* log: JSON mode reads it */
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = log_child_fd(2);
-    stdio[3].flags = UV_INHERIT_FD;
-    stdio[3].data.fd = sv[1];
-    for (int i = 0; i < 6; i++) {
-        stdio[4 + i].flags = UV_INHERIT_FD;
-        stdio[4 + i].data.fd = g.fds[i];
-    }
-    char *args[] = {g.proxy_path, "--root", g.proxy_root, NULL, NULL, NULL};
-    if (g.cfg->upstream_ca) { /* secrets: read by the proxy before it confines itself */
-        args[3] = "--upstream-ca";
-        args[4] = (char *)g.cfg->upstream_ca;
-    }
-    static char *env[] = {"PATH=/usr/bin:/bin", NULL};
-    uv_process_options_t o = {.exit_cb = on_proxy_exit, .file = g.proxy_path, .args = args, .env = env,
-                              .stdio_count = 10, .stdio = stdio};
-    g.last_start = now_ms();
     g.proxy_ready = false;
-    int r = uv_spawn(g.loop, &g.proc, &o);
-    close(sv[1]);
-    if (r < 0) {
-        fprintf(stderr, "hutchd: start %s: %s\n", g.proxy_path, uv_strerror(r));
-        close(sv[0]);
-        uv_close((uv_handle_t *)&g.proc, on_proc_closed);
-        return;
-    }
-    g.proc_alive = true;
-    uv_pipe_init(g.loop, &g.ctl, 0);
-    uv_pipe_open(&g.ctl, sv[0]);
-    g.ctl_open = true;
-    g.rlen = 0;
-    uv_read_start((uv_stream_t *)&g.ctl, on_ctl_alloc, on_ctl_read);
     send_config();
     send_ca(); /* secrets: */
     /* net's own list, not the core's registry: everything attached and not
@@ -744,7 +634,7 @@ int net_init(const struct config *cfg, uv_loop_t *loop, struct hx_err *e)
 
 void net_stopping(void)
 {
-    g.stopping = true;
+    helper_stopping(&g.proxy);
 }
 
 /* wait_ready: at start-up only. A retry from a sandbox's attach must not
@@ -818,13 +708,8 @@ static int net_start(bool wait_ready, struct hx_err *e)
             g.table[o++] = (char)((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ? *p : '_');
         g.table[o] = 0;
     }
-    snprintf(g.proxy_path, sizeof g.proxy_path, "%s/hutch-proxy", cfg->self_dir);
-    if (access(g.proxy_path, X_OK) != 0)
-        snprintf(g.proxy_path, sizeof g.proxy_path, "%s/../proxy/hutch-proxy", cfg->self_dir);
-    if (access(g.proxy_path, X_OK) != 0)
-        snprintf(g.proxy_path, sizeof g.proxy_path, "%s/../libexec/hutch/hutch-proxy", cfg->self_dir);
-    if (access(g.proxy_path, X_OK) != 0)
-        return hx_fail(e, ENOENT, "hutch-proxy not found next to hutchd (%s)", cfg->self_dir);
+    if ((r = helper_find(cfg->self_dir, "proxy", "hutch-proxy", g.proxy_path, sizeof g.proxy_path, e)) < 0)
+        return r;
     /* the proxy's chroot: an empty directory nobody can write */
     snprintf(g.proxy_root, sizeof g.proxy_root, "%s/proxy-root", cfg->state_dir);
     if (mkdir(g.proxy_root, 0555) < 0 && errno != EEXIST)
@@ -847,14 +732,8 @@ static int net_start(bool wait_ready, struct hx_err *e)
             fprintf(stderr, "hutchd: %s: TLS interception for secrets is off\n", ce.msg);
         ca_done = true;
     }
-    if (!g.rbuf)
-        g.rbuf = malloc(HX_FRAME_HDR + HX_FRAME_MAX);
-    if (!g.rbuf)
-        return hx_fail(e, ENOMEM, "out of memory");
     static bool timer_ready;
     if (!timer_ready) {
-        uv_timer_init(g.loop, &g.restart);
-        uv_unref((uv_handle_t *)&g.restart);
         uv_timer_init(g.loop, &g.log_flush);
         uv_unref((uv_handle_t *)&g.log_flush);
         uv_timer_init(g.loop, &g.local_refresh);
@@ -862,10 +741,25 @@ static int net_start(bool wait_ready, struct hx_err *e)
         uv_timer_start(&g.local_refresh, on_local_refresh, LOCAL_REFRESH_MS, LOCAL_REFRESH_MS);
         timer_ready = true;
     }
+    char **a = g.proxy_args;
+    *a++ = g.proxy_path;
+    *a++ = "--root";
+    *a++ = g.proxy_root;
+    if (cfg->upstream_ca) { /* secrets: read by the proxy before it confines itself */
+        *a++ = "--upstream-ca";
+        *a++ = (char *)cfg->upstream_ca;
+    }
+    *a = NULL;
+    g.proxy.name = "hutch-proxy";
+    g.proxy.loop = g.loop;
+    g.proxy.args = g.proxy_args;
+    g.proxy.fds = g.fds; /* its listeners: 4, 5 TCP; 6, 7 DNS over UDP; 8, 9 DNS over TCP */
+    g.proxy.n_fds = 6;
+    g.proxy.on_start = on_proxy_start;
+    g.proxy.on_frame = on_ctl_frame;
+    if ((r = helper_start(&g.proxy, e)) < 0)
+        return r;
     g.on = true;
-    proxy_start();
-    if (!g.proc_alive)
-        return hx_fail(e, EIO, "could not start %s", g.proxy_path);
     printf("hutchd: sandbox network: nftables table inet %s, pools %d.%d.%d.%d/%d and IPv6 /%d, %zu static names, "
            "%u forbidden ranges opened\n", g.table, g.pool4[0], g.pool4[1], g.pool4[2], g.pool4[3], g.pool4_len,
            g.pool6_len, g.n_stat, cfg->n_allow_range);
@@ -878,7 +772,7 @@ static int net_start(bool wait_ready, struct hx_err *e)
     uv_timer_init(g.loop, &deadline);
     deadline.data = &late;
     uv_timer_start(&deadline, on_ready_deadline, 10000, 0);
-    while (!g.proxy_ready && g.proc_alive && !late)
+    while (!g.proxy_ready && g.proxy.alive && !late)
         uv_run(g.loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&deadline, NULL);
     uv_run(g.loop, UV_RUN_NOWAIT); /* lets the close finish: deadline lives on this stack */
@@ -900,10 +794,8 @@ void net_fini_keep(bool keep_table)
     uv_timer_stop(&g.local_refresh);
     json_decref(g.sent_local);
     g.sent_local = NULL;
-    ctl_close();
+    helper_stop(&g.proxy);
     resolver_fini();
-    if (g.proc_alive)
-        uv_process_kill(&g.proc, SIGTERM);
     if (!keep_table)
         nft_teardown(g.table);
     for (int i = 0; i < 6; i++) {

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "daemon/core/sandbox.h"
+#include "daemon/helper.h"
 #include "lib/uvframe.h"
 #include "lib/wire.h"
 #include "ssh/ctl.h"
@@ -45,7 +46,7 @@ struct sconn {
     char peer[INET6_ADDRSTRLEN];
     char sandbox[32];
     char user[SSH_USER_LEN + 1];
-    size_t rlen;
+    struct hx_frame_rd rd;         /* over rbuf */
     uint8_t rbuf[CTL_RBUF];
 };
 
@@ -187,26 +188,6 @@ static void conn_broken(struct sconn *c, const char *why)
     conn_kill(c);
 }
 
-struct fd_write {
-    uv_write_t req;
-    uv_pipe_t carrier;
-    size_t n;
-    uint8_t data[];
-};
-
-static void on_fd_write_closed(uv_handle_t *h)
-{
-    struct fd_write *w = h->data;
-    explicit_bzero(w->data, w->n);
-    free(w);
-}
-
-static void on_fd_written(uv_write_t *req, int status)
-{
-    struct fd_write *w = (struct fd_write *)req;
-    uv_close((uv_handle_t *)&w->carrier, on_fd_write_closed); /* our copy of the descriptor goes */
-}
-
 /* One frame to hutch-ssh, with fd (>= 0, owned) as SCM_RIGHTS. */
 static void conn_send(struct sconn *c, uint16_t type, uint32_t chan, const void *data, size_t len, int fd)
 {
@@ -215,29 +196,7 @@ static void conn_send(struct sconn *c, uint16_t type, uint32_t chan, const void 
             close(fd);
         return;
     }
-    if (fd < 0) {
-        hx_uv_send_frame((uv_stream_t *)&c->ctl, type, chan, data, len, true, NULL);
-        return;
-    }
-    struct fd_write *w = malloc(sizeof *w + HX_FRAME_HDR + len);
-    if (!w) {
-        close(fd);
-        return;
-    }
-    w->n = HX_FRAME_HDR + len;
-    hx_frame_hdr_encode(w->data, type, chan, (uint32_t)len);
-    if (len)
-        memcpy(w->data + HX_FRAME_HDR, data, len);
-    uv_pipe_init(g_daemon.loop, &w->carrier, 0);
-    w->carrier.data = w;
-    if (uv_pipe_open(&w->carrier, fd) < 0) {
-        close(fd);
-        uv_close((uv_handle_t *)&w->carrier, on_fd_write_closed);
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->n);
-    if (uv_write2(&w->req, (uv_stream_t *)&c->ctl, &b, 1, (uv_stream_t *)&w->carrier, on_fd_written) < 0)
-        uv_close((uv_handle_t *)&w->carrier, on_fd_write_closed);
+    helper_send_frame(&c->ctl, type, chan, data, len, fd);
 }
 
 void sshd_opened(uint64_t conn, uint32_t chan, int fd)
@@ -354,7 +313,20 @@ static void request(struct sconn *c, const struct hx_frame *f)
 static void on_ctl_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
 {
     struct sconn *c = h->data;
-    *b = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(sizeof c->rbuf - c->rlen));
+    *b = uv_buf_init((char *)c->rd.buf + c->rd.len, (unsigned)(c->rd.cap - c->rd.len));
+}
+
+static bool on_ctl_frame(void *ctx, const struct hx_frame *f)
+{
+    struct sconn *c = ctx;
+    uint64_t id = c->id;
+    if (f->type == SS_AUTH && !c->authed && !c->pending)
+        auth(c, f->payload, f->len);
+    else if (f->type == SS_OPEN || f->type == SS_FORWARD)
+        request(c, f);
+    else
+        conn_broken(c, "sent an unexpected frame");
+    return conn_find(id) && c->ctl_open;
 }
 
 static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -364,30 +336,9 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return conn_kill(c);
     if (uv_pipe_pending_count(&c->ctl) > 0)
         return conn_broken(c, "sent a file descriptor");
-    c->rlen += (size_t)nread;
-    size_t off = 0;
-    uint64_t id = c->id;
-    for (;;) {
-        struct hx_frame f;
-        int r = hx_frame_decode(c->rbuf + off, c->rlen - off, &f);
-        if (r == 0 && c->rlen == sizeof c->rbuf && off == 0)
-            r = -EMSGSIZE;
-        if (r < 0)
-            return conn_broken(c, "sent a malformed frame");
-        if (r == 0)
-            break;
-        off += (size_t)r;
-        if (f.type == SS_AUTH && !c->authed && !c->pending)
-            auth(c, f.payload, f.len);
-        else if (f.type == SS_OPEN || f.type == SS_FORWARD)
-            request(c, &f);
-        else
-            return conn_broken(c, "sent an unexpected frame");
-        if (!conn_find(id) || !c->ctl_open)
-            return;
-    }
-    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-    c->rlen -= off;
+    c->rd.len += (size_t)nread;
+    if (hx_frames_take(&c->rd, on_ctl_frame, c) < 0)
+        conn_broken(c, "sent a malformed frame");
 }
 
 static void on_login_timeout(uv_timer_t *t)
@@ -411,35 +362,19 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
 static void conn_start(int fd, const char *peer)
 {
     struct sconn *c = calloc(1, sizeof *c);
-    int sv[2];
-    if (!c || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        free(c);
+    if (!c) {
         close(fd);
         return;
     }
     c->id = ++g.next_id;
+    c->rd = (struct hx_frame_rd){.buf = c->rbuf, .cap = sizeof c->rbuf};
     snprintf(c->peer, sizeof c->peer, "%s", peer);
-    uv_stdio_container_t stdio[5];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = 1;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
-    stdio[3].flags = UV_INHERIT_FD;
-    stdio[3].data.fd = sv[1];
-    stdio[4].flags = UV_INHERIT_FD;
-    stdio[4].data.fd = fd;
     char *args[] = {g.path, "--root", g.root, NULL};
-    static char *env[] = {"PATH=/usr/bin:/bin", NULL};
-    uv_process_options_t o = {.exit_cb = on_exit_cb, .file = g.path, .args = args, .env = env, .stdio_count = 5,
-                              .stdio = stdio};
     c->proc.data = c;
-    int r = uv_spawn(g_daemon.loop, &c->proc, &o);
-    close(sv[1]);
+    int ctl, r = helper_spawn(g_daemon.loop, &c->proc, on_exit_cb, args, &fd, 1, &ctl); /* the client's: fd 4 */
     close(fd);
     if (r < 0) {
         fprintf(stderr, "hutchd: ssh: start %s: %s\n", g.path, uv_strerror(r));
-        close(sv[0]);
         c->dead = true;
         c->handles = 1;
         c->next = g.conns;
@@ -455,7 +390,7 @@ static void conn_start(int fd, const char *peer)
     g.nconns++;
     uv_pipe_init(g_daemon.loop, &c->ctl, 1);
     c->ctl.data = c;
-    uv_pipe_open(&c->ctl, sv[0]);
+    uv_pipe_open(&c->ctl, ctl);
     c->ctl_open = true;
     uv_timer_init(g_daemon.loop, &c->timer);
     c->timer.data = c;
@@ -576,13 +511,8 @@ int sshd_start(const struct sshd_ops *ops, struct hx_err *e)
     if (cfg->ssh_port == 0)
         return hx_fail(e, EOPNOTSUPP, "SSH is off on this hutchd (--ssh-port 0)");
     g.ops = ops;
-    snprintf(g.path, sizeof g.path, "%s/hutch-ssh", cfg->self_dir);
-    if (access(g.path, X_OK) != 0)
-        snprintf(g.path, sizeof g.path, "%s/../ssh/hutch-ssh", cfg->self_dir);
-    if (access(g.path, X_OK) != 0)
-        snprintf(g.path, sizeof g.path, "%s/../libexec/hutch/hutch-ssh", cfg->self_dir);
-    if (access(g.path, X_OK) != 0)
-        return hx_fail(e, ENOENT, "hutch-ssh not found next to hutchd (%s)", cfg->self_dir);
+    if (helper_find(cfg->self_dir, "ssh", "hutch-ssh", g.path, sizeof g.path, e) < 0)
+        return -e->code;
     snprintf(g.root, sizeof g.root, "%s/ssh-root", cfg->state_dir);
     if (mkdir(g.root, 0555) < 0 && errno != EEXIST)
         return hx_fail(e, errno, "mkdir %s: %m", g.root);
