@@ -607,7 +607,7 @@ int hutch_run_raw(const struct hutch_target *t, const char *id, const struct hut
     if (s->pty)
         return hx_fail(e, ENOSYS, "pseudo-terminals go the JSON-RPC way");
     if (!hutch_id_safe(id))
-        return hx_fail(e, EINVAL, "bad sandbox id \"%.100s\"", id);
+        return hx_fail(e, EINVAL, "invalid sandbox id '%.100s'", id);
     char *url = raw_url(id, s);
     if (!url)
         return hx_fail(e, ENOMEM, "out of memory");
