@@ -309,6 +309,8 @@ def test_bad_requests_are_refused_with_a_status(hutchd, sid):
     assert refused(hutchd, exec_path(sid, "true", bogus="1"), h)[:2] == (400, "EINVAL")
     assert refused(hutchd, f"/hutch/v1/sandboxes/{sid}/exec?cmd=echo&arg=a%00b", h) == \
         (400, "EINVAL", 'EINVAL: "arg" contains a NUL byte')
+    assert refused(hutchd, f"/hutch/v1/sandboxes/{sid}/exec?cmd=echo&arg=%ff", h) == \
+        (400, "EINVAL", 'EINVAL: "arg" is not UTF-8')  # JSON, and so spawn, cannot carry it: never dropped
     assert refused(hutchd, exec_path(sid, "true", tty="0x80"), h)[:2] == (400, "EINVAL")
     assert refused(hutchd, f"/hutch/v1/sandboxes/{sid}/exec?cmd=true&cwd=/a&cwd=/b", h) == \
         (400, "EINVAL", 'EINVAL: "cwd" given twice')

@@ -15,6 +15,7 @@
 #include <string.h>
 #include "daemon/api/http.h"
 #include "daemon/api/ws.h"
+#include "daemon/core/exec_opts.h"
 #include "daemon/core/rest_exec.h"
 #include "daemon/core/rpc.h"
 #include "daemon/core/sandbox.h"
@@ -23,8 +24,6 @@
 #define EXEC_MESSAGE_MAX ((1u << 20) + 1) /* a client message: tag + 1 MiB (1009 beyond) */
 #define EXEC_DRAIN_MS 5000           /* after the exit: how long output may still end (a background child
                                       * that inherited the pipes keeps them open) */
-#define EXEC_MAX_ARGS 4096
-#define EXEC_MAX_ENV 4096
 #define STDIN_ID 1                   /* the sink session's one inbound stream */
 #define RPC_SPAWN 1                  /* ids of the calls made on the sink session */
 #define RPC_WAIT 2
@@ -370,106 +369,6 @@ static bool offers_subprotocol(const struct http_request *req)
     return false;
 }
 
-/* The spawn options from the query (form-encoded: '+' is a space): cmd once,
- * arg and env (K=V) repeated in order, cwd, clearEnv, tty=ROWSxCOLS, stdin
- * and stderr ("piped" or "null"). Fills err and returns false on the first
- * bad one. The RPC layer's spawn checks the rest (lengths, env names). */
-static bool parse_options(const char *q, json_t *params, bool *stdin_piped, bool *pty, char *err, size_t errn)
-{
-    json_t *args = json_array(), *env = json_object();
-    json_object_set_new(params, "args", args);
-    json_object_set_new(params, "env", env);
-    bool ok = true;
-    while (ok && *q) {
-        size_t n = strcspn(q, "&");
-        const char *eq = memchr(q, '=', n);
-        size_t kn = eq ? (size_t)(eq - q) : n;
-        const char *v = eq ? eq + 1 : q + n;
-        size_t vn = (size_t)(q + n - v);
-        char key[16];
-        if (kn == 0 || kn >= sizeof key) {
-            snprintf(err, errn, "unknown option \"%.*s\"", (int)(kn > 32 ? 32 : kn), q);
-            return false;
-        }
-        memcpy(key, q, kn);
-        key[kn] = 0;
-        q += n + (q[n] == '&');
-        bool nul = false;
-        for (size_t i = 0; i + 2 < vn && !nul; i++) /* http_pct_decode leaves "%00" as it is */
-            nul = v[i] == '%' && v[i + 1] == '0' && v[i + 2] == '0';
-        if (nul) {
-            snprintf(err, errn, "\"%s\" contains a NUL byte", key);
-            return false;
-        }
-        char *val = http_pct_decode(v, vn, true);
-        if (!val) {
-            snprintf(err, errn, "out of memory");
-            return false;
-        }
-        if (strcmp(key, "cmd") == 0 || strcmp(key, "cwd") == 0) {
-            const char *name = key[1] == 'm' ? "command" : "cwd";
-            if (json_object_get(params, name)) {
-                snprintf(err, errn, "\"%s\" given twice", key);
-                ok = false;
-            } else {
-                json_object_set_new(params, name, json_string(val));
-            }
-        } else if (strcmp(key, "arg") == 0) {
-            if (json_array_size(args) >= EXEC_MAX_ARGS) {
-                snprintf(err, errn, "more than %d args", EXEC_MAX_ARGS);
-                ok = false;
-            } else {
-                json_array_append_new(args, json_string(val));
-            }
-        } else if (strcmp(key, "env") == 0) {
-            char *e = strchr(val, '=');
-            if (!e || e == val) {
-                snprintf(err, errn, "env must be NAME=VALUE, got \"%.64s\"", val);
-                ok = false;
-            } else if (json_object_size(env) >= EXEC_MAX_ENV) {
-                snprintf(err, errn, "more than %d env entries", EXEC_MAX_ENV);
-                ok = false;
-            } else {
-                *e = 0;
-                json_object_set_new(env, val, json_string(e + 1));
-            }
-        } else if (strcmp(key, "clearEnv") == 0) {
-            ok = strcmp(val, "true") == 0 || strcmp(val, "false") == 0 || strcmp(val, "1") == 0 || strcmp(val, "0") == 0;
-            if (ok)
-                json_object_set_new(params, "clearEnv", json_boolean(val[0] == 't' || val[0] == '1'));
-            else
-                snprintf(err, errn, "clearEnv must be true or false");
-        } else if (strcmp(key, "tty") == 0) {
-            unsigned rows = 0, cols = 0;
-            char tail;
-            if (sscanf(val, "%4ux%4u%c", &rows, &cols, &tail) != 2 || rows < 1 || rows > 1000 || cols < 1 || cols > 1000) {
-                snprintf(err, errn, "tty must be ROWSxCOLS, each 1..1000");
-                ok = false;
-            } else {
-                json_object_set_new(params, "pty", json_pack("{s:i, s:i}", "rows", (int)rows, "cols", (int)cols));
-                *pty = true;
-            }
-        } else if (strcmp(key, "stdin") == 0 || strcmp(key, "stderr") == 0) {
-            ok = strcmp(val, "piped") == 0 || strcmp(val, "null") == 0;
-            if (!ok)
-                snprintf(err, errn, "%s must be \"piped\" or \"null\"", key);
-            else if (key[3] == 'i')
-                *stdin_piped = val[0] == 'p';
-            else
-                json_object_set_new(params, "stderr", json_string(val));
-        } else {
-            snprintf(err, errn, "unknown option \"%s\"", key);
-            ok = false;
-        }
-        free(val);
-    }
-    if (ok && !json_object_get(params, "command")) {
-        snprintf(err, errn, "the command is missing: ?cmd=NAME[&arg=...]");
-        ok = false;
-    }
-    return ok;
-}
-
 void rest_exec_handle(struct http_conn *c, const struct http_request *req, struct sandbox *sb, const char *token_id)
 {
     if (!req->websocket)
@@ -485,7 +384,7 @@ void rest_exec_handle(struct http_conn *c, const struct http_request *req, struc
     char err[160];
     if (!params)
         return http_respond_error(c, 503, "OUT_OF_MEMORY", "out of memory");
-    if (!parse_options(req->query, params, &stdin_piped, &pty, err, sizeof err)) {
+    if (!exec_opts_parse(req->query, strlen(req->query), params, &stdin_piped, &pty, err, sizeof err)) {
         json_decref(params);
         return http_respond_error(c, 400, "EINVAL", "EINVAL: %s", err);
     }
