@@ -223,6 +223,16 @@ def test_disconnect_kills_the_process(hutchd, sid):
     assert wait_until(lambda: not alive_in(hutchd, sid, c.pid), 20)
 
 
+def test_disconnect_kills_what_the_process_started_too(hutchd, sid):
+    def sleepers():  # the pattern does not match pgrep's own command line
+        return cli(hutchd, "exec", sid, "--", "pgrep", "-f", "sleep 100[12]").returncode == 0
+
+    c = Chan(hutchd, sid, "sh", "-c", "sleep 1001 & sleep 1002; wait", stdin="null")
+    assert wait_until(sleepers, 20)  # positive control: both run
+    c.ws.sock.close()
+    assert wait_until(lambda: not sleepers(), 20)  # its process group went with it
+
+
 # ---------------------------------------------------------------- hostile input
 
 HOSTILE = [

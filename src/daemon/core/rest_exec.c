@@ -77,6 +77,23 @@ static void kill_process(struct xexec *x, const char *sig)
         rpc_call(x, RPC_OTHER, "processKill", json_pack("{s:I, s:s}", "pid", (json_int_t)x->pid, "signal", sig));
 }
 
+static void on_group_killed(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
+{
+}
+
+/* The client left before the exit: SIGKILL to the process's whole group (it
+ * leads a session of its own), so that what it started goes with it too. An
+ * older hutch-init ignores "group" and kills the process alone. */
+static void kill_group(struct xexec *x)
+{
+    struct sandbox *sb = x->s->sb;
+    if (!x->spawned || x->exited || !sb || sb->state != SB_RUNNING)
+        return;
+    json_t *p = json_pack("{s:I, s:i, s:b}", "pid", (json_int_t)x->pid, "signal", 9, "group", 1);
+    if (p)
+        (void)agent_call(sb, "kill", p, on_group_killed, NULL, NULL, NULL);
+}
+
 /* ---- the end ------------------------------------------------------------ */
 
 static void on_timer_closed(uv_handle_t *h)
@@ -95,7 +112,7 @@ static void release(struct xexec *x)
     if (x->released)
         return;
     x->released = true;
-    kill_process(x, "SIGKILL");
+    kill_group(x);
     for (struct xexec **pp = &g_execs; *pp; pp = &(*pp)->next)
         if (*pp == x) {
             *pp = x->next;
