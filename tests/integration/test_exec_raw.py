@@ -447,3 +447,17 @@ def test_cli_uses_the_raw_channel_and_falls_back_against_an_older_hutchd(hutchd,
         assert any(p == f"/api/v3/sandbox/{sid}/connect" for p in paths) == old, paths
     finally:
         relay.close()
+
+
+def test_cli_takes_the_json_rpc_way_for_a_command_longer_than_a_request_head(hutchd, sid):
+    relay = OldHutchd(hutchd.port, False)
+    try:
+        script = "echo " + "x" * 20000 + " | wc -c"
+        r = subprocess.run([hutch_cli_path(), "sh", sid, script], capture_output=True, timeout=120,
+                           stdin=subprocess.DEVNULL,
+                           env={**os.environ, "HUTCH_ENDPOINT": relay.url, "HUTCH_TOKEN": hutchd.token})
+        assert (r.returncode, r.stdout, r.stderr) == (0, b"20001\n", b"")
+        paths = [ln.split(" ")[1] for ln in relay.lines]
+        assert paths == [f"/api/v3/sandbox/{sid}/connect"], [p[:80] for p in paths]
+    finally:
+        relay.close()
