@@ -229,6 +229,25 @@ def main(d):
             by = (fsb.get("cpu_by_process") or {}).get(key.replace("_mbs", ""))
             if by:
                 print(f"  {'':<26} {'':>8}  CPU s by process: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    ex = load(f"{d}/exec.json")
+    if ex:
+        pipe = ex.get("local_pipe_mbs")
+        print(f"\nhutch exec throughput, {ex['size_mb']} MB (MB/s, median of {ex['runs']}; "
+              "raw = hutch-exec.v1 channel, json = JSON-RPC with binary streams)")
+        print(f"  {'local cat FILE (peer)':<34} {ex['local_cat_mbs']:>8}")
+        print(f"  {'local cat FILE | cat (peer)':<34} {pipe:>8}")
+        for way in ("raw", "json"):
+            for key, name in (("in", "hutch exec cat >/dev/null < FILE"), ("out", "hutch exec cat FILE"),
+                              ("cat", "hutch exec cat < FILE")):
+                v = ex.get(f"{way}_{key}_mbs")
+                vs = f"{pipe / v:.1f}x slower than the local pipe" if v and pipe else ""
+                other = ex.get(f"{'json' if way == 'raw' else 'raw'}_{key}_mbs")
+                if way == "raw" and v and other:
+                    vs += f"; {v / other:.1f}x the JSON-RPC way"
+                cpu = ex.get(f"{way}_{key}_daemon_cpu_s")
+                if cpu is not None:
+                    vs += f"; hutchd {cpu} CPU s, client {ex.get(f'{way}_{key}_client_cpu_s')}"
+                print(f"  {way + ': ' + name:<34} {v if v is not None else 'n/a':>8}  {vs}")
     if fsb and fsb.get("readahead"):
         print("  fileRead read-ahead: " + ", ".join(f"{k} {v}" for k, v in fsb["readahead"].items()))
     wr = vol and vol.get("write")
@@ -237,7 +256,7 @@ def main(d):
         print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
         print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
               f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
-    if not (hutch or vol or fsb or net or ig or vsc or mem or fair):
+    if not (hutch or vol or fsb or net or ig or vsc or mem or fair or ex):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

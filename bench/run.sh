@@ -3,7 +3,7 @@
 # the same run (bwrap, bare fork+exec). Starts its own hutchd in its own
 # throwaway network namespace, like the tests. Prints a table to stdout.
 # Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE, BENCH_HUTCHD_ARGS (more hutchd
-# options, e.g. "--control-slice-us 0" for a before/after pair); BENCH_ONLY=sdk,create,fair,fs,volumes,apps,net,ingress,vscode,mem
+# options, e.g. "--control-slice-us 0" for a before/after pair); BENCH_ONLY=sdk,create,fair,fs,exec,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -131,6 +131,13 @@ echo "bench: file throughput (200 MB: SDK writeFile/read, hutch cp, hutch exec c
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCH_CLI="${HUTCH_CLI:-$(bin hutch cli)}" FS_BENCH_DIR="$TMP" \
   HUTCHD_PID="$HPID" FS_BENCH_SDK_ONLY="${FS_BENCH_SDK_ONLY:-}" timeout 600 node bench/fs_bench.mjs >"$TMP/fs.json" || { echo "bench: file benchmark failed" >&2; rc=1; }
+fi
+
+if want exec; then
+echo "bench: hutch exec throughput (200 MB in, out and through cat: raw channel, JSON-RPC, local cat and pipe)..." >&2
+in_ns env HUTCH_ENDPOINT="http://127.0.0.1:$PORT" HUTCH_TOKEN="$(cat "$TMP/state/admin.token")" \
+  HUTCH_CLI="${HUTCH_CLI:-$(bin hutch cli)}" EXEC_BENCH_DIR="$TMP" HUTCHD_PID="$HPID" timeout 600 python3 bench/exec_bench.py \
+  >"$TMP/exec.json" || { echo "bench: exec benchmark failed" >&2; rc=1; }
 fi
 
 if want volumes; then

@@ -2,6 +2,7 @@
  * with its status (128+n when killed by signal n), like a local command would. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -152,11 +153,23 @@ static int run_in(struct cli *cli, const char *verb, const char *id, const char 
     signal(SIGPIPE, SIG_IGN);
 
     struct hutch_status st;
-    if (cli_target(cli, &t, &e) < 0 || hutch_connect(&t, id, &c, &e) < 0) {
+    if (cli_target(cli, &t, &e) < 0) {
         cli_error("%s: %s", verb, e.msg);
         goto out;
     }
-    int rc = hutch_run(c, &sp, &st, &code, &e);
+    /* hutch's raw exec channel first; the JSON-RPC way against an older hutchd
+     * (or with HUTCH_EXEC_RAW=0, e.g. to compare them) */
+    const char *raw = getenv("HUTCH_EXEC_RAW");
+    int rc = -ENOSYS;
+    if (!raw || strcmp(raw, "0") != 0)
+        rc = hutch_run_raw(&t, id, &sp, &st, &code, &e);
+    if (rc == -ENOSYS) {
+        if (hutch_connect(&t, id, &c, &e) < 0) {
+            cli_error("%s: %s", verb, e.msg);
+            goto out;
+        }
+        rc = hutch_run(c, &sp, &st, &code, &e);
+    }
     if (rc == -EREMOTEIO) {
         cli_error("%s: %s", verb, e.msg);
         ret = code && strcmp(code, "ENOENT") == 0 ? EXIT_NOT_FOUND : EXIT_NOT_RUNNABLE;

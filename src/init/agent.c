@@ -653,7 +653,10 @@ static json_t *call_kill(json_t *params, struct hx_err *e)
         hx_fail(e, ESRCH, "kill %d: no such process", (int)pid);
         return NULL;
     }
-    if (kill(pid, sig) < 0) {
+    /* group: its whole process group (it leads its own session, so the group
+     * is its id), e.g. what it started in the background; only hutchd asks */
+    bool group = json_is_true(json_object_get(params, "group"));
+    if (kill(group ? -pid : pid, sig) < 0) {
         hx_fail(e, errno, "kill %d: %m", (int)pid);
         return NULL;
     }

@@ -257,6 +257,8 @@ struct resp_parser {
     char sandbox_id[128];
     char ws_accept[64];
     bool streams_binary; /* x-hutch-streams: binary (docs/protocol.md "Binary streams") */
+    char subprotocol[64]; /* Sec-WebSocket-Protocol */
+    char hutch_pid[24];  /* x-hutch-pid (the raw exec channel) */
     char link_next[512]; /* the Link header's rel="next" URL, as sent */
     char *body;
     size_t body_len, body_cap;
@@ -304,6 +306,10 @@ static void commit_header(struct resp_parser *rp)
             snprintf(rp->ws_accept, sizeof(rp->ws_accept), "%s", rp->value);
         else if (strcasecmp(rp->field, "x-hutch-streams") == 0)
             rp->streams_binary = strcmp(rp->value, "binary") == 0;
+        else if (strcasecmp(rp->field, "sec-websocket-protocol") == 0)
+            snprintf(rp->subprotocol, sizeof(rp->subprotocol), "%s", rp->value);
+        else if (strcasecmp(rp->field, "x-hutch-pid") == 0)
+            snprintf(rp->hutch_pid, sizeof(rp->hutch_pid), "%s", rp->value);
         else if (strcasecmp(rp->field, "link") == 0)
             link_next_parse(rp->value, rp->link_next, sizeof(rp->link_next));
     }
@@ -589,12 +595,11 @@ int hutch_rest(const struct hutch_target *t, const char *method, const char *pat
 
 /* ------------------------------------------- raw file channel (hutch's) */
 
-static bool id_safe(const char *id);
 
 #define FILE_IDLE_MS 60000  /* no byte moved for this long: the transfer failed */
 
 /* path, percent-encoded for a query value ('/' kept) */
-static char *query_escape(const char *s)
+char *hutch_query_escape(const char *s)
 {
     size_t n = strlen(s);
     char *out = malloc(3 * n + 1), *o = out;
@@ -612,9 +617,9 @@ static char *query_escape(const char *s)
 
 static char *file_url(const char *id, const char *path, int mode)
 {
-    autofree char *q = query_escape(path);
+    autofree char *q = hutch_query_escape(path);
     char *url = NULL;
-    if (!q || !id_safe(id))
+    if (!q || !hutch_id_safe(id))
         return NULL;
     if (mode >= 0 ? asprintf(&url, "/hutch/v1/sandboxes/%s/files?path=%s&mode=%o", id, q, (unsigned)mode) < 0
                   : asprintf(&url, "/hutch/v1/sandboxes/%s/files?path=%s", id, q) < 0)
@@ -1170,7 +1175,7 @@ static const struct wslay_event_callbacks ws_callbacks = {
     .on_msg_recv_callback = ws_on_msg_cb,
 };
 
-static bool id_safe(const char *id)
+bool hutch_id_safe(const char *id)
 {
     /* The id goes into a URL path: no '/', '?', '%', '..' tricks. */
     if (!*id || strlen(id) > 100)
@@ -1266,6 +1271,72 @@ static int ws_open(const struct hutch_target *t, const char *path, json_t *confi
     return 0;
 }
 
+int hutch_ws_upgrade(const struct hutch_target *t, const char *path, const char *subprotocol, int *fd_out,
+                     uint8_t **extra, size_t *extra_len, int64_t *pid, char **code, struct hx_err *e)
+{
+    *fd_out = -1;
+    *extra = NULL;
+    *extra_len = 0;
+    if (code)
+        *code = NULL;
+    char desc[300];
+    target_desc(t, desc, sizeof(desc));
+    autoclose int fd = connect_target(t, e);
+    if (fd < 0)
+        return fd;
+    uint8_t raw[16];
+    if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+        return hx_fail(e, EIO, "getrandom: %m");
+    autofree char *key = hutch_b64_encode(raw, sizeof(raw));
+    autofree char *hdrs = NULL;
+    if (!key || asprintf(&hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n", key, subprotocol) < 0) {
+        hdrs = NULL;
+        return hx_fail(e, ENOMEM, "out of memory");
+    }
+    autofree char *req = build_request(t, "GET", path, hdrs, NULL);
+    if (!req)
+        return hx_fail(e, ENOMEM, "out of memory");
+    int rc = write_all(fd, req, strlen(req), now_ms() + REST_TIMEOUT_MS, e);
+    if (rc < 0)
+        return rc;
+    struct resp_parser rp = { 0 };
+    rc = read_response(fd, &rp, now_ms() + REST_TIMEOUT_MS, desc, extra, extra_len, e);
+    if (rc == 0 && rp.p.status_code != 101) {
+        json_t *j = json_loadb(rp.body ? rp.body : "", rp.body_len, 0, NULL);
+        const char *c = json_string_value(json_object_get(j, "code"));
+        if ((rp.p.status_code == 404 && c && strcmp(c, "NOT_FOUND") == 0) || rp.p.status_code == 405)
+            rc = hx_fail(e, ENOSYS, "the server has no %s endpoint", subprotocol);
+        else
+            rc = fail_http_status(rp.p.status_code, rp.body ? rp.body : "", rp.body_len, e);
+        if (code && c)
+            *code = strdup(c);
+        json_decref(j);
+    } else if (rc == 0) {
+        char concat[64];
+        snprintf(concat, sizeof(concat), "%s%s", key, WS_GUID);
+        uint8_t digest[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)concat, strlen(concat), digest);
+        autofree char *expect = hutch_b64_encode(digest, sizeof(digest));
+        if (!expect || strcmp(expect, rp.ws_accept) != 0)
+            rc = hx_fail(e, EPROTO, "%s: bad Sec-WebSocket-Accept in the upgrade response", desc);
+        else if (strcmp(rp.subprotocol, subprotocol) != 0)
+            rc = hx_fail(e, EPROTO, "%s: the upgrade answered subprotocol \"%.60s\", not %s", desc, rp.subprotocol,
+                         subprotocol);
+        else if (pid)
+            *pid = strtoll(rp.hutch_pid, NULL, 10);
+    }
+    free(rp.body);
+    if (rc < 0) {
+        free(*extra);
+        *extra = NULL;
+        *extra_len = 0;
+        return rc;
+    }
+    *fd_out = hx_steal_fd(&fd);
+    return 0;
+}
+
 int hutch_create(const struct hutch_target *t, json_t *config, struct hutch_conn **out, struct hx_err *e)
 {
     return ws_open(t, "/api/v3/sandboxes/create", config, out, e);
@@ -1274,7 +1345,7 @@ int hutch_create(const struct hutch_target *t, json_t *config, struct hutch_conn
 int hutch_connect(const struct hutch_target *t, const char *id, struct hutch_conn **out, struct hx_err *e)
 {
     *out = NULL;
-    if (!id_safe(id))
+    if (!hutch_id_safe(id))
         return hx_fail(e, EINVAL, "invalid sandbox id '%.100s'", id);
     char path[160];
     snprintf(path, sizeof(path), "/api/v3/sandbox/%s/connect", id);
@@ -1322,7 +1393,7 @@ static int flush_out(struct hutch_conn *c)
 }
 
 /* RFC 6455 5.3 masking, a word at a time: key4 repeated, starting at payload offset 0. */
-static void mask_copy(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4[4], size_t phase)
+void hutch_ws_mask(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4[4], size_t phase)
 {
     uint8_t k8[8];
     for (int i = 0; i < 8; i++)
@@ -1380,8 +1451,8 @@ static int queue_raw_binary(struct hutch_conn *c, int64_t sid, const void *data,
     uint8_t head[8];
     for (int i = 0; i < 8; i++)
         head[i] = (uint8_t)((uint64_t)sid >> (56 - 8 * i));
-    mask_copy(key + 4, head, 8, key, 0);
-    mask_copy(key + 12, data, n, key, 8);
+    hutch_ws_mask(key + 4, head, 8, key, 0);
+    hutch_ws_mask(key + 12, data, n, key, 8);
     c->raw_len = need;
     if (flush_out(c) != 0 && c->eof)
         return hx_fail(e, ECONNRESET, "connection to %s lost", c->desc);

@@ -71,6 +71,23 @@ int hutch_file_get(const struct hutch_target *t, const char *id, const char *pat
 int hutch_file_put(const struct hutch_target *t, const char *id, const char *path, int in, uint64_t size, int mode,
                    void (*progress)(void *ud, size_t n), void *ud, struct hx_err *e);
 
+/* ---- hutch's own WebSocket endpoints that are not JSON-RPC ---- */
+
+/* The upgrade to path offering subprotocol (hutch-exec.v1: docs/protocol.md
+ * "Raw exec channel"). On a 101 that names it: *fd (non-blocking, the caller
+ * closes it), *extra (malloc'd, may be NULL) the bytes that followed the head,
+ * *pid (may be NULL) its x-hutch-pid. Else -ENOSYS when the server has no such
+ * route (404 NOT_FOUND or 405: an older hutchd; fall back), or the server's
+ * message, with *code (may be NULL; caller frees) a copy of its "code". */
+int hutch_ws_upgrade(const struct hutch_target *t, const char *path, const char *subprotocol, int *fd,
+                     uint8_t **extra, size_t *extra_len, int64_t *pid, char **code, struct hx_err *e);
+/* s percent-encoded for a URL's query value (unreserved characters and '/' kept); NULL: no memory. */
+char *hutch_query_escape(const char *s);
+/* A sandbox id that may go into a URL path as it is. */
+bool hutch_id_safe(const char *id);
+/* RFC 6455 masking of n bytes (out may be in), key4 starting at payload offset phase. */
+void hutch_ws_mask(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4[4], size_t phase);
+
 /* ---- WebSocket JSON-RPC ---- */
 
 struct hutch_conn;
@@ -154,6 +171,14 @@ struct hutch_status {
  * *spawn_code (may be NULL), the error's code (e.g. "ENOENT"). */
 int hutch_run(struct hutch_conn *c, const struct hutch_spawn *s, struct hutch_status *st, char **spawn_code,
               struct hx_err *e);
+/* The same over hutch's raw exec channel (docs/protocol.md "Raw exec channel"):
+ * its own connection to sandbox id, stdin and output as raw bytes. -ENOSYS:
+ * the server has none (an older hutchd), or the spawn does not fit it (a
+ * pseudo-terminal, options longer than a request head): use hutch_run. A
+ * connection that ends without the exit status fails (the process was killed
+ * with it). */
+int hutch_run_raw(const struct hutch_target *t, const char *id, const struct hutch_spawn *s, struct hutch_status *st,
+                  char **spawn_code, struct hx_err *e);
 
 /* ---- helpers shared with the CLI ---- */
 

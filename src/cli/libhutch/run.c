@@ -5,7 +5,11 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STDIN_CHUNK       (64u << 10)  /* bytes read from stdin per enqueue */
 #define STDIN_QUEUE_MAX   (1u << 20)   /* queued outbound bytes before we stop reading stdin */
@@ -348,5 +352,366 @@ out:
     hutch_conn_on_stream(c, NULL, NULL);
     for (size_t i = 0; i < r.nearly; i++)
         free(r.early[i].buf);
+    return rc;
+}
+
+/* ---- hutch's raw exec channel (docs/protocol.md "Raw exec channel") ---------
+ * Its own WebSocket of subprotocol hutch-exec.v1: every message is binary, a
+ * 1-byte tag and raw bytes. We mask what we send (RFC 6455 requires it of a
+ * client) while copying it into the send buffer, so stdin is copied once. */
+
+#define RAW_SUBPROTOCOL  "hutch-exec.v1"
+#define RAW_URL_MAX      (12u << 10)   /* our request head must fit hutchd's 16 KiB */
+#define RAW_IN_CHUNK     (256u << 10)  /* stdin bytes per message (hutchd takes up to 1 MiB) */
+#define RAW_FRAME_MAX    (1u << 20)    /* a server message we accept: output comes in ≤ 256 KiB */
+#define RAW_PING_MS      10000         /* hutchd closes connections silent for 60 s */
+#define RAW_CLOSE_WAIT_MS 5000         /* after the exit status: the server's close frame */
+
+enum { RT_STDIN, RT_STDOUT, RT_STDERR, RT_EXIT, RT_SIGNAL, RT_RESIZE, RT_CLOSE_STDIN };
+
+struct raw {
+    int fd;
+    uint8_t *out;                      /* frames to send, in order */
+    size_t out_off, out_len, out_cap;
+    uint8_t *in;                       /* bytes received, not yet a whole frame */
+    size_t in_len;
+    bool out_broken[2];
+    bool killed_pipe;
+    bool exited, closed;
+    int64_t last_sent;
+};
+
+static char *raw_url(const char *id, const struct hutch_spawn *s)
+{
+    char *url = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&url, &len);
+    if (!f)
+        return NULL;
+    bool ok = true;
+    char *q = hutch_query_escape(s->command);
+    ok &= q != NULL;
+    fprintf(f, "/hutch/v1/sandboxes/%s/exec?cmd=%s", id, q ? q : "");
+    free(q);
+    for (size_t i = 0; ok && i < s->nargs; i++) {
+        q = hutch_query_escape(s->args[i]);
+        ok &= q != NULL;
+        fprintf(f, "&arg=%s", q ? q : "");
+        free(q);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(s->env, k, v) {
+        char *kv = NULL;
+        ok &= asprintf(&kv, "%s=%s", k, json_string_value(v) ? json_string_value(v) : "") >= 0;
+        q = ok ? hutch_query_escape(kv) : NULL;
+        ok &= q != NULL;
+        fprintf(f, "&env=%s", q ? q : "");
+        free(q);
+        free(kv);
+    }
+    if (s->cwd) {
+        q = hutch_query_escape(s->cwd);
+        ok &= q != NULL;
+        fprintf(f, "&cwd=%s", q ? q : "");
+        free(q);
+    }
+    if (s->stdin_fd < 0)
+        fputs("&stdin=null", f);
+    if (s->stderr_fd < 0)
+        fputs("&stderr=null", f);
+    if (fclose(f) != 0 || !ok) {
+        free(url);
+        return NULL;
+    }
+    return url;
+}
+
+/* Appends one masked frame (opcode op) of tag (if >= 0) then n bytes. */
+static int raw_queue(struct raw *r, uint8_t op, int tag, const uint8_t *data, size_t n, struct hx_err *e)
+{
+    size_t plen = n + (tag >= 0);
+    size_t need = 14 + plen;
+    if (r->out_off == r->out_len)
+        r->out_off = r->out_len = 0;
+    if (r->out_len + need > r->out_cap) {
+        size_t cap = r->out_len + need + 1024;
+        uint8_t *nb = realloc(r->out, cap);
+        if (!nb)
+            return hx_fail(e, ENOMEM, "out of memory");
+        r->out = nb;
+        r->out_cap = cap;
+    }
+    uint8_t *h = r->out + r->out_len;
+    size_t hl = 0;
+    h[hl++] = (uint8_t)(0x80 | op);
+    if (plen < 126) {
+        h[hl++] = (uint8_t)(0x80 | plen);
+    } else if (plen < 65536) {
+        h[hl++] = 0x80 | 126;
+        h[hl++] = (uint8_t)(plen >> 8);
+        h[hl++] = (uint8_t)plen;
+    } else {
+        h[hl++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            h[hl++] = (uint8_t)((uint64_t)plen >> (8 * i));
+    }
+    uint8_t key[4];
+    if (getrandom(key, sizeof key, 0) != sizeof key)
+        return hx_fail(e, EIO, "getrandom: %m");
+    memcpy(h + hl, key, 4);
+    hl += 4;
+    size_t off = 0;
+    if (tag >= 0) {
+        h[hl] = (uint8_t)tag ^ key[0];
+        off = 1;
+    }
+    if (n)
+        hutch_ws_mask(h + hl + off, data, n, key, off);
+    r->out_len += hl + plen;
+    return 0;
+}
+
+static int raw_flush(struct raw *r, struct hx_err *e)
+{
+    while (r->out_off < r->out_len) {
+        ssize_t w = send(r->fd, r->out + r->out_off, r->out_len - r->out_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return 0;
+            return hx_fail(e, errno, "send to hutchd: %m");
+        }
+        r->out_off += (size_t)w;
+        r->last_sent = mono_ms();
+    }
+    return 0;
+}
+
+static int raw_signal(struct raw *r, const char *sig, struct hx_err *e)
+{
+    return raw_queue(r, 0x2, RT_SIGNAL, (const uint8_t *)sig, strlen(sig), e);
+}
+
+/* One whole server message: output, the exit status, or a control frame. */
+static int raw_message(struct raw *r, const struct hutch_spawn *s, uint8_t op, const uint8_t *p, size_t n,
+                       struct hutch_status *st, struct hx_err *e)
+{
+    if (op == 0x9)
+        return raw_queue(r, 0xA, -1, p, n, e);
+    if (op == 0xA)
+        return 0;
+    if (op == 0x8) {
+        r->closed = true;
+        (void)raw_queue(r, 0x8, -1, p, n >= 2 ? 2 : 0, e); /* the close handshake: its code back */
+        if (r->exited)
+            return 0;
+        unsigned code = n >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
+        return hx_fail(e, ECONNRESET, "hutchd closed the channel without an exit status (%u%s%.*s)", code,
+                       n > 2 ? ": " : "", n > 2 ? (int)(n - 2) : 0, (const char *)p + 2);
+    }
+    if (op != 0x2 || n == 0)
+        return hx_fail(e, EPROTO, "hutchd sent a message that is not hutch-exec.v1 (opcode %u, %zu bytes)", op, n);
+    switch (p[0]) {
+    case RT_STDOUT:
+    case RT_STDERR: {
+        unsigned i = p[0] - RT_STDOUT;
+        int fd = i ? s->stderr_fd : s->stdout_fd;
+        if (n == 1 || fd < 0 || r->out_broken[i])
+            return 0;
+        int rc = write_full(fd, p + 1, n - 1, e);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            /* Like a local pipeline: the writer learns its reader is gone. */
+            r->out_broken[i] = true;
+            if (!r->killed_pipe) {
+                r->killed_pipe = true;
+                return raw_signal(r, "SIGPIPE", e);
+            }
+        }
+        return 0;
+    }
+    case RT_EXIT: {
+        json_t *j = json_loadb((const char *)p + 1, n - 1, 0, NULL);
+        json_t *code = json_object_get(j, "code"), *sig = json_object_get(j, "signal");
+        if (!json_is_integer(code)) {
+            json_decref(j);
+            return hx_fail(e, EPROTO, "hutchd sent a malformed exit status");
+        }
+        int64_t pid = st->pid;
+        memset(st, 0, sizeof *st);
+        st->pid = pid;
+        st->code = (int)json_integer_value(code);
+        if (json_is_string(sig))
+            snprintf(st->signal, sizeof st->signal, "%s", json_string_value(sig));
+        st->oom = json_is_true(json_object_get(j, "oom"));
+        st->success = st->code == 0 && !st->signal[0];
+        json_decref(j);
+        r->exited = true;
+        return 0;
+    }
+    default:
+        return hx_fail(e, EPROTO, "hutchd sent a message with tag %u", p[0]);
+    }
+}
+
+/* Whole frames out of r->in; the rest stays for the next read. */
+static int raw_parse(struct raw *r, const struct hutch_spawn *s, struct hutch_status *st, struct hx_err *e)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (rc == 0 && !r->closed) {
+        const uint8_t *h = r->in + off;
+        size_t avail = r->in_len - off;
+        if (avail < 2)
+            break;
+        if (h[1] & 0x80)
+            return hx_fail(e, EPROTO, "hutchd sent a masked frame");
+        if (!(h[0] & 0x80) || (h[0] & 0x0f) == 0)
+            return hx_fail(e, EPROTO, "hutchd sent a fragmented message");
+        size_t hl = 2;
+        uint64_t n = h[1] & 0x7f;
+        if (n == 126) {
+            if (avail < 4)
+                break;
+            n = (uint64_t)h[2] << 8 | h[3];
+            hl = 4;
+        } else if (n == 127) {
+            if (avail < 10)
+                break;
+            n = 0;
+            for (int i = 0; i < 8; i++)
+                n = n << 8 | h[2 + i];
+            hl = 10;
+        }
+        if (n > RAW_FRAME_MAX)
+            return hx_fail(e, EMSGSIZE, "hutchd sent a message of %llu bytes", (unsigned long long)n);
+        if (avail < hl + n)
+            break;
+        rc = raw_message(r, s, h[0] & 0x0f, h + hl, (size_t)n, st, e);
+        off += hl + (size_t)n;
+    }
+    memmove(r->in, r->in + off, r->in_len - off);
+    r->in_len -= off;
+    return rc;
+}
+
+int hutch_run_raw(const struct hutch_target *t, const char *id, const struct hutch_spawn *s, struct hutch_status *st,
+                  char **spawn_code, struct hx_err *e)
+{
+    if (spawn_code)
+        *spawn_code = NULL;
+    memset(st, 0, sizeof *st);
+    if (s->pty)
+        return hx_fail(e, ENOSYS, "pseudo-terminals go the JSON-RPC way");
+    if (!hutch_id_safe(id))
+        return hx_fail(e, EINVAL, "invalid sandbox id '%.100s'", id);
+    char *url = raw_url(id, s);
+    if (!url)
+        return hx_fail(e, ENOMEM, "out of memory");
+    if (strlen(url) > RAW_URL_MAX) {
+        free(url);
+        return hx_fail(e, ENOSYS, "the command and its options are too long for a request head");
+    }
+    struct raw r = { .fd = -1 };
+    uint8_t *extra = NULL;
+    size_t extra_len = 0;
+    char *code = NULL;
+    static uint8_t chunk[RAW_IN_CHUNK];
+    int rc = hutch_ws_upgrade(t, url, RAW_SUBPROTOCOL, &r.fd, &extra, &extra_len, &st->pid, &code, e);
+    free(url);
+    if (rc < 0) {
+        /* an errno name: the sandbox refused the spawn (ENOENT: no such command) */
+        bool errno_name = code && code[0] == 'E' && strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == strlen(code);
+        if (errno_name && rc != -ENOSYS) {
+            rc = -EREMOTEIO;
+            if (spawn_code)
+                *spawn_code = code, code = NULL;
+        }
+        free(code);
+        return rc;
+    }
+    free(code);
+    r.in = malloc(RAW_FRAME_MAX + 16);
+    if (!r.in) {
+        free(extra);
+        close(r.fd);
+        return hx_fail(e, ENOMEM, "out of memory");
+    }
+    if (extra_len > RAW_FRAME_MAX + 16)
+        extra_len = 0; /* cannot happen: read_response reads 16 KiB at a time */
+    memcpy(r.in, extra, extra_len);
+    r.in_len = extra_len;
+    free(extra);
+    bool stdin_open = s->stdin_fd >= 0;
+    int handled_interrupts = 0;
+    int64_t close_deadline = 0;
+    r.last_sent = mono_ms();
+    rc = raw_parse(&r, s, st, e);
+    while (rc == 0 && !r.closed) {
+        if (r.exited && !close_deadline)
+            close_deadline = mono_ms() + RAW_CLOSE_WAIT_MS;
+        if (close_deadline && mono_ms() >= close_deadline)
+            break; /* the status is in; the server's close frame is late */
+        if (s->interrupts && *s->interrupts > handled_interrupts && !r.exited) {
+            handled_interrupts = *s->interrupts;
+            /* First Ctrl-C asks politely, later ones insist. */
+            if ((rc = raw_signal(&r, handled_interrupts <= 1 ? "SIGINT" : "SIGKILL", e)) < 0)
+                break;
+        }
+        if (mono_ms() - r.last_sent >= RAW_PING_MS && (rc = raw_queue(&r, 0x9, -1, NULL, 0, e)) < 0)
+            break;
+        if ((rc = raw_flush(&r, e)) < 0)
+            break;
+        struct pollfd pfd[2] = { { .fd = r.fd, .events = POLLIN } };
+        nfds_t n = 1;
+        if (r.out_off < r.out_len)
+            pfd[0].events |= POLLOUT;
+        else if (stdin_open && !r.exited) {
+            pfd[1] = (struct pollfd){ .fd = s->stdin_fd, .events = POLLIN };
+            n = 2;
+        }
+        int pr = poll(pfd, n, 1000);
+        if (pr < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = hx_fail(e, errno, "poll: %m");
+            break;
+        }
+        if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t got = recv(r.fd, r.in + r.in_len, RAW_FRAME_MAX + 16 - r.in_len, 0);
+            if (got < 0 && errno != EAGAIN && errno != EINTR) {
+                rc = r.exited ? 0 : hx_fail(e, errno, "receive from hutchd: %m");
+                break;
+            }
+            if (got == 0) {
+                if (!r.exited)
+                    rc = hx_fail(e, ECONNRESET, "hutchd closed the connection without an exit status");
+                break;
+            }
+            if (got > 0) {
+                r.in_len += (size_t)got;
+                rc = raw_parse(&r, s, st, e);
+            }
+        }
+        if (rc == 0 && n == 2 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) {
+            ssize_t got = read(s->stdin_fd, chunk, sizeof chunk);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (got <= 0) { /* an unreadable stdin ends it too: the process sees EOF */
+                stdin_open = false;
+                rc = raw_queue(&r, 0x2, RT_CLOSE_STDIN, NULL, 0, e);
+            } else {
+                rc = raw_queue(&r, 0x2, RT_STDIN, chunk, (size_t)got, e);
+            }
+        }
+    }
+    if (rc == 0 && r.closed)
+        (void)raw_flush(&r, e); /* our half of the close handshake, best effort */
+    close(r.fd);
+    free(r.in);
+    free(r.out);
     return rc;
 }

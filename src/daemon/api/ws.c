@@ -379,6 +379,12 @@ void ws_set_userdata(struct ws_conn *w, void *ud)
     w->ud = ud;
 }
 
+void ws_set_max_message(struct ws_conn *w, size_t max)
+{
+    if (max < w->rx.max_message)
+        w->rx.max_message = max;
+}
+
 void ws_set_reading(struct ws_conn *w, bool on)
 {
     if (!w || http_conn_closing(w->c) || w->paused == !on)

@@ -41,6 +41,8 @@ void ws_close(struct ws_conn *w, uint16_t code, const char *reason);
 /* Bytes all WebSockets received and sent so far (for metrics). */
 void ws_byte_counts(uint64_t *in, uint64_t *out);
 void ws_set_userdata(struct ws_conn *w, void *ud);
+/* Lowers this connection's limit on a received data message (default WS_MAX_MESSAGE; 1009 beyond). */
+void ws_set_max_message(struct ws_conn *w, size_t max);
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + RFC 6455 GUID)), 28 chars + NUL. */
 void ws_accept_key(const char *key, char out[29]);

@@ -6,6 +6,7 @@
 #include "daemon/api/ws.h"
 #include "daemon/core/routes.h"
 #include "daemon/core/rest_apps.h"
+#include "daemon/core/rest_exec.h"
 #include "daemon/core/rest_files.h"
 #include "daemon/core/expose.h"
 #include "daemon/net/net.h"
@@ -607,6 +608,14 @@ void routes_on_request(struct http_conn *c, const struct http_request *req, void
             struct sandbox *sb = find_own(c, id, &who);
             if (sb)
                 rest_files_handle(c, req, sb);
+            return;
+        }
+        if (n > 0 && n < sizeof id && strcmp(p + n, "/exec") == 0) { /* hutch's raw exec channel */
+            memcpy(id, p, n);
+            id[n] = 0;
+            struct sandbox *sb = find_own(c, id, &who);
+            if (sb)
+                rest_exec_handle(c, req, sb, who.token_id);
             return;
         }
     }
