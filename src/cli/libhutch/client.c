@@ -1187,6 +1187,45 @@ bool hutch_id_safe(const char *id)
     return true;
 }
 
+/* The opening handshake of a WebSocket on fd (RFC 6455 4.1): the request
+ * with a fresh key and more_headers, then the answer's head in rp (a body
+ * too, which the caller frees) and any bytes after it in *extra. Returns 0
+ * with rp's status (for a 101 the accept value is checked), or a negative
+ * errno. */
+static int ws_handshake(int fd, const struct hutch_target *t, const char *path, const char *more_headers,
+                        int64_t deadline, const char *desc, struct resp_parser *rp, uint8_t **extra,
+                        size_t *extra_len, struct hx_err *e)
+{
+    uint8_t raw[16];
+    if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+        return hx_fail(e, EIO, "getrandom: %m");
+    autofree char *key = hutch_b64_encode(raw, sizeof(raw));
+    autofree char *hdrs = NULL;
+    if (!key || asprintf(&hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                                "Sec-WebSocket-Version: 13\r\n%s", key, more_headers) < 0) {
+        hdrs = NULL;
+        return hx_fail(e, ENOMEM, "out of memory");
+    }
+    autofree char *req = build_request(t, "GET", path, hdrs, NULL);
+    if (!req)
+        return hx_fail(e, ENOMEM, "out of memory");
+    int rc = write_all(fd, req, strlen(req), now_ms() + REST_TIMEOUT_MS, e);
+    if (rc < 0)
+        return rc;
+    rc = read_response(fd, rp, deadline, desc, extra, extra_len, e);
+    if (rc < 0 || rp->p.status_code != 101)
+        return rc;
+    /* the accept value proves the server understood our key */
+    char concat[64];
+    snprintf(concat, sizeof(concat), "%s%s", key, WS_GUID);
+    uint8_t digest[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)concat, strlen(concat), digest);
+    autofree char *expect = hutch_b64_encode(digest, sizeof(digest));
+    if (!expect || strcmp(expect, rp->ws_accept) != 0)
+        return hx_fail(e, EPROTO, "%s: bad Sec-WebSocket-Accept in the upgrade response", desc);
+    return 0;
+}
+
 static int ws_open(const struct hutch_target *t, const char *path, json_t *config, struct hutch_conn **out,
                    struct hx_err *e)
 {
@@ -1197,53 +1236,25 @@ static int ws_open(const struct hutch_target *t, const char *path, json_t *confi
     if (fd < 0)
         return fd;
 
-    uint8_t raw[16];
-    if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
-        return hx_fail(e, EIO, "getrandom: %m");
-    autofree char *key = hutch_b64_encode(raw, sizeof(raw));
     autofree char *cfg_json = config ? json_dumps(config, JSON_COMPACT) : NULL;
     autofree char *cfg_b64 = cfg_json ? hutch_b64_encode(cfg_json, strlen(cfg_json)) : NULL;
     autofree char *hdrs = NULL;
-    if (!key || (config && !cfg_b64) ||
-        asprintf(&hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                        "Sec-WebSocket-Version: 13\r\nx-hutch-streams: binary\r\n%s%s%s", key, cfg_b64 ? "x-deno-sandbox-config: " : "",
-                 cfg_b64 ? cfg_b64 : "", cfg_b64 ? "\r\n" : "") < 0) {
+    if ((config && !cfg_b64) || asprintf(&hdrs, "x-hutch-streams: binary\r\n%s%s%s",
+                                         cfg_b64 ? "x-deno-sandbox-config: " : "", cfg_b64 ? cfg_b64 : "",
+                                         cfg_b64 ? "\r\n" : "") < 0) {
         hdrs = NULL;
         return hx_fail(e, ENOMEM, "out of memory");
     }
-    autofree char *req = build_request(t, "GET", path, hdrs, NULL);
-    if (!req)
-        return hx_fail(e, ENOMEM, "out of memory");
-    int rc = write_all(fd, req, strlen(req), now_ms() + REST_TIMEOUT_MS, e);
-    if (rc < 0)
-        return rc;
-
     struct resp_parser rp = { 0 };
     uint8_t *extra = NULL;
     size_t extra_len = 0;
-    rc = read_response(fd, &rp, now_ms() + UPGRADE_TIMEOUT_MS, desc, &extra, &extra_len, e);
-    if (rc < 0) {
-        free(rp.body);
-        free(extra);
-        return rc;
-    }
-    if (rp.p.status_code != 101) {
+    int rc = ws_handshake(fd, t, path, hdrs, now_ms() + UPGRADE_TIMEOUT_MS, desc, &rp, &extra, &extra_len, e);
+    if (rc == 0 && rp.p.status_code != 101)
         rc = fail_http_status(rp.p.status_code, rp.body ? rp.body : "", rp.body_len, e);
-        free(rp.body);
+    free(rp.body);
+    if (rc < 0) {
         free(extra);
         return rc;
-    }
-    free(rp.body);
-
-    /* RFC 6455 4.1: the accept value proves the server understood our key. */
-    char concat[64];
-    snprintf(concat, sizeof(concat), "%s%s", key, WS_GUID);
-    uint8_t digest[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)concat, strlen(concat), digest);
-    autofree char *expect = hutch_b64_encode(digest, sizeof(digest));
-    if (!expect || strcmp(expect, rp.ws_accept) != 0) {
-        free(extra);
-        return hx_fail(e, EPROTO, "%s: bad Sec-WebSocket-Accept in the upgrade response", desc);
     }
 
     struct hutch_conn *c = calloc(1, sizeof(*c));
@@ -1284,24 +1295,13 @@ int hutch_ws_upgrade(const struct hutch_target *t, const char *path, const char 
     autoclose int fd = connect_target(t, e);
     if (fd < 0)
         return fd;
-    uint8_t raw[16];
-    if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
-        return hx_fail(e, EIO, "getrandom: %m");
-    autofree char *key = hutch_b64_encode(raw, sizeof(raw));
     autofree char *hdrs = NULL;
-    if (!key || asprintf(&hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n", key, subprotocol) < 0) {
+    if (asprintf(&hdrs, "Sec-WebSocket-Protocol: %s\r\n", subprotocol) < 0) {
         hdrs = NULL;
         return hx_fail(e, ENOMEM, "out of memory");
     }
-    autofree char *req = build_request(t, "GET", path, hdrs, NULL);
-    if (!req)
-        return hx_fail(e, ENOMEM, "out of memory");
-    int rc = write_all(fd, req, strlen(req), now_ms() + REST_TIMEOUT_MS, e);
-    if (rc < 0)
-        return rc;
     struct resp_parser rp = { 0 };
-    rc = read_response(fd, &rp, now_ms() + REST_TIMEOUT_MS, desc, extra, extra_len, e);
+    int rc = ws_handshake(fd, t, path, hdrs, now_ms() + REST_TIMEOUT_MS, desc, &rp, extra, extra_len, e);
     if (rc == 0 && rp.p.status_code != 101) {
         json_t *j = json_loadb(rp.body ? rp.body : "", rp.body_len, 0, NULL);
         const char *c = json_string_value(json_object_get(j, "code"));
@@ -1313,14 +1313,7 @@ int hutch_ws_upgrade(const struct hutch_target *t, const char *path, const char 
             *code = strdup(c);
         json_decref(j);
     } else if (rc == 0) {
-        char concat[64];
-        snprintf(concat, sizeof(concat), "%s%s", key, WS_GUID);
-        uint8_t digest[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)concat, strlen(concat), digest);
-        autofree char *expect = hutch_b64_encode(digest, sizeof(digest));
-        if (!expect || strcmp(expect, rp.ws_accept) != 0)
-            rc = hx_fail(e, EPROTO, "%s: bad Sec-WebSocket-Accept in the upgrade response", desc);
-        else if (strcmp(rp.subprotocol, subprotocol) != 0)
+        if (strcmp(rp.subprotocol, subprotocol) != 0)
             rc = hx_fail(e, EPROTO, "%s: the upgrade answered subprotocol \"%.60s\", not %s", desc, rp.subprotocol,
                          subprotocol);
         else if (pid)

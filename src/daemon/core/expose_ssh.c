@@ -86,27 +86,6 @@ static int64_t next_rpc_id = 10;
 
 static void sproc_end(struct sproc *sp);
 
-static void rpc_call(struct sproc *sp, int64_t id, const char *method, json_t *params)
-{
-    json_t *m = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id, "method", method, "params",
-                          params);
-    char *t = m ? json_dumps(m, JSON_COMPACT) : NULL;
-    json_decref(m);
-    if (t && sp->s->sb)
-        rpc_on_text(sp->s, t, strlen(t));
-    free(t);
-}
-
-static void rpc_note(struct sproc *sp, const char *method, json_t *params)
-{
-    json_t *m = json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params", params);
-    char *t = m ? json_dumps(m, JSON_COMPACT) : NULL;
-    json_decref(m);
-    if (t && sp->s->sb)
-        rpc_on_text(sp->s, t, strlen(t));
-    free(t);
-}
-
 struct pwrite {
     uv_write_t req;
     struct sproc *sp;
@@ -223,7 +202,7 @@ static void sink_message(struct session *s, json_t *msg)
         sshd_opened(sp->conn, sp->chan, sp->other);
         sp->other = -1;
         uv_read_start((uv_stream_t *)&sp->pipe, on_pipe_alloc, on_pipe_read);
-        rpc_call(sp, 2, "processWait", json_pack("{s:I}", "pid", (json_int_t)sp->pid));
+        rpc_session_call(sp->s, 2, "processWait", json_pack("{s:I}", "pid", (json_int_t)sp->pid));
         return;
     }
     if (json_integer_value(id) == 2) {
@@ -287,15 +266,16 @@ static bool on_channel_frame(void *ctx, const struct hx_frame *f)
     if (f->type == SSP_IN && f->len)
         rpc_session_input(sp->s, STDIN_ID, f->payload, f->len);
     else if (f->type == SSP_IN)
-        rpc_note(sp, "$sandbox.stream.end", json_pack("{s:i}", "streamId", STDIN_ID));
+        rpc_session_call(sp->s, 0, "$sandbox.stream.end", json_pack("{s:i}", "streamId", STDIN_ID));
     else if (f->type == SSP_RESIZE && f->len == 8 && sp->pty)
-        rpc_call(sp, next_rpc_id++, "ptyResize", json_pack("{s:I, s:I, s:I}", "pid", (json_int_t)sp->pid, "rows",
-                                                           (json_int_t)hx_get_u32(f->payload), "cols",
-                                                           (json_int_t)hx_get_u32(f->payload + 4)));
+        rpc_session_call(sp->s, next_rpc_id++, "ptyResize",
+                         json_pack("{s:I, s:I, s:I}", "pid", (json_int_t)sp->pid, "rows",
+                                   (json_int_t)hx_get_u32(f->payload), "cols", (json_int_t)hx_get_u32(f->payload + 4)));
     else if (f->type == SSP_SIGNAL && signal_ok(f->payload, f->len)) {
         char name[16];
         snprintf(name, sizeof name, "SIG%.*s", (int)f->len, (const char *)f->payload);
-        rpc_call(sp, next_rpc_id++, "processKill", json_pack("{s:I, s:s}", "pid", (json_int_t)sp->pid, "signal", name));
+        rpc_session_call(sp->s, next_rpc_id++, "processKill",
+                         json_pack("{s:I, s:s}", "pid", (json_int_t)sp->pid, "signal", name));
     }
     return !sp->ended && sp->s->sb;
 }
@@ -307,8 +287,8 @@ static void on_pipe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     if (nread < 0) { /* the channel closed (or hutch-ssh went): a hangup for the process */
         if (sp->spawned && !sp->exited)
-            rpc_call(sp, next_rpc_id++, "processKill", json_pack("{s:I, s:s}", "pid", (json_int_t)sp->pid, "signal",
-                                                                 "SIGHUP"));
+            rpc_session_call(sp->s, next_rpc_id++, "processKill",
+                             json_pack("{s:I, s:s}", "pid", (json_int_t)sp->pid, "signal", "SIGHUP"));
         return sproc_end(sp);
     }
     sp->rd.len += (size_t)nread;
@@ -396,7 +376,7 @@ static void on_open(uint64_t conn, uint32_t chan, const char *sandbox, json_t *r
     sp->next = sprocs;
     sprocs = sp;
     sandbox_session_attach(sb, s);
-    rpc_call(sp, 1, "spawn", params); /* answered in sink_message, id 1 */
+    rpc_session_call(sp->s, 1, "spawn", params); /* answered in sink_message, id 1 */
 }
 
 /* ---- forwards ---- */

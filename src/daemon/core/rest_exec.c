@@ -60,21 +60,11 @@ static struct xexec *g_execs;
 
 /* ---- calls on the sink session ----------------------------------------- */
 
-static void rpc_call(struct xexec *x, int64_t id, const char *method, json_t *params)
-{
-    json_t *m = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id, "method", method, "params",
-                          params);
-    char *t = m ? json_dumps(m, JSON_COMPACT) : NULL;
-    json_decref(m);
-    if (t && x->s->sb)
-        rpc_on_text(x->s, t, strlen(t));
-    free(t);
-}
-
 static void kill_process(struct xexec *x, const char *sig)
 {
     if (x->spawned && !x->exited && x->s->sb)
-        rpc_call(x, RPC_OTHER, "processKill", json_pack("{s:I, s:s}", "pid", (json_int_t)x->pid, "signal", sig));
+        rpc_session_call(x->s, RPC_OTHER, "processKill",
+                         json_pack("{s:I, s:s}", "pid", (json_int_t)x->pid, "signal", sig));
 }
 
 static void on_group_killed(struct sandbox *sb, struct session *s, json_t *rpc_id, json_t *reply, void *ud)
@@ -213,7 +203,7 @@ static void on_ws_binary(struct ws_conn *w, const uint8_t *data, size_t len, voi
         if (!x->pty)
             return refuse(x, 1002, "resize: the process has no terminal (tty=)");
         if (!x->exited)
-            rpc_call(x, RPC_OTHER, "ptyResize",
+            rpc_session_call(x->s, RPC_OTHER, "ptyResize",
                      json_pack("{s:I, s:i, s:i}", "pid", (json_int_t)x->pid, "rows", (int)rows, "cols", (int)cols));
         return;
     }
@@ -290,7 +280,7 @@ static void on_spawned(struct xexec *x, json_t *msg)
     if (!x->ws)
         return release(x);
     ws_set_max_message(x->ws, EXEC_MESSAGE_MAX);
-    rpc_call(x, RPC_WAIT, "processWait", json_pack("{s:I}", "pid", (json_int_t)x->pid));
+    rpc_session_call(x->s, RPC_WAIT, "processWait", json_pack("{s:I}", "pid", (json_int_t)x->pid));
 }
 
 static void sink_message(struct session *s, json_t *msg)
@@ -439,5 +429,5 @@ void rest_exec_handle(struct http_conn *c, const struct http_request *req, struc
     g_execs = x;
     sandbox_session_attach(sb, s);
     http_conn_on_abort(c, on_conn_abort, x);
-    rpc_call(x, RPC_SPAWN, "spawn", params); /* answered in sink_message */
+    rpc_session_call(x->s, RPC_SPAWN, "spawn", params); /* answered in sink_message */
 }

@@ -469,6 +469,18 @@ void rpc_on_binary(struct session *s, const uint8_t *data, size_t len)
     rpc_session_input(s, (int64_t)id, data + RPC_BIN_HEAD, len - RPC_BIN_HEAD);
 }
 
+void rpc_session_call(struct session *s, int64_t id, const char *method, json_t *params)
+{
+    json_t *m = id ? json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id, "method", method,
+                               "params", params)
+                   : json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params", params);
+    char *t = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    if (t && s->sb)
+        rpc_on_text(s, t, strlen(t));
+    free(t);
+}
+
 void rpc_session_input(struct session *s, int64_t id, const uint8_t *data, size_t n)
 {
     struct inbound *in = s->sb ? inbound_get(s, id, true) : NULL;

@@ -20,6 +20,10 @@ int rpc_signal_number(const char *name);
 /* Bytes for the session's inbound stream id (as $sandbox.stream.enqueue
  * carries them, without the base64): a sink session's stdin. */
 void rpc_session_input(struct session *s, int64_t stream_id, const uint8_t *data, size_t n);
+/* A call (id > 0) or a notification (id 0) on a sink session, as its
+ * client would send it; params is taken. Nothing happens once the session
+ * has no sandbox. */
+void rpc_session_call(struct session *s, int64_t id, const char *method, json_t *params);
 
 /* A JSON-RPC method: params is an object (never NULL); the handler answers
  * exactly once, now or later, with rpc_reply_* below. */
