@@ -5,7 +5,9 @@
 // (default 200), FS_BENCH_DIR (a local scratch dir, default /tmp), HUTCHD_PID
 // (then the SDK rows also report the CPU seconds hutchd and every process
 // under it, hutch-init and its fs worker, spent: *_cpu_s), FS_BENCH_SDK_ONLY=1
-// (only the SDK rows).
+// (only the SDK rows), FS_BENCH_DENO=0 (no Deno rows). The SDK rows run under
+// Node (this process) and again under Deno (bench/fs_sdk_deno.ts, deno from
+// tests/sdk/node_modules, as a Deno user runs the SDK: deno_* rows).
 import fs from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -118,6 +120,34 @@ try {
     for (const [, k, v] of m.matchAll(/^hutch_fs_readahead_total\{outcome="(\w+)"\} (\d+)$/gm))
       (out.readahead ??= {})[k] = Number(v);
     if (n !== size) throw new Error(`read ${n} bytes, wanted ${size}`);
+  }
+  // The same two rows under Deno: the SDK's own client there (its `ws` on Deno's node:net)
+  const deno = new URL("../tests/sdk/node_modules/.bin/deno", import.meta.url).pathname;
+  if (process.env.FS_BENCH_DENO !== "0" && fs.existsSync(deno)) {
+    const home = path.join(dir, "deno-home");
+    fs.mkdirSync(home);
+    const env = { PATH: process.env.PATH, HOME: home, DENO_DIR: path.join(home, "deno"), DENO_NO_UPDATE_CHECK: "1",
+                  NO_COLOR: "1", DENO_DEPLOY_TOKEN: process.env.DENO_DEPLOY_TOKEN,
+                  DENO_SANDBOX_ENDPOINT: process.env.DENO_SANDBOX_ENDPOINT,
+                  DENO_DEPLOY_ENDPOINT: process.env.DENO_DEPLOY_ENDPOINT,
+                  SB_ID: sb.id, SRC: src, DST: "/tmp/big-deno.bin" };
+    const script = new URL("fs_sdk_deno.ts", import.meta.url).pathname;
+    for (const row of ["write", "read"]) {
+      const c0 = daemonCpu();
+      const r = await new Promise((resolve, reject) => {
+        const p = spawn(deno, ["run", "-NE", `--allow-read=${src}`, "--node-modules-dir=manual", script],
+                        { cwd: new URL("../tests/sdk", import.meta.url).pathname, env: { ...env, ROW: row },
+                          stdio: ["ignore", "pipe", "pipe"] });
+        let o = "", e = "";
+        p.stdout.on("data", (d) => { o += d; });
+        p.stderr.on("data", (d) => { e += d; });
+        p.on("error", reject);
+        p.on("close", (code) => code === 0 ? resolve(JSON.parse(o)) : reject(new Error(`deno ${row}: ${code} ${e}`)));
+      });
+      out[`deno_${row}_mbs`] = r[`${row}_mbs`];
+      out[`deno_${row}_cpu_s`] = cpuSince(c0, `deno_${row}`);
+      out[`deno_${row}_client_cpu_s`] = r[`${row}_client_cpu_s`];
+    }
   }
   if (process.env.HUTCH_CLI && !process.env.FS_BENCH_SDK_ONLY) {
     const id = sb.id;

@@ -214,8 +214,9 @@ def main(d):
     if fsb:
         loc = fsb.get("local_cp_mbs")
         print(f"\nfile throughput, {fsb['size_mb']} MB (MB/s; target: within 1.5x of local cp)")
-        for key, name in (("local_cp_mbs", "local cp (peer)"), ("sdk_write_mbs", "SDK writeFile (stream)"),
-                          ("sdk_read_mbs", "SDK open + readable"), ("cp_up_mbs", "hutch cp LOCAL ID:PATH"),
+        for key, name in (("local_cp_mbs", "local cp (peer)"), ("sdk_write_mbs", "SDK writeFile (stream), Node"),
+                          ("sdk_read_mbs", "SDK open + readable, Node"), ("deno_write_mbs", "SDK writeFile, Deno"),
+                          ("deno_read_mbs", "SDK open + readable, Deno"), ("cp_up_mbs", "hutch cp LOCAL ID:PATH"),
                           ("cp_down_mbs", "hutch cp ID:PATH LOCAL"), ("exec_cat_mbs", "hutch exec cat"),
                           ("cp_tree_up_mbs", "hutch cp TREE ID:PATH"), ("cp_tree_down_mbs", "hutch cp ID:TREE LOCAL"),
                           ("tar_tree_up_mbs", "tar -c | hutch cp - ID:PATH"),

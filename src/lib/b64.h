@@ -2,6 +2,7 @@
  * x-deno-sandbox-config header and for byte streams to the SDK, so the
  * encoder is on the stdout hot path and the decoder sees hostile input. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,10 @@ void hx_b64_encode(const uint8_t *in, size_t n, char *out);
  * zero (so every byte string has exactly one accepted encoding).
  * Returns 0 or -EINVAL; on error out may hold partial output. */
 int hx_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen);
+
+/* Every one of the n bytes is an alphabet character or '=' (anywhere): the
+ * check of a string that will be passed on as base64 without decoding it. */
+bool hx_b64_charset_ok(const uint8_t *p, size_t n);
 
 /* An unguessable name: 128 bits from getrandom as lowercase base32
  * (a-z, 2-7), HX_RANDOM_NAME_LEN characters and a NUL. Used where a name is

@@ -239,6 +239,58 @@ test("readahead: calls sent without waiting are answered in order, with the byte
   });
 });
 
+// hutchd writes a fileRead answer straight from the reply it holds when nothing is queued before
+// it (ws.c ws_send_text_parts), and copies only what the socket does not take: a client that stops
+// reading makes the socket take part of an answer, then nothing, and later answers queue behind.
+test("fs: answers to a client that stops reading arrive whole, each with its own bytes", async () => {
+  await withSandbox({}, async (sb) => {
+    const N = 160; // 160 answers of ~87 KB: more than the socket buffers hold
+    await sb.fs.writeFile("s.bin", pattern(CH));
+    await sb.fs.writeTextFile("small.txt", "small");
+    const url = process.env.DENO_SANDBOX_ENDPOINT.replace(/^http/, "ws") + `/api/v3/sandbox/${sb.id}/connect`;
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${process.env.DENO_DEPLOY_TOKEN}` } });
+    await new Promise((res, rej) => { ws.once("open", res); ws.once("error", rej); });
+    try {
+      const got = new Map();
+      ws.on("message", (m) => { const v = JSON.parse(m.toString()); if (v.id) got.set(v.id, v.result); });
+      const until = async (ids, ms = 120000) => {
+        const end = Date.now() + ms;
+        while (!ids.every((i) => got.has(i))) {
+          if (Date.now() > end) assert.fail(`no answer to ${ids.filter((i) => !got.has(i)).slice(0, 5)}...`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      // a handle per read (one read each: none waits behind another's read-ahead)
+      for (let i = 0; i < N; i++)
+        ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1 + i, method: "open", params: { path: "s.bin" } }));
+      await until(Array.from({ length: N }, (_, i) => 1 + i));
+      ws._socket.pause(); // stop reading: hutchd's writes meet a full socket
+      const ids = [];
+      for (let i = 0; i < N; i++) { // read i asks for CH - i bytes: its answer's length is its own
+        const id = 1000 + i;
+        ids.push(id);
+        ws.send(JSON.stringify({ jsonrpc: "2.0", id, method: "fileRead",
+                                 params: { fileHandleId: got.get(1 + i).ok.fileHandleId, length: CH - i } }));
+        if (i % 40 === 39) { // an answer of another kind between them, through wslay's queue
+          ids.push(10000 + i);
+          ws.send(JSON.stringify({ jsonrpc: "2.0", id: 10000 + i, method: "readTextFile", params: { path: "small.txt" } }));
+        }
+      }
+      await new Promise((r) => setTimeout(r, 2000)); // hutchd answers until the socket is full
+      ws._socket.resume();
+      await until(ids);
+      for (let i = 0; i < N; i++) {
+        const b = Buffer.from(got.get(1000 + i).ok.data, "base64");
+        assert.equal(b.length, CH - i, `read ${i}`);
+        expectAt(b, 0, `read ${i}`);
+      }
+      for (const id of ids.filter((x) => x >= 10000)) assert.equal(got.get(id).ok, "small");
+    } finally {
+      ws.close();
+    }
+  });
+});
+
 test("readahead: a connection that leaves with reads ahead out leaves nothing behind", async () => {
   await withSandbox({}, async (sb) => {
     await sb.fs.writeFile("l.bin", pattern(4 * CH));

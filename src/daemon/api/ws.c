@@ -347,6 +347,88 @@ int ws_send_text(struct ws_conn *w, const char *data, size_t len)
     return ws_queue(w, WSLAY_TEXT_FRAME, (const uint8_t *)data, len);
 }
 
+/* A text message made of parts (e.g. an RPC answer around a payload the app already holds). With
+ * nothing of wslay's queued or half-sent and no write out, the frame goes straight to the socket
+ * from the parts (a server's frames are unmasked): no copy of the payload, unless the socket takes
+ * only part of it, and then only of that rest. Otherwise the parts are joined and queued behind the
+ * rest through wslay, as ws_send_text does. */
+int ws_send_text_parts(struct ws_conn *w, const uv_buf_t *parts, unsigned nparts)
+{
+    if (!w || w->closing || http_conn_closing(w->c))
+        return -EPIPE;
+    size_t len = 0;
+    for (unsigned i = 0; i < nparts; i++)
+        len += parts[i].len;
+    uv_stream_t *s = http_conn_stream(w->c);
+    if (nparts <= WS_MAX_PARTS && !w->writing && !w->more_len && !wslay_event_want_write(w->ctx) &&
+        !uv_stream_get_write_queue_size(s) && len <= UINT32_MAX - 64) {
+        uint8_t hd[10];
+        size_t hl = 2;
+        hd[0] = 0x80 | WSLAY_TEXT_FRAME; /* FIN, one frame, as wslay sends a message */
+        if (len < 126)
+            hd[1] = (uint8_t)len;
+        else if (len <= 0xffff) {
+            hd[1] = 126, hd[2] = (uint8_t)(len >> 8), hd[3] = (uint8_t)len;
+            hl = 4;
+        } else {
+            hd[1] = 127;
+            for (int i = 0; i < 8; i++)
+                hd[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+            hl = 10;
+        }
+        uv_buf_t b[WS_MAX_PARTS + 1];
+        b[0] = uv_buf_init((char *)hd, (unsigned)hl);
+        for (unsigned i = 0; i < nparts; i++)
+            b[i + 1] = parts[i];
+        int n = uv_try_write(s, b, nparts + 1);
+        if (n == UV_EAGAIN || n == UV_ENOSYS)
+            n = 0;
+        if (n < 0) {
+            http_conn_close(w->c);
+            return -EPIPE;
+        }
+        g_ws_bytes_out += (size_t)n;
+        size_t rest = hl + len - (size_t)n;
+        if (rest) { /* what the socket did not take, copied, in one write request */
+            struct ws_wreq *wr = malloc(sizeof(*wr) + rest);
+            if (!wr) {
+                http_conn_close(w->c); /* part of a frame is out: nothing else can follow it */
+                return -ENOMEM;
+            }
+            wr->w = w;
+            size_t skip = (size_t)n, o = 0;
+            for (unsigned i = 0; i <= nparts; i++) {
+                size_t bl = b[i].len, from = skip < bl ? skip : bl;
+                skip -= from;
+                memcpy(wr->data + o, b[i].base + from, bl - from);
+                o += bl - from;
+            }
+            uv_buf_t wb = uv_buf_init(wr->data, (unsigned)rest);
+            if (uv_write(&wr->req, s, &wb, 1, on_ws_written) < 0) {
+                free(wr);
+                http_conn_close(w->c);
+                return -EPIPE;
+            }
+            w->writing = true;
+            g_ws_bytes_out += rest;
+            if (ws_queued_bytes(w) > WS_HIGH_WATER)
+                w->above_high = true;
+        }
+        return 0;
+    }
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t o = 0;
+    for (unsigned i = 0; i < nparts; i++) {
+        memcpy(buf + o, parts[i].base, parts[i].len);
+        o += parts[i].len;
+    }
+    int r = ws_queue(w, WSLAY_TEXT_FRAME, buf, len);
+    free(buf);
+    return r;
+}
+
 int ws_send_binary(struct ws_conn *w, const uint8_t *head, size_t hl, const uint8_t *data, size_t len)
 {
     if (!w || w->closing || http_conn_closing(w->c))

@@ -9,6 +9,7 @@
 #include "daemon/core/metering.h"
 #include "daemon/core/metrics.h"
 #include "lib/uvframe.h"
+#include "lib/b64.h"
 #include "daemon/sandbox/cgroup.h"
 #include "daemon/core/restore.h"
 #include <sys/socket.h>
@@ -215,18 +216,11 @@ static void handle_exit(struct sandbox *sb, uint32_t pid, const uint8_t *payload
 bool agent_reply_is_plain_data(const uint8_t *p, size_t n)
 {
     static const char head[] = "{\"ok\":{\"data\":\"", tail[] = "\"}}";
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
-    static uint8_t ok[256]; /* a table: this runs over every byte of every fileRead answer */
-    if (!ok['A'])
-        for (const char *c = alphabet; *c; c++)
-            ok[(uint8_t)*c] = 1;
     size_t hl = sizeof head - 1, tl = sizeof tail - 1;
     if (n < hl + tl || memcmp(p, head, hl) != 0 || memcmp(p + n - tl, tail, tl) != 0)
         return false;
-    unsigned all = 1;
-    for (size_t i = hl; i < n - tl; i++)
-        all &= ok[p[i]];
-    return all;
+    /* every byte of every fileRead answer: 16 at a time (lib/b64.c) */
+    return hx_b64_charset_ok(p + hl, n - hl - tl);
 }
 
 void agent_forward_raw(struct session *s, json_t *rpc_id, const uint8_t *p, size_t n)
@@ -234,19 +228,13 @@ void agent_forward_raw(struct session *s, json_t *rpc_id, const uint8_t *p, size
     char *id = json_dumps(rpc_id, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!id)
         return;
+    /* the answer around the reply's bytes, sent from where they are (ws_send_text_parts) */
     static const char a[] = "{\"jsonrpc\":\"2.0\",\"id\":", b[] = ",\"result\":";
-    size_t il = strlen(id), total = sizeof a - 1 + il + sizeof b - 1 + n + 1;
-    char *msg = malloc(total);
-    if (msg) {
-        char *o = msg;
-        memcpy(o, a, sizeof a - 1), o += sizeof a - 1;
-        memcpy(o, id, il), o += il;
-        memcpy(o, b, sizeof b - 1), o += sizeof b - 1;
-        memcpy(o, p, n), o += n;
-        *o = '}';
-        ws_send_text(s->ws, msg, total);
-        free(msg);
-    }
+    uv_buf_t parts[] = {
+        uv_buf_init((char *)a, sizeof a - 1), uv_buf_init(id, (unsigned)strlen(id)),
+        uv_buf_init((char *)b, sizeof b - 1), uv_buf_init((char *)p, (unsigned)n), uv_buf_init((char *)"}", 1),
+    };
+    ws_send_text_parts(s->ws, parts, sizeof parts / sizeof parts[0]);
     free(id);
 }
 

@@ -435,20 +435,21 @@ bool rpc_inbound_bind_chan(struct session *s, int64_t client_id, uint32_t chan)
 
 static void stream_input(struct session *s, struct inbound *in, const uint8_t *buf, size_t n);
 
-/* $sandbox.stream.enqueue: data (base64, dl characters) for the client's stream id. */
-static void stream_enqueue(struct session *s, int64_t id, const char *data, size_t dl)
+/* $sandbox.stream.enqueue: data (base64, dl characters) for the client's stream id. False: not
+ * base64 (dropped, as the SDK's own server would), nothing done. */
+static bool stream_enqueue(struct session *s, int64_t id, const char *data, size_t dl)
 {
-    struct inbound *in = inbound_get(s, id, true);
-    if (!in || in->ended)
-        return;
     uint8_t *buf = malloc(hx_b64_decoded_max(dl) + 3);
     size_t n = 0;
     if (!buf || hx_b64_decode(data, dl, buf, &n) < 0) {
         free(buf);
-        return;
+        return !buf;
     }
-    stream_input(s, in, buf, n);
+    struct inbound *in = inbound_get(s, id, true);
+    if (in && !in->ended)
+        stream_input(s, in, buf, n);
     free(buf);
+    return true;
 }
 
 void rpc_on_binary(struct session *s, const uint8_t *data, size_t len)
@@ -530,15 +531,12 @@ static bool fast_enqueue(struct session *s, const char *p, size_t len)
     if (digits == 0 || (digits > 1 && p[hl] == '0') || len - i < ml + 3 || memcmp(p + i, mid, ml) != 0)
         return false;
     i += ml;
-    const char *data = p + i;
-    const char *q = memchr(data, '"', len - i);
-    if (!q || (size_t)(p + len - q) != 3 || memcmp(q, "\"}}", 3) != 0)
+    if (len - i < 3 || memcmp(p + len - 3, "\"}}", 3) != 0)
         return false;
-    size_t dl = (size_t)(q - data);
-    if (memchr(data, '\\', dl)) /* an escape: let jansson handle it */
-        return false;
-    stream_enqueue(s, id, data, dl);
-    return true;
+    /* The string runs to the '"' before "}}": no search for it or for a '\\'. Either one
+     * inside is no base64 character, so the decoder refuses the string, and then the message
+     * goes the general way (an escaped string, or a string that ends earlier). */
+    return stream_enqueue(s, id, p + i, len - 3 - i);
 }
 
 static void handle_stream_notification(struct session *s, const char *method, json_t *params)
@@ -564,8 +562,8 @@ static void handle_stream_notification(struct session *s, const char *method, js
     }
     if (strcmp(method, "$sandbox.stream.enqueue") == 0) {
         json_t *jd = json_object_get(params, "data");
-        if (json_is_string(jd))
-            stream_enqueue(s, id, json_string_value(jd), json_string_length(jd));
+        if (json_is_string(jd) && !stream_enqueue(s, id, json_string_value(jd), json_string_length(jd)))
+            inbound_get(s, id, true); /* the stream is known from here on, its bad chunk dropped */
         return;
     }
     struct inbound *in = inbound_get(s, id, false);
