@@ -92,8 +92,6 @@ void spawn_set_nofile(uint64_t nofile);
  * wait); each child writes itself there before anything of the sandbox's
  * runs, so none stays in the agents' cgroup. -1 = stay where PID 1 is. */
 void spawn_set_cpu_cgroup(int fd);
-/* Whether children are cloned by the spawner thread, already in the sandbox's cpu cgroup (spawn.c). */
-bool spawn_by_spawner(void);
 /* Once, as sandbox root after the user namespace is entered: the bounding
  * set cut to Docker's capabilities, the ambient and inheritable sets
  * emptied (every spawned process inherits them), the children's stack. */

@@ -150,7 +150,7 @@ static void spawner_start(void)
 }
 
 /* Whether children are cloned by the spawner (already in the sandbox's cpu cgroup). */
-bool spawn_by_spawner(void)
+static bool spawn_by_spawner(void)
 {
     pthread_mutex_lock(&g_spawner.mu);
     bool ready = g_spawner.state == SP_READY;
