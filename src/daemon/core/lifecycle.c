@@ -435,13 +435,6 @@ static void launch_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
     trace(sb, TR_WORK);
-    /* Its cgroups, here rather than on the loop: a cgroup mkdir takes the
-     * kernel's cgroup_mutex, one for the whole host, which other work holds
-     * for whole RCU grace periods; under load the loop waited for it for
-     * seconds (docs/performance.md, "1,000 sandboxes"). */
-    if ((sb->launch_rc = cgroup_create(sb->id, &sb->launch_cg, &sb->launch_err)) < 0)
-        return;
-    trace(sb, TR_CGROUP);
     if (sb->storage && (sb->launch_rc = sb_storage_attach(sb->storage, &sb->launch_err)) < 0)
         return; /* storage: volumes on loop devices */
     if (sb->disk.promised_mb) {
@@ -538,7 +531,6 @@ static void launch_done(uv_work_t *req, int status)
     struct hx_err e = {0};
     trace(sb, TR_DONE);
     sb->launching = false;
-    free((char *)hx_steal(&sb->launch_cg.cpus));
     if (sb->restore.launch_fd >= 0) { /* restore: hutch-init has its own copy */
         close(sb->restore.launch_fd);
         sb->restore.launch_fd = -1;
@@ -739,14 +731,18 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     sb->views_cpus = views_pick_cpus(sb->cpu_millis); /* views: as many CPUs as its quota */
-    /* the cgroups are made by launch_work */
-    sb->launch_cg = (struct cgroup_limits){.memory_bytes = (uint64_t)p->memory_mb << 20,
-                                           .cpu_millis = sb->cpu_millis, .pids_max = cfg->pids_max,
-                                           .cpus = views_cpus_list(sb->views_cpus)};
+    char *cpus = views_cpus_list(sb->views_cpus);
+    struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = sb->cpu_millis,
+                                .pids_max = cfg->pids_max, .cpus = cpus};
     if (mkdir(wd, 0700) < 0) {
+        free(cpus);
         r = hx_fail(e, errno, "mkdir %s: %m", wd);
         goto fail_early;
     }
+    r = cgroup_create(sb->id, &lim, e);
+    free(cpus);
+    if (r < 0)
+        goto fail_early;
     int rfd = restore_bind(sb->id, e); /* restore: -1 when live restore is off */
     if (rfd < -1) {
         r = rfd;
@@ -758,6 +754,7 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
         sb->secrets = NULL; /* still the caller's */
         goto fail_early;
     }
+    trace(sb, TR_CGROUP);
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
@@ -774,7 +771,6 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     return 0;
 
 fail_early:
-    free((char *)hx_steal(&sb->launch_cg.cpus));
     net_sandbox_forget(sb); /* net: nothing made yet but its state */
     if (sb->restore.launch_fd >= 0)
         close(sb->restore.launch_fd);

@@ -7,7 +7,6 @@
 #include <sys/types.h>
 #include <uv.h>
 #include "daemon/config.h"
-#include "daemon/sandbox/cgroup.h"
 #include "daemon/sandbox/disk.h"
 #include "lib/err.h"
 #include "lib/wire.h"
@@ -182,7 +181,6 @@ struct sandbox {
     bool poll_init;               /* pidfd_poll initialised */
     uv_work_t launch_req;
     int launch_rc, launch_fd;     /* written by the worker thread */
-    struct cgroup_limits launch_cg; /* its cgroups' limits, made by that worker (cpus: owned, freed once done) */
     bool plumbing;                /* a worker thread attaches its cgroups and makes its veth (plumb_req) */
     bool exit_seen;               /* PID 1 exited while plumbing: on_init_exit's work waits for plumb_done */
     uv_work_t plumb_req;
