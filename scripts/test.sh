@@ -522,7 +522,11 @@ run_scale() {
   D_DIR=$TMP/scale D_CG=hutch-test-$RUN-scale D_ASAN=0
   mkdir -p "$D_DIR/disks"
   mount -t tmpfs -o size=$((SCALE_N * 17 + 512))m,mode=0700 hutch-scale "$D_DIR/disks" || return 1
+  # --loop-stall-ms: hutchd logs each event loop iteration busier than that
+  # (or that waited as long for a CPU); counted below (HUTCH_SCALE_LOOP_STALL_MS=0: off)
+  local stall_ms=${HUTCH_SCALE_LOOP_STALL_MS:-100}
   D_ARGS=(--disk 16 --disk-dir "$D_DIR/disks" --disk-reserve 64 --max-sandboxes $((SCALE_N + 20)) --storage-size 1GiB)
+  ((stall_ms > 0)) && D_ARGS+=(--loop-stall-ms "$stall_ms")
   local rc=0
   if start_sdk_daemon; then
     # shellcheck disable=SC2086
@@ -533,6 +537,10 @@ run_scale() {
     rc=1
   fi
   stop_sdk_daemon_and_check || rc=1
+  if ((stall_ms > 0)); then
+    echo "# hutchd event loop stalls (--loop-stall-ms $stall_ms): $(grep -c 'event loop stalled' "$D_DIR/hutchd.log")"
+    grep 'event loop stalled' "$D_DIR/hutchd.log" | sort -t' ' -k8 -g -r | head -5 | sed 's/^/#   /'
+  fi
   umount "$D_DIR/disks" || { echo "LEAK CHECK: the scale step's tmpfs is still mounted"; rc=1; }
   if ((rc != 0)); then echo "--- hutchd (scale) log tail:"; tail -n 30 "$D_DIR/hutchd.log"; fi
   return $rc

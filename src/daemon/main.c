@@ -27,6 +27,7 @@
 #include "daemon/sandbox/launch.h"
 #include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
+#include "lib/loopwatch.h"
 
 static struct http_server *tcp_server, *unix_server;
 static uv_signal_t sig_term, sig_int;
@@ -83,6 +84,15 @@ static void on_shutdown_tick(uv_timer_t *t)
         uv_timer_stop(t);
         uv_stop(g_daemon.loop);
     }
+}
+
+/* --loop-stall-ms: one line per stalled iteration (docs/performance.md) */
+static void on_loop_stall(const struct loopwatch_stall *s, void *arg)
+{
+    (void)arg;
+    char line[400];
+    loopwatch_format(s, line, sizeof line);
+    fprintf(stderr, "hutchd: %s\n", line);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -208,6 +218,8 @@ int main(int argc, char **argv)
     }
     g_daemon.loop = uv_default_loop();
     log_start(g_daemon.loop);
+    if (cfg.loop_stall_ms && (r = loopwatch_start(g_daemon.loop, cfg.loop_stall_ms, on_loop_stall, NULL)) < 0)
+        fprintf(stderr, "hutchd: --loop-stall-ms: %s\n", uv_strerror(r));
     g_daemon.cfg = &cfg;
     g_daemon.init_memfd = -1;
     g_daemon.slots = calloc(cfg.max_sandboxes + cfg.warm_max, 1);

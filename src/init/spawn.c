@@ -16,11 +16,25 @@
  *    execvpe reads the global environ, which the child must not change.
  * What the bounding set, the ambient set and the inheritable set hold does
  * not depend on the spawn: hutch-init empties them of everything but
- * Docker's set once (spawn_prepare), and each child inherits that. */
+ * Docker's set once (spawn_prepare), and each child inherits that.
+ *
+ * Where the agent sits in a cpu cgroup of its own (cgroup v1, the agents'
+ * cgroup: docs/performance.md), the clone is made by hutch-init's second
+ * thread, the spawner, which moved itself into the sandbox's cpu cgroup once
+ * at setup: a child starts where its creating thread is, so it needs no move
+ * of its own. A move through `tasks` takes the kernel's cgroup_mutex, one
+ * for the whole host, which other work holds for whole RCU grace periods
+ * (another daemon's cgroup.procs writes, cgroup mkdir and rmdir): under load
+ * a move waited for it for up to seconds, on every command's path. The loop
+ * thread hands the spawner one clone at a time and waits for it, as it
+ * waited for the clone itself; the child still runs nothing but system
+ * calls. If the spawner could not move, each child moves itself, as
+ * before. */
 #include "init/init.h"
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,11 +57,9 @@ enum spawn_stage { STAGE_NONE = 0, STAGE_EXEC, STAGE_CHDIR, STAGE_CONFINE, STAGE
 
 static uint64_t g_nofile = 65536;
 
-/* The child's stack: one, reused (only the loop thread spawns, and it waits
- * for each child to exec). Its pages are touched by one call chain of
- * system call wrappers and a PATH_MAX buffer. */
-#define CHILD_STACK (128u * 1024u)
-static void *g_stack;
+/* The child's stack (g_stack, CHILD_STACK): one, reused (one spawn at a
+ * time: the loop thread waits for each child to exec). Its pages are touched
+ * by one call chain of system call wrappers and a PATH_MAX buffer. */
 
 /* The signals hutch-init does not leave at SIG_DFL (SIGPIPE ignored, libuv's
  * SIGCHLD handler), read once at the first spawn, when the agent loop has
@@ -65,6 +77,105 @@ static int g_cpu_cgroup_fd = -1;
 void spawn_set_cpu_cgroup(int fd)
 {
     g_cpu_cgroup_fd = fd;
+}
+
+struct spawn_child;
+static int child_main(void *arg);
+
+/* The spawner thread (see the top of this file). state: SP_OFF until
+ * spawn_prepare starts it, SP_READY once it is in the sandbox's cpu
+ * cgroup (SP_FAILED if it could not get there: then it has ended). job is
+ * the loop thread's request, cleared by the spawner once the clone
+ * returned (the child exec'd or exited), with pid and err set. */
+enum { SP_OFF, SP_STARTING, SP_READY, SP_FAILED };
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state;
+    struct spawn_child *job;
+    pid_t pid;
+    int err;
+} g_spawner = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+#define CHILD_STACK (128u * 1024u)
+static void *g_stack;
+
+static void *spawner_main(void *arg)
+{
+    (void)arg;
+    prctl(PR_SET_NAME, "hutch-spawner", 0, 0, 0);
+    bool moved = write(g_cpu_cgroup_fd, "0", 1) == 1;
+    pthread_mutex_lock(&g_spawner.mu);
+    g_spawner.state = moved ? SP_READY : SP_FAILED;
+    pthread_cond_broadcast(&g_spawner.cv);
+    while (moved) {
+        while (!g_spawner.job)
+            pthread_cond_wait(&g_spawner.cv, &g_spawner.mu);
+        struct spawn_child *c = g_spawner.job;
+        pthread_mutex_unlock(&g_spawner.mu); /* the child takes no lock; none is held while it runs */
+        pid_t pid = clone(child_main, (char *)g_stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+        int err = errno;
+        pthread_mutex_lock(&g_spawner.mu);
+        g_spawner.pid = pid;
+        g_spawner.err = err;
+        g_spawner.job = NULL;
+        pthread_cond_broadcast(&g_spawner.cv);
+    }
+    pthread_mutex_unlock(&g_spawner.mu);
+    return NULL;
+}
+
+/* Starts the spawner, once, with every signal blocked (it never unblocks
+ * one: no handler of hutch-init runs on it, and its children start with all
+ * blocked, as the loop thread's did). Does not wait for its move: until it
+ * is ready, children move themselves. */
+static void spawner_start(void)
+{
+    if (g_cpu_cgroup_fd < 0 || g_spawner.state != SP_OFF)
+        return;
+    pthread_attr_t a;
+    pthread_t t;
+    sigset_t all, old;
+    if (pthread_attr_init(&a) != 0)
+        return;
+    pthread_attr_setstacksize(&a, 64u * 1024u);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    g_spawner.state = SP_STARTING;
+    if (pthread_create(&t, &a, spawner_main, NULL) != 0)
+        g_spawner.state = SP_FAILED;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&a);
+}
+
+/* Whether children are cloned by the spawner (already in the sandbox's cpu cgroup). */
+static bool spawn_by_spawner(void)
+{
+    pthread_mutex_lock(&g_spawner.mu);
+    bool ready = g_spawner.state == SP_READY;
+    pthread_mutex_unlock(&g_spawner.mu);
+    return ready;
+}
+
+/* The clone, on the spawner when it is ready, else here; returns the pid or
+ * -1 with *err set. */
+static pid_t clone_child(struct spawn_child *c, bool by_spawner, int *err)
+{
+    if (!by_spawner) {
+        pid_t pid = clone(child_main, (char *)g_stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+        *err = errno;
+        return pid;
+    }
+    pthread_mutex_lock(&g_spawner.mu);
+    g_spawner.job = c;
+    pthread_cond_broadcast(&g_spawner.cv);
+    while (g_spawner.job)
+        pthread_cond_wait(&g_spawner.cv, &g_spawner.mu);
+    pid_t pid = g_spawner.pid;
+    *err = g_spawner.err;
+    pthread_mutex_unlock(&g_spawner.mu);
+    return pid;
 }
 
 static bool cap_kept(int cap)
@@ -100,6 +211,8 @@ int spawn_prepare(struct hx_err *e)
         g_stack = NULL;
         return hx_fail(e, errno, "mmap the spawn stack: %m");
     }
+    /* Last: the spawner inherits the capability sets made above. */
+    spawner_start();
     return 0;
 }
 
@@ -110,6 +223,7 @@ struct spawn_child {
     const char *path;      /* the PATH to search, from the spawn's environment */
     const char **sh_argv;  /* {"/bin/sh", NULL (the file), argv[1..], NULL}: a script without #! */
     int stage, err;        /* written by the child when a step fails */
+    bool in_cpu_cgroup;    /* cloned by the spawner: already in the sandbox's cpu cgroup */
 };
 
 static _Noreturn void child_fail(struct spawn_child *c, int stage, int err)
@@ -249,8 +363,9 @@ static int child_main(void *arg)
      * (one thread, and this child has no other: its children and threads
      * follow it). The kernel checks the opener's credentials (real root),
      * so the user may write it. No way to stay behind: a failure fails the
-     * spawn. */
-    if (g_cpu_cgroup_fd >= 0 && write(g_cpu_cgroup_fd, "0", 1) != 1)
+     * spawn. A child of the spawner thread is there already (the top of
+     * this file). */
+    if (g_cpu_cgroup_fd >= 0 && !c->in_cpu_cgroup && write(g_cpu_cgroup_fd, "0", 1) != 1)
         child_fail(c, STAGE_CONFINE, errno ? errno : EIO);
     child_fail(c, STAGE_EXEC, exec_search(c));
 }
@@ -332,13 +447,15 @@ int spawn_process(const struct spawn_req *r, struct spawn_res *out, struct hx_er
         stdio[0] = stdio[1] = stdio[2] = pts;
     }
 
-    struct spawn_child c = {.r = r, .stdio = stdio, .path = spawn_path(r->envp), .sh_argv = sh_argv};
+    bool by_spawner = spawn_by_spawner();
+    struct spawn_child c = {.r = r, .stdio = stdio, .path = spawn_path(r->envp), .sh_argv = sh_argv,
+                            .in_cpu_cgroup = by_spawner};
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     /* Returns once the child has exec'd or exited (CLONE_VFORK). */
-    pid_t pid = clone(child_main, (char *)g_stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
-    int clone_err = errno;
+    int clone_err = 0;
+    pid_t pid = clone_child(&c, by_spawner, &clone_err);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         ret = hx_fail(e, clone_err, "spawn %s: clone: %s", r->command, strerror(clone_err));

@@ -151,6 +151,43 @@ def test_agent_runs_in_the_agents_cpu_cgroup_and_user_processes_in_the_sandboxs(
         assert r["code"] == 0 and r["stdout"].strip().endswith(b":cpu:/"), r
 
 
+def thread_cpu_cgroup(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if "cpu" in ctrls.split(","):
+                return path
+    raise AssertionError(f"thread {tid} has no cpu cgroup")
+
+
+def test_agent_clones_children_from_a_spawner_thread_in_the_sandboxs_cpu_cgroup(hutchd, v1):
+    # A child starts in its creating thread's cgroup: hutch-init's second
+    # thread sits in the sandbox's cpu cgroup, so a spawned process needs no
+    # move through `tasks` (the host-wide cgroup_mutex) before its exec.
+    d = hutchd
+    with d.create_sandbox() as sb:
+        p = user_processes(d, sb)  # spawns work (and land in the sandbox's cgroup, above)
+        agent = p["agent"]
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{agent}/task"))
+        assert len(tids) == 2 and tids[0] == agent, tids
+        spawner = tids[1]
+        with open(f"/proc/{agent}/task/{spawner}/comm") as f:
+            assert f.read().strip() == "hutch-spawner"
+        # positive control: the loop thread is in the agents' cgroup
+        assert thread_cpu_cgroup(agent, agent) == f"/{d.cgroup_name}-agents"
+        assert thread_cpu_cgroup(agent, spawner) == f"/{d.cgroup_name}/{sb.id}"
+        # it runs no handler (every signal blocked) and has the kernel's default slice
+        with open(f"/proc/{agent}/task/{spawner}/status") as f:
+            blk = [ln.split()[1] for ln in f if ln.startswith("SigBlk:")][0]
+        want = (1 << 64) - 1  # every signal but SIGKILL, SIGSTOP (never blocked) and glibc's own two (32, 33)
+        for sig in (9, 19, 32, 33):
+            want &= ~(1 << (sig - 1))
+        assert int(blk, 16) & want == want, blk
+        assert sched_getattr(spawner)[1:] == (0, default_slice_ns())
+        # its children are the sandbox's, as every spawned process
+        assert cpu_cgroup(p["app"]) == f"/{d.cgroup_name}/{sb.id}"
+
+
 def test_agent_has_a_short_slice_that_user_processes_do_not_inherit(hutchd, v1):
     d = hutchd
     base = default_slice_ns()

@@ -8,6 +8,7 @@
 // Env: DENO_* as for the SDK tests, SCALE_N (default 1000), SCALE_PAR (10).
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 
 const sdkUrl = new URL("../sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
 const { Client, Sandbox } = await import(sdkUrl.href);
@@ -23,6 +24,37 @@ function stats(xs) {
   return { n: s.length, p50_ms: +pick(0.5).toFixed(2), p99_ms: +pick(0.99).toFixed(2), max_ms: +s[s.length - 1].toFixed(2) };
 }
 const log = (...a) => console.log("# scale:", ...a);
+
+// This client's own event loop (it drives N WebSockets): how late its timers
+// fire, per phase, so a slow round trip can be told apart from a client that
+// was busy or starved. A 5 ms ticker also remembers the longest gap inside
+// each timed call (`gap_ms` of the slowest ones).
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
+function takeLoopDelay() {
+  const d = { p50_ms: +(loopDelay.percentile(50) / 1e6).toFixed(1), p99_ms: +(loopDelay.percentile(99) / 1e6).toFixed(1),
+              max_ms: +(loopDelay.max / 1e6).toFixed(1) };
+  loopDelay.reset();
+  return d;
+}
+let tickLast = now(), tickGapMax = 0;
+const ticker = setInterval(() => {
+  const t = now();
+  tickGapMax = Math.max(tickGapMax, Number(t - tickLast) / 1e6);
+  tickLast = t;
+}, 5);
+ticker.unref();
+// time fn; slow ones (> 100 ms) are kept with the client's longest tick gap during them
+const slow = [];
+async function timed(what, xs, fn) {
+  tickGapMax = 0;
+  const t = now();
+  const v = await fn();
+  const d = ms(t);
+  xs.push(d);
+  if (d > 100) slow.push({ what, at: Date.now(), ms: +d.toFixed(1), client_gap_ms: +Math.max(tickGapMax, Number(now() - tickLast) / 1e6).toFixed(1) });
+  return v;
+}
 
 const label = `scale-${process.pid}`;
 const alive = []; // {sb, lines, last}
@@ -65,6 +97,7 @@ async function killAll() {
 
 after(async () => {
   if (alive.some((r) => !r.closing)) await killAll();
+  if (slow.length) out.slow = slow.slice(0, 20);
   console.log(`scale-bench: ${JSON.stringify(out)}`);
 });
 
@@ -110,22 +143,20 @@ test("every sandbox keeps streaming while all of them are alive", async () => {
 test("list and command round trips answer under that load", async () => {
   const client = new Client();
   const listMs = [];
+  takeLoopDelay();
   for (let i = 0; i < 20; i++) {
-    const t = now();
-    const page = await client.sandboxes.list({ labels: { run: label } });
-    listMs.push(ms(t));
+    const page = await timed("list", listMs, () => client.sandboxes.list({ labels: { run: label } }));
     assert.equal(page.filter((s) => s.status === "running").length, N);
   }
   out.list = stats(listMs);
   const rtMs = [];
   for (let i = 0; i < 100; i++) {
     const r = alive[Math.floor(Math.random() * alive.length)];
-    const t = now();
-    const text = await r.sb.sh`echo rt-${i}`.text();
-    rtMs.push(ms(t));
+    const text = await timed("rt", rtMs, () => r.sb.sh`echo rt-${i}`.text());
     assert.equal(text.trim(), `rt-${i}`);
   }
   out.cmd_round_trip = stats(rtMs);
+  out.client_loop_delay = takeLoopDelay();
 });
 
 test("a CPU-bound sandbox does not stop a quiet one from answering", async () => {
@@ -147,14 +178,14 @@ test("a CPU-bound sandbox does not stop a quiet one from answering", async () =>
     await sleep(50);
   };
   const side = { on: [], off: [] };
+  takeLoopDelay();
   let n = 0;
   for (let round = 0; round < 5; round++) {
     for (const on of round % 2 ? [false, true] : [true, false]) {
       await setHog(on);
       for (let i = 0; i < 6; i++, n++) {
-        const t = now();
-        assert.equal((await quiet.sb.sh`echo q${n}`.text()).trim(), `q${n}`);
-        side[on ? "on" : "off"].push(ms(t));
+        const text = await timed(on ? "hog-on" : "hog-off", side[on ? "on" : "off"], () => quiet.sb.sh`echo q${n}`.text());
+        assert.equal(text.trim(), `q${n}`);
       }
     }
   }
@@ -163,6 +194,7 @@ test("a CPU-bound sandbox does not stop a quiet one from answering", async () =>
   out.cmd_round_trip_quiet = stats(side.off);
   out.cmd_round_trip_beside_cpu_hog = stats(side.on);
   const r = (q) => +(out.cmd_round_trip_beside_cpu_hog[q] / out.cmd_round_trip_quiet[q]).toFixed(2);
+  out.client_loop_delay_hog = takeLoopDelay();
   out.cpu_hog_ratio = { p50: r("p50_ms"), p99: r("p99_ms") }; // printed, never asserted
   log(`quiet sandbox beside a CPU hog, running/stopped: p50 ${out.cpu_hog_ratio.p50}x, p99 ${out.cpu_hog_ratio.p99}x`);
 });

@@ -224,7 +224,8 @@ static void ctl_send_json(uint16_t type, json_t *o)
     free(t);
 }
 
-static void send_config(void)
+/* local: hutchd's own addresses (local_addrs()), taken */
+static void send_config_local(json_t *local)
 {
     char p4[64], p6[80], a[INET6_ADDRSTRLEN];
     inet_ntop(AF_INET, g.pool4, a, sizeof a);
@@ -234,26 +235,58 @@ static void send_config(void)
     json_t *open = json_array(); /* --allow-range, checked in net_init */
     for (unsigned i = 0; i < g.cfg->n_allow_range; i++)
         json_array_append_new(open, json_string(g.cfg->allow_range[i]));
-    json_t *local = local_addrs();
     json_decref(g.sent_local);
     g.sent_local = json_incref(local);
     ctl_send_json(PX_CONFIG, json_pack("{s:s, s:s, s:o, s:o}", "pool4", p4, "pool6", p6, "local", local,
                                        "open", open));
 }
 
+static void send_config(void)
+{
+    send_config_local(local_addrs());
+}
+
 /* An address the operator adds to the host later is refused within
  * LOCAL_REFRESH_MS: hutchd's own addresses are re-read on a timer, not on
  * every attach (a sandbox's veth adds only pool addresses). */
 #define LOCAL_REFRESH_MS 5000
+/* The read runs on a libuv worker, not on the loop: getifaddrs dumps every
+ * link and address of hutchd's network namespace (three per sandbox veth)
+ * under the kernel's rtnl lock, which is one for the whole host; when other
+ * work holds it (a network namespace being torn down, a burst of veths), the
+ * dump waited for it for up to hundreds of ms, and the loop with it: every
+ * API request, stream and round trip of every sandbox (docs/performance.md,
+ * "1,000 sandboxes"). Only one read is in flight at a time. */
+static struct {
+    uv_work_t req;
+    bool busy;
+    json_t *got; /* the worker's result, handed to the loop in on_local_read */
+} local_read;
+
+static void local_read_work(uv_work_t *w)
+{
+    (void)w;
+    local_read.got = local_addrs();
+}
+
+static void local_read_done(uv_work_t *w, int status)
+{
+    (void)w;
+    json_t *now = local_read.got;
+    local_read.got = NULL;
+    local_read.busy = false;
+    if (status == 0 && now && g.proxy.ctl_open && (!g.sent_local || !json_equal(now, g.sent_local)))
+        send_config_local(json_incref(now));
+    json_decref(now);
+}
+
 static void on_local_refresh(uv_timer_t *t)
 {
     (void)t;
-    if (!g.proxy.ctl_open)
+    if (!g.proxy.ctl_open || local_read.busy)
         return;
-    json_t *now = local_addrs();
-    if (!g.sent_local || !json_equal(now, g.sent_local))
-        send_config();
-    json_decref(now);
+    if (uv_queue_work(g.loop, &local_read.req, local_read_work, local_read_done) == 0)
+        local_read.busy = true;
 }
 
 /* secrets: the JSON text of a message with values is zeroed before it is freed */
