@@ -14,6 +14,10 @@ enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_CPUSET, C_N };
 static const char *const ctrl_names[C_N] = {"memory", "cpu", "pids", "freezer", "cpuacct", "cpuset"};
 static char ctrl_root[C_N][512];   /* v1: per-controller mount + /NAME; v2: all equal */
 static bool v2;
+/* v1: the hierarchy's root cpuset balances load across all its CPUs, so the
+ * scheduler has one domain whatever a child cpuset says (the kernel's
+ * generate_sched_domains), and a sandbox's cpuset can stop asking for one. */
+static bool cpuset_root_balances;
 
 bool cgroup_is_v2(void) { return v2; }
 
@@ -258,6 +262,11 @@ int cgroup_init(const char *name, struct hx_err *e)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
         if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
             ctrl_root[c][0] = 0; /* views: CPU views then follow the host's CPUs */
+        if (c == C_CPUSET && ctrl_root[c][0]) {
+            char p[450], b[16];
+            snprintf(p, sizeof p, "%s/cpuset.sched_load_balance", mnt);
+            cpuset_root_balances = read_small(p, b, sizeof b) > 0 && b[0] == '1';
+        }
     }
     agents_cgroup_init();
     limit_all_sandboxes();
@@ -302,8 +311,9 @@ int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *
     if ((r = write_file(p, v, e)) < 0) return r;
     path_of(C_MEMORY, id, "memory.memsw.limit_in_bytes", p, sizeof p);
     write_file(p, v, NULL); /* absent without swap accounting */
-    path_of(C_CPU, id, "cpu.cfs_period_us", p, sizeof p);
-    if ((r = write_file(p, "100000", e)) < 0) return r;
+    /* The quota is per the kernel's default period, 100000 us, which nothing
+     * here changes: each write of either file walks every cpu cgroup of the
+     * host (tg_set_cfs_bandwidth -> __cfs_schedulable) under a global mutex. */
     snprintf(v, sizeof v, "%u", l->cpu_millis * 100);
     path_of(C_CPU, id, "cpu.cfs_quota_us", p, sizeof p);
     if ((r = write_file(p, v, e)) < 0) return r;
@@ -314,13 +324,23 @@ int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *
      * (LXC keeps every controller at one path); the CPUs are the
      * sandbox's affinity, which it cannot widen. */
     if (ctrl_root[C_CPUSET][0]) {
-        path_of(C_CPUSET, id, NULL, p, sizeof p);
-        if (cpuset_inherit(ctrl_root[C_CPUSET], p) < 0)
-            return hx_fail(e, EIO, "cgroup %s: cannot set up its cpuset", id);
+        /* A load-balanced v1 cpuset rebuilds the host's scheduling domains
+         * on every change of its CPUs and on its removal (each rebuild walks
+         * every task of the host: dl_rebuild_rd_accounting). Under a root
+         * that balances all CPUs the domains come out the same, so the
+         * flag goes first, while its CPUs are still empty (no rebuild
+         * then), and its CPUs are written once. */
+        if (cpuset_root_balances) {
+            path_of(C_CPUSET, id, "cpuset.sched_load_balance", p, sizeof p);
+            write_file(p, "0", NULL); /* an optimisation: the cpuset works either way */
+        }
         if (l->cpus) {
             path_of(C_CPUSET, id, "cpuset.cpus", p, sizeof p);
             if ((r = write_file(p, l->cpus, e)) < 0) return r;
         }
+        path_of(C_CPUSET, id, NULL, p, sizeof p);
+        if (cpuset_inherit(ctrl_root[C_CPUSET], p) < 0) /* the parent's mems (and CPUs, when none given) */
+            return hx_fail(e, EIO, "cgroup %s: cannot set up its cpuset", id);
     }
     return 0;
 }
