@@ -1,19 +1,22 @@
 # The create path's shortcuts (docs/performance.md, "Create: third pass")
-# keep what a create promised: a sandbox's cpuset stops asking the
-# scheduler for a domain of its own (which only cost rebuilds) while still
-# confining its processes to its CPUs.
+# keep what a create promised: a sandbox whose hutchd dies ends with every
+# process in it (its PID 1 exits instead of walking the host with kill(-1));
+# a sandbox's cpuset stops asking the scheduler for a domain of its own
+# (which only cost rebuilds) while still confining its processes to its CPUs.
 import os
+import time
 
 import pytest
 
-from hutchlib import CGROUP_ROOT, cgroup_dirs_for_sandbox
+from hutchlib import CGROUP_ROOT, cgroup_dirs_for_sandbox, pid_alive, sandbox_cgroup_pids, wait_until
 
 V1 = os.path.isdir(os.path.join(CGROUP_ROOT, "memory")) and not os.path.exists(
     os.path.join(CGROUP_ROOT, "cgroup.controllers"))
 
 
 @pytest.mark.skipif(not V1, reason="cgroup v1 cpusets")
-def test_a_sandbox_cpuset_confines_it_without_a_sched_domain_of_its_own(hutchd):
+def test_a_sandbox_cpuset_confines_it_without_a_sched_domain_of_its_own(make_hutchd):
+    hutchd = make_hutchd()  # each test here has its own hutchd: they share the test's network namespace
     with open(os.path.join(CGROUP_ROOT, "cpuset", "cpuset.sched_load_balance")) as f:
         root_balances = f.read().strip() == "1"
     sb = hutchd.create_sandbox()
@@ -34,3 +37,21 @@ def test_a_sandbox_cpuset_confines_it_without_a_sched_domain_of_its_own(hutchd):
         assert balance == ("0" if root_balances else "1"), balance
     finally:
         sb.ws.close()
+
+
+def test_hutchds_death_ends_every_process_of_a_sandbox(make_hutchd):
+    """Without --live-restore, hutch-init (PID 1 of the sandbox's pid
+    namespace) exits when hutchd's socket closes, and the kernel kills
+    everything left in the namespace: background, sudo and setsid ones."""
+    d = make_hutchd(extra_args=["--warm", "0"])
+    sb = d.create_sandbox({"stop_at_ms": int(time.time() * 1000) + 600000})
+    for cmd in ("sleep 300 >/dev/null 2>&1 &", "sudo sleep 301 >/dev/null 2>&1 &",
+                "setsid sleep 302 >/dev/null 2>&1 < /dev/null &"):
+        assert sb.sh(cmd)["code"] == 0, cmd
+    pids = sandbox_cgroup_pids(d.cgroup_name, sb.id)
+    assert len(pids) >= 4, pids  # control: init and the three sleeps are there
+    d.kill_hard()
+    assert wait_until(lambda: not [p for p in pids if pid_alive(p)], 10), [p for p in pids if pid_alive(p)]
+    sb.ws.sock.close()
+    d.start()  # cleans up the stopped sandbox's cgroups for the fixture's census
+    assert wait_until(lambda: not cgroup_dirs_for_sandbox(d.cgroup_name, sb.id), 10)
