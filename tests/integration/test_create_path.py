@@ -1,8 +1,10 @@
 # The create path's shortcuts (docs/performance.md, "Create: third pass")
 # keep what a create promised: a sandbox whose hutchd dies ends with every
 # process in it (its PID 1 exits instead of walking the host with kill(-1));
-# a sandbox's cpuset stops asking the scheduler for a domain of its own
-# (which only cost rebuilds) while still confining its processes to its CPUs.
+# hutch-init starts inside its sandbox's cgroups because the worker thread
+# that clones it steps into them first and then back out (cgroup v1); a
+# sandbox's cpuset stops asking the scheduler for a domain of its own (which
+# only cost rebuilds) while still confining its processes to its CPUs.
 import os
 import time
 
@@ -12,6 +14,55 @@ from hutchlib import CGROUP_ROOT, cgroup_dirs_for_sandbox, pid_alive, sandbox_cg
 
 V1 = os.path.isdir(os.path.join(CGROUP_ROOT, "memory")) and not os.path.exists(
     os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+
+
+def thread_cgroups(pid, tid):
+    """{controller: path} of one thread, the named v1 hierarchies it uses."""
+    out = {}
+    with open(f"/proc/{pid}/task/{tid}/cgroup") as f:
+        for ln in f:
+            _, ctls, path = ln.rstrip("\n").split(":", 2)
+            for c in ctls.split(","):
+                if c in ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset"):
+                    out[c] = path
+    return out
+
+
+def tasks_of(dirs):
+    tids = set()
+    for d in dirs:
+        with open(os.path.join(d, "tasks")) as f:
+            tids.update(int(x) for x in f.read().split())
+    return tids
+
+
+@pytest.mark.skipif(not V1, reason="the thread's own move is for cgroup v1 hierarchies")
+def test_init_runs_in_its_cgroups_and_hutchds_threads_go_back_home(make_hutchd):
+    d = make_hutchd(extra_args=["--warm", "0"])  # every create launches now, on a worker thread
+    sbs = [d.create_sandbox() for _ in range(3)]
+    try:
+        for sb in sbs:
+            assert sb.sh("echo ok")["stdout"] == b"ok\n"
+            dirs = cgroup_dirs_for_sandbox(d.cgroup_name, sb.id)
+            mem = [p for p in dirs if "/memory/" in p]
+            assert mem, dirs
+            inside = tasks_of(mem)
+            # control: the probe sees the sandbox's own processes (hutch-init at least)
+            assert inside, f"no tasks in {mem}"
+        # every hutchd thread (the workers that cloned the inits included) is
+        # where hutchd's main thread is, in every hierarchy
+        main = thread_cgroups(d.pid, d.pid)
+        assert main, "hutchd's cgroups not readable"
+        threads = os.listdir(f"/proc/{d.pid}/task")
+        assert len(threads) > 1, threads  # control: the worker threads exist
+        for tid in threads:
+            assert thread_cgroups(d.pid, tid) == main, tid
+        # and no hutchd thread is in any sandbox cgroup
+        all_dirs = [p for sb in sbs for p in cgroup_dirs_for_sandbox(d.cgroup_name, sb.id)]
+        assert not tasks_of(all_dirs) & {int(t) for t in threads}
+    finally:
+        for sb in sbs:
+            sb.ws.close()
 
 
 @pytest.mark.skipif(not V1, reason="cgroup v1 cpusets")

@@ -455,7 +455,15 @@ static void launch_work(uv_work_t *req)
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
                              .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd,
                              .root_tree_fd = sb_storage_root_tree(sb->storage)};
+    /* v1: this thread steps into the sandbox's cgroups for the clone, so
+     * hutch-init starts in them (its own move costs no grace period, a
+     * cgroup.procs write does: ~10 ms). Else plumb_work attaches it. */
+    struct cgroup_home home;
+    struct hx_err ce = {0};
+    sb->cg_entered = cgroup_enter(sb->id, &home, &ce) == 0;
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
+    if (sb->cg_entered && cgroup_leave(&home, &ce) < 0)
+        fprintf(stderr, "hutchd: %s: a worker thread could not leave its cgroups: %s\n", sb->id, ce.msg);
     trace(sb, TR_LAUNCH);
 }
 
@@ -471,7 +479,7 @@ static void launch_work(uv_work_t *req)
 static void plumb_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
-    if ((sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->plumb_err)) < 0)
+    if (!sb->cg_entered && (sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->plumb_err)) < 0)
         return;
     /* The OOM killer takes the sandbox's processes, never its agent (spawn
      * puts its children back to 0). */

@@ -13,6 +13,7 @@
 enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_CPUSET, C_N };
 static const char *const ctrl_names[C_N] = {"memory", "cpu", "pids", "freezer", "cpuacct", "cpuset"};
 static char ctrl_root[C_N][512];   /* v1: per-controller mount + /NAME; v2: all equal */
+static char ctrl_mnt[C_N][400];    /* v1: the controller's mount point */
 static bool v2;
 /* v1: the hierarchy's root cpuset balances load across all its CPUs, so the
  * scheduler has one domain whatever a child cpuset says (the kernel's
@@ -258,6 +259,7 @@ int cgroup_init(const char *name, struct hx_err *e)
             return hx_fail(e, ENOENT, "no cgroup v1 or v2 hierarchy with the %s controller", ctrl_names[c]);
         }
         snprintf(ctrl_root[c], sizeof ctrl_root[c], "%s/%s", mnt, name);
+        snprintf(ctrl_mnt[c], sizeof ctrl_mnt[c], "%s", mnt);
         if (mkdir(ctrl_root[c], 0755) < 0 && errno != EEXIST)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
         if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
@@ -357,6 +359,78 @@ int cgroup_attach(const char *id, pid_t pid, struct hx_err *e)
         path_of(c, id, "cgroup.procs", p, sizeof p);
         if ((r = write_file(p, v, e)) < 0)
             return r;
+    }
+    return 0;
+}
+
+_Static_assert(C_N <= CGROUP_V1_MAX, "struct cgroup_home holds a path per v1 controller");
+
+/* "4:cpu,cpuacct:/a/b" -> "/a/b" for controller NAME, from /proc/thread-self/cgroup. */
+static const char *thread_cgroup_of(const char *text, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *l = text; *l; l += strcspn(l, "\n") + (l[strcspn(l, "\n")] == '\n')) {
+        const char *ctl = strchr(l, ':');
+        const char *end = l + strcspn(l, "\n");
+        const char *path = ctl && ctl < end ? memchr(ctl + 1, ':', (size_t)(end - ctl - 1)) : NULL;
+        if (!path)
+            continue;
+        for (const char *t = ctl + 1; t < path; t++) {
+            size_t tl = strcspn(t, ",:");
+            if (tl == nl && strncmp(t, name, nl) == 0) {
+                *len = (size_t)(end - path - 1);
+                return path + 1;
+            }
+            t += tl;
+        }
+    }
+    return NULL;
+}
+
+int cgroup_leave(const struct cgroup_home *home, struct hx_err *e)
+{
+    int ret = 0;
+    for (int c = 0; c < C_N; c++) {
+        if (!home->tasks[c][0])
+            continue;
+        int r = write_file(home->tasks[c], "0", e);
+        if (r < 0 && ret == 0)
+            ret = r;
+    }
+    return ret;
+}
+
+int cgroup_enter(const char *id, struct cgroup_home *home, struct hx_err *e)
+{
+    memset(home, 0, sizeof *home);
+    if (v2)
+        return hx_fail(e, ENOTSUP, "cgroup v2: a thread cannot move alone");
+    char text[4096], p[700];
+    if (read_small("/proc/thread-self/cgroup", text, sizeof text) <= 0)
+        return hx_fail(e, EIO, "read /proc/thread-self/cgroup");
+    for (int c = 0; c < C_N; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        size_t len;
+        const char *at = thread_cgroup_of(text, ctrl_names[c], &len);
+        if (!at || len == 0 || at[0] != '/' || memchr(at, ' ', len))
+            return hx_fail(e, ENOENT, "no %s cgroup in /proc/thread-self/cgroup", ctrl_names[c]);
+        int n = snprintf(home->tasks[c], sizeof home->tasks[c], "%s%.*s/tasks", ctrl_mnt[c],
+                         len == 1 ? 0 : (int)len, at);
+        if (n < 0 || (size_t)n >= sizeof home->tasks[c])
+            return hx_fail(e, ENAMETOOLONG, "the %s cgroup's path is too long", ctrl_names[c]);
+    }
+    for (int c = 0; c < C_N; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        path_of(c, id, "tasks", p, sizeof p);
+        int r = write_file(p, "0", e);
+        if (r < 0) {
+            struct hx_err le = {0};
+            if (cgroup_leave(home, &le) < 0)
+                fprintf(stderr, "hutchd: %s\n", le.msg);
+            return r;
+        }
     }
     return 0;
 }
