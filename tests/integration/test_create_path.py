@@ -1,7 +1,8 @@
 # The create path's shortcuts (docs/performance.md, "Create: third pass")
 # keep what a create promised: a sandbox whose hutchd dies ends with every
 # process in it (its PID 1 exits instead of walking the host with kill(-1));
-# hutch-init starts inside its sandbox's cgroups because the worker thread
+# writable layers made ahead (nameless, synced) are as fresh as ones made on
+# demand; hutch-init starts inside its sandbox's cgroups because the worker thread
 # that clones it steps into them first and then back out (cgroup v1); a
 # sandbox's cpuset stops asking the scheduler for a domain of its own (which
 # only cost rebuilds) while still confining its processes to its CPUs.
@@ -10,7 +11,8 @@ import time
 
 import pytest
 
-from hutchlib import CGROUP_ROOT, cgroup_dirs_for_sandbox, pid_alive, sandbox_cgroup_pids, wait_until
+from hutchlib import (CGROUP_ROOT, cgroup_dirs_for_sandbox, loops_backed_by, pid_alive, sandbox_cgroup_pids,
+                      wait_until)
 
 V1 = os.path.isdir(os.path.join(CGROUP_ROOT, "memory")) and not os.path.exists(
     os.path.join(CGROUP_ROOT, "cgroup.controllers"))
@@ -106,3 +108,27 @@ def test_hutchds_death_ends_every_process_of_a_sandbox(make_hutchd):
     sb.ws.sock.close()
     d.start()  # cleans up the stopped sandbox's cgroups for the fixture's census
     assert wait_until(lambda: not cgroup_dirs_for_sandbox(d.cgroup_name, sb.id), 10)
+
+
+def test_layers_made_ahead_carry_nothing_of_an_earlier_sandbox(make_hutchd):
+    d = make_hutchd(extra_args=["--warm", "0"])  # every create takes a layer now
+    a = d.create_sandbox()
+    try:
+        r = a.sh("echo mine > /tmp/marker && sudo sh -c 'echo mine > /etc/marker' && cat /tmp/marker /etc/marker")
+        assert r["stdout"] == b"mine\nmine\n", r  # control: the probe sees a layer's own writes
+    finally:
+        a.ws.close()
+    # layers made ahead are nameless (O_TMPFILE) in the disk directory; made
+    # on demand they carry the sandbox's name until the loop device holds them
+    ahead = False
+    for _ in range(6):
+        sb = d.create_sandbox()
+        try:
+            r = sb.sh("test ! -e /tmp/marker && test ! -e /etc/marker && "
+                      "test -z \"$(find / -xdev -newer /etc/hostname -name marker 2>/dev/null)\" && echo clean")
+            assert r["stdout"] == b"clean\n", r
+            ahead |= any(f"/{sb.id}.disk" not in ln for ln in loops_backed_by(d.state_dir)
+                         if "(deleted)" in ln and "/#" in ln)
+        finally:
+            sb.ws.close()
+    assert ahead, loops_backed_by(d.state_dir)

@@ -530,6 +530,38 @@ static void plumb_done(uv_work_t *req, int status)
         sandbox_stop(sb, "could not send the go-ahead");
 }
 
+/* disk: the next writable layers made ahead, by one worker at a time, off
+ * every create's path (disk.h, disk_stash_fill). */
+static uv_work_t stash_req;
+static bool stash_busy;
+
+static void stash_work(uv_work_t *req)
+{
+    (void)req;
+    struct hx_err e = {0};
+    static _Atomic bool told;
+    if (disk_stash_fill(g_daemon.cfg->disk_dir, g_daemon.cfg->disk_mb, &e) < 0 && !told) {
+        told = true; /* creates make their layers themselves, as before */
+        fprintf(stderr, "hutchd: writable layers are not made ahead: %s\n", e.msg);
+    }
+}
+
+static void stash_done(uv_work_t *req, int status)
+{
+    (void)req;
+    (void)status;
+    stash_busy = false;
+}
+
+static void stash_kick(void)
+{
+    if (stash_busy || disk_loop_off || g_daemon.shutting_down ||
+        !disk_stash_wanted(g_daemon.cfg->disk_dir, g_daemon.cfg->disk_mb))
+        return;
+    stash_busy = true;
+    uv_queue_work(g_daemon.loop, &stash_req, stash_work, stash_done);
+}
+
 /* Back on the loop: the record, the agent, the policy, HX_SETUP, then the
  * cgroups and the veth on a worker (plumb_work) while hutch-init sets up. */
 static void launch_done(uv_work_t *req, int status)
@@ -546,6 +578,8 @@ static void launch_done(uv_work_t *req, int status)
     sb->disk.on_loop = sb->disk.dev_fd >= 0;
     if (!sb->disk.on_loop)
         sb->disk.promised_mb = 0; /* a tmpfs layer takes no disk */
+    else
+        stash_kick(); /* the next create's layer, while this one starts */
     if (sb->launch_rc < 0 || status < 0) {
         sb->pidfd = -1;
         if (sb->state < SB_STOPPING)
