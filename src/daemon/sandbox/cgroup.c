@@ -46,7 +46,7 @@ static int read_small(const char *path, char *buf, size_t cap)
 }
 
 /* Finds the v1 mount point of a controller in /proc/self/mountinfo. */
-static int find_v1_mount(const char *ctrl, char *out, size_t cap)
+static int find_v1_mount(const char *ctrl, char *out, size_t cap, bool *whole)
 {
     FILE *f = fopen("/proc/self/mountinfo", "re");
     if (!f)
@@ -70,6 +70,10 @@ static int find_v1_mount(const char *ctrl, char *out, size_t cap)
                 has = true;
         if (!has)
             continue;
+        /* field 4 is the hierarchy's directory mounted there ("/": all of
+         * it, so /proc/PID/cgroup paths are below the mount point) */
+        char root[8];
+        *whole = sscanf(line, "%*s %*s %*s %7s", root) == 1 && strcmp(root, "/") == 0;
         /* field 5 is the mount point */
         char *p = line;
         for (int i = 0; i < 4 && p; i++) {
@@ -254,12 +258,14 @@ int cgroup_init(const char *name, struct hx_err *e)
     }
     for (int c = 0; c < C_N; c++) {
         char mnt[400];
-        if (find_v1_mount(ctrl_names[c], mnt, sizeof mnt) < 0) {
+        bool whole = false;
+        if (find_v1_mount(ctrl_names[c], mnt, sizeof mnt, &whole) < 0) {
             if (c == C_FREEZER || c == C_CPUACCT || c == C_CPUSET) { ctrl_root[c][0] = 0; continue; }
             return hx_fail(e, ENOENT, "no cgroup v1 or v2 hierarchy with the %s controller", ctrl_names[c]);
         }
         snprintf(ctrl_root[c], sizeof ctrl_root[c], "%s/%s", mnt, name);
-        snprintf(ctrl_mnt[c], sizeof ctrl_mnt[c], "%s", mnt);
+        if (whole) /* else cgroup_enter is off: a thread's paths would not be below mnt */
+            snprintf(ctrl_mnt[c], sizeof ctrl_mnt[c], "%s", mnt);
         if (mkdir(ctrl_root[c], 0755) < 0 && errno != EEXIST)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
         if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
@@ -387,52 +393,58 @@ static const char *thread_cgroup_of(const char *text, const char *name, size_t *
     return NULL;
 }
 
-int cgroup_leave(const struct cgroup_home *home, struct hx_err *e)
+int cgroup_leave(struct cgroup_home *home, struct hx_err *e)
 {
     int ret = 0;
     for (int c = 0; c < C_N; c++) {
-        if (!home->tasks[c][0])
+        if (home->tasks[c] < 0)
             continue;
-        int r = write_file(home->tasks[c], "0", e);
-        if (r < 0 && ret == 0)
-            ret = r;
+        if (write(home->tasks[c], "0", 1) != 1 && ret == 0)
+            ret = hx_fail(e, errno, "move back to its %s cgroup: %m", ctrl_names[c]);
+        close(home->tasks[c]);
+        home->tasks[c] = -1;
     }
     return ret;
 }
 
 int cgroup_enter(const char *id, struct cgroup_home *home, struct hx_err *e)
 {
-    memset(home, 0, sizeof *home);
+    for (int c = 0; c < CGROUP_V1_MAX; c++)
+        home->tasks[c] = -1;
     if (v2)
         return hx_fail(e, ENOTSUP, "cgroup v2: a thread cannot move alone");
-    char text[4096], p[700];
+    char text[4096], p[1100];
     if (read_small("/proc/thread-self/cgroup", text, sizeof text) <= 0)
         return hx_fail(e, EIO, "read /proc/thread-self/cgroup");
-    for (int c = 0; c < C_N; c++) {
+    /* The way back is opened first: a thread that could not leave would
+     * hold the sandbox's cgroups (and be bound by its limits). */
+    int r = 0;
+    for (int c = 0; c < C_N && r == 0; c++) {
         if (!ctrl_root[c][0])
             continue;
         size_t len;
         const char *at = thread_cgroup_of(text, ctrl_names[c], &len);
-        if (!at || len == 0 || at[0] != '/' || memchr(at, ' ', len))
-            return hx_fail(e, ENOENT, "no %s cgroup in /proc/thread-self/cgroup", ctrl_names[c]);
-        int n = snprintf(home->tasks[c], sizeof home->tasks[c], "%s%.*s/tasks", ctrl_mnt[c],
-                         len == 1 ? 0 : (int)len, at);
-        if (n < 0 || (size_t)n >= sizeof home->tasks[c])
-            return hx_fail(e, ENAMETOOLONG, "the %s cgroup's path is too long", ctrl_names[c]);
+        if (!ctrl_mnt[c][0] || !at || len == 0 || len > 600 || at[0] != '/') {
+            r = hx_fail(e, ENOENT, "no way back to this thread's %s cgroup", ctrl_names[c]);
+            break;
+        }
+        snprintf(p, sizeof p, "%s%.*s/tasks", ctrl_mnt[c], len == 1 ? 0 : (int)len, at);
+        home->tasks[c] = open(p, O_WRONLY | O_CLOEXEC);
+        if (home->tasks[c] < 0)
+            r = hx_fail(e, errno, "open %s: %m", p);
     }
-    for (int c = 0; c < C_N; c++) {
+    for (int c = 0; c < C_N && r == 0; c++) {
         if (!ctrl_root[c][0])
             continue;
         path_of(c, id, "tasks", p, sizeof p);
-        int r = write_file(p, "0", e);
-        if (r < 0) {
-            struct hx_err le = {0};
-            if (cgroup_leave(home, &le) < 0)
-                fprintf(stderr, "hutchd: %s\n", le.msg);
-            return r;
-        }
+        r = write_file(p, "0", e);
     }
-    return 0;
+    if (r < 0) {
+        struct hx_err le = {0};
+        if (cgroup_leave(home, &le) < 0)
+            fprintf(stderr, "hutchd: %s\n", le.msg);
+    }
+    return r;
 }
 
 static uint64_t keyed_value(const char *text, const char *key)
