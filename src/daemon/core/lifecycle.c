@@ -546,11 +546,14 @@ static void stash_work(uv_work_t *req)
     }
 }
 
+static void stash_kick(void);
+
 static void stash_done(uv_work_t *req, int status)
 {
     (void)req;
-    (void)status;
     stash_busy = false;
+    if (status == 0)
+        stash_kick(); /* the next one, unless full or shutting down */
 }
 
 static void stash_kick(void)

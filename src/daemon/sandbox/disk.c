@@ -169,7 +169,7 @@ static int template_copy(int dst, struct hx_err *e)
  * (docs/performance.md). disk_stash_fill makes them off that path; a
  * stashed file is as fresh as one made on demand (never attached, never
  * mounted, byte for byte the template). For the template's (dir, size). */
-#define STASH_MAX 8
+#define STASH_MAX 2 /* a burst's next creates; hutchd's fd count stays within 2 of its resting one */
 static struct {
     int fd[STASH_MAX];
     size_t n;
@@ -196,7 +196,7 @@ bool disk_stash_wanted(const char *dir, uint32_t disk_mb)
 
 int disk_stash_fill(const char *dir, uint32_t disk_mb, struct hx_err *e)
 {
-    while (disk_stash_wanted(dir, disk_mb)) {
+    if (disk_stash_wanted(dir, disk_mb)) { /* one layer a call: a shutdown waits for one sync at most */
         int file = open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
         if (file < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
             char path[4200];
