@@ -436,7 +436,14 @@ int cgroup_enter(const char *id, struct cgroup_home *home, struct hx_err *e)
     for (int c = 0; c < C_N && r == 0; c++) {
         if (!ctrl_root[c][0])
             continue;
-        path_of(c, id, "tasks", p, sizeof p);
+        /* cpu: the agents' cgroup (hutch-init joins the sandbox's itself
+         * before its cgroup namespace, setup.c enter_userns): in the
+         * sandbox's, building its root would share the one weight all
+         * sandboxes' busy processes share, and crawl on a loaded host */
+        if (c == C_CPU && agents_cg[0])
+            snprintf(p, sizeof p, "%s/tasks", agents_cg);
+        else
+            path_of(c, id, "tasks", p, sizeof p);
         r = write_file(p, "0", e);
     }
     if (r < 0) {
