@@ -102,8 +102,12 @@ static _Noreturn void shutdown_all(const char *why)
 {
     (void)why;
     /* hutchd is gone (or broke the protocol): nobody can see or stop what
-     * runs here any more, so nothing may keep running. */
-    kill(-1, SIGKILL);
+     * runs here any more, so nothing may keep running. As PID 1 of the
+     * pid namespace, exiting is enough: the kernel then kills every process
+     * in it (zap_pid_ns_processes), walking only this namespace's pids,
+     * where kill(-1) walks every process of the host. */
+    if (getpid() != 1)
+        kill(-1, SIGKILL);
     _exit(0);
 }
 

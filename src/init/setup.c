@@ -61,6 +61,7 @@
 static const char *g_ca_pem; /* points into the setup message, which outlives setup */
 static bool g_ca_layered;    /* the bundle came with hutchd's layer: nothing to write */
 static int g_cpu_agent_fd = -1; /* the agents' cpu cgroup's tasks file until PID 1 has joined it */
+static int g_cpu_user_fd = -1;  /* the sandbox's (spawn.c keeps it open for the children) */
 
 static const char *str_member(json_t *o, const char *k)
 {
@@ -595,7 +596,12 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     if (setrlimit(RLIMIT_CORE, &core) < 0)
         return hx_fail(e, errno, "setrlimit CORE: %m");
     spawn_set_nofile(c->nofile);
-    /* The daemon put us in our cgroups before HX_SETUP: that becomes "/". */
+    /* The daemon put us in our cgroups: that becomes "/". On v1 it may
+     * have started us in the agents' cpu cgroup (so that building the root
+     * runs at the agents' weight, not within the sandboxes' share), so the
+     * sandbox's cpu cgroup is joined first (a no-op when already there). */
+    if (g_cpu_user_fd >= 0 && write(g_cpu_user_fd, "0", 1) != 1)
+        return hx_fail(e, errno ? errno : EIO, "join the sandbox's cpu cgroup: %m");
     if (unshare(CLONE_NEWCGROUP) < 0)
         return hx_fail(e, errno, "unshare cgroup ns: %m");
     /* Then PID 1 alone moves to the agents' cpu cgroup (hutch's weight for
@@ -637,6 +643,7 @@ static int open_cpu_cgroups(const struct setup_cfg *c, struct hx_err *e)
     if (user < 0)
         return hx_fail(e, errno, "open %s: %m", c->cpu_user);
     spawn_set_cpu_cgroup(user); /* held for the agent's lifetime */
+    g_cpu_user_fd = user;
     return 0;
 }
 

@@ -455,7 +455,15 @@ static void launch_work(uv_work_t *req)
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
                              .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd,
                              .root_tree_fd = sb_storage_root_tree(sb->storage)};
+    /* v1: this thread steps into the sandbox's cgroups for the clone, so
+     * hutch-init starts in them (its own move costs no grace period, a
+     * cgroup.procs write does: ~10 ms). Else plumb_work attaches it. */
+    struct cgroup_home home;
+    struct hx_err ce = {0};
+    sb->cg_entered = cgroup_enter(sb->id, &home, &ce) == 0;
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
+    if (sb->cg_entered && cgroup_leave(&home, &ce) < 0)
+        fprintf(stderr, "hutchd: %s: a worker thread could not leave its cgroups: %s\n", sb->id, ce.msg);
     trace(sb, TR_LAUNCH);
 }
 
@@ -471,7 +479,7 @@ static void launch_work(uv_work_t *req)
 static void plumb_work(uv_work_t *req)
 {
     struct sandbox *sb = req->data;
-    if ((sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->plumb_err)) < 0)
+    if (!sb->cg_entered && (sb->plumb_rc = cgroup_attach(sb->id, sb->pid, &sb->plumb_err)) < 0)
         return;
     /* The OOM killer takes the sandbox's processes, never its agent (spawn
      * puts its children back to 0). */
@@ -522,6 +530,41 @@ static void plumb_done(uv_work_t *req, int status)
         sandbox_stop(sb, "could not send the go-ahead");
 }
 
+/* disk: the next writable layers made ahead, by one worker at a time, off
+ * every create's path (disk.h, disk_stash_fill). */
+static uv_work_t stash_req;
+static bool stash_busy;
+
+static void stash_work(uv_work_t *req)
+{
+    (void)req;
+    struct hx_err e = {0};
+    static _Atomic bool told;
+    if (disk_stash_fill(g_daemon.cfg->disk_dir, g_daemon.cfg->disk_mb, &e) < 0 && !told) {
+        told = true; /* creates make their layers themselves, as before */
+        fprintf(stderr, "hutchd: writable layers are not made ahead: %s\n", e.msg);
+    }
+}
+
+static void stash_kick(void);
+
+static void stash_done(uv_work_t *req, int status)
+{
+    (void)req;
+    stash_busy = false;
+    if (status == 0)
+        stash_kick(); /* the next one, unless full or shutting down */
+}
+
+static void stash_kick(void)
+{
+    if (stash_busy || disk_loop_off || g_daemon.shutting_down ||
+        !disk_stash_wanted(g_daemon.cfg->disk_dir, g_daemon.cfg->disk_mb))
+        return;
+    stash_busy = true;
+    uv_queue_work(g_daemon.loop, &stash_req, stash_work, stash_done);
+}
+
 /* Back on the loop: the record, the agent, the policy, HX_SETUP, then the
  * cgroups and the veth on a worker (plumb_work) while hutch-init sets up. */
 static void launch_done(uv_work_t *req, int status)
@@ -538,6 +581,8 @@ static void launch_done(uv_work_t *req, int status)
     sb->disk.on_loop = sb->disk.dev_fd >= 0;
     if (!sb->disk.on_loop)
         sb->disk.promised_mb = 0; /* a tmpfs layer takes no disk */
+    else
+        stash_kick(); /* the next create's layer, while this one starts */
     if (sb->launch_rc < 0 || status < 0) {
         sb->pidfd = -1;
         if (sb->state < SB_STOPPING)

@@ -181,6 +181,7 @@ struct sandbox {
     bool poll_init;               /* pidfd_poll initialised */
     uv_work_t launch_req;
     int launch_rc, launch_fd;     /* written by the worker thread */
+    bool cg_entered;              /* by it too: init was cloned inside its cgroups (cgroup_enter) */
     bool plumbing;                /* a worker thread attaches its cgroups and makes its veth (plumb_req) */
     bool exit_seen;               /* PID 1 exited while plumbing: on_init_exit's work waits for plumb_done */
     uv_work_t plumb_req;

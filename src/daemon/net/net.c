@@ -908,7 +908,6 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
     int r, nl = -1, snl = -1, idx, sidx;
     if ((nl = nl_open(-1, e)) < 0)
         return nl;
-    nl_link_del(nl, n->ifname, NULL); /* a leftover of a crashed hutchd with the same slot */
     /* BIG TCP on the sandbox's link: the sandbox's TCP sends the proxy up to
      * 512 KiB per packet instead of 64 KiB, so both ends of the first leg
      * handle ~8x fewer packets and acknowledgements (docs/performance.md,
@@ -917,6 +916,11 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
     static _Atomic bool big_tcp_refused;
     uint32_t gso4 = atomic_load(&big_tcp_refused) ? 0 : SB_GSO4_MAX;
     r = nl_veth_create(nl, n->ifname, "eth0", pid, gso4, e);
+    if (r == -EEXIST) { /* a leftover of a crashed hutchd with the same slot: asked only then (each
+                         * rtnetlink request waits for the lock that netns teardowns hold) */
+        nl_link_del(nl, n->ifname, NULL);
+        r = nl_veth_create(nl, n->ifname, "eth0", pid, gso4, e);
+    }
     if (r == -EINVAL && gso4) {
         if (!atomic_exchange(&big_tcp_refused, true))
             fprintf(stderr, "hutchd: %s; sandbox veths keep 64 KiB packets (no BIG TCP)\n", e->msg);

@@ -13,7 +13,12 @@
 enum { C_MEMORY, C_CPU, C_PIDS, C_FREEZER, C_CPUACCT, C_CPUSET, C_N };
 static const char *const ctrl_names[C_N] = {"memory", "cpu", "pids", "freezer", "cpuacct", "cpuset"};
 static char ctrl_root[C_N][512];   /* v1: per-controller mount + /NAME; v2: all equal */
+static char ctrl_mnt[C_N][400];    /* v1: the controller's mount point */
 static bool v2;
+/* v1: the hierarchy's root cpuset balances load across all its CPUs, so the
+ * scheduler has one domain whatever a child cpuset says (the kernel's
+ * generate_sched_domains), and a sandbox's cpuset can stop asking for one. */
+static bool cpuset_root_balances;
 
 bool cgroup_is_v2(void) { return v2; }
 
@@ -41,7 +46,7 @@ static int read_small(const char *path, char *buf, size_t cap)
 }
 
 /* Finds the v1 mount point of a controller in /proc/self/mountinfo. */
-static int find_v1_mount(const char *ctrl, char *out, size_t cap)
+static int find_v1_mount(const char *ctrl, char *out, size_t cap, bool *whole)
 {
     FILE *f = fopen("/proc/self/mountinfo", "re");
     if (!f)
@@ -65,6 +70,10 @@ static int find_v1_mount(const char *ctrl, char *out, size_t cap)
                 has = true;
         if (!has)
             continue;
+        /* field 4 is the hierarchy's directory mounted there ("/": all of
+         * it, so /proc/PID/cgroup paths are below the mount point) */
+        char root[8];
+        *whole = sscanf(line, "%*s %*s %*s %7s", root) == 1 && strcmp(root, "/") == 0;
         /* field 5 is the mount point */
         char *p = line;
         for (int i = 0; i < 4 && p; i++) {
@@ -249,15 +258,23 @@ int cgroup_init(const char *name, struct hx_err *e)
     }
     for (int c = 0; c < C_N; c++) {
         char mnt[400];
-        if (find_v1_mount(ctrl_names[c], mnt, sizeof mnt) < 0) {
+        bool whole = false;
+        if (find_v1_mount(ctrl_names[c], mnt, sizeof mnt, &whole) < 0) {
             if (c == C_FREEZER || c == C_CPUACCT || c == C_CPUSET) { ctrl_root[c][0] = 0; continue; }
             return hx_fail(e, ENOENT, "no cgroup v1 or v2 hierarchy with the %s controller", ctrl_names[c]);
         }
         snprintf(ctrl_root[c], sizeof ctrl_root[c], "%s/%s", mnt, name);
+        if (whole) /* else cgroup_enter is off: a thread's paths would not be below mnt */
+            snprintf(ctrl_mnt[c], sizeof ctrl_mnt[c], "%s", mnt);
         if (mkdir(ctrl_root[c], 0755) < 0 && errno != EEXIST)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
         if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
             ctrl_root[c][0] = 0; /* views: CPU views then follow the host's CPUs */
+        if (c == C_CPUSET && ctrl_root[c][0]) {
+            char p[450], b[16];
+            snprintf(p, sizeof p, "%s/cpuset.sched_load_balance", mnt);
+            cpuset_root_balances = read_small(p, b, sizeof b) > 0 && b[0] == '1';
+        }
     }
     agents_cgroup_init();
     limit_all_sandboxes();
@@ -302,8 +319,9 @@ int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *
     if ((r = write_file(p, v, e)) < 0) return r;
     path_of(C_MEMORY, id, "memory.memsw.limit_in_bytes", p, sizeof p);
     write_file(p, v, NULL); /* absent without swap accounting */
-    path_of(C_CPU, id, "cpu.cfs_period_us", p, sizeof p);
-    if ((r = write_file(p, "100000", e)) < 0) return r;
+    /* The quota is per the kernel's default period, 100000 us, which nothing
+     * here changes: each write of either file walks every cpu cgroup of the
+     * host (tg_set_cfs_bandwidth -> __cfs_schedulable) under a global mutex. */
     snprintf(v, sizeof v, "%u", l->cpu_millis * 100);
     path_of(C_CPU, id, "cpu.cfs_quota_us", p, sizeof p);
     if ((r = write_file(p, v, e)) < 0) return r;
@@ -314,13 +332,23 @@ int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *
      * (LXC keeps every controller at one path); the CPUs are the
      * sandbox's affinity, which it cannot widen. */
     if (ctrl_root[C_CPUSET][0]) {
-        path_of(C_CPUSET, id, NULL, p, sizeof p);
-        if (cpuset_inherit(ctrl_root[C_CPUSET], p) < 0)
-            return hx_fail(e, EIO, "cgroup %s: cannot set up its cpuset", id);
+        /* A load-balanced v1 cpuset rebuilds the host's scheduling domains
+         * on every change of its CPUs and on its removal (each rebuild walks
+         * every task of the host: dl_rebuild_rd_accounting). Under a root
+         * that balances all CPUs the domains come out the same, so the
+         * flag goes first, while its CPUs are still empty (no rebuild
+         * then), and its CPUs are written once. */
+        if (cpuset_root_balances) {
+            path_of(C_CPUSET, id, "cpuset.sched_load_balance", p, sizeof p);
+            write_file(p, "0", NULL); /* an optimisation: the cpuset works either way */
+        }
         if (l->cpus) {
             path_of(C_CPUSET, id, "cpuset.cpus", p, sizeof p);
             if ((r = write_file(p, l->cpus, e)) < 0) return r;
         }
+        path_of(C_CPUSET, id, NULL, p, sizeof p);
+        if (cpuset_inherit(ctrl_root[C_CPUSET], p) < 0) /* the parent's mems (and CPUs, when none given) */
+            return hx_fail(e, EIO, "cgroup %s: cannot set up its cpuset", id);
     }
     return 0;
 }
@@ -339,6 +367,91 @@ int cgroup_attach(const char *id, pid_t pid, struct hx_err *e)
             return r;
     }
     return 0;
+}
+
+_Static_assert(C_N <= CGROUP_V1_MAX, "struct cgroup_home holds a path per v1 controller");
+
+/* "4:cpu,cpuacct:/a/b" -> "/a/b" for controller NAME, from /proc/thread-self/cgroup. */
+static const char *thread_cgroup_of(const char *text, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *l = text; *l; l += strcspn(l, "\n") + (l[strcspn(l, "\n")] == '\n')) {
+        const char *ctl = strchr(l, ':');
+        const char *end = l + strcspn(l, "\n");
+        const char *path = ctl && ctl < end ? memchr(ctl + 1, ':', (size_t)(end - ctl - 1)) : NULL;
+        if (!path)
+            continue;
+        for (const char *t = ctl + 1; t < path; t++) {
+            size_t tl = strcspn(t, ",:");
+            if (tl == nl && strncmp(t, name, nl) == 0) {
+                *len = (size_t)(end - path - 1);
+                return path + 1;
+            }
+            t += tl;
+        }
+    }
+    return NULL;
+}
+
+int cgroup_leave(struct cgroup_home *home, struct hx_err *e)
+{
+    int ret = 0;
+    for (int c = 0; c < C_N; c++) {
+        if (home->tasks[c] < 0)
+            continue;
+        if (write(home->tasks[c], "0", 1) != 1 && ret == 0)
+            ret = hx_fail(e, errno, "move back to its %s cgroup: %m", ctrl_names[c]);
+        close(home->tasks[c]);
+        home->tasks[c] = -1;
+    }
+    return ret;
+}
+
+int cgroup_enter(const char *id, struct cgroup_home *home, struct hx_err *e)
+{
+    for (int c = 0; c < CGROUP_V1_MAX; c++)
+        home->tasks[c] = -1;
+    if (v2)
+        return hx_fail(e, ENOTSUP, "cgroup v2: a thread cannot move alone");
+    char text[4096], p[1100];
+    if (read_small("/proc/thread-self/cgroup", text, sizeof text) <= 0)
+        return hx_fail(e, EIO, "read /proc/thread-self/cgroup");
+    /* The way back is opened first: a thread that could not leave would
+     * hold the sandbox's cgroups (and be bound by its limits). */
+    int r = 0;
+    for (int c = 0; c < C_N && r == 0; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        size_t len;
+        const char *at = thread_cgroup_of(text, ctrl_names[c], &len);
+        if (!ctrl_mnt[c][0] || !at || len == 0 || len > 600 || at[0] != '/') {
+            r = hx_fail(e, ENOENT, "no way back to this thread's %s cgroup", ctrl_names[c]);
+            break;
+        }
+        snprintf(p, sizeof p, "%s%.*s/tasks", ctrl_mnt[c], len == 1 ? 0 : (int)len, at);
+        home->tasks[c] = open(p, O_WRONLY | O_CLOEXEC);
+        if (home->tasks[c] < 0)
+            r = hx_fail(e, errno, "open %s: %m", p);
+    }
+    for (int c = 0; c < C_N && r == 0; c++) {
+        if (!ctrl_root[c][0])
+            continue;
+        /* cpu: the agents' cgroup (hutch-init joins the sandbox's itself
+         * before its cgroup namespace, setup.c enter_userns): in the
+         * sandbox's, building its root would share the one weight all
+         * sandboxes' busy processes share, and crawl on a loaded host */
+        if (c == C_CPU && agents_cg[0])
+            snprintf(p, sizeof p, "%s/tasks", agents_cg);
+        else
+            path_of(c, id, "tasks", p, sizeof p);
+        r = write_file(p, "0", e);
+    }
+    if (r < 0) {
+        struct hx_err le = {0};
+        if (cgroup_leave(home, &le) < 0)
+            fprintf(stderr, "hutchd: %s\n", le.msg);
+    }
+    return r;
 }
 
 static uint64_t keyed_value(const char *text, const char *key)

@@ -19,6 +19,21 @@ int cgroup_init(const char *name, struct hx_err *e);
 bool cgroup_is_v2(void);
 int cgroup_create(const char *id, const struct cgroup_limits *l, struct hx_err *e);
 int cgroup_attach(const char *id, pid_t pid, struct hx_err *e);
+
+/* v1: the way back for a thread cgroup_enter moved: the `tasks` file of
+ * each hierarchy's cgroup it was in, open (-1: none). */
+#define CGROUP_V1_MAX 6
+struct cgroup_home {
+    int tasks[CGROUP_V1_MAX];
+};
+/* v1 only: moves the calling thread (not its process) into sandbox ID's
+ * cgroups, so that a child it clones starts in them: a thread moving itself
+ * (`0` into `tasks`) needs none of the global lock whose RCU grace period
+ * makes a cgroup_attach of another process wait ~10 ms (docs/performance.md).
+ * -ENOTSUP on v2 (use cgroup_attach); on any failure the thread is back home. */
+int cgroup_enter(const char *id, struct cgroup_home *home, struct hx_err *e);
+/* Moves the thread back where cgroup_enter found it; closes home's fds. */
+int cgroup_leave(struct cgroup_home *home, struct hx_err *e);
 /* v1: the `tasks` files of the agents' cpu cgroup (NAME-agents) and
  * of sandbox ID's (where its processes run); -ENOTSUP on v2 (the agent then
  * stays in its sandbox's cgroup). */

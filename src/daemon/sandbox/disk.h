@@ -25,6 +25,14 @@ struct disk_layer {
  * anything else is this sandbox's failure. */
 int disk_prepare(const char *dir, const char *id, uint32_t disk_mb, struct disk_layer *l, struct hx_err *e);
 
+/* Layers made ahead (at most 2, nameless, synced): disk_prepare takes one
+ * when its (dir, size) is the template's, so the loop device's set-up finds
+ * nothing to write back. disk_stash_wanted: whether the stash for (dir,
+ * disk_mb) has room (false until the template exists). disk_stash_fill:
+ * adds one, on a worker thread (it writes and syncs). */
+bool disk_stash_wanted(const char *dir, uint32_t disk_mb);
+int disk_stash_fill(const char *dir, uint32_t disk_mb, struct hx_err *e);
+
 /* Once the layer is mounted: drops the image file's clean page cache. What
  * mkfs wrote and the mount read sits twice in memory (the image file's pages
  * and the loop device's, which the sandbox's ext4 uses); the file's copy is
