@@ -193,7 +193,7 @@ out.start = { hutchd_rss_kib: base.st.rss, hutchd_fds: base.fds, hutchd_fd_limit
 log(`start: MemAvailable ${out.start.memavailable_mib} MiB, hutchd fd limit ${JSON.stringify(out.start.hutchd_fd_limit)}`);
 
 const errors = [];
-let stopReason = null;
+let stopReason = null, failedInRow = 0, logged = 0;
 const createMs = [];
 let createWallMs = 0; // creating only: the measuring pause at MID is not counted
 try {
@@ -215,14 +215,17 @@ try {
           const text = await sb.sh`echo ${`c-${i}`}`.text();
           if (text.trim() !== `c-${i}`) throw new Error(`${sb.id} answered ${JSON.stringify(text)}`);
           createMs.push(ms(t));
+          failedInRow = 0;
         } catch (e) {
           errors.push({ at: i, alive: ids.length, message: String(e.message ?? e).slice(0, 400) });
           log(`create ${i} failed with ${ids.length} alive: ${e.message}`);
-          if (errors.length >= 5) stopReason = `${errors.length} creates failed`;
+          // a stall fails the creates in flight together: stop at a run of them, or many in all
+          if (++failedInRow >= 3 * PAR || errors.length >= 50)
+            stopReason = `${errors.length} creates failed (${failedInRow} in a row)`;
         } finally {
           await sb?.close().catch(() => {});
         }
-        if (ids.length % 250 === 0) log(`${ids.length} alive, MemAvailable ${Math.round(meminfo().MemAvailable / 1024)} MiB, hutchd fds ${fdCount(PID)}`);
+        if (ids.length >= logged + 250 && (logged = ids.length)) log(`${ids.length} alive, MemAvailable ${Math.round(meminfo().MemAvailable / 1024)} MiB, hutchd fds ${fdCount(PID)}`);
       }
     }));
     createWallMs += ms(t0);
@@ -245,17 +248,30 @@ try {
   out.at_n = await measure(ids.length);
   log(`at ${ids.length}: ${JSON.stringify(out.at_n)}`);
 
-  // list: all of ours, running
+  // list (the SDK's): the newest 1,000 (docs/protocol.md), running and ours
   const client = new Client();
+  const mine = new Set(ids);
   const listMs = [];
   for (let i = 0; i < 10; i++) {
     const t = now();
     const page = await client.sandboxes.list({ labels: { run: label } });
     listMs.push(ms(t));
-    const running = page.filter((s) => s.status === "running").length;
-    if (running !== ids.length) throw new Error(`list shows ${running} running of ${ids.length}`);
+    const running = page.filter((s) => s.status === "running" && mine.has(s.id)).length;
+    if (running < Math.min(ids.length, 1000) - errors.length)
+      throw new Error(`list shows ${running} of ours running (${page.length} listed, ${ids.length} alive)`);
   }
   out.list = stats(listMs);
+  // hutch's own list of what hutchd holds (GET /hutch/v1/live): every one of them
+  const liveMs = [];
+  for (let i = 0; i < 5; i++) {
+    const t = now();
+    const r = await fetch(`${ENDPOINT}/hutch/v1/live`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    const body = await r.json();
+    liveMs.push(ms(t));
+    const held = body.sandboxes.filter((s) => s.state === "running" && mine.has(s.id)).length;
+    if (held !== ids.length) throw new Error(`hutch/v1/live shows ${held} of ${ids.length} running`);
+  }
+  out.live_list = stats(liveMs);
   // command round trips in SAMPLE sandboxes picked at random (no repeats):
   // connect, the first command, then 3 more timed
   const pick = [...ids].sort(() => Math.random() - 0.5).slice(0, SAMPLE);

@@ -231,7 +231,7 @@ def main(d):
                 print(f"    hutchd RSS {m['hutchd_rss_kib']} KiB ({m['hutchd_kib_per_sandbox']} KiB per sandbox), "
                       f"{m['hutchd_fds']} fds ({m['hutchd_fds_per_sandbox']} per sandbox); {m['tasks']} tasks on the "
                       f"machine ({m['tasks_per_sandbox']} per sandbox), {m['processes_per_sandbox']} processes in each")
-        for key, name in (("list", "list (SDK, all of them)"), ("connect", "Sandbox.connect"),
+        for key, name in (("list", "list (SDK: the newest 1,000)"), ("live_list", "GET /hutch/v1/live (all)"), ("connect", "Sandbox.connect"),
                           ("cmd_round_trip", "sh`echo` round trip")):
             x = fk.get(key)
             if x and x.get("n"):
