@@ -201,7 +201,8 @@ try {
   const phase = async (upto) => {
     const t0 = now();
     await Promise.all(Array.from({ length: PAR }, async () => {
-      while (next < upto && !stopReason) {
+      // a failed create is made up for: the goal is `upto` alive
+      while (next < upto + errors.length && !stopReason) {
         const i = next++;
         if (i % 50 === 0 && meminfo().MemAvailable < MIN_AVAIL_KIB) {
           stopReason = `MemAvailable below ${MIN_AVAIL_KIB >> 10} MiB with ${ids.length} alive`;
@@ -232,7 +233,7 @@ try {
   };
   if (MID < N) {
     await phase(MID);
-    if (!stopReason && ids.length === MID) {
+    if (!stopReason) {
       out.at_mid = await measure(ids.length);
       log(`at ${MID}: ${JSON.stringify(out.at_mid)}`);
     }
