@@ -5,7 +5,7 @@
 # Env: BENCH_RUNS (default 30), HUTCH_BUILD, HUTCH_IMAGE_CACHE, BENCH_HUTCHD_ARGS (more hutchd
 # options, e.g. "--control-slice-us 0" for a before/after pair); BENCH_ONLY=sdk,create,fair,fs,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all but fivek). BENCH_ONLY=fivek: 5,000 sandboxes alive at once
-# (bench/fivek_bench.mjs; FIVEK_N, FIVEK_PAR, FIVEK_DISK_MB; ~30 min, ~6 GiB of memory), never by default.
+# (bench/fivek_bench.mjs; FIVEK_N, FIVEK_PAR, FIVEK_DISK_MB; about an hour here, ~6 GiB of memory), never by default.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
