@@ -233,7 +233,8 @@ static json_t *local_addrs(void)
     if (nl < 0)
         return w.a;
     if (nl_addr_dump(nl, AF_INET, on_local_addr, &w, &e) == 0) {
-        qsort(w.sb_if, w.n_sb_if, sizeof *w.sb_if, cmp_int);
+        if (w.n_sb_if) /* qsort of NULL, even for 0 items, is undefined */
+            qsort(w.sb_if, w.n_sb_if, sizeof *w.sb_if, cmp_int);
         nl_addr_dump(nl, AF_INET6, on_local_addr, &w, &e);
     }
     close(nl);
