@@ -258,16 +258,6 @@ int cgroup_init(const char *name, struct hx_err *e)
             return hx_fail(e, errno, "mkdir %s: %m", ctrl_root[c]);
         if (c == C_CPUSET && cpuset_inherit(mnt, ctrl_root[c]) < 0)
             ctrl_root[c][0] = 0; /* views: CPU views then follow the host's CPUs */
-        else if (c == C_CPUSET) {
-            /* A sandbox's cpuset starts with NAME's CPUs and memory nodes
-             * (cpuset_inherit then writes nothing): a write of cpuset.cpus
-             * checks every sibling and rebuilds the scheduler domains, which
-             * walks every cpuset, O(n) per create (6 % of hutchd's CPU with
-             * 3,500 alive). Without it, cpuset_inherit writes them. */
-            char p[600];
-            snprintf(p, sizeof p, "%s/cgroup.clone_children", ctrl_root[c]);
-            write_file(p, "1", NULL);
-        }
     }
     agents_cgroup_init();
     limit_all_sandboxes();
