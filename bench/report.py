@@ -210,6 +210,36 @@ def main(d):
                   f"{idl['memavailable_drop_per_sandbox_kib']:.0f} KiB (the whole machine's, other work included), "
                   f"{idl['processes_per_sandbox']} processes each")
             print(f"    its parts, KiB per sandbox: {parts}")
+    fk = load(f"{d}/fivek.json")
+    if fk:
+        print(f"\n{fk['n']} sandboxes alive at once (issue 15; docs/performance.md \"5,000 alive at once\")")
+        print(f"  reached {fk.get('reached')} alive" + (f"; stopped: {fk['stop_reason']}" if fk.get("stop_reason") else "")
+              + (f"; failure: {fk['failure'][:200]}" if fk.get("failure") else ""))
+        for err in fk.get("errors") or []:
+            print(f"    create {err['at']} failed with {err['alive']} alive: {err['message'][:200]}")
+        c = fk.get("create_and_check") or {}
+        if fk.get("create_all_s") is not None:
+            print(f"  created in {fk['create_all_s']} s = {fk['creates_per_s']}/s, {fk['par']} in flight; create + "
+                  f"first command p50 {c.get('p50_ms')} ms, p99 {c.get('p99_ms')} ms")
+        for key in ("at_mid", "at_n"):
+            m = fk.get(key)
+            if m:
+                print(f"  at {m['alive']}: charged {m['charged_kib_per_sandbox']} KiB per idle sandbox (target <= 1536) = "
+                      f"anon {m['charged_anon_kib']} + kernel {m['charged_kernel_kib']} + page cache "
+                      f"{m['charged_file_kib']}; MemAvailable drop {m['memavailable_drop_per_sandbox_kib']} KiB "
+                      f"(now {m['memavailable_mib']} MiB)")
+                print(f"    hutchd RSS {m['hutchd_rss_kib']} KiB ({m['hutchd_kib_per_sandbox']} KiB per sandbox), "
+                      f"{m['hutchd_fds']} fds ({m['hutchd_fds_per_sandbox']} per sandbox); {m['tasks']} tasks on the "
+                      f"machine ({m['tasks_per_sandbox']} per sandbox), {m['processes_per_sandbox']} processes in each")
+        for key, name in (("list", "list (SDK: the newest 1,000)"), ("live_list", "GET /hutch/v1/live (all)"), ("connect", "Sandbox.connect"),
+                          ("cmd_round_trip", "sh`echo` round trip")):
+            x = fk.get(key)
+            if x and x.get("n"):
+                print(f"  {name}: p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms ({x['n']})")
+        if fk.get("sampled_answered") is not None:
+            print(f"  {fk['sampled_answered']} of {fk['sample']} sampled sandboxes answered")
+        print(f"  kill all: {fk.get('kill_all_s')} s (all gone by {fk.get('gone_all_s')} s); census after: "
+              f"{fk.get('census_after_kill')}; listed running: {fk.get('listed_running_after_kill')}")
     fsb = load(f"{d}/fs.json")
     if fsb:
         loc = fsb.get("local_cp_mbs")
@@ -257,7 +287,7 @@ def main(d):
         print(f"  {'sandbox own disk (peer)':<26} {wr['own_disk_mbs']:>8.0f}")
         print(f"  {'volume (ext4 on XFS pool)':<26} {wr['volume_mbs']:>8.0f}  "
               f"{wr['volume_mbs'] / wr['own_disk_mbs'] * 100:.0f}% of the sandbox's own disk")
-    if not (hutch or vol or fsb or net or ig or vsc or mem or fair or ex):
+    if not (hutch or vol or fsb or net or ig or vsc or mem or fair or ex or fk):
         print("\n(hutch numbers missing: see the errors above)")
         return 1
     return 0

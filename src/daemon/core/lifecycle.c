@@ -29,6 +29,7 @@
 #include "daemon/sandbox/sched.h"
 #include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
+#include "lib/fds.h"
 #include "lib/strparse.h"
 
 struct daemon_ctx g_daemon;
@@ -220,6 +221,28 @@ static int disk_promise(uint32_t *promised_mb, bool headroom, struct hx_err *e)
         return r;
     *promised_mb = cfg->disk_mb;
     return 0;
+}
+
+/* hutchd holds 3 descriptors per idle sandbox (agent socket, pidfd, layer
+ * image) and 1 per connected client, and a create opens up to 8 at its peak
+ * (socketpair, pidfd, loop device, layer, cgroup and netlink files). Past
+ * RLIMIT_NOFILE a create would fail half way with EMFILE, and so would the
+ * accepts and file calls of the sandboxes already running: it is refused up
+ * front instead, while FD_RESERVE are left for connections, files served and
+ * the transient descriptors of other creates in flight. */
+#define CREATE_FDS 8
+#define FD_RESERVE 256
+static int fd_room(struct hx_err *e)
+{
+    struct rlimit nofile;
+    int open = hx_fds_open();
+    if (open < 0 || getrlimit(RLIMIT_NOFILE, &nofile) < 0 || nofile.rlim_cur == RLIM_INFINITY)
+        return 0; /* cannot tell: the create finds out itself */
+    long limit = nofile.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (long)nofile.rlim_cur;
+    if (hx_fds_room(open, limit, CREATE_FDS, FD_RESERVE) == 0)
+        return 0;
+    return hx_fail(e, EAGAIN, "no room for another sandbox: hutchd has %d of its %ld open files in use (3 per "
+                   "sandbox, 1 per client); raise its limit (LimitNOFILE=) or lower --max-sandboxes", open, limit);
 }
 
 static void teardown_finish(struct sandbox *sb)
@@ -725,8 +748,11 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     uint32_t slot;
     if (!p->pooled && g_daemon.n_claimed >= cfg->max_sandboxes)
         return hx_fail(e, EAGAIN, "this node runs its maximum of %u sandboxes", cfg->max_sandboxes);
+    int r = fd_room(e);
+    if (r < 0)
+        return r;
     uint32_t disk_mb;
-    int r = disk_promise(&disk_mb, p->pooled && p->pool_extra, e);
+    r = disk_promise(&disk_mb, p->pooled && p->pool_extra, e);
     if (r < 0)
         return r;
     if (slot_alloc(&slot) < 0)

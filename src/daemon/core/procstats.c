@@ -1,6 +1,7 @@
 /* Per-command usage: what every process a sandbox ran used (CPU, peak RSS,
  * block I/O, wall time), from the rusage hutch-init got when it reaped it.
  * The last PROCSTATS_MAX per sandbox are kept, older ones counted. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +9,32 @@
 #include "daemon/core/sandbox.h"
 #include "lib/strparse.h"
 
+/* The ring grows by doubling from PROCSTATS_FIRST to PROCSTATS_MAX entries
+ * (88 bytes each): most sandboxes run a few commands, and a full ring made at
+ * the first one cost hutchd 88 KiB per sandbox (440 MB with 5,000 alive). */
+#define PROCSTATS_FIRST 8
 struct proc_stats {
-    struct proc_usage ring[PROCSTATS_MAX];
-    size_t head, n;             /* oldest at head */
+    struct proc_usage *ring;    /* cap entries */
+    size_t cap, head, n;        /* oldest at head */
     uint64_t dropped;
 };
+
+static bool ring_grow(struct proc_stats *ps)
+{
+    size_t cap = ps->cap ? ps->cap * 2 : PROCSTATS_FIRST;
+    if (cap > PROCSTATS_MAX)
+        cap = PROCSTATS_MAX;
+    struct proc_usage *r = malloc(cap * sizeof *r);
+    if (!r)
+        return false;
+    for (size_t i = 0; i < ps->n; i++) /* oldest first, from index 0 */
+        r[i] = ps->ring[(ps->head + i) % ps->cap];
+    free(ps->ring);
+    ps->ring = r;
+    ps->cap = cap;
+    ps->head = 0;
+    return true;
+}
 
 /* A hijacked agent can send anything: a field is a non-negative integer
  * below 2^53 or the frame is refused; nothing here is trusted beyond being
@@ -47,12 +69,14 @@ void procstats_add(struct sandbox *sb, const struct proc_usage *u)
     if (!sb->proc_stats && !(sb->proc_stats = calloc(1, sizeof *sb->proc_stats)))
         return;
     struct proc_stats *ps = sb->proc_stats;
-    if (ps->n == PROCSTATS_MAX) {
-        ps->head = (ps->head + 1) % PROCSTATS_MAX;
+    if (ps->n == ps->cap && ps->cap < PROCSTATS_MAX && !ring_grow(ps) && ps->cap == 0)
+        return; /* no memory for its first entry: this one goes uncounted */
+    if (ps->n == ps->cap) { /* full at its size: the oldest goes */
+        ps->head = (ps->head + 1) % ps->cap;
         ps->n--;
         ps->dropped++;
     }
-    ps->ring[(ps->head + ps->n++) % PROCSTATS_MAX] = *u;
+    ps->ring[(ps->head + ps->n++) % ps->cap] = *u;
 }
 
 json_t *procstats_report(struct sandbox *sb, uint32_t pid)
@@ -60,7 +84,7 @@ json_t *procstats_report(struct sandbox *sb, uint32_t pid)
     struct proc_stats *ps = sb->proc_stats;
     json_t *arr = json_array();
     for (size_t i = 0; ps && arr && i < ps->n; i++) {
-        const struct proc_usage *u = &ps->ring[(ps->head + i) % PROCSTATS_MAX];
+        const struct proc_usage *u = &ps->ring[(ps->head + i) % ps->cap];
         if (pid && u->pid != pid)
             continue;
         char started[32], ended[32];
@@ -81,6 +105,8 @@ json_t *procstats_report(struct sandbox *sb, uint32_t pid)
 
 void procstats_free(struct sandbox *sb)
 {
+    if (sb->proc_stats)
+        free(sb->proc_stats->ring);
     free(sb->proc_stats);
     sb->proc_stats = NULL;
 }

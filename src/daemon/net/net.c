@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <ifaddrs.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -177,34 +176,64 @@ static bool in_prefix(const uint8_t *a, const uint8_t *pfx, int bits)
  * pools. The host ends of sandbox veths are left out: their addresses lie in
  * the pools (refused whole) and their link-local ones are each sandbox's own
  * link. Listing them made every attach cost a dump of every link (O(n) per
- * sandbox, O(n^2) to start n) and pushed real addresses past the cap. */
+ * sandbox, O(n^2) to start n) and pushed real addresses past the cap. Read
+ * from address dumps alone (nl_addr_dump): a veth's IPv4 label names it, and
+ * its IPv6 addresses are known by its index. */
+struct local_walk {
+    json_t *a;
+    int *sb_if;               /* indexes of sandbox veths (hxs*), sorted after the IPv4 dump */
+    size_t n_sb_if, cap_sb_if;
+};
+
+static int cmp_int(const void *x, const void *y)
+{
+    int a = *(const int *)x, b = *(const int *)y;
+    return (a > b) - (a < b);
+}
+
+static void on_local_addr(const struct nl_addr *ad, void *ud)
+{
+    struct local_walk *w = ud;
+    char buf[INET6_ADDRSTRLEN];
+    if (ad->family == AF_INET) {
+        if (strncmp(ad->label, "hxs", 3) == 0) {
+            if (w->n_sb_if == w->cap_sb_if) {
+                size_t cap = w->cap_sb_if ? w->cap_sb_if * 2 : 256;
+                int *n = realloc(w->sb_if, cap * sizeof *n);
+                if (!n)
+                    return;
+                w->sb_if = n;
+                w->cap_sb_if = cap;
+            }
+            w->sb_if[w->n_sb_if++] = ad->ifindex;
+            return;
+        }
+        if (in_prefix(ad->addr, g.pool4, g.pool4_len))
+            return;
+    } else {
+        if (in_prefix(ad->addr, g.pool6, g.pool6_len) ||
+            (w->n_sb_if && bsearch(&ad->ifindex, w->sb_if, w->n_sb_if, sizeof *w->sb_if, cmp_int)))
+            return;
+    }
+    if (json_array_size(w->a) < 64 && inet_ntop(ad->family, ad->addr, buf, sizeof buf))
+        json_array_append_new(w->a, json_string(buf));
+}
+
 static json_t *local_addrs(void)
 {
-    json_t *a = json_array();
-    struct ifaddrs *ifs = NULL;
-    if (getifaddrs(&ifs) < 0)
-        return a;
-    for (struct ifaddrs *i = ifs; i && json_array_size(a) < 64; i = i->ifa_next) {
-        char buf[INET6_ADDRSTRLEN];
-        if (!i->ifa_addr || (i->ifa_name && strncmp(i->ifa_name, "hxs", 3) == 0))
-            continue;
-        if (i->ifa_addr->sa_family == AF_INET) {
-            const uint8_t *ad = (const uint8_t *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
-            if (in_prefix(ad, g.pool4, g.pool4_len))
-                continue;
-            inet_ntop(AF_INET, ad, buf, sizeof buf);
-        } else if (i->ifa_addr->sa_family == AF_INET6) {
-            const uint8_t *ad = (const uint8_t *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
-            if (in_prefix(ad, g.pool6, g.pool6_len))
-                continue;
-            inet_ntop(AF_INET6, ad, buf, sizeof buf);
-        } else {
-            continue;
-        }
-        json_array_append_new(a, json_string(buf));
+    struct local_walk w = {.a = json_array()};
+    struct hx_err e = {0};
+    int nl = nl_open(-1, &e);
+    if (nl < 0)
+        return w.a;
+    if (nl_addr_dump(nl, AF_INET, on_local_addr, &w, &e) == 0) {
+        if (w.n_sb_if) /* qsort of NULL, even for 0 items, is undefined */
+            qsort(w.sb_if, w.n_sb_if, sizeof *w.sb_if, cmp_int);
+        nl_addr_dump(nl, AF_INET6, on_local_addr, &w, &e);
     }
-    freeifaddrs(ifs);
-    return a;
+    close(nl);
+    free(w.sb_if);
+    return w.a;
 }
 
 /* ---- control channel ---- */

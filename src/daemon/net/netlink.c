@@ -8,6 +8,7 @@
 #include <linux/veth.h>
 #include <net/if.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -239,4 +240,63 @@ int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, const c
         nl_nest_end(&m, mx);
     }
     return nl_talk(nl, &m, "add default route", e);
+}
+
+int nl_addr_dump(int nl, int family, void (*cb)(const struct nl_addr *a, void *ud), void *ud, struct hx_err *e)
+{
+    static _Thread_local uint32_t seq;
+    struct {
+        struct nlmsghdr h;
+        struct ifaddrmsg ifa;
+    } req = {.h = {.nlmsg_len = sizeof req, .nlmsg_type = RTM_GETADDR, .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
+                   .nlmsg_seq = ++seq},
+             .ifa = {.ifa_family = (uint8_t)family}};
+    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+    if (sendto(nl, &req, sizeof req, 0, (struct sockaddr *)&sa, sizeof sa) < 0)
+        return hx_fail(e, errno, "netlink address dump: send: %m");
+    static _Thread_local uint8_t buf[32768]; /* the kernel fills up to 32 KiB per read */
+    size_t alen = family == AF_INET ? 4 : 16;
+    for (;;) {
+        ssize_t n = recv(nl, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return hx_fail(e, errno, "netlink address dump: recv: %m");
+        if (n == 0)
+            return hx_fail(e, EIO, "netlink address dump: closed");
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_seq != seq)
+                continue;
+            if (h->nlmsg_type == NLMSG_DONE)
+                return 0;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *err = NLMSG_DATA(h);
+                errno = -err->error;
+                return hx_fail(e, -err->error, "netlink address dump: %m");
+            }
+            if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
+                continue;
+            struct ifaddrmsg *ifa = NLMSG_DATA(h);
+            if (ifa->ifa_family != family)
+                continue;
+            struct nl_addr a = {.family = family, .ifindex = (int)ifa->ifa_index, .scope = ifa->ifa_scope};
+            bool have = false, local = false;
+            int rl = (int)IFA_PAYLOAD(h);
+            for (struct rtattr *r = IFA_RTA(ifa); RTA_OK(r, rl); r = RTA_NEXT(r, rl)) {
+                size_t dl = RTA_PAYLOAD(r);
+                /* IFA_LOCAL is the address itself; IFA_ADDRESS the peer's on point-to-point links */
+                if ((r->rta_type == IFA_LOCAL || (r->rta_type == IFA_ADDRESS && !local)) && dl == alen) {
+                    memcpy(a.addr, RTA_DATA(r), alen);
+                    have = true;
+                    local |= r->rta_type == IFA_LOCAL;
+                } else if (r->rta_type == IFA_LABEL && dl > 0) {
+                    size_t l = dl < sizeof a.label ? dl : sizeof a.label - 1;
+                    memcpy(a.label, RTA_DATA(r), l);
+                    a.label[l] = 0;
+                }
+            }
+            if (have)
+                cb(&a, ud);
+        }
+    }
 }

@@ -24,3 +24,17 @@ int nl_addr_add(int nl, int ifindex, int family, const uint8_t *addr, int prefix
 /* cc: a TCP congestion control for the connections that take the route
  * (RTAX_CC_ALGO, as `ip route ... congctl`), or NULL for the namespace's. */
 int nl_route_default(int nl, int ifindex, int family, const uint8_t *gw, const char *cc, struct hx_err *e);
+
+/* One address of a RTM_GETADDR dump: label is the IPv4 address's label (its
+ * interface's name, or NAME:ALIAS), "" for IPv6. */
+struct nl_addr {
+    int family, ifindex;
+    uint8_t scope;
+    uint8_t addr[16];
+    char label[16];
+};
+/* Calls cb for every address of `family` (AF_INET or AF_INET6) in nl's
+ * namespace: one dump of addresses only. (getifaddrs(3) dumps every link
+ * first, and each veth's peer namespace id costs a walk of all namespace
+ * ids: O(n^2) with n sandboxes.) */
+int nl_addr_dump(int nl, int family, void (*cb)(const struct nl_addr *a, void *ud), void *ud, struct hx_err *e);
