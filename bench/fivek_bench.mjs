@@ -21,6 +21,7 @@
 // FIVEK_MIN_AVAIL_MIB (4096: no more creates below this MemAvailable),
 // FIVEK_STATE (hutchd's state dir), FIVEK_DISK_DIR (its --disk-dir).
 import fs from "node:fs";
+import { cgMem, sandboxCgDir } from "./cgmem.mjs";
 import { execFileSync } from "node:child_process";
 
 const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
@@ -72,26 +73,7 @@ function fdLimit(pid) {
 const tasks = () => Number(fs.readFileSync("/proc/loadavg", "utf8").split(" ")[3].split("/")[1]);
 const nodeRss = () => process.memoryUsage().rss / 1024;
 
-// A memory cgroup's charge in KiB: anon, page cache (file), kernel, total.
-function cgMem(dir) {
-  if (!dir) return null;
-  const st = {};
-  try {
-    for (const l of fs.readFileSync(`${dir}/memory.stat`, "utf8").split("\n")) {
-      const [k, v] = l.split(" ");
-      if (k) st[k] = Number(v);
-    }
-  } catch { return null; }
-  let kernel;
-  if ("kernel" in st) kernel = st.kernel; // v2
-  else {
-    try { kernel = Number(fs.readFileSync(`${dir}/memory.kmem.usage_in_bytes`, "utf8")); } catch { kernel = 0; }
-  }
-  const anon = st.anon ?? st.rss ?? 0, file = st.file ?? st.cache ?? 0;
-  return { anon: anon / 1024, file: file / 1024, kernel: kernel / 1024, total: (anon + file + kernel) / 1024 };
-}
-const sbCgDir = (id) => [`/sys/fs/cgroup/memory/${CG}/${id}`, `/sys/fs/cgroup/${CG}/${id}`]
-  .find((d) => fs.existsSync(`${d}/memory.stat`));
+const sbCgDir = (id) => sandboxCgDir(CG, id);
 function sbProcs(id) {
   for (const f of [`/sys/fs/cgroup/pids/${CG}/${id}/cgroup.procs`, `/sys/fs/cgroup/${CG}/${id}/cgroup.procs`]) {
     try { return fs.readFileSync(f, "utf8").trim().split("\n").filter(Boolean).length; } catch { /* next */ }

@@ -19,6 +19,7 @@
 //    memory and page cache (reclaimable). Beside them MemAvailable's drop,
 //    which is the whole machine's: other work on it moves that number.
 import fs from "node:fs";
+import { cgMem, sandboxCgDir } from "./cgmem.mjs";
 
 const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
 const { Sandbox } = await import(sdkUrl.href);
@@ -45,24 +46,6 @@ function meminfo() {
 function fdCount(pid) {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }
-// A memory cgroup's charge in KiB: anon, page cache (file), kernel, total.
-function cgMem(dir) {
-  if (!dir) return null;
-  const st = {};
-  try {
-    for (const l of fs.readFileSync(`${dir}/memory.stat`, "utf8").split("\n")) {
-      const [k, v] = l.split(" ");
-      if (k) st[k] = Number(v);
-    }
-  } catch { return null; }
-  let kernel;
-  if ("kernel" in st) kernel = st.kernel; // v2
-  else {
-    try { kernel = Number(fs.readFileSync(`${dir}/memory.kmem.usage_in_bytes`, "utf8")); } catch { kernel = 0; }
-  }
-  const anon = st.anon ?? st.rss ?? 0, file = st.file ?? st.cache ?? 0;
-  return { anon: anon / 1024, file: file / 1024, kernel: kernel / 1024, total: (anon + file + kernel) / 1024 };
-}
 function cgSum(dirs) {
   const t = { anon: 0, file: 0, kernel: 0, total: 0, n: 0 };
   for (const d of dirs) {
@@ -74,8 +57,7 @@ function cgSum(dirs) {
   return t;
 }
 const DCG = process.env.MEM_DAEMON_CG || null;
-const sbCgDir = (id) => [`/sys/fs/cgroup/memory/${process.env.HUTCH_CGROUP_NAME}/${id}`,
-  `/sys/fs/cgroup/${process.env.HUTCH_CGROUP_NAME}/${id}`].find((d) => fs.existsSync(`${d}/memory.stat`));
+const sbCgDir = (id) => sandboxCgDir(process.env.HUTCH_CGROUP_NAME, id);
 
 // what node itself grew by is not the sandboxes' cost
 const nodeRss = () => process.memoryUsage().rss / 1024;
