@@ -186,7 +186,7 @@ def main(d):
                   f"{rss['cgroup_kib_per_sandbox']:.0f} KiB")
     mem = load(f"{d}/mem.json")
     if mem:
-        print(f"\nmemory (issue 15; docs/performance.md \"Memory: per client and per sandbox\")")
+        print(f"\nmemory (issue 15; docs/performance/memory.md \"Memory: per client and per sandbox\")")
         ic, st, idl = mem.get("idle_client"), mem.get("streaming"), mem.get("idle_sandbox")
         if ic:
             print(f"  hutchd per connected SDK client, {mem['clients']} on one sandbox: "
@@ -212,7 +212,7 @@ def main(d):
             print(f"    its parts, KiB per sandbox: {parts}")
     fk = load(f"{d}/fivek.json")
     if fk:
-        print(f"\n{fk['n']} sandboxes alive at once (issue 15; docs/performance.md \"5,000 alive at once\")")
+        print(f"\n{fk['n']} sandboxes alive at once (issue 15; docs/performance/memory.md \"5,000 alive at once\")")
         print(f"  reached {fk.get('reached')} alive" + (f"; stopped: {fk['stop_reason']}" if fk.get("stop_reason") else "")
               + (f"; failure: {fk['failure'][:200]}" if fk.get("failure") else ""))
         for err in fk.get("errors") or []:

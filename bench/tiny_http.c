@@ -4,7 +4,7 @@
  * measured. Usage: tiny_http PORT [CERT KEY]
  * With CERT and KEY (PEM) it serves HTTPS instead (built with -DTINY_TLS,
  * linked with -lssl -lcrypto): the like-for-like peer of the ingress, which
- * also terminates TLS (bench/ingress_bench.py, docs/performance.md). */
+ * also terminates TLS (bench/ingress_bench.py, docs/performance/ingress.md). */
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>

@@ -2,7 +2,7 @@
  * relay (one thread, epoll, read and write, TCP_NODELAY, no TLS, no HTTP
  * parsing). Run beside tiny_http in the sandbox, it measures what a second
  * hop alone costs on this machine, which bounds any reverse proxy from
- * above (bench/ingress_bench.py, docs/performance.md).
+ * above (bench/ingress_bench.py, docs/performance/ingress.md).
  * Usage: tiny_relay LISTEN_PORT TARGET_PORT (the target on 127.0.0.1). */
 #include <netinet/in.h>
 #include <netinet/tcp.h>

@@ -59,9 +59,9 @@ static const char usage[] =
     "                        /proc/cpuinfo show as many CPUs, rounded up [2000]\n"
     "  --control-slice-us N  EEVDF slice (Linux >= 6.12) of hutchd's event loop and every sandbox's\n"
     "                        agent, so their wake-ups run ahead of busy sandboxes; never inherited\n"
-    "                        by sandbox processes (docs/performance.md) [100; 0 = the kernel's]\n"
+    "                        by sandbox processes (docs/performance/fairness.md) [100; 0 = the kernel's]\n"
     "  --loop-stall-ms N     log each event loop iteration busier than N ms, or that waited N ms for a\n"
-    "                        CPU, with where the time went (a debug aid; docs/performance.md) [0 = off]\n"
+    "                        CPU, with where the time went (a debug aid; docs/performance/fairness.md) [0 = off]\n"
     "  --lxcfs PATH          lxcfs binary for sandboxes' own /proc/meminfo, cpuinfo, stat, uptime,\n"
     "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n"
     "  --price-cpu-hour USD  metering: price of a CPU-hour [0.05]\n"
@@ -442,7 +442,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         return hx_fail(e, EINVAL, "--warm must be 0..64");
     if (cfg->warm_memory_mb > 1048576)
         return hx_fail(e, EINVAL, "--warm-memory must be 0..1048576 MiB");
-    /* An idle pooled sandbox holds ~1.1 MiB of host memory (docs/performance.md,
+    /* An idle pooled sandbox holds ~1.1 MiB of host memory (docs/performance/memory.md,
      * "Memory": its cgroup plus what hutchd's grew by); 1.25 MiB leaves room.
      * No pool at all with --warm 0. */
     uint64_t by_memory = (uint64_t)cfg->warm_memory_mb * 4 / 5;

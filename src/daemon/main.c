@@ -86,7 +86,7 @@ static void on_shutdown_tick(uv_timer_t *t)
     }
 }
 
-/* --loop-stall-ms: one line per stalled iteration (docs/performance.md) */
+/* --loop-stall-ms: one line per stalled iteration (docs/performance/fairness.md) */
 static void on_loop_stall(const struct loopwatch_stall *s, void *arg)
 {
     (void)arg;

@@ -163,7 +163,7 @@ static void on_cli_written(uv_write_t *w, int status)
 /* Writes to a socket: what it takes now goes in at once (uv_try_write: no
  * write request, no allocation, and none of the epoll_ctl calls libuv makes
  * around a queued write, which were two of the six syscalls of every
- * proxied request; docs/performance.md); only the rest is copied and
+ * proxied request; docs/performance/ingress.md); only the rest is copied and
  * queued, and later bytes wait behind it (uv_try_write refuses while the
  * queue is not empty, so the order holds). -1: the socket failed. */
 static int stream_send(struct ig_conn *c, uv_stream_t *s, const char *p, size_t n, bool to_cli)

@@ -19,7 +19,7 @@
  * Docker's set once (spawn_prepare), and each child inherits that.
  *
  * Where the agent sits in a cpu cgroup of its own (cgroup v1, the agents'
- * cgroup: docs/performance.md), the clone is made by hutch-init's second
+ * cgroup: docs/performance/fairness.md), the clone is made by hutch-init's second
  * thread, the spawner, which moved itself into the sandbox's cpu cgroup once
  * at setup: a child starts where its creating thread is, so it needs no move
  * of its own. A move through `tasks` takes the kernel's cgroup_mutex, one

@@ -211,7 +211,7 @@ static void on_written(uv_write_t *w, int status)
 
 /* What the socket takes now goes in at once (uv_try_write: no copy, no
  * allocation, no write request, and none of the epoll_ctl calls libuv makes
- * around a queued write; docs/performance.md); only the rest is copied and
+ * around a queued write; docs/performance/proxy.md); only the rest is copied and
  * queued. uv_try_write refuses while bytes are queued, so the order holds;
  * a write error is left to the queued write, whose callback closes as before. */
 static int send_bytes(struct pconn *c, bool to_up, const void *p, size_t n)

@@ -1,4 +1,4 @@
-# CPU fairness (issue 11.5, docs/performance.md "CPU fairness"): a sandbox's
+# CPU fairness (issue 11.5, docs/performance/fairness.md "CPU fairness"): a sandbox's
 # agent (hutch-init) runs in hutch's own cpu cgroup, NAME-agents, weighted
 # above any sandbox, and with a short EEVDF slice (as hutchd's event loop),
 # so its wake-ups run ahead of other sandboxes' busy loops; the sandbox's
@@ -82,7 +82,7 @@ def inner_pids(d, sid):
 @pytest.fixture(scope="module")
 def v1():
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers") or not cpu_root():
-        pytest.skip("the agents' cpu cgroup is a cgroup v1 arrangement (docs/performance.md)")
+        pytest.skip("the agents' cpu cgroup is a cgroup v1 arrangement (docs/performance/fairness.md)")
     return cpu_root()
 
 

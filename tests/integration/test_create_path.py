@@ -1,4 +1,4 @@
-# The create path's shortcuts (docs/performance.md, "Create: third pass")
+# The create path's shortcuts (docs/performance/create.md, "Create: third pass")
 # keep what a create promised: a sandbox whose hutchd dies ends with every
 # process in it (its PID 1 exits instead of walking the host with kill(-1));
 # writable layers made ahead (nameless, synced) are as fresh as ones made on

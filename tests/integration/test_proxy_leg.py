@@ -1,4 +1,4 @@
-# The sandbox's leg of a proxied connection (docs/performance.md, "The egress
+# The sandbox's leg of a proxied connection (docs/performance/proxy.md, "The egress
 # proxy"): BIG TCP on the sandbox's veth and Reno as the congestion control
 # of the connections that stay on this host (the sandbox's own, and the
 # proxy's accepted ones), while the proxy's upstream connections keep the

@@ -39,7 +39,7 @@ struct daemon_ctx g_daemon;
 #define STARTUP_DEADLINE_MS 15000
 
 /* HUTCH_CREATE_TRACE=1: one line per started sandbox with the time each
- * step of its start took (docs/performance.md, "Create: where the time
+ * step of its start took (docs/performance/create.md, "Create: where the time
  * goes"). Off by default: a clock read per step, nothing else. */
 enum { TR_CREATE, TR_CGROUP, TR_WORK, TR_DISK, TR_LAUNCH, TR_DONE, TR_SETUP, TR_ATTACH, TR_NET, TR_READY, TR_N };
 static const char *const tr_names[TR_N] = {"create", "cgroup", "queue", "disk", "launch", "back", "setup",
@@ -495,7 +495,7 @@ static void launch_work(uv_work_t *req)
  * waits for HX_GO before it enters its cgroup namespace and says ready, so
  * nothing of the sandbox's runs outside its cgroups or before its network.
  * The cgroup attach may wait ~10 ms for an RCU grace period on v1
- * (docs/performance.md); overlapped with hutch-init's own set-up, a create
+ * (docs/performance/create.md); overlapped with hutch-init's own set-up, a create
  * no longer waits for it and for the netlink round trips in turn. Touches
  * sb's plumb fields and reads what nobody changes meanwhile (id, pid,
  * pidfd, net: on_init_exit waits for plumb_done). */

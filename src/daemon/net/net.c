@@ -284,7 +284,7 @@ static void send_config(void)
  * under the kernel's rtnl lock, which is one for the whole host; when other
  * work holds it (a network namespace being torn down, a burst of veths), the
  * dump waited for it for up to hundreds of ms, and the loop with it: every
- * API request, stream and round trip of every sandbox (docs/performance.md,
+ * API request, stream and round trip of every sandbox (docs/performance/fairness.md,
  * "1,000 sandboxes"). Only one read is in flight at a time. */
 static struct {
     uv_work_t req;
@@ -939,7 +939,7 @@ int net_sandbox_plumb(const struct net_sb *n, pid_t pid, int pidfd, struct hx_er
         return nl;
     /* BIG TCP on the sandbox's link: the sandbox's TCP sends the proxy up to
      * 512 KiB per packet instead of 64 KiB, so both ends of the first leg
-     * handle ~8x fewer packets and acknowledgements (docs/performance.md,
+     * handle ~8x fewer packets and acknowledgements (docs/performance/proxy.md,
      * "The egress proxy"). A kernel that refuses it gets the plain pair,
      * and is not asked again. */
     static _Atomic bool big_tcp_refused;

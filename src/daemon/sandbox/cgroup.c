@@ -205,7 +205,7 @@ static int cpuset_inherit(const char *parent, const char *dir)
  * and its virtual deadline (slice / weight) comes first: an agent in its sandbox's cgroup, as heavy
  * as a hog's and below NAME, which the hog keeps busy, waited a tick
  * (4 ms here) or more per wake-up behind another sandbox's busy loops
- * (docs/performance.md, "CPU fairness"). The sandbox's own processes stay
+ * (docs/performance/fairness.md, "CPU fairness"). The sandbox's own processes stay
  * in NAME/ID with its quota: hutch-init moves each child there before it
  * execs, through the `tasks` file: a single thread's move skips the
  * threadgroup lock whose RCU grace period made a cgroup.procs write take

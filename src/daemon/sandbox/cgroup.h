@@ -29,7 +29,7 @@ struct cgroup_home {
 /* v1 only: moves the calling thread (not its process) into sandbox ID's
  * cgroups, so that a child it clones starts in them: a thread moving itself
  * (`0` into `tasks`) needs none of the global lock whose RCU grace period
- * makes a cgroup_attach of another process wait ~10 ms (docs/performance.md).
+ * makes a cgroup_attach of another process wait ~10 ms (docs/performance/create.md).
  * -ENOTSUP on v2 (use cgroup_attach); on any failure the thread is back home. */
 int cgroup_enter(const char *id, struct cgroup_home *home, struct hx_err *e);
 /* Moves the thread back where cgroup_enter found it; closes home's fds. */

@@ -166,7 +166,7 @@ static int template_copy(int dst, struct hx_err *e)
  * backing file first (it may switch to direct I/O), so a layer copied just
  * before waited for its writeback and a journal commit on the create's
  * path: 0.2 ms on a quiet disk, 10-300 ms while other work writes
- * (docs/performance.md). disk_stash_fill makes them off that path; a
+ * (docs/performance/create.md). disk_stash_fill makes them off that path; a
  * stashed file is as fresh as one made on demand (never attached, never
  * mounted, byte for byte the template). For the template's (dir, size). */
 #define STASH_MAX 2 /* a burst's next creates; hutchd's fd count stays within 2 of its resting one */

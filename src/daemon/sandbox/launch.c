@@ -22,7 +22,7 @@
 /* Both children of a launch share hutchd's memory (CLONE_VM) instead of
  * copying its page tables: a fork of hutchd copied every mapping and then
  * took copy-on-write faults on both sides, a fifth of hutchd's CPU time in
- * a burst of creates (docs/performance.md). Each child runs on a stack of
+ * a burst of creates (docs/performance/create.md). Each child runs on a stack of
  * its caller's frame, which outlives it: the holder is reaped, and the init
  * child has exec'd (CLONE_VFORK), before the caller returns. */
 #define CHILD_STACK 16384

@@ -1,6 +1,6 @@
 /* Scheduling of hutch's control path: hutchd's event loop and each
  * sandbox's agent ask the kernel for a short EEVDF slice, so that their
- * wake-ups run ahead of a sandbox's busy loops (docs/performance.md, "CPU
+ * wake-ups run ahead of a sandbox's busy loops (docs/performance/fairness.md, "CPU
  * fairness"). */
 #pragma once
 #include <stdint.h>
