@@ -111,20 +111,6 @@ int ws_send_text(struct ws_conn *w, const char *data, size_t len)
     json_decref(v);
     return 0;
 }
-/* a message in parts (fileRead answers passed through): joined, the same check */
-int ws_send_text_parts(struct ws_conn *w, const uv_buf_t *parts, unsigned nparts)
-{
-    size_t len = 0;
-    for (unsigned i = 0; i < nparts; i++)
-        len += parts[i].len;
-    char *msg = malloc(len ? len : 1);
-    FUZZ_CHECK(msg != NULL);
-    for (size_t i = 0, o = 0; i < nparts; o += parts[i].len, i++)
-        memcpy(msg + o, parts[i].base, parts[i].len);
-    int r = ws_send_text(w, msg, len);
-    free(msg);
-    return r;
-}
 size_t ws_queued_bytes(const struct ws_conn *w) { return 0; }
 void ws_set_reading(struct ws_conn *w, bool on) {}
 /* binary stream messages (hutch's own clients): an 8-byte stream id first */

@@ -28,10 +28,6 @@ struct ws_handlers {
 struct ws_conn *http_upgrade_websocket(struct http_conn *c, const char *extra_headers,
                                        const struct ws_handlers *h, void *ud);
 int ws_send_text(struct ws_conn *w, const char *data, size_t len);
-/* One text message, the parts (at most WS_MAX_PARTS) joined: straight to the socket from them when
- * nothing is queued before it (no copy), else copied and queued; -EPIPE if closing. */
-#define WS_MAX_PARTS 8u
-int ws_send_text_parts(struct ws_conn *w, const uv_buf_t *parts, unsigned nparts);
 /* One binary message: head (hl bytes) then data (len bytes), copied; -EPIPE if closing. */
 int ws_send_binary(struct ws_conn *w, const uint8_t *head, size_t hl, const uint8_t *data, size_t len);
 /* Closes connections silent this long (0: never); default WS_IDLE_MS. */

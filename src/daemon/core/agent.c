@@ -228,13 +228,19 @@ void agent_forward_raw(struct session *s, json_t *rpc_id, const uint8_t *p, size
     char *id = json_dumps(rpc_id, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!id)
         return;
-    /* the answer around the reply's bytes, sent from where they are (ws_send_text_parts) */
     static const char a[] = "{\"jsonrpc\":\"2.0\",\"id\":", b[] = ",\"result\":";
-    uv_buf_t parts[] = {
-        uv_buf_init((char *)a, sizeof a - 1), uv_buf_init(id, (unsigned)strlen(id)),
-        uv_buf_init((char *)b, sizeof b - 1), uv_buf_init((char *)p, (unsigned)n), uv_buf_init((char *)"}", 1),
-    };
-    ws_send_text_parts(s->ws, parts, sizeof parts / sizeof parts[0]);
+    size_t il = strlen(id), total = sizeof a - 1 + il + sizeof b - 1 + n + 1;
+    char *msg = malloc(total);
+    if (msg) {
+        char *o = msg;
+        memcpy(o, a, sizeof a - 1), o += sizeof a - 1;
+        memcpy(o, id, il), o += il;
+        memcpy(o, b, sizeof b - 1), o += sizeof b - 1;
+        memcpy(o, p, n), o += n;
+        *o = '}';
+        ws_send_text(s->ws, msg, total);
+        free(msg);
+    }
     free(id);
 }
 
