@@ -1404,6 +1404,25 @@ void hutch_ws_mask(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4
         out[i] = in[i] ^ k8[i & 7];
 }
 
+size_t hutch_ws_client_head(uint8_t h[10], uint8_t op, uint64_t plen)
+{
+    h[0] = (uint8_t)(0x80 | op); /* FIN: one frame a message */
+    if (plen < 126) {
+        h[1] = (uint8_t)(0x80 | plen);
+        return 2;
+    }
+    if (plen < 65536) {
+        h[1] = 0x80 | 126;
+        h[2] = (uint8_t)(plen >> 8);
+        h[3] = (uint8_t)plen;
+        return 4;
+    }
+    h[1] = 0x80 | 127;
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (uint8_t)(plen >> (56 - 8 * i));
+    return 10;
+}
+
 /* One binary message [8-byte stream id][data] as a frame we mask and send ourselves. Only
  * while wslay holds nothing (a frame of its own half sent, or queued before this one). */
 static int queue_raw_binary(struct hutch_conn *c, int64_t sid, const void *data, size_t n, struct hx_err *e)
@@ -1426,18 +1445,7 @@ static int queue_raw_binary(struct hutch_conn *c, int64_t sid, const void *data,
         c->raw_cap = cap;
     }
     uint8_t *f = c->raw + c->raw_len;
-    f[0] = 0x80 | WSLAY_BINARY_FRAME; /* FIN */
-    if (hl == 2) {
-        f[1] = (uint8_t)(0x80 | plen);
-    } else if (hl == 4) {
-        f[1] = 0x80 | 126;
-        f[2] = (uint8_t)(plen >> 8);
-        f[3] = (uint8_t)plen;
-    } else {
-        f[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++)
-            f[2 + i] = (uint8_t)((uint64_t)plen >> (56 - 8 * i));
-    }
+    hutch_ws_client_head(f, WSLAY_BINARY_FRAME, plen);
     uint8_t *key = f + hl;
     if (ws_genmask_cb(c->ws, key, 4, c) != 0) /* RFC 6455 10.3: unpredictable keys, as wslay's */
         return hx_fail(e, EIO, "getrandom: %m");

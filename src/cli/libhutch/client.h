@@ -87,6 +87,9 @@ char *hutch_query_escape(const char *s);
 bool hutch_id_safe(const char *id);
 /* RFC 6455 masking of n bytes (out may be in), key4 starting at payload offset phase. */
 void hutch_ws_mask(uint8_t *out, const uint8_t *in, size_t n, const uint8_t key4[4], size_t phase);
+/* A client frame's head before its masking key (RFC 6455 5.2): FIN, opcode op, the mask bit and
+ * plen; writes 2, 4 or 10 bytes into h and returns how many. */
+size_t hutch_ws_client_head(uint8_t h[10], uint8_t op, uint64_t plen);
 
 /* ---- WebSocket JSON-RPC ---- */
 

@@ -443,19 +443,7 @@ static int raw_queue(struct raw *r, uint8_t op, int tag, const uint8_t *data, si
         r->out_cap = cap;
     }
     uint8_t *h = r->out + r->out_len;
-    size_t hl = 0;
-    h[hl++] = (uint8_t)(0x80 | op);
-    if (plen < 126) {
-        h[hl++] = (uint8_t)(0x80 | plen);
-    } else if (plen < 65536) {
-        h[hl++] = 0x80 | 126;
-        h[hl++] = (uint8_t)(plen >> 8);
-        h[hl++] = (uint8_t)plen;
-    } else {
-        h[hl++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            h[hl++] = (uint8_t)((uint64_t)plen >> (8 * i));
-    }
+    size_t hl = hutch_ws_client_head(h, op, plen);
     uint8_t key[4];
     if (getrandom(key, sizeof key, 0) != sizeof key)
         return hx_fail(e, EIO, "getrandom: %m");
