@@ -1,4 +1,4 @@
-// What the memory benches read from memory cgroups (mem_bench.mjs, fivek_bench.mjs).
+// What the memory benches read from memory cgroups and /proc (mem_bench.mjs, fivek_bench.mjs).
 import fs from "node:fs";
 
 // A memory cgroup's charge in KiB: anon, page cache (file), kernel, total.
@@ -23,3 +23,21 @@ export function cgMem(dir) {
 // A sandbox's memory cgroup under hutchd's cgroup name cg (v1 or v2), or undefined.
 export const sandboxCgDir = (cg, id) => [`/sys/fs/cgroup/memory/${cg}/${id}`, `/sys/fs/cgroup/${cg}/${id}`]
   .find((d) => fs.existsSync(`${d}/memory.stat`));
+
+// A process's memory from /proc/PID/status, KiB (and its threads).
+export function procStatus(pid) {
+  const t = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const kib = (k) => Number((new RegExp(`${k}:\\s+(\\d+) kB`).exec(t) || [])[1] ?? NaN);
+  return { rss: kib("VmRSS"), anon: kib("RssAnon"), threads: Number((/Threads:\s+(\d+)/.exec(t) || [])[1] ?? NaN) };
+}
+// /proc/meminfo as { MemAvailable: KiB, ... }.
+export function meminfo() {
+  const o = {};
+  for (const l of fs.readFileSync("/proc/meminfo", "utf8").split("\n")) {
+    const m = /^(\w+):\s+(\d+)/.exec(l);
+    if (m) o[m[1]] = Number(m[2]);
+  }
+  return o;
+}
+// How many descriptors a process holds.
+export const fdCount = (pid) => fs.readdirSync(`/proc/${pid}/fd`).length;

@@ -21,7 +21,7 @@
 // FIVEK_MIN_AVAIL_MIB (4096: no more creates below this MemAvailable),
 // FIVEK_STATE (hutchd's state dir), FIVEK_DISK_DIR (its --disk-dir).
 import fs from "node:fs";
-import { cgMem, sandboxCgDir } from "./cgmem.mjs";
+import { cgMem, fdCount, meminfo, procStatus as status, sandboxCgDir } from "./cgmem.mjs";
 import { execFileSync } from "node:child_process";
 
 const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
@@ -51,20 +51,6 @@ function stats(xs) {
   return { n: s.length, p50_ms: +pick(0.5).toFixed(2), p99_ms: +pick(0.99).toFixed(2), max_ms: +s[s.length - 1].toFixed(2) };
 }
 
-function status(pid) {
-  const t = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  const kib = (k) => Number((new RegExp(`${k}:\\s+(\\d+) kB`).exec(t) || [])[1] ?? NaN);
-  return { rss: kib("VmRSS"), anon: kib("RssAnon") };
-}
-function meminfo() {
-  const o = {};
-  for (const l of fs.readFileSync("/proc/meminfo", "utf8").split("\n")) {
-    const m = /^(\w+):\s+(\d+)/.exec(l);
-    if (m) o[m[1]] = Number(m[2]);
-  }
-  return o;
-}
-const fdCount = (pid) => fs.readdirSync(`/proc/${pid}/fd`).length;
 function fdLimit(pid) {
   const m = /Max open files\s+(\d+)\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/limits`, "utf8"));
   return m ? { soft: Number(m[1]), hard: Number(m[2]) } : null;

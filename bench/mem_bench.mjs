@@ -19,7 +19,7 @@
 //    memory and page cache (reclaimable). Beside them MemAvailable's drop,
 //    which is the whole machine's: other work on it moves that number.
 import fs from "node:fs";
-import { cgMem, sandboxCgDir } from "./cgmem.mjs";
+import { cgMem, fdCount, meminfo, procStatus as status, sandboxCgDir } from "./cgmem.mjs";
 
 const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
 const { Sandbox } = await import(sdkUrl.href);
@@ -30,22 +30,6 @@ const NS = Number(process.env.MEM_SANDBOXES ?? 200);
 const PAR = 10;
 const sleep = (t) => new Promise((r) => setTimeout(r, t));
 
-function status(pid) {
-  const t = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  const kib = (k) => Number((new RegExp(`${k}:\\s+(\\d+) kB`).exec(t) || [])[1] ?? NaN);
-  return { rss: kib("VmRSS"), anon: kib("RssAnon"), threads: Number(/Threads:\s+(\d+)/.exec(t)[1]) };
-}
-function meminfo() {
-  const o = {};
-  for (const l of fs.readFileSync("/proc/meminfo", "utf8").split("\n")) {
-    const m = /^(\w+):\s+(\d+)/.exec(l);
-    if (m) o[m[1]] = Number(m[2]);
-  }
-  return o;
-}
-function fdCount(pid) {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
 function cgSum(dirs) {
   const t = { anon: 0, file: 0, kernel: 0, total: 0, n: 0 };
   for (const d of dirs) {
