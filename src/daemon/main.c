@@ -236,7 +236,7 @@ int main(int argc, char **argv)
         (r = mkdir_p(cfg.disk_dir, 0700, &e)) < 0 || (r = disk_space_announce(&cfg, &e)) < 0 ||
         (r = store_open(cfg.state_dir, &g_daemon.store, &e)) < 0 || (r = ensure_admin_token(&e)) < 0 ||
         (r = restore_check_config(&e)) < 0 || (r = cgroup_init(cfg.cgroup_name, &e)) < 0 ||
-        (g_daemon.init_memfd = sandbox_init_memfd(cfg.init_path, &e)) < 0) {
+        (g_daemon.init_memfd = sandbox_init_memfd(cfg.init_path, &e)) < 0 || (r = sandbox_lanes_start(&e)) < 0) {
         fprintf(stderr, "hutchd: %s\n", e.msg);
         return 1;
     }
@@ -291,6 +291,7 @@ int main(int argc, char **argv)
            v6 ? "[" : "", host, v6 ? "]" : "", cfg.listen_port, v6 ? "[" : "", host, v6 ? "]" : "",
            cfg.listen_port, cfg.state_dir, cfg.state_dir);
     uv_run(g_daemon.loop, UV_RUN_DEFAULT);
+    sandbox_lanes_stop();
     unlink(cfg.socket_path);
     net_fini_keep(restore_left_running()); /* our table goes when hutchd goes, unless sandboxes stay */
     views_stop(); /* lxcfs and its mount go too */

@@ -7,6 +7,7 @@
 # sandbox's cpuset stops asking the scheduler for a domain of its own (which
 # only cost rebuilds) while still confining its processes to its CPUs.
 import os
+import threading
 import time
 
 import pytest
@@ -132,3 +133,49 @@ def test_layers_made_ahead_carry_nothing_of_an_earlier_sandbox(make_hutchd):
         finally:
             sb.ws.close()
     assert ahead, loops_backed_by(d.state_dir)
+
+
+def test_a_create_held_in_its_cgroup_step_holds_no_other_sandbox(make_hutchd, monkeypatch, tmp_path):
+    # A cgroup mkdir waits for the host-wide cgroup_mutex, for seconds when
+    # another process holds it. hutchd makes cgroups on a thread of its own
+    # (the cgroup lane), so while one create waits there, every other
+    # sandbox's commands and the API answer. The wait is simulated with the
+    # test-only gate HUTCH_TEST_CGROUP_GATE (the cgroup step waits for a file).
+    gate = tmp_path / "gate"
+    gate.touch()  # open: the first sandbox is made normally
+    monkeypatch.setenv("HUTCH_TEST_CGROUP_GATE", str(gate))
+    d = make_hutchd(extra_args=["--warm", "0"])  # every create makes its cgroups now
+    sbdir = os.path.join(d.state_dir, "sandboxes")
+    sb = d.create_sandbox()
+    result = {}
+    t = None
+    try:
+        assert sb.sh("echo before")["stdout"] == b"before\n"  # control: the probe works
+        before = set(os.listdir(sbdir))
+        gate.unlink()  # closed: the next create waits in its cgroup step
+
+        def second():
+            try:
+                result["sb"] = d.create_sandbox(timeout=120)
+            except Exception as e:  # reported below
+                result["error"] = e
+        t = threading.Thread(target=second)
+        t.start()
+        # the create is under way: its scratch dir exists (made before the cgroup step)
+        assert wait_until(lambda: set(os.listdir(sbdir)) - before, 30), "the second create never started"
+        # while it waits, the running sandbox answers and so does the API
+        assert sb.sh("echo during", timeout=30)["stdout"] == b"during\n"
+        ids = [s["id"] for s in d.list_sandboxes()]
+        assert sb.id in ids
+        assert t.is_alive() and not result, result  # the gate really held the create meanwhile
+        gate.touch()
+        t.join(120)
+        assert "error" not in result, result.get("error")
+        assert result["sb"].sh("echo after")["stdout"] == b"after\n"
+    finally:
+        gate.touch()
+        if t:
+            t.join(120)
+        if "sb" in result:
+            result["sb"].ws.close()
+        sb.ws.close()

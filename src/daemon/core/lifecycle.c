@@ -146,13 +146,63 @@ static void fail_calls(struct sandbox *sb)
     }
 }
 
+/* hutchd's cgroup lane: every sandbox's cgroup directories are made and
+ * removed on this one thread, in order (a sandbox's removal always after
+ * its making). A mkdir or rmdir of a cgroup waits for the host-wide
+ * cgroup_mutex, for seconds when another process holds it across an RCU
+ * grace period: on the loop that held every stream; on libuv's shared
+ * workers it held the launches and plumbing queued behind it
+ * (docs/performance/fairness.md). */
+static struct hx_lane cg_lane;
+/* HUTCH_TEST_CGROUP_GATE=PATH (tests only): a create's cgroup step waits
+ * until PATH exists, as one waits for a cgroup_mutex another process holds
+ * (tests/integration/test_create_path.py). */
+static const char *cg_gate;
+
+int sandbox_lanes_start(struct hx_err *e)
+{
+    cg_gate = getenv("HUTCH_TEST_CGROUP_GATE");
+    int r = hx_lane_start(&cg_lane, g_daemon.loop, "hutchd-cgroups");
+    return r < 0 ? hx_fail(e, -r, "cannot start the cgroup thread: %s", strerror(-r)) : 0;
+}
+
+void sandbox_lanes_stop(void)
+{
+    hx_lane_stop(&cg_lane);
+}
+
+#define SB_OF_CG_JOB(j) ((struct sandbox *)((char *)(j) - offsetof(struct sandbox, cg_job)))
+
 /* Final step: the init is reaped; remove cgroups (retrying while the last
  * processes of the pid namespace exit), the scratch dir and the slot. */
 static void teardown_finish(struct sandbox *sb);
+static void teardown_rest(struct sandbox *sb);
+
+static void on_teardown_retry(uv_timer_t *t);
+
+static void cg_destroy_work(struct hx_lane_job *j)
+{
+    struct sandbox *sb = SB_OF_CG_JOB(j);
+    sb->cg_rc = cgroup_destroy(sb->id, &sb->cg_err);
+}
+
+static void cg_destroy_done(struct hx_lane_job *j)
+{
+    struct sandbox *sb = SB_OF_CG_JOB(j);
+    if (sb->cg_rc == -EBUSY && sb->teardown_tries++ < 200) {
+        uv_timer_start(&sb->aux_timer, on_teardown_retry, 10, 0);
+        return;
+    }
+    if (sb->cg_rc < 0)
+        fprintf(stderr, "hutchd: %s: teardown: %s\n", sb->id, sb->cg_err.msg);
+    sb->cg_made = false;
+    teardown_rest(sb);
+}
 
 static void on_teardown_retry(uv_timer_t *t)
 {
-    teardown_finish(t->data);
+    struct sandbox *sb = t->data;
+    hx_lane_queue(&cg_lane, &sb->cg_job, cg_destroy_work, cg_destroy_done);
 }
 
 /* Metering: what the sandbox used, from its cgroups before they go. */
@@ -247,18 +297,20 @@ static int fd_room(struct hx_err *e)
 
 static void teardown_finish(struct sandbox *sb)
 {
-    struct hx_err e = {0};
     record_usage(sb);
     disk_layer_close(&sb->disk); /* the space comes back with the last mount */
     sb_storage_free(hx_steal(&sb->storage)); /* storage: sizes recorded, images let go */
     sb->disk.promised_mb = 0;
-    int r = cgroup_destroy(sb->id, &e);
-    if (r == -EBUSY && sb->teardown_tries++ < 200) {
-        uv_timer_start(&sb->aux_timer, on_teardown_retry, 10, 0);
+    if (sb->cg_made) { /* teardown_rest once they are gone */
+        hx_lane_queue(&cg_lane, &sb->cg_job, cg_destroy_work, cg_destroy_done);
         return;
     }
-    if (r < 0)
-        fprintf(stderr, "hutchd: %s: teardown: %s\n", sb->id, e.msg);
+    teardown_rest(sb);
+}
+
+static void teardown_rest(struct sandbox *sb)
+{
+    struct hx_err e = {0};
     net_sandbox_detach(sb); /* net: policy out of the proxy, veth gone, audit freed */
     secrets_free(sb->secrets); /* secrets: nobody needs the values any more */
     sb->secrets = NULL;
@@ -740,6 +792,39 @@ int sandbox_cpu_millis(const json_t *labels, uint32_t *out, struct hx_err *e)
     return 0;
 }
 
+/* On the cgroup lane: the sandbox's cgroups and their limits. */
+static void cg_create_work(struct hx_lane_job *j)
+{
+    struct sandbox *sb = SB_OF_CG_JOB(j);
+    while (cg_gate && access(cg_gate, F_OK) != 0)
+        usleep(10000);
+    struct cgroup_limits lim = {.memory_bytes = (uint64_t)sb->memory_mb << 20, .cpu_millis = sb->cpu_millis,
+                                .pids_max = g_daemon.cfg->pids_max, .cpus = sb->cg_cpus};
+    sb->cg_rc = cgroup_create(sb->id, &lim, &sb->cg_err);
+}
+
+/* Back on the loop: the launch on a libuv worker (launch_work, launch_done). */
+static void cg_create_done(struct hx_lane_job *j)
+{
+    struct sandbox *sb = SB_OF_CG_JOB(j);
+    free(sb->cg_cpus);
+    sb->cg_cpus = NULL;
+    trace(sb, TR_CGROUP);
+    if (sb->cg_rc < 0 || sb->state >= SB_STOPPING) { /* failed, or stopped while it waited */
+        sb->launching = false;
+        if (sb->state < SB_STOPPING)
+            sandbox_stop(sb, sb->cg_err.msg);
+        teardown_finish(sb);
+        return;
+    }
+    /* The clone of a new pid+net+mount namespace, its cgroup attach and its
+     * veth take milliseconds of kernel time; done on worker threads
+     * (launch_work, then plumb_work), they stall no other sandbox's
+     * streams. The workers write only sb's launch and plumb fields. */
+    sb->launch_req.data = sb;
+    uv_queue_work(g_daemon.loop, &sb->launch_req, launch_work, launch_done);
+}
+
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e)
 {
     struct config *cfg = g_daemon.cfg;
@@ -802,18 +887,10 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
     char wd[4200];
     workdir_path(sb->id, wd, sizeof wd);
     sb->views_cpus = views_pick_cpus(sb->cpu_millis); /* views: as many CPUs as its quota */
-    char *cpus = views_cpus_list(sb->views_cpus);
-    struct cgroup_limits lim = {.memory_bytes = (uint64_t)p->memory_mb << 20, .cpu_millis = sb->cpu_millis,
-                                .pids_max = cfg->pids_max, .cpus = cpus};
     if (mkdir(wd, 0700) < 0) {
-        free(cpus);
         r = hx_fail(e, errno, "mkdir %s: %m", wd);
         goto fail_early;
     }
-    r = cgroup_create(sb->id, &lim, e);
-    free(cpus);
-    if (r < 0)
-        goto fail_early;
     int rfd = restore_bind(sb->id, e); /* restore: -1 when live restore is off */
     if (rfd < -1) {
         r = rfd;
@@ -825,20 +902,18 @@ int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud
         sb->secrets = NULL; /* still the caller's */
         goto fail_early;
     }
-    trace(sb, TR_CGROUP);
     sb->next = g_daemon.sandboxes;
     g_daemon.sandboxes = sb;
     g_daemon.n_sandboxes++;
-    /* The clone of a new pid+net+mount namespace, its cgroup attach and its
-     * veth take milliseconds of kernel time; done on worker threads
-     * (launch_work, then plumb_work), they stall no other sandbox's
-     * streams. The workers write only sb's launch and plumb fields. */
     sb->secrets = p->secrets; /* secrets: moved (the caller forgets them on success) */
     sb->storage = p->storage; /* storage: moved likewise */
     sb->restore.no_adopt = p->no_adopt;
+    /* Its cgroups on the cgroup lane, then the launch (cg_create_done). A
+     * stop meanwhile waits for the lane, as for a launch. */
+    sb->cg_cpus = views_cpus_list(sb->views_cpus);
+    sb->cg_made = true;
     sb->launching = true;
-    sb->launch_req.data = sb;
-    uv_queue_work(g_daemon.loop, &sb->launch_req, launch_work, launch_done);
+    hx_lane_queue(&cg_lane, &sb->cg_job, cg_create_work, cg_create_done);
     return 0;
 
 fail_early:
@@ -846,8 +921,6 @@ fail_early:
     if (sb->restore.launch_fd >= 0)
         close(sb->restore.launch_fd);
     restore_forget(sb->id);
-    for (int i = 0; i < 100 && cgroup_destroy(sb->id, NULL) == -EBUSY; i++)
-        usleep(1000);
     rmdir(wd);
     g_daemon.slots[slot] = 0;
     if (!sb->pooled)

@@ -9,6 +9,7 @@
 #include "daemon/config.h"
 #include "daemon/sandbox/disk.h"
 #include "lib/err.h"
+#include "lib/lane.h"
 #include "lib/wire.h"
 
 struct ws_conn;
@@ -157,6 +158,14 @@ struct sandbox {
     uv_timer_t stop_timer;        /* duration timeout */
     uv_timer_t aux_timer;         /* start-up deadline, then teardown retries */
     int teardown_tries;
+    /* Its cgroup directories are made and removed on hutchd's cgroup lane
+     * (lifecycle.c), never on the loop: cg_job is queued there at most once
+     * at a time; cg_rc and cg_err are written by the lane's thread. */
+    struct hx_lane_job cg_job;
+    int cg_rc;
+    struct hx_err cg_err;
+    char *cg_cpus;                /* for the create: its cpuset's CPUs ("0,1"), NULL = the parent's; owned */
+    bool cg_made;                 /* its cgroup directories may exist */
     int open_handles;
     int64_t created_ms, stop_at_ms;
     uint32_t memory_mb;
@@ -232,6 +241,11 @@ struct sandbox_params {
 };
 
 int sandbox_create(const struct sandbox_params *p, sandbox_ready_cb cb, void *ud, struct hx_err *e);
+/* The threads of their own that sandboxes' blocking steps run on (their
+ * cgroup directories): started before the first create, stopped after the
+ * loop has ended. */
+int sandbox_lanes_start(struct hx_err *e);
+void sandbox_lanes_stop(void);
 /* The CPU quota a sandbox asks for with its labels: "hutch.cpu_millis" (the
  * SDK has no CPU option; labels it passes as they are), thousandths of a CPU,
  * 10 up to --cpu-millis, the default when absent. -EINVAL with a message. */
