@@ -1037,6 +1037,7 @@ struct sandbox *sandbox_adopt(const struct sandbox_rec *rec, uint32_t slot, int 
     sb->state = SB_STARTING;
     sb->restore.adopting = true;
     sb->recorded = true;
+    sb->cg_made = true; /* its cgroups are the previous hutchd's */
     g_daemon.n_claimed++;
     uv_timer_init(g_daemon.loop, &sb->stop_timer);
     uv_timer_init(g_daemon.loop, &sb->aux_timer);
