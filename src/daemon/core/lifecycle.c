@@ -180,10 +180,18 @@ static void teardown_rest(struct sandbox *sb);
 
 static void on_teardown_retry(uv_timer_t *t);
 
+/* Its cgroups, then its veth: each waits for a host-wide lock (cgroup_mutex,
+ * rtnl_lock). The veth goes before teardown_rest frees the slot, whose
+ * number is in its name. */
 static void cg_destroy_work(struct hx_lane_job *j)
 {
     struct sandbox *sb = SB_OF_CG_JOB(j);
-    sb->cg_rc = cgroup_destroy(sb->id, &sb->cg_err);
+    sb->cg_rc = sb->cg_made ? cgroup_destroy(sb->id, &sb->cg_err) : 0;
+    if (sb->cg_rc == -EBUSY)
+        return; /* retried: the veth with the last try */
+    if (sb->gone_link[0])
+        net_link_remove(sb->gone_link, sb->id);
+    sb->gone_link[0] = 0;
 }
 
 static void cg_destroy_done(struct hx_lane_job *j)
@@ -301,7 +309,9 @@ static void teardown_finish(struct sandbox *sb)
     disk_layer_close(&sb->disk); /* the space comes back with the last mount */
     sb_storage_free(hx_steal(&sb->storage)); /* storage: sizes recorded, images let go */
     sb->disk.promised_mb = 0;
-    if (sb->cg_made) { /* teardown_rest once they are gone */
+    if (!net_sandbox_link_name(sb, sb->gone_link))
+        sb->gone_link[0] = 0;
+    if (sb->cg_made || sb->gone_link[0]) { /* teardown_rest once they are gone */
         hx_lane_queue(&cg_lane, &sb->cg_job, cg_destroy_work, cg_destroy_done);
         return;
     }
@@ -311,7 +321,7 @@ static void teardown_finish(struct sandbox *sb)
 static void teardown_rest(struct sandbox *sb)
 {
     struct hx_err e = {0};
-    net_sandbox_detach(sb); /* net: policy out of the proxy, veth gone, audit freed */
+    net_sandbox_detach(sb); /* net: policy out of the proxy, audit freed (the veth went on the lane) */
     secrets_free(sb->secrets); /* secrets: nobody needs the values any more */
     sb->secrets = NULL;
     restore_forget(sb->id); /* restore: its agent socket, kept secrets */

@@ -166,6 +166,7 @@ struct sandbox {
     struct hx_err cg_err;
     char *cg_cpus;                /* for the create: its cpuset's CPUs ("0,1"), NULL = the parent's; owned */
     bool cg_made;                 /* its cgroup directories may exist */
+    char gone_link[16];           /* at teardown: its veth, removed on the lane too (net_link_remove) */
     int open_handles;
     int64_t created_ms, stop_at_ms;
     uint32_t memory_mb;

@@ -1065,15 +1065,29 @@ void net_sandbox_detach(struct sandbox *sb)
         return;
     log_flush_suppressed(n);
     ctl_send(PX_FORGET, 0, sb->id, strlen(sb->id));
+    net_sb_free(n);
+}
+
+bool net_sandbox_link_name(const struct sandbox *sb, char out[16])
+{
+    if (!sb->net)
+        return false;
+    memcpy(out, sb->net->ifname, 16);
+    return out[0] != 0;
+}
+
+void net_link_remove(const char *ifname, const char *who)
+{
     struct hx_err e = {0};
     int nl = nl_open(-1, &e);
-    if (nl >= 0) {
-        /* usually gone already: a veth dies with the namespace of its peer */
-        if (nl_link_del(nl, n->ifname, &e) < 0 && e.code != ENODEV)
-            fprintf(stderr, "hutchd: %s: %s\n", sb->id, e.msg);
-        close(nl);
+    if (nl < 0) {
+        fprintf(stderr, "hutchd: %s: %s\n", who, e.msg);
+        return;
     }
-    net_sb_free(n);
+    /* usually gone already: a veth dies with the namespace of its peer */
+    if (nl_link_del(nl, ifname, &e) < 0 && e.code != ENODEV)
+        fprintf(stderr, "hutchd: %s: %s\n", who, e.msg);
+    close(nl);
 }
 
 json_t *net_sandbox_report(struct sandbox *sb)

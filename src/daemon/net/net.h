@@ -43,9 +43,16 @@ int net_sandbox_attach(struct sandbox *sb, json_t **setup_net, struct hx_err *e)
 int net_sandbox_adopt(struct sandbox *sb, struct hx_err *e);
 /* Replaces the policy of an attached sandbox (a pooled one handed over). */
 int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err *e);
-/* At teardown: forgets the policy, removes the veth (if the namespace has not
- * taken it already) and frees the audit log. Idempotent. */
+/* At teardown: forgets the policy and frees the audit log. Idempotent.
+ * The veth is net_link_remove's, before the slot (its name) is reused. */
 void net_sandbox_detach(struct sandbox *sb);
+/* The name of the sandbox's host-side veth into out (16 bytes); false when
+ * it has none. */
+bool net_sandbox_link_name(const struct sandbox *sb, char out[16]);
+/* Removes a veth by name if its namespace has not taken it already (any
+ * thread: it opens its own netlink socket; it waits for the host-wide
+ * rtnl_lock, so never on the loop). who names it in a log line. */
+void net_link_remove(const char *ifname, const char *who);
 
 /* Live restore: forgets the sandbox's network state in memory only (its
  * veth, addresses and policy stay for the next hutchd). */
