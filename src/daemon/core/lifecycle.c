@@ -379,6 +379,13 @@ static void init_exited(struct sandbox *sb)
     if (sb->state < SB_STOPPING)
         sandbox_stop(sb, "the sandbox's init process exited");
     reap_init(sb);
+    /* Its poll handle closes before its fd does: closed later (the teardown
+     * waits for the cgroup lane), it would take the fd's number out of
+     * epoll after another handle reused it, and libuv aborts on that. */
+    if (sb->poll_init) {
+        sb->poll_init = false;
+        uv_close((uv_handle_t *)&sb->pidfd_poll, sandbox_on_handle_closed);
+    }
     close(sb->pidfd);
     sb->pidfd = -1;
     sb->teardown_tries = 0;
