@@ -162,7 +162,7 @@ static const char *cg_gate;
 int sandbox_lanes_start(struct hx_err *e)
 {
     cg_gate = getenv("HUTCH_TEST_CGROUP_GATE");
-    int r = hx_lane_start(&cg_lane, g_daemon.loop, "hutchd-cgroups");
+    int r = hx_lane_start(&cg_lane, g_daemon.loop, "hutchd-lane");
     return r < 0 ? hx_fail(e, -r, "cannot start the cgroup thread: %s", strerror(-r)) : 0;
 }
 
@@ -180,12 +180,14 @@ static void teardown_rest(struct sandbox *sb);
 
 static void on_teardown_retry(uv_timer_t *t);
 
-/* Its cgroups, then its veth: each waits for a host-wide lock (cgroup_mutex,
- * rtnl_lock). The veth goes before teardown_rest frees the slot, whose
- * number is in its name. */
+/* Its layer's fds, its cgroups, then its veth: the last close of an image
+ * frees its extents (seconds for one that wrote gigabytes), the others
+ * wait for a host-wide lock (cgroup_mutex, rtnl_lock). The veth goes before
+ * teardown_rest frees the slot, whose number is in its name. */
 static void cg_destroy_work(struct hx_lane_job *j)
 {
     struct sandbox *sb = SB_OF_CG_JOB(j);
+    disk_layer_close(&sb->gone_disk); /* once: then its fds are -1 */
     sb->cg_rc = sb->cg_made ? cgroup_destroy(sb->id, &sb->cg_err) : 0;
     if (sb->cg_rc == -EBUSY)
         return; /* retried: the veth with the last try */
@@ -306,12 +308,16 @@ static int fd_room(struct hx_err *e)
 static void teardown_finish(struct sandbox *sb)
 {
     record_usage(sb);
-    disk_layer_close(&sb->disk); /* the space comes back with the last mount */
+    /* The space comes back with the last mount and the last close, which
+     * frees the image's extents inside close(2): on the lane, below. */
+    sb->gone_disk = sb->disk;
+    sb->disk.dev_fd = sb->disk.file_fd = -1;
     sb_storage_free(hx_steal(&sb->storage)); /* storage: sizes recorded, images let go */
     sb->disk.promised_mb = 0;
     if (!net_sandbox_link_name(sb, sb->gone_link))
         sb->gone_link[0] = 0;
-    if (sb->cg_made || sb->gone_link[0]) { /* teardown_rest once they are gone */
+    if (sb->cg_made || sb->gone_link[0] || sb->gone_disk.dev_fd >= 0 || sb->gone_disk.file_fd >= 0) {
+        /* teardown_rest once they are gone */
         hx_lane_queue(&cg_lane, &sb->cg_job, cg_destroy_work, cg_destroy_done);
         return;
     }

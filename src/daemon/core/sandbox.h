@@ -167,6 +167,7 @@ struct sandbox {
     char *cg_cpus;                /* for the create: its cpuset's CPUs ("0,1"), NULL = the parent's; owned */
     bool cg_made;                 /* its cgroup directories may exist */
     char gone_link[16];           /* at teardown: its veth, removed on the lane too (net_link_remove) */
+    struct disk_layer gone_disk;  /* at teardown: its layer's fds, closed on the lane (the last close frees its extents) */
     int open_handles;
     int64_t created_ms, stop_at_ms;
     uint32_t memory_mb;
