@@ -62,6 +62,9 @@ static const char usage[] =
     "                        by sandbox processes (docs/performance/fairness.md) [100; 0 = the kernel's]\n"
     "  --loop-stall-ms N     log each event loop iteration busier than N ms, or that waited N ms for a\n"
     "                        CPU, with where the time went (a debug aid; docs/performance/fairness.md) [0 = off]\n"
+    "  --daemon-cpu-shares N hutchd and its helpers run in a cpu cgroup of their own (NAME-daemon, cgroup\n"
+    "                        v1) with N shares, so a host busy with sandboxes does not make the API and\n"
+    "                        every stream wait for a CPU (docs/performance/fairness.md) [4096; 0 = stay put]\n"
     "  --lxcfs PATH          lxcfs binary for sandboxes' own /proc/meminfo, cpuinfo, stat, uptime,\n"
     "                        loadavg (hutchd runs its own on STATE/lxcfs; \"\" = off) [/usr/bin/lxcfs]\n"
     "  --price-cpu-hour USD  metering: price of a CPU-hour [0.05]\n"
@@ -138,6 +141,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
     cfg->pids_max = 1024;
     cfg->cpu_millis = 2000;
     cfg->control_slice_us = 100;
+    cfg->daemon_cpu_shares = 4096;
     cfg->max_sandboxes = 256;
     cfg->warm = 2;
     cfg->warm_memory_mb = 32;
@@ -179,7 +183,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_DNSUP,
            O_STORSIZE, O_VOLMAX, O_REGIONS,
            O_CPUMILLIS, O_CTLSLICE, O_LOOPSTALL,
-           O_LXCFS,
+           O_LXCFS, O_DAEMONSHARES,
            O_PRICECPU,
            O_PRICEMEM,
            O_PRICEVOL,
@@ -225,6 +229,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"control-slice-us", required_argument, 0, O_CTLSLICE},
         {"loop-stall-ms", required_argument, 0, O_LOOPSTALL},
         {"lxcfs", required_argument, 0, O_LXCFS},
+        {"daemon-cpu-shares", required_argument, 0, O_DAEMONSHARES},
         {"price-cpu-hour", required_argument, 0, O_PRICECPU},
         {"price-memory-gib-hour", required_argument, 0, O_PRICEMEM},
         {"price-volume-gib-month", required_argument, 0, O_PRICEVOL},
@@ -362,6 +367,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
                 return hx_fail(e, EINVAL, "--loop-stall-ms must be 0..600000");
             break;
         case O_LXCFS: cfg->lxcfs_path = optarg; break;
+        case O_DAEMONSHARES: /* v1 cpu.shares bounds */
+            if ((r = parse_u32(optarg, &cfg->daemon_cpu_shares, "--daemon-cpu-shares", e)) < 0)
+                return r;
+            if (cfg->daemon_cpu_shares && (cfg->daemon_cpu_shares < 2 || cfg->daemon_cpu_shares > 262144))
+                return hx_fail(e, EINVAL, "--daemon-cpu-shares must be 0 or 2..262144");
+            break;
         case O_PRICECPU: if ((r = meter_parse_price(optarg, &cfg->prices.cpu_hour, e)) < 0) return hx_wrap(e, "--price-cpu-hour"); break;
         case O_PRICEMEM: if ((r = meter_parse_price(optarg, &cfg->prices.mem_gib_hour, e)) < 0) return hx_wrap(e, "--price-memory-gib-hour"); break;
         case O_PRICEVOL: if ((r = meter_parse_price(optarg, &cfg->prices.vol_gib_month, e)) < 0) return hx_wrap(e, "--price-volume-gib-month"); break;

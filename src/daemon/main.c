@@ -240,6 +240,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "hutchd: %s\n", e.msg);
         return 1;
     }
+    if (cfg.daemon_cpu_shares) { /* before hutchd starts its helpers: they go along */
+        struct hx_err de = {0};
+        if (cgroup_daemon_enter(cfg.daemon_cpu_shares, &de) < 0)
+            fprintf(stderr, "hutchd: keeps its CPU weight (--daemon-cpu-shares): %s\n", de.msg);
+    }
     restore_adopt_all(); /* restore: a previous hutchd's sandboxes that still run */
     sandbox_cleanup_stale();
     char views_mnt[4200];
@@ -297,6 +302,7 @@ int main(int argc, char **argv)
     views_stop(); /* lxcfs and its mount go too */
     ingress_fini();
     sshd_fini();
+    cgroup_daemon_leave(); /* its helpers have exited */
     if (!g_daemon.sandboxes && !restore_left_running())
         cgroup_fini();
     store_close(g_daemon.store);

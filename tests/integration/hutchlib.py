@@ -120,6 +120,8 @@ def cgroup_parents(name):
     paths.append(os.path.join(CGROUP_ROOT, name))
     # v1: the agents' cpu cgroup beside it (src/daemon/sandbox/cgroup.c); no sandbox cgroups below
     paths.append(os.path.join(CGROUP_ROOT, "cpu", name + "-agents"))
+    # and hutchd's own (--daemon-cpu-shares); nothing below it either
+    paths.append(os.path.join(CGROUP_ROOT, "cpu", name + "-daemon"))
     return paths
 
 

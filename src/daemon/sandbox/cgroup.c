@@ -225,6 +225,59 @@ static void agents_cgroup_init(void)
         snprintf(agents_cg, sizeof agents_cg, "%s-agents", ctrl_root[C_CPU]);
 }
 
+/* v1: hutchd's own cpu cgroup (NAME-daemon), and its process's cgroup
+ * before it moved there (the cgroup.procs file to go back to). A loaded
+ * host otherwise gives the event loop, which every stream and API call
+ * passes through, one autogroup's weight beside every busy sandbox's and
+ * agent's: at a load of hundreds the loop waited 1-1.5 s at a time for a
+ * CPU (--loop-stall-ms; docs/performance/fairness.md). */
+static char daemon_cg[520];
+static char daemon_home[1100];
+static const char *thread_cgroup_of(const char *text, const char *name, size_t *len);
+
+int cgroup_daemon_enter(uint32_t shares, struct hx_err *e)
+{
+    if (v2 || !ctrl_root[C_CPU][0] || !ctrl_mnt[C_CPU][0])
+        return hx_fail(e, ENOTSUP, "no cgroup v1 cpu hierarchy of hutchd's own to weigh it in");
+    char text[4096], p[600], v[32];
+    size_t len;
+    const char *at = read_small("/proc/self/cgroup", text, sizeof text) > 0 ? thread_cgroup_of(text, "cpu", &len) : NULL;
+    if (!at || len == 0 || len > 600 || at[0] != '/')
+        return hx_fail(e, ENOENT, "cannot tell hutchd's cpu cgroup");
+    snprintf(daemon_home, sizeof daemon_home, "%s%.*s/cgroup.procs", ctrl_mnt[C_CPU], len == 1 ? 0 : (int)len, at);
+    snprintf(p, sizeof p, "%s-daemon", ctrl_root[C_CPU]);
+    if (mkdir(p, 0755) < 0 && errno != EEXIST)
+        return hx_fail(e, errno, "mkdir %s: %m", p);
+    snprintf(v, sizeof v, "%u", shares);
+    snprintf(p, sizeof p, "%s-daemon/cpu.shares", ctrl_root[C_CPU]);
+    int r = write_file(p, v, e);
+    if (r < 0)
+        return r;
+    snprintf(p, sizeof p, "%s-daemon/cgroup.procs", ctrl_root[C_CPU]);
+    if ((r = write_file(p, "0", e)) < 0) /* "0": the writer's whole process */
+        return r;
+    snprintf(daemon_cg, sizeof daemon_cg, "%s-daemon", ctrl_root[C_CPU]);
+    return 0;
+}
+
+void cgroup_daemon_leave(void)
+{
+    if (!daemon_cg[0])
+        return;
+    struct hx_err e = {0};
+    if (write_file(daemon_home, "0", &e) < 0)
+        fprintf(stderr, "hutchd: could not leave its cpu cgroup: %s\n", e.msg);
+    else {
+        /* a helper told to stop may still be exiting: a second at most */
+        int r;
+        for (int i = 0; (r = rmdir(daemon_cg)) < 0 && errno == EBUSY && i < 50; i++)
+            usleep(20000);
+        if (r < 0 && errno != ENOENT)
+            fprintf(stderr, "hutchd: rmdir %s: %s\n", daemon_cg, strerror(errno));
+    }
+    daemon_cg[0] = 0;
+}
+
 int cgroup_agent_cpu_paths(const char *id, char *agent, size_t acap, char *user, size_t ucap)
 {
     if (v2 || !agents_cg[0])

@@ -38,6 +38,14 @@ int cgroup_leave(struct cgroup_home *home, struct hx_err *e);
  * of sandbox ID's (where its processes run); -ENOTSUP on v2 (the agent then
  * stays in its sandbox's cgroup). */
 int cgroup_agent_cpu_paths(const char *id, char *agent, size_t acap, char *user, size_t ucap);
+/* v1: moves hutchd's process (every thread; helpers it starts later
+ * inherit it) into a cpu cgroup of its own, NAME-daemon beside NAME, with
+ * `shares`; -ENOTSUP on v2 or without a whole cpu hierarchy (a service
+ * manager's CPUWeight= is the way there). */
+int cgroup_daemon_enter(uint32_t shares, struct hx_err *e);
+/* Moves it back where cgroup_daemon_enter found it and removes NAME-daemon
+ * (call once hutchd's helpers have exited). */
+void cgroup_daemon_leave(void);
 /* Number of OOM kills in the sandbox's memory cgroup so far. */
 int cgroup_oom_kills(const char *id, uint64_t *n);
 /* Usage: memory now/peak bytes, CPU ns. Missing values are 0. */
