@@ -527,6 +527,9 @@ run_scale() {
   local stall_ms=${HUTCH_SCALE_LOOP_STALL_MS:-100}
   D_ARGS=(--disk 16 --disk-dir "$D_DIR/disks" --disk-reserve 64 --max-sandboxes $((SCALE_N + 20)) --storage-size 1GiB)
   ((stall_ms > 0)) && D_ARGS+=(--loop-stall-ms "$stall_ms")
+  # HUTCH_SCALE_ARGS: more hutchd flags for this step (an A/B of an option)
+  # shellcheck disable=SC2206
+  D_ARGS+=(${HUTCH_SCALE_ARGS:-})
   local rc=0
   if start_sdk_daemon; then
     # shellcheck disable=SC2086
