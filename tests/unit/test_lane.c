@@ -43,15 +43,29 @@ static void job_done(struct hx_lane_job *j)
         hx_lane_queue(&lane, j, job_work, job_done);
 }
 
+/* a loop and the lane on it, fresh counters */
+static void lane_up(uv_loop_t *loop)
+{
+    uv_loop_init(loop);
+    loop_thread = pthread_self();
+    run_seq = 0;
+    done_seq = 0;
+    assert_int_equal(hx_lane_start(&lane, loop, "test-lane"), 0);
+}
+
+/* the lane's thread joined, its handle closed, the loop closes clean */
+static void lane_down(uv_loop_t *loop)
+{
+    hx_lane_stop(&lane);
+    uv_run(loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
 static void test_jobs_run_in_order_off_the_loop_and_finish_on_it(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    loop_thread = pthread_self();
-    run_seq = 0;
-    done_seq = 0;
-    assert_int_equal(hx_lane_start(&lane, &loop, "test-lane"), 0);
+    lane_up(&loop);
     struct job jobs[50];
     memset(jobs, 0, sizeof jobs);
     for (int i = 0; i < 50; i++) {
@@ -66,28 +80,20 @@ static void test_jobs_run_in_order_off_the_loop_and_finish_on_it(void **state)
         assert_int_equal(jobs[i].order_run, i);
         assert_int_equal(jobs[i].order_done, i);
     }
-    hx_lane_stop(&lane);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    lane_down(&loop);
 }
 
 static void test_a_done_may_queue_its_job_again(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    loop_thread = pthread_self();
-    run_seq = 0;
-    done_seq = 0;
-    assert_int_equal(hx_lane_start(&lane, &loop, "test-lane"), 0);
+    lane_up(&loop);
     struct job x = {.requeue = 3};
     hx_lane_queue(&lane, &x.j, job_work, job_done);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(run_seq, 4); /* once and three more */
     assert_int_equal(done_seq, 4);
-    hx_lane_stop(&lane);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    lane_down(&loop);
 }
 
 static void gate_work(struct hx_lane_job *j)
@@ -130,21 +136,16 @@ static void test_a_blocked_job_does_not_hold_the_loop(void **state)
     assert_int_equal(b.order_run, 1); /* b waited for a: one at a time */
     assert_int_equal(done_seq, 2);
     uv_close((uv_handle_t *)&t, NULL);
-    hx_lane_stop(&lane);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    lane_down(&loop);
 }
 
 static void test_an_idle_lane_lets_the_loop_end(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    assert_int_equal(hx_lane_start(&lane, &loop, "test-lane"), 0);
+    lane_up(&loop);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* returns at once */
-    hx_lane_stop(&lane);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    lane_down(&loop);
 }
 
 int main(void)
