@@ -6,6 +6,7 @@
 # options, e.g. "--control-slice-us 0" for a before/after pair); BENCH_ONLY=sdk,create,fair,fs,exec,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all but fivek). BENCH_ONLY=fivek: 5,000 sandboxes alive at once
 # (bench/fivek_bench.mjs; FIVEK_N, FIVEK_PAR, FIVEK_DISK_MB; about an hour here, ~6 GiB of memory), never by default.
+# BENCH_ONLY=createtail: the create path's tail while CREATETAIL_N (1000) pile up (bench/create_tail.mjs), never by default.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
