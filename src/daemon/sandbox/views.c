@@ -65,6 +65,13 @@ static struct {
     int fd[HX_VIEW_N];
 } files = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+static void files_close(void)
+{
+    for (int i = 0; files.gen && i < HX_VIEW_N; i++)
+        close(files.fd[i]);
+    files.gen = 0;
+}
+
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
@@ -297,6 +304,12 @@ void views_stop(void)
     g.stopping = true;
     g.ready = false;
     atomic_store(&serving_gen, 0);
+    /* the fds views_clone_trees held (unless a worker still waits in a
+     * lookup with the lock: then they go with the process) */
+    if (pthread_mutex_trylock(&files.mu) == 0) {
+        files_close();
+        pthread_mutex_unlock(&files.mu);
+    }
     uv_timer_stop(&g.timer);
     if (g.running) {
         /* The loop has stopped: reap by hand. SIGTERM lets it unmount. */
@@ -378,13 +391,6 @@ int views_apply(int pidfd, const char *dir, struct hx_err *e)
         if (tree[i] >= 0)
             close(tree[i]);
     return ret;
-}
-
-static void files_close(void)
-{
-    for (int i = 0; files.gen && i < HX_VIEW_N; i++)
-        close(files.fd[i]);
-    files.gen = 0;
 }
 
 /* Under files.mu: the O_PATH fds of generation gen's files. */
