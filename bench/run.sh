@@ -6,6 +6,7 @@
 # options, e.g. "--control-slice-us 0" for a before/after pair); BENCH_ONLY=sdk,create,fair,fs,exec,volumes,apps,net,ingress,vscode,mem
 # runs only those parts (default: all but fivek). BENCH_ONLY=fivek: 5,000 sandboxes alive at once
 # (bench/fivek_bench.mjs; FIVEK_N, FIVEK_PAR, FIVEK_DISK_MB; about an hour here, ~6 GiB of memory), never by default.
+# BENCH_ONLY=createtail: the create path's tail while CREATETAIL_N (1000) pile up (bench/create_tail.mjs), never by default.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${HUTCH_BUILD:-build}
@@ -261,6 +262,34 @@ else
   echo "bench: fivek: cannot make the layers' file system" >&2; rc=1
 fi
 fivek_disks_down
+fi
+
+# BENCH_ONLY=createtail (only when named): the create path's tail while CREATETAIL_N
+# sandboxes pile up (bench/create_tail.mjs): its own hutchd with the create
+# trace on and the scale step's flags (layers on a tmpfs of its own), the steps
+# of the slowest creates and samples of where their hutch-init and hutchd's
+# threads sat. CREATETAIL_N (1000), CREATETAIL_PAR (10), CREATETAIL_HUTCHD_ARGS,
+# CT_SAMPLE_MS (100), CREATETAIL_OUT (a file to keep its JSON in); HUTCH_BUILD=DIR runs another build's hutchd with it.
+if named createtail; then
+CREATETAIL_N=${CREATETAIL_N:-1000}
+stop_hutchd
+mkdir -p "$TMP/ct-disks"
+if mount -t tmpfs -o size=$((CREATETAIL_N * 17 + 512))m,mode=0700 hutch-ct "$TMP/ct-disks"; then
+  : >"$TMP/hutchd.log"
+  # shellcheck disable=SC2086
+  HUTCH_CREATE_TRACE=1 start_hutchd "$TMP/state-ct" --disk 16 --disk-dir "$TMP/ct-disks" --disk-reserve 64 \
+    --max-sandboxes $((CREATETAIL_N + 20)) --storage-size 1GiB ${CREATETAIL_HUTCHD_ARGS:-}
+  in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
+    DENO_DEPLOY_TOKEN="$(cat "$TMP/state-ct/admin.token")" HUTCHD_PID="$HPID" HUTCH_CGROUP_NAME="hutch-bench-$RUN" \
+    CT_LOG="$TMP/hutchd.log" CT_N="$CREATETAIL_N" CT_PAR="${CREATETAIL_PAR:-10}" \
+    timeout 3600 node bench/create_tail.mjs >"$TMP/createtail.json" ||
+    { echo "bench: createtail failed; hutchd log tail:" >&2; tail -n 30 "$TMP/hutchd.log" >&2; rc=1; }
+  [[ -n ${CREATETAIL_OUT:-} ]] && cp "$TMP/createtail.json" "$CREATETAIL_OUT"
+  stop_hutchd
+  umount "$TMP/ct-disks" || { echo "bench: createtail: its tmpfs is still mounted" >&2; rc=1; }
+else
+  echo "bench: createtail: cannot mount the layers' tmpfs" >&2; rc=1
+fi
 fi
 
 echo

@@ -11,6 +11,7 @@
 #define INIT_USERNS_FD 4  /* the sandbox's user namespace (closed after setup) */
 #define INIT_RESTORE_FD 6 /* live restore: a bound unix socket a returning hutchd connects to (optional) */
 #define INIT_ROOT_FD 7    /* a snapshot root: a detached clone of hutchd's shared mount of it (optional) */
+#define INIT_VIEWS_FD 8   /* views: HX_VIEW_N detached clones of lxcfs's files, fds 8.. (optional) */
 #define INIT_APP_UID 1000u
 
 /* HX_SETUP, validated (setup.c). Strings point into the JSON object. */

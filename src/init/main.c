@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include "lib/views.h"
 #include "lib/wire.h"
 
 const char *errno_name(int code)
@@ -84,6 +85,8 @@ int main(void)
     if (fcntl(INIT_RESTORE_FD, F_SETFD, FD_CLOEXEC) == 0 && listen(INIT_RESTORE_FD, 4) == 0)
         restore_fd = INIT_RESTORE_FD;
     fcntl(INIT_ROOT_FD, F_SETFD, FD_CLOEXEC); /* a snapshot root's mount, when hutchd passed one */
+    for (int i = 0; i < HX_VIEW_N; i++) /* lxcfs's files, when hutchd passed them */
+        fcntl(INIT_VIEWS_FD + i, F_SETFD, FD_CLOEXEC);
 
     /* The first frame must be HX_SETUP. Read exactly one frame, so that
      * whatever follows is left for the agent loop. */

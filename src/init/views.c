@@ -28,6 +28,7 @@ static struct {
     cpu_set_t cpus;
     bool has_cpus;
     int tree[HX_VIEW_N];            /* detached clones of lxcfs's files, -1 = none */
+    bool passed;                    /* tree[] came from hutchd (views.trees) */
     bool prepared;
 } g;
 
@@ -42,6 +43,15 @@ static bool dir_ok(const char *p)
     return true;
 }
 
+static void close_trees(void)
+{
+    for (int i = 0; i < HX_VIEW_N; i++)
+        if (g.tree[i] >= 0) {
+            close(g.tree[i]);
+            g.tree[i] = -1;
+        }
+}
+
 int views_parse(json_t *root, struct hx_err *e)
 {
     memset(&g, 0, sizeof g);
@@ -52,6 +62,21 @@ int views_parse(json_t *root, struct hx_err *e)
         return 0;
     if (!json_is_object(v))
         return hx_fail(e, EINVAL, "setup: views must be an object");
+    json_t *trees = json_object_get(v, "trees");
+    if (trees && !json_is_null(trees)) {
+        /* hutchd's clones of lxcfs's files (fds 8..): bound without a
+         * lookup through lxcfs */
+        if (!json_is_integer(trees) || json_integer_value(trees) != INIT_VIEWS_FD)
+            return hx_fail(e, EINVAL, "setup: bad views.trees");
+        for (int i = 0; i < HX_VIEW_N; i++) {
+            if (fcntl(INIT_VIEWS_FD + i, F_GETFD) < 0) {
+                close_trees();
+                return hx_fail(e, EBADF, "setup: views.trees: fd %d is not open", INIT_VIEWS_FD + i);
+            }
+            g.tree[i] = INIT_VIEWS_FD + i;
+        }
+        g.passed = true;
+    }
     json_t *dir = json_object_get(v, "lxcfs");
     if (dir && !json_is_null(dir)) {
         if (!json_is_string(dir) || !dir_ok(json_string_value(dir)))
@@ -77,15 +102,6 @@ int views_parse(json_t *root, struct hx_err *e)
     return 0;
 }
 
-static void close_trees(void)
-{
-    for (int i = 0; i < HX_VIEW_N; i++)
-        if (g.tree[i] >= 0) {
-            close(g.tree[i]);
-            g.tree[i] = -1;
-        }
-}
-
 int views_prepare(struct hx_err *e)
 {
     /* nproc, os.availableParallelism(), os.process_cpu_count() and the JVM
@@ -94,11 +110,21 @@ int views_prepare(struct hx_err *e)
      * quota it gets. */
     if (g.has_cpus && sched_setaffinity(0, sizeof g.cpus, &g.cpus) < 0)
         return hx_fail(e, errno, "sched_setaffinity: %m");
-    if (!g.lxcfs)
-        return 0;
     struct mount_attr attr = {
         .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
     };
+    if (g.passed) {
+        for (int i = 0; i < HX_VIEW_N; i++)
+            if (syscall(SYS_mount_setattr, g.tree[i], "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+                int err = errno;
+                close_trees();
+                return hx_fail(e, err, "views: the mount passed for /proc/%s: %m", view_files[i]);
+            }
+        g.prepared = true;
+        return 0;
+    }
+    if (!g.lxcfs)
+        return 0;
     char path[PATH_MAX];
     for (int i = 0; i < HX_VIEW_N; i++) {
         snprintf(path, sizeof path, "%s/proc/%s", g.lxcfs, view_files[i]);

@@ -247,6 +247,30 @@ def test_killed_lxcfs_falls_back_then_returns(make_hutchd, tmp_path):
     assert not os.path.exists(f"/proc/{pid}"), pid
 
 
+def test_a_create_asks_lxcfs_nothing(views_hutchd):
+    # hutchd clones lxcfs's files from fds it holds open and passes the clones
+    # to hutch-init: a create makes no lookup through lxcfs (each made lxcfs
+    # read the host's whole /proc file for its size; /proc/diskstats on a host
+    # with thousands of loop devices held creates for seconds). With lxcfs
+    # stopped, a sandbox still starts, its /proc/meminfo already lxcfs's.
+    d = views_hutchd
+    with d.create_sandbox({"memory_mb": 1280}) as sb:  # positive control, and hutchd's fds are open
+        assert sandbox_mem_total_kib(sb) == 1280 * 1024
+    pid = lxcfs_pid(d)
+    assert pid, d.log_tail()
+    time.sleep(3)  # past any lookup lxcfs's answers are cached for
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with d.create_sandbox({"memory_mb": 1024}) as sb2:
+            # mountinfo only: reading the file would wait for lxcfs
+            r = sb2.sh("grep ' /proc/meminfo ' /proc/self/mountinfo")
+            assert r["code"] == 0 and b"lxcfs" in r["stdout"], r
+            os.kill(pid, signal.SIGCONT)
+            assert sandbox_mem_total_kib(sb2) == 1024 * 1024
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_without_lxcfs_sandboxes_get_the_kernel_views(make_hutchd):
     d = make_hutchd(extra_args=["--warm", "0", "--lxcfs", "/nonexistent/lxcfs"])
     assert "no lxcfs at /nonexistent/lxcfs" in d._log_text()

@@ -6,7 +6,11 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include "init/init.h"
 #include "init/views.h"
+#include "lib/views.h"
 
 static int parse(const char *text)
 {
@@ -76,6 +80,32 @@ static void test_bad_cpu_lists_are_refused(void **state)
     free(many);
 }
 
+static void test_passed_trees_need_their_fds(void **state)
+{
+    /* "trees": hutchd's clones of lxcfs's files at fds 8..14: refused unless
+     * exactly 8 and every one of them open (EBADF names the first missing) */
+    for (int i = 0; i < HX_VIEW_N; i++)
+        close(INIT_VIEWS_FD + i);
+    assert_int_equal(parse("{\"views\": {\"trees\": 8}}"), -EBADF);
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(devnull >= 0);
+    for (int i = 0; i < HX_VIEW_N - 1; i++)
+        assert_int_equal(dup2(devnull, INIT_VIEWS_FD + i), INIT_VIEWS_FD + i);
+    assert_int_equal(parse("{\"views\": {\"trees\": 8}}"), -EBADF); /* the last one missing */
+    for (int i = 0; i < HX_VIEW_N; i++)
+        assert_int_equal(dup2(devnull, INIT_VIEWS_FD + i), INIT_VIEWS_FD + i);
+    static const char *const bad[] = {
+        "{\"views\": {\"trees\": 7}}", "{\"views\": {\"trees\": 9}}",
+        "{\"views\": {\"trees\": \"8\"}}", "{\"views\": {\"trees\": [8]}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(parse(bad[i]), -EINVAL);
+    assert_int_equal(parse("{\"views\": {\"trees\": 8, \"cpus\": [0]}}"), 0);
+    for (int i = 0; i < HX_VIEW_N; i++)
+        close(INIT_VIEWS_FD + i);
+    close(devnull);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -83,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_what_hutchd_sends_is_taken),
         cmocka_unit_test(test_bad_lxcfs_paths_are_refused),
         cmocka_unit_test(test_bad_cpu_lists_are_refused),
+        cmocka_unit_test(test_passed_trees_need_their_fds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

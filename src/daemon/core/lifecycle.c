@@ -30,6 +30,7 @@
 #include "daemon/sandbox/views.h"
 #include "daemon/store/store.h"
 #include "lib/fds.h"
+#include "lib/views.h"
 #include "lib/strparse.h"
 
 struct daemon_ctx g_daemon;
@@ -550,9 +551,19 @@ static void launch_work(uv_work_t *req)
         }
     }
     trace(sb, TR_DISK);
+    /* views: lxcfs's files cloned here from fds held open, so that
+     * hutch-init looks nothing up through lxcfs (views.h) */
+    int vt[HX_VIEW_N];
+    struct hx_err ve = {0};
+    static _Atomic bool vt_told;
+    if (views_clone_trees(vt, &sb->launch_views_gen, &ve) < 0 && !vt_told) {
+        vt_told = true; /* hutch-init binds them by path, as before */
+        fprintf(stderr, "hutchd: %s: %s; hutch-init binds lxcfs's files by their path\n", sb->id, ve.msg);
+    }
     struct launch_spec ls = {.id = sb->id, .uid_base = sb->uid_base, .uid_count = UID_COUNT,
                              .init_memfd = g_daemon.init_memfd, .restore_fd = sb->restore.launch_fd,
-                             .root_tree_fd = sb_storage_root_tree(sb->storage)};
+                             .root_tree_fd = sb_storage_root_tree(sb->storage),
+                             .view_trees = sb->launch_views_gen ? vt : NULL};
     /* v1: this thread steps into the sandbox's cgroups for the clone, so
      * hutch-init starts in them (its own move costs no grace period, a
      * cgroup.procs write does: ~10 ms). Else plumb_work attaches it. */
@@ -562,6 +573,8 @@ static void launch_work(uv_work_t *req)
     sb->launch_rc = sandbox_launch(&ls, &sb->launch_fd, &sb->pid, &sb->pidfd, &sb->launch_err);
     if (sb->cg_entered && cgroup_leave(&home, &ce) < 0)
         fprintf(stderr, "hutchd: %s: a worker thread could not leave its cgroups: %s\n", sb->id, ce.msg);
+    for (int i = 0; sb->launch_views_gen && i < HX_VIEW_N; i++)
+        close(vt[i]); /* hutch-init has its own */
     trace(sb, TR_LAUNCH);
 }
 

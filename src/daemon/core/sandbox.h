@@ -202,6 +202,7 @@ struct sandbox {
     struct disk_layer disk;       /* its writable layer (daemon/sandbox/disk.h) */
     struct sb_storage *storage;   /* storage: its volumes and root (core/volumes.h); owned, may be NULL */
     uint64_t views_gen;           /* views: the lxcfs generation its /proc binds show (views_sync.c) */
+    uint64_t launch_views_gen;    /* views: lxcfs's generation of the clones launch_work passed, 0 = none */
     bool views_busy;              /* views: a worker is re-binding them */
     json_t *views_cpus;           /* views: its CPUs (affinity, v1 cpuset), NULL = all */
     struct sb_samples *samples;   /* dashboard: its CPU and memory samples (sbstats.c); owned, may be NULL */

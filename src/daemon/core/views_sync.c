@@ -24,8 +24,15 @@ json_t *sandbox_views_setup(struct sandbox *sb)
     sb->views_gen = views_generation();
     json_t *v = json_object();
     const char *dir = views_dir();
-    if (dir)
+    if (sb->launch_views_gen) {
+        /* hutch-init got the clones at launch (fds 8..): what they show is
+         * this generation's; at ready, sandbox_views_sync rebinds them if
+         * lxcfs changed since */
+        sb->views_gen = sb->launch_views_gen;
+        json_object_set_new(v, "trees", json_integer(8));
+    } else if (dir) {
         json_object_set_new(v, "lxcfs", json_string(dir));
+    }
     if (sb->views_cpus)
         json_object_set(v, "cpus", sb->views_cpus);
     return v;

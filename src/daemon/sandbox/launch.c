@@ -1,6 +1,7 @@
 /* Launching a sandbox's PID 1: the user namespace (made first, entered last
  * by hutch-init) and the clone3() of hutch-init from a sealed memfd. */
 #include "daemon/sandbox/launch.h"
+#include "lib/views.h"
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -124,9 +125,14 @@ static int make_userns(const struct launch_spec *s, struct hx_err *e)
  * calls only, nothing that allocates or locks, never returns. */
 struct init_fds {
     int sock, userns, memfd, devnull, restore, tree;
+    const int *views; /* HX_VIEW_N fds or NULL */
 };
 
-static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore, int tree);
+/* fds 8 .. 8 + HX_VIEW_N - 1 of hutch-init: the views' detached mounts */
+#define VIEWS_FD 8
+#define FIRST_FREE (VIEWS_FD + HX_VIEW_N)
+
+static _Noreturn void exec_init(const struct init_fds *f);
 
 /* Every signal's disposition back to the default before hutch-init's exec:
  * an ignored signal stays ignored across exec, so whatever hutchd's own
@@ -151,22 +157,26 @@ static void reset_all_signals(void)
 
 static int init_child(void *arg)
 {
-    const struct init_fds *f = arg;
-    exec_init(f->sock, f->userns, f->memfd, f->devnull, f->restore, f->tree);
+    exec_init(arg);
 }
 
-static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, int restore, int tree)
+static _Noreturn void exec_init(const struct init_fds *f)
 {
+    int restore = f->restore, tree = f->tree;
     /* Move everything above the target numbers first so dup2 cannot
-     * clobber a source that happens to be 3, 4 or 5. */
-    int s = fcntl(sock, F_DUPFD_CLOEXEC, 10);
-    int u = fcntl(userns, F_DUPFD_CLOEXEC, 10);
-    int m = fcntl(memfd, F_DUPFD_CLOEXEC, 10);
-    int n = fcntl(devnull, F_DUPFD_CLOEXEC, 10);
-    int rs = restore >= 0 ? fcntl(restore, F_DUPFD_CLOEXEC, 10) : -1;
-    int t = tree >= 0 ? fcntl(tree, F_DUPFD_CLOEXEC, 10) : -1;
+     * clobber a source that happens to be one of them. */
+    int s = fcntl(f->sock, F_DUPFD_CLOEXEC, FIRST_FREE);
+    int u = fcntl(f->userns, F_DUPFD_CLOEXEC, FIRST_FREE);
+    int m = fcntl(f->memfd, F_DUPFD_CLOEXEC, FIRST_FREE);
+    int n = fcntl(f->devnull, F_DUPFD_CLOEXEC, FIRST_FREE);
+    int rs = restore >= 0 ? fcntl(restore, F_DUPFD_CLOEXEC, FIRST_FREE) : -1;
+    int t = tree >= 0 ? fcntl(tree, F_DUPFD_CLOEXEC, FIRST_FREE) : -1;
     if (s < 0 || u < 0 || m < 0 || n < 0 || (restore >= 0 && rs < 0) || (tree >= 0 && t < 0))
         _exit(126);
+    int v[HX_VIEW_N];
+    for (int i = 0; f->views && i < HX_VIEW_N; i++)
+        if ((v[i] = fcntl(f->views[i], F_DUPFD_CLOEXEC, FIRST_FREE)) < 0)
+            _exit(126);
     /* stdio is /dev/null: PID 1 reports through HX_LOG, never onto a
      * daemon terminal a compromised agent could inject into. */
     if (dup2(n, 0) < 0 || dup2(n, 1) < 0 || dup2(n, 2) < 0 || dup2(s, 3) < 0 || dup2(u, 4) < 0 ||
@@ -176,8 +186,11 @@ static _Noreturn void exec_init(int sock, int userns, int memfd, int devnull, in
         _exit(126);
     if (t >= 0 && dup2(t, 7) < 0) /* likewise */
         _exit(126);
+    for (int i = 0; f->views && i < HX_VIEW_N; i++)
+        if (dup2(v[i], VIEWS_FD + i) < 0) /* likewise */
+            _exit(126);
     if ((rs < 0 && close(6) < 0 && errno != EBADF) || (t < 0 && close(7) < 0 && errno != EBADF) ||
-        close_range(8, ~0U, 0) < 0)
+        close_range(f->views ? FIRST_FREE : VIEWS_FD, ~0U, 0) < 0)
         _exit(126);
 
     sigset_t all;
@@ -211,7 +224,7 @@ int sandbox_launch(const struct launch_spec *s, int *agent_fd, pid_t *pid, int *
         return hx_fail(e, errno, "open /dev/null: %m");
 
     int pfd = -1;
-    struct init_fds f = {theirs, userns, s->init_memfd, devnull, s->restore_fd, s->root_tree_fd};
+    struct init_fds f = {theirs, userns, s->init_memfd, devnull, s->restore_fd, s->root_tree_fd, s->view_trees};
     _Alignas(16) char stack[CHILD_STACK];
     /* The child starts with every signal blocked: no handler of hutchd's may
      * run in it (it shares our memory); exec_init resets them to default. */

@@ -12,6 +12,7 @@ struct launch_spec {
     int init_memfd;        /* from sandbox_init_memfd(), shared by every launch */
     int restore_fd;        /* live restore: a bound unix socket, fd 6 of hutch-init (it listens); -1 = none */
     int root_tree_fd;      /* a snapshot root: a detached mount, fd 7 of hutch-init (it moves it into place); -1 = none */
+    const int *view_trees; /* views: HX_VIEW_N detached mounts, fds 8.. of hutch-init (views_clone_trees); NULL = none */
 };
 
 /* Copies the hutch-init binary into a sealed, executable memfd (once, at

@@ -18,7 +18,9 @@
 #include "lib/views.h"
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,6 +51,26 @@ static struct {
     views_changed_cb cb;
     void *ud;
 } g;
+
+/* The generation of the lxcfs that serves now, 0 while none does: written
+ * by the loop (changed, views_stop), read by launch workers. */
+static _Atomic uint64_t serving_gen;
+
+/* O_PATH fds of lxcfs's view files, opened once per lxcfs instance by the
+ * first launch worker that needs them (views_clone_trees); launch workers
+ * only, never the loop (a FUSE lookup waits for lxcfs). */
+static struct {
+    pthread_mutex_t mu;
+    uint64_t gen; /* 0: none open */
+    int fd[HX_VIEW_N];
+} files = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void files_close(void)
+{
+    for (int i = 0; files.gen && i < HX_VIEW_N; i++)
+        close(files.fd[i]);
+    files.gen = 0;
+}
 
 static uint64_t mono_ms(void)
 {
@@ -94,6 +116,7 @@ static void detach_mount(void)
 static void changed(void)
 {
     g.gen++;
+    atomic_store(&serving_gen, g.ready ? g.gen : 0);
     if (g.cb)
         g.cb(g.ud);
 }
@@ -280,6 +303,13 @@ void views_stop(void)
         return;
     g.stopping = true;
     g.ready = false;
+    atomic_store(&serving_gen, 0);
+    /* the fds views_clone_trees held (unless a worker still waits in a
+     * lookup with the lock: then they go with the process) */
+    if (pthread_mutex_trylock(&files.mu) == 0) {
+        files_close();
+        pthread_mutex_unlock(&files.mu);
+    }
     uv_timer_stop(&g.timer);
     if (g.running) {
         /* The loop has stopped: reap by hand. SIGTERM lets it unmount. */
@@ -361,6 +391,61 @@ int views_apply(int pidfd, const char *dir, struct hx_err *e)
         if (tree[i] >= 0)
             close(tree[i]);
     return ret;
+}
+
+/* Under files.mu: the O_PATH fds of generation gen's files. */
+static int files_open(uint64_t gen, struct hx_err *e)
+{
+    if (files.gen == gen)
+        return 0;
+    files_close();
+    char path[PATH_MAX];
+    for (int i = 0; i < HX_VIEW_N; i++) {
+        snprintf(path, sizeof path, "%s/proc/%s", g.mnt, view_files[i]);
+        files.fd[i] = open(path, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+        if (files.fd[i] < 0) {
+            int r = hx_fail(e, errno, "open %s: %m", path);
+            while (i-- > 0)
+                close(files.fd[i]);
+            return r;
+        }
+    }
+    files.gen = gen;
+    return 0;
+}
+
+int views_clone_trees(int tree[], uint64_t *gen, struct hx_err *e)
+{
+    for (int i = 0; i < HX_VIEW_N; i++)
+        tree[i] = -1;
+    *gen = 0;
+    uint64_t want = atomic_load(&serving_gen);
+    if (!want)
+        return 0; /* no lxcfs serves: the sandbox starts with the kernel's files */
+    struct mount_attr attr = {
+        .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    };
+    int r;
+    pthread_mutex_lock(&files.mu);
+    if ((r = files_open(want, e)) == 0) {
+        for (int i = 0; i < HX_VIEW_N && r == 0; i++) {
+            /* The fd's own path: no lookup, so no request to lxcfs */
+            tree[i] = (int)syscall(SYS_open_tree, files.fd[i], "", AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+            if (tree[i] < 0 || syscall(SYS_mount_setattr, tree[i], "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+                r = hx_fail(e, errno, "clone lxcfs's %s: %m", view_files[i]);
+        }
+    }
+    pthread_mutex_unlock(&files.mu);
+    if (r == 0 && atomic_load(&serving_gen) == want) {
+        *gen = want;
+        return 0;
+    }
+    for (int i = 0; i < HX_VIEW_N; i++) /* failed, or lxcfs changed meanwhile: none */
+        if (tree[i] >= 0) {
+            close(tree[i]);
+            tree[i] = -1;
+        }
+    return r;
 }
 
 json_t *views_pick_cpus(uint32_t cpu_millis)

@@ -33,6 +33,15 @@ void views_stop(void);
  * the view files, then binds DIR's (NULL: none, the kernel's own files). */
 int views_apply(int pidfd, const char *dir, struct hx_err *e);
 
+/* For a new sandbox, on a launch worker: tree[i] a detached, read-only
+ * clone of lxcfs's view file HX_VIEW_FILES[i] (each hutch-init moves its
+ * own over /proc), made from fds opened once per lxcfs instance, so that
+ * no create looks the files up through lxcfs (each lookup makes lxcfs read
+ * the host's whole /proc file for its size: /proc/diskstats lists every
+ * block device of the host). *gen is the lxcfs generation they show; all -1
+ * and *gen 0 when no lxcfs serves, or on failure (then a negative errno). */
+int views_clone_trees(int tree[], uint64_t *gen, struct hx_err *e);
+
 /* The "cpus" list for HX_SETUP: CPU_MILLIS/1000 CPUs (rounded up) of
  * hutchd's own affinity, rotating so that sandboxes spread over the
  * machine; NULL when the quota covers every CPU. */
