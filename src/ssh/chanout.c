@@ -28,10 +28,13 @@ static int flush_pend(struct chanout *o, const struct chanout_ops *ops, void *ud
 static bool next_frame(struct chanout *o, const struct chanout_ops *ops, void *ud)
 {
     struct hx_frame f;
-    int r = hx_frame_decode(o->rbuf, o->rlen, &f);
+    /* a length past what rbuf holds is refused from the header: waiting for
+     * the rest would fill rbuf with a frame that never ends */
+    bool too_long = o->rlen >= HX_FRAME_HDR && hx_get_u32(o->rbuf) > SSH_PROC_FRAME_MAX;
+    int r = too_long ? -EMSGSIZE : hx_frame_decode(o->rbuf, o->rlen, &f);
     if (r == 0)
         return false;
-    if (r < 0 || f.len > SSH_PROC_FRAME_MAX) { /* hutchd broke the framing */
+    if (r < 0) { /* hutchd broke the framing */
         o->rlen = 0;
         o->broken = true;
         return false;
