@@ -243,7 +243,7 @@ static void update_events(struct chan *c)
     short want = 0;
     if (!c->backend_eof && chanout_can_read(&c->out) && !g_backlogged && ssh_channel_window_size(c->ch) > 0)
         want |= POLLIN;
-    if (c->olen)
+    if (c->olen || c->leftover) /* bytes in libssh are pulled from on_backend */
         want |= POLLOUT;
     c->want = want;
 }
@@ -424,8 +424,8 @@ static int cb_data(ssh_session s, ssh_channel ch, void *data, uint32_t len, int 
             break;
         took += k;
     }
-    if (took < len)
-        c->leftover = true;
+    /* libssh hands over all it holds: what is not taken now waits there */
+    c->leftover = took < len;
     obuf_flush(c);
     update_events(c);
     return (int)took;
