@@ -13,7 +13,9 @@
  * and the channels' sockets. Buffers are bounded both ways: a channel reads
  * its socket only while the client's window has room, and takes the
  * client's data only while its own outgoing buffer has room (the rest stays
- * in libssh, whose window then stops the client). */
+ * in libssh, whose window then stops the client). libssh runs this loop
+ * again from inside its own calls (a write flushes): the bytes toward the
+ * client move in chanout.c, which does not nest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
