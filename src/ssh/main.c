@@ -13,7 +13,9 @@
  * and the channels' sockets. Buffers are bounded both ways: a channel reads
  * its socket only while the client's window has room, and takes the
  * client's data only while its own outgoing buffer has room (the rest stays
- * in libssh, whose window then stops the client). */
+ * in libssh, whose window then stops the client). libssh runs this loop
+ * again from inside its own calls (a write flushes): the bytes toward the
+ * client move in chanout.c, which does not nest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -37,10 +39,10 @@
 #include "lib/confine.h"
 #include "lib/fdrecv.h"
 #include "lib/wire.h"
+#include "ssh/chanout.h"
 #include "ssh/ctl.h"
 
 #define OBUF_MAX (256u * 1024u)   /* bytes queued toward a channel's socket */
-#define RBUF_MAX (HX_FRAME_HDR + SSH_PROC_FRAME_MAX)
 #define CTL_BUF (64u * 1024u)
 #define AUTH_TRIES_MAX 6          /* distinct names asked about per connection */
 
@@ -49,7 +51,6 @@ struct chan {
     ssh_channel ch;
     uint32_t id;
     int fd;                       /* the channel's socket from hutchd, -1 before */
-    bool framed;                  /* a process (ssp frames) rather than a forward (raw bytes) */
     bool started;                 /* shell/exec/subsystem already asked for */
     bool pty;
     int rows, cols;
@@ -58,16 +59,13 @@ struct chan {
     short want;                   /* what it should watch: applied between turns of the loop, never
                                      inside one (libssh's poll context must not change under its feet) */
     bool client_eof, client_eof_sent, backend_eof, write_dead, leftover, done, closed, free_me;
+    bool eof_queued;              /* framed: the empty SSP_IN (end of stdin) is in obuf */
     bool have_exit;
     int exit_code;
     char exit_signal[16];
     uint8_t *obuf;                /* toward fd */
     size_t olen;
-    uint8_t *rbuf;                /* from fd (framed) */
-    size_t rlen;
-    uint8_t *pend;                /* toward the client: bytes the window did not take yet */
-    size_t plen, poff;
-    bool pend_stderr;
+    struct chanout out;           /* toward the client (chanout.h): framed, rbuf, pend */
     struct ssh_channel_callbacks_struct cb;
 };
 
@@ -245,34 +243,69 @@ static void update_events(struct chan *c)
     if (c->done || c->fd < 0)
         return;
     short want = 0;
-    if (!c->backend_eof && c->plen == 0 && !g_backlogged && ssh_channel_window_size(c->ch) > 0)
+    if (!c->backend_eof && chanout_can_read(&c->out) && !g_backlogged && ssh_channel_window_size(c->ch) > 0)
         want |= POLLIN;
-    if (c->olen)
+    if (c->olen || c->leftover) /* bytes in libssh are pulled from on_backend */
         want |= POLLOUT;
     c->want = want;
 }
 
-/* Bytes toward the client, as far as its window goes. */
-static void flush_pend(struct chan *c)
+/* ---- toward the client (chanout.c: never nested, never past the window) ---- */
+
+static uint32_t out_window(void *ud)
 {
-    while (c->poff < c->plen) {
-        uint32_t n = (uint32_t)(c->plen - c->poff);
-        int w = c->pend_stderr ? ssh_channel_write_stderr(c->ch, c->pend + c->poff, n)
-                               : ssh_channel_write(c->ch, c->pend + c->poff, n);
-        if (w < 0) {
-            chan_finish(c);
-            return;
-        }
-        if (w == 0)
-            break;
-        c->poff += (size_t)w;
-    }
-    if (c->poff == c->plen)
-        c->plen = c->poff = 0;
+    struct chan *c = ud;
+    return c->done ? 0 : ssh_channel_window_size(c->ch);
 }
+
+static int out_write(void *ud, const uint8_t *p, uint32_t n, bool is_stderr)
+{
+    struct chan *c = ud;
+    if (c->done)
+        return -1; /* closed meanwhile: libssh's loop ran our close callback */
+    return is_stderr ? ssh_channel_write_stderr(c->ch, p, n) : ssh_channel_write(c->ch, p, n);
+}
+
+static void out_exit(void *ud, const uint8_t *json, size_t n)
+{
+    struct chan *c = ud;
+    json_t *o = n ? json_loadb((const char *)json, n, 0, NULL) : NULL;
+    json_t *code = json_object_get(o, "code"), *sig = json_object_get(o, "signal");
+    c->have_exit = json_is_integer(code);
+    c->exit_code = c->have_exit ? (int)(json_integer_value(code) & 255) : 255;
+    if (json_is_string(sig) && json_string_length(sig) < sizeof c->exit_signal)
+        snprintf(c->exit_signal, sizeof c->exit_signal, "%s", json_string_value(sig));
+    json_decref(o);
+}
+
+static const struct chanout_ops out_ops = {out_window, out_write, out_exit};
+
+/* The socket ended and the client has everything it carried: the channel ends. */
+static void maybe_end(struct chan *c)
+{
+    if (!c->done && c->backend_eof && chanout_empty(&c->out))
+        chan_finish(c);
+}
+
+/* Bytes from the socket to the client while its window has room. */
+static void to_client(struct chan *c)
+{
+    if (c->done)
+        return;
+    if (chanout_pump(&c->out, &out_ops, c) < 0)
+        chan_finish(c);
+    if (c->out.broken)
+        c->backend_eof = true; /* hutchd broke the framing: the channel ends */
+    maybe_end(c);
+}
+
+/* ---- toward the channel's socket ---- */
+
+static void obuf_put_eof(struct chan *c);
 
 static void obuf_flush(struct chan *c)
 {
+    obuf_put_eof(c);
     while (c->olen) {
         ssize_t n = write(c->fd, c->obuf, c->olen);
         if (n < 0 && errno == EINTR)
@@ -290,7 +323,8 @@ static void obuf_flush(struct chan *c)
         memmove(c->obuf, c->obuf + n, c->olen - (size_t)n);
         c->olen -= (size_t)n;
     }
-    if (!c->olen && c->client_eof && !c->client_eof_sent && !c->framed) {
+    /* a forward's end of input: after the bytes still waiting in libssh too */
+    if (!c->olen && c->client_eof && !c->leftover && !c->client_eof_sent && !c->out.framed) {
         shutdown(c->fd, SHUT_WR);
         c->client_eof_sent = true;
     }
@@ -302,7 +336,7 @@ static size_t obuf_put(struct chan *c, uint16_t type, const uint8_t *p, size_t n
     if (c->write_dead)
         return n; /* nobody reads them any more */
     size_t room = OBUF_MAX - c->olen;
-    if (c->framed) {
+    if (c->out.framed) {
         if (room <= HX_FRAME_HDR)
             return 0;
         size_t k = n < room - HX_FRAME_HDR ? n : room - HX_FRAME_HDR;
@@ -322,43 +356,16 @@ static size_t obuf_put(struct chan *c, uint16_t type, const uint8_t *p, size_t n
     return k;
 }
 
-static void handle_frame(struct chan *c, const struct hx_frame *f)
+/* A process's end of stdin (the empty SSP_IN) goes after every byte the
+ * client sent before it: after what still waits in libssh (leftover), and
+ * once obuf has room for it. */
+static void obuf_put_eof(struct chan *c)
 {
-    if (f->type == SSP_OUT && (f->chan == 1 || f->chan == 2) && f->len) {
-        memcpy(c->pend, f->payload, f->len);
-        c->plen = f->len;
-        c->poff = 0;
-        c->pend_stderr = f->chan == 2;
-        flush_pend(c);
-    } else if (f->type == SSP_EXIT) {
-        json_t *o = json_loadb((const char *)f->payload, f->len, 0, NULL);
-        json_t *code = json_object_get(o, "code"), *sig = json_object_get(o, "signal");
-        c->have_exit = json_is_integer(code);
-        c->exit_code = c->have_exit ? (int)(json_integer_value(code) & 255) : 255;
-        if (json_is_string(sig) && json_string_length(sig) < sizeof c->exit_signal)
-            snprintf(c->exit_signal, sizeof c->exit_signal, "%s", json_string_value(sig));
-        json_decref(o);
-    }
-}
-
-/* Hands complete frames from the socket to the client while its window takes them. */
-static void pump_frames(struct chan *c)
-{
-    struct hx_frame f;
-    int r = 0;
-    while (c->plen == 0 && !c->done && (r = hx_frame_decode(c->rbuf, c->rlen, &f)) > 0) {
-        if (f.len > SSH_PROC_FRAME_MAX) {
-            r = -1;
-            break;
-        }
-        handle_frame(c, &f);
-        memmove(c->rbuf, c->rbuf + r, c->rlen - (size_t)r);
-        c->rlen -= (size_t)r;
-    }
-    if (r < 0) { /* hutchd broke the framing: the channel ends */
-        c->rlen = 0;
-        c->backend_eof = true;
-    }
+    if (!c->out.framed || !c->client_eof || c->eof_queued || c->leftover || c->write_dead ||
+        OBUF_MAX - c->olen <= HX_FRAME_HDR)
+        return;
+    obuf_put(c, SSP_IN, NULL, 0);
+    c->eof_queued = true;
 }
 
 static int on_backend(socket_t fd, int revents, void *ud)
@@ -368,37 +375,27 @@ static int on_backend(socket_t fd, int revents, void *ud)
         return 0;
     if (revents & POLLOUT)
         obuf_flush(c);
-    if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->plen == 0 && !g_backlogged) {
-        uint32_t win = ssh_channel_window_size(c->ch);
-        static uint8_t buf[SSH_PROC_FRAME_MAX];
-        if (!c->framed && win > 0) {
-            size_t want = win < sizeof buf ? win : sizeof buf;
-            ssize_t n = read(fd, buf, want);
-            if (n > 0) {
-                memcpy(c->pend, buf, (size_t)n);
-                c->plen = (size_t)n;
-                c->poff = 0;
-                c->pend_stderr = false;
-                flush_pend(c);
-            } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-                c->backend_eof = true;
-            }
-        } else if (c->framed && win > 0) {
-            ssize_t n = read(fd, c->rbuf + c->rlen, RBUF_MAX - c->rlen);
-            if (n > 0) {
-                c->rlen += (size_t)n;
-                pump_frames(c);
-            } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-                c->backend_eof = true;
-            }
+    /* Not while this channel's bytes are on their way to the client further
+     * up the stack (libssh's loop called us from inside a write): the next
+     * turn reads. */
+    uint32_t win = ssh_channel_window_size(c->ch);
+    if ((revents & (POLLIN | POLLHUP | POLLERR)) && chanout_can_read(&c->out) && !g_backlogged && win > 0 &&
+        (!c->out.framed || c->out.rlen < CHANOUT_RBUF)) {
+        ssize_t n = c->out.framed ? read(fd, c->out.rbuf + c->out.rlen, CHANOUT_RBUF - c->out.rlen)
+                                  : read(fd, c->out.pend, win < CHANOUT_PEND ? win : CHANOUT_PEND);
+        if (n > 0) {
+            if (c->out.framed)
+                c->out.rlen += (size_t)n;
+            else
+                chanout_took(&c->out, (size_t)n);
+            to_client(c);
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            c->backend_eof = true;
         }
     }
+    maybe_end(c);
     if (c->done)
         return 0;
-    if (c->backend_eof && c->plen == 0 && (!c->framed || c->rlen == 0)) {
-        chan_finish(c);
-        return 0;
-    }
     if (c->leftover && c->olen < OBUF_MAX / 2) {
         /* bytes the data callback could not take wait in libssh: pull them */
         c->leftover = false;
@@ -429,8 +426,8 @@ static int cb_data(ssh_session s, ssh_channel ch, void *data, uint32_t len, int 
             break;
         took += k;
     }
-    if (took < len)
-        c->leftover = true;
+    /* libssh hands over all it holds: what is not taken now waits there */
+    c->leftover = took < len;
     obuf_flush(c);
     update_events(c);
     return (int)took;
@@ -442,9 +439,7 @@ static void cb_eof(ssh_session s, ssh_channel ch, void *ud)
     c->client_eof = true;
     if (c->fd < 0 || c->done)
         return;
-    if (c->framed)
-        obuf_put(c, SSP_IN, NULL, 0);
-    obuf_flush(c);
+    obuf_flush(c); /* queues the end of stdin when nothing waits before it */
     update_events(c);
 }
 
@@ -455,18 +450,14 @@ static void cb_close(ssh_session s, ssh_channel ch, void *ud)
     chan_finish(c);
 }
 
+/* libssh's socket to the client drained: any channel may send again. */
 static int cb_write_wontblock(ssh_session s, ssh_channel ch, uint32_t bytes, void *ud)
 {
     struct chan *c = ud;
-    if (c->done)
+    if (c->done || c->fd < 0)
         return 0;
-    flush_pend(c);
-    if (c->framed)
-        pump_frames(c);
-    if (!c->done && c->backend_eof && c->plen == 0 && c->rlen == 0)
-        chan_finish(c);
-    else
-        update_events(c);
+    to_client(c);
+    update_events(c);
     return 0;
 }
 
@@ -491,7 +482,7 @@ static int cb_window(ssh_session s, ssh_channel ch, int width, int height, int p
         return -1;
     c->cols = width < 1 ? 1 : width > 1000 ? 1000 : width;
     c->rows = height < 1 ? 1 : height > 1000 ? 1000 : height;
-    if (c->fd >= 0 && c->framed && !c->done && c->olen + HX_FRAME_HDR + 8 <= OBUF_MAX) {
+    if (c->fd >= 0 && c->out.framed && !c->done && c->olen + HX_FRAME_HDR + 8 <= OBUF_MAX) {
         uint8_t v[8];
         hx_put_u32(v, (uint32_t)c->rows);
         hx_put_u32(v + 4, (uint32_t)c->cols);
@@ -508,7 +499,7 @@ static void cb_signal(ssh_session s, ssh_channel ch, const char *sig, void *ud)
 {
     struct chan *c = ud;
     size_t n = strlen(sig);
-    if (c->fd < 0 || !c->framed || c->done || n == 0 || n > 10 || c->olen + HX_FRAME_HDR + n > OBUF_MAX)
+    if (c->fd < 0 || !c->out.framed || c->done || n == 0 || n > 10 || c->olen + HX_FRAME_HDR + n > OBUF_MAX)
         return;
     hx_frame_hdr_encode(c->obuf + c->olen, SSP_SIGNAL, 0, (uint32_t)n);
     memcpy(c->obuf + c->olen + HX_FRAME_HDR, sig, n);
@@ -535,7 +526,8 @@ static int start(struct chan *c, const char *kind, const char *command)
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
-    c->framed = true;
+    c->out.framed = true;
+    obuf_flush(c); /* an end of stdin that came first */
     update_events(c);
     return 0;
 }
@@ -570,12 +562,12 @@ static struct chan *chan_new(void)
     if (!c)
         return NULL;
     c->obuf = malloc(OBUF_MAX);
-    c->rbuf = malloc(RBUF_MAX);
-    c->pend = malloc(SSH_PROC_FRAME_MAX);
-    if (!c->obuf || !c->rbuf || !c->pend) {
+    c->out.rbuf = malloc(CHANOUT_RBUF);
+    c->out.pend = malloc(CHANOUT_PEND);
+    if (!c->obuf || !c->out.rbuf || !c->out.pend) {
         free(c->obuf);
-        free(c->rbuf);
-        free(c->pend);
+        free(c->out.rbuf);
+        free(c->out.pend);
         free(c);
         return NULL;
     }
@@ -608,8 +600,8 @@ static void chan_free(struct chan *c)
         ssh_channel_free(c->ch);
     }
     free(c->obuf);
-    free(c->rbuf);
-    free(c->pend);
+    free(c->out.rbuf);
+    free(c->out.pend);
     free(c);
 }
 
@@ -734,14 +726,8 @@ static void service(void)
     check_backlog();
     for (struct chan *c = g_chans; c; c = c->next) {
         if (!c->done && c->fd >= 0) {
-            if (c->plen)
-                flush_pend(c);
-            if (!c->done && c->framed)
-                pump_frames(c);
-            if (!c->done && c->backend_eof && c->plen == 0 && (!c->framed || c->rlen == 0))
-                chan_finish(c);
-            else
-                update_events(c);
+            to_client(c);
+            update_events(c);
         }
         set_events(c, c->done ? 0 : c->want);
         if (c->done && c->fd >= 0) {
