@@ -61,7 +61,7 @@ function agentPid(id) {
 const quiet = await Sandbox.create();
 const hog = await Sandbox.create();
 const others = [await Sandbox.create(), await Sandbox.create()]; // idle bystanders
-const out = { loops: LOOPS, rounds: ROUNDS, block: BLOCK, cpus: os.availableParallelism() };
+const out = { loops: LOOPS, rounds: ROUNDS, block: BLOCK, cpus: os.availableParallelism(), loadavg_start: os.loadavg()[0] };
 try {
   const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(quiet.id), client: process.pid };
   out.watched = Object.fromEntries(Object.entries(watch).map(([k, v]) => [k, v > 0]));
