@@ -107,6 +107,7 @@ try {
         const st = (await quiet.sh`cat /proc/self/schedstat`.text()).trim().split(" ");
         s.own += Number(st[1]);
         s.owns++;
+        s.trips++; // the watched processes' waits are per round trip, this one too
       }
       for (const [k, p] of Object.entries(watch)) s.wait[k] += runDelay(p) - w0[k];
     }
