@@ -359,12 +359,13 @@ static int child_main(void *arg)
     if (setrlimit(RLIMIT_NOFILE, &nofile) < 0 || setrlimit(RLIMIT_CORE, &core) < 0)
         child_fail(c, STAGE_CONFINE, errno);
 
-    /* The sandbox's processes ask for a short EEVDF slice
-     * (--sandbox-slice-us, docs/performance/fairness.md), inherited by
-     * everything they fork (no reset on fork): a command's process woken
-     * beside another sandbox's busy loop runs at the wake-up instead of at
-     * the busy loop's next tick. Any process may set its own slice anyway,
-     * so nothing depends on it; best effort (kernels before 6.12 ignore it). */
+    /* --sandbox-slice-us (off by default): the sandbox's processes ask for
+     * that EEVDF slice, inherited by everything they fork (no reset on
+     * fork), meant to let a command's process woken beside another
+     * sandbox's busy loop run at its wake-up rather than at the next tick;
+     * measured, it did not shorten the wait (docs/performance/fairness.md).
+     * Any process may set its own slice anyway, so nothing depends on it;
+     * best effort (kernels before 6.12 ignore it). */
     if (g_slice_us)
         (void)hx_sched_slice(0, g_slice_us, false);
 
