@@ -5,7 +5,8 @@
 // the order swapped every round), so whatever else the machine does falls
 // on both sides. Beside the latencies: how long each process on the path
 // waited for a CPU (run_delay from /proc/PID/schedstat) per round trip,
-// which names the wake-ups that queue behind the hog.
+// which names the wake-ups that queue behind the hog, and how long a
+// command's own process waited (a `cat /proc/self/schedstat` after each pair).
 // Prints one JSON object. Env: DENO_* as for the SDK tests, HUTCHD_PID,
 // HUTCH_CGROUP_NAME, FAIR_ROUNDS (default 12), FAIR_BLOCK (10 round trips of
 // each kind per block), FAIR_LOOPS (busy loops in the hog, default 2 per CPU).
@@ -61,7 +62,7 @@ function agentPid(id) {
 const quiet = await Sandbox.create();
 const hog = await Sandbox.create();
 const others = [await Sandbox.create(), await Sandbox.create()]; // idle bystanders
-const out = { loops: LOOPS, rounds: ROUNDS, block: BLOCK, cpus: os.availableParallelism() };
+const out = { loops: LOOPS, rounds: ROUNDS, block: BLOCK, cpus: os.availableParallelism(), loadavg_start: os.loadavg()[0] };
 try {
   const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(quiet.id), client: process.pid };
   out.watched = Object.fromEntries(Object.entries(watch).map(([k, v]) => [k, v > 0]));
@@ -85,6 +86,9 @@ try {
   for (let i = 0; i < 5; i++) await quiet.sh`echo warm`.text(); // page cache, pool, JIT
   const side = { on: { echo: [], spawn: [], wait: {}, trips: 0 }, off: { echo: [], spawn: [], wait: {}, trips: 0 } };
   for (const k of Object.keys(watch)) side.on.wait[k] = side.off.wait[k] = 0;
+  // the command's own process: a `cat /proc/self/schedstat` in the quiet
+  // sandbox prints how long it waited for a CPU from its clone to that read
+  for (const k of ["on", "off"]) Object.assign(side[k], { own: 0, owns: 0 });
   for (let r = 0; r < ROUNDS; r++) {
     for (const on of r % 2 ? [false, true] : [true, false]) {
       const s = side[on ? "on" : "off"];
@@ -100,6 +104,10 @@ try {
         if (!(await c.status).success) throw new Error("/bin/true failed");
         s.spawn.push(ms(t));
         s.trips += 2;
+        const st = (await quiet.sh`cat /proc/self/schedstat`.text()).trim().split(" ");
+        s.own += Number(st[1]);
+        s.owns++;
+        s.trips++; // the watched processes' waits are per round trip, this one too
       }
       for (const [k, p] of Object.entries(watch)) s.wait[k] += runDelay(p) - w0[k];
     }
@@ -114,6 +122,8 @@ try {
       spawn_true: stats(s.spawn),
       // ms each process on the path waited for a CPU, per round trip
       wait_ms_per_trip: Object.fromEntries(Object.entries(s.wait).map(([p, ns]) => [p, +(ns / 1e6 / s.trips).toFixed(3)])),
+      // ms the command's own process (cat, in the quiet sandbox) waited, per command
+      own_wait_ms: +(s.own / 1e6 / s.owns).toFixed(3),
     };
   }
   const ratio = (kind, q) => +(out.hog_on[kind][q] / out.hog_off[kind][q]).toFixed(2);

@@ -149,6 +149,7 @@ echo "bench: CPU fairness (a quiet sandbox's round trips, a busy sandbox running
 in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$PORT" DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$PORT" \
   DENO_DEPLOY_TOKEN="$(cat "$TMP/state/admin.token")" HUTCHD_PID="$HPID" HUTCH_CGROUP_NAME="hutch-bench-$RUN" \
   timeout 900 node bench/fair_bench.mjs >"$TMP/fair.json" || { echo "bench: fairness benchmark failed" >&2; rc=1; }
+  cat "$TMP/fair.json" >&2 # the whole record (wait per process, load averages) in the log
 fi
 
 if want fs; then

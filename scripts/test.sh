@@ -4,7 +4,7 @@
 # hutchd daemons inside a throwaway network namespace that is always removed.
 #
 # Environment: HUTCH_TEST_ONLY=unit,asan,fuzz,npm,py,sdk,scale picks steps;
-# HUTCH_SCALE_N is the scale step's number of sandboxes (1000);
+# HUTCH_SCALE_N is the scale step's number of sandboxes (1000), HUTCH_SCALE_ARGS more hutchd flags for it;
 # HUTCH_FUZZ_SECONDS is each fuzz target's time (docs/fuzzing.md);
 # HUTCH_PYTEST_ARGS / HUTCH_NODE_TEST_ARGS add runner arguments,
 # HUTCH_PYTEST_TARGETS replaces the test paths, HUTCH_BIN_DIR points at other
@@ -527,7 +527,7 @@ run_scale() {
   local stall_ms=${HUTCH_SCALE_LOOP_STALL_MS:-100}
   D_ARGS=(--disk 16 --disk-dir "$D_DIR/disks" --disk-reserve 64 --max-sandboxes $((SCALE_N + 20)) --storage-size 1GiB)
   ((stall_ms > 0)) && D_ARGS+=(--loop-stall-ms "$stall_ms")
-  # HUTCH_SCALE_ARGS: more hutchd flags for this step (an A/B of an option)
+  # HUTCH_SCALE_ARGS: more hutchd flags for this step (an A/B of an option, e.g. "--sandbox-slice-us 100")
   # shellcheck disable=SC2206
   D_ARGS+=(${HUTCH_SCALE_ARGS:-})
   local rc=0
@@ -535,6 +535,7 @@ run_scale() {
     # shellcheck disable=SC2086
     in_ns env DENO_SANDBOX_ENDPOINT="http://127.0.0.1:$SDK_PORT" \
       DENO_DEPLOY_ENDPOINT="http://127.0.0.1:$SDK_PORT" DENO_DEPLOY_TOKEN="$SDK_TOKEN" SCALE_N="$SCALE_N" \
+      HUTCHD_PID="$SDK_PID" HUTCH_CGROUP_NAME="$D_CG" \
       timeout --kill-after=30 1800 node --test --test-reporter=tap tests/scale/ || rc=$?
   else
     rc=1

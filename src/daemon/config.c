@@ -60,6 +60,8 @@ static const char usage[] =
     "  --control-slice-us N  EEVDF slice (Linux >= 6.12) of hutchd's event loop and every sandbox's\n"
     "                        agent, so their wake-ups run ahead of busy sandboxes; never inherited\n"
     "                        by sandbox processes (docs/performance/fairness.md) [100; 0 = the kernel's]\n"
+    "  --sandbox-slice-us N  EEVDF slice of every process a sandbox runs (its children inherit it;\n"
+    "                        any process may change its own) (docs/performance/fairness.md) [0 = the kernel's]\n"
     "  --loop-stall-ms N     log each event loop iteration busier than N ms, or that waited N ms for a\n"
     "                        CPU, with where the time went (a debug aid; docs/performance/fairness.md) [0 = off]\n"
     "  --daemon-cpu-shares N hutchd and its helpers run in a cpu cgroup of their own (NAME-daemon, cgroup\n"
@@ -182,7 +184,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
            O_REQTIMEOUT,
            O_DNSUP,
            O_STORSIZE, O_VOLMAX, O_REGIONS,
-           O_CPUMILLIS, O_CTLSLICE, O_LOOPSTALL,
+           O_CPUMILLIS, O_CTLSLICE, O_SBSLICE, O_LOOPSTALL,
            O_LXCFS, O_DAEMONSHARES,
            O_PRICECPU,
            O_PRICEMEM,
@@ -227,6 +229,7 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
         {"regions", required_argument, 0, O_REGIONS},
         {"cpu-millis", required_argument, 0, O_CPUMILLIS},
         {"control-slice-us", required_argument, 0, O_CTLSLICE},
+        {"sandbox-slice-us", required_argument, 0, O_SBSLICE},
         {"loop-stall-ms", required_argument, 0, O_LOOPSTALL},
         {"lxcfs", required_argument, 0, O_LXCFS},
         {"daemon-cpu-shares", required_argument, 0, O_DAEMONSHARES},
@@ -359,6 +362,12 @@ int config_parse(struct config *cfg, int argc, char **argv, struct hx_err *e)
                 return r;
             if (cfg->control_slice_us && (cfg->control_slice_us < 100 || cfg->control_slice_us > 100000))
                 return hx_fail(e, EINVAL, "--control-slice-us must be 0 or 100..100000");
+            break;
+        case O_SBSLICE:
+            if ((r = parse_u32(optarg, &cfg->sandbox_slice_us, "--sandbox-slice-us", e)) < 0)
+                return r;
+            if (cfg->sandbox_slice_us && (cfg->sandbox_slice_us < 100 || cfg->sandbox_slice_us > 100000))
+                return hx_fail(e, EINVAL, "--sandbox-slice-us must be 0 or 100..100000");
             break;
         case O_LOOPSTALL:
             if ((r = parse_u32(optarg, &cfg->loop_stall_ms, "--loop-stall-ms", e)) < 0)

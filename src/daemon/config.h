@@ -23,6 +23,7 @@ struct config {
     uint32_t pids_max;
     uint32_t cpu_millis;       /* CPU quota in thousandths of a CPU (2000 = 2 vCPU) */
     uint32_t control_slice_us; /* EEVDF slice of hutchd's loop and the agents, µs (0 = the kernel's) */
+    uint32_t sandbox_slice_us; /* EEVDF slice of every sandbox process, inherited, µs (0 = the kernel's) */
     uint32_t loop_stall_ms;    /* log event loop iterations busier than this (0 = off) */
     uint32_t daemon_cpu_shares; /* v1: hutchd's own cpu cgroup's shares (0 = stay where started) */
     uint32_t max_sandboxes;

@@ -21,6 +21,7 @@ struct setup_cfg {
     uint64_t disk_mb;
     const char *disk_dev; /* "/dev/loopN" with an ext4 writable layer, or NULL: a tmpfs of disk_mb */
     uint64_t pids_max, nofile;
+    uint64_t slice_us; /* EEVDF slice of every spawned process, µs (0 = the kernel's) */
     json_t *env; /* object of strings, or NULL */
     const char *dns4, *dns6; /* net: the host end of the veth (our DNS), NULL = no network */
     const char *ca_layer;    /* secrets: hutchd's tree holding the CA bundle, laid over the image, or NULL */
@@ -88,6 +89,7 @@ struct spawn_res {
     int in_fd, out_fd, err_fd; /* parent ends, -1 when not piped (O_CLOEXEC); a pty: in_fd and out_fd are the master */
 };
 void spawn_set_nofile(uint64_t nofile);
+void spawn_set_slice(uint64_t slice_us);
 /* FD (O_WRONLY, opened as real root): the `tasks` file of the sandbox's cpu
  * cgroup (v1; a thread's move, which skips the threadgroup lock's RCU
  * wait); each child writes itself there before anything of the sandbox's

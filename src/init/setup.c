@@ -164,6 +164,10 @@ int setup_parse(json_t *root, struct setup_cfg *c, struct hx_err *e)
         c->nofile = 65536;
     else if (!u64_member(root, "nofile", 64, 1u << 20, &c->nofile))
         return hx_fail(e, EINVAL, "setup: bad nofile");
+    if (!json_object_get(root, "slice_us"))
+        c->slice_us = 0;
+    else if (!u64_member(root, "slice_us", 0, 100000, &c->slice_us) || (c->slice_us && c->slice_us < 100))
+        return hx_fail(e, EINVAL, "setup: slice_us must be 0 or 100..100000");
     json_t *env = json_object_get(root, "env");
     if (env && !json_is_null(env)) {
         if (!json_is_object(env))
@@ -596,6 +600,7 @@ static int enter_userns(const struct setup_cfg *c, struct hx_err *e)
     if (setrlimit(RLIMIT_CORE, &core) < 0)
         return hx_fail(e, errno, "setrlimit CORE: %m");
     spawn_set_nofile(c->nofile);
+    spawn_set_slice(c->slice_us);
     /* The daemon put us in our cgroups: that becomes "/". On v1 it may
      * have started us in the agents' cpu cgroup (so that building the root
      * runs at the agents' weight, not within the sandboxes' share), so the

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from hutchlib import sandbox_cgroup_pids, wait_until
+from hutchlib import hutchd_path, sandbox_cgroup_pids, wait_until
 
 SYS_SCHED_GETATTR = 315  # x86_64
 SCHED_FLAG_RESET_ON_FORK = 0x01
@@ -130,6 +130,85 @@ def test_control_slice_zero_leaves_the_kernels_default(make_hutchd, v1):
         assert cpu_cgroup(agent) == f"/{d.cgroup_name}-agents"
 
 
+# Private daemons too, before the module's.
+# --sandbox-slice-us: every process a sandbox runs asks for that slice before
+# its exec, without reset on fork, so its children inherit it. 300 µs: neither
+# the kernel's default nor the agents' 100 µs, so a match is the option's.
+SANDBOX_SLICE_NS = 300_000
+
+# Inside the sandbox: a process sets its own slice (Linux lets any process),
+# forks a sleeping child that inherits it, and sleeps.
+SET_OWN_SLICE = r"""
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+want = int(sys.argv[1])
+attr = struct.pack("IIQiIQQQII", 56, 0, 0, 0, 0, want, 0, 0, 0, 0)
+if libc.syscall(314, 0, ctypes.c_char_p(attr), 0) != 0:
+    print("setattr", os.strerror(ctypes.get_errno())); sys.exit(1)
+if os.fork() == 0:
+    time.sleep(300); os._exit(0)
+time.sleep(300)
+"""
+
+
+def test_sandbox_slice_reaches_every_sandbox_process_and_their_children(make_hutchd, v1):
+    d = make_hutchd(extra_args=["--warm", "0", "--sandbox-slice-us", str(SANDBOX_SLICE_NS // 1000)])
+    base = default_slice_ns()
+    assert base != SANDBOX_SLICE_NS
+    with d.create_sandbox() as sb:
+        p = user_processes(d, sb)
+        # the agent keeps its own: the control slice, reset on fork
+        policy, flags, runtime = sched_getattr(p["agent"])
+        assert (policy, runtime) == (0, SLICE_NS) and flags & SCHED_FLAG_RESET_ON_FORK, (policy, flags, runtime)
+        # the spawner thread too (its children ask for the slice themselves)
+        spawner = sorted(int(t) for t in os.listdir(f"/proc/{p['agent']}/task"))[1]
+        assert sched_getattr(spawner)[1:] == (0, base)
+        # every process the sandbox runs: spawned ones (app, root through
+        # sudo) and what they fork (sudo's child, bash's background child),
+        # without the reset flag, so inherited
+        for k in ("app", "sudo", "sudo_child", "grandchild"):
+            assert sched_getattr(p[k]) == (0, 0, SANDBOX_SLICE_NS), (k, sched_getattr(p[k]))
+        # still in the sandbox's cpu cgroup, with its weight
+        assert cpu_cgroup(p["app"]) == f"/{d.cgroup_name}/{sb.id}"
+        # a process may set its own slice, longer (the kernel's 100 ms
+        # bound) or shorter, and keeps it; its children inherit that
+        for want in (100_000_000, 100_000):
+            pid = sb.call("spawn", {"command": "python3", "args": ["-c", SET_OWN_SLICE, str(want)],
+                                     "stdout": "null", "stderr": "null"})["pid"]
+            found = {}
+
+            def mine():
+                for inner, host in inner_pids(d, sb.id).items():
+                    try:
+                        with open(f"/proc/{host}/cmdline", "rb") as f:
+                            argv = f.read().split(b"\0")
+                    except OSError:
+                        continue
+                    if argv[:2] == [b"python3", b"-c"] and argv[3] == str(want).encode():
+                        found["self" if inner == pid else "child"] = host
+                return len(found) == 2
+
+            assert wait_until(mine, 15), found
+            assert wait_until(lambda: sched_getattr(found["self"])[2] == want, 5), sched_getattr(found["self"])
+            assert sched_getattr(found["child"]) == (0, 0, want), sched_getattr(found["child"])
+            for host in found.values():
+                os.kill(host, 9)
+
+
+def test_sandbox_slice_zero_leaves_the_kernels_default_and_bad_values_are_refused(make_hutchd, v1):
+    for bad in ("50", "100001", "x"):
+        r = subprocess.run([hutchd_path(), "--sandbox-slice-us", bad], capture_output=True, text=True)
+        assert r.returncode == 2 and "--sandbox-slice-us" in r.stderr, (bad, r)
+    d = make_hutchd(extra_args=["--warm", "0", "--sandbox-slice-us", "0"])
+    base = default_slice_ns()
+    with d.create_sandbox() as sb:
+        p = user_processes(d, sb)
+        for k in ("app", "sudo", "sudo_child", "grandchild"):
+            assert sched_getattr(p[k]) == (0, 0, base), (k, sched_getattr(p[k]))
+        # positive control: the agent's own short slice is there
+        assert sched_getattr(p["agent"])[2] == SLICE_NS
+
+
 def test_agent_runs_in_the_agents_cpu_cgroup_and_user_processes_in_the_sandboxs(hutchd, v1):
     d = hutchd
     with d.create_sandbox() as sb:
@@ -221,3 +300,4 @@ def test_sandbox_code_cannot_reach_the_agents_cgroup(hutchd, v1):
         r = sb.sh("mkdir -p /tmp/cg && mount -t cgroup -o cpu none /tmp/cg", sudo=True)
         assert r["code"] != 0, r
         assert cpu_cgroup(inner_pids(d, sb.id)[1]) == f"/{d.cgroup_name}-agents"
+

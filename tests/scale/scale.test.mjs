@@ -5,8 +5,10 @@
 // the end every sandbox is gone. Behaviour is asserted; latencies are only
 // printed (one "scale-bench:" JSON line for bench/report.py), never asserted:
 // these machines are noisy.
-// Env: DENO_* as for the SDK tests, SCALE_N (default 1000), SCALE_PAR (10).
+// Env: DENO_* as for the SDK tests, SCALE_N (default 1000), SCALE_PAR (10),
+// HUTCHD_PID and HUTCH_CGROUP_NAME (optional: the CPU waits of the hog phase).
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import { after, test } from "node:test";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 
@@ -159,10 +161,43 @@ test("list and command round trips answer under that load", async () => {
   out.client_loop_delay = takeLoopDelay();
 });
 
+// run_delay (ns runnable but not running, /proc/PID/schedstat) of a thread, 0 if unreadable
+function runDelay(pid) {
+  try {
+    return pid > 0 ? Number(fs.readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+// hutch-init of a sandbox (as bench/fair_bench.mjs): the process of its memory
+// cgroup that is PID 1 of its pid namespace; 0 when it cannot be read
+function agentPid(id) {
+  const name = process.env.HUTCH_CGROUP_NAME;
+  if (!name) return 0;
+  for (const ctl of ["memory", "."]) {
+    let procs;
+    try {
+      procs = fs.readFileSync(`/sys/fs/cgroup/${ctl}/${name}/${id}/cgroup.procs`, "utf8").split("\n").filter(Boolean);
+    } catch {
+      continue;
+    }
+    for (const p of procs) {
+      try {
+        const ns = /^NSpid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"));
+        if (ns && ns[1].trim().split(/\s+/).pop() === "1") return Number(p);
+      } catch { /* gone */ }
+    }
+  }
+  return 0;
+}
+
 test("a CPU-bound sandbox does not stop a quiet one from answering", async () => {
   // The hog's busy loops run and stop (SIGSTOP/SIGCONT, inside its own
   // sandbox) in alternating blocks, the order swapped each round, so the
   // machine's drift under this load falls on both sides of the ratio.
+  // 12 rounds of 10 round trips a side: p99 is the second slowest of 120.
+  const ROUNDS = 12, BLOCK = 10;
   const hog = alive[0], quiet = alive[alive.length - 1];
   await hog.sb.sh`rm -f /tmp/hog.pids`;
   const burn = await hog.sb.spawn("bash", {
@@ -177,16 +212,21 @@ test("a CPU-bound sandbox does not stop a quiet one from answering", async () =>
     else await hog.sb.sh`kill -STOP $(cat /tmp/hog.pids)`;
     await sleep(50);
   };
+  // who waited for a CPU, per round trip (as bench/fair_bench.mjs)
+  const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(quiet.sb.id) };
   const side = { on: [], off: [] };
+  const wait = { on: { hutchd: 0, agent: 0 }, off: { hutchd: 0, agent: 0 } };
   takeLoopDelay();
   let n = 0;
-  for (let round = 0; round < 5; round++) {
+  for (let round = 0; round < ROUNDS; round++) {
     for (const on of round % 2 ? [false, true] : [true, false]) {
       await setHog(on);
-      for (let i = 0; i < 6; i++, n++) {
+      const w0 = Object.fromEntries(Object.entries(watch).map(([k, p]) => [k, runDelay(p)]));
+      for (let i = 0; i < BLOCK; i++, n++) {
         const text = await timed(on ? "hog-on" : "hog-off", side[on ? "on" : "off"], () => quiet.sb.sh`echo q${n}`.text());
         assert.equal(text.trim(), `q${n}`);
       }
+      for (const [k, p] of Object.entries(watch)) wait[on ? "on" : "off"][k] += runDelay(p) - w0[k];
     }
   }
   await hog.sb.sh`kill -KILL $(cat /tmp/hog.pids)`;
@@ -196,7 +236,11 @@ test("a CPU-bound sandbox does not stop a quiet one from answering", async () =>
   const r = (q) => +(out.cmd_round_trip_beside_cpu_hog[q] / out.cmd_round_trip_quiet[q]).toFixed(2);
   out.client_loop_delay_hog = takeLoopDelay();
   out.cpu_hog_ratio = { p50: r("p50_ms"), p99: r("p99_ms") }; // printed, never asserted
-  log(`quiet sandbox beside a CPU hog, running/stopped: p50 ${out.cpu_hog_ratio.p50}x, p99 ${out.cpu_hog_ratio.p99}x`);
+  // ms each watched process waited for a CPU per round trip, hog running / stopped (0: not readable)
+  const per = (s) => Object.fromEntries(Object.entries(wait[s]).map(([k, ns]) => [k, +(ns / 1e6 / side[s].length).toFixed(3)]));
+  out.cpu_hog_wait_ms_per_trip = { on: per("on"), off: per("off"), watched: Object.fromEntries(Object.entries(watch).map(([k, p]) => [k, p > 0])) };
+  log(`quiet sandbox beside a CPU hog, running/stopped: p50 ${out.cpu_hog_ratio.p50}x, p99 ${out.cpu_hog_ratio.p99}x; ` +
+      `CPU wait per round trip ${JSON.stringify(out.cpu_hog_wait_ms_per_trip)}`);
 });
 
 test("every sandbox is gone after kill", async () => {

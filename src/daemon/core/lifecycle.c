@@ -748,6 +748,8 @@ static void launch_done(uv_work_t *req, int status)
         json_object_set_new(setup, "net", setup_net); /* net: */
     if (sb->disk.on_loop)
         json_object_set_new(setup, "disk_dev", json_string(sb->disk.dev));
+    if (cfg->sandbox_slice_us) /* every process the agent spawns asks for it (spawn.c) */
+        json_object_set_new(setup, "slice_us", json_integer(cfg->sandbox_slice_us));
     const char *vsl = vscode_layer_ready();
     if (vsl) /* a read-only bind at /opt/hutch/vscode (vscode.c) */
         json_object_set_new(setup, "vscode_layer", json_string(vsl));

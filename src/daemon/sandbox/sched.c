@@ -1,31 +1,13 @@
 /* EEVDF custom slices for hutch's control path (sched.h). */
 #include "daemon/sandbox/sched.h"
-#include <sched.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-/* struct sched_attr as the kernel defines it (glibc before 2.41 has no
- * wrapper or type); SCHED_ATTR_SIZE_VER1 = 56 bytes with the uclamp pair. */
-struct hx_sched_attr {
-    uint32_t size;
-    uint32_t sched_policy;
-    uint64_t sched_flags;
-    int32_t sched_nice;
-    uint32_t sched_priority;
-    uint64_t sched_runtime; /* SCHED_OTHER since 6.12: the slice requested, ns */
-    uint64_t sched_deadline;
-    uint64_t sched_period;
-    uint32_t sched_util_min;
-    uint32_t sched_util_max;
-};
-#define HX_SCHED_FLAG_RESET_ON_FORK 0x01
+#include "lib/slice.h"
+#include <errno.h>
+#include <string.h>
 
 int sched_control_slice(pid_t pid, uint32_t slice_us, struct hx_err *e)
 {
-    struct hx_sched_attr a = {.size = sizeof a, .sched_policy = SCHED_OTHER,
-                              .sched_flags = slice_us ? HX_SCHED_FLAG_RESET_ON_FORK : 0,
-                              .sched_runtime = (uint64_t)slice_us * 1000};
-    if (syscall(SYS_sched_setattr, pid, &a, 0) < 0)
-        return hx_fail(e, errno, "sched_setattr(pid %d, slice %u us): %m", (int)pid, slice_us);
+    int r = hx_sched_slice(pid, slice_us, true);
+    if (r < 0)
+        return hx_fail(e, -r, "sched_setattr(pid %d, slice %u us): %s", (int)pid, slice_us, strerror(-r));
     return 0;
 }
