@@ -67,8 +67,15 @@ async function startOne(i) {
   const sb = await Sandbox.create({ timeout: "15m", labels: { run: label } });
   const rec = { sb, lines: 0, last: "", closing: false };
   alive.push(rec);
+  // A line a second without a process per line: bash waits in `read -t 1`
+  // on a FIFO nobody writes. With `sleep 1`, 1,000 fork+exec+exits a second
+  // took most of these 2 CPUs (lines_per_s 478-715 of 1,000 in rehearsals),
+  // and at times the host kernel held exiting `sleep`s in D state for over
+  // 20 s (exit's unmapping of the shared libraries, which every sandbox maps
+  // from the one image): the step then measured the kernel's fork path, not
+  // hutch's streams.
   const child = await sb.spawn("bash", {
-    args: ["-c", `i=0; while :; do echo "tick ${i} $i"; i=$((i+1)); sleep 1; done`],
+    args: ["-c", `mkfifo /tmp/tick && exec 3<>/tmp/tick && i=0 && while :; do echo "tick ${i} $i"; i=$((i+1)); read -t 1 -u 3; done`],
     stdout: "piped",
   });
   (async () => {
