@@ -1,4 +1,5 @@
-// What the memory benches read from memory cgroups and /proc (mem_bench.mjs, fivek_bench.mjs).
+// What the benches (and the scale test) read from cgroups and /proc (mem_bench.mjs, fivek_bench.mjs,
+// fair_bench.mjs, tests/scale).
 import fs from "node:fs";
 
 // A memory cgroup's charge in KiB: anon, page cache (file), kernel, total.
@@ -41,3 +42,25 @@ export function meminfo() {
 }
 // How many descriptors a process holds.
 export const fdCount = (pid) => fs.readdirSync(`/proc/${pid}/fd`).length;
+
+// hutch-init of sandbox id under hutchd cgroup name: the process of its memory
+// cgroup that is PID 1 of its pid namespace (NSpid: HOSTPID 1; its cpu
+// cgroup may be the agents'); 0 when it cannot be read
+export function agentPid(name, id) {
+  if (!name) return 0;
+  for (const ctl of ["memory", "."]) {
+    let procs;
+    try {
+      procs = fs.readFileSync(`/sys/fs/cgroup/${ctl}/${name}/${id}/cgroup.procs`, "utf8").split("\n").filter(Boolean);
+    } catch {
+      continue;
+    }
+    for (const p of procs) {
+      try {
+        const ns = /^NSpid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"));
+        if (ns && ns[1].trim().split(/\s+/).pop() === "1") return Number(p);
+      } catch { /* gone */ }
+    }
+  }
+  return 0;
+}

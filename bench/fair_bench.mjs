@@ -12,6 +12,7 @@
 // each kind per block), FAIR_LOOPS (busy loops in the hog, default 2 per CPU).
 import fs from "node:fs";
 import os from "node:os";
+import { agentPid } from "./cgmem.mjs";
 
 const sdkUrl = new URL("../tests/sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
 const { Sandbox } = await import(sdkUrl.href);
@@ -38,33 +39,13 @@ function runDelay(pid) {
   }
 }
 
-// hutch-init of a sandbox: the process of its memory cgroup that is PID 1
-// of its pid namespace (NSpid: HOSTPID 1); its cpu cgroup may be the agents'
-function agentPid(id) {
-  const name = process.env.HUTCH_CGROUP_NAME;
-  for (const ctl of ["memory", "."]) {
-    let procs;
-    try {
-      procs = fs.readFileSync(`/sys/fs/cgroup/${ctl}/${name}/${id}/cgroup.procs`, "utf8").split("\n").filter(Boolean);
-    } catch {
-      continue;
-    }
-    for (const p of procs) {
-      try {
-        const ns = /^NSpid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"));
-        if (ns && ns[1].trim().split(/\s+/).pop() === "1") return Number(p);
-      } catch { /* gone */ }
-    }
-  }
-  return 0;
-}
 
 const quiet = await Sandbox.create();
 const hog = await Sandbox.create();
 const others = [await Sandbox.create(), await Sandbox.create()]; // idle bystanders
 const out = { loops: LOOPS, rounds: ROUNDS, block: BLOCK, cpus: os.availableParallelism(), loadavg_start: os.loadavg()[0] };
 try {
-  const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(quiet.id), client: process.pid };
+  const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(process.env.HUTCH_CGROUP_NAME, quiet.id), client: process.pid };
   out.watched = Object.fromEntries(Object.entries(watch).map(([k, v]) => [k, v > 0]));
   // the hog: LOOPS busy loops whose pids it writes down, stopped and
   // continued with kill inside its own sandbox

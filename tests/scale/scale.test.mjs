@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { after, test } from "node:test";
 import { monitorEventLoopDelay } from "node:perf_hooks";
+import { agentPid } from "../../bench/cgmem.mjs";
 
 const sdkUrl = new URL("../sdk/node_modules/@deno/sandbox/esm/mod.js", import.meta.url);
 const { Client, Sandbox } = await import(sdkUrl.href);
@@ -177,27 +178,6 @@ function runDelay(pid) {
   }
 }
 
-// hutch-init of a sandbox (as bench/fair_bench.mjs): the process of its memory
-// cgroup that is PID 1 of its pid namespace; 0 when it cannot be read
-function agentPid(id) {
-  const name = process.env.HUTCH_CGROUP_NAME;
-  if (!name) return 0;
-  for (const ctl of ["memory", "."]) {
-    let procs;
-    try {
-      procs = fs.readFileSync(`/sys/fs/cgroup/${ctl}/${name}/${id}/cgroup.procs`, "utf8").split("\n").filter(Boolean);
-    } catch {
-      continue;
-    }
-    for (const p of procs) {
-      try {
-        const ns = /^NSpid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"));
-        if (ns && ns[1].trim().split(/\s+/).pop() === "1") return Number(p);
-      } catch { /* gone */ }
-    }
-  }
-  return 0;
-}
 
 test("a CPU-bound sandbox does not stop a quiet one from answering", async () => {
   // The hog's busy loops run and stop (SIGSTOP/SIGCONT, inside its own
@@ -220,7 +200,7 @@ test("a CPU-bound sandbox does not stop a quiet one from answering", async () =>
     await sleep(50);
   };
   // who waited for a CPU, per round trip (as bench/fair_bench.mjs)
-  const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(quiet.sb.id) };
+  const watch = { hutchd: Number(process.env.HUTCHD_PID ?? 0), agent: agentPid(process.env.HUTCH_CGROUP_NAME, quiet.sb.id) };
   const side = { on: [], off: [] };
   const wait = { on: { hutchd: 0, agent: 0 }, off: { hutchd: 0, agent: 0 } };
   takeLoopDelay();
