@@ -315,7 +315,7 @@ static void teardown_finish(struct sandbox *sb)
     sb->disk.dev_fd = sb->disk.file_fd = -1;
     sb_storage_free(hx_steal(&sb->storage)); /* storage: sizes recorded, images let go */
     sb->disk.promised_mb = 0;
-    if (!net_sandbox_link_name(sb, sb->gone_link))
+    if (!net_link_name(sb->net, sb->gone_link))
         sb->gone_link[0] = 0;
     if (sb->cg_made || sb->gone_link[0] || sb->gone_disk.dev_fd >= 0 || sb->gone_disk.file_fd >= 0) {
         /* teardown_rest once they are gone */

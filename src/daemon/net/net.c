@@ -1068,11 +1068,11 @@ void net_sandbox_detach(struct sandbox *sb)
     net_sb_free(n);
 }
 
-bool net_sandbox_link_name(const struct sandbox *sb, char out[16])
+bool net_link_name(const struct net_sb *n, char out[16])
 {
-    if (!sb->net)
+    if (!n)
         return false;
-    memcpy(out, sb->net->ifname, 16);
+    memcpy(out, n->ifname, 16);
     return out[0] != 0;
 }
 

@@ -46,9 +46,9 @@ int net_sandbox_set_policy(struct sandbox *sb, json_t *allow_net, struct hx_err 
 /* At teardown: forgets the policy and frees the audit log. Idempotent.
  * The veth is net_link_remove's, before the slot (its name) is reused. */
 void net_sandbox_detach(struct sandbox *sb);
-/* The name of the sandbox's host-side veth into out (16 bytes); false when
- * it has none. */
-bool net_sandbox_link_name(const struct sandbox *sb, char out[16]);
+/* The name of the host-side veth of a sandbox's net state (sb->net, may be
+ * NULL) into out (16 bytes); false when it has none. */
+bool net_link_name(const struct net_sb *n, char out[16]);
 /* Removes a veth by name if its namespace has not taken it already (any
  * thread: it opens its own netlink socket; it waits for the host-wide
  * rtnl_lock, so never on the loop). who names it in a log line. */
