@@ -4,6 +4,17 @@
 #include <signal.h>
 #include <string.h>
 
+/* Appends j to the list head..tail (under the lane's mutex). */
+static void push(struct hx_lane_job **head, struct hx_lane_job **tail, struct hx_lane_job *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
 static void *lane_main(void *arg)
 {
     struct hx_lane *l = arg;
@@ -20,12 +31,7 @@ static void *lane_main(void *arg)
         pthread_mutex_unlock(&l->mu);
         j->work(j);
         pthread_mutex_lock(&l->mu);
-        j->next = NULL;
-        if (l->done_tail)
-            l->done_tail->next = j;
-        else
-            l->done = j;
-        l->done_tail = j;
+        push(&l->done, &l->done_tail, j);
         uv_async_send(&l->async);
     }
     pthread_mutex_unlock(&l->mu);
@@ -79,15 +85,10 @@ void hx_lane_queue(struct hx_lane *l, struct hx_lane_job *j, void (*work)(struct
 {
     j->work = work;
     j->done = done;
-    j->next = NULL;
     if (l->pending++ == 0)
         uv_ref((uv_handle_t *)&l->async);
     pthread_mutex_lock(&l->mu);
-    if (l->todo_tail)
-        l->todo_tail->next = j;
-    else
-        l->todo = j;
-    l->todo_tail = j;
+    push(&l->todo, &l->todo_tail, j);
     pthread_cond_signal(&l->cond);
     pthread_mutex_unlock(&l->mu);
 }
